@@ -1,0 +1,234 @@
+import { hostname } from 'node:os';
+import { ConfigError } from './errors';
+
+/**
+ * The whole configuration, parsed once from the environment at start-up.
+ * Every field is documented in README.md ("Configuration"); keep the two in step.
+ */
+export interface Config {
+  role: 'all' | 'worker' | 'gateway';
+  instanceId: string;
+  databaseUrl: string;
+  natsUrl: string;
+  /** NATS credentials; secrets, never logged. */
+  natsUser: string | undefined;
+  natsPassword: string | undefined;
+  natsToken: string | undefined;
+  /** Undefined means: start the in-process Telegram sandbox and send to it. */
+  telegramBotToken: string | undefined;
+  telegramApiRoot: string;
+  telegramGlobalRate: number;
+  telegramChatRate: number;
+  telegramGroupRatePerMin: number;
+  telegramMaxAttempts: number;
+  telegramRequestTimeoutMs: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** 0 disables the metrics HTTP server. */
+  metricsPort: number;
+  outboxPollMs: number;
+  claimBatch: number;
+  claimLeaseMs: number;
+  /** How many rows of one chat may sit in memory; more stay in the database. */
+  chatBufferSeconds: number;
+  shardCount: number;
+  shutdownTimeoutMs: number;
+  migrateOnStart: boolean;
+}
+
+type Env = Record<string, string | undefined>;
+
+/** Named defaults, so the README table and the code agree. */
+export const DEFAULTS = {
+  ROLE: 'all',
+  DATABASE_URL: 'mysql://root@127.0.0.1:3306/test',
+  NATS_URL: 'nats://127.0.0.1:4222',
+  TELEGRAM_API_ROOT: 'https://api.telegram.org/',
+  TELEGRAM_GLOBAL_RATE: 30,
+  TELEGRAM_CHAT_RATE: 1,
+  TELEGRAM_GROUP_RATE_PER_MIN: 20,
+  TELEGRAM_MAX_ATTEMPTS: 5,
+  TELEGRAM_REQUEST_TIMEOUT_MS: 15_000,
+  RETRY_BASE_MS: 1_000,
+  RETRY_MAX_MS: 300_000,
+  LOG_LEVEL: 'info',
+  METRICS_PORT: 9464,
+  OUTBOX_POLL_MS: 1_000,
+  CLAIM_BATCH: 1_000,
+  CLAIM_LEASE_MS: 60_000,
+  CHAT_BUFFER_SECONDS: 60,
+  SHARD_COUNT: 64,
+  SHUTDOWN_TIMEOUT_MS: 10_000,
+  MIGRATE_ON_START: true,
+} as const;
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+const ROLES = ['all', 'worker', 'gateway'] as const;
+
+/** Small typed readers; each error names the variable and the expected form. */
+export class EnvReader {
+  constructor(private readonly env: Env) {}
+
+  raw(name: string): string | undefined {
+    const v = this.env[name];
+    return v === undefined || v.trim() === '' ? undefined : v.trim();
+  }
+
+  string(name: string, def: string): string {
+    return this.raw(name) ?? def;
+  }
+
+  optionalString(name: string): string | undefined {
+    return this.raw(name);
+  }
+
+  number(name: string, def: number, opts: { min?: number; max?: number; integer?: boolean; exclusiveMin?: boolean } = {}): number {
+    const v = this.raw(name);
+    if (v === undefined) return def;
+    const form = opts.integer ? 'an integer' : 'a number';
+    const range = describeRange(opts);
+    if (!/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(v)) throw new ConfigError(name, `expected ${form}${range}, got ${JSON.stringify(v)}`);
+    const n = Number(v);
+    if (!Number.isFinite(n) || (opts.integer && !Number.isInteger(n))) throw new ConfigError(name, `expected ${form}${range}, got ${JSON.stringify(v)}`);
+    if (opts.min !== undefined && (opts.exclusiveMin ? n <= opts.min : n < opts.min)) throw new ConfigError(name, `expected ${form}${range}, got ${v}`);
+    if (opts.max !== undefined && n > opts.max) throw new ConfigError(name, `expected ${form}${range}, got ${v}`);
+    return n;
+  }
+
+  integer(name: string, def: number, opts: { min?: number; max?: number } = {}): number {
+    return this.number(name, def, { ...opts, integer: true });
+  }
+
+  boolean(name: string, def: boolean): boolean {
+    const v = this.raw(name);
+    if (v === undefined) return def;
+    if (/^(1|true|yes|on)$/i.test(v)) return true;
+    if (/^(0|false|no|off)$/i.test(v)) return false;
+    throw new ConfigError(name, `expected one of true/false/1/0/yes/no/on/off, got ${JSON.stringify(v)}`);
+  }
+
+  oneOf<T extends string>(name: string, values: readonly T[], def: T): T {
+    const v = this.raw(name);
+    if (v === undefined) return def;
+    const lower = v.toLowerCase();
+    const found = values.find((x) => x === lower);
+    if (!found) throw new ConfigError(name, `expected one of ${values.join(', ')}, got ${JSON.stringify(v)}`);
+    return found;
+  }
+
+  url(name: string, def: string, protocols: readonly string[]): string {
+    const v = this.raw(name) ?? def;
+    let u: URL;
+    try {
+      u = new URL(v);
+    } catch {
+      throw new ConfigError(name, `expected a URL (${protocols.join(' or ')}), got ${JSON.stringify(redactUrl(v))}`);
+    }
+    if (!protocols.includes(u.protocol)) throw new ConfigError(name, `expected a URL with scheme ${protocols.join(' or ')}, got ${JSON.stringify(u.protocol)}`);
+    return v;
+  }
+
+  /** Comma-separated integers, e.g. chat ids. */
+  integerList(name: string): number[] {
+    const v = this.raw(name);
+    if (v === undefined) return [];
+    return v.split(',').map((part) => {
+      const p = part.trim();
+      if (!/^-?\d+$/.test(p) || !Number.isSafeInteger(Number(p))) throw new ConfigError(name, `expected comma-separated integers, got ${JSON.stringify(p)}`);
+      return Number(p);
+    });
+  }
+}
+
+function describeRange(o: { min?: number; max?: number; exclusiveMin?: boolean }): string {
+  if (o.min !== undefined && o.max !== undefined) return ` between ${o.min} and ${o.max}`;
+  if (o.min !== undefined) return o.exclusiveMin ? ` greater than ${o.min}` : ` ≥ ${o.min}`;
+  if (o.max !== undefined) return ` ≤ ${o.max}`;
+  return '';
+}
+
+/** Hides the password part of a URL so it can be logged. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
+  }
+}
+
+/** Parses and validates the environment. Throws ConfigError naming the first bad variable. */
+export function loadConfig(env: Env = process.env): Config {
+  const r = new EnvReader(env);
+  const telegramBotToken = r.optionalString('TELEGRAM_BOT_TOKEN');
+  if (telegramBotToken !== undefined && !/^\d+:[A-Za-z0-9_-]{20,}$/.test(telegramBotToken)) {
+    // Never echo the value: it is a secret even when malformed.
+    throw new ConfigError('TELEGRAM_BOT_TOKEN', 'expected a bot token of the form <bot id>:<secret> as given by @BotFather (value not shown)');
+  }
+  let apiRoot = r.url('TELEGRAM_API_ROOT', DEFAULTS.TELEGRAM_API_ROOT, ['http:', 'https:']);
+  // telegraf resolves './bot<token>/<method>' against the root: a path needs its trailing slash.
+  if (!apiRoot.endsWith('/')) apiRoot += '/';
+
+  const retryBaseMs = r.integer('RETRY_BASE_MS', DEFAULTS.RETRY_BASE_MS, { min: 1 });
+  const retryMaxMs = r.integer('RETRY_MAX_MS', DEFAULTS.RETRY_MAX_MS, { min: 1 });
+  if (retryMaxMs < retryBaseMs) throw new ConfigError('RETRY_MAX_MS', `expected a value ≥ RETRY_BASE_MS (${retryBaseMs}), got ${retryMaxMs}`);
+
+  return {
+    role: r.oneOf('ROLE', ROLES, DEFAULTS.ROLE),
+    instanceId: r.string('INSTANCE_ID', `${hostname()}-${process.pid}`),
+    databaseUrl: r.url('DATABASE_URL', DEFAULTS.DATABASE_URL, ['mysql:', 'mariadb:']),
+    natsUrl: natsUrls(r),
+    natsUser: r.optionalString('NATS_USER'),
+    natsPassword: r.optionalString('NATS_PASSWORD'),
+    natsToken: r.optionalString('NATS_TOKEN'),
+    telegramBotToken,
+    telegramApiRoot: apiRoot,
+    telegramGlobalRate: r.number('TELEGRAM_GLOBAL_RATE', DEFAULTS.TELEGRAM_GLOBAL_RATE, { min: 0, exclusiveMin: true, max: 100_000 }),
+    telegramChatRate: r.number('TELEGRAM_CHAT_RATE', DEFAULTS.TELEGRAM_CHAT_RATE, { min: 0, exclusiveMin: true, max: 100_000 }),
+    telegramGroupRatePerMin: r.number('TELEGRAM_GROUP_RATE_PER_MIN', DEFAULTS.TELEGRAM_GROUP_RATE_PER_MIN, { min: 0, exclusiveMin: true, max: 6_000_000 }),
+    telegramMaxAttempts: r.integer('TELEGRAM_MAX_ATTEMPTS', DEFAULTS.TELEGRAM_MAX_ATTEMPTS, { min: 1, max: 1000 }),
+    telegramRequestTimeoutMs: r.integer('TELEGRAM_REQUEST_TIMEOUT_MS', DEFAULTS.TELEGRAM_REQUEST_TIMEOUT_MS, { min: 100, max: 600_000 }),
+    retryBaseMs,
+    retryMaxMs,
+    logLevel: r.oneOf('LOG_LEVEL', LOG_LEVELS, DEFAULTS.LOG_LEVEL),
+    metricsPort: r.integer('METRICS_PORT', DEFAULTS.METRICS_PORT, { min: 0, max: 65535 }),
+    outboxPollMs: r.integer('OUTBOX_POLL_MS', DEFAULTS.OUTBOX_POLL_MS, { min: 10, max: 60_000 }),
+    claimBatch: r.integer('CLAIM_BATCH', DEFAULTS.CLAIM_BATCH, { min: 1, max: 50_000 }),
+    claimLeaseMs: r.integer('CLAIM_LEASE_MS', DEFAULTS.CLAIM_LEASE_MS, { min: 1_000, max: 3_600_000 }),
+    chatBufferSeconds: r.number('CHAT_BUFFER_SECONDS', DEFAULTS.CHAT_BUFFER_SECONDS, { min: 1, max: 3600 }),
+    shardCount: r.integer('SHARD_COUNT', DEFAULTS.SHARD_COUNT, { min: 1, max: 4096 }),
+    shutdownTimeoutMs: r.integer('SHUTDOWN_TIMEOUT_MS', DEFAULTS.SHUTDOWN_TIMEOUT_MS, { min: 0, max: 600_000 }),
+    migrateOnStart: r.boolean('MIGRATE_ON_START', DEFAULTS.MIGRATE_ON_START),
+  };
+}
+
+function natsUrls(r: EnvReader): string {
+  const v = r.string('NATS_URL', DEFAULTS.NATS_URL);
+  for (const part of v.split(',')) {
+    const p = part.trim();
+    const withScheme = /^[a-z]+:\/\//i.test(p) ? p : `nats://${p}`;
+    let u: URL;
+    try {
+      u = new URL(withScheme);
+    } catch {
+      throw new ConfigError('NATS_URL', `expected comma-separated nats://host:port URLs, got ${JSON.stringify(redactUrl(p))}`);
+    }
+    if (!['nats:', 'tls:', 'ws:', 'wss:'].includes(u.protocol)) throw new ConfigError('NATS_URL', `expected nats://host:port, got scheme ${JSON.stringify(u.protocol)}`);
+  }
+  return v;
+}
+
+/** A copy safe to log: secrets removed, URLs with passwords redacted. */
+export function describeConfig(c: Config): Record<string, unknown> {
+  const { natsPassword, natsToken, telegramBotToken, ...rest } = c;
+  return {
+    ...rest,
+    databaseUrl: redactUrl(c.databaseUrl),
+    natsUrl: redactUrl(c.natsUrl),
+    natsPassword: natsPassword ? '***' : undefined,
+    natsToken: natsToken ? '***' : undefined,
+    telegramBotToken: telegramBotToken ? '***' : '(none: in-process sandbox)',
+  };
+}

@@ -1,0 +1,2 @@
+export { Notification, type NotificationStatus } from './notification';
+export { Recipient, type RecipientStatus } from './recipient';
