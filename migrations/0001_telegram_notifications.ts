@@ -58,7 +58,10 @@ export async function up(knex: Knex): Promise<void> {
   // Reaping expired leases and finding a process's own claims.
   await knex.raw('ALTER TABLE telegram_notifications ADD INDEX ix_tn_lease (status, claim_expires_at)');
   await knex.raw('ALTER TABLE telegram_notifications ADD INDEX ix_tn_claimed_by (claimed_by, status)');
-  await knex.raw('ALTER TABLE telegram_notifications ADD INDEX ix_tn_chat (telegram_id, status)');
+  // Claiming across many owned shards at once walks this one in claim order.
+  await knex.raw('ALTER TABLE telegram_notifications ADD INDEX ix_tn_claim_all (status, priority DESC, id)');
+  // Per-chat order checks (an earlier row of the same chat waiting on a retry).
+  await knex.raw('ALTER TABLE telegram_notifications ADD INDEX ix_tn_chat (telegram_id, status, id)');
 }
 
 export async function down(knex: Knex): Promise<void> {

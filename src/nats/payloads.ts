@@ -1,0 +1,48 @@
+import { Type, type Static } from '@sinclair/typebox';
+
+/** Telegram's limit is 4096 characters per message; longer texts are split. We refuse absurd sizes. */
+export const MAX_ENQUEUE_TEXT = 65_536;
+
+/** `notify.enqueue` request. Unknown fields are rejected so typos never pass silently. */
+export const EnqueueRequest = Type.Object(
+  {
+    chat_id: Type.Integer({ minimum: -9_999_999_999_999, maximum: 9_999_999_999_999, not: { const: 0 } }),
+    text: Type.String({ minLength: 1, maxLength: MAX_ENQUEUE_TEXT }),
+    parse_mode: Type.Optional(Type.Union([Type.Literal('HTML'), Type.Literal('MarkdownV2'), Type.Literal('Markdown'), Type.Null()])),
+    kind: Type.Optional(Type.String({ minLength: 1, maxLength: 32, pattern: '^[a-z_][a-z0-9_]*$' })),
+    order_id: Type.Optional(Type.Integer({ minimum: 1 })),
+    /** Higher goes first; transactional (e.g. new orders) > 0 > bulk. */
+    priority: Type.Optional(Type.Integer({ minimum: -100, maximum: 100 })),
+    /** A repeat with the same key returns the first id and inserts nothing. */
+    idempotency_key: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })),
+  },
+  { additionalProperties: false },
+);
+export type EnqueueRequest = Static<typeof EnqueueRequest>;
+
+export const ErrorBody = Type.Object({ code: Type.String(), message: Type.String() });
+
+/** `notify.enqueue` reply: only after the row is committed. */
+export type EnqueueReply = { ok: true; id: number; shard: number; duplicate: boolean } | { ok: false; error: { code: string; message: string } };
+
+/** `notify.wake.<shard>` event. */
+export const WakeEvent = Type.Object({ shard: Type.Integer({ minimum: 0 }), id: Type.Optional(Type.Integer({ minimum: 1 })) }, { additionalProperties: false });
+export type WakeEvent = Static<typeof WakeEvent>;
+
+/** `notify.outcome.<status>` event, one per finished notification. */
+export interface OutcomeEvent {
+  id: number;
+  chat_id: number;
+  status: 'sent' | 'failed';
+  error_code?: string | null;
+  error?: string | null;
+  attempts: number;
+  latency_ms: number;
+}
+
+/** `notify.recipient.changed` event: an operator cleared (or a sender marked) a recipient. */
+export const RecipientChanged = Type.Object(
+  { chat_id: Type.Integer(), status: Type.Union([Type.Literal('ok'), Type.Literal('blocked'), Type.Literal('deactivated'), Type.Literal('kicked'), Type.Literal('not_found'), Type.Literal('migrated')]), migrated_to_chat_id: Type.Optional(Type.Union([Type.Integer(), Type.Null()])) },
+  { additionalProperties: false },
+);
+export type RecipientChanged = Static<typeof RecipientChanged>;

@@ -1,0 +1,253 @@
+/**
+ * A small typed layer over nact. No other module imports nact directly.
+ *
+ * Why: nact's typings leave the sender untyped, `Ref<T>` is phantom, `dispatch` to a
+ * stopped actor is silently dropped, an `onCrash` that throws becomes an unhandled
+ * rejection, and there is no "restart with backoff". This module gives typed
+ * spawn / dispatch / query, reply refs inside messages, dead-letter accounting and
+ * named supervision policies.
+ */
+import * as nact from 'nact';
+import type { Logger } from '../log';
+import { AppError, describeError } from '../errors';
+
+/** A typed handle to an actor accepting messages of type M. */
+export interface ActorRef<M> {
+  readonly path: string;
+  /** @internal */ readonly raw: nact.Ref<unknown>;
+  /** @internal */ readonly life: { stopped: boolean };
+  /** Phantom field that makes ActorRef<A> and ActorRef<B> incompatible. */
+  readonly __msg?: (m: M) => void;
+}
+
+/** Put one of these in a message to get an answer back (see `query`). */
+export interface ReplyTo<R> {
+  /** @internal */ readonly raw: nact.Ref<unknown>;
+  readonly __reply?: (r: R) => void;
+}
+
+/** Hooks for metrics and logs; the system calls them, never throws from them. */
+export interface ActorObserver {
+  crashed?(path: string, error: unknown): void;
+  restarting?(path: string, attempt: number, delayMs: number): void;
+  deadLetter?(path: string, messageType: string): void;
+}
+
+export interface ActorSystem {
+  readonly name: string;
+  /** @internal */ readonly raw: nact.Ref<never>;
+  readonly log: Logger;
+  readonly observer: ActorObserver;
+  readonly life: { stopped: boolean };
+  /** Messages dispatched to stopped actors. */
+  deadLetters: number;
+}
+
+export type Parent = ActorSystem | ActorRef<never> | ActorRef<any>;
+
+export interface ActorContext<M> {
+  readonly self: ActorRef<M>;
+  readonly name: string;
+  readonly path: string;
+  readonly system: ActorSystem;
+  readonly log: Logger;
+}
+
+/** What a supervisor does when an actor's handler throws. */
+export type SupervisionPolicy =
+  /** Re-run `init` after an exponential backoff; the mailbox is kept, the failing message dropped. */
+  | { kind: 'restart'; minBackoffMs: number; maxBackoffMs: number; /** crashes within `windowMs` before giving up (escalate) */ maxRestarts: number; windowMs: number }
+  /** Drop the failing message and keep the state. */
+  | { kind: 'resume' }
+  /** Stop the actor (and its children). */
+  | { kind: 'stop' }
+  /** Hand the failure to the parent's policy. */
+  | { kind: 'escalate' };
+
+export const Supervision = {
+  restartWithBackoff(opts: Partial<Omit<Extract<SupervisionPolicy, { kind: 'restart' }>, 'kind'>> = {}): SupervisionPolicy {
+    return { kind: 'restart', minBackoffMs: opts.minBackoffMs ?? 100, maxBackoffMs: opts.maxBackoffMs ?? 30_000, maxRestarts: opts.maxRestarts ?? 20, windowMs: opts.windowMs ?? 60_000 };
+  },
+  resume(): SupervisionPolicy {
+    return { kind: 'resume' };
+  },
+  stop(): SupervisionPolicy {
+    return { kind: 'stop' };
+  },
+  escalate(): SupervisionPolicy {
+    return { kind: 'escalate' };
+  },
+} as const;
+
+export interface ActorDefinition<S, M> {
+  /** Unique among siblings; part of the actor's path. */
+  name: string;
+  /** Builds the initial state; runs again on restart. Must not throw for normal operation. */
+  init: (ctx: ActorContext<M>) => S;
+  /** Handles one message at a time; returns the next state. */
+  receive: (state: S, msg: M, ctx: ActorContext<M>) => S | Promise<S>;
+  supervision?: SupervisionPolicy;
+  /** Runs once after the actor stopped (timers, leases). */
+  afterStop?: (state: S, ctx: ActorContext<M>) => void | Promise<void>;
+}
+
+/** Starts a fresh actor system. Use one per process (and one per test). */
+export function startActorSystem(name: string, log: Logger, observer: ActorObserver = {}): ActorSystem {
+  // nact ignores a string name (`start('x')`): pass it as an object.
+  const raw = nact.start({ name: `${name}-${Math.random().toString(36).slice(2, 8)}` } as never) as nact.Ref<never>;
+  return { name, raw, log, observer, life: { stopped: false }, deadLetters: 0 };
+}
+
+export function stopActorSystem(system: ActorSystem): void {
+  if (system.life.stopped) return;
+  system.life.stopped = true;
+  nact.stop(system.raw);
+}
+
+const systems = new WeakMap<object, ActorSystem>();
+
+function systemOf(parent: Parent): ActorSystem {
+  if ('deadLetters' in parent) return parent;
+  const s = systems.get(parent);
+  if (!s) throw new AppError('ACTOR_STOPPED', `unknown parent ${parent.path}`);
+  return s;
+}
+
+/** Spawns a child actor under `parent` (the system or another actor). */
+export function spawn<S, M>(parent: Parent, def: ActorDefinition<S, M>): ActorRef<M> {
+  const system = systemOf(parent);
+  if (parent.life.stopped) throw new AppError('ACTOR_STOPPED', `cannot spawn ${def.name}: parent ${'path' in parent ? parent.path : system.name} is stopped`);
+  const life = { stopped: false };
+  const policy = def.supervision ?? Supervision.restartWithBackoff();
+  const crashes: number[] = [];
+  const log = system.log.child({ actor: def.name });
+  let self!: ActorRef<M>;
+  const ctxOf = (): ActorContext<M> => ({ self, name: def.name, path: self.path, system, log });
+
+  const onCrash = async (msg: unknown, err: unknown, nctx: nact.SupervisionContext<unknown, nact.Ref<unknown>>): Promise<symbol> => {
+    try {
+      safe(() => system.observer.crashed?.(self.path, err));
+      log.error({ err: describeError(err), message: messageType(msg) }, 'actor crashed');
+      switch (policy.kind) {
+        case 'resume':
+          return nctx.resume as symbol;
+        case 'stop':
+          return nctx.stop as symbol;
+        case 'escalate':
+          return nctx.escalate as symbol;
+        case 'restart': {
+          const now = Date.now();
+          crashes.push(now);
+          while (crashes.length && crashes[0]! < now - policy.windowMs) crashes.shift();
+          if (crashes.length > policy.maxRestarts) {
+            log.error({ crashes: crashes.length, windowMs: policy.windowMs }, 'too many restarts; escalating');
+            return nctx.escalate as symbol;
+          }
+          const attempt = crashes.length;
+          const delay = Math.min(policy.maxBackoffMs, policy.minBackoffMs * 2 ** (attempt - 1));
+          safe(() => system.observer.restarting?.(self.path, attempt, delay));
+          // nact keeps the actor busy while onCrash is pending: new messages wait in the mailbox.
+          await sleep(delay);
+          return nctx.reset as symbol;
+        }
+      }
+    } catch (e) {
+      // A throwing onCrash would become an unhandled rejection inside nact.
+      log.error({ err: describeError(e) }, 'supervision policy failed; stopping actor');
+      return nctx.stop as symbol;
+    }
+  };
+
+  const raw = nact.spawn(
+    parent.raw as nact.Ref<unknown>,
+    (state: S, msg: M) => def.receive(state, msg, ctxOf()),
+    def.name,
+    {
+      initialStateFunc: () => def.init(ctxOf()),
+      onCrash: onCrash as never,
+      afterStop: async (state: S) => {
+        life.stopped = true;
+        if (def.afterStop) {
+          try {
+            await def.afterStop(state, ctxOf());
+          } catch (e) {
+            log.error({ err: describeError(e) }, 'afterStop failed');
+          }
+        }
+      },
+    } as never,
+  ) as nact.Ref<unknown>;
+  self = { path: pathOf(raw, def.name), raw, life };
+  systems.set(self, system);
+  return self;
+}
+
+/**
+ * Sends a message. Returns false (and counts a dead letter) when the actor is stopped,
+ * where nact would drop it silently.
+ */
+export function dispatch<M>(to: ActorRef<M>, msg: M): boolean {
+  const system = systems.get(to);
+  if (to.life.stopped || !system || system.life.stopped) {
+    if (system) {
+      system.deadLetters++;
+      safe(() => system.observer.deadLetter?.(to.path, messageType(msg)));
+    }
+    return false;
+  }
+  nact.dispatch(to.raw, msg);
+  return true;
+}
+
+/** Answers a query: `reply(msg.replyTo, value)`. */
+export function reply<R>(to: ReplyTo<R>, value: R): void {
+  nact.dispatch(to.raw, value);
+}
+
+/**
+ * Asks an actor and awaits the answer. `build` receives the reply ref to put in the
+ * message. Rejects with QUERY_TIMEOUT (nact reports handler errors only as timeouts).
+ */
+export async function query<M, R>(to: ActorRef<M>, build: (replyTo: ReplyTo<R>) => M, timeoutMs: number): Promise<R> {
+  if (to.life.stopped) throw new AppError('ACTOR_STOPPED', `actor ${to.path} is stopped`);
+  try {
+    return (await nact.query(to.raw as nact.Ref<never>, ((temp: nact.Ref<unknown>) => build({ raw: temp })) as never, timeoutMs)) as R;
+  } catch (e) {
+    if (e instanceof Error && /Query Timeout/.test(e.message)) throw new AppError('QUERY_TIMEOUT', `no answer from ${to.path} within ${timeoutMs} ms`);
+    throw e;
+  }
+}
+
+export function stop(ref: ActorRef<unknown>): void {
+  nact.stop(ref.raw);
+}
+
+export function isStopped(ref: ActorRef<unknown>): boolean {
+  return ref.life.stopped;
+}
+
+/** For `switch` exhaustiveness: `default: return assertNever(msg)`. */
+export function assertNever(x: never): never {
+  throw new AppError('INTERNAL', `unexpected message ${JSON.stringify(x)}`);
+}
+
+function pathOf(raw: nact.Ref<unknown>, fallback: string): string {
+  const p = (raw as unknown as { path?: { parts?: string[] } }).path?.parts;
+  return p ? `/${p.join('/')}` : fallback;
+}
+
+function messageType(msg: unknown): string {
+  return msg && typeof msg === 'object' && 'type' in msg ? String((msg as { type: unknown }).type) : typeof msg;
+}
+
+function safe(f: () => void): void {
+  try {
+    f();
+  } catch {
+    /* observers must not break supervision */
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,103 @@
+import { Telegraf, Input } from 'telegraf';
+import { classifyThrown } from './classify';
+import { TelegramApiError } from './errors';
+
+/** Where a photo comes from: bytes we downloaded (re-sendable) or a public URL. */
+export type PhotoSource = { kind: 'bytes'; data: Buffer; filename: string } | { kind: 'url'; url: string };
+
+export interface SentMessage {
+  message_id: number;
+  chat: { id: number };
+}
+
+export interface PhotoItem {
+  photo: PhotoSource;
+  caption?: string;
+  parseMode?: string;
+}
+
+/**
+ * What the sender needs from Telegram. Every method resolves with Telegram's result or
+ * rejects with a classified TelegramApiError (see errors.ts); nothing else escapes.
+ */
+export interface TelegramClient {
+  getMe(): Promise<{ id: number; username?: string }>;
+  sendMessage(chatId: number, text: string, parseMode?: string | null): Promise<SentMessage>;
+  sendPhoto(chatId: number, item: PhotoItem): Promise<SentMessage>;
+  /** 2–10 items; Telegram rejects other counts. */
+  sendMediaGroup(chatId: number, items: PhotoItem[]): Promise<SentMessage[]>;
+}
+
+export interface TelegrafClientOptions {
+  token: string;
+  /** Must end with '/' when it has a path (telegraf resolves './bot<token>/<method>' against it). */
+  apiRoot: string;
+  /** telegraf's own timeout is fixed at 500 s; ours aborts the request after this. */
+  timeoutMs: number;
+}
+
+/** The TelegramClient over telegraf, with a per-request timeout and classified errors. */
+export class TelegrafClient implements TelegramClient {
+  private readonly bot: Telegraf;
+
+  constructor(private readonly opts: TelegrafClientOptions) {
+    // Never call bot.launch(): that starts polling getUpdates, which a sender must not do.
+    this.bot = new Telegraf(opts.token, { telegram: { apiRoot: opts.apiRoot } });
+  }
+
+  getMe(): Promise<{ id: number; username?: string }> {
+    return this.call('getMe', {});
+  }
+
+  sendMessage(chatId: number, text: string, parseMode?: string | null): Promise<SentMessage> {
+    const payload: Record<string, unknown> = { chat_id: chatId, text };
+    if (parseMode) payload.parse_mode = parseMode;
+    return this.call('sendMessage', payload);
+  }
+
+  sendPhoto(chatId: number, item: PhotoItem): Promise<SentMessage> {
+    // A fresh payload per attempt: telegraf stringifies media fields in place.
+    const payload: Record<string, unknown> = { chat_id: chatId, photo: toInput(item.photo) };
+    if (item.caption !== undefined) payload.caption = item.caption;
+    if (item.parseMode) payload.parse_mode = item.parseMode;
+    return this.call('sendPhoto', payload);
+  }
+
+  sendMediaGroup(chatId: number, items: PhotoItem[]): Promise<SentMessage[]> {
+    const media = items.map((it) => {
+      const m: Record<string, unknown> = { type: 'photo', media: toInput(it.photo) };
+      if (it.caption !== undefined) m.caption = it.caption;
+      if (it.parseMode) m.parse_mode = it.parseMode;
+      return m;
+    });
+    return this.call('sendMediaGroup', { chat_id: chatId, media });
+  }
+
+  private async call<T>(method: string, payload: Record<string, unknown>): Promise<T> {
+    const controller = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      controller.abort();
+    }, this.opts.timeoutMs);
+    try {
+      // callApi's typings are per-method; payloads here are built and checked above.
+      const callApi = this.bot.telegram.callApi.bind(this.bot.telegram) as unknown as (
+        m: string,
+        p: Record<string, unknown>,
+        o: { signal: AbortSignal },
+      ) => Promise<T>;
+      return await callApi(method, payload, { signal: controller.signal });
+    } catch (e) {
+      throw classifyThrown(method, e, timedOut);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+function toInput(p: PhotoSource): unknown {
+  return p.kind === 'bytes' ? Input.fromBuffer(p.data, p.filename) : p.url;
+}
+
+export { TelegramApiError };
