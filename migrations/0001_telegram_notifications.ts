@@ -61,7 +61,7 @@ export async function up(knex: Knex): Promise<void> {
   // Claiming across many owned shards at once walks this one in claim order.
   await knex.raw('ALTER TABLE telegram_notifications ADD INDEX ix_tn_claim_all (status, priority DESC, id)');
   // Per-chat order checks (an earlier row of the same chat waiting on a retry).
-  await knex.raw('ALTER TABLE telegram_notifications ADD INDEX ix_tn_chat (telegram_id, status, id)');
+  await knex.raw('ALTER TABLE telegram_notifications ADD INDEX ix_tn_chat (telegram_id, status, next_attempt_at)');
 }
 
 export async function down(knex: Knex): Promise<void> {

@@ -121,7 +121,9 @@ export function spawn<S, M>(parent: Parent, def: ActorDefinition<S, M>): ActorRe
   const policy = def.supervision ?? Supervision.restartWithBackoff();
   const crashes: number[] = [];
   const log = system.log.child({ actor: def.name });
-  let self!: ActorRef<M>;
+  // The ref exists before nact returns it, so `init` can spawn children and dispatch to self.
+  const self = { path: def.name, raw: undefined as unknown as nact.Ref<unknown>, life } as { path: string; raw: nact.Ref<unknown>; life: { stopped: boolean } };
+  systems.set(self, system);
   const ctxOf = (): ActorContext<M> => ({ self, name: def.name, path: self.path, system, log });
 
   const onCrash = async (msg: unknown, err: unknown, nctx: nact.SupervisionContext<unknown, nact.Ref<unknown>>): Promise<symbol> => {
@@ -158,12 +160,18 @@ export function spawn<S, M>(parent: Parent, def: ActorDefinition<S, M>): ActorRe
     }
   };
 
-  const raw = nact.spawn(
+  nact.spawn(
     parent.raw as nact.Ref<unknown>,
     (state: S, msg: M) => def.receive(state, msg, ctxOf()),
     def.name,
     {
-      initialStateFunc: () => def.init(ctxOf()),
+      initialStateFunc: (nctx: { self: nact.Ref<unknown> }) => {
+        if (!self.raw) {
+          self.raw = nctx.self;
+          self.path = pathOf(nctx.self, def.name);
+        }
+        return def.init(ctxOf());
+      },
       onCrash: onCrash as never,
       afterStop: async (state: S) => {
         life.stopped = true;
@@ -176,10 +184,8 @@ export function spawn<S, M>(parent: Parent, def: ActorDefinition<S, M>): ActorRe
         }
       },
     } as never,
-  ) as nact.Ref<unknown>;
-  self = { path: pathOf(raw, def.name), raw, life };
-  systems.set(self, system);
-  return self;
+  );
+  return self as ActorRef<M>;
 }
 
 /**
@@ -218,11 +224,11 @@ export async function query<M, R>(to: ActorRef<M>, build: (replyTo: ReplyTo<R>) 
   }
 }
 
-export function stop(ref: ActorRef<unknown>): void {
+export function stop<M>(ref: ActorRef<M>): void {
   nact.stop(ref.raw);
 }
 
-export function isStopped(ref: ActorRef<unknown>): boolean {
+export function isStopped<M>(ref: ActorRef<M>): boolean {
   return ref.life.stopped;
 }
 

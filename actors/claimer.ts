@@ -1,0 +1,158 @@
+import { spawn, dispatch, reply, assertNever, Supervision, type ActorRef, type Parent, type ReplyTo } from '../src/runtime/actor';
+import { describeError } from '../src/errors';
+import { isGroupChat } from '../src/outbox/shard';
+import type { OutboxRow } from '../src/outbox/types';
+import type { PipelineDeps } from '../src/pipeline/deps';
+import type { ShardManagerMsg } from './shard-manager';
+
+/**
+ * Claimer: claims due rows of the owned shards in batches (one transaction per batch,
+ * all shards at once) and hands them to the shard manager. Runs when woken by an
+ * enqueue, when a batch came back full, and every poll interval (legacy producers that
+ * only INSERT). Also renews this process's leases and reaps expired ones.
+ */
+export type ClaimerMsg =
+  | { type: 'own'; shards: number[] }
+  | { type: 'wake'; shard?: number }
+  | { type: 'tick' }
+  | { type: 'claimed'; rows: OutboxRow[]; limit: number; error?: string }
+  | { type: 'renew' }
+  | { type: 'reap' }
+  /** Stop claiming (shutdown, handoff); answers once no claim is running. */
+  | { type: 'pause'; replyTo: ReplyTo<void> }
+  | { type: 'resume' };
+
+export interface ClaimerState {
+  shards: number[];
+  claiming: boolean;
+  again: boolean;
+  paused: boolean;
+  waiters: Array<ReplyTo<void>>;
+  timers: NodeJS.Timeout[];
+  failures: number;
+}
+
+export function spawnClaimer(parent: Parent, deps: PipelineDeps, shardManager: ActorRef<ShardManagerMsg>): ActorRef<ClaimerMsg> {
+  const { settings, repo, book, log, metrics } = deps;
+  const mClaimed = metrics.counter('outbox_claimed_total', 'Rows claimed from the outbox');
+  const mClaims = metrics.counter('outbox_claims_total', 'Claim transactions', ['result']);
+  const mBuffered = metrics.gauge('outbox_buffered_rows', 'Claimed rows held in memory');
+  const mReaped = metrics.counter('outbox_reaped_total', 'Rows whose lease expired, made claimable again');
+
+  const capOf = (chatId: number): number => {
+    const l = isGroupChat(chatId) ? settings.groupLimit : settings.chatLimit;
+    return Math.max(1, Math.ceil((l.count / l.windowMs) * 1000 * settings.chatBufferSeconds));
+  };
+
+  const startClaim = (state: ClaimerState, self: ActorRef<ClaimerMsg>): void => {
+    if (state.paused || state.shards.length === 0) return;
+    if (state.claiming) {
+      state.again = true;
+      return;
+    }
+    const limit = Math.min(settings.claimBatch, settings.maxBuffered - book.total);
+    if (limit <= 0) return;
+    state.claiming = true;
+    state.again = false;
+    repo
+      .claim({ shards: state.shards, limit, leaseMs: settings.claimLeaseMs, buffered: book.perChat(), perChatCap: capOf })
+      .then(
+        (rows) => dispatch(self, { type: 'claimed', rows, limit }),
+        (e: unknown) => dispatch(self, { type: 'claimed', rows: [], limit, error: describeError(e) }),
+      );
+  };
+
+  return spawn<ClaimerState, ClaimerMsg>(parent, {
+    name: 'claimer',
+    supervision: Supervision.restartWithBackoff({ minBackoffMs: 200, maxBackoffMs: 10_000 }),
+    init: (ctx) => {
+      const every = (ms: number, msg: ClaimerMsg): NodeJS.Timeout => setInterval(() => dispatch(ctx.self, msg), ms);
+      return {
+        shards: [],
+        claiming: false,
+        again: false,
+        paused: false,
+        waiters: [],
+        failures: 0,
+        timers: [
+          every(settings.pollMs, { type: 'tick' }),
+          every(Math.max(500, Math.floor(settings.claimLeaseMs / 3)), { type: 'renew' }),
+          every(Math.max(1_000, Math.floor(settings.claimLeaseMs / 4)), { type: 'reap' }),
+        ],
+      };
+    },
+    afterStop: (state) => state.timers.forEach((t) => clearInterval(t)),
+    receive: async (state, msg, ctx) => {
+      switch (msg.type) {
+        case 'own':
+          state.shards = [...msg.shards].sort((a, b) => a - b);
+          startClaim(state, ctx.self);
+          return state;
+        case 'wake':
+          if (msg.shard === undefined || state.shards.includes(msg.shard)) startClaim(state, ctx.self);
+          return state;
+        case 'tick':
+          mBuffered.set(book.total);
+          if (state.claiming || state.paused || book.total >= settings.maxBuffered) return state;
+          try {
+            if (await repo.hasDue(state.shards)) startClaim(state, ctx.self);
+          } catch (e) {
+            log.warn({ err: describeError(e) }, 'outbox poll failed');
+          }
+          return state;
+        case 'claimed': {
+          state.claiming = false;
+          if (msg.error) {
+            state.failures++;
+            mClaims.inc({ result: 'error' });
+            log.warn({ err: msg.error, failures: state.failures }, 'claim failed; retrying at the next poll');
+          } else {
+            state.failures = 0;
+            mClaims.inc({ result: msg.rows.length ? 'rows' : 'empty' });
+            if (msg.rows.length) {
+              mClaimed.inc(msg.rows.length);
+              dispatch(shardManager, { type: 'rows', rows: msg.rows });
+            }
+          }
+          if (state.paused) {
+            state.waiters.splice(0).forEach((w) => reply(w, undefined));
+            return state;
+          }
+          // A full batch means more is waiting; a wake during the claim may have brought more.
+          if (!msg.error && (msg.rows.length >= msg.limit || state.again)) startClaim(state, ctx.self);
+          return state;
+        }
+        case 'renew':
+          try {
+            await repo.renewLeases(settings.claimLeaseMs);
+          } catch (e) {
+            log.warn({ err: describeError(e) }, 'lease renewal failed');
+          }
+          return state;
+        case 'reap':
+          try {
+            const n = await repo.reapExpired();
+            if (n > 0) {
+              mReaped.inc(n);
+              log.info({ rows: n }, 'expired leases reaped; rows claimable again');
+              startClaim(state, ctx.self);
+            }
+          } catch (e) {
+            log.warn({ err: describeError(e) }, 'lease reaping failed');
+          }
+          return state;
+        case 'pause':
+          state.paused = true;
+          if (state.claiming) state.waiters.push(msg.replyTo);
+          else reply(msg.replyTo, undefined);
+          return state;
+        case 'resume':
+          state.paused = false;
+          startClaim(state, ctx.self);
+          return state;
+        default:
+          return assertNever(msg);
+      }
+    },
+  });
+}

@@ -1,0 +1,109 @@
+/**
+ * Sliding-window rate limiting that a strict server cannot catch out.
+ *
+ * A limit is `count` sends in any `windowMs`. A send occupies its slot from the moment
+ * we dispatch it until `windowMs` after we received the answer: the server saw the
+ * request somewhere between those two instants, so a later send dispatched after the
+ * slot frees can never share a server-side window with it. Latency costs a little
+ * throughput (the answer time, ~1 ms on loopback); it never costs a 429.
+ */
+export interface WindowLimit {
+  count: number;
+  windowMs: number;
+}
+
+/**
+ * Maps "r messages per second" to a window: count = max(1, floor(r)), windowMs =
+ * count / r seconds. r=30 → 30 per 1000 ms; r=0.5 → 1 per 2000 ms; r=1.5 → 1 per 667 ms.
+ * The sandbox uses the same mapping.
+ */
+export function rateToWindow(perSecond: number): WindowLimit {
+  if (!(perSecond > 0)) throw new RangeError(`rate must be > 0, got ${perSecond}`);
+  const count = Math.max(1, Math.floor(perSecond));
+  return { count, windowMs: (count / perSecond) * 1000 };
+}
+
+/** "n per minute" as a window: 20/min → 20 per 60 000 ms. */
+export function perMinuteToWindow(perMinute: number): WindowLimit {
+  if (!(perMinute > 0)) throw new RangeError(`rate must be > 0, got ${perMinute}`);
+  const count = Math.max(1, Math.floor(perMinute));
+  return { count, windowMs: (count / perMinute) * 60_000 };
+}
+
+/** A held slot (or n slots). Settle it with the answer time, or cancel it if never sent. */
+export interface Reservation {
+  readonly n: number;
+  /** @internal */ settled: boolean;
+}
+
+export class SlidingWindow {
+  /** Expiry instants of settled slots, ascending. */
+  private expiries: number[] = [];
+  private inFlight = 0;
+
+  constructor(private limit: WindowLimit) {}
+
+  get current(): WindowLimit {
+    return this.limit;
+  }
+
+  /** Changing the limit never forgets slots already used. */
+  setLimit(limit: WindowLimit): void {
+    this.limit = limit;
+  }
+
+  /** Slots held now (in flight + settled within their window). */
+  occupied(now: number): number {
+    this.prune(now);
+    return this.inFlight + this.expiries.length;
+  }
+
+  /**
+   * The earliest instant ≥ now at which `n` more slots are free. Infinity when that
+   * depends on answers still in flight (the caller re-asks after the next settle).
+   */
+  availableAt(now: number, n = 1): number {
+    this.prune(now);
+    if (n > this.limit.count) return Infinity;
+    const excess = this.inFlight + this.expiries.length + n - this.limit.count;
+    if (excess <= 0) return now;
+    if (excess > this.expiries.length) return Infinity;
+    return this.expiries[excess - 1]!;
+  }
+
+  /** Takes `n` slots now. Call only when availableAt(now, n) <= now. */
+  reserve(n = 1): Reservation {
+    this.inFlight += n;
+    return { n, settled: false };
+  }
+
+  /** The answer arrived at `answeredAt`: the slots expire one window later. */
+  settle(r: Reservation, answeredAt: number): void {
+    if (r.settled) return;
+    r.settled = true;
+    this.inFlight -= r.n;
+    // +2 ms: clocks here are whole milliseconds, and the server's window is half-open.
+    const expiry = answeredAt + this.limit.windowMs + 2;
+    for (let i = 0; i < r.n; i++) insertSorted(this.expiries, expiry);
+  }
+
+  /** The request was never sent: free the slots at once. */
+  cancel(r: Reservation): void {
+    if (r.settled) return;
+    r.settled = true;
+    this.inFlight -= r.n;
+  }
+
+  private prune(now: number): void {
+    let i = 0;
+    while (i < this.expiries.length && this.expiries[i]! <= now) i++;
+    if (i > 0) this.expiries.splice(0, i);
+  }
+}
+
+function insertSorted(a: number[], v: number): void {
+  // Answers mostly arrive in order: scan from the end.
+  let i = a.length;
+  while (i > 0 && a[i - 1]! > v) i--;
+  a.splice(i, 0, v);
+}

@@ -1,0 +1,47 @@
+import type { PhotoItem } from '../telegram/client';
+import { splitMessage } from './split';
+import type { OutboxRow } from './types';
+
+/** One Telegram call of a notification's delivery plan. */
+export type Part =
+  | { method: 'sendMessage'; text: string; parseMode: string | null }
+  | { method: 'sendPhoto'; item: PhotoItem }
+  | { method: 'sendMediaGroup'; items: PhotoItem[] };
+
+/** Slots a part takes in the chat and global windows: an album of n counts n. */
+export function partCost(p: Part): number {
+  return p.method === 'sendMediaGroup' ? p.items.length : 1;
+}
+
+/**
+ * Turns a row into its ordered parts. Plain rows: the text, split at 4096 characters.
+ * New-order rows get their product photos from the order planner (see orders/).
+ */
+export interface Planner {
+  plan(row: OutboxRow): Promise<Part[]>;
+}
+
+export class TextPlanner implements Planner {
+  async plan(row: OutboxRow): Promise<Part[]> {
+    return textParts(row);
+  }
+}
+
+export function textParts(row: Pick<OutboxRow, 'text' | 'parseMode' | 'plainText'>): Part[] {
+  const text = row.plainText ? htmlToPlain(row.text, row.parseMode) : row.text;
+  const mode = row.plainText ? null : row.parseMode;
+  return splitMessage(text, mode).map((t) => ({ method: 'sendMessage', text: t, parseMode: mode }));
+}
+
+/** The readable text of an HTML message, for the plain-text fallback after a parse error. */
+export function htmlToPlain(text: string, parseMode: string | null): string {
+  if ((parseMode ?? '').toLowerCase() !== 'html') return text;
+  return text
+    .replace(/<[^>]*>/g, '')
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&#(\d+);/g, (_, d: string) => String.fromCodePoint(Number(d)))
+    .replace(/&#x([0-9a-f]+);/gi, (_, h: string) => String.fromCodePoint(parseInt(h, 16)))
+    .replace(/&amp;/g, '&');
+}

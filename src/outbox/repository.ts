@@ -1,0 +1,253 @@
+import type { Knex } from 'knex';
+import type { EnqueueRequest } from '../nats/payloads';
+import { shardOf } from './shard';
+import type { Outcome, OutboxRow, Progress } from './types';
+
+const COLUMNS = 'id, telegram_id, message_text, parse_mode, kind, order_id, priority, attempts, retry_count, shard, created_at, progress';
+
+interface RawRow {
+  id: number;
+  telegram_id: number | string;
+  message_text: string;
+  parse_mode: string | null;
+  kind: string | null;
+  order_id: number | null;
+  priority: number;
+  attempts: number;
+  retry_count: number;
+  shard: number;
+  created_at: Date;
+  progress: string | null;
+}
+
+export interface ClaimRequest {
+  shards: readonly number[];
+  limit: number;
+  leaseMs: number;
+  /** Rows already held in memory per chat; the claim tops each chat up to `perChatCap`. */
+  buffered: ReadonlyMap<number, number>;
+  perChatCap: (chatId: number) => number;
+}
+
+/**
+ * All SQL of the delivery pipeline. Every statement is fenced by `owner` where it
+ * touches claimed rows, so a process that lost its lease cannot write outcomes over
+ * the new owner's.
+ */
+export class OutboxRepository {
+  constructor(
+    private readonly db: Knex,
+    /** Unique per process run: `<instance>:<boot id>`. */
+    readonly owner: string,
+    private readonly shardCount: number,
+  ) {}
+
+  /**
+   * Claims due rows of the given shards, highest priority then oldest, skipping rows
+   * locked by another claimer, chats whose buffer is full, and any row that would
+   * overtake an earlier row of its chat that waits on a retry or is held by another
+   * process. One transaction: BEGIN, SELECT … FOR UPDATE SKIP LOCKED, UPDATE, COMMIT.
+   */
+  async claim(req: ClaimRequest): Promise<OutboxRow[]> {
+    if (req.shards.length === 0 || req.limit <= 0) return [];
+    const full = [...req.buffered].filter(([chat, n]) => n >= req.perChatCap(chat)).map(([chat]) => chat);
+    return this.db.transaction(async (trx) => {
+      const params: Knex.RawBinding[] = [...req.shards];
+      let excl = '';
+      if (full.length > 0) {
+        excl = ` AND t.telegram_id NOT IN (${full.map(() => '?').join(',')})`;
+        params.push(...full);
+      }
+      params.push(this.owner, req.limit);
+      const [rows] = (await trx.raw(
+        `SELECT ${COLUMNS.split(', ').map((c) => `t.${c}`).join(', ')} FROM telegram_notifications t
+          WHERE t.status = 'pending' AND t.shard IN (${req.shards.map(() => '?').join(',')})
+            AND t.next_attempt_at <= NOW(3)${excl}
+            AND NOT EXISTS (SELECT 1 FROM telegram_notifications e
+                  WHERE e.telegram_id = t.telegram_id AND e.status = 'pending' AND e.next_attempt_at > NOW(3) AND e.id < t.id)
+            AND NOT EXISTS (SELECT 1 FROM telegram_notifications e
+                  WHERE e.telegram_id = t.telegram_id AND e.status = 'claimed' AND e.claimed_by <> ? AND e.id < t.id)
+          ORDER BY t.priority DESC, t.id
+          LIMIT ?
+          FOR UPDATE SKIP LOCKED`,
+        params,
+      )) as [RawRow[]];
+      // Top each chat up to its cap; the rest stay pending (unlocked at commit).
+      const counts = new Map<number, number>();
+      const keep: RawRow[] = [];
+      for (const r of rows) {
+        const chat = Number(r.telegram_id);
+        const n = (counts.get(chat) ?? req.buffered.get(chat) ?? 0) + 1;
+        if (n > req.perChatCap(chat)) continue;
+        counts.set(chat, n);
+        keep.push(r);
+      }
+      if (keep.length === 0) return [];
+      await trx.raw(
+        `UPDATE telegram_notifications SET status = 'claimed', claimed_by = ?, claim_expires_at = NOW(3) + INTERVAL ? MICROSECOND
+          WHERE id IN (${keep.map(() => '?').join(',')})`,
+        [this.owner, req.leaseMs * 1000, ...keep.map((r) => r.id)],
+      );
+      return keep.map(toRow);
+    });
+  }
+
+  /** Cheap check (one indexed statement) whether any owned shard has due rows. */
+  async hasDue(shards: readonly number[]): Promise<boolean> {
+    if (shards.length === 0) return false;
+    const [rows] = (await this.db.raw(
+      `SELECT 1 AS x FROM telegram_notifications WHERE status = 'pending' AND shard IN (${shards.map(() => '?').join(',')}) AND next_attempt_at <= NOW(3) LIMIT 1`,
+      [...shards],
+    )) as [unknown[]];
+    return rows.length > 0;
+  }
+
+  /** Rows this process holds for `shards` (after a sender restart). */
+  async loadClaimed(shards: readonly number[]): Promise<OutboxRow[]> {
+    if (shards.length === 0) return [];
+    const [rows] = (await this.db.raw(
+      `SELECT ${COLUMNS} FROM telegram_notifications WHERE claimed_by = ? AND status = 'claimed' AND shard IN (${shards.map(() => '?').join(',')}) ORDER BY id`,
+      [this.owner, ...shards],
+    )) as [RawRow[]];
+    return rows.map(toRow);
+  }
+
+  /** Extends the lease of every row this process holds. One statement. */
+  async renewLeases(leaseMs: number): Promise<number> {
+    const [res] = (await this.db.raw(
+      "UPDATE telegram_notifications SET claim_expires_at = NOW(3) + INTERVAL ? MICROSECOND WHERE claimed_by = ? AND status = 'claimed'",
+      [leaseMs * 1000, this.owner],
+    )) as [{ affectedRows: number }];
+    return res.affectedRows;
+  }
+
+  /** Makes rows whose lease expired (their process died) claimable again. */
+  async reapExpired(): Promise<number> {
+    const [res] = (await this.db.raw(
+      "UPDATE telegram_notifications SET status = 'pending', claimed_by = NULL, claim_expires_at = NULL WHERE status = 'claimed' AND claim_expires_at < NOW(3)",
+    )) as [{ affectedRows: number }];
+    return res.affectedRows;
+  }
+
+  /** Gives back rows (all this process holds when `ids` is omitted). */
+  async release(ids?: readonly number[], shards?: readonly number[]): Promise<number> {
+    if (ids && ids.length === 0) return 0;
+    let where = "claimed_by = ? AND status = 'claimed'";
+    const params: Knex.RawBinding[] = [this.owner];
+    if (ids) {
+      where += ` AND id IN (${ids.map(() => '?').join(',')})`;
+      params.push(...ids);
+    }
+    if (shards) {
+      if (shards.length === 0) return 0;
+      where += ` AND shard IN (${shards.map(() => '?').join(',')})`;
+      params.push(...shards);
+    }
+    const [res] = (await this.db.raw(
+      `UPDATE telegram_notifications SET status = 'pending', claimed_by = NULL, claim_expires_at = NULL WHERE ${where}`,
+      params,
+    )) as [{ affectedRows: number }];
+    return res.affectedRows;
+  }
+
+  /**
+   * Writes a batch of outcomes in ONE statement (UPDATE … SET col = CASE id …), fenced
+   * by ownership. Returns how many rows were still ours.
+   */
+  async writeOutcomes(outcomes: readonly Outcome[]): Promise<number> {
+    if (outcomes.length === 0) return 0;
+    // One outcome per id: the last one wins.
+    const byId = new Map<number, Outcome>();
+    for (const o of outcomes) byId.set(o.id, o);
+    const list = [...byId.values()];
+    const sets: string[] = [];
+    const params: Knex.RawBinding[] = [];
+    const column = (name: string, value: (o: Outcome) => { sql: string; params?: Knex.RawBinding[] } | undefined): void => {
+      const whens: string[] = [];
+      const p: Knex.RawBinding[] = [];
+      for (const o of list) {
+        const v = value(o);
+        if (!v) continue;
+        whens.push(`WHEN ? THEN ${v.sql}`);
+        p.push(o.id, ...(v.params ?? []));
+      }
+      if (whens.length === 0) return;
+      sets.push(`${name} = CASE id ${whens.join(' ')} ELSE ${name} END`);
+      params.push(...p);
+    };
+    const lit = (v: Knex.RawBinding) => ({ sql: '?', params: [v] });
+    const date = (ms: number) => ({ sql: '?', params: [new Date(ms)] });
+    column('status', (o) =>
+      o.kind === 'sent' ? lit('sent') : o.kind === 'failed' ? lit('failed') : o.kind === 'release' ? lit('pending') : undefined,
+    );
+    column('sent', (o) => (o.kind === 'sent' ? lit(1) : undefined));
+    column('sent_at', (o) => (o.kind === 'sent' ? date(o.at) : undefined));
+    column('attempts', (o) => (o.kind === 'sent' || o.kind === 'failed' || o.kind === 'retry' ? lit(o.attempts) : undefined));
+    column('retry_count', (o) => (o.kind === 'failed' || o.kind === 'retry' ? lit(o.retryCount) : undefined));
+    column('next_attempt_at', (o) => (o.kind === 'retry' ? date(o.nextAttemptAt) : undefined));
+    column('error_code', (o) => (o.kind === 'failed' || o.kind === 'retry' ? lit(o.code) : o.kind === 'sent' ? lit(null) : undefined));
+    column('error_message', (o) => (o.kind === 'failed' || o.kind === 'retry' ? lit(o.reason.slice(0, 2000)) : undefined));
+    column('notes', (o) => ((o.kind === 'sent' || o.kind === 'failed' || o.kind === 'progress') && o.notes ? lit(o.notes.slice(0, 255)) : undefined));
+    column('progress', (o) => ('progress' in o && o.progress ? lit(JSON.stringify(o.progress)) : undefined));
+    column('claimed_by', (o) => (o.kind === 'sent' || o.kind === 'failed' || o.kind === 'release' ? lit(null) : undefined));
+    column('claim_expires_at', (o) => (o.kind === 'sent' || o.kind === 'failed' || o.kind === 'release' ? lit(null) : undefined));
+    const [res] = (await this.db.raw(
+      `UPDATE telegram_notifications SET ${sets.join(', ')} WHERE id IN (${list.map(() => '?').join(',')}) AND claimed_by = ? AND status = 'claimed'`,
+      [...params, ...list.map((o) => o.id), this.owner],
+    )) as [{ affectedRows: number }];
+    return res.affectedRows;
+  }
+
+  /**
+   * Inserts a notification (the `notify.enqueue` path). With an idempotency key, a
+   * repeat returns the first row's id and inserts nothing.
+   */
+  async insert(req: EnqueueRequest): Promise<{ id: number; shard: number; duplicate: boolean }> {
+    const shard = shardOf(req.chat_id, this.shardCount);
+    const row: Record<string, unknown> = {
+      telegram_id: req.chat_id,
+      message_text: req.text,
+      parse_mode: req.parse_mode === undefined ? 'HTML' : req.parse_mode,
+      kind: req.kind ?? null,
+      order_id: req.order_id ?? null,
+      priority: req.priority ?? (req.kind === 'new_order' ? 10 : 0),
+      idempotency_key: req.idempotency_key ?? null,
+    };
+    try {
+      const [id] = (await this.db('telegram_notifications').insert(row)) as number[];
+      return { id: Number(id), shard, duplicate: false };
+    } catch (e) {
+      if ((e as { code?: string }).code === 'ER_DUP_ENTRY' && req.idempotency_key) {
+        const existing = (await this.db('telegram_notifications').where({ idempotency_key: req.idempotency_key }).first('id', 'shard')) as { id: number; shard: number } | undefined;
+        if (existing) return { id: Number(existing.id), shard: existing.shard, duplicate: true };
+      }
+      throw e;
+    }
+  }
+}
+
+function toRow(r: RawRow): OutboxRow {
+  let progress: Progress | null = null;
+  if (r.progress) {
+    try {
+      progress = JSON.parse(r.progress) as Progress;
+    } catch {
+      progress = null;
+    }
+  }
+  return {
+    id: Number(r.id),
+    chatId: Number(r.telegram_id),
+    text: r.message_text,
+    parseMode: r.parse_mode,
+    kind: r.kind,
+    orderId: r.order_id === null ? null : Number(r.order_id),
+    priority: r.priority,
+    attempts: r.attempts,
+    retryCount: r.retry_count,
+    shard: r.shard,
+    createdAt: r.created_at instanceof Date ? r.created_at.getTime() : Date.parse(String(r.created_at)),
+    progress,
+    plainText: progress?.plain === true,
+  };
+}

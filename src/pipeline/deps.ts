@@ -1,0 +1,45 @@
+import type { Logger } from '../log';
+import type { Metrics } from '../metrics';
+import type { GlobalGate, Clock } from '../limits/global-gate';
+import type { WindowLimit } from '../limits/window';
+import type { OutboxRepository } from '../outbox/repository';
+import type { RecipientDirectory } from '../outbox/recipients';
+import type { BufferBook } from '../outbox/buffer-book';
+import type { Planner } from '../outbox/plan';
+import type { TelegramClient } from '../telegram/client';
+import type { OutcomeEvent } from '../nats/payloads';
+
+/** Settings of the delivery pipeline, taken from Config. */
+export interface PipelineSettings {
+  chatLimit: WindowLimit;
+  groupLimit: WindowLimit;
+  maxAttempts: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  claimBatch: number;
+  claimLeaseMs: number;
+  pollMs: number;
+  /** Max rows of one chat in memory = its rate × this many seconds. */
+  chatBufferSeconds: number;
+  /** Max claimed rows in memory for the whole process. */
+  maxBuffered: number;
+  outcomeFlushMs: number;
+  outcomeFlushMax: number;
+}
+
+/** Everything the pipeline's actors share, injected once by the composition root. */
+export interface PipelineDeps {
+  settings: PipelineSettings;
+  log: Logger;
+  metrics: Metrics;
+  clock: Clock;
+  repo: OutboxRepository;
+  telegram: TelegramClient;
+  gate: GlobalGate;
+  recipients: RecipientDirectory;
+  book: BufferBook;
+  planner: Planner;
+  /** Publishes an event (NATS core); never throws. */
+  publishOutcome: (e: OutcomeEvent) => void;
+  publishRecipientChanged: (chatId: number, status: string, migratedTo: number | null) => void;
+}
