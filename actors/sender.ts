@@ -10,7 +10,6 @@ import type { OutcomeEvent } from '../src/nats/payloads';
 import type { PipelineDeps } from '../src/pipeline/deps';
 import {
   TelegramApiError,
-  TelegramBadRequest,
   TelegramMigrated,
   TelegramParseError,
   TelegramPermanent,
@@ -248,7 +247,7 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
     mLatency.observe((now - job.claimedAt) / 1000);
     mEndToEnd.observe(Math.max(0, now - job.row.createdAt) / 1000);
     emit(
-      { id: job.row.id, kind: 'sent', at: now, attempts: job.attempts + 1, notes: job.notes.join('; ') || undefined, progress: job.parts && job.parts.length > 1 ? progressOf(job) : undefined },
+      { id: job.row.id, kind: 'sent', at: now, attempts: job.attempts + 1, retryCount: job.retryCount, notes: job.notes.join('; ') || undefined, progress: job.parts && job.parts.length > 1 ? progressOf(job) : undefined },
       { id: job.row.id, chat_id: job.row.chatId, status: 'sent', attempts: job.attempts + 1, latency_ms: now - job.row.createdAt },
     );
     finishJob(state, c);
@@ -370,7 +369,7 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
       job.attempts++;
       job.retryCount++;
       if (job.attempts >= settings.maxAttempts) {
-        failJob(state, c, job, err.code, `${err.description} (after ${job.attempts} attempts)`);
+        failJob(state, c, job, err.code, `${err.message} (after ${job.attempts} attempts)`);
         return;
       }
       state.retried++;
@@ -378,13 +377,13 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
       const delay = backoffDelay(job.attempts, settings.retryBaseMs, settings.retryMaxMs);
       c.pausedUntil = now + delay;
       c.pauseKind = 'retry';
-      emit({ id: job.row.id, kind: 'retry', attempts: job.attempts, retryCount: job.retryCount, nextAttemptAt: now + delay, code: err.code, reason: err.description, progress: progressOf(job) });
+      emit({ id: job.row.id, kind: 'retry', attempts: job.attempts, retryCount: job.retryCount, nextAttemptAt: now + delay, code: err.code, reason: err.message, progress: progressOf(job) });
       return;
     }
     // Bad request (or a parse error after the plain-text fallback, or a caption too long): this message can never go out.
     void (err satisfies TelegramApiError);
     job.attempts++;
-    failJob(state, c, job, err instanceof TelegramBadRequest ? err.code : err.code, err.description);
+    failJob(state, c, job, err.code, err.message);
   };
 
   const maybeFinishDrain = (state: SenderState): void => {

@@ -33,6 +33,9 @@ export interface Config {
   /** How many rows of one chat may sit in memory; more stay in the database. */
   chatBufferSeconds: number;
   shardCount: number;
+  /** Outcomes are written back every this many ms, or sooner when outcomeFlushMax are queued. */
+  outcomeFlushMs: number;
+  outcomeFlushMax: number;
   shutdownTimeoutMs: number;
   migrateOnStart: boolean;
 }
@@ -59,6 +62,8 @@ export const DEFAULTS = {
   CLAIM_LEASE_MS: 60_000,
   CHAT_BUFFER_SECONDS: 60,
   SHARD_COUNT: 64,
+  OUTCOME_FLUSH_MS: 500,
+  OUTCOME_FLUSH_MAX: 500,
   SHUTDOWN_TIMEOUT_MS: 10_000,
   MIGRATE_ON_START: true,
 } as const;
@@ -199,6 +204,8 @@ export function loadConfig(env: Env = process.env): Config {
     claimLeaseMs: r.integer('CLAIM_LEASE_MS', DEFAULTS.CLAIM_LEASE_MS, { min: 1_000, max: 3_600_000 }),
     chatBufferSeconds: r.number('CHAT_BUFFER_SECONDS', DEFAULTS.CHAT_BUFFER_SECONDS, { min: 1, max: 3600 }),
     shardCount: r.integer('SHARD_COUNT', DEFAULTS.SHARD_COUNT, { min: 1, max: 4096 }),
+    outcomeFlushMs: r.integer('OUTCOME_FLUSH_MS', DEFAULTS.OUTCOME_FLUSH_MS, { min: 1, max: 60_000 }),
+    outcomeFlushMax: r.integer('OUTCOME_FLUSH_MAX', DEFAULTS.OUTCOME_FLUSH_MAX, { min: 1, max: 10_000 }),
     shutdownTimeoutMs: r.integer('SHUTDOWN_TIMEOUT_MS', DEFAULTS.SHUTDOWN_TIMEOUT_MS, { min: 0, max: 600_000 }),
     migrateOnStart: r.boolean('MIGRATE_ON_START', DEFAULTS.MIGRATE_ON_START),
   };

@@ -183,7 +183,7 @@ export class OutboxRepository {
     column('sent', (o) => (o.kind === 'sent' ? lit(1) : undefined));
     column('sent_at', (o) => (o.kind === 'sent' ? date(o.at) : undefined));
     column('attempts', (o) => (o.kind === 'sent' || o.kind === 'failed' || o.kind === 'retry' ? lit(o.attempts) : undefined));
-    column('retry_count', (o) => (o.kind === 'failed' || o.kind === 'retry' ? lit(o.retryCount) : undefined));
+    column('retry_count', (o) => (o.kind === 'sent' || o.kind === 'failed' || o.kind === 'retry' ? lit(o.retryCount) : undefined));
     column('next_attempt_at', (o) => (o.kind === 'retry' ? date(o.nextAttemptAt) : undefined));
     column('error_code', (o) => (o.kind === 'failed' || o.kind === 'retry' ? lit(o.code) : o.kind === 'sent' ? lit(null) : undefined));
     column('error_message', (o) => (o.kind === 'failed' || o.kind === 'retry' ? lit(o.reason.slice(0, 2000)) : undefined));

@@ -40,31 +40,35 @@ export function splitMessage(text: string, parseMode: string | null | undefined,
       if (t.kind === 'open') stack.push(t);
       else if (t.kind === 'close') popTag(stack, t.tag);
       else if (t.kind === 'text' && t.raw === '\n') {
-        lastNewline = j + 1;
+        lastNewline = j;
         newlineStack = [...stack];
       } else if (t.kind === 'text' && /\s/.test(t.raw)) {
-        lastSpace = j + 1;
+        lastSpace = j;
         spaceStack = [...stack];
       }
     }
     let cut = j;
+    // The whitespace at a cut separates the parts; it is not sent.
+    let skip = 0;
     let openAtCut = stack;
     if (j < tokens.length) {
       if (lastNewline > i && visible - visibleBetween(tokens, i, lastNewline) < limit / 2) {
         cut = lastNewline;
+        skip = 1;
         openAtCut = newlineStack;
       } else if (lastSpace > i) {
         cut = lastSpace;
+        skip = 1;
         openAtCut = spaceStack;
       }
     }
     if (cut === i) cut = i + 1; // a single token longer than the limit cannot happen (tokens are ≤ 2 chars)
     const body = reopen.map((t) => t.raw).join('') + tokens.slice(i, cut).map((t) => t.raw).join('');
     const closers = [...openAtCut].reverse().map((t) => `</${t.tag}>`).join('');
-    const part = (body + closers).replace(/^\n+/, '');
+    const part = body + closers;
     if (part.trim().length > 0) parts.push(part);
     reopen = openAtCut;
-    i = cut;
+    i = cut + skip;
   }
   return parts;
 }

@@ -1,0 +1,231 @@
+import { randomBytes } from 'node:crypto';
+import type { Knex } from 'knex';
+import type { NatsConnection, Subscription, Service } from 'nats';
+import { startActorSystem, stopActorSystem, dispatch, query, type ActorRef, type ActorSystem } from '../runtime/actor';
+import type { Config } from '../config';
+import type { Logger } from '../log';
+import type { Metrics } from '../metrics';
+import { GlobalGate, systemClock } from '../limits/global-gate';
+import { rateToWindow, perMinuteToWindow } from '../limits/window';
+import { OutboxRepository } from '../outbox/repository';
+import { RecipientDirectory } from '../outbox/recipients';
+import { BufferBook } from '../outbox/buffer-book';
+import { TextPlanner, type Planner } from '../outbox/plan';
+import type { TelegramClient } from '../telegram/client';
+import { Subjects } from '../nats/subjects';
+import { decoder, encodeJson } from '../nats/codec';
+import { EnqueueRequest, RecipientChanged, WakeEvent, type EnqueueReply, type OutcomeEvent } from '../nats/payloads';
+import { AppError, describeError, isAppError } from '../errors';
+import { spawnPipeline, type PipelineMsg, type PipelineStatus } from '../../actors/pipeline';
+import type { PipelineDeps, PipelineSettings } from './deps';
+
+export interface PipelineOptions {
+  config: Config;
+  log: Logger;
+  metrics: Metrics;
+  db: Knex;
+  nc: NatsConnection;
+  telegram: TelegramClient;
+  /** Defaults to text-only plans; the composition root passes the order-aware planner. */
+  planner?: Planner;
+  /** Defaults to every shard (single process); the cluster module assigns shards. */
+  ownAllShards?: boolean;
+  /** Overrides (tests, benchmarks). */
+  settings?: Partial<PipelineSettings>;
+}
+
+export interface Pipeline {
+  readonly owner: string;
+  readonly repo: OutboxRepository;
+  readonly gate: GlobalGate;
+  readonly recipients: RecipientDirectory;
+  readonly root: ActorRef<PipelineMsg>;
+  readonly system: ActorSystem;
+  own(shards: number[]): void;
+  status(): Promise<PipelineStatus>;
+  /** Stop intake, drain, flush, close subscriptions. Idempotent. */
+  stop(): Promise<void>;
+}
+
+export function settingsFromConfig(c: Config): PipelineSettings {
+  return {
+    chatLimit: rateToWindow(c.telegramChatRate),
+    groupLimit: perMinuteToWindow(c.telegramGroupRatePerMin),
+    maxAttempts: c.telegramMaxAttempts,
+    retryBaseMs: c.retryBaseMs,
+    retryMaxMs: c.retryMaxMs,
+    claimBatch: c.claimBatch,
+    claimLeaseMs: c.claimLeaseMs,
+    pollMs: c.outboxPollMs,
+    chatBufferSeconds: c.chatBufferSeconds,
+    maxBuffered: c.claimBatch * 5,
+    outcomeFlushMs: c.outcomeFlushMs,
+    outcomeFlushMax: c.outcomeFlushMax,
+  };
+}
+
+/**
+ * Builds and starts the delivery pipeline of this process: the actor tree, the NATS
+ * service (`enqueue`, `status`), the wake and recipient subscriptions.
+ */
+export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
+  const { config, log, metrics, db, nc } = o;
+  const owner = `${config.instanceId}:${randomBytes(4).toString('hex')}`;
+  const settings = { ...settingsFromConfig(config), ...o.settings };
+  const repo = new OutboxRepository(db, owner, config.shardCount);
+  const recipients = new RecipientDirectory(db, log);
+  await recipients.load();
+  const gate = new GlobalGate(rateToWindow(config.telegramGlobalRate));
+  const book = new BufferBook();
+  const mBadInput = metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']);
+  const mEnqueued = metrics.counter('notifications_enqueued_total', 'Notifications enqueued over NATS', ['result']);
+
+  const safePublish = (subject: string, payload: unknown): void => {
+    try {
+      nc.publish(subject, encodeJson(payload));
+    } catch (e) {
+      log.warn({ subject, err: describeError(e) }, 'publish failed');
+    }
+  };
+
+  const deps: PipelineDeps = {
+    settings,
+    log,
+    metrics,
+    clock: systemClock,
+    repo,
+    telegram: o.telegram,
+    gate,
+    recipients,
+    book,
+    planner: o.planner ?? new TextPlanner(),
+    publishOutcome: (e: OutcomeEvent) => safePublish(Subjects.outcome(e.status), e),
+    publishRecipientChanged: (chatId, status, migratedTo) => safePublish(Subjects.recipientChanged, { chat_id: chatId, status, migrated_to_chat_id: migratedTo }),
+  };
+
+  const system = startActorSystem(`pipeline-${config.instanceId}`, log, {
+    crashed: (path) => metrics.counter('actor_crashes_total', 'Actor handler failures', ['actor']).inc({ actor: path.replace(/-\d+$/, '') }),
+    restarting: (path, attempt, delayMs) => log.warn({ actor: path, attempt, delayMs }, 'restarting actor'),
+    deadLetter: (path, type) => {
+      metrics.counter('actor_dead_letters_total', 'Messages sent to stopped actors').inc();
+      log.debug({ actor: path, message: type }, 'dead letter');
+    },
+  });
+  const root = spawnPipeline(system, deps);
+
+  // ---- NATS: wake-ups and recipient changes ---------------------------------------
+  const decodeWake = decoder(WakeEvent, { maxBytes: 1024 });
+  const decodeRecipient = decoder(RecipientChanged, { maxBytes: 1024 });
+  const subs: Subscription[] = [];
+  subs.push(
+    nc.subscribe(Subjects.wakeAll, {
+      callback: (err, m) => {
+        if (err) return;
+        try {
+          const w = decodeWake(m.data);
+          dispatch(root, { type: 'wake', shard: w.shard });
+        } catch (e) {
+          mBadInput.inc({ subject: 'notify.wake', code: isAppError(e) ? e.code : 'INTERNAL' });
+        }
+      },
+    }),
+  );
+  subs.push(
+    nc.subscribe(Subjects.recipientChanged, {
+      callback: (err, m) => {
+        if (err) return;
+        try {
+          const r = decodeRecipient(m.data);
+          recipients.apply(r.chat_id, r.status, r.migrated_to_chat_id ?? null);
+        } catch (e) {
+          mBadInput.inc({ subject: Subjects.recipientChanged, code: isAppError(e) ? e.code : 'INTERNAL' });
+          log.warn({ err: describeError(e) }, 'bad recipient event ignored');
+        }
+      },
+    }),
+  );
+
+  // ---- NATS service: enqueue + status ---------------------------------------------
+  const decodeEnqueue = decoder(EnqueueRequest, { maxBytes: 256 * 1024 });
+  const service: Service = await nc.services.add({
+    name: Subjects.workerService,
+    version: '0.1.0',
+    description: 'Telegram notification worker: outbox → per-shard senders',
+    metadata: { instance: config.instanceId, owner },
+  });
+  service.addEndpoint('enqueue', {
+    subject: Subjects.enqueue,
+    metadata: { payload: 'EnqueueRequest JSON', reply: 'EnqueueReply JSON' },
+    handler: (err, m) => {
+      if (err) return;
+      void (async () => {
+        let answer: EnqueueReply;
+        try {
+          const req = decodeEnqueue(m.data);
+          const res = await repo.insert(req);
+          answer = { ok: true, ...res };
+          mEnqueued.inc({ result: res.duplicate ? 'duplicate' : 'inserted' });
+          if (!res.duplicate) safePublish(Subjects.wake(res.shard), { shard: res.shard, id: res.id });
+        } catch (e) {
+          const code = isAppError(e) ? e.code : 'INTERNAL';
+          mEnqueued.inc({ result: 'rejected' });
+          mBadInput.inc({ subject: Subjects.enqueue, code });
+          if (!isAppError(e)) log.error({ err: describeError(e) }, 'enqueue failed');
+          answer = { ok: false, error: { code, message: isAppError(e) ? e.message : 'internal error: the notification was not stored; retry' } };
+        }
+        try {
+          m.respond(encodeJson(answer));
+        } catch (e) {
+          log.warn({ err: describeError(e) }, 'enqueue reply failed');
+        }
+      })();
+    },
+  });
+  service.addEndpoint('status', {
+    subject: Subjects.status(config.instanceId),
+    handler: (err, m) => {
+      if (err) return;
+      query<PipelineMsg, PipelineStatus>(root, (replyTo) => ({ type: 'status', replyTo }), 5_000).then(
+        (s) => m.respond(encodeJson({ instance: config.instanceId, owner, ...s })),
+        (e: unknown) => m.respond(encodeJson({ error: { code: isAppError(e) ? e.code : 'INTERNAL', message: describeError(e) } })),
+      );
+    },
+  });
+
+  if (o.ownAllShards !== false) dispatch(root, { type: 'own', shards: Array.from({ length: config.shardCount }, (_, i) => i) });
+
+  let stopping: Promise<void> | undefined;
+  return {
+    owner,
+    repo,
+    gate,
+    recipients,
+    root,
+    system,
+    own: (shards) => void dispatch(root, { type: 'own', shards }),
+    status: () => query<PipelineMsg, PipelineStatus>(root, (replyTo) => ({ type: 'status', replyTo }), 5_000),
+    stop: () =>
+      (stopping ??= (async () => {
+        const step = async (name: string, f: () => Promise<unknown> | unknown): Promise<void> => {
+          try {
+            await f();
+          } catch (e) {
+            log.error({ step: name, err: describeError(e) }, 'pipeline stop step failed; continuing');
+          }
+        };
+        await step('service', () => service.stop());
+        await step('subscriptions', () => subs.forEach((s) => s.unsubscribe()));
+        await step('drain actors', async () => {
+          const r = await query<PipelineMsg, { released: number }>(root, (replyTo) => ({ type: 'shutdown', replyTo }), Math.max(10_000, settings.claimLeaseMs + 5_000));
+          log.info({ released: r.released }, 'pipeline drained');
+        });
+        // Anything still claimed (a sender that did not drain in time) goes back now.
+        await step('release leftovers', () => repo.release());
+        await step('recipients', () => recipients.flush());
+        await step('actors', () => stopActorSystem(system));
+        gate.stop();
+      })()),
+  };
+}
+
+export { AppError };

@@ -1,0 +1,47 @@
+import assert from 'node:assert/strict';
+import { harness, insertLegacy, rowsByStatus, type Harness } from '../helpers/pipeline';
+import { waitFor } from '../helpers/services';
+
+describe('delivery pipeline (MariaDB + NATS + sandbox over HTTP)', function () {
+  this.timeout(60_000);
+  let h: Harness;
+
+  afterEach(async () => {
+    await h?.close();
+  });
+
+  it('sends every legacy row exactly once, in per-chat order, with sent_at set and no 429', async () => {
+    h = await harness({ sandbox: { globalRate: 300, chatRate: 10 } });
+    const rows = [];
+    for (let i = 0; i < 400; i++) rows.push({ chat: 1000 + (i % 40), text: `m${i}` });
+    const ids = await insertLegacy(h, rows);
+    await h.start();
+    await waitFor(async () => (await rowsByStatus(h)).sent === ids.length, 30_000, 100, 'all rows sent');
+    const delivered = h.sandbox.delivered();
+    assert.equal(delivered.length, 400);
+    assert.equal(new Set(delivered.map((d) => d.text)).size, 400, 'no duplicates');
+    for (let c = 0; c < 40; c++) {
+      const texts = h.sandbox.delivered(1000 + c).map((d) => Number(d.text!.slice(1)));
+      assert.deepEqual(texts, [...texts].sort((a, b) => a - b), `chat ${1000 + c} in order`);
+    }
+    const stats = h.sandbox.stats();
+    assert.equal(stats.rejected['429'] ?? 0, 0);
+    const unsent = await h.tdb.db('telegram_notifications').where('sent', 0).orWhereNull('sent_at').count({ n: '*' });
+    assert.equal(Number((unsent[0] as { n: number }).n), 0);
+  });
+
+  it('keeps per-chat order when the sandbox injects 5xx into a chat mid-sequence', async () => {
+    h = await harness({ sandbox: { globalRate: 300, chatRate: 10 } });
+    await insertLegacy(h, Array.from({ length: 10 }, (_, i) => ({ chat: 777, text: `n${i}` })));
+    h.sandbox.injectFailure({ chatId: 777, status: 502, count: 2 });
+    await h.start();
+    await waitFor(async () => (await rowsByStatus(h)).sent === 10, 20_000, 50, 'all sent');
+    assert.deepEqual(
+      h.sandbox.delivered(777).map((d) => d.text),
+      Array.from({ length: 10 }, (_, i) => `n${i}`),
+    );
+    const first = await h.tdb.db('telegram_notifications').orderBy('id').first();
+    assert.equal(first.retry_count, 2);
+    assert.equal(first.attempts, 3);
+  });
+});
