@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict';
-import { request } from 'nats';
 import { harness, insertLegacy, rowsByStatus, type Harness } from '../helpers/pipeline';
 import { waitFor } from '../helpers/services';
 import { Subjects } from '../../src/nats/subjects';
 import { encodeJson } from '../../src/nats/codec';
 
-void request;
 const row = (h: Harness, id: number) => h.tdb.db('telegram_notifications').where({ id }).first();
 
 describe('delivery pipeline: each Telegram answer', function () {

@@ -1,0 +1,125 @@
+/**
+ * Composition root: builds config, logger, metrics, DB pool, NATS connection and the
+ * Telegram client, starts the roles of this process, and shuts everything down in a
+ * fixed order on SIGTERM/SIGINT (a second signal exits at once; leases cover that case).
+ */
+import { loadConfig, describeConfig, type Config } from './config';
+import { createLogger, registerSecret, type Logger } from './log';
+import { Metrics, startMetricsServer } from './metrics';
+import { ShutdownSequence } from './lifecycle';
+import { createDb } from './db/knex';
+import { migrateLatest } from './db/migrate';
+import { verifyShardCount } from './db/schema-check';
+import { connectNats } from './nats/connection';
+import { TelegrafClient } from './telegram/client';
+import { TelegramUnauthorized } from './telegram/errors';
+import { TelegramSandbox } from './sandbox/server';
+import { startPipeline } from './pipeline';
+import { ConfigError, describeError } from './errors';
+
+/** The token the in-process sandbox accepts when no TELEGRAM_BOT_TOKEN is given. */
+const DEMO_TOKEN = '100000:DEMO-sandbox-token-not-a-secret';
+
+export interface RunningSystem {
+  config: Config;
+  log: Logger;
+  shutdown: () => Promise<void>;
+}
+
+export async function main(env: NodeJS.ProcessEnv = process.env): Promise<RunningSystem> {
+  const config = loadConfig(env);
+  registerSecret(config.telegramBotToken);
+  registerSecret(config.natsPassword);
+  registerSecret(config.natsToken);
+  const log = createLogger({ level: config.logLevel, base: { pid: process.pid, instance: config.instanceId } });
+  log.info({ config: describeConfig(config) }, 'starting');
+  const shutdown = new ShutdownSequence(log, Math.max(5_000, config.shutdownTimeoutMs));
+  const metrics = new Metrics({ defaults: true, labels: { instance: config.instanceId } });
+
+  try {
+    if (config.metricsPort > 0) {
+      const server = await startMetricsServer(metrics, config.metricsPort);
+      log.info({ port: server.port }, 'metrics on GET /metrics');
+      shutdown.add('metrics server', () => server.close());
+    }
+
+    let token = config.telegramBotToken;
+    let apiRoot = config.telegramApiRoot;
+    let sandbox: TelegramSandbox | undefined;
+    if (!token) {
+      sandbox = new TelegramSandbox({ globalRate: config.telegramGlobalRate, chatRate: config.telegramChatRate, groupRatePerMin: config.telegramGroupRatePerMin });
+      const started = await sandbox.start();
+      token = DEMO_TOKEN;
+      apiRoot = started.apiRoot;
+      log.warn({ apiRoot, inspect: `${apiRoot}sandbox/delivered` }, 'TELEGRAM_BOT_TOKEN is not set: sending to an IN-PROCESS TELEGRAM SANDBOX, not to Telegram');
+    }
+
+    const db = createDb({ url: config.databaseUrl, poolMax: 10 });
+    if (config.migrateOnStart) {
+      const applied = await migrateLatest(db);
+      if (applied.length) log.info({ applied }, 'migrations applied');
+    }
+    await verifyShardCount(db, config.shardCount);
+
+    const nc = await connectNats({ url: config.natsUrl, name: `notify-${config.instanceId}`, user: config.natsUser, password: config.natsPassword, token: config.natsToken }, log);
+    log.info({ server: nc.getServer() }, 'connected to NATS');
+
+    const telegram = new TelegrafClient({ token, apiRoot, timeoutMs: config.telegramRequestTimeoutMs });
+    try {
+      const me = await telegram.getMe();
+      log.info({ bot: me.username ?? me.id }, 'Telegram bot verified');
+    } catch (e) {
+      if (e instanceof TelegramUnauthorized) throw new ConfigError('TELEGRAM_BOT_TOKEN', 'Telegram rejected the token (401 Unauthorized); check it with @BotFather');
+      log.warn({ err: describeError(e) }, 'getMe failed; starting anyway (sends will retry)');
+    }
+
+    // Fixed order: stop intake and drain actors first, connections last.
+    if (config.role === 'worker' || config.role === 'all') {
+      const pipeline = await startPipeline({ config, log, metrics, db, nc, telegram });
+      shutdown.add('delivery pipeline (stop claiming, drain senders, flush outcomes, release claims)', () => pipeline.stop());
+      log.info({ shards: config.shardCount, owner: pipeline.owner }, 'delivery pipeline running');
+    }
+    shutdown.add('nats drain', async () => {
+      if (!nc.isClosed()) await nc.drain();
+    });
+    shutdown.add('db pool', () => db.destroy());
+    if (sandbox) shutdown.add('sandbox', () => sandbox.stop());
+  } catch (e) {
+    await shutdown.run();
+    throw e;
+  }
+
+  return { config, log, shutdown: () => shutdown.run() };
+}
+
+if (require.main === module) {
+  let system: RunningSystem | undefined;
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    signals++;
+    if (signals > 1 || !system) {
+      // Second signal: leave now. Claimed rows come back after their lease.
+      process.exit(130);
+    }
+    system.log.info({ signal: sig }, 'shutting down (send the signal again to exit at once)');
+    system.shutdown().then(
+      () => {
+        system?.log.info('stopped');
+        setTimeout(() => process.exit(0), 50).unref();
+      },
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  main().then(
+    (s) => {
+      system = s;
+    },
+    (e: unknown) => {
+      const line = { level: 60, time: new Date().toISOString(), msg: 'start-up failed', err: describeError(e), code: (e as { code?: string }).code };
+      process.stderr.write(`${JSON.stringify(line)}\n`);
+      process.exit(e instanceof ConfigError ? 2 : 1);
+    },
+  );
+}
