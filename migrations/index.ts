@@ -1,6 +1,13 @@
 import type { Knex } from 'knex';
 import * as m0001 from './0001_telegram_notifications';
 import * as m0002 from './0002_telegram_recipients';
+import * as m0003 from './0003_advertisements';
+import * as m0004 from './0004_ad_views';
+import * as m0005 from './0005_messages';
+import * as m0006 from './0006_bump_runs';
+import * as m0020 from './0020_products';
+import * as m0021 from './0021_orders';
+import * as m0022 from './0022_order_items';
 
 export interface MigrationModule {
   name: string;
@@ -15,4 +22,11 @@ export interface MigrationModule {
 export const migrations: MigrationModule[] = [
   { name: '0001_telegram_notifications', ...m0001 },
   { name: '0002_telegram_recipients', ...m0002 },
+  { name: '0003_advertisements', ...m0003 },
+  { name: '0004_ad_views', ...m0004 },
+  { name: '0005_messages', ...m0005 },
+  { name: '0006_bump_runs', ...m0006 },
+  { name: '0020_products', ...m0020 },
+  { name: '0021_orders', ...m0021 },
+  { name: '0022_order_items', ...m0022 },
 ];

@@ -13,6 +13,7 @@ export type ErrorCode =
   | 'BAD_JSON'
   | 'BAD_PAYLOAD'
   | 'PAYLOAD_TOO_LARGE'
+  | 'UNSUPPORTED_MEDIA_TYPE'
   | 'NOT_FOUND'
   | 'UNAUTHORIZED'
   | 'RATE_LIMITED'

@@ -43,4 +43,81 @@ export const Subjects = {
 
   /** Service name every worker registers (`nats micro ls`). */
   workerService: 'notify-worker',
+
+  // ---- Ads ---------------------------------------------------------------------
+  // Every ads subject takes the configured prefix `p` (ADS_SUBJECT_PREFIX, '' in
+  // production, unique per test). Payload schemas: src/nats/ads-payloads.ts.
+
+  /**
+   * `ads.views.<adId>` — JetStream (stream VIEWS_STREAM on `ads.views.>`), msgID
+   * `<adId>.<visitor>.<window>` so publisher retries are deduplicated. Payload: ViewEvent.
+   * Publishers: the ads gateway (POST /ads/:id/views), other trusted producers.
+   * Consumer: the view counters (one shared durable pull consumer).
+   */
+  adsView: (p: string, adId: number): string => `${p}ads.views.${adId}`,
+  /** `ads.views.batch` — same stream; payload ViewBatch (the gateway's micro-batches). */
+  adsViewBatch: (p: string): string => `${p}ads.views.batch`,
+  adsViewsAll: (p: string): string => `${p}ads.views.>`,
+
+  /**
+   * `ads.counter.pending` — scatter/gather request (every view counter answers, no queue
+   * group). Payload: PendingRequest. Reply: PendingReply (distinct views of that ad
+   * received but not yet flushed). Requester: the gateway (GET /ads/:id/views).
+   */
+  adsPending: (p: string): string => `${p}ads.counter.pending`,
+
+  /**
+   * `ads.bump.run` — request (queue group `ads-bump`: one bump actor answers).
+   * Payload: BumpRunRequest (`{}`). Reply: BumpRunReply after the run committed.
+   * Requester: the gateway (POST /ads/bump), operators.
+   */
+  adsBumpRun: (p: string): string => `${p}ads.bump.run`,
+
+  /**
+   * `ads.bumped` — event after every bump run that bumped ≥ 0 ads. Payload: BumpedEvent.
+   * Publisher: the bump actor. Subscribers: anyone (e.g. the site's cache invalidation).
+   */
+  adsBumped: (p: string): string => `${p}ads.bumped`,
+
+  /**
+   * `ads.unread.get` — request (queue group `ads-unread`). Payload: UnreadRequest.
+   * Reply: UnreadReply. Requester: the gateway (GET /users/:id/unread), the site.
+   */
+  adsUnreadGet: (p: string): string => `${p}ads.unread.get`,
+
+  /**
+   * `messages.created` — event, published by the site after the message row committed.
+   * Payload: MessageCreated. Subscribers: every unread cache (no queue group).
+   */
+  messagesCreated: (p: string): string => `${p}messages.created`,
+
+  /**
+   * `messages.read` — event, published by the site after marking messages read.
+   * Payload: MessagesRead. Subscribers: every unread cache (no queue group).
+   */
+  messagesRead: (p: string): string => `${p}messages.read`,
+
+  // ---- Images (fetcher cache; images themselves never travel over NATS: 1 MiB max_payload) ----
+
+  /**
+   * `images.cache.stats.<instance>` — request/reply, core subscription of each process.
+   * Payload: empty or `{}`. Reply: `{ ok: true, instance, stats: FetcherStats }`.
+   * Requesters: operators, dashboards.
+   */
+  imagesCacheStats: (instance: string): string => `images.cache.stats.${instance}`,
+
+  /**
+   * `images.cache.stats` — the same request to every process at once (use requestMany);
+   * each answers with its own reply as above.
+   */
+  imagesCacheStatsAll: 'images.cache.stats',
+
+  /**
+   * `images.cache.invalidate` — broadcast, no queue group: every process applies it.
+   * Payload: ImagesInvalidate (exactly one of `url`, `product_id`, `all: true`). When
+   * sent as a request, each process replies `{ ok: true, instance, removed }`
+   * (requestMany collects them). Publishers: the shop backend after a product photo
+   * changed, operators.
+   */
+  imagesCacheInvalidate: 'images.cache.invalidate',
 } as const;

@@ -14,7 +14,7 @@ export interface TestDb {
   drop: () => Promise<void>;
 }
 
-export async function createTestDb(prefix = 't'): Promise<TestDb> {
+export async function createTestDb(prefix = 't', opts: { migrate?: boolean } = {}): Promise<TestDb> {
   const name = `${prefix}_${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`;
   const root = createDb({ url: ROOT_DATABASE_URL, poolMax: 1 });
   try {
@@ -24,7 +24,7 @@ export async function createTestDb(prefix = 't'): Promise<TestDb> {
   }
   const url = ROOT_DATABASE_URL.replace(/\/[^/]*$/, `/${name}`);
   const db = createDb({ url });
-  await migrateLatest(db);
+  if (opts.migrate !== false) await migrateLatest(db);
   let dropped = false;
   return {
     name,

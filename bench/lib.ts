@@ -1,0 +1,63 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { resolve } from 'node:path';
+import os from 'node:os';
+
+/** Deterministic PRNG (mulberry32) so every run draws the same workload. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Starts the sandbox CLI in its own process (so it does not share our CPU time slices). */
+export async function startSandboxProcess(flags: string[]): Promise<{ apiRoot: string; proc: ChildProcess; stop: () => Promise<void> }> {
+  const proc = spawn(process.execPath, ['--import', 'tsx', resolve(__dirname, '../src/sandbox/cli.ts'), '--port', '0', ...flags], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const apiRoot = await new Promise<string>((res, rej) => {
+    let buf = '';
+    proc.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const m = /"apiRoot":"([^"]+)"/.exec(buf);
+      if (m) res(m[1]!);
+    });
+    proc.once('exit', () => rej(new Error(`sandbox exited: ${buf}`)));
+  });
+  return {
+    apiRoot,
+    proc,
+    stop: () =>
+      new Promise<void>((res) => {
+        proc.once('exit', () => res());
+        proc.kill('SIGTERM');
+      }),
+  };
+}
+
+/** Reads a sandbox control endpoint (`{ ok, result }`). */
+export async function getJson<T>(url: string, init?: RequestInit): Promise<T> {
+  const r = await fetch(url, init);
+  const body = (await r.json()) as { ok: boolean; result: T };
+  if (!body.ok) throw new Error(`${url}: ${JSON.stringify(body)}`);
+  return body.result;
+}
+
+export function machine(): string {
+  const cpus = os.cpus();
+  return `${cpus.length} × ${cpus[0]?.model.trim() ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
+}
+
+export function table(headers: string[], rows: Array<Array<string | number>>): string {
+  const cells = [headers, ...rows.map((r) => r.map(String))];
+  const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  return [line(headers), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map((r) => line(r.map(String)))].join('\n');
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}

@@ -1,0 +1,168 @@
+import { hostname } from 'node:os';
+import { isIP } from 'node:net';
+import { EnvReader } from '../config';
+import { ConfigError } from '../errors';
+import { Subjects } from '../nats/subjects';
+
+type Env = Record<string, string | undefined>;
+
+/** Configuration of the ads roles (gateway, view counter, bump, unread cache). Documented in docs/ads.md. */
+export interface AdsConfig {
+  instanceId: string;
+  /** Prepended to every ads subject (e.g. `staging.`); '' in production. Tests use a unique one. */
+  subjectPrefix: string;
+  /** JetStream stream holding view events (subjects `<prefix>ads.views.>`). */
+  viewsStream: string;
+  /** Durable pull consumer shared by every view-counter process. */
+  viewsConsumer: string;
+  /** A visitor counts once per ad per window of this length (ms, fixed windows since the epoch). */
+  viewDedupWindowMs: number;
+  /** Flush pending views at the latest this long after the first one arrived (ms). */
+  viewFlushMs: number;
+  /** ... or as soon as this many distinct views are pending. */
+  viewFlushMax: number;
+  /** JetStream ack wait of the consumer (ms): unacked messages are redelivered after it. */
+  viewAckWaitMs: number;
+  /** Stream-side dedup of publisher retries by msgID (ms). */
+  viewDuplicateWindowMs: number;
+  /** How long unconsumed view events stay in the stream (ms). */
+  viewStreamMaxAgeMs: number;
+  /** Salt of the visitor hash (secret). */
+  viewHashSalt: string;
+  bumpIntervalMs: number;
+  bumpCheckMs: number;
+  bumpLeaseMs: number;
+  bumpChunk: number;
+  unreadCacheMax: number;
+  unreadCacheTtlMs: number;
+  gatewayHost: string;
+  gatewayPort: number;
+  gatewayBodyLimit: number;
+  rateLimitMax: number;
+  rateLimitWindowMs: number;
+  /** IPs / CIDRs whose X-Forwarded-For is believed. Empty: the peer address is the client. */
+  trustedProxies: string[];
+  /** Bearer token for POST /notifications and POST /ads/bump; undefined disables them (401). Secret. */
+  apiToken: string | undefined;
+  /** Timeout of the gateway's NATS requests and JetStream publishes (ms). */
+  requestTimeoutMs: number;
+  /** How long the gateway remembers that an ad exists (ms). */
+  adCacheTtlMs: number;
+  /** Subject of the pipeline's enqueue service (POST /notifications); tests use a unique one. */
+  enqueueSubject: string;
+}
+
+/** Named defaults, so docs/ads.md and the code agree. Durations in ms. */
+export const ADS_DEFAULTS = {
+  ADS_SUBJECT_PREFIX: '',
+  VIEWS_STREAM: 'ADS_VIEWS',
+  VIEWS_CONSUMER: 'ads-view-counter',
+  VIEW_DEDUP_WINDOW: 86_400_000,
+  VIEW_FLUSH_MS: 1_000,
+  VIEW_FLUSH_MAX: 5_000,
+  VIEW_ACK_WAIT_MS: 30_000,
+  VIEW_DUPLICATE_WINDOW: 120_000,
+  VIEW_STREAM_MAX_AGE: 7 * 86_400_000,
+  VIEW_HASH_SALT: '',
+  BUMP_INTERVAL: 3 * 3_600_000,
+  BUMP_CHECK_MS: 30_000,
+  BUMP_LEASE_MS: 90_000,
+  BUMP_CHUNK: 5_000,
+  UNREAD_CACHE_MAX: 100_000,
+  UNREAD_CACHE_TTL: 300_000,
+  GATEWAY_HOST: '0.0.0.0',
+  GATEWAY_PORT: 8080,
+  GATEWAY_BODY_LIMIT: 16_384,
+  RATE_LIMIT_MAX: 1_200,
+  RATE_LIMIT_WINDOW: 60_000,
+  TRUSTED_PROXIES: '',
+  ADS_REQUEST_TIMEOUT_MS: 2_000,
+  AD_CACHE_TTL: 60_000,
+  ADS_ENQUEUE_SUBJECT: Subjects.enqueue,
+} as const;
+
+const UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** A duration: `1500ms`, `30s`, `90m`, `3h`, `1d`, or a bare number of milliseconds. */
+export function readDuration(r: EnvReader, name: string, def: number, min: number, max: number): number {
+  const v = r.raw(name);
+  if (v === undefined) return def;
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/i.exec(v);
+  const ms = m ? Math.round(Number(m[1]) * UNITS[(m[2] ?? 'ms').toLowerCase()]!) : NaN;
+  if (!Number.isFinite(ms) || ms < min || ms > max) {
+    throw new ConfigError(name, `expected a duration between ${min} ms and ${max} ms such as 1500ms, 30s, 90m, 3h, 1d (a bare number is ms), got ${JSON.stringify(v)}`);
+  }
+  return ms;
+}
+
+function readProxies(r: EnvReader, name: string): string[] {
+  const v = r.raw(name);
+  if (v === undefined) return [];
+  return v.split(',').map((part) => {
+    const p = part.trim();
+    const [addr, bits, extra] = p.split('/');
+    const family = isIP(addr ?? '');
+    const maxBits = family === 6 ? 128 : 32;
+    const okBits = bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= maxBits);
+    if (!family || !okBits || extra !== undefined) throw new ConfigError(name, `expected comma-separated IP addresses or CIDRs (e.g. 10.0.0.0/8,::1), got ${JSON.stringify(p)}`);
+    return p;
+  });
+}
+
+function subject(r: EnvReader, name: string, def: string): string {
+  const v = r.string(name, def);
+  if (!/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(v)) throw new ConfigError(name, `expected a NATS subject without wildcards such as notify.enqueue, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+/** Parses and validates the ads variables. Throws ConfigError naming the first bad variable. */
+export function loadAdsConfig(env: Env = process.env): AdsConfig {
+  const r = new EnvReader(env);
+  const subjectPrefix = r.string('ADS_SUBJECT_PREFIX', ADS_DEFAULTS.ADS_SUBJECT_PREFIX);
+  if (subjectPrefix !== '' && !/^([A-Za-z0-9_-]+\.)+$/.test(subjectPrefix)) throw new ConfigError('ADS_SUBJECT_PREFIX', `expected dot-terminated subject tokens such as "staging.", got ${JSON.stringify(subjectPrefix)}`);
+  const name = (v: string, def: string): string => {
+    const s = r.string(v, def);
+    if (!/^[A-Za-z0-9_-]{1,64}$/.test(s)) throw new ConfigError(v, `expected 1-64 characters of A-Z a-z 0-9 _ -, got ${JSON.stringify(s)}`);
+    return s;
+  };
+  const apiToken = r.optionalString('ADS_API_TOKEN');
+  if (apiToken !== undefined && apiToken.length < 16) throw new ConfigError('ADS_API_TOKEN', 'expected at least 16 characters (value not shown)');
+  const viewFlushMs = r.integer('VIEW_FLUSH_MS', ADS_DEFAULTS.VIEW_FLUSH_MS, { min: 10, max: 600_000 });
+  const bumpCheckMs = readDuration(r, 'BUMP_CHECK_MS', ADS_DEFAULTS.BUMP_CHECK_MS, 10, 3_600_000);
+  const bumpLeaseMs = readDuration(r, 'BUMP_LEASE_MS', ADS_DEFAULTS.BUMP_LEASE_MS, 100, 3_600_000);
+  if (bumpLeaseMs <= bumpCheckMs) throw new ConfigError('BUMP_LEASE_MS', `expected more than BUMP_CHECK_MS (${bumpCheckMs}), got ${bumpLeaseMs}: the leader renews its lease at each check`);
+  return {
+    instanceId: r.string('INSTANCE_ID', `${hostname()}-${process.pid}`),
+    subjectPrefix,
+    viewsStream: name('VIEWS_STREAM', ADS_DEFAULTS.VIEWS_STREAM),
+    viewsConsumer: name('VIEWS_CONSUMER', ADS_DEFAULTS.VIEWS_CONSUMER),
+    viewDedupWindowMs: readDuration(r, 'VIEW_DEDUP_WINDOW', ADS_DEFAULTS.VIEW_DEDUP_WINDOW, 1_000, 366 * 86_400_000),
+    viewFlushMs,
+    viewFlushMax: r.integer('VIEW_FLUSH_MAX', ADS_DEFAULTS.VIEW_FLUSH_MAX, { min: 1, max: 20_000 }),
+    viewAckWaitMs: readDuration(r, 'VIEW_ACK_WAIT_MS', ADS_DEFAULTS.VIEW_ACK_WAIT_MS, 1_000, 3_600_000),
+    viewDuplicateWindowMs: readDuration(r, 'VIEW_DUPLICATE_WINDOW', ADS_DEFAULTS.VIEW_DUPLICATE_WINDOW, 1_000, 86_400_000),
+    viewStreamMaxAgeMs: readDuration(r, 'VIEW_STREAM_MAX_AGE', ADS_DEFAULTS.VIEW_STREAM_MAX_AGE, 60_000, 365 * 86_400_000),
+    viewHashSalt: r.string('VIEW_HASH_SALT', ADS_DEFAULTS.VIEW_HASH_SALT),
+    bumpIntervalMs: readDuration(r, 'BUMP_INTERVAL', ADS_DEFAULTS.BUMP_INTERVAL, 1_000, 365 * 86_400_000),
+    bumpCheckMs,
+    bumpLeaseMs,
+    bumpChunk: r.integer('BUMP_CHUNK', ADS_DEFAULTS.BUMP_CHUNK, { min: 1, max: 100_000 }),
+    unreadCacheMax: r.integer('UNREAD_CACHE_MAX', ADS_DEFAULTS.UNREAD_CACHE_MAX, { min: 1, max: 10_000_000 }),
+    unreadCacheTtlMs: readDuration(r, 'UNREAD_CACHE_TTL', ADS_DEFAULTS.UNREAD_CACHE_TTL, 1_000, 86_400_000),
+    gatewayHost: r.string('GATEWAY_HOST', ADS_DEFAULTS.GATEWAY_HOST),
+    gatewayPort: r.integer('GATEWAY_PORT', ADS_DEFAULTS.GATEWAY_PORT, { min: 0, max: 65535 }),
+    gatewayBodyLimit: r.integer('GATEWAY_BODY_LIMIT', ADS_DEFAULTS.GATEWAY_BODY_LIMIT, { min: 256, max: 1_048_576 }),
+    rateLimitMax: r.integer('RATE_LIMIT_MAX', ADS_DEFAULTS.RATE_LIMIT_MAX, { min: 1, max: 100_000_000 }),
+    rateLimitWindowMs: readDuration(r, 'RATE_LIMIT_WINDOW', ADS_DEFAULTS.RATE_LIMIT_WINDOW, 1_000, 86_400_000),
+    trustedProxies: readProxies(r, 'TRUSTED_PROXIES'),
+    apiToken,
+    requestTimeoutMs: r.integer('ADS_REQUEST_TIMEOUT_MS', ADS_DEFAULTS.ADS_REQUEST_TIMEOUT_MS, { min: 50, max: 60_000 }),
+    adCacheTtlMs: readDuration(r, 'AD_CACHE_TTL', ADS_DEFAULTS.AD_CACHE_TTL, 0, 86_400_000),
+    enqueueSubject: subject(r, 'ADS_ENQUEUE_SUBJECT', ADS_DEFAULTS.ADS_ENQUEUE_SUBJECT),
+  };
+}
+
+/** A copy safe to log. */
+export function describeAdsConfig(c: AdsConfig): Record<string, unknown> {
+  return { ...c, apiToken: c.apiToken ? '***' : undefined, viewHashSalt: c.viewHashSalt ? '***' : '' };
+}

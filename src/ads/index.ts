@@ -1,0 +1,220 @@
+/**
+ * The ads roles. `startAds` runs the actors (view counter, bump, unread cache) under a
+ * given parent with their NATS intake; `startGatewayRole` runs the HTTP gateway. Both
+ * return an idempotent `stop()`; neither owns the database pool or the NATS connection.
+ */
+import type { ConsumerMessages, Msg, NatsConnection, Subscription } from 'nats';
+import type { Knex } from '../db/knex';
+import type { Logger } from '../log';
+import type { Metrics } from '../metrics';
+import type { AdsConfig } from './config';
+import { ShutdownSequence } from '../lifecycle';
+import { describeError, isAppError } from '../errors';
+import { dispatch, query, stop as stopActor, type ActorRef, type Parent } from '../runtime/actor';
+import { Subjects } from '../nats/subjects';
+import { decoder, encodeJson } from '../nats/codec';
+import { MessageCreated, MessagesRead, PendingRequest, UnreadRequest, BumpRunRequest, type BumpRunReply, type PendingReply, type UnreadReply } from '../nats/ads-payloads';
+import { ensureViewsConsumer, ensureViewsStream, viewsStreamNames } from './views-stream';
+import { DbLeaseSingleton, type Singleton } from './singleton';
+import { startGateway, type RunningGateway } from './gateway';
+import { spawnViewCounter, type FlushResult, type ViewCounterMsg } from '../../actors/view-counter';
+import { spawnBump, type BumpMsg, type BumpResult } from '../../actors/bump';
+import { spawnUnreadCache, type UnreadCacheMsg, type UnreadResult } from '../../actors/unread-cache';
+
+export { loadAdsConfig, describeAdsConfig, type AdsConfig } from './config';
+export { buildGateway, startGateway } from './gateway';
+export { DbLeaseSingleton, type Singleton } from './singleton';
+
+export interface AdsDeps {
+  /** The actor system (or an actor) the ads actors are spawned under. */
+  parent: Parent;
+  db: Knex;
+  nc: NatsConnection;
+  config: AdsConfig;
+  log: Logger;
+  metrics: Metrics;
+  /** Who runs the bump timer. Default: a `DbLeaseSingleton` named `ads-bump`. */
+  singleton?: Singleton;
+  /** Which actors to run in this process (those set true); default all three. */
+  parts?: { viewCounter?: boolean; bump?: boolean; unread?: boolean };
+}
+
+export interface RunningAds {
+  viewCounter: ActorRef<ViewCounterMsg> | undefined;
+  bump: ActorRef<BumpMsg> | undefined;
+  unread: ActorRef<UnreadCacheMsg> | undefined;
+  /** Stops intake, flushes pending views (acks after commit), releases the bump lease, stops the actors. Idempotent, never throws. */
+  stop(): Promise<void>;
+}
+
+const decodePending = decoder(PendingRequest, { maxBytes: 1_024 });
+const decodeBumpRun = decoder(BumpRunRequest, { maxBytes: 1_024 });
+const decodeUnread = decoder(UnreadRequest, { maxBytes: 1_024 });
+const decodeCreated = decoder(MessageCreated, { maxBytes: 4_096 });
+const decodeRead = decoder(MessagesRead, { maxBytes: 256 * 1_024 });
+
+export async function startAds(deps: AdsDeps): Promise<RunningAds> {
+  const { config: c, nc, log, metrics } = deps;
+  const parts = deps.parts ? { viewCounter: !!deps.parts.viewCounter, bump: !!deps.parts.bump, unread: !!deps.parts.unread } : { viewCounter: true, bump: true, unread: true };
+  const p = c.subjectPrefix;
+  const badEvents = metrics.counter<'subject' | 'code'>('ads_bad_nats_payloads_total', 'NATS payloads rejected by the ads actors', ['subject', 'code']);
+  const subs: Subscription[] = [];
+  const shutdown = new ShutdownSequence(log);
+
+  /** Decodes, and on bad input counts, logs and answers (requests) instead of throwing. */
+  const guard = <T>(m: Msg, decode: (d: Uint8Array) => T): T | undefined => {
+    try {
+      return decode(m.data);
+    } catch (e) {
+      const code = isAppError(e) ? e.code : 'INTERNAL';
+      badEvents.inc({ subject: m.subject, code });
+      log.warn({ subject: m.subject, code, err: describeError(e) }, 'bad NATS payload rejected');
+      if (m.reply) m.respond(encodeJson({ ok: false, error: { code, message: describeError(e) } }));
+      return undefined;
+    }
+  };
+  const on = (subject: string, queue: string | undefined, handle: (m: Msg) => Promise<void> | void): void => {
+    subs.push(
+      nc.subscribe(subject, {
+        ...(queue ? { queue } : {}),
+        callback: (err, m) => {
+          if (err) return void log.warn({ subject, err: describeError(err) }, 'subscription error');
+          Promise.resolve()
+            .then(() => handle(m))
+            .catch((e: unknown) => {
+              log.error({ subject, err: describeError(e) }, 'ads handler failed');
+              if (m.reply) m.respond(encodeJson({ ok: false, error: { code: isAppError(e) ? e.code : 'INTERNAL', message: describeError(e) } }));
+            });
+        },
+      }),
+    );
+  };
+
+  // ---- view counter -------------------------------------------------------------
+  let viewCounter: ActorRef<ViewCounterMsg> | undefined;
+  let intake: ConsumerMessages | undefined;
+  let intakeDone: Promise<void> = Promise.resolve();
+  if (parts.viewCounter) {
+    const jsm = await nc.jetstreamManager();
+    await ensureViewsStream(jsm, c);
+    await ensureViewsConsumer(jsm, c);
+    const counter = spawnViewCounter(deps.parent, { db: deps.db, log, metrics }, { flushMs: c.viewFlushMs, flushMax: c.viewFlushMax, dedupWindowMs: c.viewDedupWindowMs });
+    viewCounter = counter;
+    const n = viewsStreamNames(c);
+    const consumer = await nc.jetstream().consumers.get(n.stream, n.consumer);
+    const messages = await consumer.consume({ max_messages: Math.max(100, Math.min(c.viewFlushMax, 2_000)) });
+    intake = messages;
+    intakeDone = (async () => {
+      for await (const m of messages) {
+        // A stopped counter drops nothing silently: the unacked message is redelivered.
+        dispatch(counter, { type: 'delivery', msg: m });
+      }
+    })().catch((e: unknown) => log.error({ err: describeError(e) }, 'view intake stopped'));
+    on(Subjects.adsPending(p), undefined, async (m) => {
+      const req = guard(m, decodePending);
+      if (!req) return;
+      const pending = await query<ViewCounterMsg, number>(counter, (replyTo) => ({ type: 'pending', adId: req.ad_id, replyTo }), 1_000);
+      const r: PendingReply = { instance: c.instanceId, ad_id: req.ad_id, pending };
+      m.respond(encodeJson(r));
+    });
+    log.info({ stream: n.stream, consumer: n.consumer }, 'view counter consuming');
+  }
+
+  // ---- bump ---------------------------------------------------------------------
+  let bump: ActorRef<BumpMsg> | undefined;
+  const singleton = deps.singleton ?? new DbLeaseSingleton(deps.db, 'ads-bump', c.instanceId, c.bumpLeaseMs, (e) => log.warn({ err: describeError(e) }, 'bump lease check failed'));
+  if (parts.bump) {
+    const ref = spawnBump(
+      deps.parent,
+      {
+        db: deps.db,
+        log,
+        metrics,
+        singleton,
+        instanceId: c.instanceId,
+        publishBumped: (e) => {
+          try {
+            nc.publish(Subjects.adsBumped(p), encodeJson(e));
+          } catch (err) {
+            log.warn({ err: describeError(err) }, 'ads.bumped not published');
+          }
+        },
+      },
+      { intervalMs: c.bumpIntervalMs, checkMs: c.bumpCheckMs, chunk: c.bumpChunk },
+    );
+    bump = ref;
+    on(Subjects.adsBumpRun(p), 'ads-bump', async (m) => {
+      if (!guard(m, decodeBumpRun)) return;
+      const r = await query<BumpMsg, BumpResult>(ref, (replyTo) => ({ type: 'run-now', replyTo }), 120_000);
+      const out: BumpRunReply = r.ok ? { ok: true, run_id: r.runId, bumped: r.bumped } : { ok: false, error: { code: r.code, message: r.message } };
+      m.respond(encodeJson(out));
+    });
+  }
+
+  // ---- unread cache ---------------------------------------------------------------
+  let unread: ActorRef<UnreadCacheMsg> | undefined;
+  if (parts.unread) {
+    const ref = spawnUnreadCache(deps.parent, { db: deps.db, metrics }, { max: c.unreadCacheMax, ttlMs: c.unreadCacheTtlMs });
+    unread = ref;
+    on(Subjects.messagesCreated(p), undefined, (m) => {
+      const ev = guard(m, decodeCreated);
+      if (ev) dispatch(ref, { type: 'created', event: ev });
+    });
+    on(Subjects.messagesRead(p), undefined, (m) => {
+      const ev = guard(m, decodeRead);
+      if (ev) dispatch(ref, { type: 'read', event: ev });
+    });
+    on(Subjects.adsUnreadGet(p), 'ads-unread', async (m) => {
+      const req = guard(m, decodeUnread);
+      if (!req) return;
+      const r = await query<UnreadCacheMsg, UnreadResult>(ref, (replyTo) => ({ type: 'get', userId: req.user_id, replyTo }), 5_000);
+      const out: UnreadReply = r.ok ? { ok: true, user_id: req.user_id, unread: r.unread } : { ok: false, error: { code: r.code, message: r.message } };
+      m.respond(encodeJson(out));
+    });
+  }
+
+  // Subscriptions must reach the server before we report started (tests publish at once).
+  await nc.flush();
+
+  shutdown
+    .add('stop view intake', async () => {
+      if (intake) await intake.close();
+      await intakeDone;
+    })
+    .add('unsubscribe', async () => {
+      await Promise.all(subs.map((s) => s.drain().catch(() => undefined)));
+    })
+    .add('flush views', async () => {
+      if (!viewCounter) return;
+      const r = await query<ViewCounterMsg, FlushResult>(viewCounter, (replyTo) => ({ type: 'flush', replyTo }), 30_000);
+      log.info(r, 'final view flush');
+    })
+    .add('send acks', async () => {
+      if (!nc.isClosed()) await nc.flush();
+    })
+    .add('release bump lease', () => (parts.bump ? singleton.release() : undefined))
+    .add('stop actors', () => {
+      if (viewCounter) stopActor(viewCounter as ActorRef<unknown>);
+      if (bump) stopActor(bump as ActorRef<unknown>);
+      if (unread) stopActor(unread as ActorRef<unknown>);
+    });
+
+  return { viewCounter, bump, unread, stop: () => shutdown.run() };
+}
+
+export interface GatewayRoleDeps {
+  db: Knex;
+  nc: NatsConnection;
+  config: AdsConfig;
+  log: Logger;
+  metrics: Metrics;
+  /** Default: config.gatewayPort. */
+  port?: number;
+}
+
+/** Runs the HTTP gateway role. `stop()` closes the listener after in-flight requests. */
+export async function startGatewayRole(deps: GatewayRoleDeps): Promise<{ port: number; gateway: RunningGateway; stop(): Promise<void> }> {
+  const gateway = await startGateway(deps, deps.port ?? deps.config.gatewayPort);
+  deps.log.info({ port: gateway.port }, 'ads gateway listening');
+  return { port: gateway.port, gateway, stop: () => gateway.close() };
+}

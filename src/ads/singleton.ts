@@ -1,0 +1,59 @@
+import type { Knex } from '../db/knex';
+
+/**
+ * "Am I the one process that should do this now?" The bump actor asks before every
+ * timer run. Implementations: `DbLeaseSingleton` (a lease row in MariaDB) now; a
+ * NATS KV lease when the scale-out work lands — same interface.
+ *
+ * A singleton only avoids wasted work: the bump itself is idempotent per ad within an
+ * interval, so two processes that both believe they lead still bump each ad once.
+ */
+export interface Singleton {
+  /** Takes or renews the role; true while this process holds it. Never throws. */
+  isLeader(): Promise<boolean>;
+  /** Gives the role up at once (graceful shutdown) so another process takes over without waiting for expiry. Idempotent. */
+  release(): Promise<void>;
+}
+
+/**
+ * A named lease in `ads_leases`: taken when free or expired, renewed by its owner at
+ * every `isLeader()`, expiring `ttlMs` after the last renewal (database clock, so
+ * process clocks may disagree). Call `isLeader()` more often than `ttlMs`.
+ */
+export class DbLeaseSingleton implements Singleton {
+  private released: Promise<void> | undefined;
+
+  constructor(
+    private readonly db: Knex,
+    readonly name: string,
+    readonly owner: string,
+    private readonly ttlMs: number,
+    private readonly onError: (e: unknown) => void = () => undefined,
+  ) {}
+
+  async isLeader(): Promise<boolean> {
+    try {
+      const us = this.ttlMs * 1000;
+      // Assignments run left to right: `owner` is already the new value when `expires_at` is computed.
+      await this.db.raw(
+        `INSERT INTO ads_leases (name, owner, expires_at) VALUES (?, ?, NOW(3) + INTERVAL ? MICROSECOND)
+         ON DUPLICATE KEY UPDATE
+           owner = IF(owner = VALUES(owner) OR expires_at < NOW(3), VALUES(owner), owner),
+           expires_at = IF(owner = VALUES(owner), VALUES(expires_at), expires_at)`,
+        [this.name, this.owner, us],
+      );
+      const [rows] = (await this.db.raw('SELECT owner FROM ads_leases WHERE name = ?', [this.name])) as unknown as [Array<{ owner: string }>];
+      return rows[0]?.owner === this.owner;
+    } catch (e) {
+      this.onError(e);
+      return false;
+    }
+  }
+
+  release(): Promise<void> {
+    this.released ??= this.db
+      .raw('DELETE FROM ads_leases WHERE name = ? AND owner = ?', [this.name, this.owner])
+      .then(() => undefined, (e) => this.onError(e));
+    return this.released;
+  }
+}

@@ -1,0 +1,135 @@
+import { Type, type Static } from '@sinclair/typebox';
+import type { NatsConnection, Subscription, Msg } from 'nats';
+import { decoder, encodeJson } from '../nats/codec';
+import { InputError, isAppError, describeError } from '../errors';
+import { query, dispatch, type ActorRef } from '../runtime/actor';
+import type { Logger } from '../log';
+import type { FetcherMessage, FetcherStats, InvalidateResult, InvalidateTarget } from '../../actors/fetcher';
+import { Subjects } from '../nats/subjects';
+
+/** `images.cache.invalidate` payload: exactly one of the three fields. */
+export const ImagesInvalidate = Type.Object(
+  {
+    url: Type.Optional(Type.String({ minLength: 1, maxLength: 2048 })),
+    product_id: Type.Optional(Type.Integer({ minimum: 1 })),
+    all: Type.Optional(Type.Literal(true)),
+  },
+  { additionalProperties: false },
+);
+export type ImagesInvalidate = Static<typeof ImagesInvalidate>;
+
+/** `images.cache.stats*` payload: nothing, or an empty object. */
+export const ImagesStatsRequest = Type.Object({}, { additionalProperties: false });
+
+const decodeInvalidate = decoder(ImagesInvalidate, { maxBytes: 4096 });
+const decodeStats = decoder(ImagesStatsRequest, { maxBytes: 1024 });
+
+export type ImagesReply =
+  | { ok: true; instance: string; stats: FetcherStats }
+  | { ok: true; instance: string; removed: number }
+  | { ok: false; instance: string; error: { code: string; message: string } };
+
+export interface ImagesServiceOptions {
+  nc: NatsConnection;
+  fetcher: ActorRef<FetcherMessage>;
+  instanceId: string;
+  log: Logger;
+  /** Default 5000. */
+  queryTimeoutMs?: number;
+}
+
+/**
+ * Core NATS endpoints of this process's image cache: stats on
+ * `images.cache.stats.<instance>` (and `images.cache.stats` for all), and the broadcast
+ * `images.cache.invalidate` that every process applies. Payloads are validated;
+ * a bad one gets an error reply (when a reply subject exists) and is logged.
+ */
+export class ImagesService {
+  private subs: Subscription[] = [];
+  private stopping: Promise<void> | undefined;
+
+  constructor(private readonly opts: ImagesServiceOptions) {}
+
+  start(): void {
+    if (this.subs.length > 0 || this.stopping) return;
+    const { nc } = this.opts;
+    this.subs = [
+      nc.subscribe(Subjects.imagesCacheStats(this.opts.instanceId), { callback: (err, msg) => this.onStats(err, msg) }),
+      nc.subscribe(Subjects.imagesCacheStatsAll, { callback: (err, msg) => this.onStats(err, msg) }),
+      nc.subscribe(Subjects.imagesCacheInvalidate, { callback: (err, msg) => this.onInvalidate(err, msg) }),
+    ];
+  }
+
+  /** Unsubscribes (drains) every subscription; safe to call twice. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      for (const s of this.subs) {
+        try {
+          await s.drain();
+        } catch (e) {
+          this.opts.log.warn({ err: describeError(e) }, 'images service: drain failed');
+        }
+      }
+      this.subs = [];
+    })();
+    return this.stopping;
+  }
+
+  private onStats(err: Error | null, msg: Msg): void {
+    if (err) return void this.opts.log.warn({ err: describeError(err) }, 'images stats subscription error');
+    void this.answer(msg, async () => {
+      if (msg.data.byteLength > 0) decodeStats(msg.data);
+      const stats = await query<FetcherMessage, FetcherStats>(this.opts.fetcher, (replyTo) => ({ type: 'stats', replyTo }), this.timeout());
+      return { ok: true, instance: this.opts.instanceId, stats };
+    });
+  }
+
+  private onInvalidate(err: Error | null, msg: Msg): void {
+    if (err) return void this.opts.log.warn({ err: describeError(err) }, 'images invalidate subscription error');
+    void this.answer(msg, async () => {
+      const target = toTarget(decodeInvalidate(msg.data));
+      if (!msg.reply) {
+        dispatch(this.opts.fetcher, { type: 'invalidate', target });
+        return undefined;
+      }
+      const r = await query<FetcherMessage, InvalidateResult>(this.opts.fetcher, (replyTo) => ({ type: 'invalidate', target, replyTo }), this.timeout());
+      return { ok: true, instance: this.opts.instanceId, removed: r.removed };
+    });
+  }
+
+  private async answer(msg: Msg, handle: () => Promise<ImagesReply | undefined>): Promise<void> {
+    let body: ImagesReply | undefined;
+    try {
+      body = await handle();
+    } catch (e) {
+      const code = isAppError(e) ? e.code : 'INTERNAL';
+      this.opts.log.warn({ subject: msg.subject, code, err: describeError(e) }, 'images request rejected');
+      body = { ok: false, instance: this.opts.instanceId, error: { code, message: isAppError(e) ? e.message : 'internal error' } };
+    }
+    if (msg.reply && body) {
+      try {
+        msg.respond(encodeJson(body));
+      } catch (e) {
+        this.opts.log.warn({ err: describeError(e) }, 'images reply failed');
+      }
+    }
+  }
+
+  private timeout(): number {
+    return this.opts.queryTimeoutMs ?? 5_000;
+  }
+}
+
+function toTarget(p: ImagesInvalidate): InvalidateTarget {
+  const given = [p.url !== undefined, p.product_id !== undefined, p.all !== undefined].filter(Boolean).length;
+  if (given !== 1) throw new InputError('BAD_PAYLOAD', 'give exactly one of "url", "product_id", "all": true');
+  if (p.url !== undefined) {
+    try {
+      return { url: new URL(p.url).href };
+    } catch {
+      throw new InputError('BAD_PAYLOAD', `/url must be an absolute URL, got ${JSON.stringify(p.url)}`);
+    }
+  }
+  if (p.product_id !== undefined) return { productId: p.product_id };
+  return { all: true };
+}

@@ -1,0 +1,93 @@
+import { strict as assert } from 'node:assert';
+import { ADS_DEFAULTS, loadAdsConfig } from '../../src/ads/config';
+import { classifyHttpError } from '../../src/ads/gateway';
+import { visitorHash, windowOf, viewMsgId } from '../../src/ads/views-stream';
+import { ConfigError, InputError } from '../../src/errors';
+
+describe('ads config', () => {
+  it('has named defaults', () => {
+    const c = loadAdsConfig({});
+    assert.equal(c.viewDedupWindowMs, 86_400_000);
+    assert.equal(c.viewFlushMs, ADS_DEFAULTS.VIEW_FLUSH_MS);
+    assert.equal(c.viewFlushMax, 5_000);
+    assert.equal(c.bumpIntervalMs, 3 * 3_600_000);
+    assert.deepEqual(c.trustedProxies, []);
+    assert.equal(c.apiToken, undefined);
+    assert.equal(c.enqueueSubject, 'notify.enqueue');
+  });
+
+  it('reads durations with units', () => {
+    const c = loadAdsConfig({ VIEW_DEDUP_WINDOW: '12h', BUMP_INTERVAL: '90m', BUMP_CHECK_MS: '30s', BUMP_LEASE_MS: '2m', RATE_LIMIT_WINDOW: '1500' });
+    assert.equal(c.viewDedupWindowMs, 12 * 3_600_000);
+    assert.equal(c.bumpIntervalMs, 90 * 60_000);
+    assert.equal(c.bumpCheckMs, 30_000);
+    assert.equal(c.bumpLeaseMs, 120_000);
+    assert.equal(c.rateLimitWindowMs, 1_500);
+  });
+
+  const bad: Array<[Record<string, string>, string]> = [
+    [{ VIEW_FLUSH_MS: 'soon' }, 'VIEW_FLUSH_MS'],
+    [{ VIEW_FLUSH_MAX: '0' }, 'VIEW_FLUSH_MAX'],
+    [{ VIEW_DEDUP_WINDOW: '3 weeks' }, 'VIEW_DEDUP_WINDOW'],
+    [{ VIEW_DEDUP_WINDOW: '10ms' }, 'VIEW_DEDUP_WINDOW'],
+    [{ BUMP_INTERVAL: '-1h' }, 'BUMP_INTERVAL'],
+    [{ BUMP_CHECK_MS: '5m', BUMP_LEASE_MS: '1m' }, 'BUMP_LEASE_MS'],
+    [{ TRUSTED_PROXIES: '10.0.0.0/8,proxy.local' }, 'TRUSTED_PROXIES'],
+    [{ TRUSTED_PROXIES: '10.0.0.0/33' }, 'TRUSTED_PROXIES'],
+    [{ ADS_API_TOKEN: 'short' }, 'ADS_API_TOKEN'],
+    [{ ADS_SUBJECT_PREFIX: 'no-dot' }, 'ADS_SUBJECT_PREFIX'],
+    [{ VIEWS_STREAM: 'a.b' }, 'VIEWS_STREAM'],
+    [{ ADS_ENQUEUE_SUBJECT: 'notify.*' }, 'ADS_ENQUEUE_SUBJECT'],
+    [{ GATEWAY_PORT: '70000' }, 'GATEWAY_PORT'],
+  ];
+  for (const [env, name] of bad) {
+    it(`rejects ${JSON.stringify(env)} naming ${name}`, () => {
+      assert.throws(
+        () => loadAdsConfig(env),
+        (e: unknown) => e instanceof ConfigError && e.variable === name && e.message.startsWith(`${name}:`),
+      );
+    });
+  }
+
+  it('never echoes the token', () => {
+    try {
+      loadAdsConfig({ ADS_API_TOKEN: 'sekret' });
+      assert.fail('should throw');
+    } catch (e) {
+      assert.ok(!(e as Error).message.includes('sekret'));
+    }
+  });
+
+  it('accepts IPv4/IPv6 proxies and CIDRs', () => {
+    assert.deepEqual(loadAdsConfig({ TRUSTED_PROXIES: '127.0.0.1, 10.0.0.0/8,::1,fd00::/8' }).trustedProxies, ['127.0.0.1', '10.0.0.0/8', '::1', 'fd00::/8']);
+  });
+});
+
+describe('ads view keys', () => {
+  it('hashes the visitor with the salt, IP and optional visitor id', () => {
+    const a = visitorHash('s', '1.2.3.4');
+    assert.match(a, /^[0-9a-f]{32}$/);
+    assert.equal(visitorHash('s', '1.2.3.4'), a);
+    assert.notEqual(visitorHash('t', '1.2.3.4'), a);
+    assert.notEqual(visitorHash('s', '1.2.3.4', 'v1'), a);
+  });
+  it('puts views in fixed windows', () => {
+    assert.equal(windowOf(0, 1_000), 0);
+    assert.equal(windowOf(999, 1_000), 0);
+    assert.equal(windowOf(1_000, 1_000), 1);
+    assert.equal(viewMsgId(5, 'ab', 7), '5.ab.7');
+  });
+});
+
+describe('ads gateway error mapping', () => {
+  it('maps errors to statuses and stable codes', () => {
+    assert.deepEqual(classifyHttpError(new InputError('NOT_FOUND', 'x')), { status: 404, code: 'NOT_FOUND', message: 'x' });
+    assert.equal(classifyHttpError({ code: 'FST_ERR_CTP_BODY_TOO_LARGE', statusCode: 413, message: 'big' }).code, 'PAYLOAD_TOO_LARGE');
+    assert.equal(classifyHttpError({ code: 'FST_ERR_CTP_INVALID_JSON_BODY', statusCode: 400, message: 'bad' }).code, 'BAD_JSON');
+    assert.equal(classifyHttpError({ statusCode: 429, message: 'slow down' }).code, 'RATE_LIMITED');
+    assert.equal(classifyHttpError({ validation: [], message: 'body/x' }).status, 400);
+    const internal = classifyHttpError(new Error('db password=hunter2'));
+    assert.equal(internal.status, 500);
+    assert.ok(!internal.message.includes('hunter2'), 'internal details stay in the log');
+  });
+});
