@@ -147,7 +147,7 @@ export class EnvReader {
 }
 
 function describeRange(o: { min?: number; max?: number; exclusiveMin?: boolean }): string {
-  if (o.min !== undefined && o.max !== undefined) return ` between ${o.min} and ${o.max}`;
+  if (o.min !== undefined && o.max !== undefined) return o.exclusiveMin ? ` greater than ${o.min} and ≤ ${o.max}` : ` between ${o.min} and ${o.max}`;
   if (o.min !== undefined) return o.exclusiveMin ? ` greater than ${o.min}` : ` ≥ ${o.min}`;
   if (o.max !== undefined) return ` ≤ ${o.max}`;
   return '';

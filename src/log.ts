@@ -9,7 +9,11 @@ const secrets = new Set<string>();
  * log line, wherever it hides (an error message, a URL, a nested object).
  */
 export function registerSecret(value: string | undefined): void {
-  if (value && value.length >= 4) secrets.add(value);
+  if (!value || value.length < 4) return;
+  secrets.add(value);
+  // Scrubbing runs on the serialized JSON line, where `"`, `\` and control characters are escaped.
+  const escaped = JSON.stringify(value).slice(1, -1);
+  if (escaped !== value) secrets.add(escaped);
 }
 
 // Telegram method URLs embed the token: /bot<id>:<secret>/sendMessage.

@@ -14,7 +14,14 @@ import { connectNats } from './nats/connection';
 import { TelegrafClient } from './telegram/client';
 import { TelegramUnauthorized } from './telegram/errors';
 import { TelegramSandbox } from './sandbox/server';
-import { startPipeline } from './pipeline';
+import { startPipeline, startObservedSystem } from './pipeline';
+import { stopActorSystem } from './runtime/actor';
+import { loadImagesConfig } from './images/config';
+import { fetcherImageSource } from './images/source';
+import { ImagesService } from './images/service';
+import { OrderAwarePlanner } from './orders/planner';
+import { spawnFetcher } from '../actors/fetcher';
+import { loadAdsConfig, startAds, startGatewayRole } from './ads';
 import { ConfigError, describeError } from './errors';
 
 /** The token the in-process sandbox accepts when no TELEGRAM_BOT_TOKEN is given. */
@@ -28,6 +35,11 @@ export interface RunningSystem {
 
 export async function main(env: NodeJS.ProcessEnv = process.env): Promise<RunningSystem> {
   const config = loadConfig(env);
+  // Every role's configuration is validated before anything starts.
+  const imagesConfig = loadImagesConfig(env);
+  const adsConfig = loadAdsConfig(env);
+  registerSecret(adsConfig.apiToken);
+  registerSecret(adsConfig.viewHashSalt);
   registerSecret(config.telegramBotToken);
   registerSecret(config.natsPassword);
   registerSecret(config.natsToken);
@@ -73,12 +85,27 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<Runnin
       log.warn({ err: describeError(e) }, 'getMe failed; starting anyway (sends will retry)');
     }
 
-    // Fixed order: stop intake and drain actors first, connections last.
-    if (config.role === 'worker' || config.role === 'all') {
-      const pipeline = await startPipeline({ config, log, metrics, db, nc, telegram });
-      shutdown.add('delivery pipeline (stop claiming, drain senders, flush outcomes, release claims)', () => pipeline.stop());
-      log.info({ shards: config.shardCount, owner: pipeline.owner }, 'delivery pipeline running');
+    // Fixed order: stop intake (gateway) → drain actors (pipeline, ads) → connections.
+    const system = startObservedSystem(`notify-${config.instanceId}`, log, metrics);
+    const worker = config.role === 'worker' || config.role === 'all';
+    const gateway = config.role === 'gateway' || config.role === 'all';
+    if (gateway) {
+      const gw = await startGatewayRole({ db, nc, config: adsConfig, log, metrics });
+      shutdown.add('ads gateway (stop accepting requests)', () => gw.stop());
     }
+    if (worker) {
+      const fetcher = spawnFetcher(system, { config: imagesConfig, metrics });
+      const images = new ImagesService({ nc, fetcher, instanceId: config.instanceId, log });
+      await images.start();
+      const planner = new OrderAwarePlanner(db, fetcherImageSource(fetcher, { timeoutMs: imagesConfig.fetchTimeoutMs * 3 }), imagesConfig, log);
+      const pipeline = await startPipeline({ config, log, metrics, db, nc, telegram, planner, system });
+      shutdown.add('delivery pipeline (stop claiming, drain senders, flush outcomes, release claims)', () => pipeline.stop());
+      shutdown.add('image service', () => images.stop());
+      log.info({ shards: config.shardCount, owner: pipeline.owner }, 'delivery pipeline running');
+      const ads = await startAds({ parent: system, db, nc, config: adsConfig, log, metrics });
+      shutdown.add('ads actors (flush views, release bump lease)', () => ads.stop());
+    }
+    shutdown.add('actor system', () => stopActorSystem(system));
     shutdown.add('nats drain', async () => {
       if (!nc.isClosed()) await nc.drain();
     });
@@ -112,7 +139,9 @@ if (require.main === module) {
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
-  main().then(
+  // `npm start -- gateway` is the same as ROLE=gateway.
+  const roleArg = process.argv[2];
+  main(roleArg ? { ...process.env, ROLE: roleArg } : process.env).then(
     (s) => {
       system = s;
     },

@@ -11,11 +11,9 @@ import type { Logger } from '../log';
 import { OrderItem } from '../db/models/order-item';
 import { Order } from '../db/models/order';
 
-/** One Telegram call of a plan. Albums hold 2–10 items; captions are plain text (no parse mode). */
-export type Part =
-  | { method: 'sendMessage'; text: string; parseMode: string | null }
-  | { method: 'sendPhoto'; item: PhotoItem }
-  | { method: 'sendMediaGroup'; items: PhotoItem[] };
+/** One Telegram call of a plan (see outbox/plan.ts). Albums hold 2–10 items; captions are plain text. */
+import type { Part } from '../outbox/plan';
+export type { Part };
 
 /** Telegram's limits (Bot API): items per album, caption and text lengths, photo by URL. */
 export const ALBUM_MAX = 10;

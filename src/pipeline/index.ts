@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { NatsConnection, Subscription, Service } from 'nats';
-import { startActorSystem, stopActorSystem, dispatch, query, type ActorRef, type ActorSystem } from '../runtime/actor';
+import { startActorSystem, stopActorSystem, dispatch, query, stop, type ActorRef, type ActorSystem } from '../runtime/actor';
 import type { Config } from '../config';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
@@ -32,6 +32,8 @@ export interface PipelineOptions {
   ownAllShards?: boolean;
   /** Overrides (tests, benchmarks). */
   settings?: Partial<PipelineSettings>;
+  /** Spawn under this actor system (shared with other roles); otherwise the pipeline starts its own. */
+  system?: ActorSystem;
 }
 
 export interface Pipeline {
@@ -103,14 +105,8 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
     publishRecipientChanged: (chatId, status, migratedTo) => safePublish(Subjects.recipientChanged, { chat_id: chatId, status, migrated_to_chat_id: migratedTo }),
   };
 
-  const system = startActorSystem(`pipeline-${config.instanceId}`, log, {
-    crashed: (path) => metrics.counter('actor_crashes_total', 'Actor handler failures', ['actor']).inc({ actor: path.replace(/-\d+$/, '') }),
-    restarting: (path, attempt, delayMs) => log.warn({ actor: path, attempt, delayMs }, 'restarting actor'),
-    deadLetter: (path, type) => {
-      metrics.counter('actor_dead_letters_total', 'Messages sent to stopped actors').inc();
-      log.debug({ actor: path, message: type }, 'dead letter');
-    },
-  });
+  const ownSystem = o.system === undefined;
+  const system = o.system ?? startObservedSystem(`pipeline-${config.instanceId}`, log, metrics);
   const root = spawnPipeline(system, deps);
 
   // ---- NATS: wake-ups and recipient changes ---------------------------------------
@@ -222,10 +218,22 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
         // Anything still claimed (a sender that did not drain in time) goes back now.
         await step('release leftovers', () => repo.release());
         await step('recipients', () => recipients.flush());
-        await step('actors', () => stopActorSystem(system));
+        await step('actors', () => (ownSystem ? stopActorSystem(system) : stop(root)));
         gate.stop();
       })()),
   };
+}
+
+/** An actor system whose crashes, restarts and dead letters show in metrics and logs. */
+export function startObservedSystem(name: string, log: Logger, metrics: Metrics): ActorSystem {
+  return startActorSystem(name, log, {
+    crashed: (path) => metrics.counter('actor_crashes_total', 'Actor handler failures', ['actor']).inc({ actor: path.replace(/-\d+$/, '') }),
+    restarting: (path, attempt, delayMs) => log.warn({ actor: path, attempt, delayMs }, 'restarting actor'),
+    deadLetter: (path, type) => {
+      metrics.counter('actor_dead_letters_total', 'Messages sent to stopped actors').inc();
+      log.debug({ actor: path, message: type }, 'dead letter');
+    },
+  });
 }
 
 export { AppError };

@@ -79,10 +79,8 @@ interface OpenTag {
   resultPos: number;
 }
 
-type ParseResult = { ok: true; value: FormattedText } | { ok: false; message: string };
-
 /** Parses Telegram HTML into text and entities, or returns TDLib's error message. */
-export function parseHtml(html: string): ParseResult {
+export function parseHtml(html: string): FormatResult {
   const src = Buffer.from(html, 'utf8');
   const at = (i: number): number => src[i] ?? 0;
   const out = Buffer.allocUnsafe(src.length); // decoding never lengthens the text
@@ -91,7 +89,7 @@ export function parseHtml(html: string): ParseResult {
   let decodedSurrogate = false;
   const open: OpenTag[] = [];
   const entities: MessageEntity[] = [];
-  const fail = (message: string): ParseResult => ({ ok: false, message });
+  const fail = (message: string): FormatResult => ({ ok: false, message });
 
   for (let i = 0; i < src.length; i++) {
     const c = at(i);
@@ -208,7 +206,7 @@ export function parseHtml(html: string): ParseResult {
   return { ok: true, value: { text: out.toString('utf8', 0, outLen), entities } };
 }
 
-/** Adds the entity for a closed, non-empty tag; returns an error message for an invalid custom emoji id. */
+/** Adds the entity for a closed, non-empty tag; returns TDLib's message for a bad emoji id or date format. */
 function closeEntity(entities: MessageEntity[], tag: OpenTag, length: number, content: string): string | undefined {
   const { offset } = tag;
   const last = entities[entities.length - 1];

@@ -6,6 +6,7 @@ import { TelegramSandbox } from '../../src/sandbox/server';
 import type { SandboxOptions } from '../../src/sandbox/types';
 import { startPipeline, type Pipeline } from '../../src/pipeline';
 import type { PipelineSettings } from '../../src/pipeline/deps';
+import type { Planner } from '../../src/outbox/plan';
 import { createTestDb, captureLogger, uniq, NATS_URL, type TestDb } from './services';
 
 export const TEST_TOKEN = '123456:TEST-token-abcdefghijklmnopqrstuvwxyz';
@@ -17,7 +18,7 @@ export interface Harness {
   config: Config;
   logs: ReturnType<typeof captureLogger>;
   pipeline: Pipeline | undefined;
-  start(settings?: Partial<PipelineSettings>, env?: Record<string, string>): Promise<Pipeline>;
+  start(settings?: Partial<PipelineSettings>, env?: Record<string, string>, planner?: Planner): Promise<Pipeline>;
   stopPipeline(): Promise<void>;
   close(): Promise<void>;
 }
@@ -36,7 +37,7 @@ export async function harness(opts: { sandbox?: SandboxOptions; env?: Record<str
     logs,
     pipeline: undefined,
     config: undefined as unknown as Config,
-    async start(settings, env) {
+    async start(settings, env, planner) {
       h.config = loadConfig({
         DATABASE_URL: tdb.url,
         NATS_URL,
@@ -52,7 +53,7 @@ export async function harness(opts: { sandbox?: SandboxOptions; env?: Record<str
         ...env,
       });
       const telegram = new TelegrafClient({ token: TEST_TOKEN, apiRoot, timeoutMs: h.config.telegramRequestTimeoutMs });
-      h.pipeline = await startPipeline({ config: h.config, log: logs.log, metrics: new Metrics(), db: tdb.db, nc, telegram, settings });
+      h.pipeline = await startPipeline({ config: h.config, log: logs.log, metrics: new Metrics(), db: tdb.db, nc, telegram, settings, ...(planner ? { planner } : {}) });
       return h.pipeline;
     },
     async stopPipeline() {

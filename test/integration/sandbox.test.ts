@@ -6,6 +6,10 @@ import type { ApiError, SandboxOptions, TgMessage } from '../../src/sandbox/type
 const TOKEN = '123456:SECRET-sandbox-token-x9';
 const PHOTO = Buffer.from('ffd8ffe000104a464946', 'hex'); // a JPEG's first bytes; the sandbox does not decode
 
+/** sendMediaGroup's `media` for an album of n photos given by URL. */
+const urlAlbum = (n: number): string =>
+  JSON.stringify(Array.from({ length: n }, (_, i) => ({ type: 'photo', media: `https://x.y/${i}.jpg` })));
+
 interface Reply {
   status: number;
   body: { ok: boolean; result?: unknown; error_code?: number; description?: string; parameters?: unknown };
@@ -146,10 +150,26 @@ describe('TelegramSandbox (HTTP)', function () {
     it('refuses photos Telegram would refuse', async () => {
       await setup({ chatRate: 100 });
       expectError(await call('sendPhoto', { chat_id: 7 }), 400, 'Bad Request: there is no photo in the request');
-      expectError(await multipart('sendPhoto', { chat_id: '7', photo: 'attach://missing' }, { other: PHOTO }), 400, 'Bad Request: there is no photo in the request');
-      expectError(await call('sendPhoto', { chat_id: 7, photo: 'AgADunknown' }), 400, 'Bad Request: wrong file identifier/HTTP URL specified');
-      expectError(await multipart('sendPhoto', { chat_id: '7' }, { photo: Buffer.alloc(0) }), 400, 'Bad Request: file must be non-empty');
-      expectError(await call('sendPhoto', { chat_id: 7, photo: 'https://x.y/a.jpg', caption: 'c'.repeat(1025) }), 400, 'Bad Request: message caption is too long');
+      expectError(
+        await multipart('sendPhoto', { chat_id: '7', photo: 'attach://missing' }, { other: PHOTO }),
+        400,
+        'Bad Request: there is no photo in the request',
+      );
+      expectError(
+        await call('sendPhoto', { chat_id: 7, photo: 'AgADunknown' }),
+        400,
+        'Bad Request: wrong file identifier/HTTP URL specified',
+      );
+      expectError(
+        await multipart('sendPhoto', { chat_id: '7' }, { photo: Buffer.alloc(0) }),
+        400,
+        'Bad Request: file must be non-empty',
+      );
+      expectError(
+        await call('sendPhoto', { chat_id: 7, photo: 'https://x.y/a.jpg', caption: 'c'.repeat(1025) }),
+        400,
+        'Bad Request: message caption is too long',
+      );
       message(await call('sendPhoto', { chat_id: 7, photo: 'https://x.y/a.jpg', caption: `<b>${'c'.repeat(1024)}</b>`, parse_mode: 'HTML' }));
     });
 
@@ -176,12 +196,27 @@ describe('TelegramSandbox (HTTP)', function () {
 
     it('refuses albums of 0, 1 and 11 items and missing attachments', async () => {
       await setup({ chatRate: 100 });
-      const photos = (n: number): string => JSON.stringify(Array.from({ length: n }, () => ({ type: 'photo', media: 'https://x.y/p.jpg' })));
-      expectError(await call('sendMediaGroup', { chat_id: 7, media: photos(0) }), 400, 'Bad Request: there are no messages to send');
-      expectError(await call('sendMediaGroup', { chat_id: 7, media: photos(1) }), 400, 'Bad Request: media group must contain 2-10 items');
-      expectError(await call('sendMediaGroup', { chat_id: 7, media: photos(11) }), 400, 'Bad Request: too many messages to send as an album');
       expectError(
-        await multipart('sendMediaGroup', { chat_id: '7', media: JSON.stringify([{ type: 'photo', media: 'attach://a' }, { type: 'photo', media: 'attach://b' }]) }, { a: PHOTO }),
+        await call('sendMediaGroup', { chat_id: 7, media: urlAlbum(0) }),
+        400,
+        'Bad Request: there are no messages to send',
+      );
+      expectError(
+        await call('sendMediaGroup', { chat_id: 7, media: urlAlbum(1) }),
+        400,
+        'Bad Request: media group must contain 2-10 items',
+      );
+      expectError(
+        await call('sendMediaGroup', { chat_id: 7, media: urlAlbum(11) }),
+        400,
+        'Bad Request: too many messages to send as an album',
+      );
+      expectError(
+        await multipart(
+          'sendMediaGroup',
+          { chat_id: '7', media: JSON.stringify([{ type: 'photo', media: 'attach://a' }, { type: 'photo', media: 'attach://b' }]) },
+          { a: PHOTO },
+        ),
         400,
         "Bad Request: can't parse InputMedia: media not found",
       );
@@ -258,7 +293,7 @@ describe('TelegramSandbox (HTTP)', function () {
     it('counts an album as n messages in every window', async () => {
       await setup({ chatRate: 5 });
       const album = (n: number): Promise<Reply> =>
-        call('sendMediaGroup', { chat_id: 3, media: JSON.stringify(Array.from({ length: n }, () => ({ type: 'photo', media: 'https://x.y/p.jpg' }))) });
+        call('sendMediaGroup', { chat_id: 3, media: urlAlbum(n) });
       assert.equal((await album(3)).status, 200);
       assert.equal((await album(3)).status, 429, '3 + 3 > 5: the whole album is refused');
       assert.equal((await album(2)).status, 200);
@@ -269,7 +304,7 @@ describe('TelegramSandbox (HTTP)', function () {
     it('admits an album larger than the window only into an empty window', async () => {
       await setup(); // chatRate 1: one message per second
       assert.equal((await call('sendMessage', { chat_id: 4, text: 'x' })).status, 200);
-      const media = JSON.stringify([{ type: 'photo', media: 'https://x.y/1.jpg' }, { type: 'photo', media: 'https://x.y/2.jpg' }]);
+      const media = urlAlbum(2);
       assert.equal((await call('sendMediaGroup', { chat_id: 4, media })).status, 429);
       assert.equal((await call('sendMediaGroup', { chat_id: 5, media })).status, 200);
       assert.equal((await call('sendMessage', { chat_id: 5, text: 'x' })).status, 429);
@@ -277,8 +312,16 @@ describe('TelegramSandbox (HTTP)', function () {
 
     it('does not count rejected requests in any window', async () => {
       await setup({ chats: [{ chatId: 6, state: 'blocked' }] });
-      expectError(await call('sendMessage', { chat_id: 8, text: '<b>', parse_mode: 'HTML' }), 400, `Bad Request: can't parse entities: Can't find end tag corresponding to start tag "b"`);
-      expectError(await call('sendMessage', { chat_id: 8, text: 'x'.repeat(4097) }), 400, 'Bad Request: message is too long');
+      expectError(
+        await call('sendMessage', { chat_id: 8, text: '<b>', parse_mode: 'HTML' }),
+        400,
+        `Bad Request: can't parse entities: Can't find end tag corresponding to start tag "b"`,
+      );
+      expectError(
+        await call('sendMessage', { chat_id: 8, text: 'x'.repeat(4097) }),
+        400,
+        'Bad Request: message is too long',
+      );
       expectError(await call('sendMessage', { chat_id: 6, text: 'x' }), 403, 'Forbidden: bot was blocked by the user');
       sandbox.injectFailure({ status: 502, chatId: 8 });
       assert.equal((await call('sendMessage', { chat_id: 8, text: 'x' })).status, 502);
@@ -305,8 +348,16 @@ describe('TelegramSandbox (HTTP)', function () {
       });
       expectError(await call('sendMessage', { chat_id: 11, text: 'x' }), 403, 'Forbidden: bot was blocked by the user');
       expectError(await call('sendMessage', { chat_id: 12, text: 'x' }), 403, 'Forbidden: user is deactivated');
-      expectError(await call('sendMessage', { chat_id: -13, text: 'x' }), 403, 'Forbidden: bot was kicked from the group chat');
-      expectError(await call('sendMessage', { chat_id: -1_000_000_000_014, text: 'x' }), 403, 'Forbidden: bot was kicked from the supergroup chat');
+      expectError(
+        await call('sendMessage', { chat_id: -13, text: 'x' }),
+        403,
+        'Forbidden: bot was kicked from the group chat',
+      );
+      expectError(
+        await call('sendMessage', { chat_id: -1_000_000_000_014, text: 'x' }),
+        403,
+        'Forbidden: bot was kicked from the supergroup chat',
+      );
     });
 
     it('answers 400 for unknown, migrated and missing chats', async () => {
@@ -327,12 +378,28 @@ describe('TelegramSandbox (HTTP)', function () {
       await setup({ chatRate: 100 });
       expectError(await call('sendMessage', { chat_id: 1 }), 400, 'Bad Request: message text is empty');
       expectError(await call('sendMessage', { chat_id: 1, text: '' }), 400, 'Bad Request: message text is empty');
-      expectError(await call('sendMessage', { chat_id: 1, text: ' \n <b></b>', parse_mode: 'HTML' }), 400, 'Bad Request: text must be non-empty');
-      expectError(await call('sendMessage', { chat_id: 1, text: '😀'.repeat(2049) }), 400, 'Bad Request: message is too long');
+      expectError(
+        await call('sendMessage', { chat_id: 1, text: ' \n <b></b>', parse_mode: 'HTML' }),
+        400,
+        'Bad Request: text must be non-empty',
+      );
+      expectError(
+        await call('sendMessage', { chat_id: 1, text: '😀'.repeat(2049) }),
+        400,
+        'Bad Request: message is too long',
+      );
       message(await call('sendMessage', { chat_id: 1, text: '😀'.repeat(2048) })); // 4096 UTF-16 units
       message(await call('sendMessage', { chat_id: 1, text: `<i>${'&amp;'.repeat(4096)}</i>`, parse_mode: 'HTML' }));
-      expectError(await call('sendMessage', { chat_id: 1, text: 'x', parse_mode: 'BBCode' }), 400, 'Bad Request: unsupported parse_mode');
-      expectError(await call('sendMessage', { chat_id: 1, text: 'x', reply_markup: '{' }), 400, "Bad Request: can't parse reply keyboard markup JSON object");
+      expectError(
+        await call('sendMessage', { chat_id: 1, text: 'x', parse_mode: 'BBCode' }),
+        400,
+        'Bad Request: unsupported parse_mode',
+      );
+      expectError(
+        await call('sendMessage', { chat_id: 1, text: 'x', reply_markup: '{' }),
+        400,
+        "Bad Request: can't parse reply keyboard markup JSON object",
+      );
     });
 
     it('reports HTML errors with Telegram wording and UTF-8 byte offsets', async () => {
@@ -350,7 +417,11 @@ describe('TelegramSandbox (HTTP)', function () {
         ['&#xD800;', 'Text contains invalid Unicode characters after decoding HTML entities, check for unmatched surrogate code units'],
       ];
       for (const [text, error] of cases) {
-        expectError(await call('sendMessage', { chat_id: 1, text, parse_mode: 'HTML' }), 400, `Bad Request: can't parse entities: ${error}`);
+        expectError(
+          await call('sendMessage', { chat_id: 1, text, parse_mode: 'HTML' }),
+          400,
+          `Bad Request: can't parse entities: ${error}`,
+        );
       }
       const ok = message(
         await call('sendMessage', {
@@ -383,7 +454,12 @@ describe('TelegramSandbox (HTTP)', function () {
       expectError(await call('sendMessage', { chat_id: 1, text: 'x' }), 502, 'Bad Gateway');
       expectError(await call('sendMessage', { chat_id: 99, text: 'x' }), 502, 'Bad Gateway');
       assert.equal((await call('sendMessage', { chat_id: 1, text: 'x' })).status, 200);
-      expectError(await call('sendMessage', { chat_id: 99, text: 'x' }), 429, 'Too Many Requests: retry after 7', { retry_after: 7 });
+      expectError(
+        await call('sendMessage', { chat_id: 99, text: 'x' }),
+        429,
+        'Too Many Requests: retry after 7',
+        { retry_after: 7 },
+      );
       assert.equal((await call('sendMessage', { chat_id: 99, text: 'x' })).status, 200);
       const stats = sandbox.stats();
       assert.equal(stats.injected, 3);
@@ -425,7 +501,8 @@ describe('TelegramSandbox (HTTP)', function () {
       await call('sendMessage', { chat_id: 2, text: 'b' });
       await call('sendMessage', { chat_id: 1, text: 'c', parse_mode: 'HTML' });
       const all = await control('delivered');
-      assert.deepEqual((all.body.result as Array<{ seq: number; text: string }>).map((e) => [e.seq, e.text]), [[1, 'a'], [2, 'b'], [3, 'c']]);
+      const entries = all.body.result as Array<{ seq: number; text: string }>;
+      assert.deepEqual(entries.map((e) => [e.seq, e.text]), [[1, 'a'], [2, 'b'], [3, 'c']]);
       const one = await control('delivered?chat_id=1');
       assert.deepEqual(one.body.result, sandbox.delivered(1));
       assert.equal(sandbox.delivered(1)[1]?.parseMode, 'HTML');
@@ -452,10 +529,26 @@ describe('TelegramSandbox (HTTP)', function () {
 
     it('refuses invalid control requests with a reason', async () => {
       await setup();
-      expectError(await control('chats', { chat_id: 5, state: 'kicked' }), 400, 'Bad Request: state "kicked" is for groups (id < 0); use "blocked" for 5');
-      expectError(await control('chats', { chat_id: -5, state: 'migrated' }), 400, 'Bad Request: state "migrated" needs a supergroup id (-100…) to migrate to, got undefined');
-      expectError(await control('failures', { status: 418 }), 400, 'Bad Request: failure status must be 429, 500, 502 or 503 (or hang: true); got 418');
-      expectError(await control('limits', { chat_rate: -1 }), 400, 'Bad Request: chatRate must be a positive number, got -1');
+      expectError(
+        await control('chats', { chat_id: 5, state: 'kicked' }),
+        400,
+        'Bad Request: state "kicked" is for groups (id < 0); use "blocked" for 5',
+      );
+      expectError(
+        await control('chats', { chat_id: -5, state: 'migrated' }),
+        400,
+        'Bad Request: state "migrated" needs a supergroup id (-100…) to migrate to, got undefined',
+      );
+      expectError(
+        await control('failures', { status: 418 }),
+        400,
+        'Bad Request: failure status must be 429, 500, 502 or 503 (or hang: true); got 418',
+      );
+      expectError(
+        await control('limits', { chat_rate: -1 }),
+        400,
+        'Bad Request: chatRate must be a positive number, got -1',
+      );
       expectError(await control('latency', {}), 400, 'Bad Request: "min_ms" is required (a number of ms)');
       assert.equal((await control('nothing')).status, 404);
     });
@@ -476,7 +569,8 @@ describe('TelegramSandbox (HTTP)', function () {
       await call('sendMessage', { chat_id: 1, text: 'x' });
       await multipart('sendPhoto', { chat_id: '1' }, { photo: PHOTO });
       await call('sendMessage', { chat_id: 1, text: 'x' }, `${TOKEN}-wrong`);
-      const everything = JSON.stringify([sandbox.delivered(), sandbox.stats(), (await control('delivered')).body, (await control('stats')).body]);
+      const served = [(await control('delivered')).body, (await control('stats')).body];
+      const everything = JSON.stringify([sandbox.delivered(), sandbox.stats(), served]);
       assert.ok(!everything.includes('SECRET'), everything);
     });
 
