@@ -12,12 +12,24 @@ import type { SenderStatus } from './sender';
  * sends finish, unsent rows are given back) → flush outcomes.
  */
 export type PipelineMsg =
-  | { type: 'own'; shards: number[] }
+  /**
+   * The shards this process owns from now on. Shards no longer listed are drained and
+   * handed back; new ones are fenced in the database (shard_owners) before claiming.
+   */
+  | { type: 'own'; shards: number[]; replyTo?: ReplyTo<OwnResult> }
   | { type: 'wake'; shard?: number }
   | { type: 'status'; replyTo: ReplyTo<PipelineStatus> }
   /** Hand shards to another process: stop claiming them, drain, give rows back. */
   | { type: 'release'; shards: number[]; replyTo: ReplyTo<{ released: number }> }
   | { type: 'shutdown'; replyTo: ReplyTo<{ released: number }> };
+
+export interface OwnResult {
+  owned: number[];
+  released: number;
+  /** Rows another process held in the newly owned shards, made claimable again. */
+  reclaimed: number;
+  previousOwners: Array<{ shard: number; owner: string | null }>;
+}
 
 export interface PipelineStatus {
   shards: SenderStatus[];
@@ -49,12 +61,38 @@ export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<Pipe
     },
     receive: async (state, msg) => {
       switch (msg.type) {
-        case 'own':
-          state.shards = msg.shards;
+        case 'own': {
+          const want = [...new Set(msg.shards)].sort((a, b) => a - b);
+          const removed = state.shards.filter((s) => !want.includes(s));
+          const added = want.filter((s) => !state.shards.includes(s));
+          let released = 0;
+          let reclaimed = 0;
+          const previousOwners: OwnResult['previousOwners'] = [];
+          // Handled inside the message on purpose: ownership changes are serialised.
+          if (removed.length) {
+            const keep = state.shards.filter((s) => !removed.includes(s));
+            dispatch(state.claimer, { type: 'own', shards: keep });
+            state.shards = keep;
+            const r = await query<ShardManagerMsg, { released: number }>(state.shardManager, (replyTo) => ({ type: 'release', shards: removed, replyTo }), timeout).catch(() => ({ released: 0 }));
+            released = r.released;
+            await deps.repo.dropShards(removed).catch((e: unknown) => deps.log.warn({ err: describeError(e) }, 'could not clear shard fencing rows'));
+          }
+          if (added.length) {
+            try {
+              const t = await deps.repo.takeShards(added);
+              reclaimed = t.reclaimed;
+              for (const [shard, owner] of t.previous) if (owner && owner !== deps.repo.owner) previousOwners.push({ shard, owner });
+              state.shards = [...state.shards, ...added].sort((a, b) => a - b);
+            } catch (e) {
+              deps.log.error({ err: describeError(e), shards: added }, 'could not fence new shards in the database; not claiming them');
+            }
+          }
           // Senders first, so claimed rows always find their shard's sender.
-          dispatch(state.shardManager, { type: 'own', shards: msg.shards });
-          dispatch(state.claimer, { type: 'own', shards: msg.shards });
+          dispatch(state.shardManager, { type: 'own', shards: state.shards });
+          dispatch(state.claimer, { type: 'own', shards: state.shards });
+          if (msg.replyTo) reply(msg.replyTo, { owned: state.shards, released, reclaimed, previousOwners });
           return state;
+        }
         case 'wake':
           dispatch(state.claimer, msg.shard === undefined ? { type: 'wake' } : { type: 'wake', shard: msg.shard });
           return state;
@@ -74,7 +112,7 @@ export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<Pipe
           return state;
         }
         case 'release': {
-          // Claims of the remaining shards go on; the released ones are drained.
+          // Fencing: stop claiming and sending for these shards now, without waiting on anyone.
           const keep = state.shards.filter((s) => !msg.shards.includes(s));
           state.shards = keep;
           dispatch(state.claimer, { type: 'own', shards: keep });

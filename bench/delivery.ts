@@ -70,7 +70,7 @@ async function main(): Promise<void> {
       let statements = 0;
       db.on('query', () => statements++);
       const t0 = Date.now();
-      const pipeline = await startPipeline({ config, log: createLogger({ level: 'warn' }), metrics: new Metrics(), db, nc, telegram: new TelegrafClient({ token: TOKEN, apiRoot: sandbox.apiRoot, timeoutMs: 10_000 }) });
+      const pipeline = await startPipeline({ ownAllShards: true, config, log: createLogger({ level: 'warn' }), metrics: new Metrics(), db, nc, telegram: new TelegrafClient({ token: TOKEN, apiRoot: sandbox.apiRoot, timeoutMs: 10_000 }) });
       for (;;) {
         const [[r]] = (await loader.raw("SELECT COUNT(*) AS n FROM telegram_notifications WHERE status IN ('sent','failed')")) as [[{ n: number }]];
         if (Number(r.n) >= N) break;
@@ -93,7 +93,7 @@ async function main(): Promise<void> {
     await loader.raw('TRUNCATE telegram_notifications');
     const config = loadConfig({ DATABASE_URL: url, NATS_URL, TELEGRAM_BOT_TOKEN: TOKEN, TELEGRAM_API_ROOT: sandbox.apiRoot, TELEGRAM_GLOBAL_RATE: String(GLOBAL), TELEGRAM_CHAT_RATE: String(CHAT), INSTANCE_ID: 'bench-idle', LOG_LEVEL: 'warn' });
     const db = createDb({ url, poolMax: 10 });
-    const pipeline = await startPipeline({ config, log: createLogger({ level: 'warn' }), metrics: new Metrics(), db, nc, telegram: new TelegrafClient({ token: TOKEN, apiRoot: sandbox.apiRoot, timeoutMs: 10_000 }) });
+    const pipeline = await startPipeline({ ownAllShards: true, config, log: createLogger({ level: 'warn' }), metrics: new Metrics(), db, nc, telegram: new TelegrafClient({ token: TOKEN, apiRoot: sandbox.apiRoot, timeoutMs: 10_000 }) });
     const lat: number[] = [];
     for (let i = 0; i < 200; i++) {
       const chat = 50_000 + i;

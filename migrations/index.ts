@@ -8,6 +8,7 @@ import * as m0006 from './0006_bump_runs';
 import * as m0020 from './0020_products';
 import * as m0021 from './0021_orders';
 import * as m0022 from './0022_order_items';
+import * as m0023 from './0023_shard_owners';
 
 export interface MigrationModule {
   name: string;
@@ -29,4 +30,5 @@ export const migrations: MigrationModule[] = [
   { name: '0020_products', ...m0020 },
   { name: '0021_orders', ...m0021 },
   { name: '0022_order_items', ...m0022 },
+  { name: '0023_shard_owners', ...m0023 },
 ];

@@ -33,6 +33,10 @@ export interface Config {
   /** How many rows of one chat may sit in memory; more stay in the database. */
   chatBufferSeconds: number;
   shardCount: number;
+  /** A shard lease not renewed for this long is free (KV bucket TTL); its holder fences itself at half of it. */
+  shardLeaseTtlMs: number;
+  /** KV bucket of the cluster: members, shard leases, the budget coordinator. */
+  clusterBucket: string;
   /** Outcomes are written back every this many ms, or sooner when outcomeFlushMax are queued. */
   outcomeFlushMs: number;
   outcomeFlushMax: number;
@@ -62,6 +66,8 @@ export const DEFAULTS = {
   CLAIM_LEASE_MS: 60_000,
   CHAT_BUFFER_SECONDS: 60,
   SHARD_COUNT: 64,
+  SHARD_LEASE_TTL_MS: 6_000,
+  CLUSTER_BUCKET: 'notify_cluster',
   OUTCOME_FLUSH_MS: 500,
   OUTCOME_FLUSH_MAX: 500,
   SHUTDOWN_TIMEOUT_MS: 10_000,
@@ -204,11 +210,19 @@ export function loadConfig(env: Env = process.env): Config {
     claimLeaseMs: r.integer('CLAIM_LEASE_MS', DEFAULTS.CLAIM_LEASE_MS, { min: 1_000, max: 3_600_000 }),
     chatBufferSeconds: r.number('CHAT_BUFFER_SECONDS', DEFAULTS.CHAT_BUFFER_SECONDS, { min: 1, max: 3600 }),
     shardCount: r.integer('SHARD_COUNT', DEFAULTS.SHARD_COUNT, { min: 1, max: 4096 }),
+    shardLeaseTtlMs: r.integer('SHARD_LEASE_TTL_MS', DEFAULTS.SHARD_LEASE_TTL_MS, { min: 1_000, max: 600_000 }),
+    clusterBucket: bucketName(r),
     outcomeFlushMs: r.integer('OUTCOME_FLUSH_MS', DEFAULTS.OUTCOME_FLUSH_MS, { min: 1, max: 60_000 }),
     outcomeFlushMax: r.integer('OUTCOME_FLUSH_MAX', DEFAULTS.OUTCOME_FLUSH_MAX, { min: 1, max: 10_000 }),
     shutdownTimeoutMs: r.integer('SHUTDOWN_TIMEOUT_MS', DEFAULTS.SHUTDOWN_TIMEOUT_MS, { min: 0, max: 600_000 }),
     migrateOnStart: r.boolean('MIGRATE_ON_START', DEFAULTS.MIGRATE_ON_START),
   };
+}
+
+function bucketName(r: EnvReader): string {
+  const v = r.string('CLUSTER_BUCKET', DEFAULTS.CLUSTER_BUCKET);
+  if (!/^[-\w]+$/.test(v)) throw new ConfigError('CLUSTER_BUCKET', `expected letters, digits, - or _ (a NATS KV bucket name), got ${JSON.stringify(v)}`);
+  return v;
 }
 
 function natsUrls(r: EnvReader): string {

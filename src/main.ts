@@ -22,6 +22,7 @@ import { ImagesService } from './images/service';
 import { OrderAwarePlanner } from './orders/planner';
 import { spawnFetcher } from '../actors/fetcher';
 import { loadAdsConfig, startAds, startGatewayRole } from './ads';
+import { startCluster } from './cluster';
 import { ConfigError, describeError } from './errors';
 
 /** The token the in-process sandbox accepts when no TELEGRAM_BOT_TOKEN is given. */
@@ -99,6 +100,8 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<Runnin
       await images.start();
       const planner = new OrderAwarePlanner(db, fetcherImageSource(fetcher, { timeoutMs: imagesConfig.fetchTimeoutMs * 3 }), imagesConfig, log);
       const pipeline = await startPipeline({ config, log, metrics, db, nc, telegram, planner, system });
+      const cluster = await startCluster({ config, log, metrics, nc, pipeline, system });
+      shutdown.add('cluster (hand shards back, leave)', () => cluster.stop());
       shutdown.add('delivery pipeline (stop claiming, drain senders, flush outcomes, release claims)', () => pipeline.stop());
       shutdown.add('image service', () => images.stop());
       log.info({ shards: config.shardCount, owner: pipeline.owner }, 'delivery pipeline running');

@@ -23,10 +23,22 @@ const MIGRATION_CONFIG: Knex.MigratorConfig = {
   disableTransactions: true,
 };
 
-/** Applies every pending migration. Returns the names applied now. */
-export async function migrateLatest(db: Knex): Promise<string[]> {
-  const [, applied] = (await db.migrate.latest(MIGRATION_CONFIG)) as [number, string[]];
-  return applied;
+/**
+ * Applies every pending migration. Returns the names applied now. Processes started
+ * together race for knex's migration lock: the losers wait for the winner, then find
+ * nothing left to do.
+ */
+export async function migrateLatest(db: Knex, waitForLockMs = 120_000): Promise<string[]> {
+  const deadline = Date.now() + waitForLockMs;
+  for (;;) {
+    try {
+      const [, applied] = (await db.migrate.latest(MIGRATION_CONFIG)) as [number, string[]];
+      return applied;
+    } catch (e) {
+      if (!/already locked/i.test((e as Error).message ?? '') || Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 250 + Math.random() * 250));
+    }
+  }
 }
 
 export async function migrateRollbackAll(db: Knex): Promise<void> {

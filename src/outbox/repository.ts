@@ -58,11 +58,12 @@ export class OutboxRepository {
         excl = ` AND t.telegram_id NOT IN (${full.map(() => '?').join(',')})`;
         params.push(...full);
       }
-      params.push(this.owner, req.limit);
+      params.push(this.owner, this.owner, req.limit);
       const [rows] = (await trx.raw(
         `SELECT ${COLUMNS.split(', ').map((c) => `t.${c}`).join(', ')} FROM telegram_notifications t
           WHERE t.status = 'pending' AND t.shard IN (${req.shards.map(() => '?').join(',')})
             AND t.next_attempt_at <= NOW(3)${excl}
+            AND EXISTS (SELECT 1 FROM shard_owners o WHERE o.shard = t.shard AND o.owner = ?)
             AND NOT EXISTS (SELECT 1 FROM telegram_notifications e
                   WHERE e.telegram_id = t.telegram_id AND e.status = 'pending' AND e.next_attempt_at > NOW(3) AND e.id < t.id)
             AND NOT EXISTS (SELECT 1 FROM telegram_notifications e
@@ -90,6 +91,36 @@ export class OutboxRepository {
       );
       return keep.map(toRow);
     });
+  }
+
+  /**
+   * Records this process as the owner of `shards` (the fencing row the claim checks) and
+   * makes rows another process still holds in them claimable: that process lost its
+   * lease, so it has stopped sending. Returns rows taken over and the previous owners.
+   */
+  async takeShards(shards: readonly number[]): Promise<{ reclaimed: number; previous: Map<number, string | null> }> {
+    if (shards.length === 0) return { reclaimed: 0, previous: new Map() };
+    const marks = shards.map(() => '?').join(',');
+    return this.db.transaction(async (trx) => {
+      const [prev] = (await trx.raw(`SELECT shard, owner FROM shard_owners WHERE shard IN (${marks}) FOR UPDATE`, [...shards])) as [Array<{ shard: number; owner: string | null }>];
+      await trx.raw(
+        `INSERT INTO shard_owners (shard, owner, epoch, acquired_at) VALUES ${shards.map(() => '(?, ?, 1, NOW(3))').join(',')}
+          ON DUPLICATE KEY UPDATE owner = VALUES(owner), epoch = epoch + 1, acquired_at = VALUES(acquired_at)`,
+        shards.flatMap((s) => [s, this.owner]),
+      );
+      const [res] = (await trx.raw(
+        `UPDATE telegram_notifications SET status = 'pending', claimed_by = NULL, claim_expires_at = NULL
+          WHERE status = 'claimed' AND shard IN (${marks}) AND claimed_by <> ?`,
+        [...shards, this.owner],
+      )) as [{ affectedRows: number }];
+      return { reclaimed: res.affectedRows, previous: new Map(prev.map((r) => [r.shard, r.owner])) };
+    });
+  }
+
+  /** Gives up the fencing rows of `shards` (after their rows were released). */
+  async dropShards(shards: readonly number[]): Promise<void> {
+    if (shards.length === 0) return;
+    await this.db.raw(`UPDATE shard_owners SET owner = NULL WHERE owner = ? AND shard IN (${shards.map(() => '?').join(',')})`, [this.owner, ...shards]);
   }
 
   /** Cheap check (one indexed statement) whether any owned shard has due rows. */

@@ -114,7 +114,10 @@ function tokenizeHtml(text: string): Token[] {
     } else if (c === '&') {
       const m = /^&(#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);/.exec(text.slice(i, i + 12));
       if (m) {
-        out.push({ raw: m[0], visible: 1, kind: 'entity' });
+        // Lengths are UTF-16 units: a numeric entity above U+FFFF decodes to a surrogate pair.
+        const name = m[1]!;
+        const code = name.startsWith('#x') ? parseInt(name.slice(2), 16) : name.startsWith('#') ? Number(name.slice(1)) : 0;
+        out.push({ raw: m[0], visible: code > 0xffff ? 2 : 1, kind: 'entity' });
         i += m[0].length;
         continue;
       }

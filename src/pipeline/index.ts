@@ -16,7 +16,7 @@ import { Subjects } from '../nats/subjects';
 import { decoder, encodeJson } from '../nats/codec';
 import { EnqueueRequest, RecipientChanged, WakeEvent, type EnqueueReply, type OutcomeEvent } from '../nats/payloads';
 import { AppError, describeError, isAppError } from '../errors';
-import { spawnPipeline, type PipelineMsg, type PipelineStatus } from '../../actors/pipeline';
+import { spawnPipeline, type OwnResult, type PipelineMsg, type PipelineStatus } from '../../actors/pipeline';
 import type { PipelineDeps, PipelineSettings } from './deps';
 
 export interface PipelineOptions {
@@ -28,7 +28,7 @@ export interface PipelineOptions {
   telegram: TelegramClient;
   /** Defaults to text-only plans; the composition root passes the order-aware planner. */
   planner?: Planner;
-  /** Defaults to every shard (single process); the cluster module assigns shards. */
+  /** Take every shard at once (tests and benchmarks of one process); otherwise the cluster assigns shards. */
   ownAllShards?: boolean;
   /** Overrides (tests, benchmarks). */
   settings?: Partial<PipelineSettings>;
@@ -43,7 +43,10 @@ export interface Pipeline {
   readonly recipients: RecipientDirectory;
   readonly root: ActorRef<PipelineMsg>;
   readonly system: ActorSystem;
-  own(shards: number[]): void;
+  /** Sets the owned shards; resolves when removed ones are drained and new ones fenced. */
+  own(shards: number[]): Promise<OwnResult>;
+  /** Stops sending for `shards` at once (lost lease); their rows go back to the outbox. */
+  fence(shards: number[]): Promise<{ released: number }>;
   status(): Promise<PipelineStatus>;
   /** Stop intake, drain, flush, close subscriptions. Idempotent. */
   stop(): Promise<void>;
@@ -188,7 +191,7 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
     },
   });
 
-  if (o.ownAllShards !== false) dispatch(root, { type: 'own', shards: Array.from({ length: config.shardCount }, (_, i) => i) });
+  if (o.ownAllShards === true) dispatch(root, { type: 'own', shards: Array.from({ length: config.shardCount }, (_, i) => i) });
 
   let stopping: Promise<void> | undefined;
   return {
@@ -198,7 +201,8 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
     recipients,
     root,
     system,
-    own: (shards) => void dispatch(root, { type: 'own', shards }),
+    own: (shards) => query<PipelineMsg, OwnResult>(root, (replyTo) => ({ type: 'own', shards, replyTo }), Math.max(30_000, settings.claimLeaseMs * 2)),
+    fence: (shards) => query<PipelineMsg, { released: number }>(root, (replyTo) => ({ type: 'release', shards, replyTo }), Math.max(30_000, settings.claimLeaseMs * 2)),
     status: () => query<PipelineMsg, PipelineStatus>(root, (replyTo) => ({ type: 'status', replyTo }), 5_000),
     stop: () =>
       (stopping ??= (async () => {

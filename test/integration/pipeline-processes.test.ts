@@ -10,7 +10,9 @@ describe('delivery pipeline across real processes', function () {
   let sandbox: TelegramSandbox;
   const workers: Worker[] = [];
 
+  let bucket: string;
   beforeEach(async () => {
+    bucket = uniq('cl');
     tdb = await createTestDb('pp');
     sandbox = new TelegramSandbox({ globalRate: 300, chatRate: 10 });
     await sandbox.start();
@@ -34,6 +36,8 @@ describe('delivery pipeline across real processes', function () {
     INSTANCE_ID: uniq('proc'),
     OUTBOX_POLL_MS: '200',
     CLAIM_LEASE_MS: '3000',
+    SHARD_LEASE_TTL_MS: '3000',
+    CLUSTER_BUCKET: bucket,
     ROLE: 'worker',
     ...extra,
   });
@@ -64,6 +68,14 @@ describe('delivery pipeline across real processes', function () {
     await sandbox.waitForDelivered(40, 20_000);
     a.kill('SIGKILL');
     await a.exited;
+    // Requests already on the wire when the process died still reach the sandbox: let them land.
+    let last = -1;
+    await waitFor(() => {
+      const now = sandbox.stats().requests;
+      const settled = now === last;
+      last = now;
+      return settled;
+    }, 5_000, 200, 'sandbox idle');
     const deliveredAtKill = sandbox.delivered().length;
     const recordedAtKill = await count({ status: 'sent' });
     assert.ok(deliveredAtKill < 300, 'killed mid-run');

@@ -1,0 +1,229 @@
+import type { KV } from 'nats';
+import { spawn, dispatch, reply, assertNever, Supervision, type ActorRef, type Parent, type ReplyTo } from '../src/runtime/actor';
+import { describeError } from '../src/errors';
+import type { Logger } from '../src/log';
+import type { Metrics } from '../src/metrics';
+import { assignShards } from '../src/cluster/assign';
+import { KvLease, type LeaseValue } from '../src/cluster/lease';
+import { decodeValue, encodeValue } from '../src/cluster/kv';
+import type { OwnResult } from './pipeline';
+
+/**
+ * Shard owner: this process's seat in the cluster. Every tick it heartbeats its member
+ * key, reads who is alive and who holds which shard, computes the balanced assignment,
+ * hands off surplus shards gracefully (drain, release rows, then delete the lease) and
+ * takes free shards that are its own (create the lease, fence the shard in the database,
+ * reclaim rows a dead owner held). A watchdog outside the mailbox fences shards whose
+ * lease could not be renewed for half the TTL, before anyone else can take them.
+ */
+export type ShardOwnerMsg =
+  | { type: 'tick' }
+  | { type: 'status'; replyTo: ReplyTo<ShardOwnerStatus> }
+  /** Shutdown: hand every shard back and leave the cluster. */
+  | { type: 'leave'; replyTo: ReplyTo<void> };
+
+export interface Takeover {
+  shard: number;
+  from: string;
+  at: number;
+  reclaimedRows: number;
+}
+
+export interface ShardOwnerStatus {
+  holder: string;
+  owned: number[];
+  members: string[];
+  /** shard → holder, as last read from the KV bucket. */
+  map: Record<number, string>;
+  takeovers: Takeover[];
+}
+
+/** How the pipeline is driven; the real one is Pipeline.own/fence. */
+export interface OwnedShards {
+  own(shards: number[]): Promise<OwnResult>;
+  fence(shards: number[]): Promise<{ released: number }>;
+}
+
+export interface ShardOwnerDeps {
+  kv: KV;
+  pipeline: OwnedShards;
+  log: Logger;
+  metrics: Metrics;
+  /** `<instance>:<boot id>`, the same as the outbox's claimed_by. */
+  holder: string;
+  instance: string;
+  shardCount: number;
+  leaseTtlMs: number;
+}
+
+export interface ShardOwnerState {
+  leases: Map<number, KvLease>;
+  members: string[];
+  map: Map<number, string>;
+  takeovers: Takeover[];
+  timers: NodeJS.Timeout[];
+  leaving: boolean;
+  since: number;
+}
+
+const memberKey = (holder: string) => `member.${holder.replace(/[^-/_=.a-zA-Z0-9]/g, '_')}`;
+const shardKey = (s: number) => `shard.${s}`;
+
+export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<ShardOwnerMsg> {
+  const { kv, pipeline, log, metrics, holder, instance, shardCount, leaseTtlMs } = deps;
+  const fenceAfterMs = Math.floor(leaseTtlMs / 2);
+  const value = (): LeaseValue => ({ holder, instance, since: Date.now() });
+  const mOwned = metrics.gauge('cluster_shards_owned', 'Shards whose lease this process holds');
+  const mTakeovers = metrics.counter('cluster_takeovers_total', 'Shards taken over from a process that died or lost its lease');
+  const mFenced = metrics.counter('cluster_fenced_total', 'Shards this process stopped sending for because it could not renew the lease');
+  const mHandoffs = metrics.counter('cluster_handoffs_total', 'Shards handed to another process gracefully');
+
+  /** Runs outside the mailbox: a tick stuck on an unreachable NATS must not delay fencing. */
+  const watchdog = (state: ShardOwnerState): void => {
+    const now = Date.now();
+    const lost = [...state.leases].filter(([, l]) => l.held && !l.valid(now)).map(([s]) => s);
+    if (lost.length === 0) return;
+    for (const s of lost) {
+      state.leases.get(s)!.forget();
+      state.leases.delete(s);
+    }
+    mFenced.inc(lost.length);
+    mOwned.set(state.leases.size);
+    log.warn({ shards: lost, fenceAfterMs }, 'lease not renewed in time: stopped sending for these shards');
+    pipeline.fence(lost).catch((e: unknown) => log.error({ err: describeError(e) }, 'fencing failed'));
+  };
+
+  const readView = async (): Promise<{ members: string[]; map: Map<number, string> }> => {
+    const keys: string[] = [];
+    for await (const k of await kv.keys()) keys.push(k);
+    const entries = await Promise.all(keys.map(async (k) => [k, await kv.get(k)] as const));
+    const members: string[] = [];
+    const map = new Map<number, string>();
+    for (const [k, e] of entries) {
+      if (!e || e.operation !== 'PUT') continue;
+      const v = decodeValue<LeaseValue>(e.value);
+      if (!v) continue;
+      if (k.startsWith('member.')) members.push(v.holder);
+      else if (k.startsWith('shard.')) map.set(Number(k.slice(6)), v.holder);
+    }
+    return { members, map };
+  };
+
+  const tick = async (state: ShardOwnerState): Promise<void> => {
+    await kv.put(memberKey(holder), encodeValue(value()));
+    // Renew first: keeping what we hold matters more than anything else in the tick.
+    const lostByCas: number[] = [];
+    await Promise.all(
+      [...state.leases].map(async ([s, l]) => {
+        try {
+          if (!(await l.renew())) lostByCas.push(s);
+        } catch (e) {
+          log.warn({ shard: s, err: describeError(e) }, 'lease renewal failed');
+        }
+      }),
+    );
+    if (lostByCas.length) {
+      for (const s of lostByCas) state.leases.delete(s);
+      log.warn({ shards: lostByCas }, 'another process holds these shards now: stopped sending for them');
+      await pipeline.fence(lostByCas);
+    }
+    const view = await readView();
+    state.members = view.members.sort();
+    state.map = view.map;
+    if (!state.members.includes(holder)) state.members.push(holder);
+    for (const s of state.leases.keys()) view.map.set(s, holder);
+    const target = assignShards(shardCount, state.members, view.map);
+    const mine = [...state.leases.keys()];
+    const surplus = mine.filter((s) => target.get(s) !== holder);
+    if (surplus.length) {
+      // Graceful handoff: stop claiming, finish or give back in-flight rows, then free the lease.
+      const keep = mine.filter((s) => !surplus.includes(s));
+      const r = await pipeline.own(keep);
+      await Promise.all(surplus.map((s) => state.leases.get(s)!.release().catch(() => undefined)));
+      for (const s of surplus) state.leases.delete(s);
+      mHandoffs.inc(surplus.length);
+      log.info({ shards: surplus, releasedRows: r.released }, 'shards handed off');
+    }
+    const wanted = [...target].filter(([s, m]) => m === holder && !state.leases.has(s) && !view.map.has(s)).map(([s]) => s);
+    if (wanted.length) {
+      const got: number[] = [];
+      await Promise.all(
+        wanted.map(async (s) => {
+          const lease = new KvLease(kv, shardKey(s), value(), fenceAfterMs);
+          try {
+            if (await lease.acquire()) {
+              state.leases.set(s, lease);
+              got.push(s);
+            }
+          } catch (e) {
+            log.warn({ shard: s, err: describeError(e) }, 'lease acquisition failed');
+          }
+        }),
+      );
+      if (got.length) {
+        const r = await pipeline.own([...state.leases.keys()]);
+        const now = Date.now();
+        for (const p of r.previousOwners) {
+          if (p.owner === null || !got.includes(p.shard)) continue;
+          state.takeovers.unshift({ shard: p.shard, from: p.owner, at: now, reclaimedRows: 0 });
+          mTakeovers.inc();
+        }
+        if (r.previousOwners.length) state.takeovers[0]!.reclaimedRows = r.reclaimed;
+        state.takeovers.length = Math.min(state.takeovers.length, 100);
+        log.info({ shards: got.sort((a, b) => a - b), takenOver: r.previousOwners.map((p) => p.shard), reclaimedRows: r.reclaimed }, 'shards acquired');
+      }
+    }
+    mOwned.set(state.leases.size);
+  };
+
+  return spawn<ShardOwnerState, ShardOwnerMsg>(parent, {
+    name: 'shard-owner',
+    supervision: Supervision.restartWithBackoff({ minBackoffMs: 200, maxBackoffMs: 5_000 }),
+    init: (ctx) => {
+      const state: ShardOwnerState = { leases: new Map(), members: [], map: new Map(), takeovers: [], timers: [], leaving: false, since: Date.now() };
+      state.timers.push(setInterval(() => dispatch(ctx.self, { type: 'tick' }), Math.max(100, Math.floor(leaseTtlMs / 4))));
+      state.timers.push(setInterval(() => watchdog(state), Math.max(50, Math.floor(leaseTtlMs / 20))));
+      setImmediate(() => dispatch(ctx.self, { type: 'tick' }));
+      return state;
+    },
+    afterStop: (state) => state.timers.forEach((t) => clearInterval(t)),
+    receive: async (state, msg) => {
+      switch (msg.type) {
+        case 'tick':
+          if (state.leaving) return state;
+          try {
+            await tick(state);
+          } catch (e) {
+            log.warn({ err: describeError(e) }, 'cluster tick failed');
+          }
+          return state;
+        case 'status':
+          reply(msg.replyTo, {
+            holder,
+            owned: [...state.leases.keys()].sort((a, b) => a - b),
+            members: state.members,
+            map: Object.fromEntries(state.map),
+            takeovers: state.takeovers.slice(0, 20),
+          });
+          return state;
+        case 'leave': {
+          state.leaving = true;
+          state.timers.forEach((t) => clearInterval(t));
+          try {
+            await pipeline.own([]);
+          } catch (e) {
+            log.warn({ err: describeError(e) }, 'drain on leave failed');
+          }
+          await Promise.all([...state.leases.values()].map((l) => l.release().catch(() => undefined)));
+          state.leases.clear();
+          await kv.delete(memberKey(holder)).catch(() => undefined);
+          mOwned.set(0);
+          reply(msg.replyTo, undefined);
+          return state;
+        }
+        default:
+          return assertNever(msg);
+      }
+    },
+  });
+}
