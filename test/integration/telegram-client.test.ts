@@ -1,0 +1,318 @@
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { TelegramSandbox } from '../../src/sandbox/server';
+import { TelegrafClient, type PhotoItem } from '../../src/telegram/client';
+import {
+  TelegramApiError,
+  TelegramMigrated,
+  TelegramParseError,
+  TelegramPermanent,
+  TelegramRateLimited,
+  TelegramTooLong,
+  TelegramTransient,
+  TelegramUnauthorized,
+} from '../../src/telegram/errors';
+
+const TOKEN = '424242:CLIENT-test_secret_abcdefghijklmnop';
+const SECRET_HALF = TOKEN.split(':')[1]!;
+
+/** Every classified error seen in this file, checked for the token at the end too. */
+const seen: TelegramApiError[] = [];
+
+/** Awaits a rejection, asserts it is a TelegramApiError of `cls` that never carries the token. */
+async function rejection<T extends TelegramApiError>(p: Promise<unknown>, cls: abstract new (...args: never[]) => T): Promise<T> {
+  let caught: unknown;
+  try {
+    await p;
+  } catch (e) {
+    caught = e;
+  }
+  assert.ok(caught !== undefined, 'the call resolved but should have been rejected');
+  assert.ok(caught instanceof TelegramApiError, `not a TelegramApiError: ${String(caught)}`);
+  seen.push(caught);
+  assert.ok(caught instanceof cls, `expected ${cls.name}, got ${caught.constructor.name}: ${caught.message}`);
+  assertNoToken(caught);
+  return caught;
+}
+
+function assertNoToken(e: TelegramApiError): void {
+  for (const text of [e.message, e.description, JSON.stringify(e), String(e.stack), JSON.stringify(e.details ?? {})]) {
+    assert.ok(!text.includes(TOKEN), `token in error: ${text}`);
+    assert.ok(!text.includes(SECRET_HALF), `token secret in error: ${text}`);
+  }
+}
+
+function png(size: number, fill: number): Buffer {
+  const b = Buffer.alloc(size, fill);
+  Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]).copy(b);
+  return b;
+}
+
+/** A port on 127.0.0.1 with nothing listening (bound, then closed). */
+async function closedPort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  const { port } = s.address() as AddressInfo;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+describe('telegram client against the sandbox over HTTP', function () {
+  this.timeout(20_000);
+  let sandbox: TelegramSandbox;
+  let client: TelegrafClient;
+
+  before(async () => {
+    sandbox = new TelegramSandbox({ globalRate: 1000, chatRate: 1, groupRatePerMin: 20 });
+    const { apiRoot } = await sandbox.start();
+    client = new TelegrafClient({ token: TOKEN, apiRoot, timeoutMs: 5_000 });
+  });
+
+  beforeEach(() => sandbox.reset());
+
+  after(async () => {
+    await sandbox.stop();
+  });
+
+  it('sends a message and returns Telegram’s result', async () => {
+    const msg = await client.sendMessage(1001, '<b>hello</b>', 'HTML');
+    assert.equal(msg.chat.id, 1001);
+    assert.equal(typeof msg.message_id, 'number');
+    const [entry] = sandbox.delivered(1001);
+    assert.equal(entry?.text, '<b>hello</b>');
+    assert.equal(entry?.parseMode, 'HTML');
+    const me = await client.getMe();
+    assert.equal(me.id, 424242);
+  });
+
+  describe('429', () => {
+    it('from the sandbox’s own per-chat limit: TelegramRateLimited with retry_after', async () => {
+      await client.sendMessage(1002, 'first');
+      const e = await rejection(client.sendMessage(1002, 'second at once'), TelegramRateLimited);
+      assert.equal(e.code, 'TG_RATE_LIMITED');
+      assert.equal(e.status, 429);
+      assert.ok(Number.isInteger(e.retryAfterSec) && e.retryAfterSec >= 1, `retryAfterSec ${e.retryAfterSec}`);
+      assert.equal(e.retryAfterMs, e.retryAfterSec * 1000);
+      assert.match(e.description, /^Too Many Requests: retry after \d+$/);
+      assert.equal(sandbox.delivered(1002).length, 1);
+    });
+
+    it('injected with a large retry_after: carried exactly', async () => {
+      sandbox.injectFailure({ status: 429, retryAfter: 3600, method: 'sendMessage' });
+      const e = await rejection(client.sendMessage(1003, 'x'), TelegramRateLimited);
+      assert.equal(e.retryAfterSec, 3600);
+      assert.deepEqual(e.toJSON().details, { status: 429, retryAfterSec: 3600 });
+    });
+  });
+
+  describe('403: permanent, with the reason', () => {
+    const cases = [
+      { chatId: 2001, state: 'blocked', reason: 'blocked', description: /blocked by the user/ },
+      { chatId: 2002, state: 'deactivated', reason: 'deactivated', description: /user is deactivated/ },
+      { chatId: -2003, state: 'kicked', reason: 'kicked', description: /kicked from the group chat/ },
+      { chatId: -1001000002004, state: 'kicked', reason: 'kicked', description: /kicked from the supergroup chat/ },
+    ] as const;
+    for (const c of cases) {
+      it(`${c.state} (chat ${c.chatId}) → TelegramPermanent ${c.reason}`, async () => {
+        sandbox.setChat({ chatId: c.chatId, state: c.state });
+        const e = await rejection(client.sendMessage(c.chatId, 'hi'), TelegramPermanent);
+        assert.equal(e.code, 'TG_PERMANENT');
+        assert.equal(e.status, 403);
+        assert.equal(e.reason, c.reason);
+        assert.match(e.description, c.description);
+        assert.equal(sandbox.delivered(c.chatId).length, 0);
+      });
+    }
+  });
+
+  describe('400 variants', () => {
+    it('chat not found → TelegramPermanent not_found', async () => {
+      sandbox.setChat({ chatId: 3001, state: 'unknown' });
+      const e = await rejection(client.sendMessage(3001, 'hi'), TelegramPermanent);
+      assert.equal(e.status, 400);
+      assert.equal(e.reason, 'not_found');
+    });
+
+    it('group upgraded to a supergroup → TelegramMigrated with newChatId', async () => {
+      sandbox.setChat({ chatId: -3002, state: 'migrated', migrateToChatId: -1009876543210 });
+      const e = await rejection(client.sendMessage(-3002, 'hi'), TelegramMigrated);
+      assert.equal(e.code, 'TG_MIGRATED');
+      assert.equal(e.newChatId, -1009876543210);
+      // The new id works.
+      await client.sendMessage(e.newChatId, 'hi again');
+      assert.equal(sandbox.delivered(-1009876543210).length, 1);
+    });
+
+    it("can't parse entities → TelegramParseError", async () => {
+      const e = await rejection(client.sendMessage(3003, '<b>unclosed bold', 'HTML'), TelegramParseError);
+      assert.equal(e.code, 'TG_PARSE_ERROR');
+      assert.equal(e.status, 400);
+      assert.match(e.description, /can't parse entities/i);
+      // The same text as plain text is fine.
+      await client.sendMessage(3003, '<b>unclosed bold', null);
+      assert.equal(sandbox.delivered(3003).length, 1);
+    });
+
+    it('message is too long → TelegramTooLong text', async () => {
+      const e = await rejection(client.sendMessage(3004, 'x'.repeat(4097)), TelegramTooLong);
+      assert.equal(e.code, 'TG_TOO_LONG');
+      assert.equal(e.what, 'text');
+      await client.sendMessage(3004, 'x'.repeat(4096));
+    });
+
+    it('caption too long → TelegramTooLong caption', async () => {
+      const item: PhotoItem = { photo: { kind: 'bytes', data: png(200, 1), filename: 'a.png' }, caption: 'c'.repeat(1025) };
+      const e = await rejection(client.sendPhoto(3005, item), TelegramTooLong);
+      assert.equal(e.what, 'caption');
+      assert.match(e.description, /caption is too long/);
+    });
+  });
+
+  it('401 (sandbox expects another token) → TelegramUnauthorized', async () => {
+    const strict = new TelegramSandbox({ token: '999:another-token-entirely-000000' });
+    const { apiRoot } = await strict.start();
+    try {
+      const c = new TelegrafClient({ token: TOKEN, apiRoot, timeoutMs: 5_000 });
+      const e = await rejection(c.sendMessage(4001, 'hi'), TelegramUnauthorized);
+      assert.equal(e.code, 'TG_UNAUTHORIZED');
+      assert.equal(e.status, 401);
+      await rejection(c.getMe(), TelegramUnauthorized);
+      assert.equal(strict.delivered().length, 0);
+    } finally {
+      await strict.stop();
+    }
+  });
+
+  for (const status of [500, 502, 503] as const) {
+    it(`injected ${status} → TelegramTransient server_error`, async () => {
+      sandbox.injectFailure({ status, chatId: 5000 + status });
+      const e = await rejection(client.sendMessage(5000 + status, 'hi'), TelegramTransient);
+      assert.equal(e.code, 'TG_TRANSIENT');
+      assert.equal(e.reason, 'server_error');
+      assert.equal(e.status, status);
+      // The failure was consumed: the next call goes through.
+      await client.sendMessage(5000 + status, 'hi');
+      assert.equal(sandbox.delivered(5000 + status).length, 1);
+    });
+  }
+
+  describe('timeouts and network failures', () => {
+    let silent: Server;
+    const sockets = new Set<Socket>();
+    let requests = 0;
+
+    before(async () => {
+      silent = createServer(() => {
+        requests++; // never answers
+      });
+      silent.on('connection', (s) => {
+        sockets.add(s);
+        s.on('close', () => sockets.delete(s));
+      });
+      await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+    });
+
+    after(async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => silent.close(() => r()));
+    });
+
+    it('a server that never answers → TelegramTransient timeout, within ~1 s', async () => {
+      const { port } = silent.address() as AddressInfo;
+      const c = new TelegrafClient({ token: TOKEN, apiRoot: `http://127.0.0.1:${port}/`, timeoutMs: 200 });
+      const started = performance.now();
+      const e = await rejection(c.sendMessage(6001, 'hi'), TelegramTransient);
+      const elapsed = performance.now() - started;
+      assert.equal(e.reason, 'timeout');
+      assert.equal(e.status, 0);
+      assert.ok(elapsed >= 190, `returned before the timeout: ${elapsed.toFixed(0)} ms`);
+      assert.ok(elapsed < 1000, `took ${elapsed.toFixed(0)} ms`);
+      assert.ok(requests >= 1, 'the request never reached the server');
+    });
+
+    it('a sandbox request left hanging → TelegramTransient timeout', async () => {
+      const c = new TelegrafClient({ token: TOKEN, apiRoot: sandbox.apiRoot, timeoutMs: 200 });
+      sandbox.injectFailure({ hang: true, chatId: 6002 });
+      const e = await rejection(c.sendMessage(6002, 'hi'), TelegramTransient);
+      assert.equal(e.reason, 'timeout');
+    });
+
+    it('connection refused → TelegramTransient network', async () => {
+      const port = await closedPort();
+      const c = new TelegrafClient({ token: TOKEN, apiRoot: `http://127.0.0.1:${port}/`, timeoutMs: 5_000 });
+      const started = performance.now();
+      const e = await rejection(c.sendMessage(6003, 'hi'), TelegramTransient);
+      assert.equal(e.reason, 'network');
+      assert.equal(e.status, 0);
+      assert.match(e.message, /ECONNREFUSED/);
+      assert.ok(performance.now() - started < 2_000, 'connection refused should fail fast, not wait for the timeout');
+    });
+  });
+
+  describe('uploads', () => {
+    it('sendMediaGroup with Buffer uploads arrives as uploads with its captions', async () => {
+      const items: PhotoItem[] = [
+        { photo: { kind: 'bytes', data: png(1000, 1), filename: 'one.png' }, caption: '<b>first</b>', parseMode: 'HTML' },
+        { photo: { kind: 'bytes', data: png(2000, 2), filename: 'two.png' }, caption: 'second' },
+        { photo: { kind: 'bytes', data: png(3000, 3), filename: 'three.png' } },
+      ];
+      const sent = await client.sendMediaGroup(7001, items);
+      assert.equal(sent.length, 3);
+      const [entry, ...rest] = sandbox.delivered(7001);
+      assert.equal(rest.length, 0);
+      assert.equal(entry?.method, 'sendMediaGroup');
+      assert.equal(entry?.mediaCount, 3);
+      assert.deepEqual(
+        entry?.media?.map((m) => ({ source: m.source, bytes: m.bytes, caption: m.caption })),
+        [
+          { source: 'upload', bytes: 1000, caption: '<b>first</b>' },
+          { source: 'upload', bytes: 2000, caption: 'second' },
+          { source: 'upload', bytes: 3000, caption: undefined },
+        ],
+      );
+    });
+
+    it('the same items can be re-sent after a failure (fresh payload per call)', async () => {
+      const items: PhotoItem[] = [
+        { photo: { kind: 'bytes', data: png(1500, 4), filename: 'a.png' }, caption: 'A' },
+        { photo: { kind: 'bytes', data: png(2500, 5), filename: 'b.png' }, caption: 'B' },
+      ];
+      sandbox.injectFailure({ status: 502, method: 'sendMediaGroup', chatId: 7002 });
+      await rejection(client.sendMediaGroup(7002, items), TelegramTransient);
+      const sent = await client.sendMediaGroup(7002, items);
+      assert.equal(sent.length, 2);
+      const [entry] = sandbox.delivered(7002);
+      assert.deepEqual(
+        entry?.media?.map((m) => [m.source, m.bytes, m.caption]),
+        [
+          ['upload', 1500, 'A'],
+          ['upload', 2500, 'B'],
+        ],
+      );
+      // The caller's items are untouched.
+      assert.equal(items[0]!.photo.kind, 'bytes');
+    });
+
+    it('sendPhoto upload re-sent after a failure carries the whole file', async () => {
+      const item: PhotoItem = { photo: { kind: 'bytes', data: png(4321, 6), filename: 'p.png' }, caption: 'photo' };
+      sandbox.injectFailure({ status: 503, method: 'sendPhoto', chatId: 7003 });
+      await rejection(client.sendPhoto(7003, item), TelegramTransient);
+      await client.sendPhoto(7003, item);
+      const [entry] = sandbox.delivered(7003);
+      assert.equal(entry?.caption, 'photo');
+      assert.deepEqual(entry?.media?.map((m) => [m.source, m.bytes]), [['upload', 4321]]);
+    });
+  });
+
+  // Last: mocha runs nested describes after the tests of this level.
+  describe('summary', () => {
+    it('classified every error kind in this file without leaking the token', () => {
+      const kinds = new Set(seen.map((e) => e.code));
+      for (const code of ['TG_RATE_LIMITED', 'TG_PERMANENT', 'TG_MIGRATED', 'TG_PARSE_ERROR', 'TG_TOO_LONG', 'TG_UNAUTHORIZED', 'TG_TRANSIENT']) {
+        assert.ok(kinds.has(code as TelegramApiError['code']), `no ${code} seen`);
+      }
+      for (const e of seen) assertNoToken(e);
+    });
+  });
+});
