@@ -318,6 +318,7 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
       if (opts.floodTracker.record(c.id, now)) {
         log.warn({ retryAfterSec: err.retryAfterSec }, 'bot-wide flood control: pausing all sends');
         gate.pause(now + err.retryAfterMs);
+        deps.onBotFlood(now + err.retryAfterMs);
       } else log.info({ chatId: c.id, retryAfterSec: err.retryAfterSec }, 'chat rate-limited by Telegram; waiting');
       return;
     }

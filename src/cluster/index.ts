@@ -1,12 +1,19 @@
-import type { NatsConnection } from 'nats';
+import type { NatsConnection, Subscription } from 'nats';
 import type { Config } from '../config';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import { query, stop, type ActorRef, type ActorSystem } from '../runtime/actor';
 import type { Pipeline } from '../pipeline';
-import { spawnShardOwner, type ShardOwnerMsg, type ShardOwnerStatus } from '../../actors/shard-owner';
-import { openClusterBucket } from './kv';
+import { rateToWindow } from '../limits/window';
+import { Subjects } from '../nats/subjects';
+import { encodeJson } from '../nats/codec';
 import { describeError } from '../errors';
+import { spawnShardOwner, type ShardOwnerMsg, type ShardOwnerStatus, type Takeover } from '../../actors/shard-owner';
+import { spawnBudgetCoordinator, type BudgetCoordinatorMsg, type BudgetStatus } from '../../actors/budget-coordinator';
+import type { PipelineStatus } from '../../actors/pipeline';
+import { openClusterBucket } from './kv';
+import { leaseHolder } from './lease';
+import { BudgetClient, COORDINATOR_KEY } from './budget-client';
 
 export interface ClusterOptions {
   config: Config;
@@ -17,39 +24,146 @@ export interface ClusterOptions {
   system: ActorSystem;
 }
 
+/** One process's answer to `notify.status.<instance>` / `notify.status.all`. */
+export interface ProcessStatus {
+  instance: string;
+  holder: string;
+  owned: number[];
+  budget: { share: number; mode: string; demand: number; expiresAt: number };
+  queued: number;
+  inFlight: number;
+  buffered: number;
+  sent: number;
+  failed: number;
+  retried: number;
+  throttled: number;
+  rateLimitedChats: number;
+  takeovers: Takeover[];
+  pipeline: PipelineStatus;
+}
+
+/** `notify.cluster.status` answer. */
+export interface ClusterStatus {
+  at: number;
+  shardCount: number;
+  /** shard → holder (`<instance>:<boot id>`), from the KV bucket. */
+  map: Record<number, string>;
+  members: string[];
+  coordinator: string | null;
+  budget: BudgetStatus | null;
+  processes: Array<Omit<ProcessStatus, 'pipeline'>>;
+  takeovers: Array<Takeover & { by: string }>;
+}
+
 export interface Cluster {
   readonly shardOwner: ActorRef<ShardOwnerMsg>;
+  readonly budget: BudgetClient;
   status(): Promise<ShardOwnerStatus>;
+  processStatus(): Promise<ProcessStatus>;
+  clusterStatus(): Promise<ClusterStatus>;
   /** Hands every shard back (drained) and leaves the cluster. Idempotent. */
   stop(): Promise<void>;
 }
 
-/** Joins the cluster: shard leases in the KV bucket drive what the pipeline owns. */
+/**
+ * Joins the cluster: shard leases in the KV bucket decide what the pipeline owns, the
+ * budget client runs the gate at this process's share of the bot's limit, and every
+ * process can stand for budget coordinator.
+ */
 export async function startCluster(o: ClusterOptions): Promise<Cluster> {
-  const { config, log } = o;
-  const kv = await openClusterBucket(o.nc, config.clusterBucket, config.shardLeaseTtlMs);
-  const shardOwner = spawnShardOwner(o.system, {
-    kv,
-    pipeline: o.pipeline,
-    log,
-    metrics: o.metrics,
-    holder: o.pipeline.owner,
-    instance: config.instanceId,
-    shardCount: config.shardCount,
-    leaseTtlMs: config.shardLeaseTtlMs,
-  });
+  const { config, log, nc, pipeline } = o;
+  const kv = await openClusterBucket(nc, config.clusterBucket, config.shardLeaseTtlMs);
+  const global = rateToWindow(config.telegramGlobalRate);
+  const holder = pipeline.owner;
+  const budget = new BudgetClient({ nc, kv, gate: pipeline.gate, log, metrics: o.metrics, holder, instance: config.instanceId, global, demand: () => pipeline.demand() });
+  budget.start();
+  pipeline.onBotFlood((until) => budget.announceFlood(until));
+  const coordinator = spawnBudgetCoordinator(o.system, { nc, kv, log, metrics: o.metrics, holder, instance: config.instanceId, global, leaseTtlMs: config.shardLeaseTtlMs });
+  const shardOwner = spawnShardOwner(o.system, { kv, pipeline, log, metrics: o.metrics, holder, instance: config.instanceId, shardCount: config.shardCount, leaseTtlMs: config.shardLeaseTtlMs });
+  const pokeTimer = setInterval(() => budget.poke(), 50);
+
+  const status = () => query<ShardOwnerMsg, ShardOwnerStatus>(shardOwner, (replyTo) => ({ type: 'status', replyTo }), 5_000);
+  const processStatus = async (): Promise<ProcessStatus> => {
+    const [own, p] = await Promise.all([status(), pipeline.status()]);
+    const sum = (f: (s: PipelineStatus['shards'][number]) => number) => p.shards.reduce((a, s) => a + f(s), 0);
+    return {
+      instance: config.instanceId,
+      holder,
+      owned: own.owned,
+      budget: budget.current,
+      queued: sum((s) => s.queued),
+      inFlight: sum((s) => s.inFlight),
+      buffered: p.buffered,
+      sent: sum((s) => s.sent),
+      failed: sum((s) => s.failed),
+      retried: sum((s) => s.retried),
+      throttled: sum((s) => s.throttled),
+      rateLimitedChats: sum((s) => s.rateLimited.length),
+      takeovers: own.takeovers,
+      pipeline: p,
+    };
+  };
+  const clusterStatus = async (): Promise<ClusterStatus> => {
+    const [own, coord, budgetStatus] = await Promise.all([
+      status(),
+      leaseHolder(kv, COORDINATOR_KEY).catch(() => undefined),
+      query<BudgetCoordinatorMsg, BudgetStatus>(coordinator, (replyTo) => ({ type: 'status', replyTo }), 2_000).catch(() => null),
+    ]);
+    const processes: ClusterStatus['processes'] = [];
+    for await (const m of await nc.requestMany(Subjects.statusAll, encodeJson({}), { maxWait: 1_000, maxMessages: Math.max(1, own.members.length) })) {
+      try {
+        const { pipeline: _omit, ...rest } = JSON.parse(new TextDecoder().decode(m.data)) as ProcessStatus;
+        void _omit;
+        processes.push(rest);
+      } catch {
+        /* a process answering garbage is left out */
+      }
+    }
+    processes.sort((a, b) => a.instance.localeCompare(b.instance));
+    return {
+      at: Date.now(),
+      shardCount: config.shardCount,
+      map: own.map,
+      members: own.members,
+      coordinator: coord?.holder ?? null,
+      budget: budgetStatus?.leader ? budgetStatus : null,
+      processes,
+      takeovers: processes.flatMap((p) => p.takeovers.map((t) => ({ ...t, by: p.instance }))).sort((a, b) => b.at - a.at).slice(0, 20),
+    };
+  };
+
+  const subs: Subscription[] = [];
+  const answer = (f: () => Promise<unknown>) => (err: Error | null, m: { respond: (d: Uint8Array) => boolean }) => {
+    if (err) return;
+    f().then(
+      (v) => m.respond(encodeJson(v)),
+      (e: unknown) => m.respond(encodeJson({ error: { code: 'UNAVAILABLE', message: describeError(e) } })),
+    );
+  };
+  subs.push(nc.subscribe(Subjects.statusAll, { callback: answer(processStatus) }));
+  pipeline.setStatusProvider(processStatus);
+  pipeline.service.addEndpoint('cluster', { subject: Subjects.clusterStatus, metadata: { reply: 'ClusterStatus JSON' }, handler: answer(clusterStatus) });
+
   let stopping: Promise<void> | undefined;
   return {
     shardOwner,
-    status: () => query<ShardOwnerMsg, ShardOwnerStatus>(shardOwner, (replyTo) => ({ type: 'status', replyTo }), 5_000),
+    budget,
+    status,
+    processStatus,
+    clusterStatus,
     stop: () =>
       (stopping ??= (async () => {
+        clearInterval(pokeTimer);
+        subs.forEach((s) => s.unsubscribe());
         try {
           await query<ShardOwnerMsg, void>(shardOwner, (replyTo) => ({ type: 'leave', replyTo }), Math.max(30_000, config.claimLeaseMs * 2));
         } catch (e) {
           log.warn({ err: describeError(e) }, 'leaving the cluster failed; leases expire by themselves');
         }
+        await query<BudgetCoordinatorMsg, void>(coordinator, (replyTo) => ({ type: 'stepDown', replyTo }), 5_000).catch(() => undefined);
+        budget.stop();
         stop(shardOwner);
+        stop(coordinator);
       })()),
   };
 }

@@ -46,3 +46,33 @@ export const RecipientChanged = Type.Object(
   { additionalProperties: false },
 );
 export type RecipientChanged = Static<typeof RecipientChanged>;
+
+/** `notify.budget.grant.<holder>` request from the budget coordinator to one process. */
+export const BudgetGrant = Type.Object(
+  {
+    share: Type.Integer({ minimum: 0 }),
+    window_ms: Type.Number({ exclusiveMinimum: 0 }),
+    issued_at: Type.Integer({ minimum: 0 }),
+    expires_at: Type.Integer({ minimum: 0 }),
+    coordinator: Type.String({ maxLength: 256 }),
+  },
+  { additionalProperties: false },
+);
+export type BudgetGrant = Static<typeof BudgetGrant>;
+
+/** `notify.budget.demand` event from every process, 4 times a second. */
+export const BudgetDemand = Type.Object(
+  {
+    holder: Type.String({ minLength: 1, maxLength: 256 }),
+    instance: Type.String({ minLength: 1, maxLength: 256 }),
+    demand: Type.Integer({ minimum: 0 }),
+    share: Type.Integer({ minimum: 0 }),
+    at: Type.Integer({ minimum: 0 }),
+  },
+  { additionalProperties: false },
+);
+export type BudgetDemand = Static<typeof BudgetDemand>;
+
+/** `notify.budget.flood` event: Telegram says the bot is flooded; everyone pauses until `until`. */
+export const BudgetFlood = Type.Object({ until: Type.Integer({ minimum: 0 }), instance: Type.String({ maxLength: 256 }) }, { additionalProperties: false });
+export type BudgetFlood = Static<typeof BudgetFlood>;

@@ -41,6 +41,32 @@ export const Subjects = {
    */
   status: (instance: string): string => `notify.status.${instance}`,
 
+  /**
+   * `notify.status.all` — request to every worker at once (use requestMany / `nats req
+   * --replies 0`); each answers like `notify.status.<instance>`.
+   */
+  statusAll: 'notify.status.all',
+
+  /**
+   * `notify.cluster.status` — request (service endpoint `cluster`, any one worker answers):
+   * shard → owner map, members, each process's queue depth and budget share, the
+   * coordinator and recent takeovers.
+   */
+  clusterStatus: 'notify.cluster.status',
+
+  /**
+   * `notify.budget.grant.<holder>` — request from the budget coordinator to one process:
+   * BudgetGrant (its share of the bot's global limit per window, valid until expires_at).
+   * Reply `{ ok, share, issued_at }` once applied.
+   */
+  budgetGrant: (holder: string): string => `notify.budget.grant.${holder.replace(/[^-\w]/g, '_')}`,
+
+  /** `notify.budget.demand` — event from every worker 4×/s: BudgetDemand. Subscriber: the coordinator. */
+  budgetDemand: 'notify.budget.demand',
+
+  /** `notify.budget.flood` — event: BudgetFlood; every worker pauses sending until `until`. */
+  budgetFlood: 'notify.budget.flood',
+
   /** Service name every worker registers (`nats micro ls`). */
   workerService: 'notify-worker',
 

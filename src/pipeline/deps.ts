@@ -42,4 +42,6 @@ export interface PipelineDeps {
   /** Publishes an event (NATS core); never throws. */
   publishOutcome: (e: OutcomeEvent) => void;
   publishRecipientChanged: (chatId: number, status: string, migratedTo: number | null) => void;
+  /** Telegram says the whole bot is flooded: tell the other processes (cluster budget). */
+  onBotFlood: (untilMs: number) => void;
 }

@@ -48,6 +48,15 @@ export interface Pipeline {
   /** Stops sending for `shards` at once (lost lease); their rows go back to the outbox. */
   fence(shards: number[]): Promise<{ released: number }>;
   status(): Promise<PipelineStatus>;
+  /** Sends per global window this process could use now (its chats with rows waiting × their rate). */
+  demand(): number;
+  /** What `notify.status.<instance>` answers (the cluster adds shards and budget). */
+  setStatusProvider(f: () => Promise<unknown>): void;
+  /** Who hears about bot-wide floods (the cluster budget). */
+  onBotFlood(handler: (untilMs: number) => void): void;
+  /** The NATS service (other modules add endpoints); its metadata shows in `nats micro info`. */
+  readonly service: Service;
+  readonly serviceMetadata: Record<string, string>;
   /** Stop intake, drain, flush, close subscriptions. Idempotent. */
   stop(): Promise<void>;
 }
@@ -106,7 +115,14 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
     planner: o.planner ?? new TextPlanner(),
     publishOutcome: (e: OutcomeEvent) => safePublish(Subjects.outcome(e.status), e),
     publishRecipientChanged: (chatId, status, migratedTo) => safePublish(Subjects.recipientChanged, { chat_id: chatId, status, migrated_to_chat_id: migratedTo }),
+    onBotFlood: (until) => floodHandler(until),
   };
+  let floodHandler: (untilMs: number) => void = () => undefined;
+  let statusProvider: () => Promise<unknown> = async () => ({
+    instance: config.instanceId,
+    owner,
+    ...(await query<PipelineMsg, PipelineStatus>(root, (replyTo) => ({ type: 'status', replyTo }), 5_000)),
+  });
 
   const ownSystem = o.system === undefined;
   const system = o.system ?? startObservedSystem(`pipeline-${config.instanceId}`, log, metrics);
@@ -146,11 +162,13 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
 
   // ---- NATS service: enqueue + status ---------------------------------------------
   const decodeEnqueue = decoder(EnqueueRequest, { maxBytes: 256 * 1024 });
+  // Kept by reference in the service: updating it updates `nats micro info`.
+  const serviceMetadata: Record<string, string> = { instance: config.instanceId, owner, shards: '' };
   const service: Service = await nc.services.add({
     name: Subjects.workerService,
     version: '0.1.0',
     description: 'Telegram notification worker: outbox → per-shard senders',
-    metadata: { instance: config.instanceId, owner },
+    metadata: serviceMetadata,
   });
   service.addEndpoint('enqueue', {
     subject: Subjects.enqueue,
@@ -184,8 +202,8 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
     subject: Subjects.status(config.instanceId),
     handler: (err, m) => {
       if (err) return;
-      query<PipelineMsg, PipelineStatus>(root, (replyTo) => ({ type: 'status', replyTo }), 5_000).then(
-        (s) => m.respond(encodeJson({ instance: config.instanceId, owner, ...s })),
+      statusProvider().then(
+        (s) => m.respond(encodeJson(s)),
         (e: unknown) => m.respond(encodeJson({ error: { code: isAppError(e) ? e.code : 'INTERNAL', message: describeError(e) } })),
       );
     },
@@ -194,6 +212,7 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
   if (o.ownAllShards === true) dispatch(root, { type: 'own', shards: Array.from({ length: config.shardCount }, (_, i) => i) });
 
   let stopping: Promise<void> | undefined;
+  let owned: number[] = [];
   return {
     owner,
     repo,
@@ -201,8 +220,35 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
     recipients,
     root,
     system,
-    own: (shards) => query<PipelineMsg, OwnResult>(root, (replyTo) => ({ type: 'own', shards, replyTo }), Math.max(30_000, settings.claimLeaseMs * 2)),
-    fence: (shards) => query<PipelineMsg, { released: number }>(root, (replyTo) => ({ type: 'release', shards, replyTo }), Math.max(30_000, settings.claimLeaseMs * 2)),
+    service,
+    serviceMetadata,
+    own: async (shards) => {
+      const r = await query<PipelineMsg, OwnResult>(root, (replyTo) => ({ type: 'own', shards, replyTo }), Math.max(30_000, settings.claimLeaseMs * 2));
+      owned = r.owned;
+      serviceMetadata.shards = ranges(owned);
+      return r;
+    },
+    demand: () => {
+      const g = gate.limit;
+      let d = 0;
+      for (const [chat, n] of book.perChat()) {
+        if (n <= 0) continue;
+        const l = chat < 0 ? settings.groupLimit : settings.chatLimit;
+        d += Math.min(n, (l.count / l.windowMs) * g.windowMs);
+      }
+      return Math.ceil(d);
+    },
+    onBotFlood: (handler) => {
+      floodHandler = handler;
+    },
+    setStatusProvider: (f) => {
+      statusProvider = f;
+    },
+    fence: async (shards) => {
+      owned = owned.filter((s) => !shards.includes(s));
+      serviceMetadata.shards = ranges(owned);
+      return query<PipelineMsg, { released: number }>(root, (replyTo) => ({ type: 'release', shards, replyTo }), Math.max(30_000, settings.claimLeaseMs * 2));
+    },
     status: () => query<PipelineMsg, PipelineStatus>(root, (replyTo) => ({ type: 'status', replyTo }), 5_000),
     stop: () =>
       (stopping ??= (async () => {
@@ -226,6 +272,19 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
         gate.stop();
       })()),
   };
+}
+
+/** "0-15,32,40-41": a readable list of shard numbers. */
+export function ranges(xs: readonly number[]): string {
+  const s = [...xs].sort((a, b) => a - b);
+  const out: string[] = [];
+  for (let i = 0; i < s.length; ) {
+    let j = i;
+    while (j + 1 < s.length && s[j + 1] === s[j]! + 1) j++;
+    out.push(i === j ? String(s[i]) : `${s[i]}-${s[j]}`);
+    i = j + 1;
+  }
+  return out.join(',');
 }
 
 /** An actor system whose crashes, restarts and dead letters show in metrics and logs. */

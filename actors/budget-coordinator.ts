@@ -1,0 +1,211 @@
+import type { KV, NatsConnection, Subscription } from 'nats';
+import { spawn, dispatch, reply, assertNever, Supervision, type ActorRef, type Parent, type ReplyTo } from '../src/runtime/actor';
+import { describeError } from '../src/errors';
+import type { Logger } from '../src/log';
+import type { Metrics } from '../src/metrics';
+import type { WindowLimit } from '../src/limits/window';
+import { KvLease } from '../src/cluster/lease';
+import { computeShares } from '../src/cluster/shares';
+import { COORDINATOR_KEY } from '../src/cluster/budget-client';
+import { Subjects } from '../src/nats/subjects';
+import { decoder, encodeJson } from '../src/nats/codec';
+import { BudgetDemand } from '../src/nats/payloads';
+
+/**
+ * Budget coordinator: runs in every process, acts only while it holds the
+ * `budget.coordinator` lease. Four times a second it splits the bot's global limit
+ * between the processes that report demand and sends each its grant (valid for a short
+ * time, acknowledged). Why the sum never exceeds the limit in any sliding window: a
+ * decrease is applied first and acknowledged; increases are handed out only from what
+ * nobody may still be using, and only one full window after the last decrease (sends
+ * made under the old, larger share are still inside the window until then). An
+ * unacknowledged grant counts as in use until it expires.
+ */
+export type BudgetCoordinatorMsg = { type: 'tick' } | { type: 'status'; replyTo: ReplyTo<BudgetStatus> } | { type: 'stepDown'; replyTo: ReplyTo<void> };
+
+export interface BudgetStatus {
+  leader: boolean;
+  since: number | null;
+  capacity: number;
+  windowMs: number;
+  processes: Array<{ holder: string; instance: string; demand: number; share: number; reportedAt: number }>;
+}
+
+interface Member {
+  instance: string;
+  demand: number;
+  reportedShare: number;
+  at: number;
+}
+
+export interface BudgetCoordinatorState {
+  lease: KvLease | null;
+  since: number | null;
+  members: Map<string, Member>;
+  /** Acknowledged share per process. */
+  cur: Map<string, number>;
+  /** Grants sent and not acknowledged: in use until they expire. */
+  pending: Map<string, { share: number; expiresAt: number }>;
+  /** Expiry of the last grant each process acknowledged. */
+  expiry: Map<string, number>;
+  lastDecreaseAt: number;
+  ticks: number;
+  timers: NodeJS.Timeout[];
+  sub: Subscription | undefined;
+}
+
+export interface BudgetCoordinatorDeps {
+  nc: NatsConnection;
+  kv: KV;
+  log: Logger;
+  metrics: Metrics;
+  holder: string;
+  instance: string;
+  global: WindowLimit;
+  leaseTtlMs: number;
+}
+
+export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDeps): ActorRef<BudgetCoordinatorMsg> {
+  const { nc, kv, log, metrics, holder, instance, global, leaseTtlMs } = deps;
+  const capacity = global.count;
+  const W = global.windowMs;
+  // Grants must expire before a successor can be elected (TTL) minus our own fencing time (TTL/2) and one window.
+  const grantLifeMs = Math.max(500, Math.min(2_000, Math.floor(leaseTtlMs / 2 - W)));
+  const decodeDemand = decoder(BudgetDemand, { maxBytes: 2048 });
+  const mLeader = metrics.gauge('budget_coordinator', '1 while this process is the budget coordinator');
+
+  const reserved = (s: BudgetCoordinatorState, h: string, now: number): number => {
+    const exp = s.expiry.get(h) ?? 0;
+    const p = s.pending.get(h);
+    const pend = p && now < p.expiresAt ? p.share : 0;
+    const held = now < exp ? (s.cur.get(h) ?? 0) : 0;
+    return Math.max(held, pend);
+  };
+
+  const lead = async (s: BudgetCoordinatorState): Promise<void> => {
+    const now = Date.now();
+    for (const [h, m] of s.members) if (now - m.at > 1_500) s.members.delete(h);
+    for (const h of [...s.cur.keys()]) if (!s.members.has(h) && reserved(s, h, now) === 0) s.cur.delete(h);
+    const demands = new Map([...s.members].map(([h, m]) => [h, m.demand]));
+    const target = computeShares(capacity, demands);
+    const canIncrease = now >= s.lastDecreaseAt + W + 50;
+    let headroom = capacity;
+    const everyone = new Set([...s.cur.keys(), ...s.pending.keys(), ...s.members.keys()]);
+    for (const h of everyone) headroom -= reserved(s, h, now);
+    const next = new Map<string, number>();
+    for (const h of [...target.keys()].sort()) {
+      const cur = s.cur.get(h) ?? 0;
+      const t = target.get(h)!;
+      if (t < cur) next.set(h, t);
+      else if (t > cur && canIncrease && headroom > 0) {
+        // The process's own current share is already inside `reserved`; only the increase is new.
+        const inc = Math.min(t - cur, headroom);
+        headroom -= inc;
+        next.set(h, cur + inc);
+      } else next.set(h, cur);
+    }
+    const expiresAt = now + grantLifeMs;
+    await Promise.all(
+      [...next].map(async ([h, share]) => {
+        const prev = s.cur.get(h) ?? 0;
+        s.pending.set(h, { share: Math.max(share, s.pending.get(h)?.share ?? 0), expiresAt });
+        try {
+          const r = await nc.request(Subjects.budgetGrant(h), encodeJson({ share, window_ms: W, issued_at: now, expires_at: expiresAt, coordinator: holder }), { timeout: 200 });
+          const ack = JSON.parse(new TextDecoder().decode(r.data)) as { ok: boolean; share?: number };
+          if (ack.ok && ack.share === share) {
+            s.cur.set(h, share);
+            s.expiry.set(h, expiresAt);
+            s.pending.delete(h);
+            if (share < prev) s.lastDecreaseAt = Date.now();
+          }
+        } catch {
+          // No answer: the grant may or may not be in force; it stays reserved until it expires.
+        }
+      }),
+    );
+  };
+
+  return spawn<BudgetCoordinatorState, BudgetCoordinatorMsg>(parent, {
+    name: 'budget-coordinator',
+    supervision: Supervision.restartWithBackoff({ minBackoffMs: 200, maxBackoffMs: 5_000 }),
+    init: (ctx) => {
+      const state: BudgetCoordinatorState = { lease: null, since: null, members: new Map(), cur: new Map(), pending: new Map(), expiry: new Map(), lastDecreaseAt: 0, ticks: 0, timers: [], sub: undefined };
+      state.sub = nc.subscribe(Subjects.budgetDemand, {
+        callback: (err, m) => {
+          if (err) return;
+          try {
+            const d = decodeDemand(m.data);
+            state.members.set(d.holder, { instance: d.instance, demand: d.demand, reportedShare: d.share, at: Date.now() });
+          } catch {
+            metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']).inc({ subject: Subjects.budgetDemand, code: 'BAD_PAYLOAD' });
+          }
+        },
+      });
+      state.timers.push(setInterval(() => dispatch(ctx.self, { type: 'tick' }), 250));
+      return state;
+    },
+    afterStop: (state) => {
+      state.timers.forEach((t) => clearInterval(t));
+      state.sub?.unsubscribe();
+    },
+    receive: async (state, msg) => {
+      switch (msg.type) {
+        case 'tick': {
+          state.ticks++;
+          const now = Date.now();
+          try {
+            if (!state.lease) {
+              if (state.ticks % 4 !== 1) return state;
+              const lease = new KvLease(kv, COORDINATOR_KEY, { holder, instance, since: now }, Math.floor(leaseTtlMs / 2));
+              if (await lease.acquire()) {
+                state.lease = lease;
+                state.since = now;
+                state.cur = new Map([...state.members].map(([h, m]) => [h, m.reportedShare]));
+                state.expiry = new Map([...state.members].map(([h]) => [h, now + leaseTtlMs]));
+                state.pending.clear();
+                // Someone may still be sending under an old grant (reports lag) or the fallback: let
+                // those grants expire and a window pass before raising anyone.
+                state.lastDecreaseAt = [...state.members.values()].some((m) => m.reportedShare > 0) ? now + grantLifeMs : 0;
+                mLeader.set(1);
+                log.info({ grantLifeMs }, 'elected budget coordinator');
+              }
+              return state;
+            }
+            if (state.ticks % Math.max(1, Math.floor(leaseTtlMs / 4 / 250)) === 0 && !(await state.lease.renew())) {
+              log.warn('budget coordinator lease taken by another process: stepping down');
+              state.lease = null;
+              mLeader.set(0);
+              return state;
+            }
+            if (!state.lease.valid(now)) {
+              log.warn('budget coordinator lease not renewed in time: stepping down');
+              state.lease.forget();
+              state.lease = null;
+              mLeader.set(0);
+              return state;
+            }
+            await lead(state);
+          } catch (e) {
+            log.warn({ err: describeError(e) }, 'budget coordinator tick failed');
+          }
+          return state;
+        }
+        case 'status': {
+          const members = [...state.members].map(([h, m]) => ({ holder: h, instance: m.instance, demand: m.demand, share: state.lease ? (state.cur.get(h) ?? 0) : m.reportedShare, reportedAt: m.at }));
+          reply(msg.replyTo, { leader: state.lease !== null, since: state.since, capacity, windowMs: W, processes: members });
+          return state;
+        }
+        case 'stepDown':
+          state.timers.forEach((t) => clearInterval(t));
+          state.timers = [];
+          if (state.lease) await state.lease.release().catch(() => undefined);
+          state.lease = null;
+          mLeader.set(0);
+          reply(msg.replyTo, undefined);
+          return state;
+        default:
+          return assertNever(msg);
+      }
+    },
+  });
+}
