@@ -7,7 +7,7 @@ import type { WindowLimit } from '../src/limits/window';
 import { KvLease } from '../src/cluster/lease';
 import { computeShares } from '../src/cluster/shares';
 import { COORDINATOR_KEY } from '../src/cluster/budget-client';
-import { Subjects } from '../src/nats/subjects';
+import type { SubjectSet } from '../src/nats/subjects';
 import { decoder, encodeJson } from '../src/nats/codec';
 import { BudgetDemand } from '../src/nats/payloads';
 
@@ -55,6 +55,7 @@ export interface BudgetCoordinatorState {
 }
 
 export interface BudgetCoordinatorDeps {
+  subjects: SubjectSet;
   nc: NatsConnection;
   kv: KV;
   log: Logger;
@@ -66,7 +67,7 @@ export interface BudgetCoordinatorDeps {
 }
 
 export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDeps): ActorRef<BudgetCoordinatorMsg> {
-  const { nc, kv, log, metrics, holder, instance, global, leaseTtlMs } = deps;
+  const { subjects, nc, kv, log, metrics, holder, instance, global, leaseTtlMs } = deps;
   const capacity = global.count;
   const W = global.windowMs;
   // Grants must expire before a successor can be elected (TTL) minus our own fencing time (TTL/2) and one window.
@@ -110,7 +111,7 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
         const prev = s.cur.get(h) ?? 0;
         s.pending.set(h, { share: Math.max(share, s.pending.get(h)?.share ?? 0), expiresAt });
         try {
-          const r = await nc.request(Subjects.budgetGrant(h), encodeJson({ share, window_ms: W, issued_at: now, expires_at: expiresAt, coordinator: holder }), { timeout: 200 });
+          const r = await nc.request(subjects.budgetGrant(h), encodeJson({ share, window_ms: W, issued_at: now, expires_at: expiresAt, coordinator: holder }), { timeout: 200 });
           const ack = JSON.parse(new TextDecoder().decode(r.data)) as { ok: boolean; share?: number };
           if (ack.ok && ack.share === share) {
             s.cur.set(h, share);
@@ -130,14 +131,14 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
     supervision: Supervision.restartWithBackoff({ minBackoffMs: 200, maxBackoffMs: 5_000 }),
     init: (ctx) => {
       const state: BudgetCoordinatorState = { lease: null, since: null, members: new Map(), cur: new Map(), pending: new Map(), expiry: new Map(), lastDecreaseAt: 0, ticks: 0, timers: [], sub: undefined };
-      state.sub = nc.subscribe(Subjects.budgetDemand, {
+      state.sub = nc.subscribe(subjects.budgetDemand, {
         callback: (err, m) => {
           if (err) return;
           try {
             const d = decodeDemand(m.data);
             state.members.set(d.holder, { instance: d.instance, demand: d.demand, reportedShare: d.share, at: Date.now() });
           } catch {
-            metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']).inc({ subject: Subjects.budgetDemand, code: 'BAD_PAYLOAD' });
+            metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']).inc({ subject: subjects.budgetDemand, code: 'BAD_PAYLOAD' });
           }
         },
       });

@@ -49,7 +49,7 @@ export interface PipelineState {
 export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<PipelineMsg> {
   // Outlives restarts of the writer and of this supervisor: accepted sends are never forgotten.
   const queue = new OutcomeQueue();
-  const timeout = Math.max(5_000, deps.settings.claimLeaseMs);
+  const timeout = deps.settings.drainTimeoutMs;
   return spawn<PipelineState, PipelineMsg>(parent, {
     name: 'pipeline',
     supervision: Supervision.restartWithBackoff({ minBackoffMs: 500, maxBackoffMs: 30_000 }),

@@ -85,7 +85,7 @@ export function spawnShardManager(parent: Parent, deps: PipelineDeps, outcomes: 
           for (const [s] of list) state.senders.delete(s);
           owned.set(state.senders.size);
           const replyTo = msg.replyTo;
-          drain(list, deps.settings.claimLeaseMs).then((released) => {
+          drain(list, deps.settings.drainTimeoutMs).then((released) => {
             for (const [s, ref] of list) {
               stop(ref);
               deps.book.clearShard(s);
@@ -97,7 +97,7 @@ export function spawnShardManager(parent: Parent, deps: PipelineDeps, outcomes: 
         case 'drainAll': {
           const list = [...state.senders];
           const replyTo = msg.replyTo;
-          drain(list, deps.settings.claimLeaseMs).then((released) => reply(replyTo, { released }));
+          drain(list, deps.settings.drainTimeoutMs).then((released) => reply(replyTo, { released }));
           return state;
         }
         case 'status': {

@@ -14,7 +14,6 @@ import { startPipeline } from '../src/pipeline';
 import { createDb } from '../src/db/knex';
 import { migrateLatest } from '../src/db/migrate';
 import { encodeJson } from '../src/nats/codec';
-import { Subjects } from '../src/nats/subjects';
 import { rng, startSandboxProcess, getJson, machine, table, percentile } from './lib';
 import type { DeliveredEntry, SandboxStats } from '../src/sandbox/types';
 
@@ -65,7 +64,7 @@ async function main(): Promise<void> {
       const maxPerChat = Math.max(...perChat.values());
       const ideal = Math.max(N / GLOBAL, maxPerChat / CHAT);
 
-      const config = loadConfig({ DATABASE_URL: url, NATS_URL, TELEGRAM_BOT_TOKEN: TOKEN, TELEGRAM_API_ROOT: sandbox.apiRoot, TELEGRAM_GLOBAL_RATE: String(GLOBAL), TELEGRAM_CHAT_RATE: String(CHAT), INSTANCE_ID: `bench-${workload}`, LOG_LEVEL: 'warn' });
+      const config = loadConfig({ DATABASE_URL: url, NATS_URL, TELEGRAM_BOT_TOKEN: TOKEN, TELEGRAM_API_ROOT: sandbox.apiRoot, TELEGRAM_GLOBAL_RATE: String(GLOBAL), TELEGRAM_CHAT_RATE: String(CHAT), INSTANCE_ID: `bench-${workload}`, LOG_LEVEL: 'warn', NATS_SUBJECT_PREFIX: 'benchdelivery.' });
       const db = createDb({ url, poolMax: 10 });
       let statements = 0;
       db.on('query', () => statements++);
@@ -91,14 +90,14 @@ async function main(): Promise<void> {
     // Idle latency: one enqueue at a time on an idle system, until the sandbox received it.
     await fetch(`${sandbox.apiRoot}sandbox/reset`, { method: 'POST' });
     await loader.raw('TRUNCATE telegram_notifications');
-    const config = loadConfig({ DATABASE_URL: url, NATS_URL, TELEGRAM_BOT_TOKEN: TOKEN, TELEGRAM_API_ROOT: sandbox.apiRoot, TELEGRAM_GLOBAL_RATE: String(GLOBAL), TELEGRAM_CHAT_RATE: String(CHAT), INSTANCE_ID: 'bench-idle', LOG_LEVEL: 'warn' });
+    const config = loadConfig({ DATABASE_URL: url, NATS_URL, TELEGRAM_BOT_TOKEN: TOKEN, TELEGRAM_API_ROOT: sandbox.apiRoot, TELEGRAM_GLOBAL_RATE: String(GLOBAL), TELEGRAM_CHAT_RATE: String(CHAT), INSTANCE_ID: 'bench-idle', LOG_LEVEL: 'warn', NATS_SUBJECT_PREFIX: 'benchdelivery.' });
     const db = createDb({ url, poolMax: 10 });
     const pipeline = await startPipeline({ ownAllShards: true, config, log: createLogger({ level: 'warn' }), metrics: new Metrics(), db, nc, telegram: new TelegrafClient({ token: TOKEN, apiRoot: sandbox.apiRoot, timeoutMs: 10_000 }) });
     const lat: number[] = [];
     for (let i = 0; i < 200; i++) {
       const chat = 50_000 + i;
       const t = Date.now();
-      const r = JSON.parse(new TextDecoder().decode((await nc.request(Subjects.enqueue, encodeJson({ chat_id: chat, text: `idle-${i}` }), { timeout: 5_000 })).data)) as { ok: boolean };
+      const r = JSON.parse(new TextDecoder().decode((await nc.request(pipeline.subjects.enqueue, encodeJson({ chat_id: chat, text: `idle-${i}` }), { timeout: 5_000 })).data)) as { ok: boolean };
       if (!r.ok) throw new Error('enqueue failed');
       for (;;) {
         const d = await getJson<DeliveredEntry[]>(`${sandbox.apiRoot}sandbox/delivered?chat_id=${chat}`);

@@ -37,6 +37,8 @@ export interface Config {
   shardLeaseTtlMs: number;
   /** KV bucket of the cluster: members, shard leases, the budget coordinator. */
   clusterBucket: string;
+  /** Prepended to every notify.* / images.* subject, so deployments can share a NATS server. */
+  natsSubjectPrefix: string;
   /** Outcomes are written back every this many ms, or sooner when outcomeFlushMax are queued. */
   outcomeFlushMs: number;
   outcomeFlushMax: number;
@@ -70,7 +72,7 @@ export const DEFAULTS = {
   CLUSTER_BUCKET: 'notify_cluster',
   OUTCOME_FLUSH_MS: 500,
   OUTCOME_FLUSH_MAX: 500,
-  SHUTDOWN_TIMEOUT_MS: 10_000,
+  SHUTDOWN_TIMEOUT_MS: 30_000,
   MIGRATE_ON_START: true,
 } as const;
 
@@ -212,11 +214,18 @@ export function loadConfig(env: Env = process.env): Config {
     shardCount: r.integer('SHARD_COUNT', DEFAULTS.SHARD_COUNT, { min: 1, max: 4096 }),
     shardLeaseTtlMs: r.integer('SHARD_LEASE_TTL_MS', DEFAULTS.SHARD_LEASE_TTL_MS, { min: 1_000, max: 600_000 }),
     clusterBucket: bucketName(r),
+    natsSubjectPrefix: subjectPrefix(r),
     outcomeFlushMs: r.integer('OUTCOME_FLUSH_MS', DEFAULTS.OUTCOME_FLUSH_MS, { min: 1, max: 60_000 }),
     outcomeFlushMax: r.integer('OUTCOME_FLUSH_MAX', DEFAULTS.OUTCOME_FLUSH_MAX, { min: 1, max: 10_000 }),
     shutdownTimeoutMs: r.integer('SHUTDOWN_TIMEOUT_MS', DEFAULTS.SHUTDOWN_TIMEOUT_MS, { min: 0, max: 600_000 }),
     migrateOnStart: r.boolean('MIGRATE_ON_START', DEFAULTS.MIGRATE_ON_START),
   };
+}
+
+function subjectPrefix(r: EnvReader): string {
+  const v = r.string('NATS_SUBJECT_PREFIX', '');
+  if (v !== '' && !/^([-\w]+\.)+$/.test(v)) throw new ConfigError('NATS_SUBJECT_PREFIX', `expected dot-separated tokens ending with a dot (e.g. "staging."), got ${JSON.stringify(v)}`);
+  return v;
 }
 
 function bucketName(r: EnvReader): string {

@@ -23,6 +23,7 @@ import { OrderAwarePlanner } from './orders/planner';
 import { spawnFetcher } from '../actors/fetcher';
 import { loadAdsConfig, startAds, startGatewayRole } from './ads';
 import { startCluster } from './cluster';
+import { makeSubjects } from './nats/subjects';
 import { ConfigError, describeError } from './errors';
 
 /** The token the in-process sandbox accepts when no TELEGRAM_BOT_TOKEN is given. */
@@ -46,20 +47,24 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<Runnin
   registerSecret(config.natsToken);
   const log = createLogger({ level: config.logLevel, base: { pid: process.pid, instance: config.instanceId } });
   log.info({ config: describeConfig(config) }, 'starting');
-  const shutdown = new ShutdownSequence(log, Math.max(5_000, config.shutdownTimeoutMs));
+  // Each step may take the drain bound plus the time to write back what the drain produced.
+  const shutdown = new ShutdownSequence(log, config.shutdownTimeoutMs + 20_000);
+  let metricsServer: { close: () => Promise<void> } | undefined;
   const metrics = new Metrics({ defaults: true, labels: { instance: config.instanceId } });
 
   try {
     if (config.metricsPort > 0) {
       const server = await startMetricsServer(metrics, config.metricsPort);
       log.info({ port: server.port }, 'metrics on GET /metrics');
-      shutdown.add('metrics server', () => server.close());
+      metricsServer = server;
     }
 
+    const worker = config.role === 'worker' || config.role === 'all';
+    const gateway = config.role === 'gateway' || config.role === 'all';
     let token = config.telegramBotToken;
     let apiRoot = config.telegramApiRoot;
     let sandbox: TelegramSandbox | undefined;
-    if (!token) {
+    if (!token && worker) {
       sandbox = new TelegramSandbox({ globalRate: config.telegramGlobalRate, chatRate: config.telegramChatRate, groupRatePerMin: config.telegramGroupRatePerMin });
       const started = await sandbox.start();
       token = DEMO_TOKEN;
@@ -77,26 +82,26 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<Runnin
     const nc = await connectNats({ url: config.natsUrl, name: `notify-${config.instanceId}`, user: config.natsUser, password: config.natsPassword, token: config.natsToken }, log);
     log.info({ server: nc.getServer() }, 'connected to NATS');
 
-    const telegram = new TelegrafClient({ token, apiRoot, timeoutMs: config.telegramRequestTimeoutMs });
-    try {
-      const me = await telegram.getMe();
-      log.info({ bot: me.username ?? me.id }, 'Telegram bot verified');
-    } catch (e) {
-      if (e instanceof TelegramUnauthorized) throw new ConfigError('TELEGRAM_BOT_TOKEN', 'Telegram rejected the token (401 Unauthorized); check it with @BotFather');
-      log.warn({ err: describeError(e) }, 'getMe failed; starting anyway (sends will retry)');
+    const telegram = new TelegrafClient({ token: token ?? DEMO_TOKEN, apiRoot, timeoutMs: config.telegramRequestTimeoutMs });
+    if (worker) {
+      try {
+        const me = await telegram.getMe();
+        log.info({ bot: me.username ?? me.id }, 'Telegram bot verified');
+      } catch (e) {
+        if (e instanceof TelegramUnauthorized) throw new ConfigError('TELEGRAM_BOT_TOKEN', 'Telegram rejected the token (401 Unauthorized); check it with @BotFather');
+        log.warn({ err: describeError(e) }, 'getMe failed; starting anyway (sends will retry)');
+      }
     }
 
     // Fixed order: stop intake (gateway) → drain actors (pipeline, ads) → connections.
     const system = startObservedSystem(`notify-${config.instanceId}`, log, metrics);
-    const worker = config.role === 'worker' || config.role === 'all';
-    const gateway = config.role === 'gateway' || config.role === 'all';
     if (gateway) {
       const gw = await startGatewayRole({ db, nc, config: adsConfig, log, metrics });
       shutdown.add('ads gateway (stop accepting requests)', () => gw.stop());
     }
     if (worker) {
       const fetcher = spawnFetcher(system, { config: imagesConfig, metrics });
-      const images = new ImagesService({ nc, fetcher, instanceId: config.instanceId, log });
+      const images = new ImagesService({ nc, fetcher, instanceId: config.instanceId, log, subjects: makeSubjects(config.natsSubjectPrefix) });
       await images.start();
       const planner = new OrderAwarePlanner(db, fetcherImageSource(fetcher, { timeoutMs: imagesConfig.fetchTimeoutMs * 3 }), imagesConfig, log);
       const pipeline = await startPipeline({ config, log, metrics, db, nc, telegram, planner, system });
@@ -114,6 +119,8 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<Runnin
     });
     shutdown.add('db pool', () => db.destroy());
     if (sandbox) shutdown.add('sandbox', () => sandbox.stop());
+    // Last, so the shutdown itself can be watched.
+    shutdown.add('metrics server', () => metricsServer?.close());
   } catch (e) {
     await shutdown.run();
     throw e;

@@ -3,7 +3,7 @@ import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import type { GlobalGate } from '../limits/global-gate';
 import type { WindowLimit } from '../limits/window';
-import { Subjects } from '../nats/subjects';
+import type { SubjectSet } from '../nats/subjects';
 import { decoder, encodeJson } from '../nats/codec';
 import { BudgetGrant, BudgetFlood } from '../nats/payloads';
 import { describeError } from '../errors';
@@ -12,6 +12,7 @@ import { leaseHolder } from './lease';
 export const COORDINATOR_KEY = 'budget.coordinator';
 
 export interface BudgetClientOptions {
+  subjects: SubjectSet;
   nc: NatsConnection;
   kv: KV;
   gate: GlobalGate;
@@ -55,7 +56,7 @@ export class BudgetClient {
     const bad = this.o.metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']);
     this.setShare(0, 'starting');
     this.subs.push(
-      nc.subscribe(Subjects.budgetGrant(this.o.holder), {
+      nc.subscribe(this.o.subjects.budgetGrant(this.o.holder), {
         callback: (err, m) => {
           if (err) return;
           try {
@@ -72,7 +73,7 @@ export class BudgetClient {
           }
         },
       }),
-      nc.subscribe(Subjects.budgetFlood, {
+      nc.subscribe(this.o.subjects.budgetFlood, {
         callback: (err, m) => {
           if (err) return;
           try {
@@ -80,7 +81,7 @@ export class BudgetClient {
             this.o.gate.pause(f.until);
             log.warn({ until: new Date(f.until).toISOString(), from: f.instance }, 'bot-wide flood control: cluster paused');
           } catch {
-            bad.inc({ subject: Subjects.budgetFlood, code: 'BAD_PAYLOAD' });
+            bad.inc({ subject: this.o.subjects.budgetFlood, code: 'BAD_PAYLOAD' });
           }
         },
       }),
@@ -94,7 +95,7 @@ export class BudgetClient {
   /** Tells every process to pause (a 429 that says the bot, not a chat, is flooded). */
   announceFlood(until: number): void {
     try {
-      this.o.nc.publish(Subjects.budgetFlood, encodeJson({ until, instance: this.o.instance }));
+      this.o.nc.publish(this.o.subjects.budgetFlood, encodeJson({ until, instance: this.o.instance }));
     } catch (e) {
       this.o.log.warn({ err: describeError(e) }, 'could not announce the flood');
     }
@@ -115,7 +116,7 @@ export class BudgetClient {
   private report(): void {
     this.lastDemand = Math.min(this.o.global.count, Math.ceil(this.o.demand()));
     try {
-      this.o.nc.publish(Subjects.budgetDemand, encodeJson({ holder: this.o.holder, instance: this.o.instance, demand: this.lastDemand, share: this.share, at: Date.now() }));
+      this.o.nc.publish(this.o.subjects.budgetDemand, encodeJson({ holder: this.o.holder, instance: this.o.instance, demand: this.lastDemand, share: this.share, at: Date.now() }));
     } catch {
       /* disconnected: the grant will expire and we stop, as we must */
     }

@@ -5,7 +5,6 @@ import type { Metrics } from '../metrics';
 import { query, stop, type ActorRef, type ActorSystem } from '../runtime/actor';
 import type { Pipeline } from '../pipeline';
 import { rateToWindow } from '../limits/window';
-import { Subjects } from '../nats/subjects';
 import { encodeJson } from '../nats/codec';
 import { describeError } from '../errors';
 import { spawnShardOwner, type ShardOwnerMsg, type ShardOwnerStatus, type Takeover } from '../../actors/shard-owner';
@@ -55,6 +54,27 @@ export interface ClusterStatus {
   takeovers: Array<Takeover & { by: string }>;
 }
 
+/** Who holds which shard and who is alive, read from the bucket now (not a cached view). */
+async function readShardMap(kv: import('nats').KV): Promise<{ map: Record<number, string>; members: string[] }> {
+  const map: Record<number, string> = {};
+  const members: string[] = [];
+  const keys: string[] = [];
+  for await (const k of await kv.keys()) keys.push(k);
+  await Promise.all(
+    keys.map(async (k) => {
+      const v = await leaseHolderOrNull(kv, k);
+      if (!v) return;
+      if (k.startsWith('shard.')) map[Number(k.slice(6))] = v;
+      else if (k.startsWith('member.')) members.push(v);
+    }),
+  );
+  return { map, members: members.sort() };
+}
+
+async function leaseHolderOrNull(kv: import('nats').KV, key: string): Promise<string | null> {
+  return (await leaseHolder(kv, key))?.holder ?? null;
+}
+
 export interface Cluster {
   readonly shardOwner: ActorRef<ShardOwnerMsg>;
   readonly budget: BudgetClient;
@@ -75,10 +95,10 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
   const kv = await openClusterBucket(nc, config.clusterBucket, config.shardLeaseTtlMs);
   const global = rateToWindow(config.telegramGlobalRate);
   const holder = pipeline.owner;
-  const budget = new BudgetClient({ nc, kv, gate: pipeline.gate, log, metrics: o.metrics, holder, instance: config.instanceId, global, demand: () => pipeline.demand() });
+  const budget = new BudgetClient({ subjects: pipeline.subjects, nc, kv, gate: pipeline.gate, log, metrics: o.metrics, holder, instance: config.instanceId, global, demand: () => pipeline.demand() });
   budget.start();
   pipeline.onBotFlood((until) => budget.announceFlood(until));
-  const coordinator = spawnBudgetCoordinator(o.system, { nc, kv, log, metrics: o.metrics, holder, instance: config.instanceId, global, leaseTtlMs: config.shardLeaseTtlMs });
+  const coordinator = spawnBudgetCoordinator(o.system, { subjects: pipeline.subjects, nc, kv, log, metrics: o.metrics, holder, instance: config.instanceId, global, leaseTtlMs: config.shardLeaseTtlMs });
   const shardOwner = spawnShardOwner(o.system, { kv, pipeline, log, metrics: o.metrics, holder, instance: config.instanceId, shardCount: config.shardCount, leaseTtlMs: config.shardLeaseTtlMs });
   const pokeTimer = setInterval(() => budget.poke(), 50);
 
@@ -104,13 +124,14 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     };
   };
   const clusterStatus = async (): Promise<ClusterStatus> => {
-    const [own, coord, budgetStatus] = await Promise.all([
+    const [own, fresh, coord, budgetStatus] = await Promise.all([
       status(),
+      readShardMap(kv),
       leaseHolder(kv, COORDINATOR_KEY).catch(() => undefined),
       query<BudgetCoordinatorMsg, BudgetStatus>(coordinator, (replyTo) => ({ type: 'status', replyTo }), 2_000).catch(() => null),
     ]);
     const processes: ClusterStatus['processes'] = [];
-    for await (const m of await nc.requestMany(Subjects.statusAll, encodeJson({}), { maxWait: 1_000, maxMessages: Math.max(1, own.members.length) })) {
+    for await (const m of await nc.requestMany(pipeline.subjects.statusAll, encodeJson({}), { maxWait: 1_000, maxMessages: Math.max(1, fresh.members.length) })) {
       try {
         const { pipeline: _omit, ...rest } = JSON.parse(new TextDecoder().decode(m.data)) as ProcessStatus;
         void _omit;
@@ -123,8 +144,8 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     return {
       at: Date.now(),
       shardCount: config.shardCount,
-      map: own.map,
-      members: own.members,
+      map: fresh.map,
+      members: fresh.members,
       coordinator: coord?.holder ?? null,
       budget: budgetStatus?.leader ? budgetStatus : null,
       processes,
@@ -140,9 +161,9 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       (e: unknown) => m.respond(encodeJson({ error: { code: 'UNAVAILABLE', message: describeError(e) } })),
     );
   };
-  subs.push(nc.subscribe(Subjects.statusAll, { callback: answer(processStatus) }));
+  subs.push(nc.subscribe(pipeline.subjects.statusAll, { callback: answer(processStatus) }));
   pipeline.setStatusProvider(processStatus);
-  pipeline.service.addEndpoint('cluster', { subject: Subjects.clusterStatus, metadata: { reply: 'ClusterStatus JSON' }, handler: answer(clusterStatus) });
+  pipeline.service.addEndpoint('cluster', { subject: pipeline.subjects.clusterStatus, metadata: { reply: 'ClusterStatus JSON' }, handler: answer(clusterStatus) });
 
   let stopping: Promise<void> | undefined;
   return {
@@ -156,7 +177,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
         clearInterval(pokeTimer);
         subs.forEach((s) => s.unsubscribe());
         try {
-          await query<ShardOwnerMsg, void>(shardOwner, (replyTo) => ({ type: 'leave', replyTo }), Math.max(30_000, config.claimLeaseMs * 2));
+          await query<ShardOwnerMsg, void>(shardOwner, (replyTo) => ({ type: 'leave', replyTo }), config.shutdownTimeoutMs + 10_000);
         } catch (e) {
           log.warn({ err: describeError(e) }, 'leaving the cluster failed; leases expire by themselves');
         }

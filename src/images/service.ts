@@ -5,7 +5,7 @@ import { InputError, isAppError, describeError } from '../errors';
 import { query, dispatch, type ActorRef } from '../runtime/actor';
 import type { Logger } from '../log';
 import type { FetcherMessage, FetcherStats, InvalidateResult, InvalidateTarget } from '../../actors/fetcher';
-import { Subjects } from '../nats/subjects';
+import { Subjects, type SubjectSet } from '../nats/subjects';
 
 /** `images.cache.invalidate` payload: exactly one of the three fields. */
 export const ImagesInvalidate = Type.Object(
@@ -33,6 +33,8 @@ export interface ImagesServiceOptions {
   nc: NatsConnection;
   fetcher: ActorRef<FetcherMessage>;
   instanceId: string;
+  /** Subjects of this deployment (NATS_SUBJECT_PREFIX); default: no prefix. */
+  subjects?: SubjectSet;
   log: Logger;
   /** Default 5000. */
   queryTimeoutMs?: number;
@@ -48,15 +50,19 @@ export class ImagesService {
   private subs: Subscription[] = [];
   private stopping: Promise<void> | undefined;
 
-  constructor(private readonly opts: ImagesServiceOptions) {}
+  private readonly subjects: SubjectSet;
+
+  constructor(private readonly opts: ImagesServiceOptions) {
+    this.subjects = opts.subjects ?? Subjects;
+  }
 
   start(): void {
     if (this.subs.length > 0 || this.stopping) return;
     const { nc } = this.opts;
     this.subs = [
-      nc.subscribe(Subjects.imagesCacheStats(this.opts.instanceId), { callback: (err, msg) => this.onStats(err, msg) }),
-      nc.subscribe(Subjects.imagesCacheStatsAll, { callback: (err, msg) => this.onStats(err, msg) }),
-      nc.subscribe(Subjects.imagesCacheInvalidate, { callback: (err, msg) => this.onInvalidate(err, msg) }),
+      nc.subscribe(this.subjects.imagesCacheStats(this.opts.instanceId), { callback: (err, msg) => this.onStats(err, msg) }),
+      nc.subscribe(this.subjects.imagesCacheStatsAll, { callback: (err, msg) => this.onStats(err, msg) }),
+      nc.subscribe(this.subjects.imagesCacheInvalidate, { callback: (err, msg) => this.onInvalidate(err, msg) }),
     ];
   }
 

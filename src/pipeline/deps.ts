@@ -25,6 +25,8 @@ export interface PipelineSettings {
   maxBuffered: number;
   outcomeFlushMs: number;
   outcomeFlushMax: number;
+  /** How long a drain (shutdown, handoff) waits for in-flight sends before giving rows back anyway. */
+  drainTimeoutMs: number;
 }
 
 /** Everything the pipeline's actors share, injected once by the composition root. */

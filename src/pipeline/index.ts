@@ -12,7 +12,7 @@ import { RecipientDirectory } from '../outbox/recipients';
 import { BufferBook } from '../outbox/buffer-book';
 import { TextPlanner, type Planner } from '../outbox/plan';
 import type { TelegramClient } from '../telegram/client';
-import { Subjects } from '../nats/subjects';
+import { makeSubjects, type SubjectSet } from '../nats/subjects';
 import { decoder, encodeJson } from '../nats/codec';
 import { EnqueueRequest, RecipientChanged, WakeEvent, type EnqueueReply, type OutcomeEvent } from '../nats/payloads';
 import { AppError, describeError, isAppError } from '../errors';
@@ -57,6 +57,7 @@ export interface Pipeline {
   /** The NATS service (other modules add endpoints); its metadata shows in `nats micro info`. */
   readonly service: Service;
   readonly serviceMetadata: Record<string, string>;
+  readonly subjects: SubjectSet;
   /** Stop intake, drain, flush, close subscriptions. Idempotent. */
   stop(): Promise<void>;
 }
@@ -75,6 +76,7 @@ export function settingsFromConfig(c: Config): PipelineSettings {
     maxBuffered: c.claimBatch * 5,
     outcomeFlushMs: c.outcomeFlushMs,
     outcomeFlushMax: c.outcomeFlushMax,
+    drainTimeoutMs: c.shutdownTimeoutMs,
   };
 }
 
@@ -85,6 +87,7 @@ export function settingsFromConfig(c: Config): PipelineSettings {
 export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
   const { config, log, metrics, db, nc } = o;
   const owner = `${config.instanceId}:${randomBytes(4).toString('hex')}`;
+  const subjects = makeSubjects(config.natsSubjectPrefix);
   const settings = { ...settingsFromConfig(config), ...o.settings };
   const repo = new OutboxRepository(db, owner, config.shardCount);
   const recipients = new RecipientDirectory(db, log);
@@ -113,8 +116,8 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
     recipients,
     book,
     planner: o.planner ?? new TextPlanner(),
-    publishOutcome: (e: OutcomeEvent) => safePublish(Subjects.outcome(e.status), e),
-    publishRecipientChanged: (chatId, status, migratedTo) => safePublish(Subjects.recipientChanged, { chat_id: chatId, status, migrated_to_chat_id: migratedTo }),
+    publishOutcome: (e: OutcomeEvent) => safePublish(subjects.outcome(e.status), e),
+    publishRecipientChanged: (chatId, status, migratedTo) => safePublish(subjects.recipientChanged, { chat_id: chatId, status, migrated_to_chat_id: migratedTo }),
     onBotFlood: (until) => floodHandler(until),
   };
   let floodHandler: (untilMs: number) => void = () => undefined;
@@ -133,7 +136,7 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
   const decodeRecipient = decoder(RecipientChanged, { maxBytes: 1024 });
   const subs: Subscription[] = [];
   subs.push(
-    nc.subscribe(Subjects.wakeAll, {
+    nc.subscribe(subjects.wakeAll, {
       callback: (err, m) => {
         if (err) return;
         try {
@@ -146,14 +149,14 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
     }),
   );
   subs.push(
-    nc.subscribe(Subjects.recipientChanged, {
+    nc.subscribe(subjects.recipientChanged, {
       callback: (err, m) => {
         if (err) return;
         try {
           const r = decodeRecipient(m.data);
           recipients.apply(r.chat_id, r.status, r.migrated_to_chat_id ?? null);
         } catch (e) {
-          mBadInput.inc({ subject: Subjects.recipientChanged, code: isAppError(e) ? e.code : 'INTERNAL' });
+          mBadInput.inc({ subject: subjects.recipientChanged, code: isAppError(e) ? e.code : 'INTERNAL' });
           log.warn({ err: describeError(e) }, 'bad recipient event ignored');
         }
       },
@@ -165,13 +168,13 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
   // Kept by reference in the service: updating it updates `nats micro info`.
   const serviceMetadata: Record<string, string> = { instance: config.instanceId, owner, shards: '' };
   const service: Service = await nc.services.add({
-    name: Subjects.workerService,
+    name: subjects.workerService,
     version: '0.1.0',
     description: 'Telegram notification worker: outbox → per-shard senders',
     metadata: serviceMetadata,
   });
   service.addEndpoint('enqueue', {
-    subject: Subjects.enqueue,
+    subject: subjects.enqueue,
     metadata: { payload: 'EnqueueRequest JSON', reply: 'EnqueueReply JSON' },
     handler: (err, m) => {
       if (err) return;
@@ -182,11 +185,11 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
           const res = await repo.insert(req);
           answer = { ok: true, ...res };
           mEnqueued.inc({ result: res.duplicate ? 'duplicate' : 'inserted' });
-          if (!res.duplicate) safePublish(Subjects.wake(res.shard), { shard: res.shard, id: res.id });
+          if (!res.duplicate) safePublish(subjects.wake(res.shard), { shard: res.shard, id: res.id });
         } catch (e) {
           const code = isAppError(e) ? e.code : 'INTERNAL';
           mEnqueued.inc({ result: 'rejected' });
-          mBadInput.inc({ subject: Subjects.enqueue, code });
+          mBadInput.inc({ subject: subjects.enqueue, code });
           if (!isAppError(e)) log.error({ err: describeError(e) }, 'enqueue failed');
           answer = { ok: false, error: { code, message: isAppError(e) ? e.message : 'internal error: the notification was not stored; retry' } };
         }
@@ -199,7 +202,7 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
     },
   });
   service.addEndpoint('status', {
-    subject: Subjects.status(config.instanceId),
+    subject: subjects.status(config.instanceId),
     handler: (err, m) => {
       if (err) return;
       statusProvider().then(
@@ -222,8 +225,9 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
     system,
     service,
     serviceMetadata,
+    subjects,
     own: async (shards) => {
-      const r = await query<PipelineMsg, OwnResult>(root, (replyTo) => ({ type: 'own', shards, replyTo }), Math.max(30_000, settings.claimLeaseMs * 2));
+      const r = await query<PipelineMsg, OwnResult>(root, (replyTo) => ({ type: 'own', shards, replyTo }), settings.drainTimeoutMs + 10_000);
       owned = r.owned;
       serviceMetadata.shards = ranges(owned);
       return r;
@@ -247,7 +251,7 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
     fence: async (shards) => {
       owned = owned.filter((s) => !shards.includes(s));
       serviceMetadata.shards = ranges(owned);
-      return query<PipelineMsg, { released: number }>(root, (replyTo) => ({ type: 'release', shards, replyTo }), Math.max(30_000, settings.claimLeaseMs * 2));
+      return query<PipelineMsg, { released: number }>(root, (replyTo) => ({ type: 'release', shards, replyTo }), settings.drainTimeoutMs + 10_000);
     },
     status: () => query<PipelineMsg, PipelineStatus>(root, (replyTo) => ({ type: 'status', replyTo }), 5_000),
     stop: () =>
@@ -262,7 +266,7 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
         await step('service', () => service.stop());
         await step('subscriptions', () => subs.forEach((s) => s.unsubscribe()));
         await step('drain actors', async () => {
-          const r = await query<PipelineMsg, { released: number }>(root, (replyTo) => ({ type: 'shutdown', replyTo }), Math.max(10_000, settings.claimLeaseMs + 5_000));
+          const r = await query<PipelineMsg, { released: number }>(root, (replyTo) => ({ type: 'shutdown', replyTo }), settings.drainTimeoutMs + 5_000);
           log.info({ released: r.released }, 'pipeline drained');
         });
         // Anything still claimed (a sender that did not drain in time) goes back now.

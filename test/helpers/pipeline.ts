@@ -7,6 +7,7 @@ import type { SandboxOptions } from '../../src/sandbox/types';
 import { startPipeline, type Pipeline } from '../../src/pipeline';
 import type { PipelineSettings } from '../../src/pipeline/deps';
 import type { Planner } from '../../src/outbox/plan';
+import { makeSubjects, type SubjectSet } from '../../src/nats/subjects';
 import { createTestDb, captureLogger, uniq, NATS_URL, type TestDb } from './services';
 
 export const TEST_TOKEN = '123456:TEST-token-abcdefghijklmnopqrstuvwxyz';
@@ -18,6 +19,8 @@ export interface Harness {
   config: Config;
   logs: ReturnType<typeof captureLogger>;
   pipeline: Pipeline | undefined;
+  /** This harness's subjects (with its own prefix). */
+  readonly subjects: SubjectSet;
   start(settings?: Partial<PipelineSettings>, env?: Record<string, string>, planner?: Planner): Promise<Pipeline>;
   stopPipeline(): Promise<void>;
   close(): Promise<void>;
@@ -30,12 +33,15 @@ export async function harness(opts: { sandbox?: SandboxOptions; env?: Record<str
   const { apiRoot } = await sandbox.start();
   const nc = await connect({ servers: NATS_URL });
   const logs = captureLogger(process.env.TEST_LOG_LEVEL ?? 'info');
+  // Subjects of this harness only: other tests' workers on the same NATS never answer ours.
+  const prefix = uniq('h');
   const h: Harness = {
     tdb,
     sandbox,
     nc,
     logs,
     pipeline: undefined,
+    subjects: makeSubjects(`${prefix}.`),
     config: undefined as unknown as Config,
     async start(settings, env, planner) {
       h.config = loadConfig({
@@ -46,6 +52,7 @@ export async function harness(opts: { sandbox?: SandboxOptions; env?: Record<str
         TELEGRAM_GLOBAL_RATE: String(opts.sandbox?.globalRate ?? 300),
         TELEGRAM_CHAT_RATE: String(opts.sandbox?.chatRate ?? 10),
         INSTANCE_ID: uniq('w'),
+        NATS_SUBJECT_PREFIX: `${prefix}.`,
         OUTBOX_POLL_MS: '100',
         RETRY_BASE_MS: '50',
         RETRY_MAX_MS: '400',

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { harness, insertLegacy, rowsByStatus, type Harness } from '../helpers/pipeline';
 import { waitFor } from '../helpers/services';
-import { Subjects } from '../../src/nats/subjects';
 import { encodeJson } from '../../src/nats/codec';
 
 const row = (h: Harness, id: number) => h.tdb.db('telegram_notifications').where({ id }).first();
@@ -104,7 +103,7 @@ describe('notify.enqueue over NATS', function () {
     await h?.close();
   });
 
-  const ask = async (payload: Uint8Array) => JSON.parse(new TextDecoder().decode((await h.nc.request(Subjects.enqueue, payload, { timeout: 5_000 })).data)) as { ok: boolean; id?: number; duplicate?: boolean; error?: { code: string; message: string } };
+  const ask = async (payload: Uint8Array) => JSON.parse(new TextDecoder().decode((await h.nc.request(h.subjects.enqueue, payload, { timeout: 5_000 })).data)) as { ok: boolean; id?: number; duplicate?: boolean; error?: { code: string; message: string } };
 
   it('rejects bad payloads with a code and a precise message, and keeps serving', async () => {
     h = await harness();

@@ -38,6 +38,7 @@ describe('delivery pipeline across real processes', function () {
     CLAIM_LEASE_MS: '3000',
     SHARD_LEASE_TTL_MS: '3000',
     CLUSTER_BUCKET: bucket,
+    NATS_SUBJECT_PREFIX: `${bucket}.`,
     ROLE: 'worker',
     ...extra,
   });

@@ -1,0 +1,231 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createServer } from 'node:net';
+import { connect, type NatsConnection } from 'nats';
+import { TelegramSandbox } from '../../src/sandbox/server';
+import { shardOf } from '../../src/outbox/shard';
+import type { ClusterStatus } from '../../src/cluster';
+import { createTestDb, waitFor, uniq, NATS_URL, type TestDb } from '../helpers/services';
+import { startWorker, type Worker } from '../helpers/processes';
+import { TEST_TOKEN } from '../helpers/pipeline';
+
+const TTL = 3000;
+
+describe('scale-out across real processes (NATS KV leases, shared budget)', function () {
+  this.timeout(120_000);
+  let tdb: TestDb;
+  let sandbox: TelegramSandbox;
+  let nc: NatsConnection;
+  let bucket: string;
+  let natsUrl: string;
+  const workers: Worker[] = [];
+
+  const setup = async (url = NATS_URL): Promise<void> => {
+    natsUrl = url;
+    bucket = uniq('cl');
+    tdb = await createTestDb('cl');
+    sandbox = new TelegramSandbox({ globalRate: 300, chatRate: 10 });
+    await sandbox.start();
+    nc = await connect({ servers: url, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
+  };
+  afterEach(async () => {
+    for (const w of workers.splice(0)) {
+      w.kill('SIGKILL');
+      await w.exited;
+    }
+    await nc?.close().catch(() => undefined);
+    await sandbox?.stop();
+    await tdb?.drop();
+  });
+
+  const launch = async (name: string): Promise<Worker> => {
+    const w = startWorker({
+      DATABASE_URL: tdb.url,
+      NATS_URL: natsUrl,
+      TELEGRAM_BOT_TOKEN: TEST_TOKEN,
+      TELEGRAM_API_ROOT: sandbox.apiRoot,
+      TELEGRAM_GLOBAL_RATE: '300',
+      TELEGRAM_CHAT_RATE: '10',
+      INSTANCE_ID: `${name}-${bucket}`,
+      OUTBOX_POLL_MS: '200',
+      CLAIM_LEASE_MS: '3000',
+      SHARD_LEASE_TTL_MS: String(TTL),
+      CLUSTER_BUCKET: bucket,
+      NATS_SUBJECT_PREFIX: `${bucket}.`,
+      ROLE: 'worker',
+    });
+    workers.push(w);
+    await w.waitForLine(/delivery pipeline running/);
+    return w;
+  };
+  const clusterStatus = async (): Promise<ClusterStatus> => JSON.parse(new TextDecoder().decode((await nc.request(`${bucket}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
+  const balanced = async (n: number): Promise<ClusterStatus> => {
+    let last: ClusterStatus | undefined;
+    await waitFor(
+      async () => {
+        try {
+          last = await clusterStatus();
+        } catch {
+          return false;
+        }
+        const mine = last.processes.filter((p) => p.instance.endsWith(bucket));
+        const counts = mine.map((p) => p.owned.length);
+        return mine.length === n && counts.reduce((a, b) => a + b, 0) === 64 && counts.every((c) => c === Math.floor(64 / n) || c === Math.ceil(64 / n));
+      },
+      30_000,
+      200,
+      `${n} processes with balanced shards`,
+    );
+    return last!;
+  };
+  const insert = async (rows: Array<{ chat: number; text: string }>): Promise<void> => {
+    for (let i = 0; i < rows.length; i += 500) await tdb.db('telegram_notifications').insert(rows.slice(i, i + 500).map((r) => ({ telegram_id: r.chat, message_text: r.text })));
+  };
+  const count = async (status: string): Promise<number> => Number(((await tdb.db('telegram_notifications').where({ status }).count({ n: '*' }))[0] as { n: number }).n);
+  const assertExactlyOnceInOrder = (n: number): void => {
+    const d = sandbox.delivered();
+    assert.equal(new Set(d.map((x) => x.text)).size, n, 'every row delivered');
+    assert.equal(d.length, n, 'no duplicates');
+    const byChat = new Map<number, number[]>();
+    for (const x of d) byChat.set(x.chatId, [...(byChat.get(x.chatId) ?? []), Number(x.text!.split('-')[1])]);
+    for (const [chat, seq] of byChat) assert.deepEqual(seq, [...seq].sort((a, b) => a - b), `chat ${chat} in order`);
+  };
+
+  it('3 processes: shards balanced, every row delivered exactly once, per-chat order kept', async () => {
+    await setup();
+    await Promise.all([launch('a'), launch('b'), launch('c')]);
+    const st = await balanced(3);
+    assert.equal(Object.keys(st.map).length, 64);
+    assert.ok(st.coordinator, 'a budget coordinator was elected');
+    await insert(Array.from({ length: 600 }, (_, i) => ({ chat: 5000 + (i % 120), text: `r-${i}` })));
+    await waitFor(async () => (await count('sent')) === 600, 60_000, 200, 'all sent');
+    assertExactlyOnceInOrder(600);
+    assert.equal(sandbox.stats().rejected['429'] ?? 0, 0);
+  });
+
+  it('a 4th process joins mid-run: shards move by handoff, no duplicate, no loss', async () => {
+    await setup();
+    await Promise.all([launch('a'), launch('b'), launch('c')]);
+    await balanced(3);
+    await insert(Array.from({ length: 1200 }, (_, i) => ({ chat: 6000 + (i % 60), text: `j-${i}` })));
+    await sandbox.waitForDelivered(200, 20_000);
+    await launch('d');
+    await balanced(4);
+    await waitFor(async () => (await count('sent')) === 1200, 60_000, 200, 'all sent');
+    assertExactlyOnceInOrder(1200);
+    assert.equal(await count('claimed'), 0);
+  });
+
+  it('SIGKILL one process mid-run: its shards are taken over, every row delivered', async () => {
+    await setup();
+    const [a] = await Promise.all([launch('a'), launch('b'), launch('c')]);
+    const st = await balanced(3);
+    const aShards = new Set(st.processes.find((p) => p.instance.startsWith('a-'))!.owned);
+    // Half the chats live in a's shards, so the kill interrupts real work.
+    const chats: number[] = [];
+    for (let c = 7000; chats.length < 40; c++) if (aShards.has(shardOf(c, 64)) === (chats.length % 2 === 0)) chats.push(c);
+    await insert(Array.from({ length: 800 }, (_, i) => ({ chat: chats[i % chats.length]!, text: `k-${i}` })));
+    await sandbox.waitForDelivered(150, 20_000);
+    a!.kill('SIGKILL');
+    const killedAt = Date.now();
+    await a!.exited;
+    let last = -1;
+    await waitFor(() => {
+      const n = sandbox.stats().requests;
+      const settled = n === last;
+      last = n;
+      return settled;
+    }, 5_000, 200, 'sandbox idle after the kill');
+    const deliveredAtKill = sandbox.delivered().length;
+    const recordedAtKill = await count('sent');
+    const aChats = new Set(chats.filter((c) => aShards.has(shardOf(c, 64))));
+    const firstAfter = await new Promise<number>((resolve) => {
+      const on = (e: { chatId: number; at: number }): void => {
+        if (aChats.has(e.chatId)) {
+          sandbox.off('delivered', on as never);
+          resolve(e.at);
+        }
+      };
+      sandbox.on('delivered', on as never);
+    });
+    const takeoverMs = firstAfter - killedAt;
+    console.log(`      takeover: first delivery from a dead process's shard ${takeoverMs} ms after SIGKILL (lease TTL ${TTL} ms)`);
+    assert.ok(takeoverMs <= TTL + 5_000, `takeover took ${takeoverMs} ms`);
+    await waitFor(async () => (await count('sent')) === 800, 60_000, 200, 'all sent');
+    const texts = sandbox.delivered().map((d) => d.text);
+    assert.equal(new Set(texts).size, 800, 'none lost');
+    assert.ok(texts.length - 800 <= deliveredAtKill - recordedAtKill, `duplicates (${texts.length - 800}) only among rows in flight at the kill (${deliveredAtKill - recordedAtKill})`);
+    const status = await clusterStatus();
+    assert.ok(status.takeovers.some((t) => t.from.startsWith('a-')), 'the takeover is reported by cluster status');
+  });
+
+  it('cluster-wide budget: all backlog in one process never exceeds the global window', async () => {
+    await setup();
+    await Promise.all([launch('a'), launch('b'), launch('c')]);
+    const st = await balanced(3);
+    const aShards = new Set(st.processes.find((p) => p.instance.startsWith('a-'))!.owned);
+    const chats: number[] = [];
+    for (let c = 8000; chats.length < 150; c++) if (aShards.has(shardOf(c, 64))) chats.push(c);
+    await insert(Array.from({ length: 1500 }, (_, i) => ({ chat: chats[i % chats.length]!, text: `b-${i}` })));
+    await waitFor(async () => (await count('sent')) === 1500, 60_000, 200, 'all sent');
+    const stats = sandbox.stats();
+    assert.equal(stats.rejected['429'] ?? 0, 0, 'the sandbox never saw the global window exceeded');
+    assert.ok(stats.peakGlobalWindow <= 300);
+    assertExactlyOnceInOrder(1500);
+  });
+
+  it('a NATS outage: processes stop sending for shards they cannot renew, and recover after the restart with 0 lost', async () => {
+    const port = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), 'nats-'));
+    let server: ChildProcess | undefined;
+    const startNats = async (): Promise<void> => {
+      server = spawn('/usr/sbin/nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir], { stdio: 'ignore' });
+      await waitFor(() => portOpen(port), 10_000, 50, 'test nats-server up');
+    };
+    try {
+      await startNats();
+      await setup(`nats://127.0.0.1:${port}`);
+      await Promise.all([launch('a'), launch('b')]);
+      await balanced(2);
+      await insert(Array.from({ length: 900 }, (_, i) => ({ chat: 9000 + (i % 30), text: `n-${i}` })));
+      await sandbox.waitForDelivered(100, 20_000);
+      server!.kill('SIGKILL');
+      // Within TTL/2 every process fences itself: after that nothing is sent.
+      await new Promise((r) => setTimeout(r, TTL / 2 + 1_500));
+      const frozen = sandbox.delivered().length;
+      await new Promise((r) => setTimeout(r, 2_000));
+      assert.equal(sandbox.delivered().length, frozen, 'no sends while no process can renew its leases');
+      assert.ok(frozen < 900, 'the outage interrupted the run');
+      await startNats();
+      await waitFor(async () => (await count('sent')) === 900, 60_000, 200, 'all sent after the restart');
+      const texts = sandbox.delivered().map((d) => d.text);
+      assert.equal(new Set(texts).size, 900, '0 lost');
+    } finally {
+      server?.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+function portOpen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = require('node:net').connect(port, '127.0.0.1') as import('node:net').Socket;
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
