@@ -110,7 +110,8 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<Runnin
       shutdown.add('delivery pipeline (stop claiming, drain senders, flush outcomes, release claims)', () => pipeline.stop());
       shutdown.add('image service', () => images.stop());
       log.info({ shards: config.shardCount, owner: pipeline.owner }, 'delivery pipeline running');
-      const ads = await startAds({ parent: system, db, nc, config: adsConfig, log, metrics });
+      // The bump timer is a cluster-wide singleton on the same KV leases as the shards.
+      const ads = await startAds({ parent: system, db, nc, config: adsConfig, log, metrics, singleton: cluster.singleton('ads-bump') });
       shutdown.add('ads actors (flush views, release bump lease)', () => ads.stop());
     }
     shutdown.add('actor system', () => stopActorSystem(system));

@@ -13,6 +13,8 @@ import type { PipelineStatus } from '../../actors/pipeline';
 import { openClusterBucket } from './kv';
 import { leaseHolder } from './lease';
 import { BudgetClient, COORDINATOR_KEY } from './budget-client';
+import { KvLeaseSingleton } from './singleton';
+import type { Singleton } from '../ads/singleton';
 
 export interface ClusterOptions {
   config: Config;
@@ -76,6 +78,8 @@ async function leaseHolderOrNull(kv: import('nats').KV, key: string): Promise<st
 }
 
 export interface Cluster {
+  /** A cluster-wide singleton (e.g. the ads bump timer) on the same lease machinery. */
+  singleton(name: string): Singleton;
   readonly shardOwner: ActorRef<ShardOwnerMsg>;
   readonly budget: BudgetClient;
   status(): Promise<ShardOwnerStatus>;
@@ -167,6 +171,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
 
   let stopping: Promise<void> | undefined;
   return {
+    singleton: (name) => new KvLeaseSingleton(kv, name, holder, config.instanceId, config.shardLeaseTtlMs, (e) => log.warn({ singleton: name, err: describeError(e) }, 'singleton lease error')),
     shardOwner,
     budget,
     status,
