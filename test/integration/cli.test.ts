@@ -1,0 +1,78 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { TelegramSandbox } from '../../src/sandbox/server';
+import { createTestDb, waitFor, uniq, NATS_URL, type TestDb } from '../helpers/services';
+import { startWorker, type Worker } from '../helpers/processes';
+import { TEST_TOKEN } from '../helpers/pipeline';
+
+const run = promisify(execFile);
+
+describe('operator CLI (npm run cli) against a running worker', function () {
+  this.timeout(60_000);
+  let tdb: TestDb;
+  let sandbox: TelegramSandbox;
+  let worker: Worker;
+  let env: Record<string, string>;
+
+  before(async () => {
+    tdb = await createTestDb('cli');
+    sandbox = new TelegramSandbox({ globalRate: 300, chatRate: 10 });
+    await sandbox.start();
+    const bucket = uniq('cli');
+    env = { DATABASE_URL: tdb.url, NATS_URL, NATS_SUBJECT_PREFIX: `${bucket}.`, CLUSTER_BUCKET: bucket, SHARD_LEASE_TTL_MS: '3000' };
+    worker = startWorker({ ...env, TELEGRAM_BOT_TOKEN: TEST_TOKEN, TELEGRAM_API_ROOT: sandbox.apiRoot, INSTANCE_ID: `cli-${bucket}`, ROLE: 'worker', TELEGRAM_GLOBAL_RATE: '300', TELEGRAM_CHAT_RATE: '10' });
+    await worker.waitForLine(/shards acquired/);
+  });
+  after(async () => {
+    worker?.kill('SIGKILL');
+    await worker?.exited;
+    await sandbox?.stop();
+    await tdb?.drop();
+  });
+
+  const cli = async (...args: string[]): Promise<{ stdout: string; code: number }> => {
+    try {
+      const r = await run(process.execPath, ['--import', 'tsx', resolve(__dirname, '../../src/cli.ts'), ...args], { env: { PATH: process.env.PATH ?? '', ...env } });
+      return { stdout: r.stdout, code: 0 };
+    } catch (e) {
+      const err = e as { stdout: string; stderr: string; code: number };
+      return { stdout: err.stdout + err.stderr, code: err.code };
+    }
+  };
+
+  it('status shows the member, its 64 shards and the budget', async () => {
+    const { stdout, code } = await cli('status');
+    assert.equal(code, 0, stdout);
+    assert.match(stdout, /1 member\(s\), 64 shards/);
+    assert.match(stdout, /cli-.*\s64\s+0-63/);
+  });
+
+  it('enqueue delivers; recipient shows and clears an unreachable chat; retry-failed re-sends', async () => {
+    const ok = await cli('enqueue', '4242', 'hello', 'from', 'the', 'cli');
+    assert.equal(ok.code, 0, ok.stdout);
+    assert.match(ok.stdout, /enqueued: id \d+, shard \d+/);
+    await sandbox.waitForDelivered(1, 10_000);
+    assert.equal(sandbox.delivered(4242)[0]!.text, 'hello from the cli');
+
+    const bad = await cli('enqueue', '4242', 'x', '--parse-mode', 'LaTeX');
+    assert.equal(bad.code, 1);
+    assert.match(bad.stdout, /rejected: BAD_PAYLOAD/);
+
+    sandbox.setChat({ chatId: 4343, state: 'blocked' });
+    await cli('enqueue', '4343', 'are you there');
+    await waitFor(async () => (await tdb.db('telegram_notifications').where({ telegram_id: 4343, status: 'failed' }).first()) !== undefined, 10_000, 100, 'failed');
+    await waitFor(async () => (await tdb.db('telegram_recipients').where({ chat_id: 4343 }).first())?.status === 'blocked', 5_000, 100, 'marked');
+    const shown = await cli('recipient', '4343');
+    assert.match(shown.stdout, /recipient: blocked since .*bot was blocked by the user/);
+    assert.match(shown.stdout, /failed 1/);
+
+    sandbox.setChat({ chatId: 4343, state: 'ok' });
+    const cleared = await cli('recipient', '4343', '--clear');
+    assert.match(cleared.stdout, /cleared/);
+    const retried = await cli('retry-failed', '--chat', '4343');
+    assert.match(retried.stdout, /1 failed notification\(s\) back to pending/);
+    await waitFor(() => sandbox.delivered(4343).length === 1, 10_000, 100, 'delivered after clear + retry');
+  });
+});
