@@ -93,11 +93,16 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
     let headroom = capacity;
     const everyone = new Set([...s.cur.keys(), ...s.pending.keys(), ...s.members.keys()]);
     for (const h of everyone) headroom -= reserved(s, h, now);
+    // Shrink a process only when someone else needs the room: demand that dips for a
+    // moment must not cost a full window of waiting before it can grow back.
+    let wanted = 0;
+    for (const h of target.keys()) wanted += Math.max(s.cur.get(h) ?? 0, target.get(h)!);
+    const needsRoom = wanted > capacity;
     const next = new Map<string, number>();
     for (const h of [...target.keys()].sort()) {
       const cur = s.cur.get(h) ?? 0;
       const t = target.get(h)!;
-      if (t < cur) next.set(h, t);
+      if (t < cur) next.set(h, needsRoom ? t : cur);
       else if (t > cur && canIncrease && headroom > 0) {
         // The process's own current share is already inside `reserved`; only the increase is new.
         const inc = Math.min(t - cur, headroom);

@@ -2,14 +2,17 @@
  * Splits the bot's global budget (`capacity` sends per window) between processes by
  * demand, max-min fair: every live process keeps a small floor so a message arriving at
  * an idle process goes out at once; the rest goes to demand, smallest demands satisfied
- * first; what nobody asked for is spread evenly (so a burst can start without waiting).
+ * first. What nobody asked for stays unallocated: a process whose demand appears can
+ * then be raised at the coordinator's next tick, without first waiting for others to
+ * shrink (a decrease must be followed by a full window before anyone grows).
  * The result never sums above `capacity`.
  */
 export function computeShares(capacity: number, demands: ReadonlyMap<string, number>): Map<string, number> {
   const ids = [...demands.keys()].sort();
   const out = new Map<string, number>();
   if (ids.length === 0) return out;
-  const floor = Math.min(Math.floor(capacity / ids.length), Math.max(1, Math.floor(capacity * 0.02)));
+  // One send per window is enough for a lone message to go out at once.
+  const floor = Math.min(Math.floor(capacity / ids.length), Math.max(1, Math.floor(capacity * 0.005)));
   let left = capacity - floor * ids.length;
   for (const id of ids) out.set(id, floor);
   // Water-filling of the extra demand above the floor.
@@ -26,12 +29,6 @@ export function computeShares(capacity: number, demands: ReadonlyMap<string, num
       if (out.get(id)! < demands.get(id)!) next.push(id);
     }
     hungry = next;
-  }
-  // Spread what is left evenly (deterministic order).
-  for (let i = 0; left > 0; i = (i + 1) % ids.length) {
-    const id = ids[i]!;
-    out.set(id, out.get(id)! + 1);
-    left--;
   }
   return out;
 }

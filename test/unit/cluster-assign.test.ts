@@ -42,12 +42,13 @@ describe('assignShards', () => {
 describe('computeShares', () => {
   const sum = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0);
 
-  it('never exceeds the capacity and uses all of it', () => {
-    for (const demands of [[0, 0, 0], [300, 0, 0], [100, 100, 100], [500, 500, 1], [5, 7, 3000]]) {
+  it('never exceeds the capacity, and uses all of it when demand does', () => {
+    for (const demands of [[300, 0, 0], [100, 100, 100], [500, 500, 1], [5, 7, 3000]]) {
       const m = new Map(demands.map((d, i) => [`p${i}`, d]));
-      const s = computeShares(300, m);
-      assert.equal(sum(s), 300, JSON.stringify(demands));
+      assert.equal(sum(computeShares(300, m)), 300, JSON.stringify(demands));
     }
+    const idle = computeShares(300, new Map([['a', 0], ['b', 0], ['c', 0]]));
+    assert.ok(sum(idle) <= 300 && [...idle.values()].every((v) => v >= 1), 'idle: floors only, unallocated rest');
   });
 
   it('gives all but a small floor to the one process with demand', () => {

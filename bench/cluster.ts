@@ -1,0 +1,154 @@
+/**
+ * npm run bench:cluster — three worker processes (real `src/main.ts` children) sharing one
+ * bot budget against the sandbox with Telegram's limits ×10 (300 msg/s global, 10 msg/s
+ * per chat, in its own process).
+ *
+ *   skewed : every recipient in the shards of ONE process (the others idle)
+ *   uniform: recipients spread over all shards
+ *   takeover: SIGKILL one process mid-run; time until its shards deliver again
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { resolve } from 'node:path';
+import { connect, type NatsConnection } from 'nats';
+import { createDb } from '../src/db/knex';
+import { migrateLatest } from '../src/db/migrate';
+import { shardOf } from '../src/outbox/shard';
+import type { ClusterStatus } from '../src/cluster';
+import type { DeliveredEntry, SandboxStats } from '../src/sandbox/types';
+import { startSandboxProcess, getJson, machine, table } from './lib';
+
+const GLOBAL = 300;
+const CHAT = 10;
+const N = 6000;
+const TOKEN = '123456:BENCH-token-abcdefghijklmnopqrstuv';
+const ROOT_DB = process.env.BENCH_DATABASE_URL ?? 'mysql://root@127.0.0.1:3306/test';
+const NATS_URL = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
+const TTL = Number(process.env.SHARD_LEASE_TTL_MS ?? 6000);
+const tag = `benchcl${Date.now().toString(36)}`;
+
+interface Proc {
+  name: string;
+  child: ChildProcess;
+  exited: Promise<void>;
+}
+
+async function main(): Promise<void> {
+  const root = createDb({ url: ROOT_DB, poolMax: 1 });
+  await root.raw(`CREATE DATABASE ${tag}`);
+  const url = ROOT_DB.replace(/\/[^/]*$/, `/${tag}`);
+  const db = createDb({ url, poolMax: 4 });
+  await migrateLatest(db);
+  const sandbox = await startSandboxProcess(['--global-rate', String(GLOBAL), '--chat-rate', String(CHAT)]);
+  const nc = await connect({ servers: NATS_URL });
+  const procs: Proc[] = [];
+  const rows: Array<Array<string | number>> = [];
+  let takeoverRow: Array<string | number> = [];
+  const launch = (name: string): Proc => {
+    const child = spawn(process.execPath, ['--import', 'tsx', resolve(__dirname, '../src/main.ts')], {
+      env: {
+        PATH: process.env.PATH ?? '',
+        DATABASE_URL: url,
+        NATS_URL,
+        TELEGRAM_BOT_TOKEN: TOKEN,
+        TELEGRAM_API_ROOT: sandbox.apiRoot,
+        TELEGRAM_GLOBAL_RATE: String(GLOBAL),
+        TELEGRAM_CHAT_RATE: String(CHAT),
+        INSTANCE_ID: `${name}-${tag}`,
+        CLUSTER_BUCKET: tag,
+        NATS_SUBJECT_PREFIX: `${tag}.`,
+        SHARD_LEASE_TTL_MS: String(TTL),
+        ROLE: 'worker',
+        METRICS_PORT: '0',
+        LOG_LEVEL: 'warn',
+      },
+      stdio: 'ignore',
+    });
+    const p = { name, child, exited: new Promise<void>((r) => child.once('exit', () => r())) };
+    procs.push(p);
+    return p;
+  };
+  const status = async (): Promise<ClusterStatus> => JSON.parse(new TextDecoder().decode((await nc.request(`${tag}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
+  const balanced = async (n: number): Promise<ClusterStatus> => {
+    for (;;) {
+      try {
+        const s = await status();
+        const counts = s.processes.map((p) => p.owned.length);
+        if (s.processes.length === n && counts.reduce((a, b) => a + b, 0) === 64 && counts.every((c) => c >= Math.floor(64 / n) && c <= Math.ceil(64 / n))) return s;
+      } catch {
+        /* not up yet */
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
+  const sent = async (): Promise<number> => Number(((await db('telegram_notifications').where({ status: 'sent' }).count({ n: '*' }))[0] as { n: number }).n);
+  const runWorkload = async (name: string, chats: number[]): Promise<void> => {
+    await fetch(`${sandbox.apiRoot}sandbox/reset`, { method: 'POST' });
+    await db.raw('TRUNCATE telegram_notifications');
+    const data = Array.from({ length: N }, (_, i) => ({ telegram_id: chats[i % chats.length]!, message_text: `${name}-${i}` }));
+    for (let i = 0; i < data.length; i += 1000) await db('telegram_notifications').insert(data.slice(i, i + 1000));
+    while ((await sent()) < N) await new Promise((r) => setTimeout(r, 200));
+    const d = await getJson<DeliveredEntry[]>(`${sandbox.apiRoot}sandbox/delivered`);
+    const st = await getJson<SandboxStats>(`${sandbox.apiRoot}sandbox/stats`);
+    const ats = d.map((x) => x.at).sort((a, b) => a - b);
+    // Steady state: the time to deliver N messages, from the first to the last delivery.
+    const wall = (ats[ats.length - 1]! - ats[0]!) / 1000;
+    const rate = (N - 1) / wall;
+    rows.push([name, N, chats.length, wall.toFixed(2), rate.toFixed(1), (rate / GLOBAL).toFixed(3), st.rejected['429'] ?? 0, N - new Set(d.map((x) => x.text)).size, d.length - new Set(d.map((x) => x.text)).size, st.peakGlobalWindow]);
+  };
+  try {
+    launch('a');
+    launch('b');
+    launch('c');
+    const st = await balanced(3);
+    const ownerOf = (p: string) => new Set(st.processes.find((x) => x.instance.startsWith(`${p}-`))!.owned);
+    const aShards = ownerOf('a');
+    const skewed: number[] = [];
+    for (let c = 100_000; skewed.length < 300; c++) if (aShards.has(shardOf(c, 64))) skewed.push(c);
+    await runWorkload('skewed (all in one process)', skewed);
+    await runWorkload('uniform', Array.from({ length: 600 }, (_, i) => 200_000 + i));
+
+    // Takeover: kill c mid-run, time until a chat in its shards receives again.
+    const cShards = ownerOf('c');
+    await fetch(`${sandbox.apiRoot}sandbox/reset`, { method: 'POST' });
+    await db.raw('TRUNCATE telegram_notifications');
+    const chats = Array.from({ length: 300 }, (_, i) => 300_000 + i);
+    const cChats = new Set(chats.filter((c) => cShards.has(shardOf(c, 64))));
+    const data = Array.from({ length: 3000 }, (_, i) => ({ telegram_id: chats[i % chats.length]!, message_text: `k-${i}` }));
+    for (let i = 0; i < data.length; i += 1000) await db('telegram_notifications').insert(data.slice(i, i + 1000));
+    while ((await getJson<SandboxStats>(`${sandbox.apiRoot}sandbox/stats`)).accepted.messages < 600) await new Promise((r) => setTimeout(r, 50));
+    const victim = procs.find((p) => p.name === 'c')!;
+    victim.child.kill('SIGKILL');
+    const killedAt = Date.now();
+    await victim.exited;
+    let firstAfter = 0;
+    while (!firstAfter) {
+      const d = await getJson<DeliveredEntry[]>(`${sandbox.apiRoot}sandbox/delivered`);
+      firstAfter = d.filter((x) => x.at > killedAt + 50 && cChats.has(x.chatId)).map((x) => x.at).sort((a, b) => a - b)[0] ?? 0;
+      if (!firstAfter) await new Promise((r) => setTimeout(r, 100));
+    }
+    while ((await sent()) < 3000) await new Promise((r) => setTimeout(r, 200));
+    const d = await getJson<DeliveredEntry[]>(`${sandbox.apiRoot}sandbox/delivered`);
+    const distinct = new Set(d.map((x) => x.text)).size;
+    takeoverRow = [TTL, ((firstAfter - killedAt) / 1000).toFixed(2), 3000 - distinct, d.length - distinct];
+  } finally {
+    for (const p of procs) p.child.kill('SIGTERM');
+    await Promise.race([Promise.all(procs.map((p) => p.exited)), new Promise((r) => setTimeout(r, 20_000))]);
+    for (const p of procs) p.child.kill('SIGKILL');
+    await nc.jetstream().views.kv(tag).then((kv) => kv.destroy()).catch(() => undefined);
+    await nc.close();
+    await sandbox.stop();
+    await db.destroy();
+    await root.raw(`DROP DATABASE ${tag}`);
+    await root.destroy();
+  }
+  console.log(`\nbench:cluster — 3 worker processes, sandbox limits ${GLOBAL} msg/s global, ${CHAT} msg/s per chat; ${machine()}\n`);
+  console.log(table(['workload', 'notifications', 'chats', 'first→last s', 'msg/s', 'msg/s ÷ limit', '429s', 'lost', 'duplicates', 'peak global window'], rows));
+  console.log('\nTargets: ≥ 0.95 of the limit on both, 0 rejected, 0 lost.\n');
+  console.log(table(['lease TTL ms', 'SIGKILL → first delivery from its shards, s', 'lost', 'duplicates (rows in flight at the kill)'], [takeoverRow]));
+  console.log('\nTarget: takeover ≤ 10 s.\n');
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});
