@@ -48,6 +48,7 @@ export interface BudgetCoordinatorState {
   pending: Map<string, { share: number; expiresAt: number }>;
   /** Expiry of the last grant each process acknowledged. */
   expiry: Map<string, number>;
+  /** Increases wait until every shrunk process's past sends have left its window. */
   lastDecreaseAt: number;
   ticks: number;
   timers: NodeJS.Timeout[];
@@ -117,12 +118,17 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
         s.pending.set(h, { share: Math.max(share, s.pending.get(h)?.share ?? 0), expiresAt });
         try {
           const r = await nc.request(subjects.budgetGrant(h), encodeJson({ share, window_ms: W, issued_at: now, expires_at: expiresAt, coordinator: holder }), { timeout: 200 });
-          const ack = JSON.parse(new TextDecoder().decode(r.data)) as { ok: boolean; share?: number };
+          const ack = JSON.parse(new TextDecoder().decode(r.data)) as { ok: boolean; share?: number; free_at?: number | null };
           if (ack.ok && ack.share === share) {
             s.cur.set(h, share);
             s.expiry.set(h, expiresAt);
             s.pending.delete(h);
-            if (share < prev) s.lastDecreaseAt = Date.now();
+            if (share < prev) {
+              // Its sends under the old share count until they leave its window: free_at says when
+              // (unknown → assume a full window from now).
+              const freeAt = typeof ack.free_at === 'number' ? ack.free_at : Date.now() + W;
+              s.lastDecreaseAt = Math.max(s.lastDecreaseAt, freeAt - W);
+            }
           }
         } catch {
           // No answer: the grant may or may not be in force; it stays reserved until it expires.

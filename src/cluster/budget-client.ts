@@ -66,7 +66,9 @@ export class BudgetClient {
               this.expiresAt = g.expires_at;
               this.setShare(g.share, 'granted');
             }
-            m.respond(encodeJson({ ok: true, share: this.share, issued_at: this.issuedAt }));
+            // When our past sends fit the new share: from then on others may use the difference.
+            const freeAt = this.o.gate.heldAtMostAt(this.share);
+            m.respond(encodeJson({ ok: true, share: this.share, issued_at: this.issuedAt, free_at: Number.isFinite(freeAt) ? freeAt : null }));
           } catch (e) {
             bad.inc({ subject: 'notify.budget.grant', code: 'BAD_PAYLOAD' });
             m.respond(encodeJson({ ok: false, error: { code: 'BAD_PAYLOAD', message: describeError(e) } }));

@@ -65,6 +65,11 @@ export class GlobalGate {
     return this.bids.size;
   }
 
+  /** When this process will hold at most `k` slots of its window (see SlidingWindow.heldAtMostAt). */
+  heldAtMostAt(k: number): number {
+    return this.window.heldAtMostAt(this.clock.now(), k);
+  }
+
   occupied(): number {
     return this.window.occupied(this.clock.now());
   }

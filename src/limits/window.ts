@@ -71,6 +71,19 @@ export class SlidingWindow {
     return this.expiries[excess - 1]!;
   }
 
+  /**
+   * When at most `k` slots will be held (Infinity while answers are outstanding beyond
+   * `k`). The cluster budget uses it: after a process shrinks, others may grow as soon as
+   * its past sends have left the window, not a whole window later.
+   */
+  heldAtMostAt(now: number, k: number): number {
+    this.prune(now);
+    const held = this.inFlight + this.expiries.length;
+    if (held <= k) return now;
+    if (this.inFlight > k) return Infinity;
+    return this.expiries[held - k - 1]!;
+  }
+
   /** Takes `n` slots now. Call only when availableAt(now, n) <= now. */
   reserve(n = 1): Reservation {
     this.inFlight += n;
