@@ -21,7 +21,7 @@ describe('operator CLI (npm run cli) against a running worker', function () {
     sandbox = new TelegramSandbox({ globalRate: 300, chatRate: 10 });
     await sandbox.start();
     const bucket = uniq('cli');
-    env = { DATABASE_URL: tdb.url, NATS_URL, NATS_SUBJECT_PREFIX: `${bucket}.`, CLUSTER_BUCKET: bucket, SHARD_LEASE_TTL_MS: '3000' };
+    env = { DATABASE_URL: tdb.url, NATS_URL, NATS_SUBJECT_PREFIX: `${bucket}.`, CLUSTER_BUCKET: bucket, SHARD_LEASE_TTL_MS: '3000', INSTANCE_ID_FOR_TEST: `cli-${bucket}` };
     worker = startWorker({ ...env, TELEGRAM_BOT_TOKEN: TEST_TOKEN, TELEGRAM_API_ROOT: sandbox.apiRoot, INSTANCE_ID: `cli-${bucket}`, ROLE: 'worker', TELEGRAM_GLOBAL_RATE: '300', TELEGRAM_CHAT_RATE: '10' });
     await worker.waitForLine(/shards acquired/);
   });
@@ -47,6 +47,21 @@ describe('operator CLI (npm run cli) against a running worker', function () {
     assert.equal(code, 0, stdout);
     assert.match(stdout, /1 member\(s\), 64 shards/);
     assert.match(stdout, /cli-.*\s64\s+0-63/);
+  });
+
+  it('the worker is a NATS service: $SRV.INFO lists it with its shards (what `nats micro info` shows)', async () => {
+    const { connect } = await import('nats');
+    const nc = await connect({ servers: NATS_URL });
+    try {
+      const infos = [];
+      for await (const i of await nc.services.client().info('notify-worker')) infos.push(i);
+      const mine = infos.find((i) => i.metadata?.instance === env.INSTANCE_ID_FOR_TEST);
+      assert.ok(mine, 'our worker answered $SRV.INFO');
+      assert.equal(mine.metadata?.shards, '0-63');
+      assert.deepEqual(mine.endpoints.map((e) => e.name).sort(), ['cluster', 'enqueue', 'status']);
+    } finally {
+      await nc.close();
+    }
   });
 
   it('enqueue delivers; recipient shows and clears an unreachable chat; retry-failed re-sends', async () => {
