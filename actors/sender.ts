@@ -260,6 +260,7 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
     const chatRes = c.window.reserve(cost);
     c.phase = 'sending';
     state.inFlight++;
+    book.sending(opts.shard, 1);
     const target = recipients.target(job.row.chatId);
     const gen = state.gen;
     const started = clock.now();
@@ -494,6 +495,7 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
           gate.settle(result.globalRes, result.answeredAt);
           if (msg.gen !== state.gen) return state;
           state.inFlight--;
+          book.sending(opts.shard, -1);
           const c = state.chats.get(msg.chatId);
           if (!c) return state;
           c.window.settle(result.chatRes, result.answeredAt);

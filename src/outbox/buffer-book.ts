@@ -5,7 +5,30 @@
  */
 export class BufferBook {
   private readonly shards = new Map<number, Map<number, number>>();
+  private readonly inFlight_ = new Map<number, number>();
   private total_ = 0;
+
+  /** Sends on the wire per shard (senders count them; metrics read them). */
+  sending(shard: number, delta: number): void {
+    const v = (this.inFlight_.get(shard) ?? 0) + delta;
+    if (v <= 0) this.inFlight_.delete(shard);
+    else this.inFlight_.set(shard, v);
+  }
+
+  inFlightByShard(): ReadonlyMap<number, number> {
+    return this.inFlight_;
+  }
+
+  /** Rows held per shard. */
+  byShard(): Map<number, number> {
+    const out = new Map<number, number>();
+    for (const [s, m] of this.shards) {
+      let t = 0;
+      for (const v of m.values()) t += v;
+      out.set(s, t);
+    }
+    return out;
+  }
 
   get total(): number {
     return this.total_;
@@ -22,6 +45,7 @@ export class BufferBook {
 
   /** Forgets a shard (its sender restarted or the shard moved away). */
   clearShard(shard: number): void {
+    this.inFlight_.delete(shard);
     const m = this.shards.get(shard);
     if (!m) return;
     for (const v of m.values()) this.total_ -= v;

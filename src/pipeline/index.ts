@@ -94,6 +94,18 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
   await recipients.load();
   const gate = new GlobalGate(rateToWindow(config.telegramGlobalRate));
   const book = new BufferBook();
+  // Read at scrape time from live state: queue depth and sends on the wire per shard, the gate.
+  metrics.gauge('sender_queue_depth', 'Claimed rows waiting in memory, per shard', ['shard'], (g) => {
+    g.reset();
+    for (const [shard, n] of book.byShard()) g.set({ shard: String(shard) }, n);
+  });
+  metrics.gauge('sender_in_flight', 'Telegram calls on the wire, per shard', ['shard'], (g) => {
+    g.reset();
+    for (const [shard, n] of book.inFlightByShard()) g.set({ shard: String(shard) }, n);
+  });
+  metrics.gauge('gate_waiting_chats', 'Chats ready to send, waiting for a global slot', [], (g) => g.set(gate.waiting));
+  metrics.gauge('gate_limit_per_window', 'Sends per window this process may make now (its cluster share)', [], (g) => g.set(gate.limit.count));
+  metrics.gauge('gate_paused_until_seconds', 'Bot-wide pause after a flood 429 (epoch seconds; 0 = none)', [], (g) => g.set(gate.pausedUntilMs / 1000));
   const mBadInput = metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']);
   const mEnqueued = metrics.counter('notifications_enqueued_total', 'Notifications enqueued over NATS', ['result']);
 

@@ -21,7 +21,7 @@ export interface Harness {
   pipeline: Pipeline | undefined;
   /** This harness's subjects (with its own prefix). */
   readonly subjects: SubjectSet;
-  start(settings?: Partial<PipelineSettings>, env?: Record<string, string>, planner?: Planner): Promise<Pipeline>;
+  start(settings?: Partial<PipelineSettings>, env?: Record<string, string>, planner?: Planner, metrics?: Metrics): Promise<Pipeline>;
   stopPipeline(): Promise<void>;
   close(): Promise<void>;
 }
@@ -43,7 +43,7 @@ export async function harness(opts: { sandbox?: SandboxOptions; env?: Record<str
     pipeline: undefined,
     subjects: makeSubjects(`${prefix}.`),
     config: undefined as unknown as Config,
-    async start(settings, env, planner) {
+    async start(settings, env, planner, metrics) {
       h.config = loadConfig({
         DATABASE_URL: tdb.url,
         NATS_URL,
@@ -60,7 +60,7 @@ export async function harness(opts: { sandbox?: SandboxOptions; env?: Record<str
         ...env,
       });
       const telegram = new TelegrafClient({ token: TEST_TOKEN, apiRoot, timeoutMs: h.config.telegramRequestTimeoutMs });
-      h.pipeline = await startPipeline({ ownAllShards: true, config: h.config, log: logs.log, metrics: new Metrics(), db: tdb.db, nc, telegram, settings, ...(planner ? { planner } : {}) });
+      h.pipeline = await startPipeline({ ownAllShards: true, config: h.config, log: logs.log, metrics: metrics ?? new Metrics(), db: tdb.db, nc, telegram, settings, ...(planner ? { planner } : {}) });
       return h.pipeline;
     },
     async stopPipeline() {

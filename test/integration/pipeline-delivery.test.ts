@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { Metrics } from '../../src/metrics';
 import { harness, insertLegacy, rowsByStatus, type Harness } from '../helpers/pipeline';
 import { waitFor } from '../helpers/services';
 
@@ -43,5 +44,27 @@ describe('delivery pipeline (MariaDB + NATS + sandbox over HTTP)', function () {
     const first = await h.tdb.db('telegram_notifications').orderBy('id').first();
     assert.equal(first.retry_count, 2);
     assert.equal(first.attempts, 3);
+  });
+});
+
+describe('pipeline metrics', function () {
+  this.timeout(30_000);
+  let h: Harness;
+  afterEach(async () => {
+    await h?.close();
+  });
+
+  it('exposes per-shard queue depth and in-flight, and the delivery counters, on the registry', async () => {
+    h = await harness({ sandbox: { globalRate: 300, chatRate: 2 } });
+    await insertLegacy(h, Array.from({ length: 40 }, (_, i) => ({ chat: 12345, text: `q${i}` })));
+    const metrics = new Metrics();
+    await h.start(undefined, undefined, undefined, metrics);
+    // One chat at 2 msg/s: most rows wait in its shard's queue for a while.
+    await h.sandbox.waitForDelivered(3, 10_000);
+    const text = await metrics.text();
+    const depth = /sender_queue_depth\{shard="28"\} (\d+)/.exec(text);
+    assert.ok(depth && Number(depth[1]) > 0 && Number(depth[1]) <= 40, text.split('\n').filter((l) => l.startsWith('sender_queue_depth')).join('\n'));
+    assert.match(text, /telegram_sent_total\{shard="28"\} [1-9]/);
+    assert.match(text, /gate_limit_per_window 300/);
   });
 });
