@@ -8,7 +8,7 @@ import { startPipeline, type Pipeline } from '../../src/pipeline';
 import type { PipelineSettings } from '../../src/pipeline/deps';
 import type { Planner } from '../../src/outbox/plan';
 import { makeSubjects, type SubjectSet } from '../../src/nats/subjects';
-import { createTestDb, captureLogger, uniq, NATS_URL, type TestDb } from './services';
+import { createTestDb, captureLogger, uniq, waitFor, NATS_URL, type TestDb } from './services';
 
 export const TEST_TOKEN = '123456:TEST-token-abcdefghijklmnopqrstuvwxyz';
 
@@ -91,4 +91,20 @@ export async function insertLegacy(h: Harness, rows: Array<{ chat: number; text:
 export async function rowsByStatus(h: Harness): Promise<Record<string, number>> {
   const rows = (await h.tdb.db('telegram_notifications').select('status').count({ n: '*' }).groupBy('status')) as Array<{ status: string; n: number }>;
   return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
+}
+
+/** Resolves once the sandbox saw no new request for a poll interval (requests on the wire have landed). */
+export async function waitForSandboxIdle(sandbox: TelegramSandbox, timeoutMs = 5_000): Promise<void> {
+  let last = -1;
+  await waitFor(
+    () => {
+      const n = sandbox.stats().requests;
+      const settled = n === last;
+      last = n;
+      return settled;
+    },
+    timeoutMs,
+    200,
+    'sandbox idle',
+  );
 }

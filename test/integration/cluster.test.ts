@@ -10,7 +10,7 @@ import { shardOf } from '../../src/outbox/shard';
 import type { ClusterStatus } from '../../src/cluster';
 import { createTestDb, waitFor, uniq, NATS_URL, type TestDb } from '../helpers/services';
 import { startWorker, type Worker } from '../helpers/processes';
-import { TEST_TOKEN } from '../helpers/pipeline';
+import { TEST_TOKEN, waitForSandboxIdle } from '../helpers/pipeline';
 
 const TTL = 3000;
 
@@ -132,13 +132,7 @@ describe('scale-out across real processes (NATS KV leases, shared budget)', func
     a!.kill('SIGKILL');
     const killedAt = Date.now();
     await a!.exited;
-    let last = -1;
-    await waitFor(() => {
-      const n = sandbox.stats().requests;
-      const settled = n === last;
-      last = n;
-      return settled;
-    }, 5_000, 200, 'sandbox idle after the kill');
+    await waitForSandboxIdle(sandbox);
     const deliveredAtKill = sandbox.delivered().length;
     const recordedAtKill = await count('sent');
     const aChats = new Set(chats.filter((c) => aShards.has(shardOf(c, 64))));

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { TelegramSandbox } from '../../src/sandbox/server';
 import { createTestDb, waitFor, uniq, NATS_URL, type TestDb } from '../helpers/services';
 import { startWorker, type Worker } from '../helpers/processes';
-import { TEST_TOKEN } from '../helpers/pipeline';
+import { TEST_TOKEN, waitForSandboxIdle } from '../helpers/pipeline';
 
 describe('delivery pipeline across real processes', function () {
   this.timeout(120_000);
@@ -70,13 +70,7 @@ describe('delivery pipeline across real processes', function () {
     a.kill('SIGKILL');
     await a.exited;
     // Requests already on the wire when the process died still reach the sandbox: let them land.
-    let last = -1;
-    await waitFor(() => {
-      const now = sandbox.stats().requests;
-      const settled = now === last;
-      last = now;
-      return settled;
-    }, 5_000, 200, 'sandbox idle');
+    await waitForSandboxIdle(sandbox);
     const deliveredAtKill = sandbox.delivered().length;
     const recordedAtKill = await count({ status: 'sent' });
     assert.ok(deliveredAtKill < 300, 'killed mid-run');
