@@ -79,6 +79,8 @@ interface Chat {
   pauseKind: 'none' | 'rate' | 'retry';
   phase: 'idle' | 'planning' | 'waiting' | 'bidding' | 'sending';
   cancelBid: (() => void) | undefined;
+  /** The row the pending bid was made for (a row with a smaller id may arrive meanwhile). */
+  bidRowId: number;
   timer: NodeJS.Timeout | undefined;
 }
 
@@ -95,7 +97,15 @@ export interface SenderState {
   recovering: boolean;
   /** Rows that arrived while recovering; merged after. */
   early: OutboxRow[];
+  /**
+   * Ids this incarnation has taken (bounded, oldest forgotten first). After a (re)start the
+   * recovery reload and the claimer's hand-over can carry the same row; once it was sent and
+   * left its queue, only this set tells the second copy apart.
+   */
+  seen: Set<number>;
 }
+
+const SEEN_MAX = 200_000;
 
 export interface SenderOptions {
   shard: number;
@@ -142,7 +152,7 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
   const ensureChat = (state: SenderState, chatId: number): Chat => {
     let c = state.chats.get(chatId);
     if (!c) {
-      c = { id: chatId, group: isGroupChat(chatId), queue: [], window: new SlidingWindow(chatLimitOf(chatId)), pausedUntil: 0, pauseKind: 'none', phase: 'idle', cancelBid: undefined, timer: undefined };
+      c = { id: chatId, group: isGroupChat(chatId), queue: [], window: new SlidingWindow(chatLimitOf(chatId)), pausedUntil: 0, pauseKind: 'none', phase: 'idle', cancelBid: undefined, bidRowId: 0, timer: undefined };
       state.chats.set(chatId, c);
     }
     return c;
@@ -151,8 +161,10 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
   const addRows = (state: SenderState, rows: OutboxRow[], self: ActorRef<SenderMsg>): void => {
     const touched = new Set<Chat>();
     for (const row of rows) {
+      if (state.seen.has(row.id)) continue;
+      state.seen.add(row.id);
+      if (state.seen.size > SEEN_MAX) state.seen.delete(state.seen.values().next().value!);
       const c = ensureChat(state, row.chatId);
-      if (c.queue.some((j) => j.row.id === row.id)) continue;
       const job: Job = { row, parts: null, done: row.progress?.done ?? 0, attempts: row.attempts, retryCount: row.retryCount, plain: row.plainText, notes: [], claimedAt: clock.now(), firstSentAt: null };
       // Keep id order: rows of one chat arrive in order, but recovery can interleave.
       let i = c.queue.length;
@@ -164,8 +176,9 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
     for (const c of touched) schedule(state, c, self);
   };
 
-  const finishJob = (state: SenderState, c: Chat): void => {
-    c.queue.shift();
+  const finishJob = (state: SenderState, c: Chat, job: Job): void => {
+    const i = c.queue.indexOf(job);
+    if (i >= 0) c.queue.splice(i, 1);
     book.add(opts.shard, c.id, -1);
   };
 
@@ -177,7 +190,7 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
       { id: job.row.id, kind: 'failed', at: now, attempts: job.attempts, retryCount: job.retryCount, code, reason, notes: job.notes.join('; ') || undefined, progress: progressOf(job) },
       { id: job.row.id, chat_id: job.row.chatId, status: 'failed', error_code: code, error: reason, attempts: job.attempts, latency_ms: now - job.row.createdAt },
     );
-    finishJob(state, c);
+    finishJob(state, c, job);
   };
 
   const progressOf = (job: Job): Progress | undefined => (job.done > 0 || job.plain ? { done: job.done, total: job.parts?.length ?? 0, ...(job.plain ? { plain: true } : {}) } : undefined);
@@ -226,6 +239,7 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
       }
       c.pauseKind = 'none';
       c.phase = 'bidding';
+      c.bidRowId = job.row.id;
       const gen = state.gen;
       c.cancelBid = gate.request({
         priority: job.row.priority,
@@ -250,7 +264,7 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
       { id: job.row.id, kind: 'sent', at: now, attempts: job.attempts + 1, retryCount: job.retryCount, notes: job.notes.join('; ') || undefined, progress: job.parts && job.parts.length > 1 ? progressOf(job) : undefined },
       { id: job.row.id, chat_id: job.row.chatId, status: 'sent', attempts: job.attempts + 1, latency_ms: now - job.row.createdAt },
     );
-    finishJob(state, c);
+    finishJob(state, c, job);
   };
 
   const startSend = (state: SenderState, c: Chat, reservation: Reservation, self: ActorRef<SenderMsg>): void => {
@@ -421,7 +435,7 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
       book.clearShard(opts.shard);
       // After a restart, rows this process holds for the shard are reloaded from the database.
       setImmediate(() => dispatch(ctx.self, { type: 'recover' }));
-      return { shard: opts.shard, gen, chats: new Map(), inFlight: 0, sent: 0, failed: 0, retried: 0, throttled: 0, draining: null, recovering: true, early: [] };
+      return { shard: opts.shard, gen, chats: new Map(), inFlight: 0, sent: 0, failed: 0, retried: 0, throttled: 0, draining: null, recovering: true, early: [], seen: new Set() };
     },
     afterStop: (state) => {
       for (const c of state.chats.values()) stopChat(c);
@@ -467,8 +481,8 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
           const c = state.chats.get(msg.chatId);
           if (msg.gen !== state.gen || !c || c.phase !== 'planning') return state;
           c.phase = 'idle';
-          const job = c.queue[0];
-          if (job && job.row.id === msg.rowId) {
+          const job = c.queue.find((j) => j.row.id === msg.rowId);
+          if (job) {
             if (msg.parts && msg.parts.length > 0) job.parts = msg.parts;
             else failJob(state, c, job, 'BAD_PAYLOAD', `nothing to send: ${msg.error ?? 'empty plan'}`);
           }
@@ -486,6 +500,14 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
             return state;
           }
           c.cancelBid = undefined;
+          const head = c.queue[0];
+          if (!head || head.row.id !== c.bidRowId || !head.parts) {
+            // An earlier row of the chat arrived meanwhile: it goes first, after planning.
+            gate.cancel(msg.reservation);
+            c.phase = 'idle';
+            schedule(state, c, ctx.self);
+            return state;
+          }
           // The chat's window may have been used meanwhile only by this chat: still free.
           startSend(state, c, msg.reservation, ctx.self);
           return state;
@@ -500,8 +522,9 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
           if (!c) return state;
           c.window.settle(result.chatRes, result.answeredAt);
           c.phase = 'idle';
-          const job = c.queue[0];
-          if (job && job.row.id === msg.rowId) onSendDone(state, c, job, result, ctx.self);
+          // Usually the head; a row with a smaller id may have been queued in front meanwhile.
+          const job = c.queue.find((j) => j.row.id === msg.rowId);
+          if (job) onSendDone(state, c, job, result, ctx.self);
           schedule(state, c, ctx.self);
           maybeFinishDrain(state);
           return state;

@@ -108,3 +108,14 @@ export async function waitForSandboxIdle(sandbox: TelegramSandbox, timeoutMs = 5
     'sandbox idle',
   );
 }
+
+/** Deletes a test's cluster KV bucket (its stream) so runs leave nothing behind on the NATS server. */
+export async function dropBucket(bucket: string, url = NATS_URL): Promise<void> {
+  const nc = await connect({ servers: url });
+  try {
+    const jsm = await nc.jetstreamManager();
+    await jsm.streams.delete(`KV_${bucket}`).catch(() => undefined);
+  } finally {
+    await nc.close();
+  }
+}

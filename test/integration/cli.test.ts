@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import { TelegramSandbox } from '../../src/sandbox/server';
 import { createTestDb, waitFor, uniq, NATS_URL, type TestDb } from '../helpers/services';
 import { startWorker, type Worker } from '../helpers/processes';
-import { TEST_TOKEN } from '../helpers/pipeline';
+import { dropBucket, TEST_TOKEN } from '../helpers/pipeline';
 
 const run = promisify(execFile);
 
@@ -28,6 +28,7 @@ describe('operator CLI (npm run cli) against a running worker', function () {
   after(async () => {
     worker?.kill('SIGKILL');
     await worker?.exited;
+    await dropBucket(env.CLUSTER_BUCKET!);
     await sandbox?.stop();
     await tdb?.drop();
   });

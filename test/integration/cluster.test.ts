@@ -36,6 +36,7 @@ describe('scale-out across real processes (NATS KV leases, shared budget)', func
       w.kill('SIGKILL');
       await w.exited;
     }
+    await nc?.jetstreamManager().then((jsm) => jsm.streams.delete(`KV_${bucket}`)).catch(() => undefined);
     await nc?.close().catch(() => undefined);
     await sandbox?.stop();
     await tdb?.drop();

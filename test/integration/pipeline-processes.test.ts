@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { TelegramSandbox } from '../../src/sandbox/server';
 import { createTestDb, waitFor, uniq, NATS_URL, type TestDb } from '../helpers/services';
 import { startWorker, type Worker } from '../helpers/processes';
-import { TEST_TOKEN, waitForSandboxIdle } from '../helpers/pipeline';
+import { dropBucket, TEST_TOKEN, waitForSandboxIdle } from '../helpers/pipeline';
 
 describe('delivery pipeline across real processes', function () {
   this.timeout(120_000);
@@ -22,6 +22,7 @@ describe('delivery pipeline across real processes', function () {
       w.kill('SIGKILL');
       await w.exited;
     }
+    await dropBucket(bucket);
     await sandbox.stop();
     await tdb.drop();
   });
