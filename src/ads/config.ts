@@ -158,7 +158,8 @@ export function loadAdsConfig(env: Env = process.env): AdsConfig {
     apiToken,
     requestTimeoutMs: r.integer('ADS_REQUEST_TIMEOUT_MS', ADS_DEFAULTS.ADS_REQUEST_TIMEOUT_MS, { min: 50, max: 60_000 }),
     adCacheTtlMs: readDuration(r, 'AD_CACHE_TTL', ADS_DEFAULTS.AD_CACHE_TTL, 0, 86_400_000),
-    enqueueSubject: subject(r, 'ADS_ENQUEUE_SUBJECT', ADS_DEFAULTS.ADS_ENQUEUE_SUBJECT),
+    // Follows the pipeline's NATS_SUBJECT_PREFIX unless set explicitly.
+    enqueueSubject: subject(r, 'ADS_ENQUEUE_SUBJECT', `${r.raw('NATS_SUBJECT_PREFIX') ?? ''}${ADS_DEFAULTS.ADS_ENQUEUE_SUBJECT}`),
   };
 }
 
