@@ -97,15 +97,19 @@ export interface SenderState {
   recovering: boolean;
   /** Rows that arrived while recovering; merged after. */
   early: OutboxRow[];
+  /** Ids of rows queued in this sender. */
+  live: Set<number>;
   /**
-   * Ids this incarnation has taken (bounded, oldest forgotten first). After a (re)start the
+   * Rows finished here recently (id → when, in finishing order). After a (re)start the
    * recovery reload and the claimer's hand-over can carry the same row; once it was sent and
-   * left its queue, only this set tells the second copy apart.
+   * left its queue, only this tells the second copy apart. A finished row may come back
+   * legitimately later (an operator's retry-failed), so it is remembered only briefly.
    */
-  seen: Set<number>;
+  finished: Map<number, number>;
 }
 
-const SEEN_MAX = 200_000;
+/** How long a finished row's id shuts out a second copy (the hand-over race takes milliseconds). */
+const SEEN_FINISHED_MS = 2_000;
 
 export interface SenderOptions {
   shard: number;
@@ -160,10 +164,11 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
 
   const addRows = (state: SenderState, rows: OutboxRow[], self: ActorRef<SenderMsg>): void => {
     const touched = new Set<Chat>();
+    const now = clock.now();
     for (const row of rows) {
-      if (state.seen.has(row.id)) continue;
-      state.seen.add(row.id);
-      if (state.seen.size > SEEN_MAX) state.seen.delete(state.seen.values().next().value!);
+      const finishedAt = state.finished.get(row.id);
+      if (state.live.has(row.id) || (finishedAt !== undefined && now - finishedAt < SEEN_FINISHED_MS)) continue;
+      state.live.add(row.id);
       const c = ensureChat(state, row.chatId);
       const job: Job = { row, parts: null, done: row.progress?.done ?? 0, attempts: row.attempts, retryCount: row.retryCount, plain: row.plainText, notes: [], claimedAt: clock.now(), firstSentAt: null };
       // Keep id order: rows of one chat arrive in order, but recovery can interleave.
@@ -180,6 +185,14 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
     const i = c.queue.indexOf(job);
     if (i >= 0) c.queue.splice(i, 1);
     book.add(opts.shard, c.id, -1);
+    const now = clock.now();
+    state.live.delete(job.row.id);
+    state.finished.delete(job.row.id);
+    state.finished.set(job.row.id, now);
+    for (const [id, at] of state.finished) {
+      if (now - at < SEEN_FINISHED_MS) break;
+      state.finished.delete(id);
+    }
   };
 
   const failJob = (state: SenderState, c: Chat, job: Job, code: string, reason: string): void => {
@@ -435,7 +448,7 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
       book.clearShard(opts.shard);
       // After a restart, rows this process holds for the shard are reloaded from the database.
       setImmediate(() => dispatch(ctx.self, { type: 'recover' }));
-      return { shard: opts.shard, gen, chats: new Map(), inFlight: 0, sent: 0, failed: 0, retried: 0, throttled: 0, draining: null, recovering: true, early: [], seen: new Set() };
+      return { shard: opts.shard, gen, chats: new Map(), inFlight: 0, sent: 0, failed: 0, retried: 0, throttled: 0, draining: null, recovering: true, early: [], live: new Set(), finished: new Map() };
     },
     afterStop: (state) => {
       for (const c of state.chats.values()) stopChat(c);

@@ -51,6 +51,8 @@ export class OutboxRepository {
   async claim(req: ClaimRequest): Promise<OutboxRow[]> {
     if (req.shards.length === 0 || req.limit <= 0) return [];
     const full = [...req.buffered].filter(([chat, n]) => n >= req.perChatCap(chat)).map(([chat]) => chat);
+    // READ COMMITTED: the locking read takes no gap locks, so producers' INSERTs never wait
+    // on (or deadlock with) a claim. SKIP LOCKED still keeps two claimers apart.
     return this.db.transaction(async (trx) => {
       const params: Knex.RawBinding[] = [...req.shards];
       let excl = '';
@@ -90,7 +92,7 @@ export class OutboxRepository {
         [this.owner, req.leaseMs * 1000, ...keep.map((r) => r.id)],
       );
       return keep.map(toRow);
-    });
+    }, { isolationLevel: 'read committed' });
   }
 
   /**
