@@ -12,7 +12,12 @@ import type { ShardManagerMsg } from './shard-manager';
  * only INSERT). Also renews this process's leases and reaps expired ones.
  */
 export type ClaimerMsg =
-  | { type: 'own'; shards: number[] }
+  /**
+   * New owned shards. With `replyTo`, answers once no claim for the old set is running:
+   * a claim still in flight for a shard being handed off would otherwise land after the
+   * handoff, and the new owner's claims could skip its locked rows and overtake them.
+   */
+  | { type: 'own'; shards: number[]; replyTo?: ReplyTo<void> }
   | { type: 'wake'; shard?: number }
   | { type: 'tick' }
   | { type: 'claimed'; rows: OutboxRow[]; limit: number; error?: string }
@@ -86,6 +91,10 @@ export function spawnClaimer(parent: Parent, deps: PipelineDeps, shardManager: A
       switch (msg.type) {
         case 'own':
           state.shards = [...msg.shards].sort((a, b) => a - b);
+          if (msg.replyTo) {
+            if (state.claiming) state.waiters.push(msg.replyTo);
+            else reply(msg.replyTo, undefined);
+          }
           startClaim(state, ctx.self);
           return state;
         case 'wake':
@@ -114,10 +123,9 @@ export function spawnClaimer(parent: Parent, deps: PipelineDeps, shardManager: A
               dispatch(shardManager, { type: 'rows', rows: msg.rows });
             }
           }
-          if (state.paused) {
-            state.waiters.splice(0).forEach((w) => reply(w, undefined));
-            return state;
-          }
+          // Rows are on their way to the shard manager: whoever waited for this claim may go on.
+          state.waiters.splice(0).forEach((w) => reply(w, undefined));
+          if (state.paused) return state;
           // A full batch means more is waiting; a wake during the claim may have brought more.
           if (!msg.error && (msg.rows.length >= msg.limit || state.again)) startClaim(state, ctx.self);
           return state;

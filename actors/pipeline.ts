@@ -71,8 +71,11 @@ export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<Pipe
           // Handled inside the message on purpose: ownership changes are serialised.
           if (removed.length) {
             const keep = state.shards.filter((s) => !removed.includes(s));
-            dispatch(state.claimer, { type: 'own', shards: keep });
             state.shards = keep;
+            // No claim for the removed shards may still be running when their senders drain.
+            await query<ClaimerMsg, void>(state.claimer, (replyTo) => ({ type: 'own', shards: keep, replyTo }), timeout).catch((e: unknown) =>
+              deps.log.warn({ err: describeError(e) }, 'claimer did not confirm the new shard set'),
+            );
             const r = await query<ShardManagerMsg, { released: number }>(state.shardManager, (replyTo) => ({ type: 'release', shards: removed, replyTo }), timeout).catch(() => ({ released: 0 }));
             released = r.released;
             await deps.repo.dropShards(removed).catch((e: unknown) => deps.log.warn({ err: describeError(e) }, 'could not clear shard fencing rows'));
@@ -115,6 +118,7 @@ export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<Pipe
           // Fencing: stop claiming and sending for these shards now, without waiting on anyone.
           const keep = state.shards.filter((s) => !msg.shards.includes(s));
           state.shards = keep;
+          // Rows of a claim still in flight find no sender and are given back at once.
           dispatch(state.claimer, { type: 'own', shards: keep });
           const replyTo = msg.replyTo;
           query<ShardManagerMsg, { released: number }>(state.shardManager, (r) => ({ type: 'release', shards: msg.shards, replyTo: r }), timeout).then(

@@ -75,10 +75,33 @@ export class OutboxRepository {
           FOR UPDATE SKIP LOCKED`,
         params,
       )) as [RawRow[]];
+      // SKIP LOCKED also skips a row that some other statement (a lease renewal, a takeover)
+      // happens to hold locked for a moment; claiming that chat's later rows now would let
+      // them overtake it. A chat whose oldest pending row was not returned sits this claim out.
+      const firstClaimed = new Map<number, number>();
+      for (const r of rows) {
+        const chat = Number(r.telegram_id);
+        const id = Number(r.id);
+        if (!firstClaimed.has(chat) || id < firstClaimed.get(chat)!) firstClaimed.set(chat, id);
+      }
+      const skipped = new Set<number>();
+      if (firstClaimed.size > 0) {
+        const chats = [...firstClaimed.keys()];
+        const [firsts] = (await trx.raw(
+          `SELECT telegram_id, MIN(id) AS first FROM telegram_notifications
+            WHERE status = 'pending' AND telegram_id IN (${chats.map(() => '?').join(',')}) GROUP BY telegram_id`,
+          chats,
+        )) as [Array<{ telegram_id: number | string; first: number }>];
+        for (const f of firsts) {
+          const chat = Number(f.telegram_id);
+          if (Number(f.first) < firstClaimed.get(chat)!) skipped.add(chat);
+        }
+      }
       // Top each chat up to its cap; the rest stay pending (unlocked at commit).
       const counts = new Map<number, number>();
       const keep: RawRow[] = [];
       for (const r of rows) {
+        if (skipped.has(Number(r.telegram_id))) continue;
         const chat = Number(r.telegram_id);
         const n = (counts.get(chat) ?? req.buffered.get(chat) ?? 0) + 1;
         if (n > req.perChatCap(chat)) continue;
