@@ -1,8 +1,7 @@
 import { spawn, dispatch, reply, assertNever, Supervision, type ActorRef, type Parent, type ReplyTo } from '../src/runtime/actor';
 import { describeError } from '../src/errors';
-import { isGroupChat } from '../src/outbox/shard';
 import type { OutboxRow } from '../src/outbox/types';
-import type { PipelineDeps } from '../src/pipeline/deps';
+import { chatRatePerMs, type PipelineDeps } from '../src/pipeline/deps';
 import type { ShardManagerMsg } from './shard-manager';
 
 /**
@@ -44,10 +43,7 @@ export function spawnClaimer(parent: Parent, deps: PipelineDeps, shardManager: A
   const mBuffered = metrics.gauge('outbox_buffered_rows', 'Claimed rows held in memory');
   const mReaped = metrics.counter('outbox_reaped_total', 'Rows whose lease expired, made claimable again');
 
-  const capOf = (chatId: number): number => {
-    const l = isGroupChat(chatId) ? settings.groupLimit : settings.chatLimit;
-    return Math.max(1, Math.ceil((l.count / l.windowMs) * 1000 * settings.chatBufferSeconds));
-  };
+  const capOf = (chatId: number): number => Math.max(1, Math.ceil(chatRatePerMs(settings, chatId) * 1000 * settings.chatBufferSeconds));
 
   const startClaim = (state: ClaimerState, self: ActorRef<ClaimerMsg>): void => {
     if (state.paused || state.shards.length === 0) return;

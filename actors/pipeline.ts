@@ -28,7 +28,8 @@ export interface OwnResult {
   released: number;
   /** Rows another process held in the newly owned shards, made claimable again. */
   reclaimed: number;
-  previousOwners: Array<{ shard: number; owner: string | null }>;
+  /** Newly owned shards whose fencing row named another process (a takeover, not a handoff). */
+  previousOwners: Array<{ shard: number; owner: string }>;
 }
 
 export interface PipelineStatus {

@@ -2,12 +2,11 @@ import { spawn, dispatch, reply, query, assertNever, Supervision, type ActorRef,
 import { describeError } from '../src/errors';
 import { SlidingWindow, type Reservation } from '../src/limits/window';
 import { backoffDelay } from '../src/limits/backoff';
-import { isGroupChat } from '../src/outbox/shard';
 import { partCost, textParts, type Part } from '../src/outbox/plan';
 import { splitMessage } from '../src/outbox/split';
 import type { OutboxRow, Outcome, Progress } from '../src/outbox/types';
 import type { OutcomeEvent } from '../src/nats/payloads';
-import type { PipelineDeps } from '../src/pipeline/deps';
+import { chatLimitOf, chatRatePerMs, type PipelineDeps } from '../src/pipeline/deps';
 import {
   TelegramApiError,
   TelegramMigrated,
@@ -71,7 +70,6 @@ interface Job {
 
 interface Chat {
   id: number;
-  group: boolean;
   queue: Job[];
   window: SlidingWindow;
   /** Not before this instant: a 429's retry_after or a retry backoff. */
@@ -143,11 +141,7 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
   const mEndToEnd = metrics.histogram('notification_age_seconds', 'From created_at to accepted, per notification', [], [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 3600]);
   const mCallLatency = metrics.histogram('telegram_call_seconds', 'Telegram API call latency', ['method'], [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 15]);
 
-  const chatLimitOf = (chatId: number) => (isGroupChat(chatId) ? settings.groupLimit : settings.chatLimit);
-  const perMessageMs = (chatId: number) => {
-    const l = chatLimitOf(chatId);
-    return l.windowMs / l.count;
-  };
+  const perMessageMs = (chatId: number) => 1 / chatRatePerMs(settings, chatId);
 
   const emit = (outcome: Outcome, event?: OutcomeEvent): void => {
     if (!dispatch(opts.outcomes, { type: 'outcome', outcome, event })) log.error({ id: outcome.id }, 'outcome writer is stopped: outcome kept in the database lease only');
@@ -156,7 +150,7 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
   const ensureChat = (state: SenderState, chatId: number): Chat => {
     let c = state.chats.get(chatId);
     if (!c) {
-      c = { id: chatId, group: isGroupChat(chatId), queue: [], window: new SlidingWindow(chatLimitOf(chatId)), pausedUntil: 0, pauseKind: 'none', phase: 'idle', cancelBid: undefined, bidRowId: 0, timer: undefined };
+      c = { id: chatId, queue: [], window: new SlidingWindow(chatLimitOf(settings, chatId)), pausedUntil: 0, pauseKind: 'none', phase: 'idle', cancelBid: undefined, bidRowId: 0, timer: undefined };
       state.chats.set(chatId, c);
     }
     return c;
@@ -410,7 +404,6 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
       return;
     }
     // Bad request (or a parse error after the plain-text fallback, or a caption too long): this message can never go out.
-    void (err satisfies TelegramApiError);
     job.attempts++;
     failJob(state, c, job, err.code, err.message);
   };

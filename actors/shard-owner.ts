@@ -4,8 +4,8 @@ import { describeError } from '../src/errors';
 import type { Logger } from '../src/log';
 import type { Metrics } from '../src/metrics';
 import { assignShards } from '../src/cluster/assign';
-import { KvLease, type LeaseValue } from '../src/cluster/lease';
-import { decodeValue, encodeValue } from '../src/cluster/kv';
+import { KvLease, readClusterView, type LeaseValue } from '../src/cluster/lease';
+import { encodeValue } from '../src/cluster/kv';
 import type { OwnResult } from './pipeline';
 
 /**
@@ -26,7 +26,6 @@ export interface Takeover {
   shard: number;
   from: string;
   at: number;
-  reclaimedRows: number;
 }
 
 export interface ShardOwnerStatus {
@@ -93,22 +92,6 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
     pipeline.fence(lost).catch((e: unknown) => log.error({ err: describeError(e) }, 'fencing failed'));
   };
 
-  const readView = async (): Promise<{ members: string[]; map: Map<number, string> }> => {
-    const keys: string[] = [];
-    for await (const k of await kv.keys()) keys.push(k);
-    const entries = await Promise.all(keys.map(async (k) => [k, await kv.get(k)] as const));
-    const members: string[] = [];
-    const map = new Map<number, string>();
-    for (const [k, e] of entries) {
-      if (!e || e.operation !== 'PUT') continue;
-      const v = decodeValue<LeaseValue>(e.value);
-      if (!v) continue;
-      if (k.startsWith('member.')) members.push(v.holder);
-      else if (k.startsWith('shard.')) map.set(Number(k.slice(6)), v.holder);
-    }
-    return { members, map };
-  };
-
   const tick = async (state: ShardOwnerState): Promise<void> => {
     await kv.put(memberKey(holder), encodeValue(value()));
     // Renew first: keeping what we hold matters more than anything else in the tick.
@@ -127,12 +110,12 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
       log.warn({ shards: lostByCas }, 'another process holds these shards now: stopped sending for them');
       await pipeline.fence(lostByCas);
     }
-    const view = await readView();
-    state.members = view.members.sort();
-    state.map = view.map;
+    const view = await readClusterView(kv);
+    state.members = view.members;
+    state.map = view.shards;
     if (!state.members.includes(holder)) state.members.push(holder);
-    for (const s of state.leases.keys()) view.map.set(s, holder);
-    const target = assignShards(shardCount, state.members, view.map);
+    for (const s of state.leases.keys()) view.shards.set(s, holder);
+    const target = assignShards(shardCount, state.members, view.shards);
     const mine = [...state.leases.keys()];
     const surplus = mine.filter((s) => target.get(s) !== holder);
     if (surplus.length) {
@@ -144,7 +127,7 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
       mHandoffs.inc(surplus.length);
       log.info({ shards: surplus, releasedRows: r.released }, 'shards handed off');
     }
-    const wanted = [...target].filter(([s, m]) => m === holder && !state.leases.has(s) && !view.map.has(s)).map(([s]) => s);
+    const wanted = [...target].filter(([s, m]) => m === holder && !state.leases.has(s) && !view.shards.has(s)).map(([s]) => s);
     if (wanted.length) {
       const got: number[] = [];
       await Promise.all(
@@ -163,12 +146,9 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
       if (got.length) {
         const r = await pipeline.own([...state.leases.keys()]);
         const now = Date.now();
-        for (const p of r.previousOwners) {
-          if (p.owner === null || !got.includes(p.shard)) continue;
-          state.takeovers.unshift({ shard: p.shard, from: p.owner, at: now, reclaimedRows: 0 });
-          mTakeovers.inc();
-        }
-        if (r.previousOwners.length) state.takeovers[0]!.reclaimedRows = r.reclaimed;
+        // Shards whose fencing row still named another process: it died or lost its lease.
+        for (const p of r.previousOwners) state.takeovers.unshift({ shard: p.shard, from: p.owner, at: now });
+        mTakeovers.inc(r.previousOwners.length);
         state.takeovers.length = Math.min(state.takeovers.length, 100);
         log.info({ shards: got.sort((a, b) => a - b), takenOver: r.previousOwners.map((p) => p.shard), reclaimedRows: r.reclaimed }, 'shards acquired');
       }

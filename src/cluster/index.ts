@@ -11,7 +11,7 @@ import { spawnShardOwner, type ShardOwnerMsg, type ShardOwnerStatus, type Takeov
 import { spawnBudgetCoordinator, type BudgetCoordinatorMsg, type BudgetStatus } from '../../actors/budget-coordinator';
 import type { PipelineStatus } from '../../actors/pipeline';
 import { openClusterBucket } from './kv';
-import { leaseHolder } from './lease';
+import { leaseHolder, readClusterView } from './lease';
 import { BudgetClient, COORDINATOR_KEY } from './budget-client';
 import { KvLeaseSingleton } from './singleton';
 import type { Singleton } from '../ads/singleton';
@@ -54,27 +54,6 @@ export interface ClusterStatus {
   budget: BudgetStatus | null;
   processes: Array<Omit<ProcessStatus, 'pipeline'>>;
   takeovers: Array<Takeover & { by: string }>;
-}
-
-/** Who holds which shard and who is alive, read from the bucket now (not a cached view). */
-async function readShardMap(kv: import('nats').KV): Promise<{ map: Record<number, string>; members: string[] }> {
-  const map: Record<number, string> = {};
-  const members: string[] = [];
-  const keys: string[] = [];
-  for await (const k of await kv.keys()) keys.push(k);
-  await Promise.all(
-    keys.map(async (k) => {
-      const v = await leaseHolderOrNull(kv, k);
-      if (!v) return;
-      if (k.startsWith('shard.')) map[Number(k.slice(6))] = v;
-      else if (k.startsWith('member.')) members.push(v);
-    }),
-  );
-  return { map, members: members.sort() };
-}
-
-async function leaseHolderOrNull(kv: import('nats').KV, key: string): Promise<string | null> {
-  return (await leaseHolder(kv, key))?.holder ?? null;
 }
 
 export interface Cluster {
@@ -130,7 +109,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
   const clusterStatus = async (): Promise<ClusterStatus> => {
     const [own, fresh, coord, budgetStatus] = await Promise.all([
       status(),
-      readShardMap(kv),
+      readClusterView(kv),
       leaseHolder(kv, COORDINATOR_KEY).catch(() => undefined),
       query<BudgetCoordinatorMsg, BudgetStatus>(coordinator, (replyTo) => ({ type: 'status', replyTo }), 2_000).catch(() => null),
     ]);
@@ -148,7 +127,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     return {
       at: Date.now(),
       shardCount: config.shardCount,
-      map: fresh.map,
+      map: Object.fromEntries(fresh.shards),
       members: fresh.members,
       coordinator: coord?.holder ?? null,
       budget: budgetStatus?.leader ? budgetStatus : null,

@@ -95,3 +95,20 @@ export async function leaseHolder(kv: KV, key: string): Promise<LeaseValue | und
   if (!e || e.operation !== 'PUT') return undefined;
   return decodeValue<LeaseValue>(e.value);
 }
+
+/** Who is alive and who holds which shard, read from the bucket now (keys age out with the TTL). */
+export async function readClusterView(kv: KV): Promise<{ members: string[]; shards: Map<number, string> }> {
+  const keys: string[] = [];
+  for await (const k of await kv.keys()) keys.push(k);
+  const members: string[] = [];
+  const shards = new Map<number, string>();
+  await Promise.all(
+    keys.map(async (k) => {
+      const v = await leaseHolder(kv, k);
+      if (!v) return;
+      if (k.startsWith('member.')) members.push(v.holder);
+      else if (k.startsWith('shard.')) shards.set(Number(k.slice(6)), v.holder);
+    }),
+  );
+  return { members: members.sort(), shards };
+}

@@ -44,8 +44,6 @@ export class GlobalGate {
   private timerAt = Infinity;
   private pausedUntil = 0;
   private stopped = false;
-  /** Grants made; sends are counted by the senders. */
-  granted = 0;
 
   constructor(limit: WindowLimit, private readonly clock: Clock = systemClock) {
     this.window = new SlidingWindow(limit);
@@ -139,7 +137,6 @@ export class GlobalGate {
       }
       this.bids.pop();
       const r = this.window.reserve(Math.min(top.cost, this.window.current.count));
-      this.granted++;
       top.grant(r);
     }
   }

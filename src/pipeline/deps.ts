@@ -2,6 +2,7 @@ import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import type { GlobalGate, Clock } from '../limits/global-gate';
 import type { WindowLimit } from '../limits/window';
+import { isGroupChat } from '../outbox/shard';
 import type { OutboxRepository } from '../outbox/repository';
 import type { RecipientDirectory } from '../outbox/recipients';
 import type { BufferBook } from '../outbox/buffer-book';
@@ -27,6 +28,17 @@ export interface PipelineSettings {
   outcomeFlushMax: number;
   /** How long a drain (shutdown, handoff) waits for in-flight sends before giving rows back anyway. */
   drainTimeoutMs: number;
+}
+
+/** The window a chat is held to: groups (negative ids) per minute, private chats per second. */
+export function chatLimitOf(settings: Pick<PipelineSettings, 'chatLimit' | 'groupLimit'>, chatId: number): WindowLimit {
+  return isGroupChat(chatId) ? settings.groupLimit : settings.chatLimit;
+}
+
+/** Messages per millisecond a chat may receive. */
+export function chatRatePerMs(settings: Pick<PipelineSettings, 'chatLimit' | 'groupLimit'>, chatId: number): number {
+  const l = chatLimitOf(settings, chatId);
+  return l.count / l.windowMs;
 }
 
 /** Everything the pipeline's actors share, injected once by the composition root. */

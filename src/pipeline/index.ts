@@ -15,9 +15,9 @@ import type { TelegramClient } from '../telegram/client';
 import { makeSubjects, type SubjectSet } from '../nats/subjects';
 import { decoder, encodeJson } from '../nats/codec';
 import { EnqueueRequest, RecipientChanged, WakeEvent, type EnqueueReply, type OutcomeEvent } from '../nats/payloads';
-import { AppError, describeError, isAppError } from '../errors';
+import { describeError, isAppError } from '../errors';
 import { spawnPipeline, type OwnResult, type PipelineMsg, type PipelineStatus } from '../../actors/pipeline';
-import type { PipelineDeps, PipelineSettings } from './deps';
+import { chatRatePerMs, type PipelineDeps, type PipelineSettings } from './deps';
 
 export interface PipelineOptions {
   config: Config;
@@ -245,13 +245,9 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
       return r;
     },
     demand: () => {
-      const g = gate.limit;
+      const windowMs = gate.limit.windowMs;
       let d = 0;
-      for (const [chat, n] of book.perChat()) {
-        if (n <= 0) continue;
-        const l = chat < 0 ? settings.groupLimit : settings.chatLimit;
-        d += Math.min(n, (l.count / l.windowMs) * g.windowMs);
-      }
+      for (const [chat, n] of book.perChat()) if (n > 0) d += Math.min(n, chatRatePerMs(settings, chat) * windowMs);
       return Math.ceil(d);
     },
     onBotFlood: (handler) => {
@@ -315,4 +311,3 @@ export function startObservedSystem(name: string, log: Logger, metrics: Metrics)
   });
 }
 
-export { AppError };
