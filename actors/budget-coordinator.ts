@@ -72,7 +72,8 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
   const capacity = global.count;
   const W = global.windowMs;
   // Grants must expire before a successor can be elected (TTL) minus our own fencing time (TTL/2) and one window.
-  const grantLifeMs = Math.max(500, Math.min(2_000, Math.floor(leaseTtlMs / 2 - W)));
+  // Config guarantees TTL/2 − W ≥ 500 ms (SHARD_LEASE_TTL_MS check).
+  const grantLifeMs = Math.min(2_000, Math.floor(leaseTtlMs / 2 - W));
   const decodeDemand = decoder(BudgetDemand, { maxBytes: 2048 });
   const mLeader = metrics.gauge('budget_coordinator', '1 while this process is the budget coordinator');
 

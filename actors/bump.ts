@@ -139,9 +139,10 @@ export async function runBump(db: Knex, o: { trigger: BumpTrigger; instanceId: s
   for (;;) {
     const [res] = (await db.raw(
       `UPDATE advertisements SET bumped_at = ?
-       WHERE is_active = 1 AND auto_bump = 1 AND COALESCE(bumped_at, created_at) <= ? - INTERVAL ? MICROSECOND
+       WHERE is_active = 1 AND auto_bump = 1
+         AND (bumped_at <= ? - INTERVAL ? MICROSECOND OR (bumped_at IS NULL AND created_at <= ? - INTERVAL ? MICROSECOND))
        LIMIT ?`,
-      [start, start, o.intervalMs * 1000, o.chunk],
+      [start, start, o.intervalMs * 1000, start, o.intervalMs * 1000, o.chunk],
     )) as unknown as [{ affectedRows: number }];
     total += res.affectedRows;
     if (res.affectedRows < o.chunk) break;

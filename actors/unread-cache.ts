@@ -74,10 +74,9 @@ export function spawnUnreadCache(parent: Parent, deps: UnreadCacheDeps, options:
         case 'created': {
           const e = state.cache.get(msg.event.recipient_id, { updateAgeOnGet: false });
           const applied = !!e && msg.event.id > e.watermark;
-          if (e && applied) {
-            e.count += 1;
-            e.watermark = msg.event.id;
-          }
+          // Compared with the highest id the load saw, not the last event: events from two site
+          // processes may arrive out of id order.
+          if (e && applied) e.count += 1;
           events.inc({ type: 'created', applied: String(applied) });
           return state;
         }

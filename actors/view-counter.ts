@@ -11,11 +11,11 @@ import type { JsMsg } from 'nats';
 import type { Knex } from '../src/db/knex';
 import type { Logger } from '../src/log';
 import type { Metrics } from '../src/metrics';
-import { assertNever, dispatch, reply, spawn, Supervision, type ActorRef, type Parent, type ReplyTo } from '../src/runtime/actor';
+import { assertNever, dispatch, reply, sleep, spawn, Supervision, type ActorRef, type Parent, type ReplyTo } from '../src/runtime/actor';
 import { decoder } from '../src/nats/codec';
 import { ViewBatch, ViewEvent } from '../src/nats/ads-payloads';
 import { describeError, isAppError } from '../src/errors';
-import { windowOf } from '../src/ads/views-stream';
+import { viewMsgId, windowOf } from '../src/ads/views-stream';
 
 export interface FlushResult {
   /** JetStream messages acked by this flush. */
@@ -95,7 +95,7 @@ export function spawnViewCounter(parent: Parent, deps: ViewCounterDeps, options:
     const started = process.hrtime.bigint();
     let newViews = 0;
     try {
-      if (views.length > 0) newViews = await writeViews(deps.db, views);
+      newViews = await writeViews(deps.db, views);
       for (const msg of msgs) msg.ack();
       counted.inc(newViews);
       flushes.inc({ outcome: 'ok' });
@@ -132,7 +132,7 @@ export function spawnViewCounter(parent: Parent, deps: ViewCounterDeps, options:
           }
           for (const ev of evs) {
             const v: PendingView = { adId: ev.ad_id, visitor: ev.visitor, window: windowOf(ev.ts, options.dedupWindowMs) };
-            const key = `${v.adId}.${v.visitor}.${v.window}`;
+            const key = viewMsgId(v.adId, v.visitor, v.window);
             if (!state.views.has(key)) {
               state.views.set(key, v);
               state.perAd.set(v.adId, (state.perAd.get(v.adId) ?? 0) + 1);
@@ -141,7 +141,7 @@ export function spawnViewCounter(parent: Parent, deps: ViewCounterDeps, options:
           state.msgs.push(msg.msg);
           state.viewCount += evs.length;
           pendingGauge.inc();
-          if (state.viewCount >= options.flushMax || state.msgs.length >= options.flushMax) {
+          if (state.viewCount >= options.flushMax) {
             await flush(state, ctx.log);
             return fresh();
           }
@@ -200,7 +200,7 @@ export async function writeViews(db: Knex, views: ReadonlyArray<{ adId: number; 
     } catch (e) {
       const errno = (e as { errno?: number }).errno;
       if ((errno === 1213 || errno === 1205) && attempt < MAX_TX_ATTEMPTS) {
-        await new Promise((r) => setTimeout(r, 10 * attempt + Math.random() * 20));
+        await sleep(10 * attempt + Math.random() * 20);
         continue;
       }
       throw e;

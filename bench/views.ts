@@ -9,7 +9,6 @@
  * BENCH_SECONDS (default 10), BENCH_CONNECTIONS (default 64), BENCH_VIEWS (default 200000).
  */
 import { randomBytes } from 'node:crypto';
-import { cpus } from 'node:os';
 import { spawn } from 'node:child_process';
 import { createDb, countStatements } from '../src/db/knex';
 import { migrateLatest } from '../src/db/migrate';
@@ -21,6 +20,7 @@ import { Subjects } from '../src/nats/subjects';
 import { startActorSystem, stopActorSystem } from '../src/runtime/actor';
 import { loadAdsConfig, startAds, startGatewayRole } from '../src/ads';
 import { ensureViewsConsumer, ensureViewsStream } from '../src/ads/views-stream';
+import { machine, table } from './lib';
 
 interface CannonResult {
   requests: { average: number; total: number };
@@ -124,12 +124,16 @@ async function main(): Promise<void> {
     const metrics = new Metrics();
     const t0 = Date.now();
     const ads = await startAds({ parent: system, db: counterDb, nc, config, log, metrics, parts: { viewCounter: true } });
-    for (;;) {
+    // Distinct visitors per view: exactly VIEWS must be counted; a bounded wait, so a lost view fails instead of hanging.
+    let counted = 0;
+    const deadline = Date.now() + 120_000;
+    while (counted < VIEWS && Date.now() < deadline) {
       const s = (await db('advertisements').sum({ s: 'views_count' }))[0] as { s: number | string | null };
-      if (Number(s.s ?? 0) - base >= VIEWS) break;
-      await new Promise((res) => setTimeout(res, 10));
+      counted = Number(s.s ?? 0) - base;
+      if (counted < VIEWS) await new Promise((res) => setTimeout(res, 10));
     }
     const secs = (Date.now() - t0) / 1000;
+    if (counted !== VIEWS) throw new Error(`the counter counted ${counted} of ${VIEWS} views`);
     const stmts = statements.count;
     await ads.stop();
     stopActorSystem(system);
@@ -146,12 +150,8 @@ async function main(): Promise<void> {
     await r2.raw(`DROP DATABASE IF EXISTS \`${dbName}\``);
     await r2.destroy();
   }
-  const w = [0, 1, 2, 3].map((i) => Math.max(...rows.map((r) => r[i]!.length), ['measure', 'result', 'target', ''][i]!.length));
-  const line = (c: string[]): string => `| ${c.map((x, i) => x.padEnd(w[i]!)).join(' | ')} |`;
-  console.log(`\nbench:views on ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, ${SECONDS}s × ${CONNECTIONS} connections\n`);
-  console.log(line(['measure', 'result', 'target', '']));
-  console.log(`|${w.map((n) => '-'.repeat(n + 2)).join('|')}|`);
-  for (const r of rows) console.log(line(r));
+  console.log(`\nbench:views on ${machine()}, ${SECONDS}s × ${CONNECTIONS} connections\n`);
+  console.log(table(['measure', 'result', 'target', ''], rows));
   if (rows.some((r) => r[3] === 'FAIL')) process.exitCode = 1;
 }
 

@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { ConfigError } from './errors';
+import { rateToWindow } from './limits/window';
 
 /**
  * The whole configuration, parsed once from the environment at start-up.
@@ -188,6 +189,13 @@ export function loadConfig(env: Env = process.env): Config {
   const retryMaxMs = r.integer('RETRY_MAX_MS', DEFAULTS.RETRY_MAX_MS, { min: 1 });
   if (retryMaxMs < retryBaseMs) throw new ConfigError('RETRY_MAX_MS', `expected a value ≥ RETRY_BASE_MS (${retryBaseMs}), got ${retryMaxMs}`);
 
+  // Budget grants live TTL/2 − one global window, at least 500 ms (see actors/budget-coordinator.ts):
+  // a very slow global rate has a long window and needs a longer lease (the default follows it).
+  const globalRate = r.number('TELEGRAM_GLOBAL_RATE', DEFAULTS.TELEGRAM_GLOBAL_RATE, { min: 0, exclusiveMin: true, max: 100_000 });
+  const minTtl = Math.ceil(2 * (rateToWindow(globalRate).windowMs + 500));
+  const shardLeaseTtlMs = r.integer('SHARD_LEASE_TTL_MS', Math.max(DEFAULTS.SHARD_LEASE_TTL_MS, minTtl), { min: 1_000, max: 600_000 });
+  if (shardLeaseTtlMs < minTtl) throw new ConfigError('SHARD_LEASE_TTL_MS', `expected at least ${minTtl} (2 × (the global rate's window + 500 ms)), got ${shardLeaseTtlMs}`);
+
   return {
     role: r.oneOf('ROLE', ROLES, DEFAULTS.ROLE),
     instanceId: r.string('INSTANCE_ID', `${hostname()}-${process.pid}`),
@@ -198,7 +206,7 @@ export function loadConfig(env: Env = process.env): Config {
     natsToken: r.optionalString('NATS_TOKEN'),
     telegramBotToken,
     telegramApiRoot: apiRoot,
-    telegramGlobalRate: r.number('TELEGRAM_GLOBAL_RATE', DEFAULTS.TELEGRAM_GLOBAL_RATE, { min: 0, exclusiveMin: true, max: 100_000 }),
+    telegramGlobalRate: globalRate,
     telegramChatRate: r.number('TELEGRAM_CHAT_RATE', DEFAULTS.TELEGRAM_CHAT_RATE, { min: 0, exclusiveMin: true, max: 100_000 }),
     telegramGroupRatePerMin: r.number('TELEGRAM_GROUP_RATE_PER_MIN', DEFAULTS.TELEGRAM_GROUP_RATE_PER_MIN, { min: 0, exclusiveMin: true, max: 6_000_000 }),
     telegramMaxAttempts: r.integer('TELEGRAM_MAX_ATTEMPTS', DEFAULTS.TELEGRAM_MAX_ATTEMPTS, { min: 1, max: 1000 }),
@@ -212,9 +220,9 @@ export function loadConfig(env: Env = process.env): Config {
     claimLeaseMs: r.integer('CLAIM_LEASE_MS', DEFAULTS.CLAIM_LEASE_MS, { min: 1_000, max: 3_600_000 }),
     chatBufferSeconds: r.number('CHAT_BUFFER_SECONDS', DEFAULTS.CHAT_BUFFER_SECONDS, { min: 1, max: 3600 }),
     shardCount: r.integer('SHARD_COUNT', DEFAULTS.SHARD_COUNT, { min: 1, max: 4096 }),
-    shardLeaseTtlMs: r.integer('SHARD_LEASE_TTL_MS', DEFAULTS.SHARD_LEASE_TTL_MS, { min: 1_000, max: 600_000 }),
+    shardLeaseTtlMs,
     clusterBucket: bucketName(r),
-    natsSubjectPrefix: subjectPrefix(r),
+    natsSubjectPrefix: subjectPrefixVar(r, 'NATS_SUBJECT_PREFIX'),
     outcomeFlushMs: r.integer('OUTCOME_FLUSH_MS', DEFAULTS.OUTCOME_FLUSH_MS, { min: 1, max: 60_000 }),
     outcomeFlushMax: r.integer('OUTCOME_FLUSH_MAX', DEFAULTS.OUTCOME_FLUSH_MAX, { min: 1, max: 10_000 }),
     shutdownTimeoutMs: r.integer('SHUTDOWN_TIMEOUT_MS', DEFAULTS.SHUTDOWN_TIMEOUT_MS, { min: 0, max: 600_000 }),
@@ -222,11 +230,14 @@ export function loadConfig(env: Env = process.env): Config {
   };
 }
 
-function subjectPrefix(r: EnvReader): string {
-  const v = r.string('NATS_SUBJECT_PREFIX', '');
-  if (v !== '' && !/^([-\w]+\.)+$/.test(v)) throw new ConfigError('NATS_SUBJECT_PREFIX', `expected dot-separated tokens ending with a dot (e.g. "staging."), got ${JSON.stringify(v)}`);
+/** A dot-terminated subject prefix ("staging.") or '' — NATS_SUBJECT_PREFIX, ADS_SUBJECT_PREFIX. */
+export function subjectPrefixVar(r: EnvReader, name: string): string {
+  const v = r.string(name, '');
+  if (v !== '' && !/^([-\w]+\.)+$/.test(v)) throw new ConfigError(name, `expected dot-separated tokens ending with a dot (e.g. "staging."), got ${JSON.stringify(v)}`);
   return v;
 }
+
+
 
 function bucketName(r: EnvReader): string {
   const v = r.string('CLUSTER_BUCKET', DEFAULTS.CLUSTER_BUCKET);

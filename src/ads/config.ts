@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { isIP } from 'node:net';
-import { EnvReader } from '../config';
+import { EnvReader, subjectPrefixVar } from '../config';
 import { ConfigError } from '../errors';
 import { Subjects } from '../nats/subjects';
 
@@ -118,8 +118,7 @@ function subject(r: EnvReader, name: string, def: string): string {
 /** Parses and validates the ads variables. Throws ConfigError naming the first bad variable. */
 export function loadAdsConfig(env: Env = process.env): AdsConfig {
   const r = new EnvReader(env);
-  const subjectPrefix = r.string('ADS_SUBJECT_PREFIX', ADS_DEFAULTS.ADS_SUBJECT_PREFIX);
-  if (subjectPrefix !== '' && !/^([A-Za-z0-9_-]+\.)+$/.test(subjectPrefix)) throw new ConfigError('ADS_SUBJECT_PREFIX', `expected dot-terminated subject tokens such as "staging.", got ${JSON.stringify(subjectPrefix)}`);
+  const subjectPrefix = subjectPrefixVar(r, 'ADS_SUBJECT_PREFIX');
   const name = (v: string, def: string): string => {
     const s = r.string(v, def);
     if (!/^[A-Za-z0-9_-]{1,64}$/.test(s)) throw new ConfigError(v, `expected 1-64 characters of A-Z a-z 0-9 _ -, got ${JSON.stringify(s)}`);

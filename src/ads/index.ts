@@ -59,7 +59,8 @@ export async function startAds(deps: AdsDeps): Promise<RunningAds> {
   const p = c.subjectPrefix;
   const badEvents = metrics.counter<'subject' | 'code'>('ads_bad_nats_payloads_total', 'NATS payloads rejected by the ads actors', ['subject', 'code']);
   const subs: Subscription[] = [];
-  const shutdown = new ShutdownSequence(log);
+  // Steps wait up to 30 s (the final view flush); the sequence must not cut them off sooner.
+  const shutdown = new ShutdownSequence(log, 35_000);
 
   /** Decodes, and on bad input counts, logs and answers (requests) instead of throwing. */
   const guard = <T>(m: Msg, decode: (d: Uint8Array) => T): T | undefined => {

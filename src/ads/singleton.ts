@@ -32,6 +32,8 @@ export class DbLeaseSingleton implements Singleton {
   ) {}
 
   async isLeader(): Promise<boolean> {
+    // A tick racing the shutdown must not write the lease back after release().
+    if (this.released) return false;
     try {
       const us = this.ttlMs * 1000;
       // Assignments run left to right: `owner` is already the new value when `expires_at` is computed.

@@ -84,7 +84,7 @@ export function windowOf(tsMs: number, windowMs: number): number {
   return Math.floor(tsMs / windowMs);
 }
 
-/** JetStream msgID of a view: a publisher retry of the same view is stored once. */
+/** Identity of one unique view (ad, visitor, dedup window): the counter's in-memory dedup key and the msgID of single-view publishes. */
 export function viewMsgId(adId: number, visitor: string, window: number): string {
   return `${adId}.${visitor}.${window}`;
 }

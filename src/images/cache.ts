@@ -9,6 +9,8 @@ export type FetchResult =
 /** One download in flight; identity tells whether it was invalidated meanwhile. */
 interface Flight {
   promise: Promise<FetchResult>;
+  /** Products asking for this URL, so invalidating one also stops the download from being stored. */
+  products: Set<number>;
 }
 
 interface CachedImage {
@@ -103,6 +105,7 @@ export class ImageCache {
     }
     const running = this.inflight.get(url);
     if (running) {
+      if (productId !== undefined) running.products.add(productId);
       this.counts.shared++;
       this.opts.observer?.shared?.();
       const r = await running.promise;
@@ -111,7 +114,7 @@ export class ImageCache {
     }
     this.counts.misses++;
     this.opts.observer?.miss?.();
-    const flight: Flight = { promise: undefined as unknown as Promise<FetchResult> };
+    const flight: Flight = { promise: undefined as unknown as Promise<FetchResult>, products: new Set(productId === undefined ? [] : [productId]) };
     this.inflight.set(url, flight);
     flight.promise = this.load(url, load, flight);
     const r = await flight.promise;
@@ -151,6 +154,8 @@ export class ImageCache {
 
   /** Forgets every URL cached for a product. Returns entries removed. */
   invalidateProduct(productId: number): number {
+    // A download still running for the product must not store the old image either.
+    for (const [url, flight] of this.inflight) if (flight.products.has(productId)) this.inflight.delete(url);
     const urls = this.urlsOfProduct.get(productId);
     if (!urls) return 0;
     let n = 0;

@@ -81,13 +81,17 @@ export function makeSubjects(pre = '') {
     // production, unique per test). Payload schemas: src/nats/ads-payloads.ts.
   
     /**
-     * `ads.views.<adId>` — JetStream (stream VIEWS_STREAM on `ads.views.>`), msgID
-     * `<adId>.<visitor>.<window>` so publisher retries are deduplicated. Payload: ViewEvent.
-     * Publishers: the ads gateway (POST /ads/:id/views), other trusted producers.
+     * `ads.views.<adId>` — JetStream (stream VIEWS_STREAM on `ads.views.>`), one view per
+     * message; a producer that sets msgID `<adId>.<visitor>.<window>` has its retries stored
+     * once. Payload: ViewEvent. Publishers: trusted producers (the gateway batches instead).
      * Consumer: the view counters (one shared durable pull consumer).
      */
     adsView: (p: string, adId: number): string => `${p}ads.views.${adId}`,
-    /** `ads.views.batch` — same stream; payload ViewBatch (the gateway's micro-batches). */
+    /**
+     * `ads.views.batch` — same stream; payload ViewBatch: the gateway's micro-batches of
+     * POST /ads/:id/views (a retried batch keeps its msgID). Repeats are absorbed by the
+     * counter's INSERT IGNORE on (ad, visitor, window).
+     */
     adsViewBatch: (p: string): string => `${p}ads.views.batch`,
     adsViewsAll: (p: string): string => `${p}ads.views.>`,
   

@@ -154,7 +154,11 @@ describe('orders: new-order plan over MariaDB, the fetcher actor and a local ima
   });
 
   it('migrations are idempotent over existing tables', async () => {
+    const counts = async () => Promise.all(['products', 'orders', 'order_items'].map(async (t) => Number(((await tdb.db(t).count({ n: '*' }))[0] as { n: number }).n)));
+    const before = await counts();
+    assert.ok(before.every((n) => n > 0), 'earlier tests left rows to keep');
     await migrateShop(tdb.db);
+    assert.deepEqual(await counts(), before, 'rows kept');
     assert.ok(await tdb.db.schema.hasColumn('order_items', 'price'));
   });
 });

@@ -54,7 +54,7 @@ describe('pipeline metrics', function () {
     await h?.close();
   });
 
-  it('exposes per-shard queue depth and in-flight, and the delivery counters, on the registry', async () => {
+  it('exposes per-shard queue depth, the delivery counters and the gate on the registry', async () => {
     h = await harness({ sandbox: { globalRate: 300, chatRate: 2 } });
     await insertLegacy(h, Array.from({ length: 40 }, (_, i) => ({ chat: 12345, text: `q${i}` })));
     const metrics = new Metrics();

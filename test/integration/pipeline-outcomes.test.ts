@@ -16,6 +16,7 @@ describe('delivery pipeline: each Telegram answer', function () {
     h = await harness();
     h.sandbox.injectFailure({ chatId: 42, status: 429, retryAfter: 1, count: 1 });
     const [id] = await insertLegacy(h, [{ chat: 42, text: 'after the flood' }]);
+    const started = Date.now();
     await h.start();
     await waitFor(async () => (await row(h, id!)).status === 'sent', 15_000, 50, 'sent');
     const r = await row(h, id!);
@@ -25,6 +26,8 @@ describe('delivery pipeline: each Telegram answer', function () {
     assert.equal(h.sandbox.stats().rejected['429'], 1);
     const delivered = h.sandbox.delivered(42);
     assert.equal(delivered.length, 1);
+    // The 429 came after `started`; the resend must wait its retry_after (1 s).
+    assert.ok(delivered[0]!.at - started >= 1000, `resent ${delivered[0]!.at - started} ms after start`);
   });
 
   it('fails a row after TELEGRAM_MAX_ATTEMPTS transient errors, keeping the last reason and sent = 0', async () => {
@@ -127,6 +130,9 @@ describe('notify.enqueue over NATS', function () {
     }
     const good = await ask(encodeJson({ chat_id: 99, text: 'still alive' }));
     assert.equal(good.ok, true);
+    const stored = await row(h, good.id!);
+    assert.equal(Number(stored.telegram_id), 99);
+    assert.equal(stored.message_text, 'still alive');
     const count = await h.tdb.db('telegram_notifications').count({ n: '*' });
     assert.equal(Number((count[0] as { n: number }).n), 1, 'only the good one was stored');
   });

@@ -290,8 +290,9 @@ describe('telegram client against the sandbox over HTTP', function () {
           ['upload', 2500, 'B'],
         ],
       );
-      // The caller's items are untouched.
-      assert.equal(items[0]!.photo.kind, 'bytes');
+      // The caller's items are untouched (telegraf stringifies payloads in place; ours are fresh per call).
+      assert.ok(items[0]!.photo.kind === 'bytes' && items[0]!.photo.data.equals(png(1500, 4)));
+      assert.equal(items[0]!.caption, 'A');
     });
 
     it('sendPhoto upload re-sent after a failure carries the whole file', async () => {

@@ -8,7 +8,7 @@ describe('ads config', () => {
   it('has named defaults', () => {
     const c = loadAdsConfig({});
     assert.equal(c.viewDedupWindowMs, 86_400_000);
-    assert.equal(c.viewFlushMs, ADS_DEFAULTS.VIEW_FLUSH_MS);
+    assert.equal(c.viewFlushMs, 1000);
     assert.equal(c.viewFlushMax, 5_000);
     assert.equal(c.bumpIntervalMs, 3 * 3_600_000);
     assert.deepEqual(c.trustedProxies, []);

@@ -38,12 +38,12 @@ describe('config: loadConfig', () => {
     assert.equal(c.telegramMaxAttempts, 5);
     assert.equal(c.role, 'all');
     assert.equal(c.logLevel, 'info');
-    assert.equal(c.metricsPort, DEFAULTS.METRICS_PORT);
+    assert.equal(c.metricsPort, 9464);
     assert.equal(c.shardCount, 64);
     assert.equal(c.migrateOnStart, true);
-    assert.equal(c.retryBaseMs, DEFAULTS.RETRY_BASE_MS);
-    assert.equal(c.retryMaxMs, DEFAULTS.RETRY_MAX_MS);
-    assert.equal(c.outboxPollMs <= 1000, true, 'OUTBOX_POLL_MS default must be ≤ 1000');
+    assert.equal(c.retryBaseMs, 1000);
+    assert.equal(c.retryMaxMs, 300_000);
+    assert.equal(c.outboxPollMs, 1000);
     assert.equal(c.natsUser, undefined);
     assert.equal(c.natsPassword, undefined);
   });
@@ -149,6 +149,12 @@ describe('config: loadConfig', () => {
 
     it('RETRY_MAX_MS < RETRY_BASE_MS', () => {
       assertNames({ RETRY_BASE_MS: '5000', RETRY_MAX_MS: '1000' }, 'RETRY_MAX_MS', /expected a value ≥ RETRY_BASE_MS \(5000\), got 1000/);
+    });
+
+    it('SHARD_LEASE_TTL_MS too short for the budget grants', () => {
+      assertNames({ SHARD_LEASE_TTL_MS: '2000' }, 'SHARD_LEASE_TTL_MS', /expected at least 3000 .*got 2000/);
+      // A slower global rate has a longer window, so it needs a longer lease.
+      assertNames({ TELEGRAM_GLOBAL_RATE: '0.5', SHARD_LEASE_TTL_MS: '4000' }, 'SHARD_LEASE_TTL_MS', /expected at least 5000/);
     });
 
     it('SHARD_COUNT=0', () => {

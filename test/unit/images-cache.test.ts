@@ -153,6 +153,17 @@ describe('images: ImageCache', () => {
     assert.equal(l.calls, 2);
   });
 
+  it('invalidating a product during its download: the late result is not stored', async () => {
+    const c = new ImageCache({ maxBytes: 10_000, ttlMs: 60_000 });
+    const l = loader(100);
+    l.hold();
+    const p = c.get('u', l.load, 42);
+    assert.equal(c.invalidateProduct(42), 0, 'nothing cached yet');
+    l.release();
+    assert.ok((await p).ok);
+    assert.equal(c.has('u'), false, 'the old image was not stored');
+  });
+
   it('maxBytes 0 disables storing; single flight still applies', async () => {
     const c = new ImageCache({ maxBytes: 0, ttlMs: 60_000 });
     const l = loader(100);

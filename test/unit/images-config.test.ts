@@ -18,7 +18,7 @@ describe('images: loadImagesConfig', () => {
     assert.equal(c.sendMode, 'upload');
     assert.deepEqual(c.adminChatIds, []);
     assert.equal(c.orderCaptionTemplate, 'Товар: {name}\nЦена: {price} руб.');
-    assert.equal(c.cacheMaxBytes, IMAGES_DEFAULTS.IMAGE_CACHE_MAX_BYTES);
+    assert.equal(c.cacheMaxBytes, 268_435_456);
   });
 
   it('allowed hosts default to the host of IMAGE_BASE_URL; the base gets a trailing slash', () => {
