@@ -60,6 +60,8 @@ export interface ShardOwnerState {
   members: string[];
   map: Map<number, string>;
   takeovers: Takeover[];
+  /** What the pipeline last confirmed it owns; re-synced when it differs from the leases held. */
+  pipelineOwned: number[];
   timers: NodeJS.Timeout[];
   leaving: boolean;
   since: number;
@@ -122,6 +124,7 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
       // Graceful handoff: stop claiming, finish or give back in-flight rows, then free the lease.
       const keep = mine.filter((s) => !surplus.includes(s));
       const r = await pipeline.own(keep);
+      state.pipelineOwned = r.owned;
       await Promise.all(surplus.map((s) => state.leases.get(s)!.release().catch(() => undefined)));
       for (const s of surplus) state.leases.delete(s);
       mHandoffs.inc(surplus.length);
@@ -145,6 +148,7 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
       );
       if (got.length) {
         const r = await pipeline.own([...state.leases.keys()]);
+        state.pipelineOwned = r.owned;
         const now = Date.now();
         // Shards whose fencing row still named another process: it died or lost its lease.
         for (const p of r.previousOwners) state.takeovers.unshift({ shard: p.shard, from: p.owner, at: now });
@@ -153,6 +157,13 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
         log.info({ shards: got.sort((a, b) => a - b), takenOver: r.previousOwners.map((p) => p.shard), reclaimedRows: r.reclaimed }, 'shards acquired');
       }
     }
+    // A shard leased but not fenced in the database (a failed write) would be sent by nobody: retry.
+    const held = [...state.leases.keys()].sort((a, b) => a - b);
+    if (held.join() !== [...state.pipelineOwned].sort((a, b) => a - b).join()) {
+      const r = await pipeline.own(held);
+      state.pipelineOwned = r.owned;
+      if (r.owned.length !== held.length) log.warn({ leased: held.length, fenced: r.owned.length }, 'some leased shards are not fenced in the database yet; retrying next tick');
+    }
     mOwned.set(state.leases.size);
   };
 
@@ -160,7 +171,7 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
     name: 'shard-owner',
     supervision: Supervision.restartWithBackoff({ minBackoffMs: 200, maxBackoffMs: 5_000 }),
     init: (ctx) => {
-      const state: ShardOwnerState = { leases: new Map(), members: [], map: new Map(), takeovers: [], timers: [], leaving: false, since: Date.now() };
+      const state: ShardOwnerState = { leases: new Map(), members: [], map: new Map(), takeovers: [], pipelineOwned: [], timers: [], leaving: false, since: Date.now() };
       state.timers.push(setInterval(() => dispatch(ctx.self, { type: 'tick' }), Math.max(100, Math.floor(leaseTtlMs / 4))));
       state.timers.push(setInterval(() => watchdog(state), Math.max(50, Math.floor(leaseTtlMs / 20))));
       setImmediate(() => dispatch(ctx.self, { type: 'tick' }));

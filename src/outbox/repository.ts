@@ -126,7 +126,9 @@ export class OutboxRepository {
   async takeShards(shards: readonly number[]): Promise<{ reclaimed: number; previous: Map<number, string | null> }> {
     if (shards.length === 0) return { reclaimed: 0, previous: new Map() };
     const marks = shards.map(() => '?').join(',');
-    return this.db.transaction(async (trx) => {
+    // READ COMMITTED (no gap locks, non-matching rows unlocked at once), and retried: a
+    // deadlock with another process's claim must not leave shards leased but unfenced.
+    return withDeadlockRetry(() => this.db.transaction(async (trx) => {
       const [prev] = (await trx.raw(`SELECT shard, owner FROM shard_owners WHERE shard IN (${marks}) FOR UPDATE`, [...shards])) as [Array<{ shard: number; owner: string | null }>];
       await trx.raw(
         `INSERT INTO shard_owners (shard, owner, epoch, acquired_at) VALUES ${shards.map(() => '(?, ?, 1, NOW(3))').join(',')}
@@ -139,7 +141,7 @@ export class OutboxRepository {
         [...shards, this.owner],
       )) as [{ affectedRows: number }];
       return { reclaimed: res.affectedRows, previous: new Map(prev.map((r) => [r.shard, r.owner])) };
-    });
+    }, { isolationLevel: 'read committed' }));
   }
 
   /** Gives up the fencing rows of `shards` (after their rows were released). */
@@ -278,6 +280,19 @@ export class OutboxRepository {
         if (existing) return { id: Number(existing.id), shard: existing.shard, duplicate: true };
       }
       throw e;
+    }
+  }
+}
+
+/** Runs a transaction again when InnoDB picked it as a deadlock victim or a lock wait timed out. */
+async function withDeadlockRetry<T>(run: () => Promise<T>, attempts = 5): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await run();
+    } catch (e) {
+      const errno = (e as { errno?: number }).errno;
+      if ((errno !== 1213 && errno !== 1205) || i >= attempts) throw e;
+      await new Promise((r) => setTimeout(r, 20 * i + Math.random() * 30));
     }
   }
 }
