@@ -13,8 +13,8 @@ import { connect, type NatsConnection } from 'nats';
 import { createDb } from '../src/db/knex';
 import { migrateLatest } from '../src/db/migrate';
 import { shardOf } from '../src/outbox/shard';
-import type { ClusterStatus } from '../src/cluster';
-import type { DeliveredEntry, SandboxStats } from '../src/sandbox/types';
+import type { ClusterStatus } from '../src/roles/cluster';
+import type { DeliveredEntry, SandboxStats } from '../sandbox/types';
 import { startSandboxProcess, getJson, machine, table } from './lib';
 
 const GLOBAL = 300;

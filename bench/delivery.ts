@@ -10,12 +10,12 @@ import { loadConfig } from '../src/config';
 import { createLogger } from '../src/log';
 import { Metrics } from '../src/metrics';
 import { TelegrafClient } from '../src/telegram/client';
-import { startPipeline } from '../src/pipeline';
+import { startPipeline } from '../src/roles/pipeline';
 import { createDb } from '../src/db/knex';
 import { migrateLatest } from '../src/db/migrate';
 import { encodeJson } from '../src/nats/codec';
 import { rng, startSandboxProcess, getJson, machine, table, percentile } from './lib';
-import type { DeliveredEntry, SandboxStats } from '../src/sandbox/types';
+import type { DeliveredEntry, SandboxStats } from '../sandbox/types';
 
 const GLOBAL = 300;
 const CHAT = 10;

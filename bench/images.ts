@@ -7,7 +7,7 @@
  * Processes:
  * - this process (orchestrator): scratch database and data, the HTTP image server (so the
  *   number of downloads is the server's own request count), the final checks;
- * - the sandbox (src/sandbox/cli.ts), in its own process, as in bench:delivery;
+ * - the sandbox (sandbox/cli.ts), in its own process, as in bench:delivery;
  * - one worker process per cache bound (this file with `--worker`): the actor system, the
  *   image fetcher and the pipeline, started in-process with startPipeline. A fresh process
  *   per bound, so its peak RSS is the pipeline's alone (no image server, no earlier run).
@@ -31,16 +31,16 @@ import { createLogger } from '../src/log';
 import { Metrics } from '../src/metrics';
 import { createDb, type Knex } from '../src/db/knex';
 import { migrateLatest } from '../src/db/migrate';
-import { startPipeline } from '../src/pipeline';
+import { startPipeline } from '../src/roles/pipeline';
 import { TelegrafClient } from '../src/telegram/client';
 import { startActorSystem, stopActorSystem, query } from '../src/runtime/actor';
-import { spawnFetcher, type FetcherMessage, type FetcherStats } from '../actors/fetcher';
-import { fetcherImageSource } from '../src/images/source';
+import { spawnFetcher, type FetcherMessage, type FetcherStats } from '../actors/image-fetcher';
+import { fetcherImageSource } from '../actors/image-fetcher';
 import { loadImagesConfig } from '../src/images/config';
 import { OrderAwarePlanner } from '../src/orders/planner';
 import { startImageServer } from '../test/helpers/image-server';
 import { rng, startSandboxProcess, getJson, machine, table } from './lib';
-import type { DeliveredEntry, SandboxStats } from '../src/sandbox/types';
+import type { DeliveredEntry, SandboxStats } from '../sandbox/types';
 
 const GLOBAL = 300;
 const CHAT = 10;

@@ -18,7 +18,7 @@ import { connectNats } from '../src/nats/connection';
 import { encodeJson } from '../src/nats/codec';
 import { Subjects } from '../src/nats/subjects';
 import { startActorSystem, stopActorSystem } from '../src/runtime/actor';
-import { loadAdsConfig, startAds, startGatewayRole } from '../src/ads';
+import { loadAdsConfig, startAds, startGatewayRole } from '../src/roles/ads';
 import { ensureViewsConsumer, ensureViewsStream } from '../src/ads/views-stream';
 import { machine, table } from './lib';
 

@@ -13,10 +13,10 @@ import { loadConfig, redactUrl } from './config';
 import { createDb, type Knex } from './db/knex';
 import { makeSubjects, type SubjectSet } from './nats/subjects';
 import { encodeJson } from './nats/codec';
-import { ranges } from './pipeline';
-import type { ClusterStatus } from './cluster';
+
+import type { ClusterStatus } from './roles/cluster';
 import type { EnqueueReply } from './nats/payloads';
-import { shardOf } from './outbox/shard';
+import { ranges, shardOf } from './outbox/shard';
 import { describeError } from './errors';
 
 const USAGE = `usage: npm run cli -- <command>

@@ -13,16 +13,13 @@ import { verifyShardCount } from './db/schema-check';
 import { connectNats } from './nats/connection';
 import { TelegrafClient } from './telegram/client';
 import { TelegramUnauthorized } from './telegram/errors';
-import { TelegramSandbox } from './sandbox/server';
-import { startPipeline, startObservedSystem } from './pipeline';
+import type { TelegramSandbox } from '../sandbox/server';
+import { startPipeline, startObservedSystem } from './roles/pipeline';
 import { stopActorSystem } from './runtime/actor';
 import { loadImagesConfig } from './images/config';
-import { fetcherImageSource } from './images/source';
-import { ImagesService } from './images/service';
-import { OrderAwarePlanner } from './orders/planner';
-import { spawnFetcher } from '../actors/fetcher';
-import { loadAdsConfig, startAds, startGatewayRole } from './ads';
-import { startCluster } from './cluster';
+import { startImagesRole } from './roles/images';
+import { loadAdsConfig, startAds, startGatewayRole } from './roles/ads';
+import { startCluster } from './roles/cluster';
 import { makeSubjects } from './nats/subjects';
 import { ConfigError, describeError } from './errors';
 
@@ -65,6 +62,8 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<Runnin
     let apiRoot = config.telegramApiRoot;
     let sandbox: TelegramSandbox | undefined;
     if (!token && worker) {
+      // Loaded only here: production processes never load the sandbox's code.
+      const { TelegramSandbox } = await import('../sandbox/server');
       sandbox = new TelegramSandbox({ globalRate: config.telegramGlobalRate, chatRate: config.telegramChatRate, groupRatePerMin: config.telegramGroupRatePerMin });
       const started = await sandbox.start();
       token = DEMO_TOKEN;
@@ -100,10 +99,8 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<Runnin
       shutdown.add('ads gateway (stop accepting requests)', () => gw.stop());
     }
     if (worker) {
-      const fetcher = spawnFetcher(system, { config: imagesConfig, metrics });
-      const images = new ImagesService({ nc, fetcher, instanceId: config.instanceId, log, subjects: makeSubjects(config.natsSubjectPrefix) });
-      await images.start();
-      const planner = new OrderAwarePlanner(db, fetcherImageSource(fetcher, { timeoutMs: imagesConfig.fetchTimeoutMs * 3 }), imagesConfig, log);
+      const images = await startImagesRole({ parent: system, db, nc, config: imagesConfig, instanceId: config.instanceId, subjects: makeSubjects(config.natsSubjectPrefix), log, metrics });
+      const planner = images.planner;
       const pipeline = await startPipeline({ config, log, metrics, db, nc, telegram, planner, system });
       const cluster = await startCluster({ config, log, metrics, nc, pipeline, system });
       shutdown.add('cluster (hand shards back, leave)', () => cluster.stop());

@@ -1,19 +1,8 @@
 import type { Knex } from '../db/knex';
+import type { Singleton } from '../cluster/singleton';
 
-/**
- * "Am I the one process that should do this now?" The bump actor asks before every
- * timer run. Implementations: `DbLeaseSingleton` (a lease row in MariaDB) now; a
- * NATS KV lease when the scale-out work lands — same interface.
- *
- * A singleton only avoids wasted work: the bump itself is idempotent per ad within an
- * interval, so two processes that both believe they lead still bump each ad once.
- */
-export interface Singleton {
-  /** Takes or renews the role; true while this process holds it. Never throws. */
-  isLeader(): Promise<boolean>;
-  /** Gives the role up at once (graceful shutdown) so another process takes over without waiting for expiry. Idempotent. */
-  release(): Promise<void>;
-}
+export type { Singleton };
+
 
 /**
  * A named lease in `ads_leases`: taken when free or expired, renewed by its owner at

@@ -1,6 +1,20 @@
 import type { KV } from 'nats';
-import type { Singleton } from '../ads/singleton';
 import { KvLease } from './lease';
+
+/**
+ * "Am I the one process that should do this now?" The bump actor asks before every
+ * timer run. Implementations: `KvLeaseSingleton` below (a NATS KV
+ * lease, used by `npm start`) and `DbLeaseSingleton` in `src/ads/singleton.ts` (a lease row in MariaDB).
+ *
+ * A singleton only avoids wasted work: the bump itself is idempotent per ad within an
+ * interval, so two processes that both believe they lead still bump each ad once.
+ */
+export interface Singleton {
+  /** Takes or renews the role; true while this process holds it. Never throws. */
+  isLeader(): Promise<boolean>;
+  /** Gives the role up at once (graceful shutdown) so another process takes over without waiting for expiry. Idempotent. */
+  release(): Promise<void>;
+}
 
 /**
  * A cluster-wide singleton on the same KV lease machinery as the shards: one process

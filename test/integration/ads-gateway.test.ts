@@ -2,7 +2,7 @@ import { strict as assert } from 'node:assert';
 import type { Subscription } from 'nats';
 import { createTestDb, uniq, waitFor, type TestDb } from '../helpers/services';
 import { adsHarness, adsTestEnv, insertAds, type AdsHarness } from '../helpers/ads';
-import { startAds, startGatewayRole, type RunningAds } from '../../src/ads';
+import { startAds, startGatewayRole, type RunningAds } from '../../src/roles/ads';
 import { Subjects } from '../../src/nats/subjects';
 import { encodeJson, validator } from '../../src/nats/codec';
 import { EnqueueRequest, type EnqueueReply } from '../../src/nats/payloads';

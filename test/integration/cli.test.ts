@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { TelegramSandbox } from '../../src/sandbox/server';
+import { TelegramSandbox } from '../../sandbox/server';
 import { createTestDb, waitFor, uniq, NATS_URL, type TestDb } from '../helpers/services';
 import { startWorker, type Worker } from '../helpers/processes';
 import { dropBucket, TEST_TOKEN } from '../helpers/pipeline';

@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
-import { spawnFetcher, type FetcherMessage, type FetcherStats, type InvalidateResult } from '../../actors/fetcher';
+import { spawnFetcher, type FetcherMessage, type FetcherStats, type InvalidateResult } from '../../actors/image-fetcher';
 import { startActorSystem, stopActorSystem, query, type ActorRef, type ActorSystem } from '../../src/runtime/actor';
-import { fetcherImageSource } from '../../src/images/source';
+import { fetcherImageSource } from '../../actors/image-fetcher';
 import type { FetchResult } from '../../src/images/cache';
 import type { ImagesConfig } from '../../src/images/config';
 import { Metrics } from '../../src/metrics';

@@ -1,8 +1,8 @@
 import { strict as assert } from 'node:assert';
 import { connect, RequestStrategy, type NatsConnection } from 'nats';
-import { spawnFetcher, type FetcherMessage } from '../../actors/fetcher';
+import { spawnFetcher, type FetcherMessage } from '../../actors/image-fetcher';
 import { startActorSystem, stopActorSystem, query, type ActorRef, type ActorSystem } from '../../src/runtime/actor';
-import { ImagesService, type ImagesReply } from '../../src/images/service';
+import { ImagesService, type ImagesReply } from '../../src/roles/images';
 import { Subjects } from '../../src/nats/subjects';
 import type { FetchResult } from '../../src/images/cache';
 import { encodeJson } from '../../src/nats/codec';

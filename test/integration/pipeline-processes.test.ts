@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { TelegramSandbox } from '../../src/sandbox/server';
+import { TelegramSandbox } from '../../sandbox/server';
 import { createTestDb, waitFor, uniq, NATS_URL, type TestDb } from '../helpers/services';
 import { startWorker, type Worker } from '../helpers/processes';
 import { dropBucket, TEST_TOKEN, waitForSandboxIdle } from '../helpers/pipeline';

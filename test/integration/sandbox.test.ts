@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { Input, Telegraf, TelegramError } from 'telegraf';
-import { TelegramSandbox } from '../../src/sandbox/server';
-import type { ApiError, SandboxOptions, TgMessage } from '../../src/sandbox/types';
+import { TelegramSandbox } from '../../sandbox/server';
+import type { ApiError, SandboxOptions, TgMessage } from '../../sandbox/types';
 
 const TOKEN = '123456:SECRET-sandbox-token-x9';
 const PHOTO = Buffer.from('ffd8ffe000104a464946', 'hex'); // a JPEG's first bytes; the sandbox does not decode

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { TelegramSandbox } from '../../src/sandbox/server';
+import { TelegramSandbox } from '../../sandbox/server';
 import { TelegrafClient, type PhotoItem } from '../../src/telegram/client';
 import {
   TelegramApiError,

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { KeyedWindows, SlidingWindow, retryAfterSeconds, windowLimit, type WindowLimit } from '../../src/sandbox/window';
+import { KeyedWindows, SlidingWindow, retryAfterSeconds, windowLimit, type WindowLimit } from '../../sandbox/window';
 
 /** Offers one request of weight `n` at each time; returns the times admitted. */
 function offer(times: number[], limit: WindowLimit, n = 1, window = new SlidingWindow()): number[] {

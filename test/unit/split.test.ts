@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { TELEGRAM_TEXT_LIMIT, splitMessage } from '../../src/outbox/split';
-import { formatText } from '../../src/sandbox/html';
+import { formatText } from '../../sandbox/html';
 
 /** The text Telegram would show for a part (tags removed, entities decoded), or a failure. */
 function visible(part: string, parseMode: string | null): string {

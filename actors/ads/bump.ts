@@ -11,14 +11,14 @@
  * version, so concurrent runs never bump an ad twice in one interval. Updates go in
  * autocommitted chunks of BUMP_CHUNK rows to keep row locks short.
  */
-import type { Knex } from '../src/db/knex';
-import type { Logger } from '../src/log';
-import type { Metrics } from '../src/metrics';
-import type { Singleton } from '../src/ads/singleton';
-import type { BumpedEvent } from '../src/nats/ads-payloads';
-import type { BumpTrigger } from '../src/db/models/bump-run';
-import { assertNever, dispatch, reply, spawn, Supervision, type ActorRef, type Parent, type ReplyTo } from '../src/runtime/actor';
-import { describeError, isAppError } from '../src/errors';
+import type { Knex } from '../../src/db/knex';
+import type { Logger } from '../../src/log';
+import type { Metrics } from '../../src/metrics';
+import type { Singleton } from '../../src/cluster/singleton';
+import type { BumpedEvent } from '../../src/nats/ads-payloads';
+import type { BumpTrigger } from '../../src/db/models/bump-run';
+import { assertNever, dispatch, reply, spawn, Supervision, type ActorRef, type Parent, type ReplyTo } from '../../src/runtime/actor';
+import { describeError, isAppError } from '../../src/errors';
 
 export type BumpResult = { ok: true; runId: number; bumped: number } | { ok: false; code: string; message: string };
 

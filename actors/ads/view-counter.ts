@@ -8,14 +8,14 @@
  * until then a crash means redelivery, never loss.
  */
 import type { JsMsg } from 'nats';
-import type { Knex } from '../src/db/knex';
-import type { Logger } from '../src/log';
-import type { Metrics } from '../src/metrics';
-import { assertNever, dispatch, reply, sleep, spawn, Supervision, type ActorRef, type Parent, type ReplyTo } from '../src/runtime/actor';
-import { decoder } from '../src/nats/codec';
-import { ViewBatch, ViewEvent } from '../src/nats/ads-payloads';
-import { describeError, isAppError } from '../src/errors';
-import { viewMsgId, windowOf } from '../src/ads/views-stream';
+import type { Knex } from '../../src/db/knex';
+import type { Logger } from '../../src/log';
+import type { Metrics } from '../../src/metrics';
+import { assertNever, dispatch, reply, sleep, spawn, Supervision, type ActorRef, type Parent, type ReplyTo } from '../../src/runtime/actor';
+import { decoder } from '../../src/nats/codec';
+import { ViewBatch, ViewEvent } from '../../src/nats/ads-payloads';
+import { describeError, isAppError } from '../../src/errors';
+import { viewMsgId, windowOf } from '../../src/ads/views-stream';
 
 export interface FlushResult {
   /** JetStream messages acked by this flush. */

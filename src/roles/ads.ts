@@ -7,23 +7,23 @@ import type { ConsumerMessages, Msg, NatsConnection, Subscription } from 'nats';
 import type { Knex } from '../db/knex';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
-import type { AdsConfig } from './config';
+import type { AdsConfig } from '../ads/config';
 import { ShutdownSequence } from '../lifecycle';
 import { describeError, isAppError } from '../errors';
 import { dispatch, query, stop as stopActor, type ActorRef, type Parent } from '../runtime/actor';
 import { Subjects } from '../nats/subjects';
 import { decoder, encodeJson } from '../nats/codec';
 import { MessageCreated, MessagesRead, PendingRequest, UnreadRequest, BumpRunRequest, type BumpRunReply, type PendingReply, type UnreadReply } from '../nats/ads-payloads';
-import { ensureViewsConsumer, ensureViewsStream, viewsStreamNames } from './views-stream';
-import { DbLeaseSingleton, type Singleton } from './singleton';
-import { startGateway, type RunningGateway } from './gateway';
-import { spawnViewCounter, type FlushResult, type ViewCounterMsg } from '../../actors/view-counter';
-import { spawnBump, type BumpMsg, type BumpResult } from '../../actors/bump';
-import { spawnUnreadCache, type UnreadCacheMsg, type UnreadResult } from '../../actors/unread-cache';
+import { ensureViewsConsumer, ensureViewsStream, viewsStreamNames } from '../ads/views-stream';
+import { DbLeaseSingleton, type Singleton } from '../ads/singleton';
+import { startGateway, type RunningGateway } from '../ads/gateway';
+import { spawnViewCounter, type FlushResult, type ViewCounterMsg } from '../../actors/ads/view-counter';
+import { spawnBump, type BumpMsg, type BumpResult } from '../../actors/ads/bump';
+import { spawnUnreadCache, type UnreadCacheMsg, type UnreadResult } from '../../actors/ads/unread-cache';
 
-export { loadAdsConfig, describeAdsConfig, type AdsConfig } from './config';
-export { buildGateway, startGateway } from './gateway';
-export { DbLeaseSingleton, type Singleton } from './singleton';
+export { loadAdsConfig, describeAdsConfig, type AdsConfig } from '../ads/config';
+export { buildGateway, startGateway } from '../ads/gateway';
+export { DbLeaseSingleton, type Singleton } from '../ads/singleton';
 
 export interface AdsDeps {
   /** The actor system (or an actor) the ads actors are spawned under. */

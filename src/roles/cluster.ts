@@ -3,18 +3,18 @@ import type { Config } from '../config';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import { query, stop, type ActorRef, type ActorSystem } from '../runtime/actor';
-import type { Pipeline } from '../pipeline';
+import type { Pipeline } from './pipeline';
 import { rateToWindow } from '../limits/window';
 import { encodeJson } from '../nats/codec';
 import { describeError } from '../errors';
-import { spawnShardOwner, type ShardOwnerMsg, type ShardOwnerStatus, type Takeover } from '../../actors/shard-owner';
-import { spawnBudgetCoordinator, type BudgetCoordinatorMsg, type BudgetStatus } from '../../actors/budget-coordinator';
-import type { PipelineStatus } from '../../actors/pipeline';
-import { openClusterBucket } from './kv';
-import { leaseHolder, readClusterView } from './lease';
-import { BudgetClient, COORDINATOR_KEY } from './budget-client';
-import { KvLeaseSingleton } from './singleton';
-import type { Singleton } from '../ads/singleton';
+import { spawnShardOwner, type ShardOwnerMsg, type ShardOwnerStatus, type Takeover } from '../../actors/cluster/shard-owner';
+import { spawnBudgetCoordinator, type BudgetCoordinatorMsg, type BudgetStatus } from '../../actors/cluster/budget-coordinator';
+import type { PipelineStatus } from '../../actors/pipeline/pipeline';
+import { openClusterBucket } from '../cluster/kv';
+import { leaseHolder, readClusterView } from '../cluster/lease';
+import { BudgetClient, COORDINATOR_KEY } from '../cluster/budget-client';
+import { KvLeaseSingleton } from '../cluster/singleton';
+import type { Singleton } from '../cluster/singleton';
 
 export interface ClusterOptions {
   config: Config;

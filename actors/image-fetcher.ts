@@ -4,7 +4,9 @@
  * cache hits, stats or invalidations. Images never travel over NATS (1 MiB max_payload):
  * callers in the same process query this actor.
  */
-import { spawn, reply, assertNever, Supervision, type ActorRef, type Parent, type ReplyTo } from '../src/runtime/actor';
+import { spawn, reply, query, assertNever, Supervision, type ActorRef, type Parent, type ReplyTo } from '../src/runtime/actor';
+import { isAppError } from '../src/errors';
+import type { ImageSource } from '../src/images/source';
 import { ImageCache, type CacheStats, type FetchResult } from '../src/images/cache';
 import { downloadImage, FETCH_FAILURE_REASONS, type DownloadOptions, type DownloadResult, type FetchFailureReason } from '../src/images/fetch';
 import type { ImagesConfig } from '../src/images/config';
@@ -197,4 +199,30 @@ class Slots {
     if (next) next();
     else this.active--;
   }
+}
+
+export interface FetcherSourceOptions {
+  /**
+   * How long to wait for the fetcher's answer. Must cover the queue for a download slot
+   * plus IMAGE_FETCH_TIMEOUT_MS; a late answer is reported as `timeout`.
+   */
+  timeoutMs: number;
+}
+
+/** An ImageSource over the fetcher actor (query with a timeout). */
+export function fetcherImageSource(fetcher: ActorRef<FetcherMessage>, opts: FetcherSourceOptions): ImageSource {
+  return {
+    async get(url, productId) {
+      try {
+        return await query<FetcherMessage, FetchResult>(
+          fetcher,
+          (replyTo) => (productId === undefined ? { type: 'fetch', url, replyTo } : { type: 'fetch', url, productId, replyTo }),
+          opts.timeoutMs,
+        );
+      } catch (e) {
+        if (isAppError(e) && e.code === 'QUERY_TIMEOUT') return { ok: false, reason: 'timeout', message: `no answer from the image fetcher within ${opts.timeoutMs} ms for ${url}` };
+        return { ok: false, reason: 'network', message: `image fetcher unavailable: ${e instanceof Error ? e.message : String(e)}` };
+      }
+    },
+  };
 }

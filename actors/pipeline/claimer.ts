@@ -1,8 +1,8 @@
-import { spawn, dispatch, reply, assertNever, Supervision, type ActorRef, type Parent, type ReplyTo } from '../src/runtime/actor';
-import { describeError } from '../src/errors';
-import type { OutboxRow } from '../src/outbox/types';
-import { chatRatePerMs, type PipelineDeps } from '../src/pipeline/deps';
-import type { ShardManagerMsg } from './shard-manager';
+import { spawn, dispatch, reply, assertNever, Supervision, type ActorRef, type Parent, type ReplyTo } from '../../src/runtime/actor';
+import { describeError } from '../../src/errors';
+import type { OutboxRow } from '../../src/outbox/types';
+import { chatRatePerMs, type PipelineDeps } from './deps';
+import type { ShardManagerMsg } from './shard-manager/shard-manager';
 
 /**
  * Claimer: claims due rows of the owned shards in batches (one transaction per batch,

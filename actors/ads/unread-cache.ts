@@ -8,11 +8,11 @@
  * left by races the events cannot order (a read committed just before a load) heals.
  */
 import { LRUCache } from 'lru-cache';
-import type { Knex } from '../src/db/knex';
-import type { Metrics } from '../src/metrics';
-import type { MessageCreated, MessagesRead } from '../src/nats/ads-payloads';
-import { assertNever, reply, spawn, Supervision, type ActorRef, type Parent, type ReplyTo } from '../src/runtime/actor';
-import { describeError } from '../src/errors';
+import type { Knex } from '../../src/db/knex';
+import type { Metrics } from '../../src/metrics';
+import type { MessageCreated, MessagesRead } from '../../src/nats/ads-payloads';
+import { assertNever, reply, spawn, Supervision, type ActorRef, type Parent, type ReplyTo } from '../../src/runtime/actor';
+import { describeError } from '../../src/errors';
 
 export type UnreadResult = { ok: true; unread: number; cached: boolean } | { ok: false; code: 'UNAVAILABLE'; message: string };
 

@@ -1,15 +1,15 @@
 import type { KV, NatsConnection, Subscription } from 'nats';
-import { spawn, dispatch, reply, assertNever, Supervision, type ActorRef, type Parent, type ReplyTo } from '../src/runtime/actor';
-import { describeError } from '../src/errors';
-import type { Logger } from '../src/log';
-import type { Metrics } from '../src/metrics';
-import type { WindowLimit } from '../src/limits/window';
-import { KvLease } from '../src/cluster/lease';
-import { computeShares } from '../src/cluster/shares';
-import { COORDINATOR_KEY } from '../src/cluster/budget-client';
-import type { SubjectSet } from '../src/nats/subjects';
-import { decoder, encodeJson } from '../src/nats/codec';
-import { BudgetDemand } from '../src/nats/payloads';
+import { spawn, dispatch, reply, assertNever, Supervision, type ActorRef, type Parent, type ReplyTo } from '../../src/runtime/actor';
+import { describeError } from '../../src/errors';
+import type { Logger } from '../../src/log';
+import type { Metrics } from '../../src/metrics';
+import type { WindowLimit } from '../../src/limits/window';
+import { KvLease } from '../../src/cluster/lease';
+import { computeShares } from '../../src/cluster/shares';
+import { COORDINATOR_KEY } from '../../src/cluster/budget-client';
+import type { SubjectSet } from '../../src/nats/subjects';
+import { decoder, encodeJson } from '../../src/nats/codec';
+import { BudgetDemand } from '../../src/nats/payloads';
 
 /**
  * Budget coordinator: runs in every process, acts only while it holds the

@@ -1,12 +1,12 @@
-import { spawn, dispatch, reply, query, assertNever, Supervision, type ActorRef, type Parent, type ReplyTo } from '../src/runtime/actor';
-import { describeError } from '../src/errors';
-import { SlidingWindow, type Reservation } from '../src/limits/window';
-import { backoffDelay } from '../src/limits/backoff';
-import { partCost, textParts, type Part } from '../src/outbox/plan';
-import { splitMessage } from '../src/outbox/split';
-import type { OutboxRow, Outcome, Progress } from '../src/outbox/types';
-import type { OutcomeEvent } from '../src/nats/payloads';
-import { chatLimitOf, chatRatePerMs, type PipelineDeps } from '../src/pipeline/deps';
+import { spawn, dispatch, reply, query, assertNever, Supervision, type ActorRef, type Parent, type ReplyTo } from '../../../src/runtime/actor';
+import { describeError } from '../../../src/errors';
+import { SlidingWindow, type Reservation } from '../../../src/limits/window';
+import { backoffDelay } from '../../../src/limits/backoff';
+import { partCost, textParts, type Part } from '../../../src/outbox/plan';
+import { splitMessage } from '../../../src/outbox/split';
+import type { OutboxRow, Outcome, Progress } from '../../../src/outbox/types';
+import type { OutcomeEvent } from '../../../src/nats/payloads';
+import { chatLimitOf, chatRatePerMs, type PipelineDeps } from '../deps';
 import {
   TelegramApiError,
   TelegramMigrated,
@@ -16,8 +16,8 @@ import {
   TelegramTooLong,
   TelegramTransient,
   TelegramUnauthorized,
-} from '../src/telegram/errors';
-import type { OutcomeWriterMsg } from './outcome-writer';
+} from '../../../src/telegram/errors';
+import type { OutcomeWriterMsg } from '../outcome-writer';
 
 /**
  * Sender: one per owned shard. Keeps a FIFO queue per chat (row id order, retries

@@ -1,8 +1,8 @@
-import { spawn, reply, dispatch, assertNever, Supervision, type ActorRef, type Parent, type ReplyTo } from '../src/runtime/actor';
-import { describeError } from '../src/errors';
-import type { Outcome } from '../src/outbox/types';
-import type { OutcomeEvent } from '../src/nats/payloads';
-import type { PipelineDeps } from '../src/pipeline/deps';
+import { spawn, reply, dispatch, assertNever, Supervision, type ActorRef, type Parent, type ReplyTo } from '../../src/runtime/actor';
+import { describeError } from '../../src/errors';
+import type { Outcome } from '../../src/outbox/types';
+import type { OutcomeEvent } from '../../src/nats/payloads';
+import type { PipelineDeps } from './deps';
 
 /**
  * Outcome writer: collects the senders' outcomes and writes them back in batches, one

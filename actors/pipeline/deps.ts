@@ -1,14 +1,14 @@
-import type { Logger } from '../log';
-import type { Metrics } from '../metrics';
-import type { GlobalGate, Clock } from '../limits/global-gate';
-import type { WindowLimit } from '../limits/window';
-import { isGroupChat } from '../outbox/shard';
-import type { OutboxRepository } from '../outbox/repository';
-import type { RecipientDirectory } from '../outbox/recipients';
-import type { BufferBook } from '../outbox/buffer-book';
-import type { Planner } from '../outbox/plan';
-import type { TelegramClient } from '../telegram/client';
-import type { OutcomeEvent } from '../nats/payloads';
+import type { Logger } from '../../src/log';
+import type { Metrics } from '../../src/metrics';
+import type { GlobalGate, Clock } from '../../src/limits/global-gate';
+import type { WindowLimit } from '../../src/limits/window';
+import { isGroupChat } from '../../src/outbox/shard';
+import type { OutboxRepository } from '../../src/outbox/repository';
+import type { RecipientDirectory } from '../../src/outbox/recipients';
+import type { BufferBook } from '../../src/outbox/buffer-book';
+import type { Planner } from '../../src/outbox/plan';
+import type { TelegramClient } from '../../src/telegram/client';
+import type { OutcomeEvent } from '../../src/nats/payloads';
 
 /** Settings of the delivery pipeline, taken from Config. */
 export interface PipelineSettings {

@@ -1,10 +1,10 @@
-import { spawn, dispatch, reply, query, assertNever, Supervision, type ActorRef, type Parent, type ReplyTo } from '../src/runtime/actor';
-import { describeError } from '../src/errors';
-import type { PipelineDeps } from '../src/pipeline/deps';
+import { spawn, dispatch, reply, query, assertNever, Supervision, type ActorRef, type Parent, type ReplyTo } from '../../src/runtime/actor';
+import { describeError } from '../../src/errors';
+import type { PipelineDeps } from './deps';
 import { spawnClaimer, type ClaimerMsg } from './claimer';
 import { spawnOutcomeWriter, OutcomeQueue, type OutcomeWriterMsg } from './outcome-writer';
-import { spawnShardManager, type ShardManagerMsg } from './shard-manager';
-import type { SenderStatus } from './sender';
+import { spawnShardManager, type ShardManagerMsg } from './shard-manager/shard-manager';
+import type { SenderStatus } from './shard-manager/sender';
 
 /**
  * The delivery pipeline's supervisor: outcome writer, shard manager (→ senders) and

@@ -16,8 +16,9 @@ import { makeSubjects, type SubjectSet } from '../nats/subjects';
 import { decoder, encodeJson } from '../nats/codec';
 import { EnqueueRequest, RecipientChanged, WakeEvent, type EnqueueReply, type OutcomeEvent } from '../nats/payloads';
 import { describeError, isAppError } from '../errors';
-import { spawnPipeline, type OwnResult, type PipelineMsg, type PipelineStatus } from '../../actors/pipeline';
-import { chatRatePerMs, type PipelineDeps, type PipelineSettings } from './deps';
+import { ranges } from '../outbox/shard';
+import { spawnPipeline, type OwnResult, type PipelineMsg, type PipelineStatus } from '../../actors/pipeline/pipeline';
+import { chatRatePerMs, type PipelineDeps, type PipelineSettings } from '../../actors/pipeline/deps';
 
 export interface PipelineOptions {
   config: Config;
@@ -287,17 +288,6 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
 }
 
 /** "0-15,32,40-41": a readable list of shard numbers. */
-export function ranges(xs: readonly number[]): string {
-  const s = [...xs].sort((a, b) => a - b);
-  const out: string[] = [];
-  for (let i = 0; i < s.length; ) {
-    let j = i;
-    while (j + 1 < s.length && s[j + 1] === s[j]! + 1) j++;
-    out.push(i === j ? String(s[i]) : `${s[i]}-${s[j]}`);
-    i = j + 1;
-  }
-  return out.join(',');
-}
 
 /** An actor system whose crashes, restarts and dead letters show in metrics and logs. */
 export function startObservedSystem(name: string, log: Logger, metrics: Metrics): ActorSystem {

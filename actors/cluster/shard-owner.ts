@@ -1,12 +1,12 @@
 import type { KV } from 'nats';
-import { spawn, dispatch, reply, assertNever, Supervision, type ActorRef, type Parent, type ReplyTo } from '../src/runtime/actor';
-import { describeError } from '../src/errors';
-import type { Logger } from '../src/log';
-import type { Metrics } from '../src/metrics';
-import { assignShards } from '../src/cluster/assign';
-import { KvLease, readClusterView, type LeaseValue } from '../src/cluster/lease';
-import { encodeValue } from '../src/cluster/kv';
-import type { OwnResult } from './pipeline';
+import { spawn, dispatch, reply, assertNever, Supervision, type ActorRef, type Parent, type ReplyTo } from '../../src/runtime/actor';
+import { describeError } from '../../src/errors';
+import type { Logger } from '../../src/log';
+import type { Metrics } from '../../src/metrics';
+import { assignShards } from '../../src/cluster/assign';
+import { KvLease, readClusterView, type LeaseValue } from '../../src/cluster/lease';
+import { encodeValue } from '../../src/cluster/kv';
+import type { OwnResult } from '../pipeline/pipeline';
 
 /**
  * Shard owner: this process's seat in the cluster. Every tick it heartbeats its member

@@ -1,8 +1,8 @@
-import { spawn, dispatch, reply, query, stop, assertNever, Supervision, type ActorRef, type Parent, type ReplyTo } from '../src/runtime/actor';
-import { describeError } from '../src/errors';
-import type { OutboxRow } from '../src/outbox/types';
-import type { PipelineDeps } from '../src/pipeline/deps';
-import type { OutcomeWriterMsg } from './outcome-writer';
+import { spawn, dispatch, reply, query, stop, assertNever, Supervision, type ActorRef, type Parent, type ReplyTo } from '../../../src/runtime/actor';
+import { describeError } from '../../../src/errors';
+import type { OutboxRow } from '../../../src/outbox/types';
+import type { PipelineDeps } from '../deps';
+import type { OutcomeWriterMsg } from '../outcome-writer';
 import { FloodTracker, spawnSender, type SenderMsg, type SenderStatus } from './sender';
 
 /**

@@ -2,9 +2,13 @@ import { Type, type Static } from '@sinclair/typebox';
 import type { NatsConnection, Subscription, Msg } from 'nats';
 import { decoder, encodeJson } from '../nats/codec';
 import { InputError, isAppError, describeError } from '../errors';
-import { query, dispatch, type ActorRef } from '../runtime/actor';
+import { query, dispatch, type ActorRef, type Parent } from '../runtime/actor';
 import type { Logger } from '../log';
-import type { FetcherMessage, FetcherStats, InvalidateResult, InvalidateTarget } from '../../actors/fetcher';
+import type { Knex } from '../db/knex';
+import type { Metrics } from '../metrics';
+import type { ImagesConfig } from '../images/config';
+import { OrderAwarePlanner } from '../orders/planner';
+import { spawnFetcher, fetcherImageSource, type FetcherMessage, type FetcherStats, type InvalidateResult, type InvalidateTarget } from '../../actors/image-fetcher';
 import { Subjects, type SubjectSet } from '../nats/subjects';
 
 /** `images.cache.invalidate` payload: exactly one of the three fields. */
@@ -138,4 +142,35 @@ function toTarget(p: ImagesInvalidate): InvalidateTarget {
   }
   if (p.product_id !== undefined) return { productId: p.product_id };
   return { all: true };
+}
+
+export interface ImagesRoleOptions {
+  parent: Parent;
+  db: Knex;
+  nc: NatsConnection;
+  config: ImagesConfig;
+  instanceId: string;
+  subjects: SubjectSet;
+  log: Logger;
+  metrics: Metrics;
+}
+
+export interface ImagesRole {
+  /** Plans order notifications with product photos from the fetcher's cache. */
+  planner: OrderAwarePlanner;
+  /** Stops the `images.cache.*` service (the fetcher stops with the actor system). */
+  stop(): Promise<void>;
+}
+
+/**
+ * The images role: spawns the image fetcher, serves its cache over NATS and builds the
+ * order-aware planner the delivery pipeline uses.
+ */
+export async function startImagesRole(o: ImagesRoleOptions): Promise<ImagesRole> {
+  const fetcher = spawnFetcher(o.parent, { config: o.config, metrics: o.metrics });
+  const service = new ImagesService({ nc: o.nc, fetcher, instanceId: o.instanceId, log: o.log, subjects: o.subjects });
+  await service.start();
+  // The planner's wait covers a queue for a download slot plus the download itself.
+  const planner = new OrderAwarePlanner(o.db, fetcherImageSource(fetcher, { timeoutMs: o.config.fetchTimeoutMs * 3 }), o.config, o.log);
+  return { planner, stop: () => service.stop() };
 }
