@@ -49,6 +49,7 @@ export class OutboxRepository {
    * process. One transaction: BEGIN, SELECT … FOR UPDATE SKIP LOCKED, UPDATE, COMMIT.
    */
   async claim(req: ClaimRequest): Promise<OutboxRow[]> {
+    const fetchedAt = Date.now();
     if (req.shards.length === 0 || req.limit <= 0) return [];
     const full = [...req.buffered].filter(([chat, n]) => n >= req.perChatCap(chat)).map(([chat]) => chat);
     // READ COMMITTED: the locking read takes no gap locks, so producers' INSERTs never wait
@@ -114,7 +115,7 @@ export class OutboxRepository {
           WHERE id IN (${keep.map(() => '?').join(',')})`,
         [this.owner, req.leaseMs * 1000, ...keep.map((r) => r.id)],
       );
-      return keep.map(toRow);
+      return keep.map((r) => toRow(r, fetchedAt));
     }, { isolationLevel: 'read committed' });
   }
 
@@ -162,12 +163,13 @@ export class OutboxRepository {
 
   /** Rows this process holds for `shards` (after a sender restart). */
   async loadClaimed(shards: readonly number[]): Promise<OutboxRow[]> {
+    const fetchedAt = Date.now();
     if (shards.length === 0) return [];
     const [rows] = (await this.db.raw(
       `SELECT ${COLUMNS} FROM telegram_notifications WHERE claimed_by = ? AND status = 'claimed' AND shard IN (${shards.map(() => '?').join(',')}) ORDER BY id`,
       [this.owner, ...shards],
     )) as [RawRow[]];
-    return rows.map(toRow);
+    return rows.map((r) => toRow(r, fetchedAt));
   }
 
   /** Extends the lease of every row this process holds. One statement. */
@@ -297,7 +299,7 @@ async function withDeadlockRetry<T>(run: () => Promise<T>, attempts = 5): Promis
   }
 }
 
-function toRow(r: RawRow): OutboxRow {
+function toRow(r: RawRow, fetchedAt: number): OutboxRow {
   let progress: Progress | null = null;
   if (r.progress) {
     try {
@@ -320,5 +322,6 @@ function toRow(r: RawRow): OutboxRow {
     createdAt: r.created_at instanceof Date ? r.created_at.getTime() : Date.parse(String(r.created_at)),
     progress,
     plainText: progress?.plain === true,
+    fetchedAt,
   };
 }

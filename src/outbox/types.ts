@@ -15,6 +15,12 @@ export interface OutboxRow {
   progress: Progress | null;
   /** Set after a parse error: resend as plain text. */
   plainText: boolean;
+  /**
+   * Local time (ms) at which the claim or reload that produced this copy started. A sender
+   * that finished the row after this instant holds a stale copy; a claim that started after
+   * the row finished here is a new one (an operator's retry) and is sent.
+   */
+  fetchedAt: number;
 }
 
 /** Stored in telegram_notifications.progress as JSON. */

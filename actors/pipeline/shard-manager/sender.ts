@@ -100,14 +100,14 @@ export interface SenderState {
   /**
    * Rows finished here recently (id → when, in finishing order). After a (re)start the
    * recovery reload and the claimer's hand-over can carry the same row; once it was sent and
-   * left its queue, only this tells the second copy apart. A finished row may come back
-   * legitimately later (an operator's retry-failed), so it is remembered only briefly.
+   * left its queue, only this tells the second copy apart: a copy fetched before the row
+   * finished is stale, one fetched after it is a new claim (an operator's retry-failed).
    */
   finished: Map<number, number>;
 }
 
-/** How long a finished row's id shuts out a second copy (the hand-over race takes milliseconds). */
-const SEEN_FINISHED_MS = 2_000;
+/** How long a finished row is remembered: longer than any claim or reload takes. */
+const SEEN_FINISHED_MS = 60_000;
 
 export interface SenderOptions {
   shard: number;
@@ -161,10 +161,10 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
     const now = clock.now();
     for (const row of rows) {
       const finishedAt = state.finished.get(row.id);
-      if (state.live.has(row.id) || (finishedAt !== undefined && now - finishedAt < SEEN_FINISHED_MS)) continue;
+      if (state.live.has(row.id) || (finishedAt !== undefined && row.fetchedAt <= finishedAt)) continue;
       state.live.add(row.id);
       const c = ensureChat(state, row.chatId);
-      const job: Job = { row, parts: null, done: row.progress?.done ?? 0, attempts: row.attempts, retryCount: row.retryCount, plain: row.plainText, notes: [], claimedAt: clock.now(), firstSentAt: null };
+      const job: Job = { row, parts: null, done: row.progress?.done ?? 0, attempts: row.attempts, retryCount: row.retryCount, plain: row.plainText, notes: [], claimedAt: now, firstSentAt: null };
       // Keep id order: rows of one chat arrive in order, but recovery can interleave.
       let i = c.queue.length;
       while (i > 0 && c.queue[i - 1]!.row.id > row.id) i--;
@@ -450,11 +450,13 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
       switch (msg.type) {
         case 'recover': {
           const gen = state.gen;
+          // Rows finished from here on may still look claimed to the reload: they count as fetched now.
+          const fetchedAt = clock.now();
           // Outcomes still queued must land first, or finished rows would look claimed.
           query(opts.outcomes, (replyTo) => ({ type: 'flush' as const, replyTo }), 30_000)
             .then(() => deps.repo.loadClaimed([opts.shard]))
             .then(
-              (rows) => dispatch(ctx.self, { type: 'recovered', rows, gen }),
+              (rows) => dispatch(ctx.self, { type: 'recovered', rows: rows.map((r) => ({ ...r, fetchedAt })), gen }),
               (e: unknown) => {
                 log.error({ shard: opts.shard, err: describeError(e) }, 'could not reload claimed rows; they return after their lease');
                 dispatch(ctx.self, { type: 'recovered', rows: [], gen });
