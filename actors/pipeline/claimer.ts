@@ -20,8 +20,11 @@ export type ClaimerMsg =
   | { type: 'wake'; shard?: number }
   | { type: 'tick' }
   | { type: 'claimed'; rows: OutboxRow[]; limit: number; error?: string }
+  | { type: 'polled'; due: boolean; error?: string }
   | { type: 'renew' }
+  | { type: 'renewed'; error?: string }
   | { type: 'reap' }
+  | { type: 'reaped'; rows: number; error?: string }
   /** Stop claiming (shutdown, handoff); answers once no claim is running. */
   | { type: 'pause'; replyTo: ReplyTo<void> }
   | { type: 'resume' };
@@ -34,6 +37,10 @@ export interface ClaimerState {
   waiters: Array<ReplyTo<void>>;
   timers: NodeJS.Timeout[];
   failures: number;
+  /** A poll, renewal or reap is running (each runs outside the mailbox; one at a time). */
+  polling: boolean;
+  renewing: boolean;
+  reaping: boolean;
 }
 
 export function spawnClaimer(parent: Parent, deps: PipelineDeps, shardManager: ActorRef<ShardManagerMsg>): ActorRef<ClaimerMsg> {
@@ -75,6 +82,9 @@ export function spawnClaimer(parent: Parent, deps: PipelineDeps, shardManager: A
         paused: false,
         waiters: [],
         failures: 0,
+        polling: false,
+        renewing: false,
+        reaping: false,
         timers: [
           every(settings.pollMs, { type: 'tick' }),
           every(Math.max(500, Math.floor(settings.claimLeaseMs / 3)), { type: 'renew' }),
@@ -83,7 +93,8 @@ export function spawnClaimer(parent: Parent, deps: PipelineDeps, shardManager: A
       };
     },
     afterStop: (state) => state.timers.forEach((t) => clearInterval(t)),
-    receive: async (state, msg, ctx) => {
+    // Every database call runs outside the mailbox and reports back as a message.
+    receive: (state, msg, ctx) => {
       switch (msg.type) {
         case 'own':
           state.shards = [...msg.shards].sort((a, b) => a - b);
@@ -98,12 +109,17 @@ export function spawnClaimer(parent: Parent, deps: PipelineDeps, shardManager: A
           return state;
         case 'tick':
           mBuffered.set(book.total);
-          if (state.claiming || state.paused || book.total >= settings.maxBuffered) return state;
-          try {
-            if (await repo.hasDue(state.shards)) startClaim(state, ctx.self);
-          } catch (e) {
-            log.warn({ err: describeError(e) }, 'outbox poll failed');
-          }
+          if (state.claiming || state.polling || state.paused || book.total >= settings.maxBuffered) return state;
+          state.polling = true;
+          repo.hasDue(state.shards).then(
+            (due) => dispatch(ctx.self, { type: 'polled', due }),
+            (e: unknown) => dispatch(ctx.self, { type: 'polled', due: false, error: describeError(e) }),
+          );
+          return state;
+        case 'polled':
+          state.polling = false;
+          if (msg.error) log.warn({ err: msg.error }, 'outbox poll failed');
+          else if (msg.due) startClaim(state, ctx.self);
           return state;
         case 'claimed': {
           state.claiming = false;
@@ -127,22 +143,32 @@ export function spawnClaimer(parent: Parent, deps: PipelineDeps, shardManager: A
           return state;
         }
         case 'renew':
-          try {
-            await repo.renewLeases(settings.claimLeaseMs);
-          } catch (e) {
-            log.warn({ err: describeError(e) }, 'lease renewal failed');
-          }
+          if (state.renewing) return state;
+          state.renewing = true;
+          repo.renewLeases(settings.claimLeaseMs).then(
+            () => dispatch(ctx.self, { type: 'renewed' }),
+            (e: unknown) => dispatch(ctx.self, { type: 'renewed', error: describeError(e) }),
+          );
+          return state;
+        case 'renewed':
+          state.renewing = false;
+          if (msg.error) log.warn({ err: msg.error }, 'lease renewal failed');
           return state;
         case 'reap':
-          try {
-            const n = await repo.reapExpired();
-            if (n > 0) {
-              mReaped.inc(n);
-              log.info({ rows: n }, 'expired leases reaped; rows claimable again');
-              startClaim(state, ctx.self);
-            }
-          } catch (e) {
-            log.warn({ err: describeError(e) }, 'lease reaping failed');
+          if (state.reaping) return state;
+          state.reaping = true;
+          repo.reapExpired().then(
+            (rows) => dispatch(ctx.self, { type: 'reaped', rows }),
+            (e: unknown) => dispatch(ctx.self, { type: 'reaped', rows: 0, error: describeError(e) }),
+          );
+          return state;
+        case 'reaped':
+          state.reaping = false;
+          if (msg.error) log.warn({ err: msg.error }, 'lease reaping failed');
+          if (msg.rows > 0) {
+            mReaped.inc(msg.rows);
+            log.info({ rows: msg.rows }, 'expired leases reaped; rows claimable again');
+            startClaim(state, ctx.self);
           }
           return state;
         case 'pause':

@@ -19,6 +19,7 @@ import { DbLeaseSingleton, type Singleton } from '../ads/singleton';
 import { startGateway, type RunningGateway } from '../ads/gateway';
 import { spawnViewCounter, type FlushResult, type ViewCounterMsg } from '../../actors/ads/view-counter';
 import { spawnBump, type BumpMsg, type BumpResult } from '../../actors/ads/bump';
+import { AdsRepository } from '../ads/repository';
 import { spawnUnreadCache, type UnreadCacheMsg, type UnreadResult } from '../../actors/ads/unread-cache';
 
 export { loadAdsConfig, describeAdsConfig, type AdsConfig } from '../ads/config';
@@ -155,7 +156,7 @@ export async function startAds(deps: AdsDeps): Promise<RunningAds> {
   // ---- unread cache ---------------------------------------------------------------
   let unread: ActorRef<UnreadCacheMsg> | undefined;
   if (parts.unread) {
-    const ref = spawnUnreadCache(deps.parent, { db: deps.db, metrics }, { max: c.unreadCacheMax, ttlMs: c.unreadCacheTtlMs });
+    const ref = spawnUnreadCache(deps.parent, { repo: new AdsRepository(deps.db), metrics }, { max: c.unreadCacheMax, ttlMs: c.unreadCacheTtlMs });
     unread = ref;
     on(Subjects.messagesCreated(p), undefined, (m) => {
       const ev = guard(m, decodeCreated);

@@ -6,6 +6,14 @@
  * rejection, and there is no "restart with backoff". This module gives typed
  * spawn / dispatch / query, reply refs inside messages, dead-letter accounting and
  * named supervision policies.
+ *
+ * The rule every actor follows: **a handler never awaits I/O.** It starts the work (a
+ * database query, a NATS request, an HTTP call) and the result comes back to `self` as a
+ * message, so a slow dependency never holds the mailbox and every other message (status,
+ * drain, a wake-up) is handled at once. A handler may await only a `query` to one of its
+ * own children: a supervisor coordinating its subtree (the pipeline's handoff). What an
+ * actor needs (repositories, clients, clocks, publishers) is passed at spawn as ports,
+ * never bound later with setters.
  */
 import * as nact from 'nact';
 import type { Logger } from '../log';

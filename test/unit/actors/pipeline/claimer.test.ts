@@ -1,0 +1,136 @@
+import { strict as assert } from 'node:assert';
+import { spawnClaimer, type ClaimerMsg } from '../../../../actors/pipeline/claimer';
+import type { PipelineDeps, PipelineSettings } from '../../../../actors/pipeline/deps';
+import type { ShardManagerMsg } from '../../../../actors/pipeline/shard-manager/shard-manager';
+import { BufferBook } from '../../../../src/outbox/buffer-book';
+import type { ClaimRequest } from '../../../../src/outbox/repository';
+import type { OutboxRow } from '../../../../src/outbox/types';
+import { Metrics } from '../../../../src/metrics';
+import { dispatch, query, spawn, startActorSystem, stopActorSystem, type ActorSystem } from '../../../../src/runtime/actor';
+import { captureLogger, waitFor } from '../../../helpers/services';
+import { deferred, type Deferred } from '../../../helpers/deferred';
+
+/** The claimer with a fake repository whose calls finish when the test says so. */
+const settings: PipelineSettings = {
+  chatLimit: { count: 1, windowMs: 1000 },
+  groupLimit: { count: 20, windowMs: 60_000 },
+  maxAttempts: 5,
+  retryBaseMs: 1000,
+  retryMaxMs: 60_000,
+  claimBatch: 100,
+  claimLeaseMs: 60_000,
+  // Timers far in the future: the test drives the claimer with messages.
+  pollMs: 3_600_000,
+  chatBufferSeconds: 60,
+  maxBuffered: 10_000,
+  outcomeFlushMs: 500,
+  outcomeFlushMax: 500,
+  drainTimeoutMs: 1000,
+};
+
+const row = (id: number, shard: number): OutboxRow => ({ id, chatId: 100 + id, text: 't', parseMode: null, kind: null, orderId: null, priority: 0, attempts: 0, retryCount: 0, shard, createdAt: 0, progress: null, plainText: false, fetchedAt: 0 });
+
+class FakeRepo {
+  claims: Array<{ req: ClaimRequest; d: Deferred<OutboxRow[]> }> = [];
+  renewals: Array<Deferred<number>> = [];
+  polls: Array<Deferred<boolean>> = [];
+  claim(req: ClaimRequest): Promise<OutboxRow[]> {
+    const d = deferred<OutboxRow[]>();
+    this.claims.push({ req, d });
+    return d.promise;
+  }
+  renewLeases(): Promise<number> {
+    const d = deferred<number>();
+    this.renewals.push(d);
+    return d.promise;
+  }
+  hasDue(): Promise<boolean> {
+    const d = deferred<boolean>();
+    this.polls.push(d);
+    return d.promise;
+  }
+  reapExpired(): Promise<number> {
+    return Promise.resolve(0);
+  }
+}
+
+describe('claimer actor (fake repository)', () => {
+  let system: ActorSystem;
+  let repo: FakeRepo;
+  let received: ShardManagerMsg[];
+  let claimer: ReturnType<typeof spawnClaimer>;
+
+  beforeEach(() => {
+    const { log } = captureLogger();
+    system = startActorSystem('claimer-test', log);
+    repo = new FakeRepo();
+    received = [];
+    const manager = spawn<null, ShardManagerMsg>(system, {
+      name: 'manager',
+      init: () => null,
+      receive: (s, m) => {
+        received.push(m);
+        return s;
+      },
+    });
+    const deps = { settings, log, metrics: new Metrics(), repo, book: new BufferBook() } as unknown as PipelineDeps;
+    claimer = spawnClaimer(system, deps, manager);
+  });
+  afterEach(() => stopActorSystem(system));
+
+  it('claims the owned shards and hands the rows to the shard manager', async () => {
+    dispatch<ClaimerMsg>(claimer, { type: 'own', shards: [3, 1] });
+    await waitFor(() => repo.claims.length === 1, 2000, 5, 'a claim');
+    assert.deepEqual(repo.claims[0]!.req.shards, [1, 3]);
+    assert.equal(repo.claims[0]!.req.limit, settings.claimBatch);
+    repo.claims[0]!.d.resolve([row(1, 1), row(2, 3)]);
+    await waitFor(() => received.length === 1, 2000, 5, 'rows handed over');
+    assert.deepEqual(received[0], { type: 'rows', rows: [row(1, 1), row(2, 3)] });
+  });
+
+  it('a full batch claims again at once; a wake during a claim runs one more claim after it', async () => {
+    dispatch<ClaimerMsg>(claimer, { type: 'own', shards: [0] });
+    await waitFor(() => repo.claims.length === 1, 2000, 5, 'first claim');
+    dispatch<ClaimerMsg>(claimer, { type: 'wake', shard: 0 });
+    dispatch<ClaimerMsg>(claimer, { type: 'wake', shard: 0 });
+    repo.claims[0]!.d.resolve([row(1, 0)]);
+    await waitFor(() => repo.claims.length === 2, 2000, 5, 'the claim the wakes asked for');
+    repo.claims[1]!.d.resolve([]);
+    // Two wakes during one claim make one more claim, not two; an empty batch ends the run.
+    await query<ClaimerMsg, void>(claimer, (replyTo) => ({ type: 'pause', replyTo }), 1000);
+    assert.equal(repo.claims.length, 2);
+  });
+
+  it('pause answers only once the claim in flight has landed (a handoff must not overtake it)', async () => {
+    dispatch<ClaimerMsg>(claimer, { type: 'own', shards: [0] });
+    await waitFor(() => repo.claims.length === 1, 2000, 5, 'a claim');
+    let paused = false;
+    const p = query<ClaimerMsg, void>(claimer, (replyTo) => ({ type: 'pause', replyTo }), 2000).then(() => (paused = true));
+    // A renewal dispatched after the pause starts: the mailbox handled the pause, which still waits.
+    dispatch<ClaimerMsg>(claimer, { type: 'renew' });
+    await waitFor(() => repo.renewals.length === 1, 2000, 5, 'the renewal after the pause');
+    assert.equal(paused, false);
+    repo.claims[0]!.d.resolve([row(7, 0)]);
+    await p;
+    assert.equal(paused, true);
+    // The rows were dispatched to the shard manager before the pause was answered.
+    await waitFor(() => received.length === 1, 2000, 5, 'rows at the shard manager');
+    assert.deepEqual(received.map((m) => (m.type === 'rows' ? m.rows.map((r) => r.id) : [])), [[7]]);
+  });
+
+  it('a slow lease renewal or poll never holds the mailbox (I/O runs outside it)', async () => {
+    dispatch<ClaimerMsg>(claimer, { type: 'renew' });
+    dispatch<ClaimerMsg>(claimer, { type: 'tick' });
+    await waitFor(() => repo.renewals.length === 1 && repo.polls.length === 1, 2000, 5, 'renewal and poll started');
+    // Neither has finished, yet ownership changes and claims go on.
+    dispatch<ClaimerMsg>(claimer, { type: 'own', shards: [5] });
+    await waitFor(() => repo.claims.length === 1, 2000, 5, 'a claim while renewal and poll hang');
+    // A second renewal while one runs is not stacked on it.
+    dispatch<ClaimerMsg>(claimer, { type: 'renew' });
+    repo.claims[0]!.d.resolve([]);
+    await query<ClaimerMsg, void>(claimer, (replyTo) => ({ type: 'pause', replyTo }), 1000);
+    assert.equal(repo.renewals.length, 1);
+    repo.renewals[0]!.resolve(3);
+    repo.polls[0]!.resolve(false);
+  });
+});
