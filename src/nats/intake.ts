@@ -1,0 +1,209 @@
+/**
+ * The one NATS edge: every subscription the project makes goes through here, so every
+ * payload is decoded and validated the same way, every rejection is counted in one
+ * metric and answered with one error shape, and every subscription drains on stop.
+ * Replies and KV values read from others are validated the same way (`requestValidated`,
+ * `decodeKvValue`): a peer is input too.
+ */
+import type { KvEntry, Msg, NatsConnection, Subscription } from 'nats';
+import type { Logger } from '../log';
+import type { Metrics } from '../metrics';
+import { AppError, InputError, describeError, isAppError, type ErrorCode } from '../errors';
+import { encodeJson, type Decoder } from './codec';
+
+/** The error body every request-reply endpoint answers with. */
+export interface ErrorReply {
+  ok: false;
+  error: { code: ErrorCode; message: string };
+}
+
+export interface IntakeOptions {
+  nc: NatsConnection;
+  log: Logger;
+  metrics: Metrics;
+}
+
+export interface EndpointOptions {
+  /** A queue group: one member answers each message (load-balanced endpoints). */
+  queue?: string;
+  /**
+   * The metric label for this subscription; default the subject. Per-instance subjects
+   * pass their pattern here so the label's cardinality stays bounded.
+   */
+  label?: string;
+}
+
+/**
+ * Subscribes and answers, decodes and counts. One per role; `drain()` stops every
+ * subscription it made (idempotent).
+ */
+export class NatsIntake {
+  private readonly subs: Subscription[] = [];
+  private readonly bad;
+  private readonly failed;
+  private draining: Promise<void> | undefined;
+
+  constructor(private readonly o: IntakeOptions) {
+    this.bad = o.metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']);
+    this.failed = o.metrics.counter('nats_handler_errors_total', 'NATS messages whose handler failed (not the sender’s fault)', ['subject', 'code']);
+  }
+
+  /**
+   * A request-reply endpoint. The handler's value is the reply; an `AppError` it throws
+   * is answered with its code and message; anything else is logged and answered
+   * `INTERNAL` without its text (no library or database message leaves the process).
+   */
+  serve<T, R>(subject: string, decode: Decoder<T>, handler: (payload: T, msg: Msg) => Promise<R> | R, opts: EndpointOptions = {}): Subscription {
+    const label = opts.label ?? subject;
+    return this.subscribe(subject, opts, (msg) => {
+      let payload: T;
+      try {
+        payload = decode(msg.data);
+      } catch (e) {
+        this.rejected(label, e);
+        this.respond(msg, errorReply(e));
+        return;
+      }
+      let result: Promise<R>;
+      try {
+        result = Promise.resolve(handler(payload, msg));
+      } catch (e) {
+        result = Promise.reject(e);
+      }
+      result.then(
+        (value) => this.respond(msg, value),
+        (e: unknown) => {
+          this.handlerFailed(label, e);
+          this.respond(msg, errorReply(e));
+        },
+      );
+    });
+  }
+
+  /**
+   * An event subscription (no reply expected). A bad payload is counted and logged, and
+   * answered with the error if the publisher asked for a reply; the handler's failures
+   * are counted and logged. Never throws into the NATS client.
+   */
+  listen<T>(subject: string, decode: Decoder<T>, handler: (payload: T, msg: Msg) => Promise<void> | void, opts: EndpointOptions = {}): Subscription {
+    const label = opts.label ?? subject;
+    return this.subscribe(subject, opts, (msg) => {
+      let payload: T;
+      try {
+        payload = decode(msg.data);
+      } catch (e) {
+        this.rejected(label, e);
+        if (msg.reply) this.respond(msg, errorReply(e));
+        return;
+      }
+      try {
+        void Promise.resolve(handler(payload, msg)).catch((e: unknown) => this.handlerFailed(label, e));
+      } catch (e) {
+        this.handlerFailed(label, e);
+      }
+    });
+  }
+
+  /** Stops every subscription, letting messages already received finish. Idempotent. */
+  drain(): Promise<void> {
+    this.draining ??= Promise.allSettled(
+      this.subs.map(async (s) => {
+        if (s.isClosed()) return;
+        try {
+          await s.drain();
+        } catch {
+          // The connection is already closing or closed: the subscription is gone either way.
+          s.unsubscribe();
+        }
+      }),
+    ).then(() => undefined);
+    return this.draining;
+  }
+
+  private subscribe(subject: string, opts: EndpointOptions, onMsg: (msg: Msg) => void): Subscription {
+    if (this.draining) throw new AppError('UNAVAILABLE', `intake is draining: cannot subscribe to ${subject}`);
+    const sub = this.o.nc.subscribe(subject, {
+      ...(opts.queue ? { queue: opts.queue } : {}),
+      callback: (err, msg) => {
+        if (err) {
+          this.o.log.warn({ subject, err: describeError(err) }, 'subscription error');
+          return;
+        }
+        onMsg(msg);
+      },
+    });
+    this.subs.push(sub);
+    return sub;
+  }
+
+  private respond(msg: Msg, body: unknown): void {
+    if (!msg.reply) return;
+    try {
+      msg.respond(encodeJson(body));
+    } catch (e) {
+      this.o.log.warn({ subject: msg.subject, err: describeError(e) }, 'reply failed');
+    }
+  }
+
+  private rejected(label: string, e: unknown): void {
+    const code = isAppError(e) ? e.code : 'BAD_PAYLOAD';
+    this.bad.inc({ subject: label, code });
+    this.o.log.debug({ subject: label, code, err: describeError(e) }, 'payload rejected');
+  }
+
+  private handlerFailed(label: string, e: unknown): void {
+    const code = isAppError(e) ? e.code : 'INTERNAL';
+    this.failed.inc({ subject: label, code });
+    const caller = e instanceof InputError;
+    if (caller) this.o.log.debug({ subject: label, code, err: describeError(e) }, 'request refused');
+    else this.o.log.warn({ subject: label, code, err: isAppError(e) ? e.message : describeError(e) }, 'handler failed');
+  }
+}
+
+/** The error reply for anything thrown: codes and messages of our own errors, nothing else. */
+export function errorReply(e: unknown): ErrorReply {
+  if (isAppError(e)) return { ok: false, error: { code: e.code, message: e.message } };
+  return { ok: false, error: { code: 'INTERNAL', message: 'internal error (see the service log)' } };
+}
+
+/**
+ * A request whose reply is validated like any input. An error reply from the other side
+ * becomes an `AppError` with its code; a reply that matches neither is `BAD_PAYLOAD`.
+ */
+export async function requestValidated<T>(nc: NatsConnection, subject: string, body: unknown, decode: Decoder<T>, timeoutMs: number): Promise<T> {
+  const msg = await nc.request(subject, encodeJson(body), { timeout: timeoutMs });
+  const remote = remoteError(msg.data);
+  if (remote) throw new AppError(remote.code, `${subject}: ${remote.message}`);
+  try {
+    return decode(msg.data);
+  } catch (e) {
+    throw new InputError('BAD_PAYLOAD', `reply on ${subject} is not valid: ${describeError(e)}`);
+  }
+}
+
+/** A KV value validated like any input; `undefined` for a deleted or purged key. */
+export function decodeKvValue<T>(entry: KvEntry | null, decode: Decoder<T>): T | undefined {
+  if (!entry || entry.operation !== 'PUT' || entry.value.byteLength === 0) return undefined;
+  try {
+    return decode(entry.value);
+  } catch (e) {
+    throw new InputError('BAD_PAYLOAD', `KV ${entry.bucket}/${entry.key} holds an invalid value: ${describeError(e)}`);
+  }
+}
+
+/** A code as the other side sent it, if it looks like one of ours (upper-case words). */
+const CODE = /^[A-Z][A-Z0-9_]{1,63}$/;
+
+function remoteError(data: Uint8Array): ErrorReply['error'] | undefined {
+  let v: unknown;
+  try {
+    v = JSON.parse(new TextDecoder().decode(data));
+  } catch {
+    return undefined;
+  }
+  if (typeof v !== 'object' || v === null || (v as { ok?: unknown }).ok !== false) return undefined;
+  const err = (v as { error?: { code?: unknown; message?: unknown } }).error;
+  const code = typeof err?.code === 'string' && CODE.test(err.code) ? err.code : 'INTERNAL';
+  const message = typeof err?.message === 'string' ? err.message : 'error reply without a message';
+  return { code: code as ErrorCode, message };
+}
