@@ -11,7 +11,7 @@
  * version, so concurrent runs never bump an ad twice in one interval. Updates go in
  * autocommitted chunks of BUMP_CHUNK rows to keep row locks short.
  */
-import type { Knex } from '../../src/db/knex';
+import type { AdsRepository } from '../../src/ads/repository';
 import type { Logger } from '../../src/log';
 import type { Metrics } from '../../src/metrics';
 import type { Singleton } from '../../src/cluster/singleton';
@@ -26,15 +26,22 @@ export type BumpMsg =
   /** Timer: renew leadership, run if due, schedule the next tick. */
   | { type: 'tick' }
   /** Run now regardless of leadership; answers with the count. */
-  | { type: 'run-now'; replyTo: ReplyTo<BumpResult> };
+  | { type: 'run-now'; replyTo: ReplyTo<BumpResult> }
+  /** A tick's leadership and due check finished (outside the mailbox). */
+  | { type: 'checked'; leader: boolean; untilDueMs: number; error?: string }
+  /** A run finished; `timer` runs set the next tick. */
+  | { type: 'ran'; trigger: BumpTrigger; result: BumpResult; replyTo?: ReplyTo<BumpResult> };
 
 export interface BumpState {
   timer: NodeJS.Timeout | undefined;
   leader: boolean;
+  /** A tick's check or timer run is in progress: the next tick is set when it ends. */
+  busy: boolean;
+  stopped: boolean;
 }
 
 export interface BumpDeps {
-  db: Knex;
+  repo: Pick<AdsRepository, 'msUntilBumpDue' | 'runBump'>;
   log: Logger;
   metrics: Metrics;
   singleton: Singleton;
@@ -58,7 +65,7 @@ export function spawnBump(parent: Parent, deps: BumpDeps, options: BumpOptions):
 
   async function run(trigger: BumpTrigger, log: Logger): Promise<BumpResult> {
     try {
-      const r = await runBump(deps.db, { trigger, instanceId: deps.instanceId, intervalMs: options.intervalMs, chunk: options.chunk });
+      const r = await deps.repo.runBump({ trigger, instanceId: deps.instanceId, intervalMs: options.intervalMs, chunk: options.chunk });
       runs.inc({ trigger, outcome: 'ok' });
       bumped.inc(r.bumped);
       log.info({ trigger, runId: r.runId, bumped: r.bumped }, 'bump run finished');
@@ -67,43 +74,62 @@ export function spawnBump(parent: Parent, deps: BumpDeps, options: BumpOptions):
     } catch (e) {
       runs.inc({ trigger, outcome: 'failed' });
       log.error({ trigger, err: describeError(e) }, 'bump run failed');
-      return { ok: false, code: isAppError(e) ? e.code : 'UNAVAILABLE', message: `bump run failed: ${describeError(e)}` };
+      // The cause is in the log; callers (HTTP, NATS) get a code, never a database message.
+      return { ok: false, code: isAppError(e) ? e.code : 'UNAVAILABLE', message: 'the bump run failed; retry later (the service log has the cause)' };
     }
   }
 
   const ref = spawn<BumpState, BumpMsg>(parent, {
     name: options.name ?? 'bump',
     supervision: Supervision.restartWithBackoff({ minBackoffMs: 500, maxBackoffMs: 30_000 }),
-    init: () => ({ timer: undefined, leader: false }),
-    async receive(state, msg, ctx) {
+    init: () => ({ timer: undefined, leader: false, busy: false, stopped: false }),
+    // Leadership checks, due checks and runs go outside the mailbox and report back.
+    receive(state, msg, ctx) {
+      const self = ctx.self;
+      const schedule = (ms: number): void => {
+        if (state.timer) clearTimeout(state.timer);
+        state.timer = setTimeout(() => dispatch(self, { type: 'tick' }), ms);
+      };
       switch (msg.type) {
         case 'tick': {
-          if (state.timer) clearTimeout(state.timer);
-          let next = options.checkMs;
-          try {
+          if (state.busy) return state;
+          state.busy = true;
+          (async () => {
             const leader = await deps.singleton.isLeader();
-            if (leader !== state.leader) ctx.log.info({ leader }, leader ? 'bump singleton acquired' : 'bump singleton lost');
-            state.leader = leader;
-            leaderGauge.set(leader ? 1 : 0);
-            if (leader) {
-              let untilDue = await msUntilDue(deps.db, options.intervalMs);
-              if (untilDue <= 0) {
-                await run('timer', ctx.log);
-                untilDue = options.intervalMs;
-              } else {
-                ctx.log.debug({ untilDueMs: Math.round(untilDue) }, 'bump not due');
-              }
-              next = Math.min(options.checkMs, Math.max(10, untilDue));
-            }
-          } catch (e) {
-            ctx.log.error({ err: describeError(e) }, 'bump tick failed; retrying at the next check');
+            return { leader, untilDueMs: leader ? await deps.repo.msUntilBumpDue(options.intervalMs) : options.checkMs };
+          })().then(
+            (r) => dispatch(self, { type: 'checked', ...r }),
+            (e: unknown) => dispatch(self, { type: 'checked', leader: state.leader, untilDueMs: options.checkMs, error: describeError(e) }),
+          );
+          return state;
+        }
+        case 'checked': {
+          if (msg.error) ctx.log.error({ err: msg.error }, 'bump tick failed; retrying at the next check');
+          else {
+            if (msg.leader !== state.leader) ctx.log.info({ leader: msg.leader }, msg.leader ? 'bump singleton acquired' : 'bump singleton lost');
+            state.leader = msg.leader;
+            leaderGauge.set(msg.leader ? 1 : 0);
           }
-          const self = ctx.self;
-          state.timer = setTimeout(() => dispatch(self, { type: 'tick' }), next);
+          if (!msg.error && msg.leader && msg.untilDueMs <= 0) {
+            void run('timer', ctx.log).then((result) => dispatch(self, { type: 'ran', trigger: 'timer', result }));
+            return state;
+          }
+          if (!msg.error && msg.leader) ctx.log.debug({ untilDueMs: Math.round(msg.untilDueMs) }, 'bump not due');
+          state.busy = false;
+          schedule(msg.error || !msg.leader ? options.checkMs : Math.min(options.checkMs, Math.max(10, msg.untilDueMs)));
           return state;
         }
         case 'run-now':
-          reply(msg.replyTo, await run('manual', ctx.log));
+          // Runs at once, beside a timer run if one is going: the per-ad criterion keeps them apart.
+          void run('manual', ctx.log).then((result) => dispatch(self, { type: 'ran', trigger: 'manual', result, replyTo: msg.replyTo }));
+          return state;
+        case 'ran':
+          if (msg.replyTo) reply(msg.replyTo, msg.result);
+          if (msg.trigger === 'timer') {
+            state.busy = false;
+            // A failed run is retried at the next check; a finished one is due again after the interval.
+            schedule(msg.result.ok ? Math.min(options.checkMs, options.intervalMs) : options.checkMs);
+          }
           return state;
         default:
           return assertNever(msg);
@@ -117,36 +143,4 @@ export function spawnBump(parent: Parent, deps: BumpDeps, options: BumpOptions):
   });
   dispatch(ref, { type: 'tick' });
   return ref;
-}
-
-/** Milliseconds until the next timer run is due (≤ 0: due now), by the database clock. */
-export async function msUntilDue(db: Knex, intervalMs: number): Promise<number> {
-  const [rows] = (await db.raw(
-    "SELECT TIMESTAMPDIFF(MICROSECOND, NOW(3), MAX(started_at) + INTERVAL ? MICROSECOND) AS us FROM bump_runs WHERE `trigger` = 'timer' AND finished_at IS NOT NULL",
-    [intervalMs * 1000],
-  )) as unknown as [Array<{ us: number | string | null }>];
-  const us = rows[0]?.us;
-  return us === null || us === undefined ? 0 : Number(us) / 1000;
-}
-
-/** One bump run, recorded in `bump_runs`. Exported for tests and the CLI. */
-export async function runBump(db: Knex, o: { trigger: BumpTrigger; instanceId: string; intervalMs: number; chunk: number }): Promise<{ runId: number; bumped: number }> {
-  const [ins] = (await db.raw('INSERT INTO bump_runs (`trigger`, instance_id, started_at) VALUES (?, ?, NOW(3))', [o.trigger, o.instanceId])) as unknown as [{ insertId: number }];
-  const runId = Number(ins.insertId);
-  const [rows] = (await db.raw("SELECT DATE_FORMAT(started_at, '%Y-%m-%d %H:%i:%s.%f') AS s FROM bump_runs WHERE id = ?", [runId])) as unknown as [Array<{ s: string }>];
-  const start = rows[0]!.s;
-  let total = 0;
-  for (;;) {
-    const [res] = (await db.raw(
-      `UPDATE advertisements SET bumped_at = ?
-       WHERE is_active = 1 AND auto_bump = 1
-         AND (bumped_at <= ? - INTERVAL ? MICROSECOND OR (bumped_at IS NULL AND created_at <= ? - INTERVAL ? MICROSECOND))
-       LIMIT ?`,
-      [start, start, o.intervalMs * 1000, start, o.intervalMs * 1000, o.chunk],
-    )) as unknown as [{ affectedRows: number }];
-    total += res.affectedRows;
-    if (res.affectedRows < o.chunk) break;
-  }
-  await db.raw('UPDATE bump_runs SET finished_at = NOW(3), bumped = ? WHERE id = ?', [total, runId]);
-  return { runId, bumped: total };
 }

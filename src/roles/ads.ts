@@ -124,12 +124,13 @@ export async function startAds(deps: AdsDeps): Promise<RunningAds> {
 
   // ---- bump ---------------------------------------------------------------------
   let bump: ActorRef<BumpMsg> | undefined;
+  const adsRepo = new AdsRepository(deps.db);
   const singleton = deps.singleton ?? new DbLeaseSingleton(deps.db, 'ads-bump', c.instanceId, c.bumpLeaseMs, (e) => log.warn({ err: describeError(e) }, 'bump lease check failed'));
   if (parts.bump) {
     const ref = spawnBump(
       deps.parent,
       {
-        db: deps.db,
+        repo: adsRepo,
         log,
         metrics,
         singleton,
@@ -156,7 +157,7 @@ export async function startAds(deps: AdsDeps): Promise<RunningAds> {
   // ---- unread cache ---------------------------------------------------------------
   let unread: ActorRef<UnreadCacheMsg> | undefined;
   if (parts.unread) {
-    const ref = spawnUnreadCache(deps.parent, { repo: new AdsRepository(deps.db), metrics }, { max: c.unreadCacheMax, ttlMs: c.unreadCacheTtlMs });
+    const ref = spawnUnreadCache(deps.parent, { repo: adsRepo, metrics }, { max: c.unreadCacheMax, ttlMs: c.unreadCacheTtlMs });
     unread = ref;
     on(Subjects.messagesCreated(p), undefined, (m) => {
       const ev = guard(m, decodeCreated);
