@@ -1,5 +1,6 @@
 import type { PhotoItem } from '../telegram/client';
 import { splitMessage } from './split';
+import { htmlToPlain } from './html-text';
 import type { OutboxRow } from './types';
 
 /** One Telegram call of a notification's delivery plan. */
@@ -33,15 +34,4 @@ export function textParts(row: Pick<OutboxRow, 'text' | 'parseMode' | 'plainText
   return splitMessage(text, mode).map((t) => ({ method: 'sendMessage', text: t, parseMode: mode }));
 }
 
-/** The readable text of an HTML message, for the plain-text fallback after a parse error. */
-export function htmlToPlain(text: string, parseMode: string | null): string {
-  if ((parseMode ?? '').toLowerCase() !== 'html') return text;
-  return text
-    .replace(/<[^>]*>/g, '')
-    .replace(/&lt;/g, '<')
-    .replace(/&gt;/g, '>')
-    .replace(/&quot;/g, '"')
-    .replace(/&#(\d+);/g, (_, d: string) => String.fromCodePoint(Number(d)))
-    .replace(/&#x([0-9a-f]+);/gi, (_, h: string) => String.fromCodePoint(parseInt(h, 16)))
-    .replace(/&amp;/g, '&');
-}
+export { htmlToPlain } from './html-text';

@@ -2,9 +2,11 @@
  * Splits a message longer than Telegram's limit (4096 characters after entity parsing)
  * into ordered parts, cutting at a line break if one is in the second half of the part,
  * else at a space, else anywhere (never inside a surrogate pair, an HTML tag or entity).
- * For HTML, tags open at a cut are closed at the end of the part and reopened at the
+ * For HTML (only real, paired tags count as tags: see html-text.ts), tags open at a cut are closed at the end of the part and reopened at the
  * start of the next, so every part parses on its own.
  */
+import { tokenizeTelegramHtml } from './html-text';
+
 export const TELEGRAM_TEXT_LIMIT = 4096;
 
 interface Token {
@@ -94,38 +96,17 @@ function tokenizePlain(text: string): Token[] {
   return out;
 }
 
+/** Real, paired tags of Telegram's subset and its entities (see html-text.ts); everything else is text. */
 function tokenizeHtml(text: string): Token[] {
-  const out: Token[] = [];
-  let i = 0;
-  while (i < text.length) {
-    const c = text[i]!;
-    if (c === '<') {
-      const end = text.indexOf('>', i);
-      if (end > i) {
-        const raw = text.slice(i, end + 1);
-        const m = /^<\s*(\/)?\s*([a-zA-Z][\w-]*)/.exec(raw);
-        if (m) {
-          const tag = m[2]!.toLowerCase();
-          out.push({ raw, visible: 0, kind: m[1] ? 'close' : raw.endsWith('/>') ? 'selfclose' : 'open', tag });
-          i = end + 1;
-          continue;
-        }
-      }
-    } else if (c === '&') {
-      const m = /^&(#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);/.exec(text.slice(i, i + 12));
-      if (m) {
+  return tokenizeTelegramHtml(text).map((t): Token => {
+    switch (t.kind) {
+      case 'text':
+        return { raw: t.raw, visible: t.raw.length, kind: 'text' };
+      case 'entity':
         // Lengths are UTF-16 units: a numeric entity above U+FFFF decodes to a surrogate pair.
-        const name = m[1]!;
-        const code = name.startsWith('#x') ? parseInt(name.slice(2), 16) : name.startsWith('#') ? Number(name.slice(1)) : 0;
-        out.push({ raw: m[0], visible: code > 0xffff ? 2 : 1, kind: 'entity' });
-        i += m[0].length;
-        continue;
-      }
+        return { raw: t.raw, visible: t.value.length, kind: 'entity' };
+      default:
+        return { raw: t.raw, visible: 0, kind: t.kind, tag: t.tag };
     }
-    const cp = text.codePointAt(i)!;
-    const ch = String.fromCodePoint(cp);
-    out.push({ raw: ch, visible: ch.length, kind: 'text' });
-    i += ch.length;
-  }
-  return out;
+  });
 }
