@@ -1,7 +1,21 @@
 import { Type, type Static } from '@sinclair/typebox';
+import { InputError } from '../errors';
 
 /** Ids are positive BIGINT UNSIGNED values that JavaScript holds exactly. */
 export const Id = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER });
+
+const MAX_SAFE_DIGITS = String(Number.MAX_SAFE_INTEGER);
+
+/**
+ * Reads a decimal id from text (a URL path parameter, a subject token) without rounding:
+ * 1 … 2^53 − 1, no sign, no leading zero. Checked on the digits before Number(), so
+ * `9007199254740993` is refused instead of becoming `…992`. Throws BAD_PAYLOAD naming `field`.
+ */
+export function parseDecimalId(text: string, field: string): number {
+  const ok = /^[1-9][0-9]*$/.test(text) && (text.length < MAX_SAFE_DIGITS.length || (text.length === MAX_SAFE_DIGITS.length && text <= MAX_SAFE_DIGITS));
+  if (!ok) throw new InputError('BAD_PAYLOAD', `${field} must be a decimal integer from 1 to ${MAX_SAFE_DIGITS}; got ${JSON.stringify(text.slice(0, 40))}`, { field });
+  return Number(text);
+}
 
 /**
  * `ads.views.<adId>` (JetStream). `visitor`: 32 hex characters (salted SHA-256 prefix of
@@ -26,6 +40,13 @@ export type ViewEvent = Static<typeof ViewEvent>;
  */
 export const ViewBatch = Type.Object({ views: Type.Array(ViewEvent, { minItems: 1, maxItems: 1_000 }) }, { additionalProperties: false });
 export type ViewBatch = Static<typeof ViewBatch>;
+
+/**
+ * The envelope of a ViewBatch as the counter reads it: each view is then validated on its
+ * own, so one bad view is dead-lettered and the others counted (never the whole batch lost).
+ */
+export const ViewBatchEnvelope = Type.Object({ views: Type.Array(Type.Unknown(), { minItems: 1, maxItems: 1_000 }) }, { additionalProperties: false });
+export type ViewBatchEnvelope = Static<typeof ViewBatchEnvelope>;
 
 /** `ads.counter.pending` request. */
 export const PendingRequest = Type.Object({ ad_id: Id }, { additionalProperties: false });

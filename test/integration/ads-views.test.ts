@@ -27,6 +27,7 @@ describe('ads: view counting through the gateway, JetStream and MariaDB', functi
     ads = await startAds({ parent: h.system, db: tdb.db, nc: h.nc, config: h.config, log: h.logs.log, metrics: h.metrics, parts: { viewCounter: true } });
     gw = await startGatewayRole({ db: tdb.db, nc: h.nc, config: h.config, log: h.logs.log, metrics: h.metrics, port: 0 });
     await tdb.db('ad_views').delete();
+    await tdb.db('ad_view_dead_letters').delete();
     await tdb.db('advertisements').update({ views_count: 0 });
   });
   afterEach(async () => {
@@ -92,20 +93,21 @@ describe('ads: view counting through the gateway, JetStream and MariaDB', functi
     assert.equal((await viewCounts(tdb.db, [ad])).get(ad), 2);
   });
 
-  it('malformed view events are terminated and counted, never crash the counter', async () => {
+  it('malformed view events are dead-lettered and counted, never crash the counter; a batch keeps its good views', async () => {
     const js = h.nc.jetstream();
     const ad = adIds[1]!;
     const subject = Subjects.adsView(h.config.subjectPrefix, ad);
     const bad = ['not json', '{"ad_id":-1,"visitor":"00000000000000000000000000000000","ts":1}', '{"ad_id":1,"visitor":"zz","ts":1}', '{"ad_id":1,"visitor":"00000000000000000000000000000000","ts":1,"x":1}', '\u00ff\u00fe', '[]', 'null'];
     for (const [i, b] of bad.entries()) await js.publish(subject, new TextEncoder().encode(b), { msgID: `bad${i}` });
-    // A gateway batch with one bad view is refused as a whole (the gateway only builds valid ones).
+    // A batch with one bad view: the bad one is dead-lettered, the good one counted.
     const batch = Subjects.adsViewBatch(h.config.subjectPrefix);
     await js.publish(batch, encodeJson({ views: [] }), { msgID: 'badb1' });
     await js.publish(batch, encodeJson({ views: [{ ad_id: ad, visitor: visitorHash('s', 'y'), ts: 1 }, { ad_id: 0, visitor: 'x', ts: 1 }] }), { msgID: 'badb2' });
     await js.publish(subject, encodeJson({ ad_id: ad, visitor: visitorHash('s', 'x'), ts: Date.now() }), { msgID: 'good' });
-    await waitFor(async () => (await viewCounts(tdb.db, [ad])).get(ad) === 1, 10_000, 20, 'good view counted');
+    await waitFor(async () => (await viewCounts(tdb.db, [ad])).get(ad) === 2, 10_000, 20, 'good views counted');
     const rejected = (await h.metrics.registry.getSingleMetric('ads_view_events_rejected_total')!.get()).values.reduce((s, v) => s + v.value, 0);
     assert.equal(rejected, bad.length + 2);
+    assert.equal(Number((await tdb.db('ad_view_dead_letters').count({ n: '*' }))[0]!.n), bad.length + 2, 'one dead letter per refused message or view');
     const info = await (await h.nc.jetstreamManager()).consumers.info(h.config.viewsStream, h.config.viewsConsumer);
     assert.equal(info.num_pending + info.num_ack_pending, 0, 'terminated messages are not redelivered');
   });
@@ -144,7 +146,7 @@ describe('ads: view counting through the gateway, JetStream and MariaDB', functi
     const statements = countStatements(tdb.db);
     await ads.stop();
     const flushStatements = statements.count;
-    assert.equal(flushStatements, 4, 'one flush = BEGIN, INSERT IGNORE, UPDATE, COMMIT');
+    assert.equal(flushStatements, 5, 'one flush = BEGIN, SELECT … FOR UPDATE (which ads exist), INSERT IGNORE, UPDATE, COMMIT');
     assert.equal((await viewCounts(tdb.db, [ad])).get(ad), 3);
     const info = await (await h.nc.jetstreamManager()).consumers.info(h.config.viewsStream, h.config.viewsConsumer);
     assert.equal(info.num_ack_pending, 0, 'acked after the commit');
