@@ -9,6 +9,8 @@ import * as m0020 from './0020_products';
 import * as m0021 from './0021_orders';
 import * as m0022 from './0022_order_items';
 import * as m0023 from './0023_shard_owners';
+import * as m0024 from './0024_idempotency_key_binary';
+import * as m0025 from './0025_ad_view_dead_letters';
 
 export interface MigrationModule {
   name: string;
@@ -31,4 +33,6 @@ export const migrations: MigrationModule[] = [
   { name: '0021_orders', ...m0021 },
   { name: '0022_order_items', ...m0022 },
   { name: '0023_shard_owners', ...m0023 },
+  { name: '0024_idempotency_key_binary', ...m0024 },
+  { name: '0025_ad_view_dead_letters', ...m0025 },
 ];

@@ -12,6 +12,8 @@ export type ErrorCode =
   // input at the edges (NATS payloads, HTTP bodies)
   | 'BAD_JSON'
   | 'BAD_PAYLOAD'
+  /** The idempotency key was already used for a different notification (HTTP 409). */
+  | 'IDEMPOTENCY_CONFLICT'
   | 'PAYLOAD_TOO_LARGE'
   | 'UNSUPPORTED_MEDIA_TYPE'
   | 'NOT_FOUND'

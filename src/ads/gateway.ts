@@ -18,7 +18,7 @@ import { AppError, InputError, describeError, isAppError, type ErrorCode } from 
 import { Subjects } from '../nats/subjects';
 import { encodeJson } from '../nats/codec';
 import { EnqueueRequest, type EnqueueReply } from '../nats/payloads';
-import type { BumpRunReply, PendingReply, UnreadReply } from '../nats/ads-payloads';
+import { parseDecimalId, type BumpRunReply, type PendingReply, type UnreadReply } from '../nats/ads-payloads';
 import { visitorHash } from './views-stream';
 import { ViewBatcher } from './view-batcher';
 
@@ -41,6 +41,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   BAD_JSON: 400,
   BAD_PAYLOAD: 400,
   NOT_FOUND: 404,
+  IDEMPOTENCY_CONFLICT: 409,
   UNAUTHORIZED: 401,
   PAYLOAD_TOO_LARGE: 413,
   UNSUPPORTED_MEDIA_TYPE: 415,
@@ -169,7 +170,7 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
     '/ads/:id/views',
     { schema: { params: IdParams, body: ViewBody } },
     async (req, reply) => {
-      const adId = Number(req.params.id);
+      const adId = parseDecimalId(req.params.id, 'params/id');
       if (!(await adExists(adId))) throw new InputError('NOT_FOUND', `ad ${adId} does not exist`);
       const visitor = visitorHash(c.viewHashSalt, req.ip, req.body?.visitor_id);
       await batcher.add({ ad_id: adId, visitor, ts: Date.now() });
@@ -178,7 +179,7 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
   );
 
   app.get<{ Params: IdParams }>('/ads/:id/views', { schema: { params: IdParams } }, async (req) => {
-    const adId = Number(req.params.id);
+    const adId = parseDecimalId(req.params.id, 'params/id');
     const row = (await db('advertisements').where({ id: adId }).first('views_count')) as { views_count: number | string } | undefined;
     if (!row) throw new InputError('NOT_FOUND', `ad ${adId} does not exist`);
     const persisted = Number(row.views_count);
@@ -187,7 +188,7 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
   });
 
   app.get<{ Params: IdParams }>('/users/:id/unread', { schema: { params: IdParams } }, async (req) => {
-    const userId = Number(req.params.id);
+    const userId = parseDecimalId(req.params.id, 'params/id');
     const r = await request<UnreadReply>(Subjects.adsUnreadGet(c.subjectPrefix), { user_id: userId }, 'unread cache');
     if (!r.ok) throw new AppError(r.error.code === 'BAD_PAYLOAD' ? 'BAD_PAYLOAD' : 'UNAVAILABLE', r.error.message);
     return { user_id: userId, unread: r.unread };
@@ -196,7 +197,8 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
   app.post<{ Body: EnqueueRequest }>('/notifications', { onRequest: requireToken, schema: { body: EnqueueRequest } }, async (req, reply) => {
     const r = await request<EnqueueReply>(c.enqueueSubject, req.body, 'notification pipeline');
     if (!r.ok) {
-      const code: ErrorCode = r.error.code === 'BAD_PAYLOAD' || r.error.code === 'BAD_JSON' ? 'BAD_PAYLOAD' : 'UNAVAILABLE';
+      // The caller's mistakes keep their code (400/409); anything else is our side (503, retry).
+      const code: ErrorCode = r.error.code === 'BAD_PAYLOAD' || r.error.code === 'BAD_JSON' ? 'BAD_PAYLOAD' : r.error.code === 'IDEMPOTENCY_CONFLICT' ? 'IDEMPOTENCY_CONFLICT' : 'UNAVAILABLE';
       throw new AppError(code, `enqueue refused (${r.error.code}): ${r.error.message}`);
     }
     return reply.code(202).send({ id: r.id, duplicate: r.duplicate });

@@ -3,17 +3,37 @@ import { Type, type Static } from '@sinclair/typebox';
 /** Telegram's limit is 4096 characters per message; longer texts are split. We refuse absurd sizes. */
 export const MAX_ENQUEUE_TEXT = 65_536;
 
+/**
+ * Largest |chat id| accepted: 2^52 − 1. Telegram documents chat ids as having "at most 52
+ * significant bits" (so a double holds them exactly); anything beyond is not a chat.
+ */
+export const MAX_CHAT_ID = 2 ** 52 - 1;
+
+/** A Telegram chat id: a non-zero integer with |id| ≤ MAX_CHAT_ID (users > 0, groups and channels < 0). */
+export const ChatId = Type.Integer({ minimum: -MAX_CHAT_ID, maximum: MAX_CHAT_ID, not: { const: 0 } });
+
+/**
+ * A database id (BIGINT UNSIGNED) that JavaScript holds exactly: 1 … 2^53 − 1. JSON numbers
+ * above that arrive rounded, always to ≥ 2^53, so the maximum rejects them instead of
+ * storing a neighbour's id.
+ */
+export const SafeId = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER });
+
 /** `notify.enqueue` request. Unknown fields are rejected so typos never pass silently. */
 export const EnqueueRequest = Type.Object(
   {
-    chat_id: Type.Integer({ minimum: -9_999_999_999_999, maximum: 9_999_999_999_999, not: { const: 0 } }),
+    chat_id: ChatId,
     text: Type.String({ minLength: 1, maxLength: MAX_ENQUEUE_TEXT }),
     parse_mode: Type.Optional(Type.Union([Type.Literal('HTML'), Type.Literal('MarkdownV2'), Type.Literal('Markdown'), Type.Null()])),
     kind: Type.Optional(Type.String({ minLength: 1, maxLength: 32, pattern: '^[a-z_][a-z0-9_]*$' })),
-    order_id: Type.Optional(Type.Integer({ minimum: 1 })),
+    order_id: Type.Optional(SafeId),
     /** Higher goes first; transactional (e.g. new orders) > 0 > bulk. */
     priority: Type.Optional(Type.Integer({ minimum: -100, maximum: 100 })),
-    /** A repeat with the same key returns the first id and inserts nothing. */
+    /**
+     * Compared byte for byte. A repeat with the same key and the same notification (chat,
+     * text, parse_mode, kind, order) returns the first id with `duplicate: true` and inserts
+     * nothing; the same key with another notification is refused with IDEMPOTENCY_CONFLICT.
+     */
     idempotency_key: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })),
   },
   { additionalProperties: false },
@@ -26,7 +46,7 @@ export const ErrorBody = Type.Object({ code: Type.String(), message: Type.String
 export type EnqueueReply = { ok: true; id: number; shard: number; duplicate: boolean } | { ok: false; error: { code: string; message: string } };
 
 /** `notify.wake.<shard>` event. */
-export const WakeEvent = Type.Object({ shard: Type.Integer({ minimum: 0 }), id: Type.Optional(Type.Integer({ minimum: 1 })) }, { additionalProperties: false });
+export const WakeEvent = Type.Object({ shard: Type.Integer({ minimum: 0, maximum: 65_535 }), id: Type.Optional(SafeId) }, { additionalProperties: false });
 export type WakeEvent = Static<typeof WakeEvent>;
 
 /** `notify.outcome.<status>` event, one per finished notification. */

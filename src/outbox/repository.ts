@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import type { EnqueueRequest } from '../nats/payloads';
+import { AppError } from '../errors';
 import { shardOf } from './shard';
 import type { Outcome, OutboxRow, Progress } from './types';
 
@@ -259,12 +260,15 @@ export class OutboxRepository {
   }
 
   /**
-   * Inserts a notification (the `notify.enqueue` path). With an idempotency key, a
-   * repeat returns the first row's id and inserts nothing.
+   * Inserts a notification (the `notify.enqueue` path). With an idempotency key (compared
+   * byte for byte, see migration 0024): a repeat of the same notification returns the first
+   * row's id with `duplicate: true` and inserts nothing; the same key with a different
+   * chat, text, parse_mode, kind or order throws IDEMPOTENCY_CONFLICT naming the fields
+   * (priority is not compared: it orders delivery, it does not change the message).
    */
   async insert(req: EnqueueRequest): Promise<{ id: number; shard: number; duplicate: boolean }> {
     const shard = shardOf(req.chat_id, this.shardCount);
-    const row: Record<string, unknown> = {
+    const row = {
       telegram_id: req.chat_id,
       message_text: req.text,
       parse_mode: req.parse_mode === undefined ? 'HTML' : req.parse_mode,
@@ -278,8 +282,27 @@ export class OutboxRepository {
       return { id: Number(id), shard, duplicate: false };
     } catch (e) {
       if ((e as { code?: string }).code === 'ER_DUP_ENTRY' && req.idempotency_key) {
-        const existing = (await this.db('telegram_notifications').where({ idempotency_key: req.idempotency_key }).first('id', 'shard')) as { id: number; shard: number } | undefined;
-        if (existing) return { id: Number(existing.id), shard: existing.shard, duplicate: true };
+        const existing = (await this.db('telegram_notifications')
+          .where({ idempotency_key: req.idempotency_key })
+          .first('id', 'shard', 'telegram_id', 'message_text', 'parse_mode', 'kind', 'order_id')) as
+          | { id: number; shard: number; telegram_id: number | string; message_text: string; parse_mode: string | null; kind: string | null; order_id: number | string | null }
+          | undefined;
+        if (existing) {
+          const differing: string[] = [];
+          if (Number(existing.telegram_id) !== row.telegram_id) differing.push('chat_id');
+          if (existing.message_text !== row.message_text) differing.push('text');
+          if (existing.parse_mode !== row.parse_mode) differing.push('parse_mode');
+          if (existing.kind !== row.kind) differing.push('kind');
+          if ((existing.order_id === null ? null : Number(existing.order_id)) !== row.order_id) differing.push('order_id');
+          if (differing.length > 0) {
+            throw new AppError(
+              'IDEMPOTENCY_CONFLICT',
+              `idempotency_key is already used by notification ${Number(existing.id)} with a different ${differing.join(', ')}; use a new key for a new notification`,
+              { id: Number(existing.id), fields: differing },
+            );
+          }
+          return { id: Number(existing.id), shard: existing.shard, duplicate: true };
+        }
       }
       throw e;
     }

@@ -14,7 +14,8 @@ import { TextPlanner, type Planner } from '../outbox/plan';
 import type { TelegramClient } from '../telegram/client';
 import { makeSubjects, type SubjectSet } from '../nats/subjects';
 import { decoder, encodeJson } from '../nats/codec';
-import { EnqueueRequest, RecipientChanged, WakeEvent, type EnqueueReply, type OutcomeEvent } from '../nats/payloads';
+import { RecipientChanged, WakeEvent, type OutcomeEvent } from '../nats/payloads';
+import { handleEnqueue } from '../outbox/enqueue';
 import { describeError, isAppError } from '../errors';
 import { ranges } from '../outbox/shard';
 import { spawnPipeline, type OwnResult, type PipelineMsg, type PipelineStatus } from '../../actors/pipeline/pipeline';
@@ -177,7 +178,6 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
   );
 
   // ---- NATS service: enqueue + status ---------------------------------------------
-  const decodeEnqueue = decoder(EnqueueRequest, { maxBytes: 256 * 1024 });
   // Kept by reference in the service: updating it updates `nats micro info`.
   const serviceMetadata: Record<string, string> = { instance: config.instanceId, owner, shards: '' };
   const service: Service = await nc.services.add({
@@ -192,22 +192,12 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
     handler: (err, m) => {
       if (err) return;
       void (async () => {
-        let answer: EnqueueReply;
+        const r = await handleEnqueue(repo, m.data, log);
+        mEnqueued.inc({ result: r.result === 'inserted' || r.result === 'duplicate' ? r.result : 'rejected' });
+        if (!r.reply.ok) mBadInput.inc({ subject: subjects.enqueue, code: r.result });
+        if (r.inserted) safePublish(subjects.wake(r.inserted.shard), { shard: r.inserted.shard, id: r.inserted.id });
         try {
-          const req = decodeEnqueue(m.data);
-          const res = await repo.insert(req);
-          answer = { ok: true, ...res };
-          mEnqueued.inc({ result: res.duplicate ? 'duplicate' : 'inserted' });
-          if (!res.duplicate) safePublish(subjects.wake(res.shard), { shard: res.shard, id: res.id });
-        } catch (e) {
-          const code = isAppError(e) ? e.code : 'INTERNAL';
-          mEnqueued.inc({ result: 'rejected' });
-          mBadInput.inc({ subject: subjects.enqueue, code });
-          if (!isAppError(e)) log.error({ err: describeError(e) }, 'enqueue failed');
-          answer = { ok: false, error: { code, message: isAppError(e) ? e.message : 'internal error: the notification was not stored; retry' } };
-        }
-        try {
-          m.respond(encodeJson(answer));
+          m.respond(encodeJson(r.reply));
         } catch (e) {
           log.warn({ err: describeError(e) }, 'enqueue reply failed');
         }
