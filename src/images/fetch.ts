@@ -7,7 +7,8 @@ import { hostAllowed } from './config';
  * - `redirect_not_allowed`: a redirect led outside the allow-list or to another scheme, or there were more than `maxRedirects`
  * - `timeout`: the whole download (hops and body) took longer than `timeoutMs`
  * - `http_status`: an answer other than 2xx (or a 3xx without Location)
- * - `not_image`: the Content-Type is not `image/*`
+ * - `not_image`: the Content-Type is not one of PHOTO_TYPES (JPEG, PNG, WebP, GIF — what Telegram takes as a
+ *   photo; SVG is not), or the bytes do not start with one of those formats' signatures
  * - `too_large`: Content-Length or the streamed body exceeds `maxBytes`
  * - `network`: connection refused/reset, DNS, TLS, a body cut short
  */
@@ -51,6 +52,29 @@ export interface DownloadOptions {
 }
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+
+/** Content types accepted (Telegram photos: JPEG, PNG, WebP; GIF is sent as an animation). Aliases map to the canonical type. */
+export const PHOTO_TYPES: Readonly<Record<string, string>> = {
+  'image/jpeg': 'image/jpeg',
+  'image/jpg': 'image/jpeg',
+  'image/pjpeg': 'image/jpeg',
+  'image/png': 'image/png',
+  'image/webp': 'image/webp',
+  'image/gif': 'image/gif',
+};
+
+/**
+ * The format of `bytes` from its signature, or undefined when it is none of JPEG
+ * (FF D8 FF), PNG (89 'PNG' 0D 0A 1A 0A), GIF ('GIF87a'/'GIF89a') or WebP ('RIFF' … 'WEBP').
+ */
+export function sniffImageType(bytes: Uint8Array): string | undefined {
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, Math.min(bytes.byteLength, 16));
+  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return 'image/jpeg';
+  if (b.length >= 8 && b.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))) return 'image/png';
+  if (b.length >= 6 && (b.toString('latin1', 0, 6) === 'GIF87a' || b.toString('latin1', 0, 6) === 'GIF89a')) return 'image/gif';
+  if (b.length >= 12 && b.toString('latin1', 0, 4) === 'RIFF' && b.toString('latin1', 8, 12) === 'WEBP') return 'image/webp';
+  return undefined;
+}
 
 /**
  * Downloads one image with GET. Never throws: every failure is a typed FetchFailure.
@@ -103,10 +127,10 @@ export async function downloadImage(url: string, opts: DownloadOptions): Promise
       await discard(res);
       return fail('http_status', `HTTP ${res.status} from ${current.href}`, res.status);
     }
-    const contentType = (res.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
-    if (!/^image\/[a-z0-9.+-]+$/.test(contentType)) {
+    const declared = (res.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+    if (PHOTO_TYPES[declared] === undefined) {
       await discard(res);
-      return fail('not_image', `Content-Type ${JSON.stringify(contentType || '(none)')} is not image/* at ${current.href}`, res.status);
+      return fail('not_image', `Content-Type ${JSON.stringify(declared.slice(0, 100) || '(none)')} is not a photo type Telegram takes (JPEG, PNG, WebP, GIF) at ${current.href}`, res.status);
     }
     const announced = res.headers.get('content-length');
     if (announced !== null && /^\d+$/.test(announced) && Number(announced) > opts.maxBytes) {
@@ -131,7 +155,11 @@ export async function downloadImage(url: string, opts: DownloadOptions): Promise
       }
     }
     // concat copies even one chunk: a cached Buffer must not pin a larger pooled ArrayBuffer.
-    return { ok: true, bytes: Buffer.concat(chunks, total), contentType, finalUrl: current.href };
+    const bytes = Buffer.concat(chunks, total);
+    // The bytes decide: a server may call anything image/png. The sniffed type is the one we report.
+    const contentType = sniffImageType(bytes);
+    if (contentType === undefined) return fail('not_image', `the body (declared ${declared}) does not start with a JPEG, PNG, WebP or GIF signature at ${current.href}`, res.status);
+    return { ok: true, bytes, contentType, finalUrl: current.href };
   } catch (e) {
     if (timedOut) return fail('timeout', `no complete answer within ${opts.timeoutMs} ms from ${current.href}`);
     return fail('network', `${describeNetworkError(e)} at ${current.href}`);
