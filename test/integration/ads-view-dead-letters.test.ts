@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { createTestDb, waitFor, type TestDb } from '../helpers/services';
 import { adsHarness, adsTestEnv, insertAds, viewCounts, type AdsHarness } from '../helpers/ads';
-import { startAds, startGatewayRole, type RunningAds } from '../../src/ads';
+import { startAds, startGatewayRole, type RunningAds } from '../../src/roles/ads';
 import { Subjects } from '../../src/nats/subjects';
 import { encodeJson } from '../../src/nats/codec';
 import { visitorHash } from '../../src/ads/views-stream';

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { htmlToPlain, tokenizeTelegramHtml } from '../../src/outbox/html-text';
 import { splitMessage } from '../../src/outbox/split';
 import { textParts } from '../../src/outbox/plan';
-import { formatText } from '../../src/sandbox/html';
+import { formatText } from '../../sandbox/html';
 
 describe('outbox/html-text: the plain-text fallback keeps every visible character', () => {
   const cases: Array<[string, string]> = [
