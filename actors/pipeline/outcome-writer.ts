@@ -1,5 +1,6 @@
 import { spawn, reply, dispatch, assertNever, Supervision, type ActorRef, type Parent, type ReplyTo } from '../../src/runtime/actor';
-import { describeError } from '../../src/errors';
+import { dbErrorFields } from '../../src/db/error-fields';
+import { isDataError, minimalOutcome } from '../../src/outbox/repository';
 import type { Outcome } from '../../src/outbox/types';
 import type { OutcomeEvent } from '../../src/nats/payloads';
 import type { PipelineDeps } from './deps';
@@ -37,6 +38,7 @@ export function spawnOutcomeWriter(parent: Parent, deps: PipelineDeps, queue: Ou
   const written = metrics.counter('outbox_outcomes_written_total', 'Outcomes written back to the outbox', ['kind']);
   const batches = metrics.histogram('outbox_outcome_batch_size', 'Outcomes per UPDATE statement', [], [1, 5, 10, 50, 100, 250, 500, 1000, 5000]);
   const writeErrors = metrics.counter('outbox_outcome_write_errors_total', 'Failed outcome batch writes (retried)');
+  const deadLettered = metrics.counter('outbox_outcomes_dead_lettered_total', 'Outcomes the database refused for their data: written state-only, or dropped', ['kind', 'result']);
 
   const schedule = (state: OutcomeWriterState, self: ActorRef<OutcomeWriterMsg>, delayMs: number): void => {
     if (state.timer) return;
@@ -46,32 +48,79 @@ export function spawnOutcomeWriter(parent: Parent, deps: PipelineDeps, queue: Ou
     }, delayMs);
   };
 
+  /** After a batch committed: counters, the lost-ownership check, the events. */
+  const committed = (batch: OutcomeQueue['items'], n: number): void => {
+    queue.statements++;
+    const distinct = new Set(batch.map((b) => b.outcome.id)).size;
+    if (n < distinct) {
+      // Rows another process took over after our lease lapsed: theirs now.
+      queue.lostOwnership += distinct - n;
+      log.warn({ expected: distinct, written: n }, 'some outcomes were not ours any more (lease lost)');
+    }
+    batches.observe(batch.length);
+    for (const b of batch) {
+      written.inc({ kind: b.outcome.kind });
+      if (b.event) deps.publishOutcome(b.event);
+    }
+    queue.written += batch.length;
+  };
+
+  /**
+   * One outcome MariaDB refused for its data (the batch it was in failed with a data error):
+   * written alone, then with its state change only (no notes, reason, progress), then
+   * dead-lettered — logged with its id and codes and counted — so it never blocks the queue.
+   */
+  const writeAlone = async (item: OutcomeQueue['items'][number]): Promise<void> => {
+    try {
+      committed([item], await repo.writeOutcomes([item.outcome]));
+      return;
+    } catch (e) {
+      if (!isDataError(e)) throw e;
+      const minimal = minimalOutcome(item.outcome);
+      if (minimal) {
+        try {
+          committed([{ outcome: minimal, event: item.event }], await repo.writeOutcomes([minimal]));
+          deadLettered.inc({ kind: item.outcome.kind, result: 'state_only' });
+          log.warn({ id: item.outcome.id, kind: item.outcome.kind, ...dbErrorFields(e) }, 'outcome refused by the database; wrote its state change without notes or reason');
+          return;
+        } catch (e2) {
+          if (!isDataError(e2)) throw e2;
+        }
+      }
+      deadLettered.inc({ kind: item.outcome.kind, result: 'dropped' });
+      log.error({ id: item.outcome.id, kind: item.outcome.kind, ...dbErrorFields(e) }, 'outcome refused by the database and dropped; the row stays claimed until its lease is reaped');
+    }
+  };
+
   const flush = async (state: OutcomeWriterState): Promise<number> => {
     let total = 0;
     while (queue.items.length > 0) {
       const batch = queue.items.slice(0, Math.max(1, settings.outcomeFlushMax));
       try {
         const n = await repo.writeOutcomes(batch.map((b) => b.outcome));
-        queue.statements++;
         queue.items.splice(0, batch.length);
         state.failures = 0;
-        const distinct = new Set(batch.map((b) => b.outcome.id)).size;
-        if (n < distinct) {
-          // Rows another process took over after our lease lapsed: theirs now.
-          queue.lostOwnership += distinct - n;
-          log.warn({ expected: distinct, written: n }, 'some outcomes were not ours any more (lease lost)');
-        }
-        batches.observe(batch.length);
-        for (const b of batch) {
-          written.inc({ kind: b.outcome.kind });
-          if (b.event) deps.publishOutcome(b.event);
-        }
-        queue.written += batch.length;
+        committed(batch, n);
         total += batch.length;
       } catch (e) {
+        if (isDataError(e)) {
+          // One outcome's values were refused: the batch must not die for it. Write them one by one.
+          log.warn({ batch: batch.length, ...dbErrorFields(e) }, 'outcome batch refused for its data; writing its outcomes one by one');
+          try {
+            for (const item of batch) {
+              await writeAlone(item);
+              queue.items.shift();
+              total++;
+            }
+            state.failures = 0;
+            continue;
+          } catch (e2) {
+            e = e2;
+          }
+        }
         state.failures++;
         writeErrors.inc();
-        log.error({ err: describeError(e), batch: batch.length, failures: state.failures }, 'outcome batch write failed; will retry');
+        log.error({ ...dbErrorFields(e), batch: batch.length, failures: state.failures }, 'outcome batch write failed; will retry');
         throw e;
       }
     }

@@ -3,6 +3,7 @@ import { InputError, isAppError, type ErrorCode } from '../errors';
 import { decoder } from '../nats/codec';
 import { EnqueueRequest, type EnqueueReply } from '../nats/payloads';
 import { htmlToPlain } from './html-text';
+import { dbErrorFields } from '../db/error-fields';
 
 /** What the outbox needs from the repository to enqueue. */
 export interface EnqueueStore {
@@ -59,15 +60,4 @@ export async function handleEnqueue(store: EnqueueStore, data: Uint8Array, log: 
     log.error({ code: 'INTERNAL', chat_id: req?.chat_id, ...dbErrorFields(e) }, 'enqueue failed');
     return { reply: { ok: false, error: { code: 'INTERNAL', message: 'internal error: the notification was not stored; retry' } }, result: 'INTERNAL' };
   }
-}
-
-/** The codes of a database (or other) error, without its message: mysql2/knex messages quote the SQL with its values. */
-export function dbErrorFields(e: unknown): { db_code?: string; errno?: number; sql_state?: string; error?: string } {
-  const x = e as { code?: unknown; errno?: unknown; sqlState?: unknown; name?: unknown };
-  const out: { db_code?: string; errno?: number; sql_state?: string; error?: string } = {};
-  if (typeof x?.code === 'string') out.db_code = x.code;
-  if (typeof x?.errno === 'number') out.errno = x.errno;
-  if (typeof x?.sqlState === 'string') out.sql_state = x.sqlState;
-  if (Object.keys(out).length === 0) out.error = e instanceof Error ? e.name : typeof e;
-  return out;
 }

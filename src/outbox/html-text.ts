@@ -4,10 +4,13 @@
  *
  * A tag is real only when Telegram's parser would take it as a tag of its subset
  * (`b strong i em u ins s strike del span(class="tg-spoiler") tg-spoiler a tg-emoji
- * tg-time code pre blockquote`, attributes in Telegram's syntax) AND it is closed by a
- * matching end tag (`</name>` or `</>`). Everything else — `a<b`, `c>d`, an unclosed
- * `<b and c>`, `<div>`, a bare `&` — is text and stays as typed. Entities are the ones
- * Telegram decodes (`&lt; &gt; &amp; &quot;`, `&#NNN;`, `&#xHH;`), with their `;`.
+ * tg-time code pre blockquote`) written the way people write tags: attributes as
+ * `name="value"` (or `name=value`), the only bare attribute being blockquote's
+ * `expandable`. So `<b>`, `</b>`, `</>` and `<a href="…">` are tags, while in
+ * `if a<b and c>d then` the `<b and c>` is text — Telegram would read it as a bold tag
+ * with two empty attributes, which no author means. Everything else — `a<b`, `c>d`,
+ * `<div>`, a bare `&` — is text and stays as typed. Entities are the ones Telegram
+ * decodes (`&lt; &gt; &amp; &quot;`, `&#NNN;`, `&#xHH;`), with their `;`.
  */
 
 const SUPPORTED_TAGS = new Set(['a', 'b', 'strong', 'i', 'em', 's', 'strike', 'del', 'u', 'ins', 'tg-spoiler', 'tg-emoji', 'tg-time', 'span', 'pre', 'code', 'blockquote']);
@@ -18,7 +21,7 @@ export type HtmlToken =
   | { kind: 'text'; raw: string }
   /** An entity; `value` is what it shows. */
   | { kind: 'entity'; raw: string; value: string }
-  /** A real tag (paired with its end tag). */
+  /** A real tag; `tag` is its lower-case name ('' for `</>`). */
   | { kind: 'open' | 'close'; raw: string; tag: string };
 
 const isSpace = (c: string | undefined): boolean => c === ' ' || c === '\t' || c === '\r' || c === '\n' || c === '\v';
@@ -42,7 +45,11 @@ function readStartTag(s: string, i: number): { end: number; tag: string } | unde
     const name = s.slice(nameBegin, j);
     while (j < s.length && isSpace(s[j])) j++;
     if (j >= s.length) return undefined;
-    if (s[j] !== '=') continue;
+    if (s[j] !== '=') {
+      // A bare attribute: `<b and c>` is prose, not a tag.
+      if (tag === 'blockquote' && name.toLowerCase() === 'expandable') continue;
+      return undefined;
+    }
     j++;
     while (j < s.length && isSpace(s[j])) j++;
     if (j >= s.length) return undefined;
@@ -90,14 +97,9 @@ function readEntity(s: string, i: number): { end: number; value: string } | unde
   return { end: i + m[0].length, value: String.fromCodePoint(code) };
 }
 
-/**
- * Tokens of `s` as Telegram HTML: tags only where they are real and paired (see the
- * module comment); every other character is text, one code point per token.
- */
+/** Tokens of `s` as Telegram HTML: real tags (see the module comment) and entities; every other character is text, one code point per token. */
 export function tokenizeTelegramHtml(s: string): HtmlToken[] {
   const out: HtmlToken[] = [];
-  /** Indices in `out` of start tags not yet closed. */
-  const open: number[] = [];
   let i = 0;
   while (i < s.length) {
     const c = s[i]!;
@@ -105,21 +107,7 @@ export function tokenizeTelegramHtml(s: string): HtmlToken[] {
       const isEnd = s[i + 1] === '/';
       const t = isEnd ? readEndTag(s, i) : readStartTag(s, i);
       if (t) {
-        const raw = s.slice(i, t.end);
-        if (!isEnd) {
-          open.push(out.length);
-          out.push({ kind: 'open', raw, tag: t.tag });
-        } else {
-          // Pair with the nearest open tag of that name (`</>`: the innermost one).
-          let k = open.length - 1;
-          if (t.tag !== '') while (k >= 0 && (out[open[k]!] as { tag: string }).tag !== t.tag) k--;
-          if (k >= 0) {
-            const tag = (out[open[k]!] as { tag: string }).tag;
-            // Tags opened inside the matched one and never closed are text after all.
-            for (const unclosed of open.splice(k).slice(1)) demote(out, unclosed);
-            out.push({ kind: 'close', raw, tag });
-          } else out.push({ kind: 'text', raw });
-        }
+        out.push({ kind: isEnd ? 'close' : 'open', raw: s.slice(i, t.end), tag: t.tag });
         i = t.end;
         continue;
       }
@@ -136,14 +124,7 @@ export function tokenizeTelegramHtml(s: string): HtmlToken[] {
     out.push({ kind: 'text', raw: ch });
     i += ch.length;
   }
-  for (const k of open) demote(out, k);
-  // Demoted tags become one text token per code point, like any other text.
-  return out.flatMap((t) => (t.kind === 'text' && t.raw.length > 2 ? [...t.raw].map((ch) => ({ kind: 'text' as const, raw: ch })) : [t]));
-}
-
-/** An unpaired tag is text after all. */
-function demote(out: HtmlToken[], k: number): void {
-  out[k] = { kind: 'text', raw: out[k]!.raw };
+  return out;
 }
 
 /**

@@ -217,9 +217,10 @@ export class OutboxRepository {
    */
   async writeOutcomes(outcomes: readonly Outcome[]): Promise<number> {
     if (outcomes.length === 0) return 0;
-    // One outcome per id: the last one wins.
+    // One outcome per id: the last one wins. Each is made storable first (see sanitizeOutcome).
     const byId = new Map<number, Outcome>();
-    for (const o of outcomes) byId.set(o.id, o);
+    for (const o of outcomes) if (Number.isSafeInteger(o.id) && o.id > 0) byId.set(o.id, sanitizeOutcome(o));
+    if (byId.size === 0) return 0;
     const list = [...byId.values()];
     const sets: string[] = [];
     const params: Knex.RawBinding[] = [];
@@ -247,8 +248,8 @@ export class OutboxRepository {
     column('retry_count', (o) => (o.kind === 'sent' || o.kind === 'failed' || o.kind === 'retry' ? lit(o.retryCount) : undefined));
     column('next_attempt_at', (o) => (o.kind === 'retry' ? date(o.nextAttemptAt) : undefined));
     column('error_code', (o) => (o.kind === 'failed' || o.kind === 'retry' ? lit(o.code) : o.kind === 'sent' ? lit(null) : undefined));
-    column('error_message', (o) => (o.kind === 'failed' || o.kind === 'retry' ? lit(o.reason.slice(0, 2000)) : undefined));
-    column('notes', (o) => ((o.kind === 'sent' || o.kind === 'failed' || o.kind === 'progress') && o.notes ? lit(o.notes.slice(0, 255)) : undefined));
+    column('error_message', (o) => (o.kind === 'failed' || o.kind === 'retry' ? lit(o.reason) : undefined));
+    column('notes', (o) => ((o.kind === 'sent' || o.kind === 'failed' || o.kind === 'progress') && o.notes ? lit(o.notes) : undefined));
     column('progress', (o) => ('progress' in o && o.progress ? lit(JSON.stringify(o.progress)) : undefined));
     column('claimed_by', (o) => (o.kind === 'sent' || o.kind === 'failed' || o.kind === 'release' ? lit(null) : undefined));
     column('claim_expires_at', (o) => (o.kind === 'sent' || o.kind === 'failed' || o.kind === 'release' ? lit(null) : undefined));
@@ -307,6 +308,61 @@ export class OutboxRepository {
       throw e;
     }
   }
+}
+
+/**
+ * An outcome every column accepts: counters are whole numbers in INT UNSIGNED range, times
+ * are valid dates, `error_code` fits VARCHAR(32), notes fit VARCHAR(255) (cut on a code
+ * point). A value that MariaDB would refuse would otherwise fail the whole batch, again
+ * and again, and hold back every other outcome.
+ */
+export function sanitizeOutcome(o: Outcome): Outcome {
+  const count = (n: number): number => (Number.isFinite(n) ? Math.min(4_294_967_295, Math.max(0, Math.trunc(n))) : 0);
+  const time = (ms: number): number => (Number.isFinite(ms) && ms > 0 && ms < 253_402_300_799_000 ? ms : Date.now());
+  const cut = (s: string | undefined, n: number): string | undefined => (s === undefined ? undefined : [...s].slice(0, n).join(''));
+  const progress = (p: Progress | undefined): Progress | undefined => (p === undefined ? undefined : { done: count(p.done), total: count(p.total), ...(p.plain ? { plain: true } : {}) });
+  switch (o.kind) {
+    case 'sent':
+      return { ...o, at: time(o.at), attempts: count(o.attempts), retryCount: count(o.retryCount), notes: cut(o.notes, 255), progress: progress(o.progress) };
+    case 'failed':
+      return { ...o, at: time(o.at), attempts: count(o.attempts), retryCount: count(o.retryCount), code: cut(o.code, 32)!, reason: cut(o.reason, 2000)!, notes: cut(o.notes, 255), progress: progress(o.progress) };
+    case 'retry':
+      return { ...o, attempts: count(o.attempts), retryCount: count(o.retryCount), nextAttemptAt: time(o.nextAttemptAt), code: cut(o.code, 32)!, reason: cut(o.reason, 2000)!, progress: progress(o.progress) };
+    case 'progress':
+      return { ...o, progress: progress(o.progress)!, notes: cut(o.notes, 255) };
+    case 'release':
+      return o;
+  }
+}
+
+/**
+ * The same outcome with only what changes the row's state (status, sent, times, counters,
+ * ownership): no notes, reason text or progress. The outcome writer's last try for an
+ * outcome MariaDB refused, so the row is not left claimed.
+ */
+export function minimalOutcome(o: Outcome): Outcome | undefined {
+  switch (o.kind) {
+    case 'sent':
+      return { id: o.id, kind: 'sent', at: o.at, attempts: o.attempts, retryCount: o.retryCount };
+    case 'failed':
+      return { id: o.id, kind: 'failed', at: o.at, attempts: o.attempts, retryCount: o.retryCount, code: o.code.slice(0, 32), reason: '' };
+    case 'retry':
+      return { id: o.id, kind: 'retry', attempts: o.attempts, retryCount: o.retryCount, nextAttemptAt: o.nextAttemptAt, code: o.code.slice(0, 32), reason: '' };
+    case 'progress':
+      return undefined;
+    case 'release':
+      return o;
+  }
+}
+
+/**
+ * True when MariaDB refused the statement for its data (SQLSTATE class 22: out of range,
+ * too long, bad date; class 23: constraint) — retrying the same values cannot succeed.
+ * Connection loss, lock waits and deadlocks are not data errors: they are retried.
+ */
+export function isDataError(e: unknown): boolean {
+  const state = (e as { sqlState?: unknown } | undefined)?.sqlState;
+  return typeof state === 'string' && (state.startsWith('22') || state.startsWith('23'));
 }
 
 /** Runs a transaction again when InnoDB picked it as a deadlock victim or a lock wait timed out. */
