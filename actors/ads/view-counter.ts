@@ -195,7 +195,8 @@ export function spawnViewCounter(parent: Parent, deps: ViewCounterDeps, options:
     for (const el of elements) {
       let ev: ViewEvent;
       try {
-        ev = validateView(el);
+        // A single view was validated by decodeView already.
+        ev = isBatch ? validateView(el) : (el as ViewEvent);
       } catch (e) {
         const adId = (el as { ad_id?: unknown } | null)?.ad_id;
         reject('BAD_PAYLOAD', describeError(e), Number.isSafeInteger(adId) && (adId as number) > 0 ? (adId as number) : null, safeJson(el));
