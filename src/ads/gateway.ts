@@ -198,7 +198,7 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
     const r = await request<EnqueueReply>(c.enqueueSubject, req.body, 'notification pipeline');
     if (!r.ok) {
       // The caller's mistakes keep their code (400/409); anything else is our side (503, retry).
-      const code: ErrorCode = r.error.code === 'BAD_PAYLOAD' || r.error.code === 'BAD_JSON' ? 'BAD_PAYLOAD' : r.error.code === 'IDEMPOTENCY_CONFLICT' ? 'IDEMPOTENCY_CONFLICT' : 'UNAVAILABLE';
+      const code: ErrorCode = r.error.code === 'BAD_PAYLOAD' || r.error.code === 'BAD_JSON' ? 'BAD_PAYLOAD' : r.error.code === 'IDEMPOTENCY_CONFLICT' || r.error.code === 'PAYLOAD_TOO_LARGE' ? r.error.code : 'UNAVAILABLE';
       throw new AppError(code, `enqueue refused (${r.error.code}): ${r.error.message}`);
     }
     return reply.code(202).send({ id: r.id, duplicate: r.duplicate });

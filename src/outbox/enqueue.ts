@@ -1,5 +1,5 @@
 import type { Logger } from '../log';
-import { InputError, isAppError, type ErrorCode } from '../errors';
+import { AppError, InputError, isAppError, type ErrorCode } from '../errors';
 import { decoder } from '../nats/codec';
 import { EnqueueRequest, type EnqueueReply } from '../nats/payloads';
 import { htmlToPlain } from './html-text';
@@ -18,10 +18,15 @@ export interface EnqueueResult {
   result: 'inserted' | 'duplicate' | ErrorCode;
 }
 
-/** Largest `notify.enqueue` payload read (bytes); the text itself is capped by the schema. */
-export const MAX_ENQUEUE_BYTES = 256 * 1024;
+/**
+ * Largest `notify.enqueue` payload read (bytes): 512 KiB, so every request the schema
+ * accepts fits (65,536 characters written as `\uXXXX` escapes are 384 KiB) and a caller
+ * is never refused for the size of a valid request; below NATS's 1 MiB max_payload.
+ */
+export const MAX_ENQUEUE_BYTES = 512 * 1024;
 
-const decode = decoder(EnqueueRequest, { maxBytes: MAX_ENQUEUE_BYTES });
+/** The `notify.enqueue` decoder (bytes → UTF-8 → JSON → schema). */
+export const decodeEnqueue = decoder(EnqueueRequest, { maxBytes: MAX_ENQUEUE_BYTES });
 
 /**
  * Checks the schema cannot express: the text must show at least one non-whitespace
@@ -36,28 +41,40 @@ export function checkEnqueue(req: EnqueueRequest): void {
 }
 
 /**
- * The `notify.enqueue` edge: bytes → schema → semantic checks → insert → reply. Never
- * throws. A refusal carries a stable code (BAD_JSON, BAD_PAYLOAD, PAYLOAD_TOO_LARGE,
- * IDEMPOTENCY_CONFLICT, INTERNAL). Logs carry codes and ids only: never the text, the
- * key or SQL with values (a database error's message contains the whole statement).
+ * Checks and stores one decoded request. Throws only AppErrors: BAD_PAYLOAD (no visible
+ * text), IDEMPOTENCY_CONFLICT, or INTERNAL for a database failure — logged here with ids
+ * and codes only, never the text, the key or SQL with values (a database error's message
+ * contains the whole statement), and never passed on.
+ */
+export async function enqueue(store: EnqueueStore, req: EnqueueRequest, log: Logger): Promise<{ id: number; shard: number; duplicate: boolean }> {
+  checkEnqueue(req);
+  try {
+    return await store.insert(req);
+  } catch (e) {
+    if (isAppError(e)) {
+      if (e.code === 'IDEMPOTENCY_CONFLICT') log.warn({ code: e.code, chat_id: req.chat_id, existing_id: e.details?.id, fields: e.details?.fields }, 'enqueue refused: idempotency key reused');
+      throw e;
+    }
+    log.error({ code: 'INTERNAL', chat_id: req.chat_id, ...dbErrorFields(e) }, 'enqueue failed');
+    throw new AppError('INTERNAL', 'internal error: the notification was not stored; retry');
+  }
+}
+
+/**
+ * The `notify.enqueue` edge: bytes → schema → `enqueue` → reply. Never throws. A refusal
+ * carries a stable code (BAD_JSON, BAD_PAYLOAD, PAYLOAD_TOO_LARGE, IDEMPOTENCY_CONFLICT,
+ * INTERNAL).
  */
 export async function handleEnqueue(store: EnqueueStore, data: Uint8Array, log: Logger): Promise<EnqueueResult> {
-  let req: EnqueueRequest | undefined;
   try {
-    req = decode(data);
-    checkEnqueue(req);
-    const res = await store.insert(req);
+    const res = await enqueue(store, decodeEnqueue(data), log);
     return {
       reply: { ok: true, ...res },
       result: res.duplicate ? 'duplicate' : 'inserted',
       ...(res.duplicate ? {} : { inserted: { id: res.id, shard: res.shard } }),
     };
   } catch (e) {
-    if (isAppError(e)) {
-      if (e.code === 'IDEMPOTENCY_CONFLICT') log.warn({ code: e.code, chat_id: req?.chat_id, existing_id: e.details?.id, fields: e.details?.fields }, 'enqueue refused: idempotency key reused');
-      return { reply: { ok: false, error: { code: e.code, message: e.message } }, result: e.code };
-    }
-    log.error({ code: 'INTERNAL', chat_id: req?.chat_id, ...dbErrorFields(e) }, 'enqueue failed');
-    return { reply: { ok: false, error: { code: 'INTERNAL', message: 'internal error: the notification was not stored; retry' } }, result: 'INTERNAL' };
+    const err = isAppError(e) ? e : new AppError('INTERNAL', 'internal error: the notification was not stored; retry');
+    return { reply: { ok: false, error: { code: err.code, message: err.message } }, result: err.code };
   }
 }

@@ -130,6 +130,17 @@ describe('enqueue integrity: exact keys, bounded numbers, visible text, quiet lo
     await h.tdb.db('telegram_notifications').where({ id: ok.id }).delete();
   });
 
+  it('item 2: a request the schema accepts is never refused for its size (65,536 escaped characters = 384 KiB of JSON)', async () => {
+    const text = '\u0001'.repeat(65_536);
+    const json = JSON.stringify({ chat_id: 850_001, text, parse_mode: null });
+    assert.ok(json.length > 384 * 1024);
+    const r = await ask(new TextEncoder().encode(json));
+    assert.equal(r.ok, true, JSON.stringify(r).slice(0, 200));
+    const [row] = await rows({ id: r.id });
+    assert.equal(row!.message_text, text);
+    await h.tdb.db('telegram_notifications').where({ id: r.id }).delete();
+  });
+
   it('item 9: empty or whitespace-only text (also once HTML tags are removed) is refused over NATS and HTTP', async () => {
     const before = (await rows()).length;
     for (const body of [{ chat_id: 5, text: '   ' }, { chat_id: 5, text: '\n\t \u00a0' }, { chat_id: 5, text: '<b> </b>' }, { chat_id: 5, text: '' }, { chat_id: 5, text: ' ', parse_mode: null }]) {
