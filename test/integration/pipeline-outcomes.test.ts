@@ -120,7 +120,7 @@ describe('notify.enqueue over NATS', function () {
       [encodeJson({ chat_id: 5, text: 'x', colour: 'red' }), 'BAD_PAYLOAD', /unknown field "colour"/],
       [encodeJson({ text: 'x' }), 'BAD_PAYLOAD', /missing required field "chat_id"/],
       [encodeJson([1, 2]), 'BAD_PAYLOAD', /must be object/],
-      [new Uint8Array(300 * 1024), 'PAYLOAD_TOO_LARGE', /limit/],
+      [new Uint8Array(600 * 1024), 'PAYLOAD_TOO_LARGE', /limit/],
     ];
     for (const [payload, code, message] of cases) {
       const r = await ask(payload);
