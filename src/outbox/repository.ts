@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import type { EnqueueRequest } from '../nats/payloads';
+import { MAX_CHAT_ID, type EnqueueRequest } from '../nats/payloads';
 import { AppError } from '../errors';
 import { shardOf } from './shard';
 import type { Outcome, OutboxRow, Progress } from './types';
@@ -12,7 +12,7 @@ interface RawRow {
   message_text: string;
   parse_mode: string | null;
   kind: string | null;
-  order_id: number | null;
+  order_id: number | string | null;
   priority: number;
   attempts: number;
   retry_count: number;
@@ -63,7 +63,7 @@ export class OutboxRepository {
         params.push(...full);
       }
       params.push(this.owner, this.owner, req.limit);
-      const [rows] = (await trx.raw(
+      const [selected] = (await trx.raw(
         `SELECT ${COLUMNS.split(', ').map((c) => `t.${c}`).join(', ')} FROM telegram_notifications t
           WHERE t.status = 'pending' AND t.shard IN (${req.shards.map(() => '?').join(',')})
             AND t.next_attempt_at <= NOW(3)${excl}
@@ -77,6 +77,17 @@ export class OutboxRepository {
           FOR UPDATE SKIP LOCKED`,
         params,
       )) as [RawRow[]];
+      // Rows written straight into the table (legacy producers) are not checked at any edge:
+      // a chat id beyond Telegram's range or an order id beyond 2^53 − 1 would be rounded by
+      // Number() and sent to another chat, or with another order's photos. Fail them, unsent.
+      const unsafe = selected.filter((r) => outOfRange(r) !== undefined);
+      const rows = unsafe.length === 0 ? selected : selected.filter((r) => outOfRange(r) === undefined);
+      for (const r of unsafe) {
+        await trx.raw(
+          "UPDATE telegram_notifications SET status = 'failed', error_code = 'BAD_PAYLOAD', error_message = ?, claimed_by = NULL, claim_expires_at = NULL WHERE id = ?",
+          [`${outOfRange(r)!}; not sent`, r.id],
+        );
+      }
       // SKIP LOCKED also skips a row that some other statement (a lease renewal, a takeover)
       // happens to hold locked for a moment; claiming that chat's later rows now would let
       // them overtake it. A chat whose oldest pending row was not returned sits this claim out.
@@ -376,6 +387,14 @@ async function withDeadlockRetry<T>(run: () => Promise<T>, attempts = 5): Promis
       await new Promise((r) => setTimeout(r, 20 * i + Math.random() * 30));
     }
   }
+}
+
+/** Why a row's numbers cannot be used exactly (mysql2 hands BIGINTs beyond 2^53 − 1 over as strings), or undefined. */
+function outOfRange(r: RawRow): string | undefined {
+  const chat = Number(r.telegram_id);
+  if (!Number.isSafeInteger(chat) || Math.abs(chat) > MAX_CHAT_ID) return `telegram_id ${String(r.telegram_id)} is outside Telegram's range (|id| <= ${MAX_CHAT_ID})`;
+  if (r.order_id !== null && !Number.isSafeInteger(Number(r.order_id))) return `order_id ${String(r.order_id)} is above ${Number.MAX_SAFE_INTEGER}`;
+  return undefined;
 }
 
 function toRow(r: RawRow, fetchedAt: number): OutboxRow {

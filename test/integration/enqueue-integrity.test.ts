@@ -141,6 +141,23 @@ describe('enqueue integrity: exact keys, bounded numbers, visible text, quiet lo
     await h.tdb.db('telegram_notifications').where({ id: r.id }).delete();
   });
 
+  it('item 2: rows written straight into the table with numbers beyond the safe range are failed unsent, never rounded', async () => {
+    await h.tdb.db.raw("INSERT INTO telegram_notifications (telegram_id, message_text) VALUES (9007199254740993, 'legacy: chat beyond 2^53')");
+    await h.tdb.db.raw("INSERT INTO telegram_notifications (telegram_id, message_text, order_id) VALUES (860001, 'legacy: order beyond 2^53', 18446744073709551615)");
+    await h.tdb.db.raw("INSERT INTO telegram_notifications (telegram_id, message_text) VALUES (860002, 'legacy: fine')");
+    await waitFor(async () => (await h.tdb.db('telegram_notifications').where('message_text', 'like', 'legacy:%').whereIn('status', ['sent', 'failed']).count({ n: '*' }))[0]!.n == 3, 15_000, 50, 'legacy rows settled');
+    const got = (await h.tdb.db('telegram_notifications').where('message_text', 'like', 'legacy:%').orderBy('id').select('status', 'error_code', 'error_message')) as Array<{ status: string; error_code: string | null; error_message: string | null }>;
+    assert.equal(got[0]!.status, 'failed');
+    assert.equal(got[0]!.error_code, 'BAD_PAYLOAD');
+    assert.match(got[0]!.error_message!, /telegram_id 9007199254740993 is outside Telegram's range/);
+    assert.equal(got[1]!.status, 'failed');
+    assert.match(got[1]!.error_message!, /order_id 18446744073709551615 is above 9007199254740991/);
+    assert.equal(got[2]!.status, 'sent');
+    assert.equal(h.sandbox.delivered(860002).length, 1);
+    assert.equal(h.sandbox.delivered(860001).length, 0, 'not sent with another order');
+    assert.equal(h.sandbox.delivered(9007199254740992).length, 0, 'not sent to the rounded chat');
+  });
+
   it('item 9: empty or whitespace-only text (also once HTML tags are removed) is refused over NATS and HTTP', async () => {
     const before = (await rows()).length;
     for (const body of [{ chat_id: 5, text: '   ' }, { chat_id: 5, text: '\n\t \u00a0' }, { chat_id: 5, text: '<b> </b>' }, { chat_id: 5, text: '' }, { chat_id: 5, text: ' ', parse_mode: null }]) {
