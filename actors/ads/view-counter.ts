@@ -21,6 +21,7 @@ import { assertNever, dispatch, reply, sleep, spawn, Supervision, type ActorRef,
 import { decoder, validator } from '../../src/nats/codec';
 import { ViewBatchEnvelope, ViewEvent, parseDecimalId } from '../../src/nats/ads-payloads';
 import { describeError, isAppError } from '../../src/errors';
+import { dbErrorFields } from '../../src/db/error-fields';
 import { viewMsgId, windowOf } from '../../src/ads/views-stream';
 
 export interface FlushResult {
@@ -156,7 +157,7 @@ export function spawnViewCounter(parent: Parent, deps: ViewCounterDeps, options:
       // Nothing committed: let JetStream redeliver (to us or another counter).
       for (const msg of msgs) msg.nak(options.nakDelayMs ?? 1_000);
       flushes.inc({ outcome: 'failed' });
-      log.error({ err: describeError(e), messages: msgs.length }, 'view flush failed; messages nak-ed for redelivery');
+      log.error({ ...dbErrorFields(e), messages: msgs.length }, 'view flush failed; messages nak-ed for redelivery');
     } finally {
       flushSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
       pendingGauge.dec(msgs.length);
