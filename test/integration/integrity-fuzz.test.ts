@@ -4,6 +4,7 @@ import { harness, type Harness } from '../helpers/pipeline';
 import { adsTestEnv, insertAds } from '../helpers/ads';
 import { waitFor, captureLogger, NATS_URL, uniq } from '../helpers/services';
 import { loadAdsConfig, type AdsConfig } from '../../src/ads/config';
+import { startGateway, type RunningGateway } from '../../src/ads/gateway';
 import { startAds, type RunningAds } from '../../src/roles/ads';
 import { Subjects } from '../../src/nats/subjects';
 import { MAX_CHAT_ID } from '../../src/nats/payloads';
@@ -12,8 +13,8 @@ import { startActorSystem, stopActorSystem, type ActorSystem } from '../../src/r
 import { connect, type NatsConnection } from 'nats';
 
 /**
- * Property-based fuzz of the NATS edges (issue 10): random enqueue payloads and random view
- * messages, valid and not. Asserted: nothing crashes (the services keep answering, no
+ * Property-based fuzz of the edges (issue 10): random enqueue payloads (over NATS and over
+ * POST /notifications) and random view messages, valid and not. Asserted: nothing crashes (the services keep answering, no
  * unhandled rejection), every refusal carries a stable code, and afterwards the database
  * holds exactly the accepted notifications and exactly the valid views (dead letters for
  * the rest). Bounded: a fixed seed and ~150 + ~120 runs, a few seconds.
@@ -24,26 +25,43 @@ const enc = new TextEncoder();
 
 type Reply = { ok: boolean; id?: number; duplicate?: boolean; error?: { code: string; message: string } };
 
-describe('fuzz: enqueue payloads and view messages over NATS (fast-check)', function () {
+describe('fuzz: enqueue payloads (NATS and HTTP) and view messages (fast-check)', function () {
   this.timeout(120_000);
   const unhandled: unknown[] = [];
   const onUnhandled = (e: unknown): void => void unhandled.push(e);
   before(() => process.on('unhandledRejection', onUnhandled));
   after(() => process.off('unhandledRejection', onUnhandled));
 
-  describe('notify.enqueue', () => {
+  describe('notify.enqueue and POST /notifications', () => {
     let h: Harness;
+    let gw: RunningGateway;
+    let gwConfig: AdsConfig;
     before(async () => {
       h = await harness();
       // Not sending (no shards owned): rows stay as stored, so they can be compared exactly.
       await h.start(undefined, { OUTBOX_POLL_MS: '60000' });
       await h.pipeline!.own([]);
+      gwConfig = loadAdsConfig(adsTestEnv({ ADS_ENQUEUE_SUBJECT: h.subjects.enqueue }));
+      gw = await startGateway({ db: h.tdb.db, nc: h.nc, config: gwConfig, log: captureLogger('warn').log, metrics: new Metrics() }, 0);
     });
     after(async () => {
+      await gw?.close();
       await h?.close();
     });
 
-    it('every reply is ok or a stable code; the table holds exactly the accepted notifications', async () => {
+    /** The same request over NATS, or over HTTP through the gateway (answers mapped to the NATS reply shape). */
+    const send = async (via: 'nats' | 'http', json: string): Promise<Reply> => {
+      if (via === 'nats') return JSON.parse(new TextDecoder().decode((await h.nc.request(h.subjects.enqueue, enc.encode(json), { timeout: 5_000 })).data)) as Reply;
+      const res = await fetch(`http://127.0.0.1:${gw.port}/notifications`, { method: 'POST', headers: { authorization: `Bearer ${gwConfig.apiToken}`, 'content-type': 'application/json' }, body: json });
+      const body = (await res.json()) as { id?: number; duplicate?: boolean; code?: string; message?: string };
+      assert.ok(res.status < 500, `HTTP ${res.status} for ${json}: ${JSON.stringify(body)}`);
+      if (res.status === 202) return { ok: true, id: body.id!, duplicate: body.duplicate! };
+      const expected = body.code === 'IDEMPOTENCY_CONFLICT' ? 409 : body.code === 'PAYLOAD_TOO_LARGE' ? 413 : 400;
+      assert.equal(res.status, expected, `status of ${String(body.code)}`);
+      return { ok: false, error: { code: body.code!, message: body.message! } };
+    };
+
+    it('every reply is ok or a stable code (HTTP: never 5xx); the table holds exactly the accepted notifications', async () => {
       // Literal JSON fragments, so numbers can be written the way a client would send them (1e20, 9007199254740993).
       const int = (min: number, max: number) => fc.integer({ min, max }).map(String);
       const chatId = fc.oneof(
@@ -77,9 +95,8 @@ describe('fuzz: enqueue payloads and view messages over NATS (fast-check)', func
       const byKey = new Map<string, number>();
       let refusals = 0;
       await fc.assert(
-        fc.asyncProperty(message, async (json) => {
-          const m = await h.nc.request(h.subjects.enqueue, enc.encode(json), { timeout: 5_000 });
-          const r = JSON.parse(new TextDecoder().decode(m.data)) as Reply;
+        fc.asyncProperty(message, fc.constantFrom('nats' as const, 'http' as const), async (json, via) => {
+          const r = await send(via, json);
           if (!r.ok) {
             refusals++;
             assert.ok(r.error && ENQUEUE_CODES.has(r.error.code), `unstable or unexpected code for ${json}: ${JSON.stringify(r)}`);
@@ -129,8 +146,8 @@ describe('fuzz: enqueue payloads and view messages over NATS (fast-check)', func
       assert.ok(refusals > 10 && accepted.size > 10, `both sides exercised (${refusals} refused, ${accepted.size} stored)`);
       if (process.env.FUZZ_VERBOSE) console.log({ refusals, stored: accepted.size, keys: byKey.size });
       // Still serving.
-      const alive = JSON.parse(new TextDecoder().decode((await h.nc.request(h.subjects.enqueue, enc.encode('{"chat_id":7,"text":"alive"}'), { timeout: 5_000 })).data)) as Reply;
-      assert.equal(alive.ok, true);
+      assert.equal((await send('nats', '{"chat_id":7,"text":"alive"}')).ok, true);
+      assert.equal((await send('http', '{"chat_id":7,"text":"alive too"}')).ok, true);
       assert.deepEqual(unhandled, []);
     });
   });
