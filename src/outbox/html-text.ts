@@ -24,13 +24,17 @@ export type HtmlToken =
   /** A real tag; `tag` is its lower-case name ('' for `</>`). */
   | { kind: 'open' | 'close'; raw: string; tag: string };
 
+/** Longest tag name of the subset (`blockquote`, `tg-spoiler`). */
+const MAX_TAG_NAME = 10;
+
 const isSpace = (c: string | undefined): boolean => c === ' ' || c === '\t' || c === '\r' || c === '\n' || c === '\v';
 const isNameTokenChar = (c: string | undefined): boolean => c !== undefined && /[A-Za-z0-9.-]/.test(c);
 
 /** The start tag at `i` in Telegram's syntax, or undefined when Telegram would not read one there. */
 function readStartTag(s: string, i: number): { end: number; tag: string } | undefined {
   let j = i + 1;
-  while (j < s.length && !isSpace(s[j]) && s[j] !== '>') j++;
+  // Scans stay short so that no text costs more than linear time (every '<' starts one).
+  while (j < s.length && j - i <= MAX_TAG_NAME + 1 && !isSpace(s[j]) && s[j] !== '>') j++;
   if (j >= s.length) return undefined;
   const tag = s.slice(i + 1, j).toLowerCase();
   if (!SUPPORTED_TAGS.has(tag)) return undefined;
@@ -40,8 +44,8 @@ function readStartTag(s: string, i: number): { end: number; tag: string } | unde
     if (j >= s.length) return undefined;
     if (s[j] === '>') break;
     const nameBegin = j;
-    while (j < s.length && !isSpace(s[j]) && !'=>/"\''.includes(s[j]!)) j++;
-    if (j === nameBegin) return undefined;
+    while (j < s.length && !isSpace(s[j]) && !'=>/"\'<'.includes(s[j]!)) j++;
+    if (j === nameBegin || s[j] === '<') return undefined;
     const name = s.slice(nameBegin, j);
     while (j < s.length && isSpace(s[j])) j++;
     if (j >= s.length) return undefined;
@@ -76,7 +80,7 @@ function readStartTag(s: string, i: number): { end: number; tag: string } | unde
 /** The end tag at `i` (`</name>` with optional spaces before `>`, or `</>`), or undefined. */
 function readEndTag(s: string, i: number): { end: number; tag: string } | undefined {
   let j = i + 2;
-  while (j < s.length && !isSpace(s[j]) && s[j] !== '>') j++;
+  while (j < s.length && j - i <= MAX_TAG_NAME + 2 && !isSpace(s[j]) && s[j] !== '>') j++;
   const tag = s.slice(i + 2, j).toLowerCase();
   while (j < s.length && isSpace(s[j])) j++;
   if (s[j] !== '>') return undefined;

@@ -61,3 +61,33 @@ describe('outbox/html-text: the plain-text fallback keeps every visible characte
     for (const [html] of cases) assert.equal(tokenizeTelegramHtml(html).map((t) => t.raw).join(''), html);
   });
 });
+
+describe('outbox/html-text: linear time on hostile input', () => {
+  // Every '<' starts a tag scan: scans are bounded so that no 64 KiB text costs more than linear time.
+  const hostile: Array<[string, string]> = [
+    ['many <', '<'.repeat(65_536)],
+    ['many < then >', `${'<'.repeat(65_535)}>`],
+    ['names', '<bbbbbbbbbbbbbbbbbbbb'.repeat(3_000)],
+    ['attribute names', `${'<b a'.repeat(16_000)}=1>`],
+    ['open quotes', '<a x="'.repeat(10_900)],
+    ['mixed quotes', `<a x="${'<a x=\''.repeat(10_900)}`],
+    ['end tags', '</'.repeat(32_768)],
+    ['end tags with spaces', '</ '.repeat(21_845)],
+    ['entities', '&#1'.repeat(21_845)],
+  ];
+  for (const [name, text] of hostile) {
+    it(`${name} (${text.length} chars) in well under a second; characters kept`, () => {
+      const t0 = process.hrtime.bigint();
+      const plain = htmlToPlain(text, 'HTML');
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      assert.ok(ms < 250, `${ms} ms`);
+      assert.ok(plain.length > 0);
+    });
+  }
+
+  it('a name longer than any tag of the subset is not one (no truncation to "blockquote")', () => {
+    assert.equal(htmlToPlain('<blockquotex>q</blockquotex>', 'HTML'), '<blockquotex>q</blockquotex>');
+    assert.equal(htmlToPlain('<blockquote>q</blockquote>', 'HTML'), 'q');
+    assert.equal(htmlToPlain('<tg-spoilers>q</tg-spoilers>', 'HTML'), '<tg-spoilers>q</tg-spoilers>');
+  });
+});
