@@ -13,7 +13,7 @@ import { loadConfig, redactUrl } from './config';
 import { createDb, type Knex } from './db/knex';
 import { makeSubjects, type SubjectSet } from './nats/subjects';
 import { encodeJson } from './nats/codec';
-
+import { natsAuthOptionsFrom } from './nats/connection';
 import type { ClusterStatus } from './roles/cluster';
 import type { EnqueueReply } from './nats/payloads';
 import { ranges, shardOf } from './outbox/shard';
@@ -52,7 +52,7 @@ async function main(argv: string[]): Promise<number> {
   const config = loadConfig();
   const subjects = makeSubjects(config.natsSubjectPrefix);
   const withNats = async <T>(f: (nc: NatsConnection) => Promise<T>): Promise<T> => {
-    const nc = await connect({ servers: config.natsUrl.split(','), user: config.natsUser, pass: config.natsPassword, token: config.natsToken, name: 'notify-cli' });
+    const nc = await connect({ servers: config.natsUrl.split(','), ...natsAuthOptionsFrom(config), name: 'notify-cli' });
     try {
       return await f(nc);
     } finally {

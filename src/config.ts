@@ -1,12 +1,13 @@
 import { hostname } from 'node:os';
 import { ConfigError } from './errors';
 import { rateToWindow } from './limits/window';
+import { readNatsAuthSettings, describeNatsAuth, type NatsAuthSettings } from './nats/auth';
 
 /**
  * The whole configuration, parsed once from the environment at start-up.
  * Every field is documented in README.md ("Configuration"); keep the two in step.
  */
-export interface Config {
+export interface Config extends NatsAuthSettings {
   role: 'all' | 'worker' | 'gateway';
   instanceId: string;
   databaseUrl: string;
@@ -201,9 +202,8 @@ export function loadConfig(env: Env = process.env): Config {
     instanceId: r.string('INSTANCE_ID', `${hostname()}-${process.pid}`),
     databaseUrl: r.url('DATABASE_URL', DEFAULTS.DATABASE_URL, ['mysql:', 'mariadb:']),
     natsUrl: natsUrls(r),
-    natsUser: r.optionalString('NATS_USER'),
-    natsPassword: r.optionalString('NATS_PASSWORD'),
-    natsToken: r.optionalString('NATS_TOKEN'),
+    // NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_NKEY_SEED_FILE, NATS_CREDS_FILE, NATS_TLS_*: files read and checked now.
+    ...readNatsAuthSettings(r),
     telegramBotToken,
     telegramApiRoot: apiRoot,
     telegramGlobalRate: globalRate,
@@ -270,6 +270,7 @@ export function describeConfig(c: Config): Record<string, unknown> {
     natsUrl: redactUrl(c.natsUrl),
     natsPassword: natsPassword ? '***' : undefined,
     natsToken: natsToken ? '***' : undefined,
+    natsAuth: describeNatsAuth(c),
     telegramBotToken: telegramBotToken ? '***' : '(none: in-process sandbox)',
   };
 }

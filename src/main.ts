@@ -78,7 +78,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<Runnin
     }
     await verifyShardCount(db, config.shardCount);
 
-    const nc = await connectNats({ url: config.natsUrl, name: `notify-${config.instanceId}`, user: config.natsUser, password: config.natsPassword, token: config.natsToken }, log);
+    const nc = await connectNats({ url: config.natsUrl, name: `notify-${config.instanceId}`, auth: config }, log);
     log.info({ server: nc.getServer() }, 'connected to NATS');
 
     const telegram = new TelegrafClient({ token: token ?? DEMO_TOKEN, apiRoot, timeoutMs: config.telegramRequestTimeoutMs });

@@ -1,7 +1,9 @@
-import { connect, type NatsConnection, type ConnectionOptions } from 'nats';
-import type { Logger } from '../log';
+import { connect, credsAuthenticator, nkeyAuthenticator, type NatsConnection, type ConnectionOptions } from 'nats';
+import { registerSecret, type Logger } from '../log';
+import { loadNatsAuth, type NatsAuth, type NatsAuthSettings } from './auth';
 
 export type { NatsConnection } from 'nats';
+export { loadNatsAuth, readNatsAuthSettings, describeNatsAuth, type NatsAuth, type NatsAuthSettings } from './auth';
 
 export interface NatsOptions {
   url: string;
@@ -9,14 +11,38 @@ export interface NatsOptions {
   user?: string | undefined;
   password?: string | undefined;
   token?: string | undefined;
+  /** NKEY seed, .creds file, TLS and the above, as read from the environment (src/nats/auth.ts). */
+  auth?: NatsAuthSettings;
   /** Wait for the server at first connect instead of failing at once. Default true. */
   waitOnFirstConnect?: boolean;
+}
+
+/**
+ * The authentication and TLS part of nats.js's ConnectionOptions. Registers every secret
+ * it read (password, token, seed, JWT, TLS key) with the log scrubber.
+ */
+export function natsAuthOptions(auth: NatsAuth): Partial<ConnectionOptions> {
+  for (const s of auth.secrets) registerSecret(s);
+  const co: Partial<ConnectionOptions> = {};
+  if (auth.user !== undefined) co.user = auth.user;
+  if (auth.password !== undefined) co.pass = auth.password;
+  if (auth.token !== undefined) co.token = auth.token;
+  if (auth.nkeySeed) co.authenticator = nkeyAuthenticator(auth.nkeySeed);
+  if (auth.creds) co.authenticator = credsAuthenticator(auth.creds);
+  if (auth.tls) co.tls = { ...auth.tls };
+  return co;
+}
+
+/** Settings → connection options (CLI and tests); throws ConfigError naming a bad variable. */
+export function natsAuthOptionsFrom(s: NatsAuthSettings): Partial<ConnectionOptions> {
+  return natsAuthOptions(loadNatsAuth(s));
 }
 
 /**
  * Connects with endless reconnects and logs status changes. Core messages published
  * while disconnected are lost (the client resets its buffer), which is why durable
  * paths use JetStream and every core request is answered or retried by its caller.
+ * A publish or subscribe the server's permissions refuse is logged as `NATS_PERMISSION`.
  */
 export async function connectNats(opts: NatsOptions, log: Logger): Promise<NatsConnection> {
   const co: ConnectionOptions = {
@@ -28,15 +54,30 @@ export async function connectNats(opts: NatsOptions, log: Logger): Promise<NatsC
     pingInterval: 5_000,
     maxPingOut: 2,
   };
+  if (opts.auth) Object.assign(co, natsAuthOptionsFrom(opts.auth));
   if (opts.user) co.user = opts.user;
   if (opts.password) co.pass = opts.password;
   if (opts.token) co.token = opts.token;
+  registerSecret(opts.password);
+  registerSecret(opts.token);
   const nc = await connect(co);
+  const refused = new Map<string, number>();
   void (async () => {
     for await (const s of nc.status()) {
       if (s.type === 'pingTimer') continue;
+      const data = typeof s.data === 'string' ? s.data : undefined;
+      const ctx = (s as { permissionContext?: { operation: string; subject: string } }).permissionContext;
+      if (s.type === 'error' && (ctx || data === 'PERMISSIONS_VIOLATION')) {
+        // Once per subject a minute: a missing permission repeats at every publish.
+        const key = `${ctx?.operation}:${ctx?.subject}`;
+        const now = Date.now();
+        if ((refused.get(key) ?? 0) > now - 60_000) continue;
+        refused.set(key, now);
+        log.error({ nats: s.type, code: 'NATS_PERMISSION', operation: ctx?.operation, subject: ctx?.subject }, 'NATS refused a publish or subscribe (permissions); see deploy/nats-server.conf');
+        continue;
+      }
       const level = s.type === 'disconnect' || s.type === 'error' ? 'warn' : 'info';
-      log[level]({ nats: s.type, data: typeof s.data === 'string' ? s.data : undefined }, 'nats connection status');
+      log[level]({ nats: s.type, data }, 'nats connection status');
     }
   })().catch(() => undefined);
   return nc;
