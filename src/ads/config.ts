@@ -50,6 +50,16 @@ export interface AdsConfig {
   adCacheTtlMs: number;
   /** Subject of the pipeline's enqueue service (POST /notifications); tests use a unique one. */
   enqueueSubject: string;
+  /** A request's headers and body must arrive within this (ms), or it is answered 408 and its connection closed (slow bodies). */
+  gatewayRequestTimeoutMs: number;
+  /** A connection silent for this long (ms) is closed. */
+  gatewayIdleTimeoutMs: number;
+  /** An idle keep-alive connection is closed after this (ms). */
+  gatewayKeepAliveTimeoutMs: number;
+  /** `Retry-After` (seconds) of every 503 (database or NATS unavailable). */
+  gatewayRetryAfterS: number;
+  /** Distinct visitor_ids counted per client IP per ad per dedup window; further ones are accepted but not counted. */
+  viewVisitorsPerIp: number;
 }
 
 /** Named defaults, so docs/ads.md and the code agree. Durations in ms. */
@@ -79,6 +89,11 @@ export const ADS_DEFAULTS = {
   ADS_REQUEST_TIMEOUT_MS: 2_000,
   AD_CACHE_TTL: 60_000,
   ADS_ENQUEUE_SUBJECT: Subjects.enqueue,
+  GATEWAY_REQUEST_TIMEOUT: 10_000,
+  GATEWAY_IDLE_TIMEOUT: 30_000,
+  GATEWAY_KEEPALIVE_TIMEOUT: 5_000,
+  GATEWAY_RETRY_AFTER: 5,
+  VIEW_VISITORS_PER_IP: 5,
 } as const;
 
 const UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -159,6 +174,11 @@ export function loadAdsConfig(env: Env = process.env): AdsConfig {
     adCacheTtlMs: readDuration(r, 'AD_CACHE_TTL', ADS_DEFAULTS.AD_CACHE_TTL, 0, 86_400_000),
     // Follows the pipeline's NATS_SUBJECT_PREFIX unless set explicitly.
     enqueueSubject: subject(r, 'ADS_ENQUEUE_SUBJECT', `${r.raw('NATS_SUBJECT_PREFIX') ?? ''}${ADS_DEFAULTS.ADS_ENQUEUE_SUBJECT}`),
+    gatewayRequestTimeoutMs: readDuration(r, 'GATEWAY_REQUEST_TIMEOUT', ADS_DEFAULTS.GATEWAY_REQUEST_TIMEOUT, 100, 600_000),
+    gatewayIdleTimeoutMs: readDuration(r, 'GATEWAY_IDLE_TIMEOUT', ADS_DEFAULTS.GATEWAY_IDLE_TIMEOUT, 100, 3_600_000),
+    gatewayKeepAliveTimeoutMs: readDuration(r, 'GATEWAY_KEEPALIVE_TIMEOUT', ADS_DEFAULTS.GATEWAY_KEEPALIVE_TIMEOUT, 100, 600_000),
+    gatewayRetryAfterS: r.integer('GATEWAY_RETRY_AFTER', ADS_DEFAULTS.GATEWAY_RETRY_AFTER, { min: 1, max: 3_600 }),
+    viewVisitorsPerIp: r.integer('VIEW_VISITORS_PER_IP', ADS_DEFAULTS.VIEW_VISITORS_PER_IP, { min: 1, max: 100_000 }),
   };
 }
 

@@ -5,7 +5,7 @@
  * `{code, message}` with a stable code from src/errors.ts. Endpoints: docs/ads.md.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
 import { Type, type Static } from '@sinclair/typebox';
 import { LRUCache } from 'lru-cache';
@@ -14,12 +14,15 @@ import type { Knex } from '../db/knex';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import type { AdsConfig } from './config';
-import { AppError, InputError, describeError, isAppError, type ErrorCode } from '../errors';
+import { AppError, InputError, describeError, isAppError } from '../errors';
+import { errorFields } from '../error-fields';
+import { classifyHttpError, databaseUnavailable, writeClientError, UpstreamError } from './http-errors';
+import type { IncomingMessage } from 'node:http';
 import { Subjects } from '../nats/subjects';
 import { encodeJson } from '../nats/codec';
 import { EnqueueRequest, type EnqueueReply } from '../nats/payloads';
 import { parseDecimalId, type BumpRunReply, type PendingReply, type UnreadReply } from '../nats/ads-payloads';
-import { visitorHash } from './views-stream';
+import { visitorHash, windowOf } from './views-stream';
 import { ViewBatcher } from './view-batcher';
 
 export interface GatewayDeps {
@@ -37,40 +40,7 @@ const ViewBody = Type.Object({ visitor_id: Type.Optional(Type.String({ minLength
 type ViewBody = Static<typeof ViewBody>;
 const Empty = Type.Object({}, { additionalProperties: false });
 
-const STATUS: Partial<Record<ErrorCode, number>> = {
-  BAD_JSON: 400,
-  BAD_PAYLOAD: 400,
-  NOT_FOUND: 404,
-  IDEMPOTENCY_CONFLICT: 409,
-  UNAUTHORIZED: 401,
-  PAYLOAD_TOO_LARGE: 413,
-  UNSUPPORTED_MEDIA_TYPE: 415,
-  RATE_LIMITED: 429,
-  UNAVAILABLE: 503,
-  QUERY_TIMEOUT: 504,
-};
-
-/** Maps anything thrown in a route to a status and a stable code. */
-export function classifyHttpError(err: unknown): { status: number; code: ErrorCode; message: string } {
-  if (isAppError(err)) return { status: STATUS[err.code] ?? 500, code: err.code, message: err.message };
-  const e = err as Partial<FastifyError> & { validation?: unknown };
-  if (e.validation) return { status: 400, code: 'BAD_PAYLOAD', message: e.message ?? 'invalid request' };
-  switch (e.code) {
-    case 'FST_ERR_CTP_INVALID_JSON_BODY':
-    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-      return { status: 400, code: 'BAD_JSON', message: e.message ?? 'body is not valid JSON' };
-    case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return { status: 413, code: 'PAYLOAD_TOO_LARGE', message: e.message ?? 'body too large' };
-    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', message: `${e.message ?? 'unsupported media type'}; send application/json` };
-    case 'RATE_LIMITED':
-      return { status: 429, code: 'RATE_LIMITED', message: e.message ?? 'too many requests' };
-  }
-  if (e.statusCode === 429) return { status: 429, code: 'RATE_LIMITED', message: e.message ?? 'too many requests' };
-  if (e instanceof SyntaxError || (e.statusCode === 400 && /JSON/i.test(e.message ?? ''))) return { status: 400, code: 'BAD_JSON', message: e.message ?? 'body is not valid JSON' };
-  if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) return { status: e.statusCode, code: 'BAD_PAYLOAD', message: e.message ?? 'bad request' };
-  return { status: 500, code: 'INTERNAL', message: 'internal error; the details are in the gateway log' };
-}
+export { classifyHttpError } from './http-errors';
 
 const sha256 = (s: string): Buffer => createHash('sha256').update(s).digest();
 
@@ -82,14 +52,48 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
   const tokenDigest = c.apiToken ? sha256(c.apiToken) : undefined;
   const requests = metrics.counter<'route' | 'status'>('ads_gateway_requests_total', 'Gateway HTTP requests', ['route', 'status']);
   const latency = metrics.histogram<'route'>('ads_gateway_request_seconds', 'Gateway request duration', ['route'], [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]);
+  const refused = metrics.counter<'code'>('ads_gateway_client_errors_total', 'Connections refused before routing (timeouts, oversized headers, malformed HTTP)', ['code']);
+  const capped = metrics.counter('ads_gateway_views_capped_total', 'Views accepted but not counted: the IP already has VIEW_VISITORS_PER_IP visitors for the ad in this window');
   const batcher = new ViewBatcher(js, Subjects.adsViewBatch(c.subjectPrefix), { timeoutMs: c.requestTimeoutMs });
   const known = new LRUCache<number, boolean>({ max: 100_000, ttl: Math.max(1, c.adCacheTtlMs) });
+  // ip|ad|window → the visitor hashes counted so far (at most viewVisitorsPerIp).
+  const visitorsPerIp = new LRUCache<string, Set<string>>({ max: 200_000, ttl: c.viewDedupWindowMs });
+  // Requests whose body is still arriving: cut at close so a slow client cannot hold shutdown.
+  const receiving = new Set<IncomingMessage>();
 
   const app = Fastify({
     bodyLimit: c.gatewayBodyLimit,
     trustProxy: c.trustedProxies.length > 0 ? c.trustedProxies : false,
     return503OnClosing: true,
+    // Whole request (headers + body) within GATEWAY_REQUEST_TIMEOUT, checked 4× per timeout (Node checks every 30 s by default).
+    requestTimeout: c.gatewayRequestTimeoutMs,
+    connectionTimeout: c.gatewayIdleTimeoutMs,
+    keepAliveTimeout: c.gatewayKeepAliveTimeoutMs,
+    http: { headersTimeout: c.gatewayRequestTimeoutMs, connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(c.gatewayRequestTimeoutMs / 4))) },
+    forceCloseConnections: 'idle',
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false } },
+    // Errors fastify raises before routing (bad URL encoding, too long a parameter) in our shape.
+    frameworkErrors: (err, req, reply) => sendError(err, req, reply),
+    clientErrorHandler: (err, socket) => {
+      const r = writeClientError(err, socket);
+      if (r) {
+        refused.inc({ code: r.code });
+        log.info({ code: r.code, status: r.status, remote: socket.remoteAddress }, 'connection refused before routing');
+      }
+    },
+  });
+
+  app.server.on('request', (req: IncomingMessage, res) => {
+    if (req.complete) return;
+    receiving.add(req);
+    const done = (): void => void receiving.delete(req);
+    req.once('end', done);
+    res.once('close', done);
+  });
+  app.addHook('preClose', (done) => {
+    for (const req of receiving) if (!req.complete) req.socket.destroy();
+    receiving.clear();
+    done();
   });
 
   // Beacons (navigator.sendBeacon) arrive as text/plain: parse them as JSON too.
@@ -102,14 +106,20 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
     errorResponseBuilder: (_req, ctx) => ({ statusCode: 429, code: 'RATE_LIMITED', message: `rate limit of ${ctx.max} requests per ${Math.round(c.rateLimitWindowMs / 1000)} s exceeded; retry in ${ctx.after}` }),
   });
 
-  app.setErrorHandler((err, req, reply) => {
+  /** The one error path: status, stable code, our message; 503s say when to retry; 5xx logged with ids and codes only. */
+  function sendError(err: unknown, req: FastifyRequest, reply: FastifyReply): FastifyReply {
     const r = classifyHttpError(err);
-    if (r.status >= 500) log[r.status === 500 ? 'error' : 'warn']({ err: describeError(err), route: req.routeOptions.url, method: req.method }, 'gateway request failed');
+    if (r.status >= 500) {
+      const params = (req.params ?? {}) as Record<string, unknown>;
+      log[r.status === 500 ? 'error' : 'warn']({ reqId: req.id, method: req.method, route: req.routeOptions?.url, id: params.id, status: r.status, code: r.code, err: errorFields(err) }, 'gateway request failed');
+    }
     if (r.status === 401) void reply.header('www-authenticate', 'Bearer');
-    void reply.code(r.status).send({ code: r.code, message: r.message });
-  });
+    if (r.status === 503) void reply.header('retry-after', String(c.gatewayRetryAfterS));
+    return reply.code(r.status).send({ code: r.code, message: r.message });
+  }
+  app.setErrorHandler((err, req, reply) => sendError(err, req, reply));
   app.setNotFoundHandler((req, reply) => {
-    void reply.code(404).send({ code: 'NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}; see docs/ads.md` });
+    void reply.code(404).send({ code: 'NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]!.slice(0, 200)}; see docs/ads.md` });
   });
   // A POST without a body (a bare beacon, a bump) validates as `{}`.
   app.addHook('preValidation', async (req) => {
@@ -130,57 +140,95 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
     if (!timingSafeEqual(sha256(m[1]!), tokenDigest)) throw new InputError('UNAUTHORIZED', 'wrong bearer token');
   };
 
+  /** A database call whose failure is a 503, never its text. */
+  const fromDb = async <T>(f: () => Promise<T>): Promise<T> => {
+    try {
+      return await f();
+    } catch (e) {
+      throw databaseUnavailable(e);
+    }
+  };
+
   const adExists = async (id: number): Promise<boolean> => {
     const cached = known.get(id);
     if (cached !== undefined) return cached;
-    const row = await db('advertisements').where({ id }).first('id');
+    const row = await fromDb(() => db('advertisements').where({ id }).first('id'));
     known.set(id, !!row, row ? {} : { ttl: Math.min(5_000, Math.max(1, c.adCacheTtlMs)) });
     return !!row;
   };
 
   const request = async <T>(subject: string, payload: unknown, what: string): Promise<T> => {
+    let m;
     try {
-      const m = await nc.request(subject, encodeJson(payload), { timeout: c.requestTimeoutMs });
-      return m.json<T>();
+      m = await nc.request(subject, encodeJson(payload), { timeout: c.requestTimeoutMs });
     } catch (e) {
       const code = (e as { code?: string }).code;
-      if (code === '503') throw new AppError('UNAVAILABLE', `no ${what} is running (nobody answers ${subject}); retry later`);
-      if (code === 'TIMEOUT') throw new AppError('UNAVAILABLE', `${what} did not answer within ${c.requestTimeoutMs} ms; retry later`);
-      throw new AppError('UNAVAILABLE', `${what} request failed: ${describeError(e)}`);
+      if (code === '503') throw new AppError('UNAVAILABLE', `no ${what} is running; retry later`, undefined, { cause: e });
+      if (code === 'TIMEOUT') throw new AppError('UNAVAILABLE', `${what} did not answer within ${c.requestTimeoutMs} ms; retry later`, undefined, { cause: e });
+      throw new AppError('UNAVAILABLE', `${what} is unreachable; retry later`, undefined, { cause: e });
+    }
+    try {
+      return m.json<T>();
+    } catch (e) {
+      throw new AppError('UNAVAILABLE', `${what} answered something unreadable; retry later`, undefined, { cause: e });
     }
   };
 
   app.get('/healthz', { config: { rateLimit: false } }, async () => ({ ok: true }));
 
+  /** Names the failing dependency and a code; never the driver's text. */
   app.get('/readyz', { config: { rateLimit: false } }, async (_req, reply) => {
-    const checks = await Promise.all([
-      withTimeout(db.raw('SELECT 1'), c.requestTimeoutMs).then(() => 'ok', (e: unknown) => describeError(e)),
-      (nc.isClosed() ? Promise.reject(new Error('connection closed')) : withTimeout(nc.flush(), c.requestTimeoutMs)).then(() => 'ok', (e: unknown) => describeError(e)),
+    const [dbs, nats] = await Promise.all([
+      withTimeout(db.raw('SELECT 1'), c.requestTimeoutMs).then(
+        () => 'ok',
+        (e: unknown) => (log.warn({ dependency: 'db', err: errorFields(e) }, 'readiness check failed'), 'UNAVAILABLE'),
+      ),
+      (nc.isClosed() ? Promise.reject(new AppError('UNAVAILABLE', 'connection closed')) : withTimeout(nc.flush(), c.requestTimeoutMs)).then(
+        () => 'ok',
+        (e: unknown) => (log.warn({ dependency: 'nats', err: errorFields(e) }, 'readiness check failed'), 'UNAVAILABLE'),
+      ),
     ]);
-    const [dbs, nats] = checks;
     if (dbs === 'ok' && nats === 'ok') return { ok: true, db: dbs, nats };
-    return reply.code(503).send({ code: 'UNAVAILABLE', message: `not ready: db ${dbs}; nats ${nats}`, db: dbs, nats });
+    const failing = [dbs !== 'ok' && 'db', nats !== 'ok' && 'nats'].filter(Boolean).join(', ');
+    void reply.header('retry-after', String(c.gatewayRetryAfterS));
+    return reply.code(503).send({ code: 'UNAVAILABLE', message: `not ready: ${failing} unavailable`, db: dbs, nats });
   });
 
-  app.get('/metrics', { config: { rateLimit: false } }, async (_req, reply) => {
-    return reply.header('content-type', metrics.registry.contentType).send(await metrics.text());
-  });
+  // Metrics belong on METRICS_PORT (src/metrics.ts). Here only behind the API token, for setups with one port.
+  if (tokenDigest) {
+    app.get('/metrics', { onRequest: requireToken, config: { rateLimit: false } }, async (_req, reply) => {
+      return reply.header('content-type', metrics.registry.contentType).send(await metrics.text());
+    });
+  }
 
   app.post<{ Params: IdParams; Body: ViewBody | undefined }>(
     '/ads/:id/views',
     { schema: { params: IdParams, body: ViewBody } },
     async (req, reply) => {
       const adId = parseDecimalId(req.params.id, 'params/id');
+      // A missing ad is refused here and never published.
       if (!(await adExists(adId))) throw new InputError('NOT_FOUND', `ad ${adId} does not exist`);
+      const now = Date.now();
       const visitor = visitorHash(c.viewHashSalt, req.ip, req.body?.visitor_id);
-      await batcher.add({ ad_id: adId, visitor, ts: Date.now() });
+      const key = `${req.ip}|${adId}|${windowOf(now, c.viewDedupWindowMs)}`;
+      let seen = visitorsPerIp.get(key);
+      if (!seen) visitorsPerIp.set(key, (seen = new Set()));
+      if (!seen.has(visitor)) {
+        if (seen.size >= c.viewVisitorsPerIp) {
+          // One IP inventing visitor_ids: accepted (a beacon cannot act on an error) but not counted.
+          capped.inc();
+          return reply.code(202).send({ accepted: true, counted: false });
+        }
+        seen.add(visitor);
+      }
+      await batcher.add({ ad_id: adId, visitor, ts: now });
       return reply.code(202).send({ accepted: true });
     },
   );
 
   app.get<{ Params: IdParams }>('/ads/:id/views', { schema: { params: IdParams } }, async (req) => {
     const adId = parseDecimalId(req.params.id, 'params/id');
-    const row = (await db('advertisements').where({ id: adId }).first('views_count')) as { views_count: number | string } | undefined;
+    const row = (await fromDb(() => db('advertisements').where({ id: adId }).first('views_count'))) as { views_count: number | string } | undefined;
     if (!row) throw new InputError('NOT_FOUND', `ad ${adId} does not exist`);
     const persisted = Number(row.views_count);
     const pending = await pendingViews(nc, c, adId, log);
@@ -190,25 +238,36 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
   app.get<{ Params: IdParams }>('/users/:id/unread', { schema: { params: IdParams } }, async (req) => {
     const userId = parseDecimalId(req.params.id, 'params/id');
     const r = await request<UnreadReply>(Subjects.adsUnreadGet(c.subjectPrefix), { user_id: userId }, 'unread cache');
-    if (!r.ok) throw new AppError(r.error.code === 'BAD_PAYLOAD' ? 'BAD_PAYLOAD' : 'UNAVAILABLE', r.error.message);
+    if (!r.ok) throw upstream(r.error, 'the unread cache could not answer; retry later');
     return { user_id: userId, unread: r.unread };
   });
 
   app.post<{ Body: EnqueueRequest }>('/notifications', { onRequest: requireToken, schema: { body: EnqueueRequest } }, async (req, reply) => {
     const r = await request<EnqueueReply>(c.enqueueSubject, req.body, 'notification pipeline');
-    if (!r.ok) {
-      // The caller's mistakes keep their code (400/409); anything else is our side (503, retry).
-      const code: ErrorCode = r.error.code === 'BAD_PAYLOAD' || r.error.code === 'BAD_JSON' ? 'BAD_PAYLOAD' : r.error.code === 'IDEMPOTENCY_CONFLICT' || r.error.code === 'PAYLOAD_TOO_LARGE' ? r.error.code : 'UNAVAILABLE';
-      throw new AppError(code, `enqueue refused (${r.error.code}): ${r.error.message}`);
-    }
+    if (!r.ok) throw upstream(r.error, 'the notification was not stored; retry later');
     return reply.code(202).send({ id: r.id, duplicate: r.duplicate });
   });
 
   app.post<{ Body: Static<typeof Empty> | undefined }>('/ads/bump', { onRequest: requireToken, schema: { body: Empty } }, async () => {
     const r = await request<BumpRunReply>(Subjects.adsBumpRun(c.subjectPrefix), {}, 'bump actor');
-    if (!r.ok) throw new AppError('UNAVAILABLE', r.error.message);
+    if (!r.ok) throw upstream(r.error, 'the bump run failed; retry later');
     return { run_id: r.run_id, bumped: r.bumped };
   });
+
+  /**
+   * A component's `{ ok: false }` answer: the caller's mistakes keep their code and our
+   * validation text; anything else becomes UNAVAILABLE with a fixed message (its text may
+   * be a database error), logged with the code only.
+   */
+  function upstream(error: { code?: unknown; message?: unknown } | undefined, unavailable: string): Error {
+    const code = typeof error?.code === 'string' ? error.code : 'INTERNAL';
+    const message = typeof error?.message === 'string' ? error.message.slice(0, 500) : '';
+    if (code === 'BAD_PAYLOAD' || code === 'BAD_JSON') return new UpstreamError('BAD_PAYLOAD', message || 'invalid request');
+    if (code === 'PAYLOAD_TOO_LARGE') return new UpstreamError('PAYLOAD_TOO_LARGE', message || 'payload too large');
+    if (code === 'IDEMPOTENCY_CONFLICT') return new UpstreamError('IDEMPOTENCY_CONFLICT', message || 'this idempotency key was used for another notification');
+    if (code === 'NOT_FOUND') return new UpstreamError('NOT_FOUND', message || 'not found');
+    return new AppError('UNAVAILABLE', unavailable, { upstreamCode: code });
+  }
 
   return app;
 }
@@ -233,7 +292,7 @@ async function pendingViews(nc: NatsConnection, c: AdsConfig, adId: number, log:
       }
     }
   } catch (e) {
-    if ((e as { code?: string }).code !== '503') log.warn({ err: describeError(e) }, 'pending views request failed');
+    if ((e as { code?: string }).code !== '503') log.warn({ adId, err: errorFields(e) }, 'pending views request failed');
   }
   return sum;
 }

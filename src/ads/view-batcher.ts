@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { JetStreamClient } from 'nats';
-import { AppError, describeError } from '../errors';
+import { AppError } from '../errors';
 import { encodeJson } from '../nats/codec';
 import type { ViewEvent } from '../nats/ads-payloads';
 
@@ -54,7 +54,7 @@ export class ViewBatcher {
           for (const w of waiters) w.resolve();
         },
         (e: unknown) => {
-          const err = new AppError('UNAVAILABLE', `the view was not stored (JetStream: ${describeError(e)}); retry`);
+          const err = new AppError('UNAVAILABLE', 'the view was not stored (JetStream did not acknowledge it); retry', undefined, { cause: e });
           for (const w of waiters) w.reject(err);
         },
       );

@@ -60,9 +60,17 @@ export interface OutcomeEvent {
   latency_ms: number;
 }
 
-/** `notify.recipient.changed` event: an operator cleared (or a sender marked) a recipient. */
+/**
+ * `notify.recipient.changed` event: an operator cleared (or a sender marked) a recipient.
+ * A hint only: receivers re-read the chat's telegram_recipients row and apply that, never
+ * the event's own status or migrated_to_chat_id (src/outbox/recipients.ts refresh()).
+ */
 export const RecipientChanged = Type.Object(
-  { chat_id: Type.Integer(), status: Type.Union([Type.Literal('ok'), Type.Literal('blocked'), Type.Literal('deactivated'), Type.Literal('kicked'), Type.Literal('not_found'), Type.Literal('migrated')]), migrated_to_chat_id: Type.Optional(Type.Union([Type.Integer(), Type.Null()])) },
+  {
+    chat_id: Type.Integer({ minimum: -9_999_999_999_999, maximum: 9_999_999_999_999, not: { const: 0 } }),
+    status: Type.Union([Type.Literal('ok'), Type.Literal('blocked'), Type.Literal('deactivated'), Type.Literal('kicked'), Type.Literal('not_found'), Type.Literal('migrated')]),
+    migrated_to_chat_id: Type.Optional(Type.Union([Type.Integer({ minimum: -9_999_999_999_999, maximum: 9_999_999_999_999, not: { const: 0 } }), Type.Null()])),
+  },
   { additionalProperties: false },
 );
 export type RecipientChanged = Static<typeof RecipientChanged>;

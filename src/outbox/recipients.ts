@@ -1,7 +1,18 @@
 import type { Knex } from 'knex';
 import type { Logger } from '../log';
 import type { UnreachableReason } from '../telegram/errors';
-import { describeError } from '../errors';
+import { errorFields } from '../error-fields';
+
+type RecipientRow = {
+  chat_id: number | string;
+  status: string;
+  reason: string | null;
+  migrated_to_chat_id: number | string | null;
+  unreachable_since: Date | null;
+  updated_at: Date;
+};
+
+const COLUMNS = ['chat_id', 'status', 'reason', 'migrated_to_chat_id', 'unreachable_since', 'updated_at'] as const;
 
 export interface RecipientInfo {
   status: UnreachableReason | 'migrated';
@@ -19,27 +30,17 @@ export interface RecipientInfo {
 export class RecipientDirectory {
   private readonly map = new Map<number, RecipientInfo>();
   private pendingWrites = new Set<Promise<void>>();
+  /** The last background write per chat (see written()). */
+  private lastWrite = new Map<number, Promise<void>>();
+  /** Refreshes per chat run one after another, so the last one read wins. */
+  private refreshing = new Map<number, Promise<unknown>>();
 
   constructor(private readonly db: Knex, private readonly log: Logger) {}
 
   async load(): Promise<void> {
-    const rows = (await this.db('telegram_recipients').whereNot('status', 'ok').select('chat_id', 'status', 'reason', 'migrated_to_chat_id', 'unreachable_since', 'updated_at')) as Array<{
-      chat_id: number | string;
-      status: string;
-      reason: string | null;
-      migrated_to_chat_id: number | string | null;
-      unreachable_since: Date | null;
-      updated_at: Date;
-    }>;
+    const rows = (await this.db('telegram_recipients').whereNot('status', 'ok').select(...COLUMNS)) as RecipientRow[];
     this.map.clear();
-    for (const r of rows) {
-      this.map.set(Number(r.chat_id), {
-        status: r.status as RecipientInfo['status'],
-        reason: r.reason ?? r.status,
-        since: (r.unreachable_since ?? r.updated_at).getTime(),
-        migratedTo: r.migrated_to_chat_id === null ? null : Number(r.migrated_to_chat_id),
-      });
-    }
+    for (const r of rows) this.map.set(Number(r.chat_id), fromRow(r));
   }
 
   get(chatId: number): RecipientInfo | undefined {
@@ -73,10 +74,34 @@ export class RecipientDirectory {
     this.persist(chatId, { status: 'migrated', reason: reason.slice(0, 512), error_code: 'TG_MIGRATED', migrated_to_chat_id: newChatId, unreachable_since: null });
   }
 
-  /** Applies a change announced by another process or an operator (memory only). */
-  apply(chatId: number, status: RecipientInfo['status'] | 'ok', migratedTo: number | null = null): void {
-    if (status === 'ok') this.map.delete(chatId);
-    else this.map.set(chatId, { status, reason: status, since: Date.now(), migratedTo });
+  /**
+   * Re-reads one chat from telegram_recipients and applies what the database says. This is
+   * what a `notify.recipient.changed` event triggers: the event only says "look again", so a
+   * forged or stale event can never redirect or block sends — only the stored row can.
+   * Resolves with the status now in effect ('ok' when the chat has no row or an ok row).
+   */
+  refresh(chatId: number): Promise<RecipientInfo['status'] | 'ok'> {
+    const prev = this.refreshing.get(chatId) ?? Promise.resolve();
+    const next = prev.catch(() => undefined).then(async () => {
+      const row = (await this.db('telegram_recipients').where({ chat_id: chatId }).first(...COLUMNS)) as RecipientRow | undefined;
+      if (!row || row.status === 'ok') {
+        this.map.delete(chatId);
+        return 'ok' as const;
+      }
+      const info = fromRow(row);
+      this.map.set(chatId, info);
+      return info.status;
+    });
+    this.refreshing.set(chatId, next);
+    void next.finally(() => {
+      if (this.refreshing.get(chatId) === next) this.refreshing.delete(chatId);
+    }).catch(() => undefined);
+    return next;
+  }
+
+  /** Resolves when the last write for `chatId` has landed (or given up): announce a change only after it. */
+  async written(chatId: number): Promise<void> {
+    await this.lastWrite.get(chatId);
   }
 
   /** Operator action: the chat is reachable again. */
@@ -102,13 +127,26 @@ export class RecipientDirectory {
           await this.db('telegram_recipients').insert({ chat_id: chatId, ...row }).onConflict('chat_id').merge();
           return;
         } catch (e) {
-          this.log.warn({ chatId, attempt, err: describeError(e) }, 'recipient write failed; retrying');
+          this.log.warn({ chatId, attempt, err: errorFields(e) }, 'recipient write failed; retrying');
           await new Promise((r) => setTimeout(r, Math.min(30_000, 200 * 2 ** attempt)));
           if (attempt >= 20) return;
         }
       }
     };
-    const p = write().finally(() => this.pendingWrites.delete(p));
+    const p = write().finally(() => {
+      this.pendingWrites.delete(p);
+      if (this.lastWrite.get(chatId) === p) this.lastWrite.delete(chatId);
+    });
     this.pendingWrites.add(p);
+    this.lastWrite.set(chatId, p);
   }
+}
+
+function fromRow(r: RecipientRow): RecipientInfo {
+  return {
+    status: r.status as RecipientInfo['status'],
+    reason: r.reason ?? r.status,
+    since: (r.unreachable_since ?? r.updated_at).getTime(),
+    migratedTo: r.migrated_to_chat_id === null ? null : Number(r.migrated_to_chat_id),
+  };
 }

@@ -20,6 +20,7 @@ import { describeError, isAppError } from '../errors';
 import { ranges } from '../outbox/shard';
 import { spawnPipeline, type OwnResult, type PipelineMsg, type PipelineStatus } from '../../actors/pipeline/pipeline';
 import { chatRatePerMs, type PipelineDeps, type PipelineSettings } from '../../actors/pipeline/deps';
+import { errorFields } from '../error-fields';
 
 export interface PipelineOptions {
   config: Config;
@@ -131,7 +132,8 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
     book,
     planner: o.planner ?? new TextPlanner(),
     publishOutcome: (e: OutcomeEvent) => safePublish(subjects.outcome(e.status), e),
-    publishRecipientChanged: (chatId, status, migratedTo) => safePublish(subjects.recipientChanged, { chat_id: chatId, status, migrated_to_chat_id: migratedTo }),
+    // Announced once the row is written: receivers re-read it (RecipientDirectory.refresh).
+    publishRecipientChanged: (chatId, status, migratedTo) => void recipients.written(chatId).then(() => safePublish(subjects.recipientChanged, { chat_id: chatId, status, migrated_to_chat_id: migratedTo })),
     onBotFlood: (until) => floodHandler(until),
   };
   let floodHandler: (untilMs: number) => void = () => undefined;
@@ -168,10 +170,19 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
         if (err) return;
         try {
           const r = decodeRecipient(m.data);
-          recipients.apply(r.chat_id, r.status, r.migrated_to_chat_id ?? null);
+          // The database decides; the event only says which chat to look at again.
+          recipients.refresh(r.chat_id).then(
+            (stored) => {
+              if (stored !== r.status) {
+                mBadInput.inc({ subject: subjects.recipientChanged, code: 'RECIPIENT_MISMATCH' });
+                log.warn({ chatId: r.chat_id, announced: r.status, stored, code: 'RECIPIENT_MISMATCH' }, 'recipient event does not match the database; the database state applies');
+              }
+            },
+            (e: unknown) => log.warn({ chatId: r.chat_id, code: 'UNAVAILABLE', err: errorFields(e) }, 'recipient event not applied: the database could not be read; the cached state stays'),
+          );
         } catch (e) {
           mBadInput.inc({ subject: subjects.recipientChanged, code: isAppError(e) ? e.code : 'INTERNAL' });
-          log.warn({ err: describeError(e) }, 'bad recipient event ignored');
+          log.warn({ code: isAppError(e) ? e.code : 'INTERNAL', err: describeError(e) }, 'bad recipient event ignored');
         }
       },
     }),
@@ -276,8 +287,6 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
       })()),
   };
 }
-
-/** "0-15,32,40-41": a readable list of shard numbers. */
 
 /** An actor system whose crashes, restarts and dead letters show in metrics and logs. */
 export function startObservedSystem(name: string, log: Logger, metrics: Metrics): ActorSystem {

@@ -129,7 +129,7 @@ describe('ads: HTTP gateway', function () {
     assert.equal(b.status, 200);
     assert.equal(typeof b.body.bumped, 'number');
     assert.deepEqual((await call('GET', '/readyz')).body, { ok: true, db: 'ok', nats: 'ok' });
-    const m = await call('GET', '/metrics');
+    const m = await call('GET', '/metrics', { headers: { authorization: `Bearer ${TOKEN}` } });
     assert.match(m.body.text as string, /ads_gateway_requests_total/);
   });
 
