@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { ConfigError } from './errors';
 import { rateToWindow } from './limits/window';
-import { readNatsAuthSettings, describeNatsAuth, type NatsAuthSettings } from './nats/auth';
+import { readNatsAuthSettings, describeNatsAuth, type NatsAuthSettings } from './nats-auth';
 
 /**
  * The whole configuration, parsed once from the environment at start-up.

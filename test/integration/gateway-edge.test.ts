@@ -5,7 +5,7 @@ import { createDb, type Knex } from '../../src/db/knex';
 import { createTestDb, uniq, waitFor, type TestDb } from '../helpers/services';
 import { adsHarness, adsTestEnv, insertAds, type AdsHarness } from '../helpers/ads';
 import { freePort } from '../helpers/nats-private';
-import { startAds, startGatewayRole, type RunningAds } from '../../src/ads';
+import { startAds, startGatewayRole, type RunningAds } from '../../src/roles/ads';
 import { Subjects } from '../../src/nats/subjects';
 import { encodeJson } from '../../src/nats/codec';
 import type { AdsConfig } from '../../src/ads/config';

@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { connect, type NatsConnection, type Status } from 'nats';
 import { nkeys } from 'nats/lib/nats-base-client/nkeys';
-import { TelegramSandbox } from '../../src/sandbox/server';
+import { TelegramSandbox } from '../../sandbox/server';
 import { encodeJson } from '../../src/nats/codec';
 import type { EnqueueReply } from '../../src/nats/payloads';
 import { createTestDb, waitFor, type TestDb } from '../helpers/services';
