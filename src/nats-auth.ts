@@ -78,7 +78,8 @@ export function loadNatsAuth(s: NatsAuthSettings): NatsAuth {
   const mechanisms = [s.natsUser !== undefined && 'NATS_USER', s.natsToken !== undefined && 'NATS_TOKEN', s.natsNkeySeedFile !== undefined && 'NATS_NKEY_SEED_FILE', s.natsCredsFile !== undefined && 'NATS_CREDS_FILE'].filter(
     (x): x is string => typeof x === 'string',
   );
-  if (mechanisms.length > 1) throw new ConfigError(mechanisms[1]!, `cannot be combined with ${mechanisms[0]}: set one NATS authentication mechanism (user+password, token, NKEY seed or .creds file)`);
+  const [first, second] = mechanisms;
+  if (first !== undefined && second !== undefined) throw new ConfigError(second, `cannot be combined with ${first}: set one NATS authentication mechanism (user+password, token, NKEY seed or .creds file)`);
   if (s.natsUser !== undefined) {
     out.user = s.natsUser;
     if (s.natsPassword !== undefined) {
@@ -98,7 +99,7 @@ export function loadNatsAuth(s: NatsAuthSettings): NatsAuth {
   }
   if (s.natsCredsFile !== undefined) {
     const text = readText('NATS_CREDS_FILE', s.natsCredsFile);
-    const blocks = [...text.matchAll(CREDS_BLOCK)].map((m) => m[1]!);
+    const blocks = [...text.matchAll(CREDS_BLOCK)].map((m) => m[1] ?? '');
     const jwt = blocks[0];
     const seed = blocks[1];
     if (!jwt || jwt.split('.').length !== 3 || !seed || !SEED.test(seed)) {

@@ -9,12 +9,12 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import rateLimit from '@fastify/rate-limit';
 import { Type, type Static } from '@sinclair/typebox';
 import { LRUCache } from 'lru-cache';
-import { RequestStrategy, type NatsConnection, type JetStreamClient } from 'nats';
+import { RequestStrategy, type Msg, type NatsConnection, type JetStreamClient } from 'nats';
 import type { Knex } from '../db/knex';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import type { AdsConfig } from './config';
-import { AppError, InputError, describeError, isAppError } from '../errors';
+import { AppError, InputError } from '../errors';
 import { errorFields } from '../error-fields';
 import { classifyHttpError, databaseUnavailable, writeClientError, UpstreamError } from './http-errors';
 import type { IncomingMessage } from 'node:http';
@@ -64,7 +64,8 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
   const app = Fastify({
     bodyLimit: c.gatewayBodyLimit,
     trustProxy: c.trustedProxies.length > 0 ? c.trustedProxies : false,
-    return503OnClosing: true,
+    // Our own 503 while closing (below), in the JSON shape with Retry-After; fastify's is not.
+    return503OnClosing: false,
     // Whole request (headers + body) within GATEWAY_REQUEST_TIMEOUT, checked 4× per timeout (Node checks every 30 s by default).
     requestTimeout: c.gatewayRequestTimeoutMs,
     connectionTimeout: c.gatewayIdleTimeoutMs,
@@ -73,7 +74,9 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
     forceCloseConnections: 'idle',
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false } },
     // Errors fastify raises before routing (bad URL encoding, too long a parameter) in our shape.
-    frameworkErrors: (err, req, reply) => sendError(err, req, reply),
+    frameworkErrors: (err, req, reply) => {
+      sendError(err, req, reply);
+    },
     clientErrorHandler: (err, socket) => {
       const r = writeClientError(err, socket);
       if (r) {
@@ -90,7 +93,16 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
     req.once('end', done);
     res.once('close', done);
   });
+  let closing = false;
+  app.addHook('onRequest', async () => {
+    if (closing) throw new AppError('UNAVAILABLE', 'the gateway is shutting down; retry (another instance will answer)');
+  });
+  // Answers finished while closing end their connection, so a kept-alive client does not hold close() for GATEWAY_KEEPALIVE_TIMEOUT.
+  app.addHook('onSend', async (_req, reply) => {
+    if (closing) void reply.header('connection', 'close');
+  });
   app.addHook('preClose', (done) => {
+    closing = true;
     for (const req of receiving) if (!req.complete) req.socket.destroy();
     receiving.clear();
     done();
@@ -111,13 +123,15 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
     const r = classifyHttpError(err);
     if (r.status >= 500) {
       const params = (req.params ?? {}) as Record<string, unknown>;
-      log[r.status === 500 ? 'error' : 'warn']({ reqId: req.id, method: req.method, route: req.routeOptions?.url, id: params.id, status: r.status, code: r.code, err: errorFields(err) }, 'gateway request failed');
+      log[r.status === 500 ? 'error' : 'warn']({ reqId: req.id, method: req.method, route: req.routeOptions.url, id: params.id, status: r.status, code: r.code, err: errorFields(err) }, 'gateway request failed');
     }
     if (r.status === 401) void reply.header('www-authenticate', 'Bearer');
     if (r.status === 503) void reply.header('retry-after', String(c.gatewayRetryAfterS));
     return reply.code(r.status).send({ code: r.code, message: r.message });
   }
-  app.setErrorHandler((err, req, reply) => sendError(err, req, reply));
+  app.setErrorHandler((err, req, reply) => {
+    sendError(err, req, reply);
+  });
   app.setNotFoundHandler((req, reply) => {
     void reply.code(404).send({ code: 'NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]!.slice(0, 200)}; see docs/ads.md` });
   });
@@ -158,7 +172,7 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
   };
 
   const request = async <T>(subject: string, payload: unknown, what: string): Promise<T> => {
-    let m;
+    let m: Msg;
     try {
       m = await nc.request(subject, encodeJson(payload), { timeout: c.requestTimeoutMs });
     } catch (e) {

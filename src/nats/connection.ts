@@ -1,4 +1,4 @@
-import { connect, credsAuthenticator, nkeyAuthenticator, type NatsConnection, type ConnectionOptions } from 'nats';
+import { connect, credsAuthenticator, nkeyAuthenticator, DebugEvents, ErrorCode, Events, type NatsConnection, type ConnectionOptions } from 'nats';
 import { registerSecret, type Logger } from '../log';
 import { loadNatsAuth, type NatsAuth, type NatsAuthSettings } from '../nats-auth';
 
@@ -64,10 +64,10 @@ export async function connectNats(opts: NatsOptions, log: Logger): Promise<NatsC
   const refused = new Map<string, number>();
   void (async () => {
     for await (const s of nc.status()) {
-      if (s.type === 'pingTimer') continue;
+      if (s.type === DebugEvents.PingTimer) continue;
       const data = typeof s.data === 'string' ? s.data : undefined;
       const ctx = (s as { permissionContext?: { operation: string; subject: string } }).permissionContext;
-      if (s.type === 'error' && (ctx || data === 'PERMISSIONS_VIOLATION')) {
+      if (s.type === Events.Error && (ctx || data === (ErrorCode.PermissionsViolation as string))) {
         // Once per subject a minute: a missing permission repeats at every publish.
         const key = `${ctx?.operation}:${ctx?.subject}`;
         const now = Date.now();
@@ -76,7 +76,7 @@ export async function connectNats(opts: NatsOptions, log: Logger): Promise<NatsC
         log.error({ nats: s.type, code: 'NATS_PERMISSION', operation: ctx?.operation, subject: ctx?.subject }, 'NATS refused a publish or subscribe (permissions); see deploy/nats-server.conf');
         continue;
       }
-      const level = s.type === 'disconnect' || s.type === 'error' ? 'warn' : 'info';
+      const level = s.type === Events.Disconnect || s.type === Events.Error ? 'warn' : 'info';
       log[level]({ nats: s.type, data }, 'nats connection status');
     }
   })().catch(() => undefined);

@@ -5,7 +5,14 @@ import { nkeys } from 'nats/lib/nats-base-client/nkeys';
  * Just enough of NATS decentralized auth (operator → account → user JWTs, signed with
  * ed25519 NKEYs) to test `.creds` files against a real nats-server in operator mode.
  */
-type KeyPair = { getPublicKey(): string; getSeed(): Uint8Array; sign(d: Uint8Array): Uint8Array };
+export interface KeyPair {
+  getPublicKey(): string;
+  getSeed(): Uint8Array;
+  sign(d: Uint8Array): Uint8Array;
+}
+
+/** nkeys.js, typed (nats ships it as `any`). */
+export const nk = nkeys as { createOperator(): KeyPair; createAccount(): KeyPair; createUser(): KeyPair };
 
 const b64u = (b: Uint8Array | string): string => Buffer.from(b).toString('base64url');
 
@@ -23,14 +30,14 @@ export interface Decentralized {
 }
 
 export function decentralized(): Decentralized {
-  const operator = nkeys.createOperator() as KeyPair;
-  const account = nkeys.createAccount() as KeyPair;
+  const operator = nk.createOperator();
+  const account = nk.createAccount();
   const operatorJwt = jwt(operator, operator.getPublicKey(), 'test-operator', { type: 'operator' });
   const accountJwt = jwt(operator, account.getPublicKey(), 'notify', { type: 'account', limits: { subs: -1, data: -1, payload: -1, imports: -1, exports: -1, wildcards: true, conn: -1, leaf: -1 }, default_permissions: { pub: {}, sub: {} } });
   return {
     serverConf: `operator: ${operatorJwt}\nresolver: MEMORY\nresolver_preload: {\n  ${account.getPublicKey()}: ${accountJwt}\n}\n`,
     creds(name, permissions = {}) {
-      const user = nkeys.createUser() as KeyPair;
+      const user = nk.createUser();
       const userJwt = jwt(account, user.getPublicKey(), name, { type: 'user', subs: -1, data: -1, payload: -1, pub: {}, sub: {}, ...permissions });
       const seed = new TextDecoder().decode(user.getSeed());
       return `-----BEGIN NATS USER JWT-----\n${userJwt}\n------END NATS USER JWT------\n\n************************* IMPORTANT *************************\nNKEY Seed printed below can be used to sign and prove identity.\n\n-----BEGIN USER NKEY SEED-----\n${seed}\n------END USER NKEY SEED------\n`;

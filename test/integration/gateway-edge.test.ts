@@ -121,6 +121,36 @@ describe('ads gateway: the HTTP edge (timeouts, framework errors, outages, metri
     for (const c of closed) assert.ok(c.ms < 2_000, `a slow client stayed ${c.ms} ms`);
   });
 
+  it('a request that arrives while the gateway closes gets our 503 with Retry-After; the one in flight is answered', async () => {
+    const prefix = `${uniq('c')}.`;
+    const g = await start({ subjectPrefix: prefix });
+    // A slow unread cache keeps the first request in flight while close() starts.
+    const sub = h.nc.subscribe(Subjects.adsUnreadGet(prefix), { callback: (_e, m) => setTimeout(() => m.respond(encodeJson({ ok: true, user_id: 1, unread: 4 })), 400) });
+    await h.nc.flush();
+    try {
+      const inFlight = raw(g.port, 'GET /users/1/unread HTTP/1.1\r\nHost: x\r\n\r\n');
+      // A second client has sent half its headers when close() begins, and the rest after.
+      const late = raw(g.port, 'GET /healthz HTTP/1.1\r\nHost: x\r\n');
+      await new Promise((res) => setTimeout(res, 100));
+      const t0 = Date.now();
+      const stopped = g.stop();
+      await new Promise((res) => setImmediate(res));
+      late.socket.write('\r\n');
+      const [a, b] = await Promise.all([inFlight.done, late.done]);
+      await stopped;
+      const closeMs = Date.now() - t0;
+      assert.match(a.text, /^HTTP\/1.1 200 /);
+      assert.match(a.text, /"unread":4/);
+      assert.match(b.text, /^HTTP\/1.1 503 /);
+      assert.match(b.text, /retry-after: 5/i);
+      assert.equal(jsonBody(b.text).code, 'UNAVAILABLE');
+      // close() waited for the in-flight answer (~400 ms), not for keep-alive timeouts (5 s)
+      assert.ok(closeMs < 2_000, `close took ${closeMs} ms`);
+    } finally {
+      sub.unsubscribe();
+    }
+  });
+
   it('a database outage is 503 UNAVAILABLE with Retry-After on every route; no driver or SQL text in answers or logs', async () => {
     const down = createDb({ url: `mysql://root@127.0.0.1:${await freePort()}/nope`, poolMax: 2 });
     try {

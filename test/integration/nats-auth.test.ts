@@ -4,13 +4,12 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { nkeys } from 'nats/lib/nats-base-client/nkeys';
 import { connectNats, type NatsAuthSettings, type NatsConnection } from '../../src/nats/connection';
 import { loadConfig, describeConfig } from '../../src/config';
 import { ConfigError } from '../../src/errors';
 import { captureLogger, waitFor } from '../helpers/services';
 import { startPrivateNats, type PrivateNats } from '../helpers/nats-private';
-import { decentralized } from '../helpers/nats-jwt';
+import { decentralized, nk } from '../helpers/nats-jwt';
 
 const sh = promisify(execFile);
 const NONE: NatsAuthSettings = { natsUser: undefined, natsPassword: undefined, natsToken: undefined, natsNkeySeedFile: undefined, natsCredsFile: undefined, natsTlsCaFile: undefined, natsTlsCertFile: undefined, natsTlsKeyFile: undefined };
@@ -75,9 +74,9 @@ describe('NATS authentication: NKEY seed, .creds (JWT) and TLS from the environm
   });
 
   it('NKEY: a seed file authenticates against a server that knows only the public key; the seed is never logged', async () => {
-    const user = nkeys.createUser();
-    const seed = new TextDecoder().decode(user.getSeed() as Uint8Array);
-    const s = await startPrivateNats(`authorization { users: [ { nkey: ${user.getPublicKey() as string} } ] }\n`, {});
+    const user = nk.createUser();
+    const seed = new TextDecoder().decode(user.getSeed());
+    const s = await startPrivateNats(`authorization { users: [ { nkey: ${user.getPublicKey()} } ] }\n`, {});
     servers.push(s);
     const cfg = loadConfig({ NATS_URL: s.url, NATS_NKEY_SEED_FILE: file('user.nk', `${seed}\n`) });
     const logs = captureLogger();

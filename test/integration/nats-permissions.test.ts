@@ -5,7 +5,6 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { connect, type NatsConnection, type Status } from 'nats';
-import { nkeys } from 'nats/lib/nats-base-client/nkeys';
 import { TelegramSandbox } from '../../sandbox/server';
 import { encodeJson } from '../../src/nats/codec';
 import type { EnqueueReply } from '../../src/nats/payloads';
@@ -13,6 +12,7 @@ import { createTestDb, waitFor, type TestDb } from '../helpers/services';
 import { startWorker, type Worker } from '../helpers/processes';
 import { TEST_TOKEN } from '../helpers/pipeline';
 import { insertAds } from '../helpers/ads';
+import { nk } from '../helpers/nats-jwt';
 import { freePort, renderDeployConf, startPrivateNats, type PrivateNats } from '../helpers/nats-private';
 
 const run = promisify(execFile);
@@ -51,11 +51,11 @@ describe('deploy/nats-server.conf: one NATS user per role on a real nats-server'
   before(async () => {
     tdb = await createTestDb('perm');
     keyDir = mkdtempSync(join(tmpdir(), 'nkey-'));
-    const operator = nkeys.createUser();
+    const operator = nk.createUser();
     seedFile = join(keyDir, 'operator.nk');
     writeFileSync(seedFile, new TextDecoder().decode(operator.getSeed()) + '\n', { mode: 0o600 });
     const storeDir = mkdtempSync(join(tmpdir(), 'js-'));
-    nats = await startPrivateNats(renderDeployConf(storeDir, PREFIX), { ...PASSWORDS, NOTIFY_OPERATOR_NKEY: operator.getPublicKey() as string }, storeDir);
+    nats = await startPrivateNats(renderDeployConf(storeDir, PREFIX), { ...PASSWORDS, NOTIFY_OPERATOR_NKEY: operator.getPublicKey() }, storeDir);
     sandbox = new TelegramSandbox({ globalRate: 300, chatRate: 10 });
     await sandbox.start();
     common = { DATABASE_URL: tdb.url, NATS_URL: nats.url, NATS_SUBJECT_PREFIX: PREFIX, ADS_SUBJECT_PREFIX: PREFIX, SHARD_LEASE_TTL_MS: '3000', VIEW_FLUSH_MS: '100' };

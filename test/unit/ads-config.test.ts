@@ -14,6 +14,12 @@ describe('ads config', () => {
     assert.deepEqual(c.trustedProxies, []);
     assert.equal(c.apiToken, undefined);
     assert.equal(c.enqueueSubject, 'notify.enqueue');
+    assert.equal(c.gatewayRequestTimeoutMs, ADS_DEFAULTS.GATEWAY_REQUEST_TIMEOUT);
+    assert.equal(c.gatewayRequestTimeoutMs, 10_000);
+    assert.equal(c.gatewayIdleTimeoutMs, 30_000);
+    assert.equal(c.gatewayKeepAliveTimeoutMs, 5_000);
+    assert.equal(c.gatewayRetryAfterS, 5);
+    assert.equal(c.viewVisitorsPerIp, 5);
   });
 
   it('reads durations with units', () => {
@@ -39,6 +45,13 @@ describe('ads config', () => {
     [{ VIEWS_STREAM: 'a.b' }, 'VIEWS_STREAM'],
     [{ ADS_ENQUEUE_SUBJECT: 'notify.*' }, 'ADS_ENQUEUE_SUBJECT'],
     [{ GATEWAY_PORT: '70000' }, 'GATEWAY_PORT'],
+    [{ GATEWAY_REQUEST_TIMEOUT: 'forever' }, 'GATEWAY_REQUEST_TIMEOUT'],
+    [{ GATEWAY_REQUEST_TIMEOUT: '0' }, 'GATEWAY_REQUEST_TIMEOUT'],
+    [{ GATEWAY_IDLE_TIMEOUT: '2h' }, 'GATEWAY_IDLE_TIMEOUT'],
+    [{ GATEWAY_KEEPALIVE_TIMEOUT: '-5s' }, 'GATEWAY_KEEPALIVE_TIMEOUT'],
+    [{ GATEWAY_RETRY_AFTER: '0' }, 'GATEWAY_RETRY_AFTER'],
+    [{ VIEW_VISITORS_PER_IP: '0' }, 'VIEW_VISITORS_PER_IP'],
+    [{ VIEW_VISITORS_PER_IP: '2.5' }, 'VIEW_VISITORS_PER_IP'],
   ];
   for (const [env, name] of bad) {
     it(`rejects ${JSON.stringify(env)} naming ${name}`, () => {
@@ -86,6 +99,10 @@ describe('ads gateway error mapping', () => {
     assert.equal(classifyHttpError({ code: 'FST_ERR_CTP_INVALID_JSON_BODY', statusCode: 400, message: 'bad' }).code, 'BAD_JSON');
     assert.equal(classifyHttpError({ statusCode: 429, message: 'slow down' }).code, 'RATE_LIMITED');
     assert.equal(classifyHttpError({ validation: [], message: 'body/x' }).status, 400);
+    assert.deepEqual(classifyHttpError({ code: 'FST_ERR_MAX_PARAM_LENGTH', statusCode: 414, message: "'/ads/1111' is exceeding" }), { status: 414, code: 'URI_TOO_LONG', message: 'a path parameter is too long' });
+    assert.equal(classifyHttpError({ code: 'FST_ERR_BAD_URL', statusCode: 400, message: "'%zz' is not a valid url component" }).code, 'BAD_REQUEST');
+    // parser text never echoed
+    assert.deepEqual(classifyHttpError({ code: 'FST_ERR_CTP_INVALID_JSON_BODY', statusCode: 400, message: "Unexpected token '}'" }).message, 'body is not valid JSON');
     const internal = classifyHttpError(new Error('db password=hunter2'));
     assert.equal(internal.status, 500);
     assert.ok(!internal.message.includes('hunter2'), 'internal details stay in the log');
