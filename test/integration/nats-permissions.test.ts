@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { connect, type NatsConnection, type Status } from 'nats';
+import { connect, nkeyAuthenticator, type NatsConnection, type Status } from 'nats';
 import { TelegramSandbox } from '../../sandbox/server';
 import { encodeJson } from '../../src/nats/codec';
 import type { EnqueueReply } from '../../src/nats/payloads';
@@ -137,6 +137,23 @@ describe('deploy/nats-server.conf: one NATS user per role on a real nats-server'
     assert.equal(unread.status, 200, await unread.clone().text());
   });
 
+  it('site user: a single-view JetStream event is counted by the worker; unread over NATS answers; the control plane stays closed to it', async () => {
+    const nc = await connect({ servers: nats.url, user: 'site', pass: PASSWORDS.NOTIFY_SITE_PASSWORD });
+    try {
+      const [adId] = await insertAds(tdb.db, 1);
+      const ack = await nc.jetstream().publish(`${PREFIX}ads.views.${adId}`, encodeJson({ ad_id: adId, visitor: 'ab'.repeat(16), ts: Date.now() }));
+      assert.equal(ack.stream, 'ADS_VIEWS');
+      await waitFor(async () => Number((await tdb.db('advertisements').where({ id: adId }).first('views_count') as { views_count: number } | undefined)?.views_count) === 1, 15_000, 100, 'the site view counted');
+      const unread = (await nc.request(`${PREFIX}ads.unread.get`, encodeJson({ user_id: 9 }), { timeout: 5_000 })).json<{ ok: boolean }>();
+      assert.equal(unread.ok, true);
+      const denied = permissionDenied(nc, `${PREFIX}notify.budget.flood`);
+      nc.publish(`${PREFIX}notify.budget.flood`, encodeJson({ until: Date.now() + 60_000, instance: 'site' }));
+      assert.equal((await denied).operation, 'publish');
+    } finally {
+      await nc.close();
+    }
+  });
+
   it('operator (NKEY seed file): the CLI status, enqueue, retry-failed and recipient --clear work', async () => {
     const status = await cli('status');
     assert.equal(status.code, 0, status.out);
@@ -148,6 +165,15 @@ describe('deploy/nats-server.conf: one NATS user per role on a real nats-server'
     assert.equal(retry.code, 0, retry.out);
     const clear = await cli('recipient', '5003', '--clear');
     assert.equal(clear.code, 0, clear.out);
+    // Service discovery (what `nats micro info` does) with the same seed.
+    const nc = await connect({ servers: nats.url, authenticator: nkeyAuthenticator(new TextEncoder().encode(readFileSync(seedFile, 'utf8').trim())) });
+    try {
+      const infos = [];
+      for await (const i of await nc.services.client().info('notify-worker')) infos.push(i);
+      assert.deepEqual(infos.map((i) => i.metadata?.instance), ['perm-worker']);
+    } finally {
+      await nc.close();
+    }
   });
 
   it('no process was refused anything it needs (no NATS_PERMISSION in the worker and gateway logs)', () => {
