@@ -12,6 +12,9 @@ import { createTestDb, waitFor, type TestDb } from '../helpers/services';
 import { startWorker, type Worker } from '../helpers/processes';
 import { TEST_TOKEN } from '../helpers/pipeline';
 import { insertAds } from '../helpers/ads';
+import { loadAdsConfig } from '../../src/ads/config';
+import { ensureViewsConsumer, ensureViewsStream } from '../../src/ads/views-stream';
+import { openClusterBucket } from '../../src/cluster/kv';
 import { nk } from '../helpers/nats-jwt';
 import { freePort, renderDeployConf, startPrivateNats, type PrivateNats } from '../helpers/nats-private';
 
@@ -135,6 +138,28 @@ describe('deploy/nats-server.conf: one NATS user per role on a real nats-server'
     await waitFor(async () => Number((await tdb.db('advertisements').where({ id: adId }).first('views_count'))?.views_count) === 1, 15_000, 100, 'view counted by the worker');
     const unread = await fetch(`${base}/users/7/unread`);
     assert.equal(unread.status, 200, await unread.clone().text());
+  });
+
+  it('worker user: JetStream rights cover creating and updating its own stream, consumer and bucket, and nothing else', async () => {
+    const nc = await connect({ servers: nats.url, user: 'worker', pass: PASSWORDS.NOTIFY_WORKER_PASSWORD });
+    try {
+      const jsm = await nc.jetstreamManager();
+      // The update paths a config change takes at the next start (VIEW_STREAM_MAX_AGE, VIEW_ACK_WAIT_MS).
+      const changed = loadAdsConfig({ ADS_SUBJECT_PREFIX: PREFIX, VIEW_STREAM_MAX_AGE: '3d', VIEW_ACK_WAIT_MS: '45s' });
+      await ensureViewsStream(jsm, changed);
+      await ensureViewsConsumer(jsm, changed);
+      assert.equal((await jsm.streams.info('ADS_VIEWS')).config.max_age, 3 * 86_400 * 1e9);
+      assert.equal((await jsm.consumers.info('ADS_VIEWS', 'ads-view-counter')).config.ack_wait, 45 * 1e9);
+      await openClusterBucket(nc, 'notify_cluster', 3_000);
+      const refused = /permissions violation/i;
+      await assert.rejects(jsm.streams.delete('ADS_VIEWS'), refused);
+      await assert.rejects(jsm.streams.purge('ADS_VIEWS'), refused);
+      await assert.rejects(jsm.streams.delete('KV_notify_cluster'), refused);
+      await assert.rejects(jsm.streams.add({ name: 'OTHER', subjects: ['other.>'] }), refused);
+      await assert.rejects(jsm.consumers.delete('ADS_VIEWS', 'ads-view-counter'), refused);
+    } finally {
+      await nc.close();
+    }
   });
 
   it('site user: a single-view JetStream event is counted by the worker; unread over NATS answers; the control plane stays closed to it', async () => {
