@@ -7,7 +7,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import rateLimit from '@fastify/rate-limit';
-import { Type, type Static } from '@sinclair/typebox';
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { LRUCache } from 'lru-cache';
 import { RequestStrategy, type Msg, type NatsConnection, type JetStreamClient } from 'nats';
 import type { Knex } from '../db/knex';
@@ -19,9 +19,9 @@ import { errorFields } from '../error-fields';
 import { classifyHttpError, databaseUnavailable, writeClientError, UpstreamError } from './http-errors';
 import type { IncomingMessage } from 'node:http';
 import { Subjects } from '../nats/subjects';
-import { encodeJson } from '../nats/codec';
-import { EnqueueRequest, type EnqueueReply } from '../nats/payloads';
-import { parseDecimalId, type BumpRunReply, type PendingReply, type UnreadReply } from '../nats/ads-payloads';
+import { encodeJson, validator } from '../nats/codec';
+import { EnqueueRequest } from '../nats/payloads';
+import { parseDecimalId, type PendingReply } from '../nats/ads-payloads';
 import { visitorHash, windowOf } from './views-stream';
 import { ViewBatcher } from './view-batcher';
 
@@ -39,6 +39,17 @@ type IdParams = Static<typeof IdParams>;
 const ViewBody = Type.Object({ visitor_id: Type.Optional(Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9._:-]+$' })) }, { additionalProperties: false });
 type ViewBody = Static<typeof ViewBody>;
 const Empty = Type.Object({}, { additionalProperties: false });
+
+// Ok replies the gateway reads (extra fields tolerated: a newer peer may add some).
+const EnqueueOk = Type.Object({ ok: Type.Literal(true), id: Type.Integer({ minimum: 1 }), duplicate: Type.Boolean() });
+const UnreadOk = Type.Object({ ok: Type.Literal(true), unread: Type.Integer({ minimum: 0 }) });
+const BumpOk = Type.Object({ ok: Type.Literal(true), run_id: Type.Integer({ minimum: 0 }), bumped: Type.Integer({ minimum: 0 }) });
+const validators = new Map<TSchema, (v: unknown) => unknown>();
+function replyValidator<S extends TSchema>(schema: S): (v: unknown) => Static<S> {
+  let f = validators.get(schema);
+  if (!f) validators.set(schema, (f = validator(schema)));
+  return f as (v: unknown) => Static<S>;
+}
 
 export { classifyHttpError } from './http-errors';
 
@@ -171,7 +182,11 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
     return !!row;
   };
 
-  const request = async <T>(subject: string, payload: unknown, what: string): Promise<T> => {
+  /**
+   * A NATS request whose reply is validated like any input: `{ ok: false, error }` becomes
+   * upstream(); an ok reply must match `schema`; anything else is UNAVAILABLE (logged with codes).
+   */
+  const request = async <S extends TSchema>(subject: string, payload: unknown, what: string, schema: S, unavailable: string): Promise<Static<S>> => {
     let m: Msg;
     try {
       m = await nc.request(subject, encodeJson(payload), { timeout: c.requestTimeoutMs });
@@ -181,8 +196,15 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
       if (code === 'TIMEOUT') throw new AppError('UNAVAILABLE', `${what} did not answer within ${c.requestTimeoutMs} ms; retry later`, undefined, { cause: e });
       throw new AppError('UNAVAILABLE', `${what} is unreachable; retry later`, undefined, { cause: e });
     }
+    let body: unknown;
     try {
-      return m.json<T>();
+      body = m.json<unknown>();
+    } catch (e) {
+      throw new AppError('UNAVAILABLE', `${what} answered something unreadable; retry later`, undefined, { cause: e });
+    }
+    if (typeof body === 'object' && body !== null && (body as { ok?: unknown }).ok === false) throw upstream((body as { error?: { code?: unknown; message?: unknown } }).error, unavailable);
+    try {
+      return replyValidator(schema)(body);
     } catch (e) {
       throw new AppError('UNAVAILABLE', `${what} answered something unreadable; retry later`, undefined, { cause: e });
     }
@@ -251,20 +273,17 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
 
   app.get<{ Params: IdParams }>('/users/:id/unread', { schema: { params: IdParams } }, async (req) => {
     const userId = parseDecimalId(req.params.id, 'params/id');
-    const r = await request<UnreadReply>(Subjects.adsUnreadGet(c.subjectPrefix), { user_id: userId }, 'unread cache');
-    if (!r.ok) throw upstream(r.error, 'the unread cache could not answer; retry later');
+    const r = await request(Subjects.adsUnreadGet(c.subjectPrefix), { user_id: userId }, 'unread cache', UnreadOk, 'the unread cache could not answer; retry later');
     return { user_id: userId, unread: r.unread };
   });
 
   app.post<{ Body: EnqueueRequest }>('/notifications', { onRequest: requireToken, schema: { body: EnqueueRequest } }, async (req, reply) => {
-    const r = await request<EnqueueReply>(c.enqueueSubject, req.body, 'notification pipeline');
-    if (!r.ok) throw upstream(r.error, 'the notification was not stored; retry later');
+    const r = await request(c.enqueueSubject, req.body, 'notification pipeline', EnqueueOk, 'the notification was not stored; retry later');
     return reply.code(202).send({ id: r.id, duplicate: r.duplicate });
   });
 
   app.post<{ Body: Static<typeof Empty> | undefined }>('/ads/bump', { onRequest: requireToken, schema: { body: Empty } }, async () => {
-    const r = await request<BumpRunReply>(Subjects.adsBumpRun(c.subjectPrefix), {}, 'bump actor');
-    if (!r.ok) throw upstream(r.error, 'the bump run failed; retry later');
+    const r = await request(Subjects.adsBumpRun(c.subjectPrefix), {}, 'bump actor', BumpOk, 'the bump run failed; retry later');
     return { run_id: r.run_id, bumped: r.bumped };
   });
 

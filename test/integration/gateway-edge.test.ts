@@ -199,6 +199,20 @@ describe('ads gateway: the HTTP edge (timeouts, framework errors, outages, metri
     } finally {
       sub.unsubscribe();
     }
+    // Replies are validated like requests: an ok reply of the wrong shape is not passed on.
+    const odd = h.nc.subscribe(Subjects.adsUnreadGet(prefix), { callback: (_e, m) => m.respond(encodeJson({ ok: true, user_id: 1, unread: 'lots; DROP TABLE' })) });
+    const conflict = h.nc.subscribe(h.config.enqueueSubject, { callback: (_e, m) => m.respond(encodeJson({ ok: false, error: { code: 'IDEMPOTENCY_CONFLICT', message: 'key k1 was used for another notification' } })) });
+    await h.nc.flush();
+    try {
+      const u = await call(g.port, 'GET', '/users/1/unread');
+      assert.deepEqual([u.status, u.body.code], [503, 'UNAVAILABLE']);
+      assert.ok(!u.text.includes('DROP'), u.text);
+      const n = await call(g.port, 'POST', '/notifications', { body: JSON.stringify({ chat_id: 5, text: 'x', idempotency_key: 'k1' }), headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` } });
+      assert.deepEqual([n.status, n.body.code], [409, 'IDEMPOTENCY_CONFLICT']);
+    } finally {
+      odd.unsubscribe();
+      conflict.unsubscribe();
+    }
   });
 
   it('/metrics: not on the public port without a token; behind the bearer token when one is set', async () => {
