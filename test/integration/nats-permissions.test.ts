@@ -47,6 +47,7 @@ describe('deploy/nats-server.conf: one NATS user per role on a real nats-server'
   let worker: Worker;
   let gateway: Worker;
   let gatewayPort: number;
+  let allGatewayPort: number;
   let keyDir: string;
   let seedFile: string;
   let common: Record<string, string>;
@@ -62,7 +63,9 @@ describe('deploy/nats-server.conf: one NATS user per role on a real nats-server'
     sandbox = new TelegramSandbox({ globalRate: 300, chatRate: 10 });
     await sandbox.start();
     common = { DATABASE_URL: tdb.url, NATS_URL: nats.url, NATS_SUBJECT_PREFIX: PREFIX, ADS_SUBJECT_PREFIX: PREFIX, SHARD_LEASE_TTL_MS: '3000', VIEW_FLUSH_MS: '100' };
-    worker = startWorker({ ...common, ROLE: 'worker', INSTANCE_ID: 'perm-worker', NATS_USER: 'worker', NATS_PASSWORD: PASSWORDS.NOTIFY_WORKER_PASSWORD, TELEGRAM_BOT_TOKEN: TEST_TOKEN, TELEGRAM_API_ROOT: sandbox.apiRoot, TELEGRAM_GLOBAL_RATE: '300', TELEGRAM_CHAT_RATE: '10' });
+    // ROLE=all: the worker user must also cover the in-process gateway.
+    allGatewayPort = await freePort();
+    worker = startWorker({ ...common, ROLE: 'all', GATEWAY_HOST: '127.0.0.1', GATEWAY_PORT: String(allGatewayPort), ADS_API_TOKEN: API_TOKEN, INSTANCE_ID: 'perm-worker', NATS_USER: 'worker', NATS_PASSWORD: PASSWORDS.NOTIFY_WORKER_PASSWORD, TELEGRAM_BOT_TOKEN: TEST_TOKEN, TELEGRAM_API_ROOT: sandbox.apiRoot, TELEGRAM_GLOBAL_RATE: '300', TELEGRAM_CHAT_RATE: '10' });
     await worker.waitForLine(/shards acquired/, 45_000);
     gatewayPort = await freePort();
     gateway = startWorker({ ...common, ROLE: 'gateway', INSTANCE_ID: 'perm-gateway', MIGRATE_ON_START: 'false', NATS_USER: 'gateway', NATS_PASSWORD: PASSWORDS.NOTIFY_GATEWAY_PASSWORD, GATEWAY_HOST: '127.0.0.1', GATEWAY_PORT: String(gatewayPort), ADS_API_TOKEN: API_TOKEN });
@@ -127,18 +130,25 @@ describe('deploy/nats-server.conf: one NATS user per role on a real nats-server'
     }
   });
 
-  it('gateway user: POST /notifications, views (JetStream → worker counter) and unread work through the gateway process', async () => {
-    const base = `http://127.0.0.1:${gatewayPort}`;
-    const post = await fetch(`${base}/notifications`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${API_TOKEN}` }, body: JSON.stringify({ chat_id: 5002, text: 'via the gateway' }) });
-    assert.equal(post.status, 202, await post.clone().text());
-    await waitFor(() => sandbox.delivered(5002).length === 1, 15_000, 50, 'delivery to 5002');
-    const [adId] = await insertAds(tdb.db, 1);
-    const view = await fetch(`${base}/ads/${adId}/views`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ visitor_id: 'v1' }) });
-    assert.equal(view.status, 202, await view.clone().text());
-    await waitFor(async () => Number((await tdb.db('advertisements').where({ id: adId }).first('views_count'))?.views_count) === 1, 15_000, 100, 'view counted by the worker');
-    const unread = await fetch(`${base}/users/7/unread`);
-    assert.equal(unread.status, 200, await unread.clone().text());
-  });
+  for (const which of ['gateway process (gateway user)', 'ROLE=all process (worker user)'] as const) {
+    it(`${which}: POST /notifications, views (JetStream → worker counter), view counts and unread work`, async () => {
+      const base = `http://127.0.0.1:${which.startsWith('gateway') ? gatewayPort : allGatewayPort}`;
+      const chat = which.startsWith('gateway') ? 5002 : 5012;
+      const post = await fetch(`${base}/notifications`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${API_TOKEN}` }, body: JSON.stringify({ chat_id: chat, text: 'via the gateway' }) });
+      assert.equal(post.status, 202, await post.clone().text());
+      await waitFor(() => sandbox.delivered(chat).length === 1, 15_000, 50, `delivery to ${chat}`);
+      const [adId] = await insertAds(tdb.db, 1);
+      const view = await fetch(`${base}/ads/${adId}/views`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ visitor_id: 'v1' }) });
+      assert.equal(view.status, 202, await view.clone().text());
+      await waitFor(async () => Number((await tdb.db('advertisements').where({ id: adId }).first('views_count'))?.views_count) === 1, 15_000, 100, 'view counted by the worker');
+      const views = await fetch(`${base}/ads/${adId}/views`);
+      assert.equal(views.status, 200, await views.clone().text());
+      const unread = await fetch(`${base}/users/7/unread`);
+      assert.equal(unread.status, 200, await unread.clone().text());
+      const bump = await fetch(`${base}/ads/bump`, { method: 'POST', headers: { authorization: `Bearer ${API_TOKEN}` } });
+      assert.equal(bump.status, 200, await bump.clone().text());
+    });
+  }
 
   it('worker user: JetStream rights cover creating and updating its own stream, consumer and bucket, and nothing else', async () => {
     const nc = await connect({ servers: nats.url, user: 'worker', pass: PASSWORDS.NOTIFY_WORKER_PASSWORD });
