@@ -92,7 +92,7 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
       const r = writeClientError(err, socket);
       if (r) {
         refused.inc({ code: r.code });
-        log.info({ code: r.code, status: r.status, remote: socket.remoteAddress }, 'connection refused before routing');
+        log.debug({ code: r.code, status: r.status, remote: socket.remoteAddress }, 'connection refused before routing (counted in ads_gateway_client_errors_total)');
       }
     },
   });

@@ -109,6 +109,8 @@ describe('ads gateway: the HTTP edge (timeouts, framework errors, outages, metri
       // the timeout, plus Node's check interval (timeout / 4), plus slack for a loaded machine
       assert.ok(r.ms >= timeoutMs - 50 && r.ms < timeoutMs + 1_500, `cut after ${r.ms} ms`);
     }
+    const counted = (await h.metrics.registry.getSingleMetric('ads_gateway_client_errors_total')?.get())?.values.find((v) => v.labels.code === 'REQUEST_TIMEOUT')?.value ?? 0;
+    assert.ok(counted >= 30, `counted ${counted}`);
     // Shutdown with 30 clients trickling: not held until their timeout.
     const g2 = await start({ gatewayRequestTimeoutMs: 30_000 });
     const held = Array.from({ length: 30 }, () => raw(g2.port, head, { bytes: 1000, everyMs: 100 }));
