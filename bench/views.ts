@@ -65,6 +65,8 @@ async function main(): Promise<void> {
     VIEWS_STREAM: `BENCH_VIEWS_${tag}`,
     VIEWS_CONSUMER: 'bench-counter',
     RATE_LIMIT_MAX: '100000000',
+    // One load generator is one IP inventing visitor ids: lift the per-IP visitor cap.
+    VIEW_VISITORS_PER_IP: '100000',
     VIEW_HASH_SALT: 'bench',
     LOG_LEVEL: 'warn',
   };

@@ -20,6 +20,8 @@ export function adsTestEnv(overrides: Record<string, string> = {}): Record<strin
     BUMP_LEASE_MS: '1000',
     ADS_API_TOKEN: 'test-token-0123456789abcdef',
     RATE_LIMIT_MAX: '100000',
+    // Tests simulate many visitors from 127.0.0.1; the per-IP cap has its own test (gateway-edge).
+    VIEW_VISITORS_PER_IP: '100000',
     ...overrides,
   };
 }
