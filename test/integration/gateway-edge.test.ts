@@ -169,16 +169,35 @@ describe('ads gateway: the HTTP edge (timeouts, framework errors, outages, metri
         assert.equal(r.headers.get('retry-after'), '7');
         assert.ok(!/ECONNREFUSED|select|advertisements|127\.0\.0\.1|Error/i.test(r.text), r.text);
       }
+      // The actors behind /users/:id/unread and /ads/bump on the same dead database answer errors; the gateway turns them into 503s too.
+      const prefix = `${uniq('d')}.`;
+      const downAds = await startAds({ parent: h.system, db: down, nc: h.nc, config: { ...h.config, subjectPrefix: prefix }, log: h.logs.log, metrics: h.metrics, parts: { unread: true, bump: true } });
+      try {
+        const g2 = await start({ gatewayRetryAfterS: 7, subjectPrefix: prefix }, down);
+        for (const [method, path] of [
+          ['GET', '/users/7/unread'],
+          ['POST', '/ads/bump'],
+        ] as const) {
+          const r = await call(g2.port, method, path, { headers: { authorization: `Bearer ${TOKEN}` } });
+          assert.equal(r.status, 503, `${method} ${path}: ${r.text}`);
+          assert.equal(r.body.code, 'UNAVAILABLE');
+          assert.equal(r.headers.get('retry-after'), '7');
+          assert.ok(!/ECONNREFUSED|select|advertisements|messages|127\.0\.0\.1|Error/i.test(r.text), r.text);
+        }
+      } finally {
+        await downAds.stop();
+      }
       const ready = await call(g.port, 'GET', '/readyz');
       assert.deepEqual(ready.body, { code: 'UNAVAILABLE', message: 'not ready: db unavailable', db: 'UNAVAILABLE', nats: 'ok' });
       const lines = h.logs.lines().slice(before);
       const failed = lines.filter((l) => l.msg === 'gateway request failed');
-      assert.equal(failed.length, 2);
+      assert.deepEqual(failed.map((l) => l.route), ['/ads/:id/views', '/ads/:id/views', '/users/:id/unread', '/ads/bump']);
       for (const l of failed) {
         assert.equal(l.code, 'UNAVAILABLE');
         assert.ok(typeof l.reqId === 'string' && l.reqId !== '');
-        assert.equal((l.err as { cause: { code: string } }).cause.code, 'ECONNREFUSED');
       }
+      // Our own database calls keep the driver's code (not its text) as the cause.
+      assert.deepEqual(failed.slice(0, 2).map((l) => (l.err as { cause: { code: string } }).cause.code), ['ECONNREFUSED', 'ECONNREFUSED']);
       assert.ok(!/select|advertisements/i.test(JSON.stringify(lines)), JSON.stringify(lines));
     } finally {
       await down.destroy();
