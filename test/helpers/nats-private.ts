@@ -15,7 +15,9 @@ export async function freePort(): Promise<number> {
     s.listen(0, '127.0.0.1', () => {
       const a = s.address();
       const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => res(port));
+      s.close(() => {
+        res(port);
+      });
     });
   });
 }
@@ -49,9 +51,15 @@ export async function startPrivateNats(conf: string, env: Record<string, string>
   let out = '';
   proc.stdout!.on('data', (b: Buffer) => (out += b.toString()));
   proc.stderr!.on('data', (b: Buffer) => (out += b.toString()));
-  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  const exited = new Promise<void>((r) => {
+    proc.once('exit', () => {
+      r();
+    });
+  });
   await new Promise<void>((res, rej) => {
-    const timer = setTimeout(() => rej(new Error(`nats-server did not start within 10 s:\n${out}`)), 10_000);
+    const timer = setTimeout(() => {
+      rej(new Error(`nats-server did not start within 10 s:\n${out}`));
+    }, 10_000);
     const check = (): void => {
       if (out.includes('Server is ready')) {
         clearTimeout(timer);

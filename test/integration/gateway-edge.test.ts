@@ -3,7 +3,7 @@ import { connect as tcp, type Socket } from 'node:net';
 import type { Subscription } from 'nats';
 import { createDb, type Knex } from '../../src/db/knex';
 import { createTestDb, uniq, waitFor, type TestDb } from '../helpers/services';
-import { adsHarness, adsTestEnv, insertAds, type AdsHarness } from '../helpers/ads';
+import { adsHarness, adsTestEnv, insertAds, viewCounts, type AdsHarness } from '../helpers/ads';
 import { freePort } from '../helpers/nats-private';
 import { startAds, startGatewayRole, type RunningAds } from '../../src/roles/ads';
 import { Subjects } from '../../src/nats/subjects';
@@ -256,9 +256,9 @@ describe('ads gateway: the HTTP edge (timeouts, framework errors, outages, metri
     assert.deepEqual(answers.slice(3), Array(7).fill({ accepted: true, counted: false }));
     // A visitor already counted may come back (deduplicated downstream), not capped.
     assert.deepEqual((await call(g.port, 'POST', `/ads/${ad}/views`, { body: JSON.stringify({ visitor_id: 'v1' }), headers: { 'content-type': 'application/json' } })).body, { accepted: true });
-    await waitFor(async () => Number((await tdb.db('advertisements').where({ id: ad }).first('views_count')).views_count) === 3, 10_000, 50, '3 views counted');
+    await waitFor(async () => (await viewCounts(tdb.db, [ad])).get(ad) === 3, 10_000, 50, '3 views counted');
     await new Promise((r) => setTimeout(r, 3 * h.config.viewFlushMs));
-    assert.equal(Number((await tdb.db('advertisements').where({ id: ad }).first('views_count')).views_count), 3);
+    assert.equal((await viewCounts(tdb.db, [ad])).get(ad), 3);
   });
 
   it('a view for a missing ad is refused with 404 and never published', async () => {

@@ -59,10 +59,12 @@ describe('NATS authentication: NKEY seed, .creds (JWT) and TLS from the environm
       try {
         loadConfig({ NATS_NKEY_SEED_FILE: join(dir, 'bad.nk') });
       } catch (e) {
-        assert.ok(!String((e as Error).message).includes(secretish));
+        assert.ok(!(e as Error).message.includes(secretish));
       }
     });
-    it('a file that is not a .creds file', () => fails({ NATS_CREDS_FILE: file('bad.creds', 'hello') }, 'NATS_CREDS_FILE', /BEGIN NATS USER JWT/));
+    it('a file that is not a .creds file', () => {
+      fails({ NATS_CREDS_FILE: file('bad.creds', 'hello') }, 'NATS_CREDS_FILE', /BEGIN NATS USER JWT/);
+    });
     it('two mechanisms at once, a password without a user', () => {
       fails({ NATS_USER: 'a', NATS_PASSWORD: 'b', NATS_TOKEN: 'c' }, 'NATS_TOKEN', /cannot be combined with NATS_USER/);
       fails({ NATS_PASSWORD: 'b' }, 'NATS_PASSWORD');

@@ -4,14 +4,14 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { connect, nkeyAuthenticator, type NatsConnection, type Status } from 'nats';
+import { connect, Events, nkeyAuthenticator, type NatsConnection, type Status } from 'nats';
 import { TelegramSandbox } from '../../sandbox/server';
 import { encodeJson } from '../../src/nats/codec';
 import type { EnqueueReply } from '../../src/nats/payloads';
 import { createTestDb, waitFor, type TestDb } from '../helpers/services';
 import { startWorker, type Worker } from '../helpers/processes';
 import { TEST_TOKEN } from '../helpers/pipeline';
-import { insertAds } from '../helpers/ads';
+import { insertAds, viewCounts } from '../helpers/ads';
 import { loadAdsConfig } from '../../src/ads/config';
 import { ensureViewsConsumer, ensureViewsStream } from '../../src/ads/views-stream';
 import { openClusterBucket } from '../../src/cluster/kv';
@@ -26,10 +26,12 @@ const API_TOKEN = 'perm-test-token-0123456789';
 /** Resolves with the permissions-violation status the server sends for `subject`. */
 function permissionDenied(nc: NatsConnection, subject: string, timeoutMs = 5_000): Promise<{ operation: string; subject: string }> {
   return new Promise((res, rej) => {
-    const timer = setTimeout(() => rej(new Error(`no permissions violation for ${subject} within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(() => {
+      rej(new Error(`no permissions violation for ${subject} within ${timeoutMs} ms`));
+    }, timeoutMs);
     void (async () => {
       for await (const s of nc.status() as AsyncIterable<Status & { permissionContext?: { operation: string; subject: string } }>) {
-        if (s.type === 'error' && s.permissionContext?.subject === subject) {
+        if (s.type === Events.Error && s.permissionContext?.subject === subject) {
           clearTimeout(timer);
           res(s.permissionContext);
           return;
@@ -137,10 +139,10 @@ describe('deploy/nats-server.conf: one NATS user per role on a real nats-server'
       const post = await fetch(`${base}/notifications`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${API_TOKEN}` }, body: JSON.stringify({ chat_id: chat, text: 'via the gateway' }) });
       assert.equal(post.status, 202, await post.clone().text());
       await waitFor(() => sandbox.delivered(chat).length === 1, 15_000, 50, `delivery to ${chat}`);
-      const [adId] = await insertAds(tdb.db, 1);
+      const [adId] = (await insertAds(tdb.db, 1)) as [number];
       const view = await fetch(`${base}/ads/${adId}/views`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ visitor_id: 'v1' }) });
       assert.equal(view.status, 202, await view.clone().text());
-      await waitFor(async () => Number((await tdb.db('advertisements').where({ id: adId }).first('views_count'))?.views_count) === 1, 15_000, 100, 'view counted by the worker');
+      await waitFor(async () => (await viewCounts(tdb.db, [adId])).get(adId) === 1, 15_000, 100, 'view counted by the worker');
       const views = await fetch(`${base}/ads/${adId}/views`);
       assert.equal(views.status, 200, await views.clone().text());
       const unread = await fetch(`${base}/users/7/unread`);
@@ -175,10 +177,10 @@ describe('deploy/nats-server.conf: one NATS user per role on a real nats-server'
   it('site user: a single-view JetStream event is counted by the worker; unread over NATS answers; the control plane stays closed to it', async () => {
     const nc = await connect({ servers: nats.url, user: 'site', pass: PASSWORDS.NOTIFY_SITE_PASSWORD });
     try {
-      const [adId] = await insertAds(tdb.db, 1);
+      const [adId] = (await insertAds(tdb.db, 1)) as [number];
       const ack = await nc.jetstream().publish(`${PREFIX}ads.views.${adId}`, encodeJson({ ad_id: adId, visitor: 'ab'.repeat(16), ts: Date.now() }));
       assert.equal(ack.stream, 'ADS_VIEWS');
-      await waitFor(async () => Number((await tdb.db('advertisements').where({ id: adId }).first('views_count') as { views_count: number } | undefined)?.views_count) === 1, 15_000, 100, 'the site view counted');
+      await waitFor(async () => (await viewCounts(tdb.db, [adId])).get(adId) === 1, 15_000, 100, 'the site view counted');
       const unread = (await nc.request(`${PREFIX}ads.unread.get`, encodeJson({ user_id: 9 }), { timeout: 5_000 })).json<{ ok: boolean }>();
       assert.equal(unread.ok, true);
       const denied = permissionDenied(nc, `${PREFIX}notify.budget.flood`);

@@ -58,7 +58,8 @@ describe('recipients: notify.recipient.changed is validated and checked against 
     sub.unsubscribe();
     assert.match(event, /"status":"blocked"/);
     // The row was already there when the event went out.
-    assert.equal((await h.tdb.db('telegram_recipients').where({ chat_id: 7010 }).first())?.status, 'blocked');
+    const row = (await h.tdb.db('telegram_recipients').where({ chat_id: 7010 }).first('status')) as { status: string } | undefined;
+    assert.equal(row?.status, 'blocked');
     // Refreshes of one chat run in order: once ours is done, the pipeline's refresh of the echo is too.
     assert.equal(await h.pipeline!.recipients.refresh(7010), 'blocked');
     assert.ok(h.pipeline!.recipients.unreachable(7010), 'still marked unreachable');
@@ -70,7 +71,7 @@ describe('recipients: notify.recipient.changed is validated and checked against 
     const bad = [
       { chat_id: 1e20, status: 'ok' },
       { chat_id: 0, status: 'blocked' },
-      { chat_id: 7020, status: 'migrated', migrated_to_chat_id: 99_999_999_999_999_999 },
+      { chat_id: 7020, status: 'migrated', migrated_to_chat_id: 100_000_000_000_000_000 },
       { chat_id: 7020, status: 'gone' },
       { chat_id: 7020, status: 'ok', extra: 1 },
     ];
