@@ -123,6 +123,19 @@ describe('ads gateway: the HTTP edge (timeouts, framework errors, outages, metri
     for (const c of closed) assert.ok(c.ms < 2_000, `a slow client stayed ${c.ms} ms`);
   });
 
+  it('GATEWAY_REQUEST_TIMEOUT bounds receiving the request, not answering it: a slow upstream answer still arrives', async () => {
+    const prefix = `${uniq('s')}.`;
+    const g = await start({ subjectPrefix: prefix, gatewayRequestTimeoutMs: 300, requestTimeoutMs: 3_000 });
+    const sub = h.nc.subscribe(Subjects.adsUnreadGet(prefix), { callback: (_e, m) => setTimeout(() => m.respond(encodeJson({ ok: true, user_id: 1, unread: 2 })), 1_000) });
+    await h.nc.flush();
+    try {
+      const r = await call(g.port, 'GET', '/users/1/unread');
+      assert.deepEqual([r.status, r.body], [200, { user_id: 1, unread: 2 }]);
+    } finally {
+      sub.unsubscribe();
+    }
+  });
+
   it('a request that arrives while the gateway closes gets our 503 with Retry-After; the one in flight is answered', async () => {
     const prefix = `${uniq('c')}.`;
     const g = await start({ subjectPrefix: prefix });
