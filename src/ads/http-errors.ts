@@ -2,14 +2,14 @@
  * Every error the ads gateway answers, as `{ code, message }` JSON with a stable code and an
  * HTTP status — including what fastify and Node raise before a route runs (bad URL, too long
  * a parameter, 408, 431). Messages are ours: no database, driver or library text ever
- * reaches a client (that goes to the log as codes, see errorFields in src/error-fields.ts).
+ * reaches a client (that goes to the log as codes, see errorFields below).
  */
 import type { Socket } from 'node:net';
 import type { FastifyError } from 'fastify';
 import { AppError, isAppError } from '../errors';
 
 /** Gateway-only codes (transport level) next to the project's ErrorCodes. */
-export type HttpOnlyCode = 'BAD_REQUEST' | 'REQUEST_TIMEOUT' | 'URI_TOO_LONG' | 'HEADERS_TOO_LARGE' | 'IDEMPOTENCY_CONFLICT';
+export type HttpOnlyCode = 'BAD_REQUEST' | 'REQUEST_TIMEOUT' | 'URI_TOO_LONG' | 'HEADERS_TOO_LARGE';
 
 export interface HttpErrorBody {
   status: number;
@@ -103,4 +103,24 @@ export function writeClientError(err: NodeJS.ErrnoException & { bytesParsed?: nu
   if (socket.writable) socket.end(`HTTP/1.1 ${r.status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`, () => socket.destroy());
   else socket.destroy();
   return { code: r.code, status: r.status };
+}
+
+/**
+ * What a log line may say about a failure: its class and codes, never its message when the
+ * message is not ours. Driver errors carry the SQL with its values (message texts, chat ids,
+ * keys) and library errors echo their input; an AppError's message is written by us.
+ */
+export function errorFields(e: unknown): Record<string, unknown> {
+  if (isAppError(e)) {
+    const cause = (e as { cause?: unknown }).cause;
+    return { name: e.name, code: e.code, message: e.message, ...(cause !== undefined ? { cause: errorFields(cause) } : {}) };
+  }
+  if (typeof e !== 'object' || e === null) return { name: typeof e };
+  const x = e as { name?: unknown; code?: unknown; errno?: unknown; sqlState?: unknown; api_error?: { err_code?: unknown } };
+  const out: Record<string, unknown> = { name: typeof x.name === 'string' ? x.name : 'Error' };
+  if (typeof x.code === 'string' || typeof x.code === 'number') out.code = x.code;
+  if (typeof x.errno === 'number') out.errno = x.errno;
+  if (typeof x.sqlState === 'string') out.sqlState = x.sqlState;
+  if (x.api_error && typeof x.api_error.err_code === 'number') out.apiErrCode = x.api_error.err_code;
+  return out;
 }

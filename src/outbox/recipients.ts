@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import type { Logger } from '../log';
 import type { UnreachableReason } from '../telegram/errors';
-import { errorFields } from '../error-fields';
+import { dbErrorFields } from '../db/error-fields';
 
 type RecipientRow = {
   chat_id: number | string;
@@ -127,7 +127,7 @@ export class RecipientDirectory {
           await this.db('telegram_recipients').insert({ chat_id: chatId, ...row }).onConflict('chat_id').merge();
           return;
         } catch (e) {
-          this.log.warn({ chatId, attempt, err: errorFields(e) }, 'recipient write failed; retrying');
+          this.log.warn({ chatId, attempt, ...dbErrorFields(e) }, 'recipient write failed; retrying');
           await new Promise((r) => setTimeout(r, Math.min(30_000, 200 * 2 ** attempt)));
           if (attempt >= 20) return;
         }

@@ -20,7 +20,7 @@ import { describeError, isAppError } from '../errors';
 import { ranges } from '../outbox/shard';
 import { spawnPipeline, type OwnResult, type PipelineMsg, type PipelineStatus } from '../../actors/pipeline/pipeline';
 import { chatRatePerMs, type PipelineDeps, type PipelineSettings } from '../../actors/pipeline/deps';
-import { errorFields } from '../error-fields';
+import { dbErrorFields } from '../db/error-fields';
 
 export interface PipelineOptions {
   config: Config;
@@ -178,7 +178,7 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
                 log.warn({ chatId: r.chat_id, announced: r.status, stored, code: 'RECIPIENT_MISMATCH' }, 'recipient event does not match the database; the database state applies');
               }
             },
-            (e: unknown) => log.warn({ chatId: r.chat_id, code: 'UNAVAILABLE', err: errorFields(e) }, 'recipient event not applied: the database could not be read; the cached state stays'),
+            (e: unknown) => log.warn({ chatId: r.chat_id, code: 'UNAVAILABLE', ...dbErrorFields(e) }, 'recipient event not applied: the database could not be read; the cached state stays'),
           );
         } catch (e) {
           mBadInput.inc({ subject: subjects.recipientChanged, code: isAppError(e) ? e.code : 'INTERNAL' });

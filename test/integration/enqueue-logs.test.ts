@@ -31,9 +31,9 @@ describe('logs of a failed enqueue carry ids and codes, never SQL or message tex
     }
     const line = h.logs.lines().find((l) => l.msg === 'enqueue failed');
     assert.ok(line, 'the failure is logged');
-    assert.equal(line.chatId, 8080);
+    assert.equal(line.chat_id, 8080);
     assert.equal(line.code, 'INTERNAL');
-    assert.equal((line.err as { code: string }).code, 'ER_NO_SUCH_TABLE');
+    assert.equal(line.db_code, 'ER_NO_SUCH_TABLE');
     const text = h.logs.text();
     assert.ok(!text.includes('SECRET-7781'), 'no message text or key in the logs');
     assert.ok(!/insert into/i.test(text), 'no SQL in the logs');
