@@ -31,6 +31,11 @@ export interface EndpointOptions {
    * pass their pattern here so the label's cardinality stays bounded.
    */
   label?: string;
+  /**
+   * Fields added to every error reply of this endpoint, e.g. the instance on a subject
+   * every process answers, so the caller can tell who refused.
+   */
+  errorFields?: Record<string, unknown>;
 }
 
 /**
@@ -55,6 +60,7 @@ export class NatsIntake {
    */
   serve<T, R>(subject: string, decode: Decoder<T>, handler: (payload: T, msg: Msg) => Promise<R> | R, opts: EndpointOptions = {}): Subscription {
     const label = opts.label ?? subject;
+    const errorReply = (e: unknown): ErrorReply => ({ ...opts.errorFields, ...errorReplyOf(e) });
     return this.subscribe(subject, opts, (msg) => {
       let payload: T;
       try {
@@ -87,6 +93,7 @@ export class NatsIntake {
    */
   listen<T>(subject: string, decode: Decoder<T>, handler: (payload: T, msg: Msg) => Promise<void> | void, opts: EndpointOptions = {}): Subscription {
     const label = opts.label ?? subject;
+    const errorReply = (e: unknown): ErrorReply => ({ ...opts.errorFields, ...errorReplyOf(e) });
     return this.subscribe(subject, opts, (msg) => {
       let payload: T;
       try {
@@ -161,9 +168,14 @@ export class NatsIntake {
 }
 
 /** The error reply for anything thrown: codes and messages of our own errors, nothing else. */
-export function errorReply(e: unknown): ErrorReply {
+export function errorReplyOf(e: unknown): ErrorReply {
   if (isAppError(e)) return { ok: false, error: { code: e.code, message: e.message } };
   return { ok: false, error: { code: 'INTERNAL', message: 'internal error (see the service log)' } };
+}
+
+/** A decoder that also takes an empty payload, as `empty` (requests that need no body). */
+export function orEmpty<T>(decode: Decoder<T>, empty: T): Decoder<T> {
+  return Object.assign((data: Uint8Array): T => (data.byteLength === 0 ? empty : decode(data)), { schema: decode.schema });
 }
 
 /**

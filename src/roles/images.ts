@@ -1,11 +1,12 @@
 import { Type, type Static } from '@sinclair/typebox';
-import type { NatsConnection, Subscription, Msg } from 'nats';
-import { decoder, encodeJson } from '../nats/codec';
-import { InputError, isAppError, describeError } from '../errors';
+import type { NatsConnection } from 'nats';
+import { decoder } from '../nats/codec';
+import { NatsIntake, orEmpty } from '../nats/intake';
+import { InputError } from '../errors';
 import { query, dispatch, type ActorRef, type Parent } from '../runtime/actor';
 import type { Logger } from '../log';
 import type { Knex } from '../db/knex';
-import type { Metrics } from '../metrics';
+import { Metrics } from '../metrics';
 import type { ImagesConfig } from '../images/config';
 import { OrderAwarePlanner } from '../orders/planner';
 import { spawnFetcher, fetcherImageSource, type FetcherMessage, type FetcherStats, type InvalidateResult, type InvalidateTarget } from '../../actors/image-fetcher';
@@ -26,7 +27,7 @@ export type ImagesInvalidate = Static<typeof ImagesInvalidate>;
 export const ImagesStatsRequest = Type.Object({}, { additionalProperties: false });
 
 const decodeInvalidate = decoder(ImagesInvalidate, { maxBytes: 4096 });
-const decodeStats = decoder(ImagesStatsRequest, { maxBytes: 1024 });
+const decodeStats = orEmpty(decoder(ImagesStatsRequest, { maxBytes: 1024 }), {});
 
 export type ImagesReply =
   | { ok: true; instance: string; stats: FetcherStats }
@@ -40,6 +41,8 @@ export interface ImagesServiceOptions {
   /** Subjects of this deployment (NATS_SUBJECT_PREFIX); default: no prefix. */
   subjects?: SubjectSet;
   log: Logger;
+  /** Where the intake counts bad payloads; default a private registry. */
+  metrics?: Metrics;
   /** Default 5000. */
   queryTimeoutMs?: number;
 }
@@ -51,78 +54,47 @@ export interface ImagesServiceOptions {
  * a bad one gets an error reply (when a reply subject exists) and is logged.
  */
 export class ImagesService {
-  private subs: Subscription[] = [];
-  private stopping: Promise<void> | undefined;
-
+  private readonly intake: NatsIntake;
+  private started = false;
   private readonly subjects: SubjectSet;
 
   constructor(private readonly opts: ImagesServiceOptions) {
     this.subjects = opts.subjects ?? Subjects;
+    this.intake = new NatsIntake({ nc: opts.nc, log: opts.log, metrics: opts.metrics ?? new Metrics() });
   }
 
   start(): void {
-    if (this.subs.length > 0 || this.stopping) return;
-    const { nc } = this.opts;
-    this.subs = [
-      nc.subscribe(this.subjects.imagesCacheStats(this.opts.instanceId), { callback: (err, msg) => this.onStats(err, msg) }),
-      nc.subscribe(this.subjects.imagesCacheStatsAll, { callback: (err, msg) => this.onStats(err, msg) }),
-      nc.subscribe(this.subjects.imagesCacheInvalidate, { callback: (err, msg) => this.onInvalidate(err, msg) }),
-    ];
-  }
-
-  /** Unsubscribes (drains) every subscription; safe to call twice. */
-  stop(): Promise<void> {
-    this.stopping ??= (async () => {
-      for (const s of this.subs) {
-        try {
-          await s.drain();
-        } catch (e) {
-          this.opts.log.warn({ err: describeError(e) }, 'images service: drain failed');
+    if (this.started) return;
+    this.started = true;
+    const instance = this.opts.instanceId;
+    // Every process answers the broadcast subjects: replies carry the instance.
+    const opts = { errorFields: { instance } };
+    const stats = async (): Promise<ImagesReply> => ({
+      ok: true,
+      instance,
+      stats: await query<FetcherMessage, FetcherStats>(this.opts.fetcher, (replyTo) => ({ type: 'stats', replyTo }), this.timeout()),
+    });
+    this.intake.serve(this.subjects.imagesCacheStats(instance), decodeStats, stats, { ...opts, label: this.subjects.imagesCacheStats('<instance>') });
+    this.intake.serve(this.subjects.imagesCacheStatsAll, decodeStats, stats, opts);
+    this.intake.serve(
+      this.subjects.imagesCacheInvalidate,
+      decodeInvalidate,
+      async (payload, msg): Promise<ImagesReply | undefined> => {
+        const target = toTarget(payload);
+        if (!msg.reply) {
+          dispatch(this.opts.fetcher, { type: 'invalidate', target });
+          return undefined;
         }
-      }
-      this.subs = [];
-    })();
-    return this.stopping;
+        const r = await query<FetcherMessage, InvalidateResult>(this.opts.fetcher, (replyTo) => ({ type: 'invalidate', target, replyTo }), this.timeout());
+        return { ok: true, instance, removed: r.removed };
+      },
+      opts,
+    );
   }
 
-  private onStats(err: Error | null, msg: Msg): void {
-    if (err) return void this.opts.log.warn({ err: describeError(err) }, 'images stats subscription error');
-    void this.answer(msg, async () => {
-      if (msg.data.byteLength > 0) decodeStats(msg.data);
-      const stats = await query<FetcherMessage, FetcherStats>(this.opts.fetcher, (replyTo) => ({ type: 'stats', replyTo }), this.timeout());
-      return { ok: true, instance: this.opts.instanceId, stats };
-    });
-  }
-
-  private onInvalidate(err: Error | null, msg: Msg): void {
-    if (err) return void this.opts.log.warn({ err: describeError(err) }, 'images invalidate subscription error');
-    void this.answer(msg, async () => {
-      const target = toTarget(decodeInvalidate(msg.data));
-      if (!msg.reply) {
-        dispatch(this.opts.fetcher, { type: 'invalidate', target });
-        return undefined;
-      }
-      const r = await query<FetcherMessage, InvalidateResult>(this.opts.fetcher, (replyTo) => ({ type: 'invalidate', target, replyTo }), this.timeout());
-      return { ok: true, instance: this.opts.instanceId, removed: r.removed };
-    });
-  }
-
-  private async answer(msg: Msg, handle: () => Promise<ImagesReply | undefined>): Promise<void> {
-    let body: ImagesReply | undefined;
-    try {
-      body = await handle();
-    } catch (e) {
-      const code = isAppError(e) ? e.code : 'INTERNAL';
-      this.opts.log.warn({ subject: msg.subject, code, err: describeError(e) }, 'images request rejected');
-      body = { ok: false, instance: this.opts.instanceId, error: { code, message: isAppError(e) ? e.message : 'internal error' } };
-    }
-    if (msg.reply && body) {
-      try {
-        msg.respond(encodeJson(body));
-      } catch (e) {
-        this.opts.log.warn({ err: describeError(e) }, 'images reply failed');
-      }
-    }
+  /** Drains every subscription; safe to call twice. */
+  stop(): Promise<void> {
+    return this.intake.drain();
   }
 
   private timeout(): number {
@@ -168,8 +140,8 @@ export interface ImagesRole {
  */
 export async function startImagesRole(o: ImagesRoleOptions): Promise<ImagesRole> {
   const fetcher = spawnFetcher(o.parent, { config: o.config, metrics: o.metrics });
-  const service = new ImagesService({ nc: o.nc, fetcher, instanceId: o.instanceId, log: o.log, subjects: o.subjects });
-  await service.start();
+  const service = new ImagesService({ nc: o.nc, fetcher, instanceId: o.instanceId, log: o.log, metrics: o.metrics, subjects: o.subjects });
+  service.start();
   // The planner's wait covers a queue for a download slot plus the download itself.
   const planner = new OrderAwarePlanner(o.db, fetcherImageSource(fetcher, { timeoutMs: o.config.fetchTimeoutMs * 3 }), o.config, o.log);
   return { planner, stop: () => service.stop() };
