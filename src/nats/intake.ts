@@ -47,6 +47,8 @@ export class NatsIntake {
   private readonly bad;
   private readonly failed;
   private draining: Promise<void> | undefined;
+  /** Last warning per subject and code: a flood of bad payloads logs one line per 10 s, with a count. */
+  private readonly warned = new Map<string, { at: number; suppressed: number }>();
 
   constructor(private readonly o: IntakeOptions) {
     this.bad = o.metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']);
@@ -155,7 +157,15 @@ export class NatsIntake {
   private rejected(label: string, e: unknown): void {
     const code = isAppError(e) ? e.code : 'BAD_PAYLOAD';
     this.bad.inc({ subject: label, code });
-    this.o.log.debug({ subject: label, code, err: describeError(e) }, 'payload rejected');
+    const key = `${label} ${code}`;
+    const now = Date.now();
+    const w = this.warned.get(key);
+    if (w && now - w.at < WARN_EVERY_MS) {
+      w.suppressed++;
+      return;
+    }
+    this.warned.set(key, { at: now, suppressed: 0 });
+    this.o.log.warn({ subject: label, code, err: describeError(e), ...(w?.suppressed ? { suppressed: w.suppressed } : {}) }, 'bad NATS payload rejected');
   }
 
   private handlerFailed(label: string, e: unknown): void {
@@ -166,6 +176,8 @@ export class NatsIntake {
     else this.o.log.warn({ subject: label, code, err: isAppError(e) ? e.message : describeError(e) }, 'handler failed');
   }
 }
+
+const WARN_EVERY_MS = 10_000;
 
 /** The error reply for anything thrown: codes and messages of our own errors, nothing else. */
 export function errorReplyOf(e: unknown): ErrorReply {

@@ -3,16 +3,17 @@
  * given parent with their NATS intake; `startGatewayRole` runs the HTTP gateway. Both
  * return an idempotent `stop()`; neither owns the database pool or the NATS connection.
  */
-import type { ConsumerMessages, Msg, NatsConnection, Subscription } from 'nats';
+import type { ConsumerMessages, NatsConnection } from 'nats';
 import type { Knex } from '../db/knex';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import type { AdsConfig } from '../ads/config';
 import { ShutdownSequence } from '../lifecycle';
-import { describeError, isAppError } from '../errors';
+import { describeError } from '../errors';
 import { dispatch, query, stop as stopActor, type ActorRef, type Parent } from '../runtime/actor';
 import { Subjects } from '../nats/subjects';
 import { decoder, encodeJson } from '../nats/codec';
+import { NatsIntake } from '../nats/intake';
 import { MessageCreated, MessagesRead, PendingRequest, UnreadRequest, BumpRunRequest, type BumpRunReply, type PendingReply, type UnreadReply } from '../nats/ads-payloads';
 import { ensureViewsConsumer, ensureViewsStream, viewsStreamNames } from '../ads/views-stream';
 import { DbLeaseSingleton, type Singleton } from '../ads/singleton';
@@ -58,39 +59,10 @@ export async function startAds(deps: AdsDeps): Promise<RunningAds> {
   const { config: c, nc, log, metrics } = deps;
   const parts = deps.parts ? { viewCounter: !!deps.parts.viewCounter, bump: !!deps.parts.bump, unread: !!deps.parts.unread } : { viewCounter: true, bump: true, unread: true };
   const p = c.subjectPrefix;
-  const badEvents = metrics.counter<'subject' | 'code'>('ads_bad_nats_payloads_total', 'NATS payloads rejected by the ads actors', ['subject', 'code']);
-  const subs: Subscription[] = [];
+  // One NATS edge: payloads validated, rejections counted in nats_bad_payloads_total, drained on stop.
+  const edge = new NatsIntake({ nc, log, metrics });
   // Steps wait up to 30 s (the final view flush); the sequence must not cut them off sooner.
   const shutdown = new ShutdownSequence(log, 35_000);
-
-  /** Decodes, and on bad input counts, logs and answers (requests) instead of throwing. */
-  const guard = <T>(m: Msg, decode: (d: Uint8Array) => T): T | undefined => {
-    try {
-      return decode(m.data);
-    } catch (e) {
-      const code = isAppError(e) ? e.code : 'INTERNAL';
-      badEvents.inc({ subject: m.subject, code });
-      log.warn({ subject: m.subject, code, err: describeError(e) }, 'bad NATS payload rejected');
-      if (m.reply) m.respond(encodeJson({ ok: false, error: { code, message: describeError(e) } }));
-      return undefined;
-    }
-  };
-  const on = (subject: string, queue: string | undefined, handle: (m: Msg) => Promise<void> | void): void => {
-    subs.push(
-      nc.subscribe(subject, {
-        ...(queue ? { queue } : {}),
-        callback: (err, m) => {
-          if (err) return void log.warn({ subject, err: describeError(err) }, 'subscription error');
-          Promise.resolve()
-            .then(() => handle(m))
-            .catch((e: unknown) => {
-              log.error({ subject, err: describeError(e) }, 'ads handler failed');
-              if (m.reply) m.respond(encodeJson({ ok: false, error: { code: isAppError(e) ? e.code : 'INTERNAL', message: describeError(e) } }));
-            });
-        },
-      }),
-    );
-  };
 
   // ---- view counter -------------------------------------------------------------
   let viewCounter: ActorRef<ViewCounterMsg> | undefined;
@@ -112,12 +84,9 @@ export async function startAds(deps: AdsDeps): Promise<RunningAds> {
         dispatch(counter, { type: 'delivery', msg: m });
       }
     })().catch((e: unknown) => log.error({ err: describeError(e) }, 'view intake stopped'));
-    on(Subjects.adsPending(p), undefined, async (m) => {
-      const req = guard(m, decodePending);
-      if (!req) return;
+    edge.serve(Subjects.adsPending(p), decodePending, async (req): Promise<PendingReply> => {
       const pending = await query<ViewCounterMsg, number>(counter, (replyTo) => ({ type: 'pending', adId: req.ad_id, replyTo }), 1_000);
-      const r: PendingReply = { instance: c.instanceId, ad_id: req.ad_id, pending };
-      m.respond(encodeJson(r));
+      return { instance: c.instanceId, ad_id: req.ad_id, pending };
     });
     log.info({ stream: n.stream, consumer: n.consumer }, 'view counter consuming');
   }
@@ -146,12 +115,15 @@ export async function startAds(deps: AdsDeps): Promise<RunningAds> {
       { intervalMs: c.bumpIntervalMs, checkMs: c.bumpCheckMs, chunk: c.bumpChunk },
     );
     bump = ref;
-    on(Subjects.adsBumpRun(p), 'ads-bump', async (m) => {
-      if (!guard(m, decodeBumpRun)) return;
-      const r = await query<BumpMsg, BumpResult>(ref, (replyTo) => ({ type: 'run-now', replyTo }), 120_000);
-      const out: BumpRunReply = r.ok ? { ok: true, run_id: r.runId, bumped: r.bumped } : { ok: false, error: { code: r.code, message: r.message } };
-      m.respond(encodeJson(out));
-    });
+    edge.serve(
+      Subjects.adsBumpRun(p),
+      decodeBumpRun,
+      async (): Promise<BumpRunReply> => {
+        const r = await query<BumpMsg, BumpResult>(ref, (replyTo) => ({ type: 'run-now', replyTo }), 120_000);
+        return r.ok ? { ok: true, run_id: r.runId, bumped: r.bumped } : { ok: false, error: { code: r.code, message: r.message } };
+      },
+      { queue: 'ads-bump' },
+    );
   }
 
   // ---- unread cache ---------------------------------------------------------------
@@ -159,21 +131,17 @@ export async function startAds(deps: AdsDeps): Promise<RunningAds> {
   if (parts.unread) {
     const ref = spawnUnreadCache(deps.parent, { repo: adsRepo, metrics }, { max: c.unreadCacheMax, ttlMs: c.unreadCacheTtlMs });
     unread = ref;
-    on(Subjects.messagesCreated(p), undefined, (m) => {
-      const ev = guard(m, decodeCreated);
-      if (ev) dispatch(ref, { type: 'created', event: ev });
-    });
-    on(Subjects.messagesRead(p), undefined, (m) => {
-      const ev = guard(m, decodeRead);
-      if (ev) dispatch(ref, { type: 'read', event: ev });
-    });
-    on(Subjects.adsUnreadGet(p), 'ads-unread', async (m) => {
-      const req = guard(m, decodeUnread);
-      if (!req) return;
-      const r = await query<UnreadCacheMsg, UnreadResult>(ref, (replyTo) => ({ type: 'get', userId: req.user_id, replyTo }), 5_000);
-      const out: UnreadReply = r.ok ? { ok: true, user_id: req.user_id, unread: r.unread } : { ok: false, error: { code: r.code, message: r.message } };
-      m.respond(encodeJson(out));
-    });
+    edge.listen(Subjects.messagesCreated(p), decodeCreated, (event) => void dispatch(ref, { type: 'created', event }));
+    edge.listen(Subjects.messagesRead(p), decodeRead, (event) => void dispatch(ref, { type: 'read', event }));
+    edge.serve(
+      Subjects.adsUnreadGet(p),
+      decodeUnread,
+      async (req): Promise<UnreadReply> => {
+        const r = await query<UnreadCacheMsg, UnreadResult>(ref, (replyTo) => ({ type: 'get', userId: req.user_id, replyTo }), 5_000);
+        return r.ok ? { ok: true, user_id: req.user_id, unread: r.unread } : { ok: false, error: { code: r.code, message: r.message } };
+      },
+      { queue: 'ads-unread' },
+    );
   }
 
   // Subscriptions must reach the server before we report started (tests publish at once).
@@ -184,9 +152,7 @@ export async function startAds(deps: AdsDeps): Promise<RunningAds> {
       if (intake) await intake.close();
       await intakeDone;
     })
-    .add('unsubscribe', async () => {
-      await Promise.all(subs.map((s) => s.drain().catch(() => undefined)));
-    })
+    .add('drain subscriptions', () => edge.drain())
     .add('flush views', async () => {
       if (!viewCounter) return;
       const r = await query<ViewCounterMsg, FlushResult>(viewCounter, (replyTo) => ({ type: 'flush', replyTo }), 30_000);

@@ -78,7 +78,7 @@ describe('ads: unread-count cache', function () {
     for (const [s, payload] of bad) publish(s, payload);
     const r = await h.nc.request(Subjects.adsUnreadGet(p), encodeJson({ user_id: 'x' }), { timeout: 2_000 });
     assert.equal((r.json() as { ok: boolean; error: { code: string } }).error.code, 'BAD_PAYLOAD');
-    const rejected = async (): Promise<number> => (await h.metrics.registry.getSingleMetric('ads_bad_nats_payloads_total')!.get()).values.reduce((s, v) => s + v.value, 0);
+    const rejected = async (): Promise<number> => (await h.metrics.registry.getSingleMetric('nats_bad_payloads_total')!.get()).values.reduce((s, v) => s + v.value, 0);
     await waitFor(async () => (await rejected()) === bad.length + 1, 5_000, 20, 'all rejected');
     assert.ok(h.logs.lines().some((l) => l.msg === 'bad NATS payload rejected'));
     assert.equal(await unread(1001), 2, 'still serving');

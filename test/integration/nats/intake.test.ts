@@ -56,6 +56,9 @@ describe('the NATS intake (real nats-server)', () => {
     const bad = await counted('nats_bad_payloads_total');
     assert.equal(bad.reduce((s, v) => s + v.value, 0), cases.length);
     assert.ok(bad.every((v) => v.labels.subject === subject));
+    // One warning per subject and code, however many arrive (a hostile client cannot flood the log).
+    const warned = cap.lines().filter((l) => l.msg === 'bad NATS payload rejected' && l.subject === subject);
+    assert.deepEqual(warned.map((l) => l.code).sort(), ['BAD_JSON', 'BAD_PAYLOAD', 'PAYLOAD_TOO_LARGE']);
   });
 
   it("answers our own errors with their code, and hides any other error's text", async () => {
