@@ -1,0 +1,126 @@
+import assert from 'node:assert/strict';
+import { aimdOptions, aimdStart, aimdThrottled, aimdTick } from '../../src/limits/aimd';
+import { nearLimit, observeThrottle, EMPTY_FLOOD, FloodDetector } from '../../src/limits/flood';
+
+const T0 = 1_000_000;
+
+describe('AIMD controller', () => {
+  const o = aimdOptions(30, { cleanMs: 1_000, holdMs: 1_000 });
+
+  it('starts at the ceiling', () => {
+    assert.equal(aimdStart(o, T0).rate, 30);
+  });
+
+  it('a 429 lowers multiplicatively and remembers the rejected rate', () => {
+    const s = aimdThrottled(aimdStart(o, T0), o, T0 + 10);
+    assert.equal(s.rate, 30 * 0.85);
+    assert.equal(s.lastBad, 30);
+  });
+
+  it('a 429 lowers to just under what the server was seen to accept when that is lower', () => {
+    const s = aimdThrottled(aimdStart(o, T0), o, T0, 10);
+    assert.equal(s.rate, 10 * 0.98);
+    assert.equal(s.lastBad, 10);
+  });
+
+  it('429s within the hold time are one event', () => {
+    const a = aimdThrottled(aimdStart(o, T0), o, T0);
+    const b = aimdThrottled(a, o, T0 + 999);
+    assert.equal(b.rate, a.rate);
+    const c = aimdThrottled(b, o, T0 + 1_000);
+    assert.equal(c.rate, a.rate * 0.85);
+  });
+
+  it('never below the floor', () => {
+    let s = aimdStart(o, T0);
+    for (let i = 0; i < 100; i++) s = aimdThrottled(s, o, T0 + i * 2_000);
+    assert.equal(s.rate, o.floor);
+  });
+
+  it('no increase before a full clean interval', () => {
+    const s = aimdThrottled(aimdStart(o, T0), o, T0);
+    assert.equal(aimdTick(s, o, T0 + 999).rate, s.rate);
+  });
+
+  it('recovers fast to just below the rejected rate, then probes slowly, never above the ceiling', () => {
+    let s = aimdThrottled(aimdStart(o, T0), o, T0); // 25.5, lastBad 30
+    s = aimdTick(s, o, T0 + 1_000);
+    assert.equal(s.rate, 25.5 + 1.5);
+    s = aimdTick(s, o, T0 + 2_000);
+    assert.equal(s.rate, 28.5);
+    s = aimdTick(s, o, T0 + 3_000);
+    assert.equal(s.rate, 30 * 0.98, 'fast growth stops at 0.98 × the rejected rate');
+    s = aimdTick(s, o, T0 + 4_000);
+    assert.ok(Math.abs(s.rate - (29.4 + 0.006)) < 1e-9, 'then a probe step');
+    for (let i = 5; i < 59; i++) s = aimdTick(s, o, T0 + i * 1_000);
+    assert.ok(s.rate < 30, 'still probing before the memory of the 429 is a minute old');
+    s = aimdTick(s, o, T0 + 60_000);
+    s = aimdTick(s, o, T0 + 61_000);
+    assert.equal(s.rate, 30, 'then fast again, capped at the ceiling');
+  });
+
+  it('an idle scope does not grow (it learned nothing)', () => {
+    const s = aimdThrottled(aimdStart(o, T0), o, T0);
+    assert.equal(aimdTick(s, o, T0 + 5_000, false).rate, s.rate);
+  });
+
+  it('a throttle restarts the clean interval', () => {
+    let s = aimdThrottled(aimdStart(o, T0), o, T0);
+    s = aimdThrottled(s, o, T0 + 900); // within hold: same event, but not clean
+    assert.equal(aimdTick(s, o, T0 + 1_500).rate, s.rate);
+  });
+
+  it('settles under a server at 20/s when told 30/s (simulated: 429 whenever the rate exceeds 20)', () => {
+    let s = aimdStart(o, T0);
+    let throttles = 0;
+    let sum = 0;
+    const seconds = 300;
+    for (let t = 0; t < seconds; t++) {
+      const now = T0 + t * 1_000;
+      if (s.rate > 20) {
+        throttles++;
+        s = aimdThrottled(s, o, now, 20);
+      } else s = aimdTick(s, o, now);
+      sum += Math.min(s.rate, 20);
+    }
+    assert.ok(sum / seconds / 20 >= 0.95, `mean ${(sum / seconds).toFixed(2)}/s`);
+    assert.ok(s.rate <= 20.5 && s.rate >= 19, `settled at ${s.rate}`);
+    assert.ok(throttles <= 6, `${throttles} throttles in ${seconds} s`);
+  });
+});
+
+describe('flood detector', () => {
+  it('two chats not near their limits within the window → global; the same chat twice → chat', () => {
+    let r = observeThrottle(EMPTY_FLOOD, { chatId: 1, at: T0, nearLimit: false });
+    assert.equal(r.scope, 'chat');
+    assert.equal(observeThrottle(r.state, { chatId: 1, at: T0 + 100, nearLimit: false }).scope, 'chat');
+    r = observeThrottle(r.state, { chatId: 2, at: T0 + 100, nearLimit: false });
+    assert.equal(r.scope, 'global');
+  });
+
+  it('chats near their own limit are never evidence of a bot-wide flood', () => {
+    const d = new FloodDetector();
+    assert.equal(d.observe({ chatId: 1, at: T0, nearLimit: true }), 'chat');
+    assert.equal(d.observe({ chatId: 2, at: T0 + 10, nearLimit: true }), 'chat');
+    assert.equal(d.observe({ chatId: 3, at: T0 + 20, nearLimit: false }), 'chat');
+  });
+
+  it('old 429s age out of the window', () => {
+    const d = new FloodDetector({ windowMs: 2_000, chats: 2 });
+    d.observe({ chatId: 1, at: T0, nearLimit: false });
+    assert.equal(d.observe({ chatId: 2, at: T0 + 2_000, nearLimit: false }), 'chat');
+  });
+
+  it('nearLimit: a private chat (1/s) sent 1.2 s before is near; 2 s before is not', () => {
+    const lim = { count: 1, windowMs: 1_000 };
+    assert.equal(nearLimit([T0 - 1_200], T0, lim), true);
+    assert.equal(nearLimit([T0 - 2_000], T0, lim), false);
+    assert.equal(nearLimit([], T0, lim), false);
+  });
+
+  it('nearLimit: a group at 20/min with 19 sends in the last minute is near; with 5 it is not', () => {
+    const lim = { count: 20, windowMs: 60_000 };
+    assert.equal(nearLimit(Array.from({ length: 19 }, (_, i) => T0 - 1_000 * (i + 1)), T0, lim), true);
+    assert.equal(nearLimit(Array.from({ length: 5 }, (_, i) => T0 - 1_000 * (i + 1)), T0, lim), false);
+  });
+});
