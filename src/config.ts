@@ -24,6 +24,10 @@ export interface Config extends NatsAuthSettings {
   telegramGroupRatePerMin: number;
   telegramMaxAttempts: number;
   telegramRequestTimeoutMs: number;
+  /** The longest retry_after (429) or flood pause obeyed as given, ms; longer ones are clamped and logged. */
+  telegramMaxRetryAfterMs: number;
+  /** How far a budget grant's issued_at may be from this process's clock, ms. */
+  budgetMaxClockSkewMs: number;
   retryBaseMs: number;
   retryMaxMs: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -61,6 +65,8 @@ export const DEFAULTS = {
   TELEGRAM_GROUP_RATE_PER_MIN: 20,
   TELEGRAM_MAX_ATTEMPTS: 5,
   TELEGRAM_REQUEST_TIMEOUT_MS: 15_000,
+  TELEGRAM_MAX_RETRY_AFTER_MS: 3_600_000,
+  BUDGET_MAX_CLOCK_SKEW_MS: 2_000,
   RETRY_BASE_MS: 1_000,
   RETRY_MAX_MS: 300_000,
   LOG_LEVEL: 'info',
@@ -211,6 +217,8 @@ export function loadConfig(env: Env = process.env): Config {
     telegramGroupRatePerMin: r.number('TELEGRAM_GROUP_RATE_PER_MIN', DEFAULTS.TELEGRAM_GROUP_RATE_PER_MIN, { min: 0, exclusiveMin: true, max: 6_000_000 }),
     telegramMaxAttempts: r.integer('TELEGRAM_MAX_ATTEMPTS', DEFAULTS.TELEGRAM_MAX_ATTEMPTS, { min: 1, max: 1000 }),
     telegramRequestTimeoutMs: r.integer('TELEGRAM_REQUEST_TIMEOUT_MS', DEFAULTS.TELEGRAM_REQUEST_TIMEOUT_MS, { min: 100, max: 600_000 }),
+    telegramMaxRetryAfterMs: r.integer('TELEGRAM_MAX_RETRY_AFTER_MS', DEFAULTS.TELEGRAM_MAX_RETRY_AFTER_MS, { min: 1_000, max: 86_400_000 }),
+    budgetMaxClockSkewMs: r.integer('BUDGET_MAX_CLOCK_SKEW_MS', DEFAULTS.BUDGET_MAX_CLOCK_SKEW_MS, { min: 0, max: 60_000 }),
     retryBaseMs,
     retryMaxMs,
     logLevel: r.oneOf('LOG_LEVEL', LOG_LEVELS, DEFAULTS.LOG_LEVEL),

@@ -9,6 +9,7 @@ import type { BufferBook } from '../../src/outbox/buffer-book';
 import type { Planner } from '../../src/outbox/plan';
 import type { TelegramClient } from '../../src/telegram/client';
 import type { OutcomeEvent } from '../../src/nats/payloads';
+import type { HandoffStore } from '../../src/cluster/handoff';
 
 /** Settings of the delivery pipeline, taken from Config. */
 export interface PipelineSettings {
@@ -17,6 +18,8 @@ export interface PipelineSettings {
   maxAttempts: number;
   retryBaseMs: number;
   retryMaxMs: number;
+  /** The longest Telegram retry_after obeyed as given (ms); longer ones are clamped and logged. */
+  maxRetryAfterMs: number;
   claimBatch: number;
   claimLeaseMs: number;
   pollMs: number;
@@ -56,6 +59,10 @@ export interface PipelineDeps {
   /** Publishes an event (NATS core); never throws. */
   publishOutcome: (e: OutcomeEvent) => void;
   publishRecipientChanged: (chatId: number, status: string, migratedTo: number | null) => void;
-  /** Telegram says the whole bot is flooded: tell the other processes (cluster budget). */
+  /** Telegram says the whole bot is flooded: lower the bot rate, tell the other processes (cluster budget). */
   onBotFlood: (untilMs: number) => void;
+  /** Chats whose rate a 429 lowered, process-wide (chat id → per second); read by metrics. */
+  lowered: Map<number, number>;
+  /** Carries chat windows to a shard's next owner (the cluster replaces the no-op one). */
+  handoff: HandoffStore;
 }

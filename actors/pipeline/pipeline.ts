@@ -3,8 +3,10 @@ import { describeError } from '../../src/errors';
 import type { PipelineDeps } from './deps';
 import { spawnClaimer, type ClaimerMsg } from './claimer';
 import { spawnOutcomeWriter, OutcomeQueue, type OutcomeWriterMsg } from './outcome-writer';
-import { spawnShardManager, type ShardManagerMsg } from './shard-manager/shard-manager';
+import { spawnShardManager, type Drained, type ShardManagerMsg } from './shard-manager/shard-manager';
+import type { HandoffRecord } from '../../src/cluster/handoff';
 import type { SenderStatus } from './shard-manager/sender';
+import type { WindowSeed } from '../../src/limits/chat-limits';
 
 /**
  * The delivery pipeline's supervisor: outcome writer, shard manager (→ senders) and
@@ -77,22 +79,30 @@ export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<Pipe
             await query<ClaimerMsg, void>(state.claimer, (replyTo) => ({ type: 'own', shards: keep, replyTo }), timeout).catch((e: unknown) =>
               deps.log.warn({ err: describeError(e) }, 'claimer did not confirm the new shard set'),
             );
-            const r = await query<ShardManagerMsg, { released: number }>(state.shardManager, (replyTo) => ({ type: 'release', shards: removed, replyTo }), timeout).catch(() => ({ released: 0 }));
+            const r = await query<ShardManagerMsg, Drained>(state.shardManager, (replyTo) => ({ type: 'release', shards: removed, replyTo }), timeout).catch((): Drained => ({ released: 0, windows: new Map() }));
             released = r.released;
-            await deps.repo.dropShards(removed).catch((e: unknown) => deps.log.warn({ err: describeError(e) }, 'could not clear shard fencing rows'));
+            // Only a shard whose chat windows were handed over is marked released: for the others the
+            // database still names us, and the next owner waits a full window per chat (as after a crash).
+            const saved = await deps.handoff.save(deps.repo.owner, r.windows).catch(() => new Set<number>());
+            const handed = removed.filter((s) => saved.has(s));
+            await deps.repo.dropShards(handed).catch((e: unknown) => deps.log.warn({ err: describeError(e) }, 'could not clear shard fencing rows'));
           }
+          const seeds = new Map<number, WindowSeed>();
           if (added.length) {
             try {
+              const records = await deps.handoff.load(added).catch(() => new Map<number, HandoffRecord>());
               const t = await deps.repo.takeShards(added);
+              const now = Date.now();
               reclaimed = t.reclaimed;
               for (const [shard, owner] of t.previous) if (owner && owner !== deps.repo.owner) previousOwners.push({ shard, owner });
+              for (const shard of added) seeds.set(shard, seedFor(shard, records.get(shard), t.previous.get(shard) ?? null, deps.repo.owner, now));
               state.shards = [...state.shards, ...added].sort((a, b) => a - b);
             } catch (e) {
               deps.log.error({ err: describeError(e), shards: added }, 'could not fence new shards in the database; not claiming them');
             }
           }
           // Senders first, so claimed rows always find their shard's sender.
-          dispatch(state.shardManager, { type: 'own', shards: state.shards });
+          dispatch(state.shardManager, { type: 'own', shards: state.shards, seeds });
           dispatch(state.claimer, { type: 'own', shards: state.shards });
           if (msg.replyTo) reply(msg.replyTo, { owned: state.shards, released, reclaimed, previousOwners });
           return state;
@@ -135,7 +145,7 @@ export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<Pipe
           const replyTo = msg.replyTo;
           const run = async (): Promise<number> => {
             await query<ClaimerMsg, void>(state.claimer, (r) => ({ type: 'pause', replyTo: r }), timeout).catch((e: unknown) => deps.log.warn({ err: describeError(e) }, 'claimer did not pause'));
-            const { released } = await query<ShardManagerMsg, { released: number }>(state.shardManager, (r) => ({ type: 'drainAll', replyTo: r }), timeout).catch(() => ({ released: 0 }));
+            const { released } = await query<ShardManagerMsg, Drained>(state.shardManager, (r) => ({ type: 'drainAll', replyTo: r }), timeout).catch(() => ({ released: 0 }));
             await query<OutcomeWriterMsg, { written: number }>(state.writer, (r) => ({ type: 'flush', replyTo: r }), timeout).catch((e: unknown) =>
               deps.log.error({ err: describeError(e) }, 'final outcome flush failed'),
             );
@@ -149,4 +159,20 @@ export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<Pipe
       }
     },
   });
+}
+
+/**
+ * What a new owner assumes about a shard's chat windows: the previous owner's handoff
+ * record when it left one after it last owned the shard; a full window from now when the
+ * database still names another owner (it died or was fenced without handing over);
+ * nothing when the shard was released cleanly (or never owned).
+ */
+export function seedFor(shard: number, record: HandoffRecord | undefined, previous: string | null, self: string, now: number): WindowSeed {
+  void shard;
+  if (previous && previous !== self) {
+    if (record && record.from === previous) return { kind: 'exact', at: record.at, chats: record.chats, complete: record.complete };
+    return { kind: 'blind', at: now };
+  }
+  if (record) return { kind: 'exact', at: record.at, chats: record.chats, complete: record.complete };
+  return { kind: 'free' };
 }

@@ -55,7 +55,7 @@ export function nearLimit(sends: readonly number[], sentAt: number, limit: { cou
 
 /** Process-wide holder of the detector state (shared by every sender of a process). */
 export class FloodDetector {
-  private state: FloodState = EMPTY_FLOOD;
+  state: FloodState = EMPTY_FLOOD;
   constructor(private readonly options: FloodOptions = DEFAULT_FLOOD_OPTIONS) {}
   observe(t: Throttle): FloodScope {
     const r = observeThrottle(this.state, t, this.options);

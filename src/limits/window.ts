@@ -100,6 +100,15 @@ export class SlidingWindow {
     for (let i = 0; i < r.n; i++) insertSorted(this.expiries, expiry);
   }
 
+  /**
+   * Records `n` sends another holder made, answered at `answeredAt` (a handoff of the
+   * chat's window, or a blind assumption after a crash): they hold slots as ours would.
+   */
+  seed(answeredAt: number, n = 1): void {
+    const expiry = answeredAt + this.limit.windowMs + 2;
+    for (let i = 0; i < n; i++) insertSorted(this.expiries, expiry);
+  }
+
   /** The request was never sent: free the slots at once. */
   cancel(r: Reservation): void {
     if (r.settled) return;

@@ -6,6 +6,8 @@ import type { Config } from '../config';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import { GlobalGate, systemClock } from '../limits/global-gate';
+import { GlobalRate } from '../limits/global-rate';
+import { noHandoff, type HandoffStore } from '../cluster/handoff';
 import { rateToWindow, perMinuteToWindow } from '../limits/window';
 import { OutboxRepository } from '../outbox/repository';
 import { RecipientDirectory } from '../outbox/recipients';
@@ -55,8 +57,12 @@ export interface Pipeline {
   demand(): number;
   /** What `notify.status.<instance>` answers (the cluster adds shards and budget). */
   setStatusProvider(f: () => Promise<unknown>): void;
-  /** Who hears about bot-wide floods (the cluster budget). */
+  /** Who hears about bot-wide floods (the cluster budget); from then on the cluster owns the bot rate. */
   onBotFlood(handler: (untilMs: number) => void): void;
+  /** Where chat windows go at a handoff (the cluster's KV store). */
+  setHandoffStore(store: HandoffStore): void;
+  /** The bot-wide rate this process applies alone (without a cluster), per second. */
+  readonly globalRate: GlobalRate;
   /** The NATS service (other modules add endpoints); its metadata shows in `nats micro info`. */
   readonly service: Service;
   readonly serviceMetadata: Record<string, string>;
@@ -72,6 +78,7 @@ export function settingsFromConfig(c: Config): PipelineSettings {
     maxAttempts: c.telegramMaxAttempts,
     retryBaseMs: c.retryBaseMs,
     retryMaxMs: c.retryMaxMs,
+    maxRetryAfterMs: c.telegramMaxRetryAfterMs,
     claimBatch: c.claimBatch,
     claimLeaseMs: c.claimLeaseMs,
     pollMs: c.outboxPollMs,
@@ -96,6 +103,17 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
   const recipients = new RecipientDirectory(db, log);
   await recipients.load();
   const gate = new GlobalGate(rateToWindow(config.telegramGlobalRate));
+  const lowered = new Map<number, number>();
+  const globalRate = new GlobalRate(config.telegramGlobalRate, Date.now());
+  // Alone, this process lowers and raises its own gate; a cluster hands that to its coordinator.
+  let localRate = true;
+  const applyRate = (rate: number): void => {
+    if (!localRate) return;
+    const w = rateToWindow(rate);
+    if (w.count !== gate.limit.count || Math.abs(w.windowMs - gate.limit.windowMs) > 0.5) gate.setLimit(w);
+  };
+  const rateTimer = setInterval(() => applyRate(globalRate.tick(Date.now(), gate.waiting > 0)), 1_000);
+  rateTimer.unref();
   const book = new BufferBook();
   // Read at scrape time from live state: queue depth and sends on the wire per shard, the gate.
   metrics.gauge('sender_queue_depth', 'Claimed rows waiting in memory, per shard', ['shard'], (g) => {
@@ -108,6 +126,21 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
   });
   metrics.gauge('gate_waiting_chats', 'Chats ready to send, waiting for a global slot', [], (g) => g.set(gate.waiting));
   metrics.gauge('gate_limit_per_window', 'Sends per window this process may make now (its cluster share)', [], (g) => g.set(gate.limit.count));
+  metrics.gauge('telegram_effective_rate', 'Sends per second this process may make now, by scope (global: its gate; chat/group: the lowest lowered chat, else the configured rate)', ['scope'], (g) => {
+    g.set({ scope: 'global' }, (gate.limit.count / gate.limit.windowMs) * 1000);
+    let chat = (settings.chatLimit.count / settings.chatLimit.windowMs) * 1000;
+    let group = (settings.groupLimit.count / settings.groupLimit.windowMs) * 1000;
+    for (const [id, r] of lowered) if (id < 0) group = Math.min(group, r);
+    else chat = Math.min(chat, r);
+    g.set({ scope: 'chat' }, chat);
+    g.set({ scope: 'group' }, group);
+  });
+  metrics.gauge('telegram_lowered_chats', 'Chats whose rate a 429 lowered below the configured one', ['scope'], (g) => {
+    let chat = 0;
+    for (const id of lowered.keys()) if (id > 0) chat++;
+    g.set({ scope: 'chat' }, chat);
+    g.set({ scope: 'group' }, lowered.size - chat);
+  });
   metrics.gauge('gate_paused_until_seconds', 'Bot-wide pause after a flood 429 (epoch seconds; 0 = none)', [], (g) => g.set(gate.pausedUntilMs / 1000));
   const mBadInput = metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']);
   const mEnqueued = metrics.counter('notifications_enqueued_total', 'Notifications enqueued over NATS', ['result']);
@@ -134,7 +167,12 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
     publishOutcome: (e: OutcomeEvent) => safePublish(subjects.outcome(e.status), e),
     // Announced once the row is written: receivers re-read it (RecipientDirectory.refresh).
     publishRecipientChanged: (chatId, status, migratedTo) => void recipients.written(chatId).then(() => safePublish(subjects.recipientChanged, { chat_id: chatId, status, migrated_to_chat_id: migratedTo })),
-    onBotFlood: (until) => floodHandler(until),
+    onBotFlood: (until) => {
+      applyRate(globalRate.throttled(Date.now()));
+      floodHandler(until);
+    },
+    handoff: noHandoff,
+    lowered,
   };
   let floodHandler: (untilMs: number) => void = () => undefined;
   let statusProvider: () => Promise<unknown> = async () => ({
@@ -254,7 +292,12 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
     },
     onBotFlood: (handler) => {
       floodHandler = handler;
+      localRate = false;
     },
+    setHandoffStore: (store) => {
+      deps.handoff = store;
+    },
+    globalRate,
     setStatusProvider: (f) => {
       statusProvider = f;
     },
@@ -283,6 +326,7 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
         await step('release leftovers', () => repo.release());
         await step('recipients', () => recipients.flush());
         await step('actors', () => (ownSystem ? stopActorSystem(system) : stop(root)));
+        clearInterval(rateTimer);
         gate.stop();
       })()),
   };

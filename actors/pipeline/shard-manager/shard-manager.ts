@@ -3,54 +3,66 @@ import { describeError } from '../../../src/errors';
 import type { OutboxRow } from '../../../src/outbox/types';
 import type { PipelineDeps } from '../deps';
 import type { OutcomeWriterMsg } from '../outcome-writer';
-import { FloodTracker, spawnSender, type SenderMsg, type SenderStatus } from './sender';
+import { FloodDetector } from '../../../src/limits/flood';
+import type { WindowSeed } from '../../../src/limits/chat-limits';
+import { spawnSender, type DrainResult, type SenderMsg, type SenderStatus } from './sender';
 
 /**
  * Shard manager: one sender actor per shard this process owns. Routes claimed rows to
  * their shard's sender; on losing shards, drains their senders (finish in-flight, give
  * rows back) before stopping them.
  */
+/** Rows given back, and per shard the chats' windows for the next owner. */
+export interface Drained {
+  released: number;
+  windows: Map<number, Record<string, number[]>>;
+}
+
 export type ShardManagerMsg =
-  | { type: 'own'; shards: number[] }
+  /** `seeds`: what the previous owners left of new shards' chat windows. */
+  | { type: 'own'; shards: number[]; seeds?: Map<number, WindowSeed> }
   | { type: 'rows'; rows: OutboxRow[] }
   /** Drain and stop the senders of `shards` (handoff); answers when their rows are back. */
-  | { type: 'release'; shards: number[]; replyTo: ReplyTo<{ released: number }> }
+  | { type: 'release'; shards: number[]; replyTo: ReplyTo<Drained> }
   /** Drain every sender (shutdown). */
-  | { type: 'drainAll'; replyTo: ReplyTo<{ released: number }> }
+  | { type: 'drainAll'; replyTo: ReplyTo<Drained> }
   | { type: 'status'; replyTo: ReplyTo<SenderStatus[]> }
   | { type: 'owned'; replyTo: ReplyTo<number[]> };
 
 export interface ShardManagerState {
   senders: Map<number, ActorRef<SenderMsg>>;
-  floodTracker: FloodTracker;
+  flood: FloodDetector;
 }
 
 export function spawnShardManager(parent: Parent, deps: PipelineDeps, outcomes: ActorRef<OutcomeWriterMsg>): ActorRef<ShardManagerMsg> {
   const { log, repo, metrics } = deps;
   const owned = metrics.gauge('shards_owned', 'Shards this process sends for');
 
-  const drain = async (senders: Array<[number, ActorRef<SenderMsg>]>, timeoutMs: number): Promise<number> => {
-    const results = await Promise.allSettled(senders.map(([, ref]) => query<SenderMsg, { released: number }>(ref, (replyTo) => ({ type: 'drain' as const, replyTo }), timeoutMs)));
+  const drain = async (senders: Array<[number, ActorRef<SenderMsg>]>, timeoutMs: number): Promise<Drained> => {
+    const results = await Promise.allSettled(senders.map(([, ref]) => query<SenderMsg, DrainResult>(ref, (replyTo) => ({ type: 'drain' as const, replyTo }), timeoutMs)));
     let released = 0;
+    const windows = new Map<number, Record<string, number[]>>();
     results.forEach((r, i) => {
-      if (r.status === 'fulfilled') released += r.value.released;
-      else log.warn({ shard: senders[i]![0], err: describeError(r.reason) }, 'sender did not drain in time; its rows return after their lease');
+      if (r.status === 'fulfilled') {
+        released += r.value.released;
+        windows.set(senders[i]![0], r.value.windows);
+      } else log.warn({ shard: senders[i]![0], err: describeError(r.reason) }, 'sender did not drain in time; its rows return after their lease');
     });
     // The released rows are outcomes queued at the writer: make them land.
     await query(outcomes, (replyTo) => ({ type: 'flush' as const, replyTo }), timeoutMs).catch(() => undefined);
-    return released;
+    return { released, windows };
   };
 
   return spawn<ShardManagerState, ShardManagerMsg>(parent, {
     name: 'shard-manager',
     supervision: Supervision.restartWithBackoff({ minBackoffMs: 200, maxBackoffMs: 10_000 }),
-    init: () => ({ senders: new Map(), floodTracker: new FloodTracker() }),
+    init: () => ({ senders: new Map(), flood: new FloodDetector() }),
     receive: async (state, msg, ctx) => {
       switch (msg.type) {
         case 'own': {
           const want = new Set(msg.shards);
           for (const shard of want) {
-            if (!state.senders.has(shard)) state.senders.set(shard, spawnSender(ctx.self, deps, { shard, outcomes, floodTracker: state.floodTracker }));
+            if (!state.senders.has(shard)) state.senders.set(shard, spawnSender(ctx.self, deps, { shard, outcomes, flood: state.flood, seed: msg.seeds?.get(shard) }));
           }
           const gone = [...state.senders].filter(([s]) => !want.has(s));
           for (const [s, ref] of gone) {
@@ -85,19 +97,19 @@ export function spawnShardManager(parent: Parent, deps: PipelineDeps, outcomes: 
           for (const [s] of list) state.senders.delete(s);
           owned.set(state.senders.size);
           const replyTo = msg.replyTo;
-          drain(list, deps.settings.drainTimeoutMs).then((released) => {
+          drain(list, deps.settings.drainTimeoutMs).then((drained) => {
             for (const [s, ref] of list) {
               stop(ref);
               deps.book.clearShard(s);
             }
-            reply(replyTo, { released });
+            reply(replyTo, drained);
           });
           return state;
         }
         case 'drainAll': {
           const list = [...state.senders];
           const replyTo = msg.replyTo;
-          drain(list, deps.settings.drainTimeoutMs).then((released) => reply(replyTo, { released }));
+          drain(list, deps.settings.drainTimeoutMs).then((drained) => reply(replyTo, drained));
           return state;
         }
         case 'status': {

@@ -1,0 +1,42 @@
+import { aimdOptions, aimdStart, aimdThrottled, aimdTick, type AimdOptions, type AimdState } from './aimd';
+
+/**
+ * The bot-wide rate (per second) under AIMD: lowered by each bot-wide flood (a 429 the
+ * flood detector attributes to the bot), raised after clean seconds, never above the
+ * configured TELEGRAM_GLOBAL_RATE. One process alone applies it to its gate; in a cluster
+ * the budget coordinator owns it and splits it between processes.
+ */
+export class GlobalRate {
+  private s: AimdState;
+  readonly options: AimdOptions;
+
+  constructor(ceiling: number, now: number) {
+    // A flood's retry_after is at least a second: 429s within it answer requests already sent.
+    this.options = aimdOptions(ceiling, { cleanMs: 1_000, holdMs: 1_000 });
+    this.s = aimdStart(this.options, now);
+  }
+
+  get rate(): number {
+    return this.s.rate;
+  }
+
+  get ceiling(): number {
+    return this.options.ceiling;
+  }
+
+  throttled(now: number): number {
+    this.s = aimdThrottled(this.s, this.options, now);
+    return this.s.rate;
+  }
+
+  tick(now: number, busy: boolean): number {
+    this.s = aimdTick(this.s, this.options, now, busy);
+    return this.s.rate;
+  }
+
+  /** Starts from a rate learned elsewhere (a new coordinator adopting what processes report). */
+  adopt(rate: number, now: number): void {
+    const r = Math.min(this.options.ceiling, Math.max(this.options.floor, rate));
+    if (r < this.s.rate) this.s = { rate: r, lastBad: r / this.options.settle, lastDecreaseAt: now, cleanSince: now };
+  }
+}
