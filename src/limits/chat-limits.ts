@@ -1,7 +1,6 @@
 import { aimdOptions, aimdStart, aimdThrottled, aimdTick, type AimdOptions, type AimdState } from './aimd';
 import { nearLimit } from './flood';
 import { SlidingWindow, type WindowLimit } from './window';
-import { isGroupChat } from '../outbox/shard';
 
 /**
  * What a new owner of a shard knows about its chats' windows.
@@ -28,7 +27,8 @@ interface Entry {
 
 /** The window a chat is held to: groups per minute, private chats per second. */
 export function ceilingOf(s: ChatLimitSettings, chatId: number): WindowLimit {
-  return isGroupChat(chatId) ? s.groupLimit : s.chatLimit;
+  // Negative ids are groups (outbox/shard.ts isGroupChat; not imported: limits stay below outbox).
+  return chatId < 0 ? s.groupLimit : s.chatLimit;
 }
 
 /** A rate (per second) as a window of the ceiling's length: 20/min lowered to 0.15/s → 9 per 60 s. */

@@ -1,8 +1,5 @@
 import { backoffDelay } from '../limits/backoff';
 import { observeThrottle, type FloodOptions, type FloodState } from '../limits/flood';
-import { textParts, type Part } from '../outbox/plan';
-import { isGroupChat } from '../outbox/shard';
-import { splitMessage } from '../outbox/split';
 import {
   TelegramApiError,
   TelegramMigrated,
@@ -24,8 +21,8 @@ import {
  * | 429, chat near its own limit / lone chat | `throttled` scope chat|group: that chat waits retry_after, its rate is lowered |
  * | 429, several chats, none near its limit  | `throttled` scope global: everyone waits retry_after, the bot rate is lowered |
  * | 400 + migrate_to_chat_id                 | `migrate`: resend to the new chat id                           |
- * | 400 can't parse entities (HTML)          | `replan`: the rest of the message as plain text (once)         |
- * | 400 message is too long (text)           | `replan`: the part split in two                                |
+ * | 400 can't parse entities (HTML)          | `plainText`: re-plan the rest of the message as plain text (once) |
+ * | 400 message is too long (text)           | `split`: the part split in two                                 |
  * | 403 blocked/kicked/deactivated, chat not found | `failRecipient`: fail now, mark the recipient            |
  * | 401                                      | `halt`: the token is wrong; nobody sends for a while          |
  * | 5xx, network, timeout                    | `retry` after backoff, or `fail` after the last attempt       |
@@ -38,7 +35,8 @@ export type ThrottleScope = 'chat' | 'group' | 'global';
 export type Action =
   | { kind: 'throttled'; scope: ThrottleScope; until: number; retryAfterMs: number; clampedFromMs?: number; flood: FloodState }
   | { kind: 'migrate'; newChatId: number; note: string }
-  | { kind: 'replan'; parts: Part[]; plain: boolean; note: string }
+  | { kind: 'plainText'; note: string }
+  | { kind: 'split'; note: string }
   | { kind: 'failRecipient'; reason: UnreachableReason; code: string; description: string }
   | { kind: 'halt'; until: number; reason: string }
   | { kind: 'retry'; at: number; delayMs: number; code: string; reason: string }
@@ -46,9 +44,8 @@ export type Action =
 
 export interface PolicyJob {
   chatId: number;
-  parts: readonly Part[];
-  /** Parts already accepted (the current part is parts[done]). */
-  done: number;
+  /** The call that was answered: its method and, for a text, its length. */
+  part: { method: string; textLength?: number };
   /** Already re-planned as plain text after a parse error. */
   plain: boolean;
   /** Failed attempts so far (this one not included). */
@@ -84,7 +81,8 @@ export function decide(err: TelegramApiError, job: PolicyJob, limits: PolicyLimi
     const { state, scope } = observeThrottle(l.flood, { chatId: job.chatId, at: now, nearLimit: l.chatNearLimit }, l.floodOptions);
     return {
       kind: 'throttled',
-      scope: scope === 'global' ? 'global' : isGroupChat(job.chatId) ? 'group' : 'chat',
+      // Negative ids are groups, supergroups and channels (outbox/shard.ts isGroupChat).
+      scope: scope === 'global' ? 'global' : job.chatId < 0 ? 'group' : 'chat',
       until: now + retryAfterMs,
       retryAfterMs,
       ...(asked > retryAfterMs ? { clampedFromMs: asked } : {}),
@@ -92,13 +90,9 @@ export function decide(err: TelegramApiError, job: PolicyJob, limits: PolicyLimi
     };
   }
   if (err instanceof TelegramMigrated) return { kind: 'migrate', newChatId: err.newChatId, note: `group migrated to ${err.newChatId}` };
-  if (err instanceof TelegramParseError && !job.plain) {
-    return { kind: 'replan', parts: asPlainText(job.parts, job.done), plain: true, note: `parse error, sent as plain text: ${err.description}`.slice(0, 200) };
-  }
-  const part = job.parts[job.done];
-  if (err instanceof TelegramTooLong && err.what === 'text' && part?.method === 'sendMessage' && part.text.length > 16) {
-    const halves = splitMessage(part.text, part.parseMode, Math.ceil(part.text.length / 2)).map((t): Part => ({ method: 'sendMessage', text: t, parseMode: part.parseMode }));
-    return { kind: 'replan', parts: [...job.parts.slice(0, job.done), ...halves, ...job.parts.slice(job.done + 1)], plain: job.plain, note: 'split again: Telegram counted the text as too long' };
+  if (err instanceof TelegramParseError && !job.plain) return { kind: 'plainText', note: `parse error, sent as plain text: ${err.description}`.slice(0, 200) };
+  if (err instanceof TelegramTooLong && err.what === 'text' && job.part.method === 'sendMessage' && (job.part.textLength ?? 0) > 16) {
+    return { kind: 'split', note: 'split again: Telegram counted the text as too long' };
   }
   if (err instanceof TelegramPermanent) return { kind: 'failRecipient', reason: err.reason, code: err.code, description: err.description };
   if (err instanceof TelegramUnauthorized) return { kind: 'halt', until: now + limits.unauthorizedPauseMs, reason: 'Telegram rejected the bot token (401); fix TELEGRAM_BOT_TOKEN' };
@@ -110,15 +104,4 @@ export function decide(err: TelegramApiError, job: PolicyJob, limits: PolicyLimi
   }
   // Bad request (or a parse error after the plain-text fallback, or a caption too long).
   return { kind: 'fail', code: err.code, reason: err.message };
-}
-
-/** The parts from `done` on as plain text; photo parts are unaffected. */
-export function asPlainText(parts: readonly Part[], done: number): Part[] {
-  const rest = parts.slice(done);
-  if (rest.length > 0 && rest.every((p) => p.method === 'sendMessage')) {
-    const first = rest[0] as Extract<Part, { method: 'sendMessage' }>;
-    const plain = textParts({ text: rest.map((p) => (p as { text: string }).text).join('\n'), parseMode: first.parseMode, plainText: true });
-    return [...parts.slice(0, done), ...plain];
-  }
-  return parts.map((p, i) => (i >= done && p.method === 'sendMessage' ? textParts({ text: p.text, parseMode: p.parseMode, plainText: true })[0]! : p));
 }

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { decide, type PolicyJob, type PolicyLimits, type LimiterView } from '../../src/telegram/policy';
 import { EMPTY_FLOOD } from '../../src/limits/flood';
 import type { Part } from '../../src/outbox/plan';
+import { asPlainText, splitPart } from '../../src/outbox/replan';
 import {
   TelegramBadRequest,
   TelegramMigrated,
@@ -18,7 +19,7 @@ const NOW = 1_700_000_000_000;
 const limits: PolicyLimits = { maxAttempts: 3, retryBaseMs: 1_000, retryMaxMs: 60_000, maxRetryAfterMs: 3_600_000, unauthorizedPauseMs: 60_000 };
 const view = (over: Partial<LimiterView> = {}): LimiterView => ({ now: NOW, chatNearLimit: false, flood: EMPTY_FLOOD, random: () => 0.5, ...over });
 const text = (t: string, parseMode: string | null = 'HTML'): Part => ({ method: 'sendMessage', text: t, parseMode });
-const job = (over: Partial<PolicyJob> = {}): PolicyJob => ({ chatId: 42, parts: [text('<b>hi</b>')], done: 0, plain: false, attempts: 0, ...over });
+const job = (over: Partial<PolicyJob> = {}): PolicyJob => ({ chatId: 42, part: { method: 'sendMessage', textLength: 9 }, plain: false, attempts: 0, ...over });
 
 describe('policy: the decision table (one row per test)', () => {
   it('429 for a chat near its own limit → wait retry_after in the chat scope', () => {
@@ -76,21 +77,10 @@ describe('policy: the decision table (one row per test)', () => {
     assert.deepEqual(a, { kind: 'migrate', newChatId: -1001234, note: 'group migrated to -1001234' });
   });
 
-  it('parse error → re-plan the rest as plain text, keeping the accepted parts', () => {
-    const a = decide(new TelegramParseError('sendMessage', "Bad Request: can't parse entities"), job({ parts: [text('one'), text('<b>two</b>'), text('three &amp; four')], done: 1 }), limits, view());
-    if (a.kind !== 'replan') return assert.fail(a.kind);
-    assert.equal(a.plain, true);
-    assert.deepEqual(a.parts[0], text('one'));
-    assert.equal(a.parts.length, 2);
-    assert.deepEqual(a.parts[1], { method: 'sendMessage', text: 'two\nthree & four', parseMode: null });
-    assert.match(a.note, /plain text/);
-  });
-
-  it('parse error with a photo among the rest → only text parts become plain', () => {
-    const photo: Part = { method: 'sendPhoto', item: { url: 'http://x/y.jpg', caption: 'c' } as never };
-    const a = decide(new TelegramParseError('sendMessage', 'x'), job({ parts: [text('<i>a</i>'), photo] }), limits, view());
-    if (a.kind !== 'replan') return assert.fail(a.kind);
-    assert.deepEqual(a.parts, [text('a', null), photo]);
+  it('parse error → re-plan the rest as plain text', () => {
+    const a = decide(new TelegramParseError('sendMessage', "Bad Request: can't parse entities"), job(), limits, view());
+    assert.equal(a.kind, 'plainText');
+    assert.match(a.kind === 'plainText' ? a.note : '', /plain text/);
   });
 
   it('parse error after the plain-text fallback → fail for good', () => {
@@ -99,14 +89,14 @@ describe('policy: the decision table (one row per test)', () => {
     assert.equal(a.kind === 'fail' && a.code, 'TG_PARSE_ERROR');
   });
 
-  it('text too long → split the current part in two', () => {
-    const long = 'word '.repeat(40).trim();
-    const a = decide(new TelegramTooLong('sendMessage', 'message is too long', 'text'), job({ parts: [text('a'), text(long, null), text('z')], done: 1 }), limits, view());
-    if (a.kind !== 'replan') return assert.fail(a.kind);
-    assert.equal(a.parts.length, 4);
-    assert.deepEqual(a.parts[0], text('a'));
-    assert.deepEqual(a.parts[3], text('z'));
-    assert.equal((a.parts[1] as { text: string }).text + ' ' + (a.parts[2] as { text: string }).text, long);
+  it('text too long → split the current part', () => {
+    const a = decide(new TelegramTooLong('sendMessage', 'message is too long', 'text'), job({ part: { method: 'sendMessage', textLength: 4096 } }), limits, view());
+    assert.equal(a.kind, 'split');
+  });
+
+  it('text too long for a tiny text → fail (splitting would not help)', () => {
+    const a = decide(new TelegramTooLong('sendMessage', 'message is too long', 'text'), job({ part: { method: 'sendMessage', textLength: 10 } }), limits, view());
+    assert.equal(a.kind, 'fail');
   });
 
   it('caption too long → fail (cannot be split)', () => {
@@ -140,5 +130,26 @@ describe('policy: the decision table (one row per test)', () => {
   it('any other 400 → fail for good', () => {
     const a = decide(new TelegramBadRequest('sendMessage', 400, 'Bad Request: wrong file identifier'), job(), limits, view());
     assert.equal(a.kind === 'fail' && a.code, 'TG_BAD_REQUEST');
+  });
+});
+
+describe('re-planning parts (the plainText and split actions)', () => {
+  it('asPlainText: the rest of a text message becomes plain, accepted parts are kept', () => {
+    const parts = asPlainText([text('one'), text('<b>two</b>'), text('three &amp; four')], 1);
+    assert.deepEqual(parts, [text('one'), { method: 'sendMessage', text: 'two\nthree & four', parseMode: null }]);
+  });
+
+  it('asPlainText: with a photo among the rest, only text parts change', () => {
+    const photo: Part = { method: 'sendPhoto', item: { url: 'http://x/y.jpg', caption: 'c' } as never };
+    assert.deepEqual(asPlainText([text('<i>a</i>'), photo], 0), [text('a', null), photo]);
+  });
+
+  it('splitPart: the current part in two halves, in order, others unchanged', () => {
+    const long = 'word '.repeat(40).trim();
+    const parts = splitPart([text('a'), text(long, null), text('z')], 1);
+    assert.equal(parts.length, 4);
+    assert.deepEqual(parts[0], text('a'));
+    assert.deepEqual(parts[3], text('z'));
+    assert.equal((parts[1] as { text: string }).text + ' ' + (parts[2] as { text: string }).text, long);
   });
 });

@@ -5,6 +5,7 @@ import { ChatLimiter, type WindowSeed } from '../../../src/limits/chat-limits';
 import type { FloodDetector } from '../../../src/limits/flood';
 import { partCost, type Part } from '../../../src/outbox/plan';
 import { insertInOrder, newJob, RowLedger, type Job } from '../../../src/outbox/chat-queues';
+import { asPlainText, splitPart } from '../../../src/outbox/replan';
 import type { OutboxRow, Outcome, Progress } from '../../../src/outbox/types';
 import type { OutcomeEvent } from '../../../src/nats/payloads';
 import { chatRatePerMs, type PipelineDeps } from '../deps';
@@ -278,13 +279,15 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
         deps.publishRecipientChanged(job.row.chatId, 'migrated', a.newChatId);
         job.notes.push(a.note);
         return;
-      case 'replan':
-        job.parts = a.parts;
+      case 'plainText':
+        job.parts = asPlainText(job.parts!, job.done);
+        job.plain = true;
         job.notes.push(a.note);
-        if (a.plain && !job.plain) {
-          job.plain = true;
-          emit({ id: job.row.id, kind: 'progress', progress: progressOf(job)!, notes: notes(job) });
-        }
+        emit({ id: job.row.id, kind: 'progress', progress: progressOf(job)!, notes: notes(job) });
+        return;
+      case 'split':
+        job.parts = splitPart(job.parts!, job.done);
+        job.notes.push(a.note);
         return;
       case 'failRecipient':
         recipients.markUnreachable(job.row.chatId, a.reason, a.description, a.code);
@@ -324,7 +327,8 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
     }
     const now = clock.now();
     const view = { now, chatNearLimit: state.limiter.nearLimit(c.id, result.sentAt), flood: opts.flood.state };
-    const action = decide(result.error, { chatId: c.id, parts: job.parts!, done: job.done, plain: job.plain, attempts: job.attempts }, policyLimits, view);
+    const part = job.parts![job.done]!;
+    const action = decide(result.error, { chatId: c.id, part: { method: part.method, textLength: part.method === 'sendMessage' ? part.text.length : undefined }, plain: job.plain, attempts: job.attempts }, policyLimits, view);
     if (action.kind === 'throttled') opts.flood.state = action.flood;
     apply(state, c, job, action, now);
   };
