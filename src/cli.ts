@@ -155,13 +155,20 @@ function printStatus(s: ClusterStatus): void {
   for (const [shard, owner] of Object.entries(s.map)) byOwner.set(owner, [...(byOwner.get(owner) ?? []), Number(shard)]);
   const unowned = Array.from({ length: s.shardCount }, (_, i) => i).filter((i) => !(i in s.map));
   console.log(`cluster at ${new Date(s.at).toISOString()}: ${s.members.length} member(s), ${s.shardCount} shards, budget coordinator ${s.coordinator ?? '(none: processes use the fallback share)'}`);
-  const rows = s.processes.map((p) => [p.instance, String(p.owned.length), ranges(p.owned) || '-', String(p.queued), String(p.inFlight), String(p.sent), String(p.failed), String(p.throttled), `${p.budget.share} (${p.budget.mode})`, String(p.budget.demand)]);
-  const head = ['instance', 'shards', 'which', 'queued', 'in flight', 'sent', 'failed', '429s', 'share/window', 'demand'];
+  if (s.budget) console.log(`bot rate: ${s.budget.rate.toFixed(2)}/s of ${((s.budget.ceiling / s.budget.windowMs) * 1000).toFixed(2)}/s configured (capacity ${s.budget.capacity} per ${s.budget.windowMs} ms)`);
+  const by = (p: ClusterStatus['processes'][number]) => (p.throttledByScope ? `${p.throttledByScope.chat}/${p.throttledByScope.group}/${p.throttledByScope.global}` : String(p.throttled));
+  const rows = s.processes.map((p) => [p.instance, String(p.owned.length), ranges(p.owned) || '-', String(p.queued), String(p.inFlight), String(p.sent), String(p.failed), by(p), `${p.budget.share} (${p.budget.mode})`, String(p.budget.demand)]);
+  const head = ['instance', 'shards', 'which', 'queued', 'in flight', 'sent', 'failed', '429s chat/group/global', 'share/window', 'demand'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (r: string[]) => '  ' + r.map((c, i) => c.padEnd(widths[i]!)).join('  ');
   console.log(line(head));
   for (const r of rows) console.log(line(r));
   if (unowned.length) console.log(`  unowned shards: ${ranges(unowned)}`);
+  const lowered = s.processes.flatMap((p) => p.lowered ?? []).sort((a, b) => a.rate / a.ceiling - b.rate / b.ceiling);
+  if (lowered.length) {
+    console.log('chats whose rate a 429 lowered (per second, configured in brackets):');
+    for (const l of lowered.slice(0, 10)) console.log(`  ${l.chatId}: ${l.rate < 1 ? `${(l.rate * 60).toFixed(2)}/min` : `${l.rate.toFixed(2)}/s`} (${l.ceiling < 1 ? `${(l.ceiling * 60).toFixed(0)}/min` : `${l.ceiling}/s`})`);
+  }
   for (const [owner, shards] of byOwner) if (!s.processes.some((p) => p.holder === owner)) console.log(`  ${owner} (not answering) holds ${ranges(shards)}`);
   if (s.takeovers.length) {
     console.log('recent takeovers:');

@@ -6,7 +6,8 @@ import type { Metrics } from '../../src/metrics';
 import type { WindowLimit } from '../../src/limits/window';
 import { KvLease } from '../../src/cluster/lease';
 import { computeShares } from '../../src/cluster/shares';
-import { COORDINATOR_KEY } from '../../src/cluster/budget-client';
+import { COORDINATOR_KEY, floorShare } from '../../src/cluster/budget-client';
+import { GlobalRate } from '../../src/limits/global-rate';
 import type { SubjectSet } from '../../src/nats/subjects';
 import { decoder, encodeJson } from '../../src/nats/codec';
 import { BudgetDemand } from '../../src/nats/payloads';
@@ -19,14 +20,28 @@ import { BudgetDemand } from '../../src/nats/payloads';
  * decrease is applied first and acknowledged; increases are handed out only from what
  * nobody may still be using, and only one full window after the last decrease (sends
  * made under the old, larger share are still inside the window until then). An
- * unacknowledged grant counts as in use until it expires.
+ * unacknowledged grant counts as in use until it expires. One floor share stays
+ * unallocated for a process that joins and sends its floor before its first grant.
+ *
+ * The bot-wide rate is adaptive (AIMD, src/limits/global-rate.ts): each bot-wide flood a
+ * member reports lowers it, clean seconds raise it back towards TELEGRAM_GLOBAL_RATE; the
+ * capacity split between processes follows it.
  */
-export type BudgetCoordinatorMsg = { type: 'tick' } | { type: 'status'; replyTo: ReplyTo<BudgetStatus> } | { type: 'stepDown'; replyTo: ReplyTo<void> };
+export type BudgetCoordinatorMsg =
+  | { type: 'tick' }
+  /** A member reported a bot-wide flood (already checked by the budget client). */
+  | { type: 'flood'; until: number; from: string }
+  | { type: 'status'; replyTo: ReplyTo<BudgetStatus> }
+  | { type: 'stepDown'; replyTo: ReplyTo<void> };
 
 export interface BudgetStatus {
   leader: boolean;
   since: number | null;
   capacity: number;
+  /** The configured limit per window (the ceiling the adaptive capacity never exceeds). */
+  ceiling: number;
+  /** The bot-wide rate now, per second. */
+  rate: number;
   windowMs: number;
   processes: Array<{ holder: string; instance: string; demand: number; share: number; reportedAt: number }>;
 }
@@ -53,6 +68,7 @@ export interface BudgetCoordinatorState {
   ticks: number;
   timers: NodeJS.Timeout[];
   sub: Subscription | undefined;
+  rate: GlobalRate;
 }
 
 export interface BudgetCoordinatorDeps {
@@ -69,8 +85,10 @@ export interface BudgetCoordinatorDeps {
 
 export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDeps): ActorRef<BudgetCoordinatorMsg> {
   const { subjects, nc, kv, log, metrics, holder, instance, global, leaseTtlMs } = deps;
-  const capacity = global.count;
+  const ceiling = global.count;
   const W = global.windowMs;
+  const capacityOf = (s: BudgetCoordinatorState) => Math.max(1, Math.min(ceiling, Math.floor((s.rate.rate * W) / 1000 + 1e-9)));
+  const mRate = metrics.gauge('budget_global_rate', 'The bot-wide rate the coordinator splits between processes (per second; adaptive under TELEGRAM_GLOBAL_RATE)');
   // Grants must expire before a successor can be elected (TTL) minus our own fencing time (TTL/2) and one window.
   // Config guarantees TTL/2 − W ≥ 500 ms (SHARD_LEASE_TTL_MS check).
   const grantLifeMs = Math.min(2_000, Math.floor(leaseTtlMs / 2 - W));
@@ -89,10 +107,16 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
     const now = Date.now();
     for (const [h, m] of s.members) if (now - m.at > 1_500) s.members.delete(h);
     for (const h of [...s.cur.keys()]) if (!s.members.has(h) && reserved(s, h, now) === 0) s.cur.delete(h);
+    const busy = [...s.members.values()].some((m) => m.demand > 0);
+    s.rate.tick(now, busy);
+    mRate.set(s.rate.rate);
+    const capacity = capacityOf(s);
     const demands = new Map([...s.members].map(([h, m]) => [h, m.demand]));
-    const target = computeShares(capacity, demands);
+    // One floor stays free for a joiner that sends its floor before its first grant.
+    const reserve = capacity > floorShare(ceiling) * (demands.size + 1) ? floorShare(ceiling) : 0;
+    const target = computeShares(capacity - reserve, demands);
     const canIncrease = now >= s.lastDecreaseAt + W + 50;
-    let headroom = capacity;
+    let headroom = capacity - reserve;
     const everyone = new Set([...s.cur.keys(), ...s.pending.keys(), ...s.members.keys()]);
     for (const h of everyone) headroom -= reserved(s, h, now);
     // Shrink a process only when someone else needs the room: demand that dips for a
@@ -118,7 +142,8 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
         const prev = s.cur.get(h) ?? 0;
         s.pending.set(h, { share: Math.max(share, s.pending.get(h)?.share ?? 0), expiresAt });
         try {
-          const r = await nc.request(subjects.budgetGrant(h), encodeJson({ share, window_ms: W, issued_at: now, expires_at: expiresAt, coordinator: holder }), { timeout: 200 });
+          const grant = { share, window_ms: W, issued_at: now, expires_at: expiresAt, coordinator: holder, lease_revision: s.lease?.currentRevision ?? 0, rate: s.rate.rate };
+          const r = await nc.request(subjects.budgetGrant(h), encodeJson(grant), { timeout: 200 });
           const ack = JSON.parse(new TextDecoder().decode(r.data)) as { ok: boolean; share?: number; free_at?: number | null };
           if (ack.ok && ack.share === share) {
             s.cur.set(h, share);
@@ -142,7 +167,7 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
     name: 'budget-coordinator',
     supervision: Supervision.restartWithBackoff({ minBackoffMs: 200, maxBackoffMs: 5_000 }),
     init: (ctx) => {
-      const state: BudgetCoordinatorState = { lease: null, since: null, members: new Map(), cur: new Map(), pending: new Map(), expiry: new Map(), lastDecreaseAt: 0, ticks: 0, timers: [], sub: undefined };
+      const state: BudgetCoordinatorState = { lease: null, since: null, members: new Map(), cur: new Map(), pending: new Map(), expiry: new Map(), lastDecreaseAt: 0, ticks: 0, timers: [], sub: undefined, rate: new GlobalRate((global.count / W) * 1000, Date.now()) };
       state.sub = nc.subscribe(subjects.budgetDemand, {
         callback: (err, m) => {
           if (err) return;
@@ -203,9 +228,17 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
           }
           return state;
         }
+        case 'flood': {
+          if (!state.lease) return state;
+          const before = state.rate.rate;
+          const rate = state.rate.throttled(Date.now());
+          if (rate < before) log.warn({ from: msg.from, rate: Number(rate.toFixed(2)), ceiling: (global.count / W) * 1000 }, 'bot-wide flood: lowering the bot rate for the whole cluster');
+          mRate.set(rate);
+          return state;
+        }
         case 'status': {
           const members = [...state.members].map(([h, m]) => ({ holder: h, instance: m.instance, demand: m.demand, share: state.lease ? (state.cur.get(h) ?? 0) : m.reportedShare, reportedAt: m.at }));
-          reply(msg.replyTo, { leader: state.lease !== null, since: state.since, capacity, windowMs: W, processes: members });
+          reply(msg.replyTo, { leader: state.lease !== null, since: state.since, capacity: capacityOf(state), ceiling, rate: state.rate.rate, windowMs: W, processes: members });
           return state;
         }
         case 'stepDown':

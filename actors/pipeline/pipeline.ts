@@ -169,10 +169,8 @@ export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<Pipe
  */
 export function seedFor(shard: number, record: HandoffRecord | undefined, previous: string | null, self: string, now: number): WindowSeed {
   void shard;
-  if (previous && previous !== self) {
-    if (record && record.from === previous) return { kind: 'exact', at: record.at, chats: record.chats, complete: record.complete };
-    return { kind: 'blind', at: now };
-  }
+  // The database still names another owner: it did not hand over (a crash, a fence, a failed record).
+  if (previous && previous !== self) return { kind: 'blind', at: now };
   if (record) return { kind: 'exact', at: record.at, chats: record.chats, complete: record.complete };
   return { kind: 'free' };
 }

@@ -7,9 +7,12 @@ import type { SubjectSet } from '../nats/subjects';
 import { decoder, encodeJson } from '../nats/codec';
 import { BudgetGrant, BudgetFlood } from '../nats/payloads';
 import { describeError } from '../errors';
-import { leaseHolder } from './lease';
+import { decodeValue } from './kv';
+import type { LeaseValue } from './lease';
 
 export const COORDINATOR_KEY = 'budget.coordinator';
+/** Longest timer Node accepts (ms); a longer one fires at once with a TimeoutOverflowWarning. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export interface BudgetClientOptions {
   subjects: SubjectSet;
@@ -20,70 +23,117 @@ export interface BudgetClientOptions {
   metrics: Metrics;
   holder: string;
   instance: string;
-  /** The bot-wide limit for the whole cluster. */
+  /** The bot-wide limit for the whole cluster (the configured ceiling). */
   global: WindowLimit;
   /** Current demand of this process, in sends per window. */
   demand: () => number;
+  /** The lease TTL: one period of seeing the membership before a process trusts its count. */
+  leaseTtlMs: number;
+  /** Longest flood pause obeyed (TELEGRAM_MAX_RETRY_AFTER_MS). */
+  maxPauseMs: number;
+  /** How far a grant's issued_at may be from our clock (BUDGET_MAX_CLOCK_SKEW_MS). */
+  maxSkewMs: number;
+  /** Called with each bot-wide flood accepted from a member (the coordinator lowers the bot rate). */
+  onFlood?: (until: number, from: string) => void;
+  now?: () => number;
 }
 
+/** The smallest share a process may use on its own: one send per window is enough for a lone message. */
+export function floorShare(capacity: number): number {
+  return Math.max(1, Math.floor(capacity * 0.005));
+}
+
+type Mode = 'starting' | 'granted' | 'waiting' | 'fallback';
+
 /**
- * This process's side of the cluster-wide Telegram budget. The gate runs at the share
- * the coordinator granted until the grant expires; without a grant it sends nothing
- * while a coordinator exists (it may be reassigning our share), and falls back to
- * limit ÷ live processes when there is none. Reports demand; relays bot-wide floods.
+ * This process's side of the cluster-wide Telegram budget.
+ *
+ * Joining: a process sends only within what it knows is free. Until it holds a grant
+ * from the coordinator it uses the floor share (1 send per window at 30/s; the
+ * coordinator keeps one floor unallocated for a joiner). Without a coordinator it falls
+ * back to limit ÷ live processes, but only after it has watched the membership for one
+ * lease period (every live process has written its member key by then), never from a
+ * count taken at start, when the others may not have registered yet.
+ *
+ * Control messages are checked (issue 10 item 5): a grant counts only if it names the
+ * coordinator holding the lease now at the lease's current revision, was issued within
+ * the clock-skew bound, and its share is within the configured limit; a flood pause comes
+ * only from a live member and is clamped to the longest retry_after accepted.
  */
 export class BudgetClient {
   private share = 0;
   private expiresAt = 0;
   private issuedAt = 0;
-  private mode: 'starting' | 'granted' | 'waiting' | 'fallback' = 'starting';
+  private mode: Mode = 'starting';
+  private rate: number;
   private subs: Subscription[] = [];
   private timers: NodeJS.Timeout[] = [];
-  private coordinatorSeen: { holder: string | undefined; at: number } = { holder: undefined, at: 0 };
-  private members = 1;
+  private coordinator: { holder: string | undefined; revisions: number[]; at: number } = { holder: undefined, revisions: [], at: 0 };
+  private members = new Set<string>();
+  /** When we first read the membership successfully (0: not yet). */
+  private watchingSince = 0;
   private lastDemand = 0;
+  private readonly now: () => number;
+  private readonly bad;
 
-  constructor(private readonly o: BudgetClientOptions) {}
+  constructor(private readonly o: BudgetClientOptions) {
+    this.now = o.now ?? Date.now;
+    this.rate = (o.global.count / o.global.windowMs) * 1000;
+    this.bad = o.metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']);
+  }
 
-  get current(): { share: number; mode: string; expiresAt: number; demand: number } {
-    return { share: this.share, mode: this.mode, expiresAt: this.expiresAt, demand: this.lastDemand };
+  get current(): { share: number; mode: string; expiresAt: number; demand: number; rate: number } {
+    return { share: this.share, mode: this.mode, expiresAt: this.expiresAt, demand: this.lastDemand, rate: this.rate };
   }
 
   start(): void {
-    const { nc, log } = this.o;
+    const { nc } = this.o;
     const decodeGrant = decoder(BudgetGrant, { maxBytes: 4096 });
     const decodeFlood = decoder(BudgetFlood, { maxBytes: 1024 });
-    const bad = this.o.metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']);
-    this.setShare(0, 'starting');
+    this.setShare(floorShare(this.o.global.count), 'starting');
     this.subs.push(
       nc.subscribe(this.o.subjects.budgetGrant(this.o.holder), {
         callback: (err, m) => {
           if (err) return;
-          try {
-            const g = decodeGrant(m.data);
-            if (g.issued_at >= this.issuedAt) {
-              this.issuedAt = g.issued_at;
-              this.expiresAt = g.expires_at;
-              this.setShare(g.share, 'granted');
+          void (async () => {
+            let answer: unknown;
+            try {
+              const g = decodeGrant(m.data);
+              const refused = await this.checkGrant(g);
+              if (refused) {
+                this.bad.inc({ subject: 'notify.budget.grant', code: 'GRANT_REFUSED' });
+                this.o.log.warn({ coordinator: g.coordinator, reason: refused }, 'budget grant refused');
+                answer = { ok: false, error: { code: 'GRANT_REFUSED', message: refused } };
+              } else {
+                if (g.issued_at >= this.issuedAt) {
+                  this.issuedAt = g.issued_at;
+                  this.expiresAt = g.expires_at;
+                  this.rate = g.rate;
+                  this.setShare(g.share, 'granted');
+                }
+                // When our past sends fit the new share: from then on others may use the difference.
+                const freeAt = this.o.gate.heldAtMostAt(this.share);
+                answer = { ok: true, share: this.share, issued_at: this.issuedAt, free_at: Number.isFinite(freeAt) ? freeAt : null };
+              }
+            } catch (e) {
+              this.bad.inc({ subject: 'notify.budget.grant', code: 'BAD_PAYLOAD' });
+              answer = { ok: false, error: { code: 'BAD_PAYLOAD', message: describeError(e) } };
             }
-            // When our past sends fit the new share: from then on others may use the difference.
-            const freeAt = this.o.gate.heldAtMostAt(this.share);
-            m.respond(encodeJson({ ok: true, share: this.share, issued_at: this.issuedAt, free_at: Number.isFinite(freeAt) ? freeAt : null }));
-          } catch (e) {
-            bad.inc({ subject: 'notify.budget.grant', code: 'BAD_PAYLOAD' });
-            m.respond(encodeJson({ ok: false, error: { code: 'BAD_PAYLOAD', message: describeError(e) } }));
-          }
+            try {
+              m.respond(encodeJson(answer));
+            } catch {
+              /* the coordinator gave up waiting: the grant counts as unacknowledged there */
+            }
+          })();
         },
       }),
       nc.subscribe(this.o.subjects.budgetFlood, {
         callback: (err, m) => {
           if (err) return;
           try {
-            const f = decodeFlood(m.data);
-            this.o.gate.pause(f.until);
-            log.warn({ until: new Date(f.until).toISOString(), from: f.instance }, 'bot-wide flood control: cluster paused');
+            this.onFloodMessage(decodeFlood(m.data));
           } catch {
-            bad.inc({ subject: this.o.subjects.budgetFlood, code: 'BAD_PAYLOAD' });
+            this.bad.inc({ subject: this.o.subjects.budgetFlood, code: 'BAD_PAYLOAD' });
           }
         },
       }),
@@ -94,10 +144,46 @@ export class BudgetClient {
     void this.refreshView();
   }
 
+  /** Why a grant is refused, or undefined when it may be applied. */
+  async checkGrant(g: BudgetGrant): Promise<string | undefined> {
+    const now = this.now();
+    if (g.share > this.o.global.count) return `share ${g.share} is above the bot's limit of ${this.o.global.count} per window`;
+    if (Math.abs(g.window_ms - this.o.global.windowMs) > 0.5) return `window ${g.window_ms} ms is not the configured ${this.o.global.windowMs} ms`;
+    if (Math.abs(g.issued_at - now) > this.o.maxSkewMs) return `issued_at is ${g.issued_at - now} ms from our clock (bound ${this.o.maxSkewMs} ms)`;
+    if (g.expires_at < g.issued_at || g.expires_at - g.issued_at > this.o.leaseTtlMs) return 'expires_at is outside the lease period';
+    if (g.rate > (this.o.global.count / this.o.global.windowMs) * 1000 + 1e-6) return `rate ${g.rate}/s is above the configured limit`;
+    const known = () => this.coordinator.holder === g.coordinator && this.coordinator.revisions.includes(g.lease_revision);
+    if (known()) return undefined;
+    // The lease may have been renewed since we last looked: look again once.
+    await this.readCoordinator().catch(() => undefined);
+    if (known()) return undefined;
+    return `${g.coordinator} at revision ${g.lease_revision} is not the coordinator's lease (${this.coordinator.holder ?? 'none'})`;
+  }
+
+  /** A bot-wide flood announced by a process: honoured only from a live member, and bounded. */
+  onFloodMessage(f: BudgetFlood): boolean {
+    if (!this.members.has(f.holder) && f.holder !== this.o.holder) {
+      this.bad.inc({ subject: this.o.subjects.budgetFlood, code: 'NOT_A_MEMBER' });
+      this.o.log.warn({ from: f.holder }, 'flood message from a process that is not a live member: ignored');
+      return false;
+    }
+    const now = this.now();
+    let until = f.until;
+    if (until > now + this.o.maxPauseMs) {
+      this.o.log.warn({ from: f.holder, askedUntil: new Date(Math.min(f.until, 8.64e15)).toISOString(), maxPauseMs: this.o.maxPauseMs }, 'flood pause above TELEGRAM_MAX_RETRY_AFTER_MS: clamped');
+      until = now + this.o.maxPauseMs;
+    }
+    if (until <= now) return false;
+    this.o.gate.pause(until);
+    this.o.onFlood?.(until, f.holder);
+    this.o.log.warn({ until: new Date(until).toISOString(), from: f.instance }, 'bot-wide flood control: cluster paused');
+    return true;
+  }
+
   /** Tells every process to pause (a 429 that says the bot, not a chat, is flooded). */
   announceFlood(until: number): void {
     try {
-      this.o.nc.publish(this.o.subjects.budgetFlood, encodeJson({ until, instance: this.o.instance }));
+      this.o.nc.publish(this.o.subjects.budgetFlood, encodeJson({ until, instance: this.o.instance, holder: this.o.holder }));
     } catch (e) {
       this.o.log.warn({ err: describeError(e) }, 'could not announce the flood');
     }
@@ -106,6 +192,11 @@ export class BudgetClient {
   /** Reports at once when demand appears, so the coordinator reacts within a tick. */
   poke(): void {
     if (this.lastDemand === 0 && this.o.demand() > 0) this.report();
+  }
+
+  /** Live members as last read (holders). */
+  isMember(holder: string): boolean {
+    return holder === this.o.holder || this.members.has(holder);
   }
 
   stop(): void {
@@ -118,43 +209,58 @@ export class BudgetClient {
   private report(): void {
     this.lastDemand = Math.min(this.o.global.count, Math.ceil(this.o.demand()));
     try {
-      this.o.nc.publish(this.o.subjects.budgetDemand, encodeJson({ holder: this.o.holder, instance: this.o.instance, demand: this.lastDemand, share: this.share, at: Date.now() }));
+      this.o.nc.publish(this.o.subjects.budgetDemand, encodeJson({ holder: this.o.holder, instance: this.o.instance, demand: this.lastDemand, share: this.share, at: this.now() }));
     } catch {
       /* disconnected: the grant will expire and we stop, as we must */
     }
   }
 
   private check(): void {
-    const now = Date.now();
+    const now = this.now();
     if (now < this.expiresAt) return;
-    const coordinatorGone = this.coordinatorSeen.holder === undefined && now - this.coordinatorSeen.at < 2_000;
-    if (coordinatorGone) {
-      const fallback = Math.floor(this.o.global.count / Math.max(1, this.members));
-      if (this.mode !== 'fallback' || this.share !== fallback) this.o.log.warn({ share: fallback, members: this.members }, 'no budget coordinator: using the safe share (limit ÷ live processes)');
+    const floor = floorShare(this.o.global.count);
+    const noCoordinator = this.coordinator.holder === undefined && now - this.coordinator.at < 2_000;
+    const watchedLongEnough = this.watchingSince > 0 && now - this.watchingSince >= this.o.leaseTtlMs;
+    if (noCoordinator && watchedLongEnough) {
+      const fallback = Math.max(floor, Math.floor(this.o.global.count / Math.max(1, this.members.size)));
+      if (this.mode !== 'fallback' || this.share !== fallback) this.o.log.warn({ share: fallback, members: this.members.size }, 'no budget coordinator: using the safe share (limit ÷ live processes)');
       this.setShare(fallback, 'fallback');
-    } else if (this.mode !== 'waiting' && this.mode !== 'starting') {
-      // A coordinator exists but our grant lapsed: it may be giving our share away.
-      this.setShare(0, 'waiting');
+    } else if (this.mode === 'granted' || this.mode === 'fallback') {
+      // Our grant lapsed (a coordinator may be giving our share away), or a coordinator appeared
+      // while we ran on the fallback: only the floor until it grants us more.
+      this.setShare(this.mode === 'granted' ? 0 : floor, this.mode === 'granted' ? 'waiting' : 'starting');
     }
+  }
+
+  private async readCoordinator(): Promise<void> {
+    const e = await this.o.kv.get(COORDINATOR_KEY);
+    const v = e && e.operation === 'PUT' ? decodeValue<LeaseValue>(e.value) : undefined;
+    const holder = v?.holder;
+    const revisions = holder !== undefined && holder === this.coordinator.holder ? [...this.coordinator.revisions, e!.revision].slice(-3) : holder !== undefined ? [e!.revision] : [];
+    this.coordinator = { holder, revisions, at: this.now() };
   }
 
   private async refreshView(): Promise<void> {
     try {
-      const h = await leaseHolder(this.o.kv, COORDINATOR_KEY);
-      this.coordinatorSeen = { holder: h?.holder, at: Date.now() };
-      let n = 0;
-      for await (const k of await this.o.kv.keys('member.>')) {
-        void k;
-        n++;
+      await this.readCoordinator();
+      // Keys first, then values: awaiting inside the key iteration cuts it short.
+      const keys: string[] = [];
+      for await (const k of await this.o.kv.keys('member.>')) keys.push(k);
+      const values = await Promise.all(keys.map((k) => this.o.kv.get(k)));
+      const members = new Set<string>();
+      for (const e of values) {
+        const v = e && e.operation === 'PUT' ? decodeValue<LeaseValue>(e.value) : undefined;
+        if (v?.holder) members.add(v.holder);
       }
-      this.members = Math.max(1, n);
+      this.members = members;
+      if (this.watchingSince === 0) this.watchingSince = this.now();
     } catch {
-      // NATS unreachable: we know nothing, so we claim nothing (check() keeps share 0 once the grant expires).
-      this.coordinatorSeen = { holder: 'unknown', at: Date.now() };
+      // NATS unreachable: we know nothing, so we claim nothing beyond what we hold.
+      this.coordinator = { holder: 'unknown', revisions: [], at: this.now() };
     }
   }
 
-  private setShare(share: number, mode: BudgetClient['mode']): void {
+  private setShare(share: number, mode: Mode): void {
     this.mode = mode;
     if (share === this.share && this.o.gate.limit.count === share) return;
     this.share = share;

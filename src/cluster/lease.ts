@@ -41,6 +41,11 @@ export class KvLease {
     return this.revision > 0;
   }
 
+  /** The KV revision of our last successful write (0 when not held): grants name it so receivers can check them. */
+  get currentRevision(): number {
+    return this.revision;
+  }
+
   /** Takes the lease if nobody holds it. */
   async acquire(): Promise<boolean> {
     const started = Date.now();

@@ -31,10 +31,15 @@ export function ceilingOf(s: ChatLimitSettings, chatId: number): WindowLimit {
   return chatId < 0 ? s.groupLimit : s.chatLimit;
 }
 
-/** A rate (per second) as a window of the ceiling's length: 20/min lowered to 0.15/s → 9 per 60 s. */
+/**
+ * A rate (per second) as a window at least as long as the ceiling's: 20/min lowered to 9.8/min
+ * → 9 per 60 s (never 9 per 55 s: two bursts of 9 would fit in a server's 60 s window);
+ * 1/s lowered to 0.8/s → 1 per 1 250 ms.
+ */
 export function windowAt(rate: number, ceiling: WindowLimit): WindowLimit {
-  const count = Math.max(1, Math.floor((rate * ceiling.windowMs) / 1000 + 1e-9));
-  return { count, windowMs: (count / rate) * 1000 };
+  const count = Math.floor((rate * ceiling.windowMs) / 1000 + 1e-9);
+  if (count >= 1) return { count, windowMs: ceiling.windowMs };
+  return { count: 1, windowMs: 1000 / rate };
 }
 
 const perSecond = (l: WindowLimit) => (l.count / l.windowMs) * 1000;
@@ -58,7 +63,10 @@ export class ChatLimiter {
   ) {}
 
   private options(ceiling: WindowLimit): AimdOptions {
-    return aimdOptions(perSecond(ceiling), { cleanMs: Math.max(10_000, ceiling.windowMs), holdMs: ceiling.windowMs, decrease: 0.8, fastStep: 0.1 });
+    // A chat's limit is stable and each of its 429s costs up to a whole window (a minute for a group):
+    // settle exactly at what the server was seen to accept, and remember the rejected rate for 10 intervals.
+    const cleanMs = Math.max(10_000, ceiling.windowMs);
+    return aimdOptions(perSecond(ceiling), { cleanMs, holdMs: ceiling.windowMs, decrease: 0.8, fastStep: 0.1, settle: 1, forgetMs: Math.max(60_000, 10 * cleanMs) });
   }
 
   private entry(chatId: number): Entry {

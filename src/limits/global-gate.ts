@@ -122,6 +122,8 @@ export class GlobalGate {
     if (this.stopped) return;
     const now = this.clock.now();
     if (now < this.pausedUntil) return this.wakeAt(this.pausedUntil);
+    // A share of 0 (waiting for a grant) grants nothing: a cost capped at 0 would pass any window.
+    if (this.window.current.count <= 0) return;
     for (;;) {
       const top = this.bids.peek();
       if (!top) return;
@@ -149,6 +151,6 @@ export class GlobalGate {
       this.timer = undefined;
       this.timerAt = Infinity;
       this.pump();
-    }, Math.max(0, at - this.clock.now()));
+    }, Math.min(2 ** 31 - 1, Math.max(0, at - this.clock.now()))); // a longer delay would fire at once (TimeoutOverflowWarning)
   }
 }

@@ -83,6 +83,10 @@ export const BudgetGrant = Type.Object(
     issued_at: Type.Integer({ minimum: 0 }),
     expires_at: Type.Integer({ minimum: 0 }),
     coordinator: Type.String({ maxLength: 256 }),
+    /** KV revision of the coordinator's lease when the grant was issued (checked by the receiver). */
+    lease_revision: Type.Integer({ minimum: 1 }),
+    /** The bot-wide rate the coordinator runs the cluster at now (per second; AIMD under the ceiling). */
+    rate: Type.Number({ exclusiveMinimum: 0 }),
   },
   { additionalProperties: false },
 );
@@ -101,6 +105,10 @@ export const BudgetDemand = Type.Object(
 );
 export type BudgetDemand = Static<typeof BudgetDemand>;
 
-/** `notify.budget.flood` event: Telegram says the bot is flooded; everyone pauses until `until`. */
-export const BudgetFlood = Type.Object({ until: Type.Integer({ minimum: 0 }), instance: Type.String({ maxLength: 256 }) }, { additionalProperties: false });
+/**
+ * `notify.budget.flood` event: Telegram says the bot is flooded; everyone pauses until `until`
+ * (clamped to TELEGRAM_MAX_RETRY_AFTER_MS from now) and the coordinator lowers the bot rate.
+ * Ignored unless `holder` is a live member of the cluster.
+ */
+export const BudgetFlood = Type.Object({ until: Type.Integer({ minimum: 0 }), instance: Type.String({ maxLength: 256 }), holder: Type.String({ minLength: 1, maxLength: 256 }) }, { additionalProperties: false });
 export type BudgetFlood = Static<typeof BudgetFlood>;

@@ -2,9 +2,9 @@ import type { NatsConnection, Subscription } from 'nats';
 import type { Config } from '../config';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
-import { query, stop, type ActorRef, type ActorSystem } from '../runtime/actor';
+import { dispatch, query, stop, type ActorRef, type ActorSystem } from '../runtime/actor';
 import type { Pipeline } from './pipeline';
-import { rateToWindow } from '../limits/window';
+import { perMinuteToWindow, rateToWindow } from '../limits/window';
 import { encodeJson } from '../nats/codec';
 import { describeError } from '../errors';
 import { spawnShardOwner, type ShardOwnerMsg, type ShardOwnerStatus, type Takeover } from '../../actors/cluster/shard-owner';
@@ -13,6 +13,7 @@ import type { PipelineStatus } from '../../actors/pipeline/pipeline';
 import { openClusterBucket } from '../cluster/kv';
 import { leaseHolder, readClusterView } from '../cluster/lease';
 import { BudgetClient, COORDINATOR_KEY } from '../cluster/budget-client';
+import { KvHandoffStore } from '../cluster/handoff';
 import { KvLeaseSingleton } from '../cluster/singleton';
 import type { Singleton } from '../cluster/singleton';
 
@@ -30,7 +31,10 @@ export interface ProcessStatus {
   instance: string;
   holder: string;
   owned: number[];
-  budget: { share: number; mode: string; demand: number; expiresAt: number };
+  budget: { share: number; mode: string; demand: number; expiresAt: number; rate: number };
+  /** 429s by the scope they were attributed to, and the chats whose rate a 429 lowered (at most 20). */
+  throttledByScope: { chat: number; group: number; global: number };
+  lowered: Array<{ chatId: number; rate: number; ceiling: number }>;
   queued: number;
   inFlight: number;
   buffered: number;
@@ -78,9 +82,27 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
   const kv = await openClusterBucket(nc, config.clusterBucket, config.shardLeaseTtlMs);
   const global = rateToWindow(config.telegramGlobalRate);
   const holder = pipeline.owner;
-  const budget = new BudgetClient({ subjects: pipeline.subjects, nc, kv, gate: pipeline.gate, log, metrics: o.metrics, holder, instance: config.instanceId, global, demand: () => pipeline.demand() });
+  const budget = new BudgetClient({
+    subjects: pipeline.subjects,
+    nc,
+    kv,
+    gate: pipeline.gate,
+    log,
+    metrics: o.metrics,
+    holder,
+    instance: config.instanceId,
+    global,
+    demand: () => pipeline.demand(),
+    leaseTtlMs: config.shardLeaseTtlMs,
+    maxPauseMs: config.telegramMaxRetryAfterMs,
+    maxSkewMs: config.budgetMaxClockSkewMs,
+    onFlood: (until, from) => dispatch(coordinator, { type: 'flood', until, from }),
+  });
   budget.start();
   pipeline.onBotFlood((until) => budget.announceFlood(until));
+  // Chat windows travel with a shard; records outlive the longest chat-scope window (a group's minute).
+  const handoffTtlMs = Math.ceil(Math.max(rateToWindow(config.telegramChatRate).windowMs, perMinuteToWindow(config.telegramGroupRatePerMin).windowMs)) + 60_000;
+  pipeline.setHandoffStore(await KvHandoffStore.open(nc, config.clusterBucket, handoffTtlMs, log));
   const coordinator = spawnBudgetCoordinator(o.system, { subjects: pipeline.subjects, nc, kv, log, metrics: o.metrics, holder, instance: config.instanceId, global, leaseTtlMs: config.shardLeaseTtlMs });
   const shardOwner = spawnShardOwner(o.system, { kv, pipeline, log, metrics: o.metrics, holder, instance: config.instanceId, shardCount: config.shardCount, leaseTtlMs: config.shardLeaseTtlMs });
   const pokeTimer = setInterval(() => budget.poke(), 50);
@@ -101,6 +123,8 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       failed: sum((s) => s.failed),
       retried: sum((s) => s.retried),
       throttled: sum((s) => s.throttled),
+      throttledByScope: { chat: sum((s) => s.throttledByScope.chat), group: sum((s) => s.throttledByScope.group), global: sum((s) => s.throttledByScope.global) },
+      lowered: p.shards.flatMap((s) => s.lowered).sort((a, b) => a.rate / a.ceiling - b.rate / b.ceiling).slice(0, 20),
       rateLimitedChats: sum((s) => s.rateLimited.length),
       takeovers: own.takeovers,
       pipeline: p,

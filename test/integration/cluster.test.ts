@@ -37,6 +37,7 @@ describe('scale-out across real processes (NATS KV leases, shared budget)', func
       await w.exited;
     }
     await nc?.jetstreamManager().then((jsm) => jsm.streams.delete(`KV_${bucket}`)).catch(() => undefined);
+    await nc?.jetstreamManager().then((jsm) => jsm.streams.delete(`KV_${bucket}_handoff`)).catch(() => undefined);
     await nc?.close().catch(() => undefined);
     await sandbox?.stop();
     await tdb?.drop();

@@ -1,0 +1,150 @@
+import assert from 'node:assert/strict';
+import { connect, type NatsConnection } from 'nats';
+import { TelegramSandbox } from '../../sandbox/server';
+import type { DeliveredEntry } from '../../sandbox/types';
+import { shardOf } from '../../src/outbox/shard';
+import type { ClusterStatus } from '../../src/roles/cluster';
+import { createTestDb, waitFor, uniq, NATS_URL, type TestDb } from '../helpers/services';
+import { startWorker, type Worker } from '../helpers/processes';
+import { TEST_TOKEN } from '../helpers/pipeline';
+
+const TTL = 3000;
+
+/**
+ * Rate control while a cluster forms or changes (issue 9): real worker processes, real
+ * NATS and MariaDB, the sandbox over HTTP enforcing the same limits the workers are told.
+ */
+describe('rate control across real processes: formation and handoff', function () {
+  this.timeout(120_000);
+  let tdb: TestDb;
+  let sandbox: TelegramSandbox;
+  let nc: NatsConnection;
+  let bucket: string;
+  const workers: Worker[] = [];
+
+  const setup = async (limits: { globalRate: number; chatRate: number }): Promise<void> => {
+    bucket = uniq('cr');
+    tdb = await createTestDb('cr');
+    sandbox = new TelegramSandbox(limits);
+    await sandbox.start();
+    nc = await connect({ servers: NATS_URL });
+  };
+  afterEach(async () => {
+    for (const w of workers.splice(0)) {
+      w.kill('SIGKILL');
+      await w.exited;
+    }
+    const jsm = await nc?.jetstreamManager().catch(() => undefined);
+    for (const s of [`KV_${bucket}`, `KV_${bucket}_handoff`]) await jsm?.streams.delete(s).catch(() => undefined);
+    await nc?.close().catch(() => undefined);
+    await sandbox?.stop();
+    await tdb?.drop();
+  });
+
+  const start = (name: string, limits: { globalRate: number; chatRate: number }): Worker => {
+    const w = startWorker({
+      DATABASE_URL: tdb.url,
+      NATS_URL,
+      TELEGRAM_BOT_TOKEN: TEST_TOKEN,
+      TELEGRAM_API_ROOT: sandbox.apiRoot,
+      TELEGRAM_GLOBAL_RATE: String(limits.globalRate),
+      TELEGRAM_CHAT_RATE: String(limits.chatRate),
+      INSTANCE_ID: `${name}-${bucket}`,
+      OUTBOX_POLL_MS: '200',
+      CLAIM_LEASE_MS: '5000',
+      SHARD_LEASE_TTL_MS: String(TTL),
+      CLUSTER_BUCKET: bucket,
+      NATS_SUBJECT_PREFIX: `${bucket}.`,
+      ROLE: 'worker',
+    });
+    workers.push(w);
+    return w;
+  };
+  const insert = async (rows: Array<{ chat: number; text: string }>): Promise<void> => {
+    for (let i = 0; i < rows.length; i += 500) await tdb.db('telegram_notifications').insert(rows.slice(i, i + 500).map((r) => ({ telegram_id: r.chat, message_text: r.text })));
+  };
+  const count = async (status: string): Promise<number> => Number(((await tdb.db('telegram_notifications').where({ status }).count({ n: '*' }))[0] as { n: number }).n);
+  const clusterStatus = async (): Promise<ClusterStatus> => JSON.parse(new TextDecoder().decode((await nc.request(`${bucket}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
+  const balanced = async (n: number): Promise<ClusterStatus> => {
+    let last: ClusterStatus | undefined;
+    await waitFor(
+      async () => {
+        last = await clusterStatus().catch(() => undefined);
+        const counts = last?.processes.filter((p) => p.instance.endsWith(bucket)).map((p) => p.owned.length) ?? [];
+        return counts.length === n && counts.reduce((a, b) => a + b, 0) === 64 && counts.every((c) => c === Math.floor(64 / n) || c === Math.ceil(64 / n));
+      },
+      30_000,
+      200,
+      `${n} processes with balanced shards`,
+    );
+    return last!;
+  };
+  /** Smallest gap between two deliveries to one chat, in ms (by the sandbox's clock). */
+  const minGap = (d: DeliveredEntry[], chats?: Set<number>): number => {
+    const last = new Map<number, number>();
+    let min = Infinity;
+    for (const x of d) {
+      if (chats && !chats.has(x.chatId)) continue;
+      const prev = last.get(x.chatId);
+      if (prev !== undefined) min = Math.min(min, x.at - prev);
+      last.set(x.chatId, x.at);
+    }
+    return min;
+  };
+
+  it('three workers started at the same instant on a pre-filled outbox: 0 × 429', async () => {
+    // Server and workers agree on 60/s; 240 rows over 120 chats would take each lone process 4 s.
+    const limits = { globalRate: 60, chatRate: 10 };
+    await setup(limits);
+    await insert(Array.from({ length: 240 }, (_, i) => ({ chat: 11_000 + (i % 120), text: `f-${i}` })));
+    const ws = ['a', 'b', 'c'].map((n) => start(n, limits));
+    await Promise.all(ws.map((w) => w.waitForLine(/delivery pipeline running/)));
+    await waitFor(async () => (await count('sent')) === 240, 60_000, 200, 'all sent');
+    const stats = sandbox.stats();
+    assert.deepEqual(stats.rateLimited, { global: 0, chat: 0, group: 0 }, 'no 429 while the cluster formed');
+    assert.ok(stats.peakGlobalWindow <= 60, `peak ${stats.peakGlobalWindow} in one window`);
+    assert.equal(new Set(sandbox.delivered().map((d) => d.text)).size, 240, 'every row delivered');
+  });
+
+  it('graceful handoff: the new owner sends to a chat only after its window since the old owner last sent there', async () => {
+    // A chat window of 4 s (0.25/s): longer than a handoff takes, so sending at once would be a 429.
+    const limits = { globalRate: 300, chatRate: 0.25 };
+    await setup(limits);
+    await insert(Array.from({ length: 120 }, (_, i) => ({ chat: 12_000 + (i % 40), text: `g-${i}` })));
+    await start('a', limits).waitForLine(/delivery pipeline running/);
+    await sandbox.waitForDelivered(40, 20_000); // every chat got its first message from a
+    const bAt = Date.now();
+    await start('b', limits).waitForLine(/delivery pipeline running/);
+    await balanced(2);
+    await waitFor(async () => (await count('sent')) === 120, 60_000, 200, 'all sent');
+    const d = sandbox.delivered();
+    assert.deepEqual(sandbox.stats().rateLimited, { global: 0, chat: 0, group: 0 }, 'no 429 across the handoff');
+    const gap = minGap(d);
+    assert.ok(gap >= 4_000, `two sends to one chat ${gap} ms apart (window 4000 ms)`);
+    const status = await clusterStatus();
+    const bShards = new Set(status.processes.find((p) => p.instance.startsWith('b-'))!.owned);
+    const moved = d.filter((x) => bShards.has(shardOf(x.chatId, 64)) && x.at >= bAt);
+    assert.ok(moved.length > 0, 'b sent for shards it took over');
+  });
+
+  it('kill -9: the new owner waits one full chat window before its first send to a chat', async () => {
+    const limits = { globalRate: 300, chatRate: 0.2 }; // a 5 s chat window, longer than the 3 s lease TTL
+    await setup(limits);
+    const ws = [start('a', limits), start('b', limits)];
+    await Promise.all(ws.map((w) => w.waitForLine(/delivery pipeline running/)));
+    const st = await balanced(2);
+    const aShards = new Set(st.processes.find((p) => p.instance.startsWith('a-'))!.owned);
+    const chats: number[] = [];
+    for (let c = 13_000; chats.length < 40; c++) chats.push(c);
+    const aChats = new Set(chats.filter((c) => aShards.has(shardOf(c, 64))));
+    assert.ok(aChats.size > 5, 'some chats live in a');
+    await insert(Array.from({ length: 120 }, (_, i) => ({ chat: chats[i % chats.length]!, text: `k-${i}` })));
+    await sandbox.waitForDelivered(40, 20_000);
+    ws[0]!.kill('SIGKILL');
+    await ws[0]!.exited;
+    await waitFor(async () => new Set(sandbox.delivered().map((x) => x.text)).size === 120, 60_000, 200, 'all delivered');
+    assert.deepEqual(sandbox.stats().rateLimited, { global: 0, chat: 0, group: 0 }, 'no 429 after the takeover');
+    const gap = minGap(sandbox.delivered(), aChats);
+    assert.ok(gap >= 5_000, `a dead owner's chat sent to again ${gap} ms after its last send (window 5000 ms)`);
+  });
+});

@@ -1,0 +1,137 @@
+import assert from 'node:assert/strict';
+import type { KV, NatsConnection } from 'nats';
+import { BudgetClient, COORDINATOR_KEY, floorShare } from '../../src/cluster/budget-client';
+import { GlobalGate } from '../../src/limits/global-gate';
+import { Metrics } from '../../src/metrics';
+import { makeSubjects } from '../../src/nats/subjects';
+import type { BudgetGrant } from '../../src/nats/payloads';
+import { captureLogger } from '../helpers/services';
+
+const NOW = 1_700_000_000_000;
+const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
+
+/** A KV that holds the coordinator lease and member keys, as the cluster bucket does. */
+function fakeKv(state: { coordinator: { holder: string; revision: number } | null; members: string[] }): KV {
+  return {
+    get: async (key: string) => {
+      if (key === COORDINATOR_KEY) return state.coordinator ? { operation: 'PUT', value: enc({ holder: state.coordinator.holder, instance: 'x', since: 0 }), revision: state.coordinator.revision } : null;
+      const m = state.members.find((h) => `member.${h}` === key);
+      return m ? { operation: 'PUT', value: enc({ holder: m, instance: 'x', since: 0 }), revision: 1 } : null;
+    },
+    keys: async () =>
+      (async function* () {
+        for (const m of state.members) yield `member.${m}`;
+      })(),
+  } as unknown as KV;
+}
+
+function client(kvState: Parameters<typeof fakeKv>[0], now = () => NOW) {
+  const gate = new GlobalGate({ count: 30, windowMs: 1000 }, { now });
+  const logs = captureLogger('info');
+  const published: unknown[] = [];
+  const nc = { publish: (_s: string, d: Uint8Array) => published.push(JSON.parse(new TextDecoder().decode(d))), subscribe: () => ({ unsubscribe() {} }) } as unknown as NatsConnection;
+  const c = new BudgetClient({
+    subjects: makeSubjects('t.'),
+    nc,
+    kv: fakeKv(kvState),
+    gate,
+    log: logs.log,
+    metrics: new Metrics(),
+    holder: 'me:1',
+    instance: 'me',
+    global: { count: 30, windowMs: 1000 },
+    demand: () => 0,
+    leaseTtlMs: 3000,
+    maxPauseMs: 3_600_000,
+    maxSkewMs: 2_000,
+    now,
+  });
+  return { c, gate, logs, published };
+}
+
+const grant = (over: Partial<BudgetGrant> = {}): BudgetGrant => ({ share: 10, window_ms: 1000, issued_at: NOW, expires_at: NOW + 500, coordinator: 'boss:1', lease_revision: 7, rate: 30, ...over });
+
+describe('budget control messages (issue 10 item 5)', () => {
+  it('a grant from the coordinator holding the lease at that revision is accepted', async () => {
+    const { c } = client({ coordinator: { holder: 'boss:1', revision: 7 }, members: [] });
+    assert.equal(await c.checkGrant(grant()), undefined);
+  });
+
+  it('a grant naming another process than the lease holder is refused', async () => {
+    const { c } = client({ coordinator: { holder: 'boss:1', revision: 7 }, members: [] });
+    assert.match((await c.checkGrant(grant({ coordinator: 'forger:1' })))!, /not the coordinator's lease/);
+  });
+
+  it('a grant with a stale or invented lease revision is refused', async () => {
+    const { c } = client({ coordinator: { holder: 'boss:1', revision: 7 }, members: [] });
+    assert.match((await c.checkGrant(grant({ lease_revision: 99 })))!, /revision 99/);
+  });
+
+  it('a grant issued outside the clock-skew bound is refused (the forged future issued_at)', async () => {
+    const { c } = client({ coordinator: { holder: 'boss:1', revision: 7 }, members: [] });
+    assert.match((await c.checkGrant(grant({ issued_at: NOW + 86_400_000, expires_at: NOW + 86_400_500 })))!, /issued_at/);
+    assert.match((await c.checkGrant(grant({ issued_at: NOW - 5_000, expires_at: NOW - 4_500 })))!, /issued_at/);
+  });
+
+  it('a share above the limit is refused (the forged 1e9)', async () => {
+    const { c } = client({ coordinator: { holder: 'boss:1', revision: 7 }, members: [] });
+    assert.match((await c.checkGrant(grant({ share: 1e9 })))!, /above the bot's limit/);
+  });
+
+  it('a grant living longer than the lease period is refused', async () => {
+    const { c } = client({ coordinator: { holder: 'boss:1', revision: 7 }, members: [] });
+    assert.match((await c.checkGrant(grant({ expires_at: NOW + 60_000 })))!, /lease period/);
+  });
+
+  it('a flood message from a process that is not a live member is ignored', async () => {
+    const { c, gate } = client({ coordinator: null, members: ['peer:1'] });
+    await (c as unknown as { refreshView(): Promise<void> }).refreshView();
+    assert.equal(c.onFloodMessage({ until: NOW + 5_000, instance: 'evil', holder: 'evil:1' }), false);
+    assert.equal(gate.pausedUntilMs, 0);
+    assert.equal(c.onFloodMessage({ until: NOW + 5_000, instance: 'peer', holder: 'peer:1' }), true);
+    assert.equal(gate.pausedUntilMs, NOW + 5_000);
+    gate.stop();
+  });
+
+  it('a flood pause of 30 days is clamped to the longest retry_after accepted, and logged; no timer overflows', async () => {
+    const { c, gate, logs } = client({ coordinator: null, members: ['peer:1'] });
+    await (c as unknown as { refreshView(): Promise<void> }).refreshView();
+    const warnings: string[] = [];
+    process.on('warning', (w) => warnings.push(w.name));
+    assert.equal(c.onFloodMessage({ until: NOW + 30 * 86_400_000, instance: 'peer', holder: 'peer:1' }), true);
+    assert.equal(gate.pausedUntilMs, NOW + 3_600_000);
+    assert.match(logs.text(), /clamped/);
+    await new Promise((r) => setImmediate(r));
+    assert.ok(!warnings.includes('TimeoutOverflowWarning'));
+    gate.stop();
+  });
+
+  it('joining without a coordinator: the floor until the membership was watched for one lease period, then limit ÷ members', async () => {
+    let t = NOW;
+    const { c, gate } = client({ coordinator: null, members: ['peer:1', 'me:1'] }, () => t);
+    const priv = c as unknown as { refreshView(): Promise<void>; check(): void; setShare(n: number, m: string): void };
+    priv.setShare(floorShare(30), 'starting');
+    await priv.refreshView();
+    t = NOW + 2_999;
+    priv.check();
+    assert.deepEqual([c.current.share, c.current.mode, gate.limit.count], [1, 'starting', 1], 'not yet watched for a full lease period');
+    t = NOW + 3_000;
+    await priv.refreshView(); // the coordinator was last looked at recently: there is none
+    priv.check();
+    assert.deepEqual([c.current.share, c.current.mode], [15, 'fallback']);
+    gate.stop();
+  });
+});
+
+describe('GlobalGate with a share of 0', () => {
+  it('grants nothing until the share is raised (a capped cost of 0 used to pass any window)', () => {
+    const clock = { now: () => NOW };
+    const gate = new GlobalGate({ count: 0, windowMs: 1000 }, clock);
+    let granted = 0;
+    gate.request({ priority: 0, backlogMs: 0, readySince: NOW, cost: 1, grant: () => granted++ });
+    assert.equal(granted, 0);
+    gate.setLimit({ count: 1, windowMs: 1000 });
+    assert.equal(granted, 1);
+    gate.stop();
+  });
+});
