@@ -49,6 +49,8 @@ export interface BudgetStatus {
 interface Member {
   instance: string;
   demand: number;
+  /** Sends Telegram accepted from it in its last window (reported). */
+  accepted: number;
   reportedShare: number;
   at: number;
 }
@@ -173,7 +175,7 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
           if (err) return;
           try {
             const d = decodeDemand(m.data);
-            state.members.set(d.holder, { instance: d.instance, demand: d.demand, reportedShare: d.share, at: Date.now() });
+            state.members.set(d.holder, { instance: d.instance, demand: d.demand, accepted: d.accepted ?? 0, reportedShare: d.share, at: Date.now() });
           } catch {
             metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']).inc({ subject: subjects.budgetDemand, code: 'BAD_PAYLOAD' });
           }
@@ -231,7 +233,10 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
         case 'flood': {
           if (!state.lease) return state;
           const before = state.rate.rate;
-          const rate = state.rate.throttled(Date.now());
+          // What the whole cluster was seen to get through in the last window: the new rate stays under it.
+          let accepted = 0;
+          for (const m of state.members.values()) accepted += m.accepted;
+          const rate = state.rate.throttled(Date.now(), accepted > 0 ? (accepted / W) * 1000 : undefined);
           if (rate < before) log.warn({ from: msg.from, rate: Number(rate.toFixed(2)), ceiling: (global.count / W) * 1000 }, 'bot-wide flood: lowering the bot rate for the whole cluster');
           mRate.set(rate);
           return state;

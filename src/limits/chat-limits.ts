@@ -1,6 +1,8 @@
 import { aimdOptions, aimdStart, aimdThrottled, aimdTick, type AimdOptions, type AimdState } from './aimd';
 import { nearLimit } from './flood';
-import { SlidingWindow, type WindowLimit } from './window';
+import { SlidingWindow, windowAt, type WindowLimit } from './window';
+
+export { windowAt };
 
 /**
  * What a new owner of a shard knows about its chats' windows.
@@ -29,17 +31,6 @@ interface Entry {
 export function ceilingOf(s: ChatLimitSettings, chatId: number): WindowLimit {
   // Negative ids are groups (outbox/shard.ts isGroupChat; not imported: limits stay below outbox).
   return chatId < 0 ? s.groupLimit : s.chatLimit;
-}
-
-/**
- * A rate (per second) as a window at least as long as the ceiling's: 20/min lowered to 9.8/min
- * → 9 per 60 s (never 9 per 55 s: two bursts of 9 would fit in a server's 60 s window);
- * 1/s lowered to 0.8/s → 1 per 1 250 ms.
- */
-export function windowAt(rate: number, ceiling: WindowLimit): WindowLimit {
-  const count = Math.floor((rate * ceiling.windowMs) / 1000 + 1e-9);
-  if (count >= 1) return { count, windowMs: ceiling.windowMs };
-  return { count: 1, windowMs: 1000 / rate };
 }
 
 const perSecond = (l: WindowLimit) => (l.count / l.windowMs) * 1000;

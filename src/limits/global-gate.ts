@@ -44,9 +44,38 @@ export class GlobalGate {
   private timerAt = Infinity;
   private pausedUntil = 0;
   private stopped = false;
+  /** Answer times of accepted sends (roughly ordered), the last two windows. */
+  private acceptedAt: number[] = [];
 
-  constructor(limit: WindowLimit, private readonly clock: Clock = systemClock) {
+  /** Pacing bucket: tokens (sends) available now, refilled at the window's rate up to `burst`. */
+  private tokens = 0;
+  private refilledAt = 0;
+
+  /**
+   * `pacing` (0…1, default 0 = off): the largest burst as a fraction of the window's count.
+   * The sliding window alone lets a whole window go out at once; with pacing 0.1 the sends of
+   * a window are spread over it (a token bucket at the same rate, burst count/10), so a server
+   * stricter than configured rejects a few sends before the flood is noticed, not a window's
+   * worth. The window still gives the guarantee; pacing costs no throughput.
+   */
+  constructor(limit: WindowLimit, private readonly clock: Clock = systemClock, private readonly pacing = 0) {
     this.window = new SlidingWindow(limit);
+    this.tokens = this.burst();
+    this.refilledAt = clock.now();
+  }
+
+  private burst(): number {
+    const c = this.window.current.count;
+    return this.pacing > 0 ? Math.max(1, Math.ceil(c * this.pacing)) : c;
+  }
+
+  /** Tokens now (pacing); Infinity when pacing is off. */
+  private refill(now: number): number {
+    if (this.pacing <= 0) return Infinity;
+    const l = this.window.current;
+    if (l.count > 0) this.tokens = Math.min(this.burst(), this.tokens + ((now - this.refilledAt) * l.count) / l.windowMs);
+    this.refilledAt = now;
+    return this.tokens;
   }
 
   get limit(): WindowLimit {
@@ -86,9 +115,28 @@ export class GlobalGate {
     };
   }
 
-  settle(r: Reservation, answeredAt = this.clock.now()): void {
+  /** The answer arrived; `accepted`: Telegram took it (not a 429), which `acceptedPerSecond` counts. */
+  settle(r: Reservation, answeredAt = this.clock.now(), accepted = false): void {
+    if (accepted && !r.settled) {
+      for (let i = 0; i < r.n; i++) this.acceptedAt.push(answeredAt);
+      const cut = answeredAt - 2 * this.window.current.windowMs;
+      let k = 0;
+      while (k < this.acceptedAt.length && this.acceptedAt[k]! < cut) k++;
+      if (k > 0) this.acceptedAt.splice(0, k);
+    }
     this.window.settle(r, answeredAt);
     this.pump();
+  }
+
+  /**
+   * Sends Telegram accepted in the window ending now, per second: what the server was seen
+   * to take when a bot-wide 429 came (the AIMD decrease never stays above it).
+   */
+  acceptedPerSecond(windowMs = this.window.current.windowMs): number {
+    const from = this.clock.now() - windowMs;
+    let n = 0;
+    for (let i = this.acceptedAt.length - 1; i >= 0 && this.acceptedAt[i]! > from; i--) n++;
+    return (n / windowMs) * 1000;
   }
 
   cancel(r: Reservation): void {
@@ -131,14 +179,22 @@ export class GlobalGate {
         this.bids.pop();
         continue;
       }
-      const at = this.window.availableAt(now, Math.min(top.cost, this.window.current.count));
+      const cost = Math.min(top.cost, this.window.current.count);
+      const at = this.window.availableAt(now, cost);
       if (at > now) {
         // Infinity: a settle will call pump again.
         if (at !== Infinity) this.wakeAt(at);
         return;
       }
+      const need = Math.min(cost, this.burst());
+      const tokens = this.refill(now);
+      if (tokens < need - 1e-9) {
+        const l = this.window.current;
+        return this.wakeAt(now + Math.ceil(((need - tokens) * l.windowMs) / l.count));
+      }
+      if (this.pacing > 0) this.tokens -= need;
       this.bids.pop();
-      const r = this.window.reserve(Math.min(top.cost, this.window.current.count));
+      const r = this.window.reserve(cost);
       top.grant(r);
     }
   }

@@ -24,8 +24,9 @@ export class GlobalRate {
     return this.options.ceiling;
   }
 
-  throttled(now: number): number {
-    this.s = aimdThrottled(this.s, this.options, now);
+  /** A bot-wide flood; `observed`: what the server was seen to accept (per second), when known. */
+  throttled(now: number, observed?: number): number {
+    this.s = aimdThrottled(this.s, this.options, now, observed);
     return this.s.rate;
   }
 

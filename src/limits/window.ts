@@ -30,6 +30,17 @@ export function perMinuteToWindow(perMinute: number): WindowLimit {
   return { count, windowMs: (count / perMinute) * 60_000 };
 }
 
+/**
+ * A lowered rate (per second) as a window at least as long as the ceiling's (the server's): 20/min lowered to 9.8/min
+ * → 9 per 60 s (never 9 per 55 s: two bursts of 9 would fit in a server's 60 s window);
+ * 1/s lowered to 0.8/s → 1 per 1 250 ms.
+ */
+export function windowAt(rate: number, ceiling: WindowLimit): WindowLimit {
+  const count = Math.floor((rate * ceiling.windowMs) / 1000 + 1e-9);
+  if (count >= 1) return { count, windowMs: ceiling.windowMs };
+  return { count: 1, windowMs: 1000 / rate };
+}
+
 /** A held slot (or n slots). Settle it with the answer time, or cancel it if never sent. */
 export interface Reservation {
   readonly n: number;

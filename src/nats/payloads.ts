@@ -100,6 +100,8 @@ export const BudgetDemand = Type.Object(
     demand: Type.Integer({ minimum: 0 }),
     share: Type.Integer({ minimum: 0 }),
     at: Type.Integer({ minimum: 0 }),
+    /** Sends Telegram accepted from this process in the last window (the coordinator sums them at a flood). */
+    accepted: Type.Optional(Type.Integer({ minimum: 0 })),
   },
   { additionalProperties: false },
 );

@@ -8,7 +8,7 @@ import type { Metrics } from '../metrics';
 import { GlobalGate, systemClock } from '../limits/global-gate';
 import { GlobalRate } from '../limits/global-rate';
 import { noHandoff, type HandoffStore } from '../cluster/handoff';
-import { rateToWindow, perMinuteToWindow } from '../limits/window';
+import { rateToWindow, perMinuteToWindow, windowAt } from '../limits/window';
 import { OutboxRepository } from '../outbox/repository';
 import { RecipientDirectory } from '../outbox/recipients';
 import { BufferBook } from '../outbox/buffer-book';
@@ -102,14 +102,16 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
   const repo = new OutboxRepository(db, owner, config.shardCount);
   const recipients = new RecipientDirectory(db, log);
   await recipients.load();
-  const gate = new GlobalGate(rateToWindow(config.telegramGlobalRate));
+  // Paced: a window's sends spread over it, so a stricter server rejects a few, not a window's worth.
+  const gate = new GlobalGate(rateToWindow(config.telegramGlobalRate), systemClock, 0.1);
   const lowered = new Map<number, number>();
   const globalRate = new GlobalRate(config.telegramGlobalRate, Date.now());
   // Alone, this process lowers and raises its own gate; a cluster hands that to its coordinator.
   let localRate = true;
   const applyRate = (rate: number): void => {
     if (!localRate) return;
-    const w = rateToWindow(rate);
+    // Never a shorter window than the configured one: two bursts would fit in one server window.
+    const w = windowAt(rate, rateToWindow(config.telegramGlobalRate));
     if (w.count !== gate.limit.count || Math.abs(w.windowMs - gate.limit.windowMs) > 0.5) gate.setLimit(w);
   };
   const rateTimer = setInterval(() => applyRate(globalRate.tick(Date.now(), gate.waiting > 0)), 1_000);
@@ -168,7 +170,7 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
     // Announced once the row is written: receivers re-read it (RecipientDirectory.refresh).
     publishRecipientChanged: (chatId, status, migratedTo) => void recipients.written(chatId).then(() => safePublish(subjects.recipientChanged, { chat_id: chatId, status, migrated_to_chat_id: migratedTo })),
     onBotFlood: (until) => {
-      applyRate(globalRate.throttled(Date.now()));
+      applyRate(globalRate.throttled(Date.now(), gate.acceptedPerSecond(rateToWindow(config.telegramGlobalRate).windowMs) || undefined));
       floodHandler(until);
     },
     handoff: noHandoff,

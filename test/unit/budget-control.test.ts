@@ -135,3 +135,22 @@ describe('GlobalGate with a share of 0', () => {
     gate.stop();
   });
 });
+
+describe('GlobalGate pacing', () => {
+  it('spreads a window over its length: bursts of count/10, the full rate on average', () => {
+    let t = NOW;
+    const clock = { now: () => t };
+    const gate = new GlobalGate({ count: 100, windowMs: 1000 }, clock, 0.1);
+    const grants: number[] = [];
+    for (let i = 0; i < 100; i++) gate.request({ priority: 0, backlogMs: 0, readySince: NOW, cost: 1, grant: (r) => (grants.push(t), gate.settle(r, t, true)) });
+    assert.equal(grants.length, 10, 'a burst of 10 at once, not 100');
+    for (let step = 0; step < 90; step++) {
+      t += 10;
+      gate.setLimit(gate.limit); // pump (the real gate wakes itself on a timer)
+    }
+    assert.equal(grants.length, 100, 'the whole window within it');
+    assert.ok(grants[99]! - NOW <= 900);
+    assert.equal(gate.acceptedPerSecond(), 100);
+    gate.stop();
+  });
+});

@@ -467,7 +467,7 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
         }
         case 'sendDone': {
           const { result } = msg;
-          gate.settle(result.globalRes, result.answeredAt);
+          gate.settle(result.globalRes, result.answeredAt, result.ok);
           if (msg.gen !== state.gen) return state;
           state.inFlight--;
           book.sending(opts.shard, -1);
