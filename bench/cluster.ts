@@ -6,6 +6,14 @@
  *   skewed : every recipient in the shards of ONE process (the others idle)
  *   uniform: recipients spread over all shards
  *   takeover: SIGKILL one process mid-run; time until its shards deliver again
+ *
+ * Rate control while the cluster forms or changes (issue 9), each on a pre-filled backlog,
+ * each printing ideal ÷ actual, 429s by scope, lost, duplicates:
+ *   cold start 3 / cold start 5: the workers started at the same instant
+ *   rolling restart: three workers, each SIGTERMed and started again in turn
+ *   kill -9: one of three SIGKILLed mid-run (its chats' windows unknown to the new owner)
+ *   stricter global: three workers told 300/s, the sandbox at 200/s
+ * BENCH_ONLY=formation,steady picks the parts.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
@@ -32,7 +40,121 @@ interface Proc {
   exited: Promise<void>;
 }
 
+const only = new Set((process.env.BENCH_ONLY ?? 'formation,steady').split(','));
+
 async function main(): Promise<void> {
+  if (only.has('formation')) await formation();
+  if (only.has('steady')) await steady();
+}
+
+/** One scenario of the formation table: fresh DB, sandbox, bucket; the backlog inserted before anything starts. */
+async function formationRun(name: string, opts: { n: number; chats: number; procs: number; server?: number; run: (ctx: { launch: (p: string) => Proc; procs: Proc[]; sentCount: () => Promise<number>; waitBalanced: (k: number) => Promise<void> }) => Promise<void> }): Promise<Array<string | number>> {
+  const t = `${tag}${name.replace(/[^a-z0-9]/gi, '').slice(0, 10).toLowerCase()}`;
+  const root = createDb({ url: ROOT_DB, poolMax: 1 });
+  await root.raw(`CREATE DATABASE ${t}`);
+  const url = ROOT_DB.replace(/\/[^/]*$/, `/${t}`);
+  const db = createDb({ url, poolMax: 4 });
+  await migrateLatest(db);
+  const server = opts.server ?? GLOBAL;
+  const sandbox = await startSandboxProcess(['--global-rate', String(server), '--chat-rate', String(CHAT)]);
+  const nc = await connect({ servers: NATS_URL });
+  const procs: Proc[] = [];
+  const launch = (pname: string): Proc => {
+    const child = spawn(process.execPath, ['--import', 'tsx', resolve(__dirname, '../src/main.ts')], {
+      env: { PATH: process.env.PATH ?? '', DATABASE_URL: url, NATS_URL, TELEGRAM_BOT_TOKEN: TOKEN, TELEGRAM_API_ROOT: sandbox.apiRoot, TELEGRAM_GLOBAL_RATE: String(GLOBAL), TELEGRAM_CHAT_RATE: String(CHAT), INSTANCE_ID: `${pname}-${t}`, CLUSTER_BUCKET: t, NATS_SUBJECT_PREFIX: `${t}.`, SHARD_LEASE_TTL_MS: String(TTL), ROLE: 'worker', METRICS_PORT: '0', LOG_LEVEL: 'warn' },
+      stdio: 'ignore',
+    });
+    const p = { name: pname, child, exited: new Promise<void>((r) => child.once('exit', () => r())) };
+    procs.push(p);
+    return p;
+  };
+  const sentCount = async (): Promise<number> => Number(((await db('telegram_notifications').where({ status: 'sent' }).count({ n: '*' }))[0] as { n: number }).n);
+  const waitBalanced = async (k: number): Promise<void> => {
+    for (;;) {
+      try {
+        const s = JSON.parse(new TextDecoder().decode((await nc.request(`${t}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
+        const counts = s.processes.map((p) => p.owned.length);
+        if (s.processes.length === k && counts.reduce((a, b) => a + b, 0) === 64 && counts.every((c) => c >= Math.floor(64 / k) && c <= Math.ceil(64 / k))) return;
+      } catch {
+        /* not up yet */
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
+  try {
+    const data = Array.from({ length: opts.n }, (_, i) => ({ telegram_id: 400_000 + (i % opts.chats), message_text: `${name}-${i}` }));
+    for (let i = 0; i < data.length; i += 1000) await db('telegram_notifications').insert(data.slice(i, i + 1000));
+    await opts.run({ launch, procs, sentCount, waitBalanced });
+    while ((await sentCount()) < opts.n) await new Promise((r) => setTimeout(r, 200));
+    const d = await getJson<DeliveredEntry[]>(`${sandbox.apiRoot}sandbox/delivered`);
+    const st = await getJson<SandboxStats>(`${sandbox.apiRoot}sandbox/stats`);
+    const ats = d.map((x) => x.at).sort((a, b) => a - b);
+    const wall = (ats[ats.length - 1]! - ats[0]!) / 1000;
+    const ideal = Math.max(opts.n / server, Math.ceil(opts.n / opts.chats) / CHAT);
+    const rl = st.rateLimited;
+    const r429 = rl.global + rl.chat + rl.group;
+    const distinct = new Set(d.map((x) => x.text)).size;
+    const row = [name, opts.procs, opts.n, ideal.toFixed(1), wall.toFixed(2), (ideal / wall).toFixed(3), `${rl.global}/${rl.chat}/${rl.group}`, `${((r429 / Math.max(1, st.requests)) * 100).toFixed(2)} %`, opts.n - distinct, d.length - distinct];
+    console.log(`  ${row.join(' | ')}`);
+    return row;
+  } finally {
+    for (const p of procs) p.child.kill('SIGTERM');
+    await Promise.race([Promise.all(procs.map((p) => p.exited)), new Promise((r) => setTimeout(r, 20_000))]);
+    for (const p of procs) p.child.kill('SIGKILL');
+    const jsm = await nc.jetstreamManager();
+    for (const b of [t, `${t}_handoff`]) await jsm.streams.delete(`KV_${b}`).catch(() => undefined);
+    await nc.close();
+    await sandbox.stop();
+    await db.destroy();
+    await root.raw(`DROP DATABASE ${t}`);
+    await root.destroy();
+  }
+}
+
+async function formation(): Promise<void> {
+  const rows: Array<Array<string | number>> = [];
+  const N2 = 3000;
+  const CH = 600;
+  for (const k of [3, 5]) {
+    rows.push(await formationRun(`cold start ${k}`, { n: N2, chats: CH, procs: k, run: async ({ launch }) => void Array.from({ length: k }, (_, i) => launch(String.fromCharCode(97 + i))) }));
+  }
+  rows.push(
+    await formationRun('rolling restart', {
+      n: 6000,
+      chats: CH,
+      procs: 3,
+      run: async ({ launch, procs, waitBalanced }) => {
+        ['a', 'b', 'c'].forEach((p) => launch(p));
+        await waitBalanced(3);
+        for (const name of ['a', 'b', 'c']) {
+          const p = procs.find((x) => x.name === name && x.child.exitCode === null && x.child.signalCode === null)!;
+          p.child.kill('SIGTERM');
+          await p.exited;
+          launch(name);
+          await waitBalanced(3);
+        }
+      },
+    }),
+  );
+  rows.push(
+    await formationRun('kill -9', {
+      n: N2,
+      chats: CH,
+      procs: 3,
+      run: async ({ launch, sentCount }) => {
+        const [a] = ['a', 'b', 'c'].map((p) => launch(p));
+        while ((await sentCount()) < N2 / 4) await new Promise((r) => setTimeout(r, 50));
+        a!.child.kill('SIGKILL');
+      },
+    }),
+  );
+  rows.push(await formationRun('stricter global (200/s, told 300/s)', { n: N2, chats: CH, procs: 3, server: 200, run: async ({ launch }) => void ['a', 'b', 'c'].forEach((p) => launch(p)) }));
+  console.log(`\nbench:cluster — formation and change; workers told ${GLOBAL} msg/s global, ${CHAT} msg/s per chat; sandbox at the same limits unless the scenario says; lease TTL ${TTL} ms; ${machine()}\n`);
+  console.log(table(['scenario', 'processes', 'notifications', 'ideal s', 'first→last s', 'ideal÷actual', '429s global/chat/group', '429 %', 'lost', 'duplicates'], rows));
+  console.log('\nTargets: 429s ≤ 0.1 % of sends (stricter server: ≤ 1 %, ≥ 0.95 of its rate), 0 chat-scope 429s, 0 lost.\n');
+}
+
+async function steady(): Promise<void> {
   const root = createDb({ url: ROOT_DB, poolMax: 1 });
   await root.raw(`CREATE DATABASE ${tag}`);
   const url = ROOT_DB.replace(/\/[^/]*$/, `/${tag}`);
