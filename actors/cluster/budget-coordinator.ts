@@ -51,6 +51,8 @@ interface Member {
   demand: number;
   /** Sends Telegram accepted from it in its last window (reported). */
   accepted: number;
+  /** The bot rate it last heard from a coordinator. */
+  rate: number | undefined;
   reportedShare: number;
   at: number;
 }
@@ -175,7 +177,7 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
           if (err) return;
           try {
             const d = decodeDemand(m.data);
-            state.members.set(d.holder, { instance: d.instance, demand: d.demand, accepted: d.accepted ?? 0, reportedShare: d.share, at: Date.now() });
+            state.members.set(d.holder, { instance: d.instance, demand: d.demand, accepted: d.accepted ?? 0, rate: d.rate, reportedShare: d.share, at: Date.now() });
           } catch {
             metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']).inc({ subject: subjects.budgetDemand, code: 'BAD_PAYLOAD' });
           }
@@ -206,8 +208,11 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
                 // Someone may still be sending under an old grant (reports lag) or the fallback: let
                 // those grants expire and a window pass before raising anyone.
                 state.lastDecreaseAt = [...state.members.values()].some((m) => m.reportedShare > 0) ? now + grantLifeMs : 0;
+                // The bot rate the previous coordinator had learned: start from the lowest any process heard.
+                const heard = [...state.members.values()].map((m) => m.rate).filter((r): r is number => typeof r === 'number');
+                if (heard.length) state.rate.adopt(Math.min(...heard), now);
                 mLeader.set(1);
-                log.info({ grantLifeMs }, 'elected budget coordinator');
+                log.info({ grantLifeMs, rate: state.rate.rate }, 'elected budget coordinator');
               }
               return state;
             }

@@ -18,8 +18,8 @@ export interface PipelineSettings {
   maxAttempts: number;
   retryBaseMs: number;
   retryMaxMs: number;
-  /** The longest Telegram retry_after obeyed as given (ms); longer ones are clamped and logged. */
-  maxRetryAfterMs: number;
+  /** The longest Telegram retry_after obeyed as given (ms; default 1 h); longer ones are clamped and logged. */
+  maxRetryAfterMs?: number;
   claimBatch: number;
   claimLeaseMs: number;
   pollMs: number;

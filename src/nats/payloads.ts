@@ -102,6 +102,8 @@ export const BudgetDemand = Type.Object(
     at: Type.Integer({ minimum: 0 }),
     /** Sends Telegram accepted from this process in the last window (the coordinator sums them at a flood). */
     accepted: Type.Optional(Type.Integer({ minimum: 0 })),
+    /** The bot rate this process last heard from a coordinator (per second): a new coordinator starts from the lowest. */
+    rate: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
   },
   { additionalProperties: false },
 );

@@ -9,6 +9,7 @@ import type { OutboxRow, Outcome, Progress } from '../../../src/outbox/types';
 import type { OutcomeEvent } from '../../../src/nats/payloads';
 import { chatRatePerMs, type PipelineDeps } from '../deps';
 import { TelegramApiError, TelegramTransient } from '../../../src/telegram/errors';
+import { DEFAULTS } from '../../../src/config';
 import { decide, type Action, type ThrottleScope } from '../../../src/telegram/policy';
 import type { DrainResult, SenderMsg, SenderOptions, SendResult, SenderStatus } from './sender';
 
@@ -59,7 +60,7 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
     age: metrics.histogram('notification_age_seconds', 'From created_at to accepted, per notification', [], [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 3600]),
     callLatency: metrics.histogram('telegram_call_seconds', 'Telegram API call latency', ['method'], [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 15]),
   };
-  const policyLimits = { maxAttempts: settings.maxAttempts, retryBaseMs: settings.retryBaseMs, retryMaxMs: settings.retryMaxMs, maxRetryAfterMs: settings.maxRetryAfterMs, unauthorizedPauseMs: 60_000 };
+  const policyLimits = { maxAttempts: settings.maxAttempts, retryBaseMs: settings.retryBaseMs, retryMaxMs: settings.retryMaxMs, maxRetryAfterMs: settings.maxRetryAfterMs ?? DEFAULTS.TELEGRAM_MAX_RETRY_AFTER_MS, unauthorizedPauseMs: 60_000 };
 
   const emit = (outcome: Outcome, event?: OutcomeEvent): void => {
     if (!dispatch(opts.outcomes, { type: 'outcome', outcome, event })) log.error({ id: outcome.id }, 'outcome writer is stopped: outcome kept in the database lease only');

@@ -72,6 +72,7 @@ let generations = 0;
 
 export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOptions): ActorRef<SenderMsg> {
   const { settings, gate, book, clock, log } = deps;
+  let starts = 0;
   const { addRows, schedule, startSend, onSendDone, maybeFinishDrain, stopChat, failJob, status, emit } = senderWork(deps, opts);
   return spawn<SenderState, SenderMsg>(parent, {
     name: `sender-${opts.shard}`,
@@ -81,7 +82,8 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
       book.clearShard(opts.shard);
       // After a restart, rows this process holds for the shard are reloaded from the database.
       setImmediate(() => dispatch(ctx.self, { type: 'recover' }));
-      const limiter = new ChatLimiter(settings, opts.seed, deps.lowered);
+      // After a crash the windows of the sends made before it are gone: wait a full window, as after a takeover.
+      const limiter = new ChatLimiter(settings, starts++ === 0 ? opts.seed : { kind: 'blind', at: clock.now() }, deps.lowered);
       return { shard: opts.shard, gen, chats: new Map(), limiter, rows: new RowLedger(), inFlight: 0, counts: { sent: 0, failed: 0, retried: 0, throttled: { chat: 0, group: 0, global: 0 } }, draining: null, recovering: true, early: [], lastTick: clock.now() };
     },
     afterStop: (state) => {
