@@ -43,14 +43,15 @@ export function observeThrottle(state: FloodState, t: Throttle, o: FloodOptions 
  * Was a chat near its own limit? `sends` are the instants of its accepted sends (answer
  * times) before the rejected one, `sentAt` when the rejected one went out. Near means the
  * window ending then, stretched by `slack` (the server's window may be a bit longer than
- * ours), already held 80 % of `count` sends (at least one): a stricter server could be
- * counting exactly this chat.
+ * ours), already held a quarter of `count` sends (at least one): a server stricter than
+ * configured for this chat's scope could be counting exactly this chat (a group told
+ * 20/min that is allowed 10 has sent 10). A chat with little traffic is not near.
  */
 export function nearLimit(sends: readonly number[], sentAt: number, limit: { count: number; windowMs: number }, slack = 1.5): boolean {
   const from = sentAt - limit.windowMs * slack;
   let n = 0;
   for (const s of sends) if (s > from && s <= sentAt) n++;
-  return n >= Math.max(1, Math.ceil(limit.count * 0.8));
+  return n >= Math.max(1, Math.ceil(limit.count * 0.25));
 }
 
 /** Process-wide holder of the detector state (shared by every sender of a process). */

@@ -102,8 +102,8 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
   const repo = new OutboxRepository(db, owner, config.shardCount);
   const recipients = new RecipientDirectory(db, log);
   await recipients.load();
-  // Paced: a window's sends spread over it, so a stricter server rejects a few, not a window's worth.
-  const gate = new GlobalGate(rateToWindow(config.telegramGlobalRate), systemClock, 0.1);
+  // Paced beyond half a window: a stricter server rejects a few sends, not the excess of a whole window.
+  const gate = new GlobalGate(rateToWindow(config.telegramGlobalRate), systemClock, 0.5);
   const lowered = new Map<number, number>();
   const globalRate = new GlobalRate(config.telegramGlobalRate, Date.now());
   // Alone, this process lowers and raises its own gate; a cluster hands that to its coordinator.
