@@ -95,7 +95,9 @@ async function main(): Promise<void> {
     for (const sc of scenarios()) {
       const flags = ['--global-rate', String(sc.server.global), '--chat-rate', String(sc.server.chat), '--group-rate-per-min', String(sc.server.groupPerMin ?? 20), '--latency', sc.server.latency ?? '0'];
       sandbox = await startSandboxProcess(flags);
+      // A fresh deployment per scenario: no previous owner whose chat windows the new one must wait out.
       await loader.raw('TRUNCATE telegram_notifications');
+      await loader.raw('TRUNCATE shard_owners');
       const n = sc.rows.length;
       for (let i = 0; i < n; i += 1000) await loader('telegram_notifications').insert(sc.rows.slice(i, i + 1000));
       const config = loadConfig({
@@ -141,6 +143,7 @@ async function main(): Promise<void> {
     sandbox = await startSandboxProcess(['--global-rate', String(GLOBAL), '--chat-rate', String(CHAT)]);
     // Idle latency: one enqueue at a time on an idle system, until the sandbox received it.
     await loader.raw('TRUNCATE telegram_notifications');
+    await loader.raw('TRUNCATE shard_owners');
     const config = loadConfig({ DATABASE_URL: url, NATS_URL, TELEGRAM_BOT_TOKEN: TOKEN, TELEGRAM_API_ROOT: sandbox.apiRoot, TELEGRAM_GLOBAL_RATE: String(GLOBAL), TELEGRAM_CHAT_RATE: String(CHAT), INSTANCE_ID: 'bench-idle', LOG_LEVEL: 'warn', NATS_SUBJECT_PREFIX: 'benchdelivery.' });
     const db = createDb({ url, poolMax: 10 });
     const pipeline = await startPipeline({ ownAllShards: true, config, log: createLogger({ level: 'warn' }), metrics: new Metrics(), db, nc, telegram: new TelegrafClient({ token: TOKEN, apiRoot: sandbox.apiRoot, timeoutMs: 10_000 }) });

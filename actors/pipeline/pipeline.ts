@@ -145,10 +145,14 @@ export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<Pipe
           const replyTo = msg.replyTo;
           const run = async (): Promise<number> => {
             await query<ClaimerMsg, void>(state.claimer, (r) => ({ type: 'pause', replyTo: r }), timeout).catch((e: unknown) => deps.log.warn({ err: describeError(e) }, 'claimer did not pause'));
-            const { released } = await query<ShardManagerMsg, Drained>(state.shardManager, (r) => ({ type: 'drainAll', replyTo: r }), timeout).catch(() => ({ released: 0 }));
+            const { released, windows } = await query<ShardManagerMsg, Drained>(state.shardManager, (r) => ({ type: 'drainAll', replyTo: r }), timeout).catch((): Drained => ({ released: 0, windows: new Map() }));
             await query<OutcomeWriterMsg, { written: number }>(state.writer, (r) => ({ type: 'flush', replyTo: r }), timeout).catch((e: unknown) =>
               deps.log.error({ err: describeError(e) }, 'final outcome flush failed'),
             );
+            // As at a handoff: shards whose chat windows were handed over are marked released; for the
+            // others the next owner (or this process restarted) waits a full window per chat.
+            const saved = await deps.handoff.save(deps.repo.owner, windows).catch(() => new Set<number>());
+            await deps.repo.dropShards(state.shards.filter((s) => saved.has(s))).catch((e: unknown) => deps.log.warn({ err: describeError(e) }, 'could not clear shard fencing rows'));
             return released;
           };
           run().then((released) => reply(replyTo, { released }));

@@ -25,9 +25,13 @@ export interface HandoffStore {
   load(shards: readonly number[]): Promise<Map<number, HandoffRecord>>;
 }
 
-/** One process owning every shard: nobody to hand over to. */
+/**
+ * One process owning every shard (no cluster): nowhere to keep the windows, so nothing is
+ * marked handed over, and a restart waits a full window per chat before its first send there
+ * (a restart can come back within a group's minute).
+ */
 export const noHandoff: HandoffStore = {
-  save: async (_from, windows) => new Set(windows.keys()),
+  save: async () => new Set(),
   load: async () => new Map(),
 };
 
