@@ -187,7 +187,10 @@ function print(results: Array<Array<string | number>>, latencyRow: Array<string 
   }
 }
 
-main().catch((e: unknown) => {
-  console.error(e);
-  process.exit(1);
-});
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    console.error(e);
+    process.exit(1);
+  },
+);

@@ -53,6 +53,8 @@ interface Member {
   accepted: number;
   /** The bot rate it last heard from a coordinator. */
   rate: number | undefined;
+  /** It runs on a grant or the fallback (else only on the floor, which needs no waiting out). */
+  granted: boolean;
   reportedShare: number;
   at: number;
 }
@@ -111,6 +113,13 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
     const now = Date.now();
     for (const [h, m] of s.members) if (now - m.at > 1_500) s.members.delete(h);
     for (const h of [...s.cur.keys()]) if (!s.members.has(h) && reserved(s, h, now) === 0) s.cur.delete(h);
+    // A process that joined since: it already uses what it reports (its floor) until we grant it more.
+    for (const [h, m] of s.members) {
+      if (!s.cur.has(h) && !s.pending.has(h)) {
+        s.cur.set(h, m.reportedShare);
+        s.expiry.set(h, now + leaseTtlMs);
+      }
+    }
     const busy = [...s.members.values()].some((m) => m.demand > 0);
     s.rate.tick(now, busy);
     mRate.set(s.rate.rate);
@@ -171,13 +180,13 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
     name: 'budget-coordinator',
     supervision: Supervision.restartWithBackoff({ minBackoffMs: 200, maxBackoffMs: 5_000 }),
     init: (ctx) => {
-      const state: BudgetCoordinatorState = { lease: null, since: null, members: new Map(), cur: new Map(), pending: new Map(), expiry: new Map(), lastDecreaseAt: 0, ticks: 0, timers: [], sub: undefined, rate: new GlobalRate((global.count / W) * 1000, Date.now()) };
+      const state: BudgetCoordinatorState = { lease: null, since: null, members: new Map(), cur: new Map(), pending: new Map(), expiry: new Map(), lastDecreaseAt: 0, ticks: 0, timers: [], sub: undefined, rate: new GlobalRate((global.count / W) * 1000, Date.now(), true) };
       state.sub = nc.subscribe(subjects.budgetDemand, {
         callback: (err, m) => {
           if (err) return;
           try {
             const d = decodeDemand(m.data);
-            state.members.set(d.holder, { instance: d.instance, demand: d.demand, accepted: d.accepted ?? 0, rate: d.rate, reportedShare: d.share, at: Date.now() });
+            state.members.set(d.holder, { instance: d.instance, demand: d.demand, accepted: d.accepted ?? 0, rate: d.rate, granted: d.granted ?? true, reportedShare: d.share, at: Date.now() });
           } catch {
             metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']).inc({ subject: subjects.budgetDemand, code: 'BAD_PAYLOAD' });
           }
@@ -207,7 +216,8 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
                 state.pending.clear();
                 // Someone may still be sending under an old grant (reports lag) or the fallback: let
                 // those grants expire and a window pass before raising anyone.
-                state.lastDecreaseAt = [...state.members.values()].some((m) => m.reportedShare > 0) ? now + grantLifeMs : 0;
+                // A process on the floor share (no grant yet) uses exactly what it reported: nothing to wait out.
+                state.lastDecreaseAt = [...state.members.values()].some((m) => m.granted && m.reportedShare > 0) ? now + grantLifeMs : 0;
                 // The bot rate the previous coordinator had learned: start from the lowest any process heard.
                 const heard = [...state.members.values()].map((m) => m.rate).filter((r): r is number => typeof r === 'number');
                 if (heard.length) state.rate.adopt(Math.min(...heard), now);

@@ -209,7 +209,7 @@ export class BudgetClient {
   private report(): void {
     this.lastDemand = Math.min(this.o.global.count, Math.ceil(this.o.demand()));
     try {
-      this.o.nc.publish(this.o.subjects.budgetDemand, encodeJson({ holder: this.o.holder, instance: this.o.instance, demand: this.lastDemand, share: this.share, at: this.now(), accepted: Math.round((this.o.gate.acceptedPerSecond(this.o.global.windowMs) * this.o.global.windowMs) / 1000), rate: this.rate }));
+      this.o.nc.publish(this.o.subjects.budgetDemand, encodeJson({ holder: this.o.holder, instance: this.o.instance, demand: this.lastDemand, share: this.share, at: this.now(), accepted: Math.round((this.o.gate.acceptedPerSecond(this.o.global.windowMs) * this.o.global.windowMs) / 1000), rate: this.rate, granted: this.mode === 'granted' || this.mode === 'fallback' }));
     } catch {
       /* disconnected: the grant will expire and we stop, as we must */
     }

@@ -27,6 +27,12 @@ export interface AimdOptions {
   cleanMs: number;
   /** After a decrease, further 429s within this time are the same event (ms). */
   holdMs: number;
+  /**
+   * Whether `observed` also caps the remembered rejected rate (default true). False where the
+   * observation can lag (a cluster's sum of reports taken while it was still ramping up): the
+   * decrease still uses it, but growth may return towards the rate that was actually rejected.
+   */
+  trustObserved: boolean;
 }
 
 export interface AimdState {
@@ -40,7 +46,7 @@ export interface AimdState {
 }
 
 export function aimdOptions(ceiling: number, o: Partial<Omit<AimdOptions, 'ceiling'>> & { cleanMs: number; holdMs: number }): AimdOptions {
-  return { ceiling, floor: o.floor ?? ceiling * 0.05, decrease: o.decrease ?? 0.85, fastStep: o.fastStep ?? 0.05, probeStep: o.probeStep ?? 0.0002, settle: o.settle ?? 0.98, forgetMs: o.forgetMs ?? 60_000, cleanMs: o.cleanMs, holdMs: o.holdMs };
+  return { ceiling, floor: o.floor ?? ceiling * 0.05, decrease: o.decrease ?? 0.85, fastStep: o.fastStep ?? 0.05, probeStep: o.probeStep ?? 0.0002, settle: o.settle ?? 0.98, forgetMs: o.forgetMs ?? 60_000, trustObserved: o.trustObserved ?? true, cleanMs: o.cleanMs, holdMs: o.holdMs };
 }
 
 export function aimdStart(o: AimdOptions, now: number): AimdState {
@@ -59,7 +65,7 @@ export function aimdThrottled(s: AimdState, o: AimdOptions, now: number, observe
   let lastBad = s.rate;
   if (observed !== undefined && observed > 0) {
     rate = Math.min(rate, observed * o.settle);
-    lastBad = Math.min(lastBad, observed);
+    if (o.trustObserved) lastBad = Math.min(lastBad, observed);
   }
   rate = Math.min(o.ceiling, Math.max(o.floor, rate));
   return { rate, lastBad, lastDecreaseAt: now, cleanSince: now };

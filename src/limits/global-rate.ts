@@ -10,9 +10,10 @@ export class GlobalRate {
   private s: AimdState;
   readonly options: AimdOptions;
 
-  constructor(ceiling: number, now: number) {
+  /** `cluster`: the observed rate is a sum of lagging reports (see AimdOptions.trustObserved). */
+  constructor(ceiling: number, now: number, cluster = false) {
     // A flood's retry_after is at least a second: 429s within it answer requests already sent.
-    this.options = aimdOptions(ceiling, { cleanMs: 1_000, holdMs: 1_000 });
+    this.options = aimdOptions(ceiling, { cleanMs: 1_000, holdMs: 1_000, trustObserved: !cluster });
     this.s = aimdStart(this.options, now);
   }
 

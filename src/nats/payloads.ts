@@ -104,6 +104,8 @@ export const BudgetDemand = Type.Object(
     accepted: Type.Optional(Type.Integer({ minimum: 0 })),
     /** The bot rate this process last heard from a coordinator (per second): a new coordinator starts from the lowest. */
     rate: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+    /** Whether it runs on a grant or the fallback share (false: only the floor, or nothing). */
+    granted: Type.Optional(Type.Boolean()),
   },
   { additionalProperties: false },
 );

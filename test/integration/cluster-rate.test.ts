@@ -41,13 +41,13 @@ describe('rate control across real processes: formation and handoff', function (
     await tdb?.drop();
   });
 
-  const start = (name: string, limits: { globalRate: number; chatRate: number }): Worker => {
+  const start = (name: string, limits: { globalRate: number; chatRate: number; told?: number }): Worker => {
     const w = startWorker({
       DATABASE_URL: tdb.url,
       NATS_URL,
       TELEGRAM_BOT_TOKEN: TEST_TOKEN,
       TELEGRAM_API_ROOT: sandbox.apiRoot,
-      TELEGRAM_GLOBAL_RATE: String(limits.globalRate),
+      TELEGRAM_GLOBAL_RATE: String(limits.told ?? limits.globalRate),
       TELEGRAM_CHAT_RATE: String(limits.chatRate),
       INSTANCE_ID: `${name}-${bucket}`,
       OUTBOX_POLL_MS: '200',
@@ -146,5 +146,26 @@ describe('rate control across real processes: formation and handoff', function (
     assert.deepEqual(sandbox.stats().rateLimited, { global: 0, chat: 0, group: 0 }, 'no 429 after the takeover');
     const gap = minGap(sandbox.delivered(), aChats);
     assert.ok(gap >= 5_000, `a dead owner's chat sent to again ${gap} ms after its last send (window 5000 ms)`);
+  });
+
+  it('stricter server under three processes: the bot rate of the cluster settles below the server rate, few 429s', async () => {
+    // The sandbox takes 100/s; the workers are told 150/s.
+    await setup({ globalRate: 100, chatRate: 10 });
+    const n = 1500;
+    await insert(Array.from({ length: n }, (_, i) => ({ chat: 14_000 + (i % 300), text: `s-${i}` })));
+    const ws = ['a', 'b', 'c'].map((x) => start(x, { globalRate: 100, chatRate: 10, told: 150 }));
+    await Promise.all(ws.map((w) => w.waitForLine(/delivery pipeline running/)));
+    await waitFor(async () => (await count('sent')) === n, 90_000, 200, 'all sent');
+    const d = sandbox.delivered();
+    const r429 = sandbox.stats().rateLimited;
+    const lowered = ws.flatMap((w) => w.lines.filter((l) => /lowering the bot rate for the whole cluster/.test(l)).map((l) => (JSON.parse(l) as { rate: number }).rate));
+    const half = d.slice(Math.floor(n / 2));
+    const settled = ((half.length - 1) / (half[half.length - 1]!.at - half[0]!.at)) * 1000;
+    console.log(`      stricter global, 3 processes: 429s ${JSON.stringify(r429)}; coordinator rates ${lowered.join(', ')}; second half ${settled.toFixed(1)}/s of the server's 100/s`);
+    assert.equal(new Set(d.map((x) => x.text)).size, n, 'every row delivered');
+    assert.equal(r429.chat + r429.group, 0);
+    assert.ok(lowered.length > 0 && lowered.every((r) => r <= 100), 'the coordinator lowered the bot rate below the server\'s');
+    assert.ok(r429.global <= 0.01 * n, `${r429.global} × 429 for ${n} sends`);
+    assert.ok(settled >= 0.85 * 100, `settled at ${settled.toFixed(1)}/s`);
   });
 });

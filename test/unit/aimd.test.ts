@@ -23,6 +23,14 @@ describe('AIMD controller', () => {
     assert.equal(s.lastBad, 10);
   });
 
+  it('an observation that may lag lowers the rate but not the memory of the rejected rate', () => {
+    const c = aimdOptions(30, { cleanMs: 1_000, holdMs: 1_000, trustObserved: false });
+    const s = aimdThrottled(aimdStart(c, T0), c, T0, 12);
+    assert.equal(s.rate, 12 * 0.98);
+    assert.equal(s.lastBad, 30);
+    assert.equal(aimdTick(s, c, T0 + 1_000).rate, 12 * 0.98 + 1.5, 'fast growth again');
+  });
+
   it('429s within the hold time are one event', () => {
     const a = aimdThrottled(aimdStart(o, T0), o, T0);
     const b = aimdThrottled(a, o, T0 + 999);
