@@ -62,7 +62,8 @@ export function aimdStart(o: AimdOptions, now: number): AimdState {
 export function aimdThrottled(s: AimdState, o: AimdOptions, now: number, observed?: number): AimdState {
   if (now - s.lastDecreaseAt < o.holdMs) return { ...s, cleanSince: now };
   let rate = s.rate * o.decrease;
-  let lastBad = s.rate;
+  // The lowest rate rejected lately: successive floods narrow it down to just above the real limit.
+  let lastBad = Math.min(now - s.lastDecreaseAt < o.forgetMs ? s.lastBad : Infinity, s.rate);
   if (observed !== undefined && observed > 0) {
     rate = Math.min(rate, observed * o.settle);
     if (o.trustObserved) lastBad = Math.min(lastBad, observed);

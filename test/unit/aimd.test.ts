@@ -31,6 +31,19 @@ describe('AIMD controller', () => {
     assert.equal(aimdTick(s, c, T0 + 1_000).rate, 12 * 0.98 + 1.5, 'fast growth again');
   });
 
+  it('successive 429s keep the lowest rejected rate (within the memory)', () => {
+    let s = aimdThrottled(aimdStart(o, T0), o, T0); // rejected at 30
+    s = { ...s, rate: 27 };
+    s = aimdThrottled(s, o, T0 + 5_000); // rejected at 27
+    assert.equal(s.lastBad, 27);
+    s = { ...s, rate: 29 };
+    s = aimdThrottled(s, o, T0 + 10_000);
+    assert.equal(s.lastBad, 27, 'a higher rejected rate does not raise the memory');
+    s = { ...s, rate: 29 };
+    s = aimdThrottled(s, o, T0 + 80_000);
+    assert.equal(s.lastBad, 29, 'after a minute without a 429 the memory starts afresh');
+  });
+
   it('429s within the hold time are one event', () => {
     const a = aimdThrottled(aimdStart(o, T0), o, T0);
     const b = aimdThrottled(a, o, T0 + 999);
