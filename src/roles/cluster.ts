@@ -102,7 +102,12 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
   pipeline.onBotFlood((until) => budget.announceFlood(until));
   // Chat windows travel with a shard; records outlive the longest chat-scope window (a group's minute).
   const handoffTtlMs = Math.ceil(Math.max(rateToWindow(config.telegramChatRate).windowMs, perMinuteToWindow(config.telegramGroupRatePerMin).windowMs)) + 60_000;
-  pipeline.setHandoffStore(await KvHandoffStore.open(nc, config.clusterBucket, handoffTtlMs, log));
+  try {
+    pipeline.setHandoffStore(await KvHandoffStore.open(nc, config.clusterBucket, handoffTtlMs, log));
+  } catch (e) {
+    // Safe without it: every shard taken over then waits a full window per chat (as after a crash).
+    log.error({ bucket: `${config.clusterBucket}_handoff`, err: describeError(e) }, 'cannot open the handoff bucket: chat windows are not handed over (check the NATS permissions)');
+  }
   const coordinator = spawnBudgetCoordinator(o.system, { subjects: pipeline.subjects, nc, kv, log, metrics: o.metrics, holder, instance: config.instanceId, global, leaseTtlMs: config.shardLeaseTtlMs });
   const shardOwner = spawnShardOwner(o.system, { kv, pipeline, log, metrics: o.metrics, holder, instance: config.instanceId, shardCount: config.shardCount, leaseTtlMs: config.shardLeaseTtlMs });
   const pokeTimer = setInterval(() => budget.poke(), 50);
