@@ -194,11 +194,6 @@ export class BudgetClient {
     if (this.lastDemand === 0 && this.o.demand() > 0) this.report();
   }
 
-  /** Live members as last read (holders). */
-  isMember(holder: string): boolean {
-    return holder === this.o.holder || this.members.has(holder);
-  }
-
   stop(): void {
     this.timers.forEach((t) => clearInterval(t));
     this.timers = [];

@@ -83,8 +83,3 @@ export function aimdTick(s: AimdState, o: AimdOptions, now: number, busy = true)
   else rate = s.rate + o.ceiling * o.probeStep;
   return { ...s, lastBad, rate: Math.min(o.ceiling, rate), cleanSince: now };
 }
-
-/** True when the scope runs at its ceiling and remembers nothing worth keeping. */
-export function aimdAtCeiling(s: AimdState, o: AimdOptions): boolean {
-  return s.rate >= o.ceiling;
-}
