@@ -165,7 +165,9 @@ describe('rate control across real processes: formation and handoff', function (
     assert.equal(new Set(d.map((x) => x.text)).size, n, 'every row delivered');
     assert.equal(r429.chat + r429.group, 0);
     assert.ok(lowered.length > 0 && lowered.every((r) => r <= 100), 'the coordinator lowered the bot rate below the server\'s');
-    assert.ok(r429.global <= 0.01 * n, `${r429.global} × 429 for ${n} sends`);
+    // A 15 s run that includes the cluster forming and three or four floods while the rate narrows
+    // down (measured 0.1–0.9 %); the long-run figure is bench:cluster's.
+    assert.ok(r429.global <= 0.02 * n, `${r429.global} × 429 for ${n} sends`);
     assert.ok(settled >= 0.85 * 100, `settled at ${settled.toFixed(1)}/s`);
   });
 });
