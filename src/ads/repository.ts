@@ -1,5 +1,7 @@
 import type { Knex } from '../db/knex';
 import type { BumpTrigger } from '../db/models/bump-run';
+import { withDeadlockRetry } from '../db/retry';
+import { deadLetterPayload, type DeadLetter } from './view-events';
 
 /** A user's unread count and the highest message id the count saw. */
 export interface UnreadEntry {
@@ -58,5 +60,54 @@ export class AdsRepository {
     }
     await db.raw('UPDATE bump_runs SET finished_at = NOW(3), bumped = ? WHERE id = ?', [total, runId]);
     return { runId, bumped: total };
+  }
+
+  /**
+   * Writes one batch of views in one transaction: locks the batch's ads (sorted, FOR UPDATE)
+   * to see which exist, inserts the views of existing ads, increments their counts by the
+   * rows actually inserted, and writes every dead letter (the ones given, plus AD_NOT_FOUND
+   * for views of missing ads). Returns how many views were new and the dead letters written.
+   * A deadlock or lock timeout runs the whole transaction again (nothing of it was committed).
+   */
+  async writeViews(
+    views: ReadonlyArray<{ adId: number; visitor: string; window: number; subject?: string; seq?: number; ts?: number }>,
+    deadIn: readonly DeadLetter[] = [],
+  ): Promise<{ counted: number; dead: DeadLetter[] }> {
+    const sorted = [...views].sort((a, b) => a.adId - b.adId || (a.visitor < b.visitor ? -1 : a.visitor > b.visitor ? 1 : 0) || a.window - b.window);
+    const adIds = [...new Set(sorted.map((v) => v.adId))];
+    return withDeadlockRetry(() =>
+      this.db.transaction(async (trx) => {
+        const dead = [...deadIn];
+        let counted = 0;
+        if (adIds.length > 0) {
+          // Every value was validated (safe integers, 32 lowercase hex characters): literals are safe and
+          // spare knex's placeholder substitution over 15,000 bindings.
+          const [found] = (await trx.raw(`SELECT id FROM advertisements WHERE id IN (${adIds.join(',')}) ORDER BY id FOR UPDATE`)) as unknown as [Array<{ id: number | string }>];
+          const exists = new Set(found.map((r) => Number(r.id)));
+          const good = sorted.filter((v) => exists.has(v.adId));
+          for (const v of sorted) {
+            if (exists.has(v.adId)) continue;
+            dead.push({ reason: 'AD_NOT_FOUND', detail: `ad ${v.adId} does not exist`, adId: v.adId, subject: (v.subject ?? '').slice(0, 255), seq: v.seq ?? null, payload: deadLetterPayload(JSON.stringify({ ad_id: v.adId, visitor: v.visitor, ts: v.ts ?? null })) });
+          }
+          if (good.length > 0) {
+            const values = good.map((v) => `(${v.adId},0x${v.visitor},${v.window})`).join(',');
+            const [inserted] = (await trx.raw(`INSERT IGNORE INTO ad_views (ad_id, visitor_hash, window_no) VALUES ${values} RETURNING ad_id`)) as unknown as [Array<{ ad_id: number }>];
+            if (inserted.length > 0) {
+              const perAd = new Map<number, number>();
+              for (const r of inserted) perAd.set(Number(r.ad_id), (perAd.get(Number(r.ad_id)) ?? 0) + 1);
+              const ids = [...perAd.keys()].sort((a, b) => a - b);
+              const cases = ids.map((id) => `WHEN ${id} THEN ${perAd.get(id)}`).join(' ');
+              await trx.raw(`UPDATE advertisements SET views_count = views_count + CASE id ${cases} ELSE 0 END WHERE id IN (${ids.join(',')})`);
+              counted = inserted.length;
+            }
+          }
+        }
+        for (let i = 0; i < dead.length; i += 500) {
+          const rows = dead.slice(i, i + 500).map((d) => ({ reason: d.reason, detail: d.detail.slice(0, 255), ad_id: d.adId, subject: d.subject.slice(0, 255), stream_seq: d.seq, payload: d.payload }));
+          await trx('ad_view_dead_letters').insert(rows);
+        }
+        return { counted, dead };
+      }),
+    );
   }
 }

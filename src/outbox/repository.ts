@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import { MAX_CHAT_ID, type EnqueueRequest } from '../nats/payloads';
 import { AppError } from '../errors';
+import { withDeadlockRetry } from '../db/retry';
 import { shardOf } from './shard';
 import type { Outcome, OutboxRow, Progress } from './types';
 
@@ -376,18 +377,6 @@ export function isDataError(e: unknown): boolean {
   return typeof state === 'string' && (state.startsWith('22') || state.startsWith('23'));
 }
 
-/** Runs a transaction again when InnoDB picked it as a deadlock victim or a lock wait timed out. */
-async function withDeadlockRetry<T>(run: () => Promise<T>, attempts = 5): Promise<T> {
-  for (let i = 1; ; i++) {
-    try {
-      return await run();
-    } catch (e) {
-      const errno = (e as { errno?: number }).errno;
-      if ((errno !== 1213 && errno !== 1205) || i >= attempts) throw e;
-      await new Promise((r) => setTimeout(r, 20 * i + Math.random() * 30));
-    }
-  }
-}
 
 /** Why a row's numbers cannot be used exactly (mysql2 hands BIGINTs beyond 2^53 − 1 over as strings), or undefined. */
 function outOfRange(r: RawRow): string | undefined {

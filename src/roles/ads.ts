@@ -64,6 +64,8 @@ export async function startAds(deps: AdsDeps): Promise<RunningAds> {
   // Steps wait up to 30 s (the final view flush); the sequence must not cut them off sooner.
   const shutdown = new ShutdownSequence(log, 35_000);
 
+  const adsRepo = new AdsRepository(deps.db);
+
   // ---- view counter -------------------------------------------------------------
   let viewCounter: ActorRef<ViewCounterMsg> | undefined;
   let intake: ConsumerMessages | undefined;
@@ -72,7 +74,7 @@ export async function startAds(deps: AdsDeps): Promise<RunningAds> {
     const jsm = await nc.jetstreamManager();
     await ensureViewsStream(jsm, c);
     await ensureViewsConsumer(jsm, c);
-    const counter = spawnViewCounter(deps.parent, { db: deps.db, log, metrics }, { flushMs: c.viewFlushMs, flushMax: c.viewFlushMax, dedupWindowMs: c.viewDedupWindowMs });
+    const counter = spawnViewCounter(deps.parent, { repo: adsRepo, log, metrics }, { flushMs: c.viewFlushMs, flushMax: c.viewFlushMax, dedupWindowMs: c.viewDedupWindowMs });
     viewCounter = counter;
     const n = viewsStreamNames(c);
     const consumer = await nc.jetstream().consumers.get(n.stream, n.consumer);
@@ -93,7 +95,6 @@ export async function startAds(deps: AdsDeps): Promise<RunningAds> {
 
   // ---- bump ---------------------------------------------------------------------
   let bump: ActorRef<BumpMsg> | undefined;
-  const adsRepo = new AdsRepository(deps.db);
   const singleton = deps.singleton ?? new DbLeaseSingleton(deps.db, 'ads-bump', c.instanceId, c.bumpLeaseMs, (e) => log.warn({ err: describeError(e) }, 'bump lease check failed'));
   if (parts.bump) {
     const ref = spawnBump(
