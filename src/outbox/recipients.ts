@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import type { Logger } from '../log';
 import type { UnreachableReason } from '../telegram/errors';
 import { dbErrorFields } from '../db/error-fields';
+import { backoffDelay } from '../limits/backoff';
 
 type RecipientRow = {
   chat_id: number | string;
@@ -128,7 +129,7 @@ export class RecipientDirectory {
           return;
         } catch (e) {
           this.log.warn({ chatId, attempt, ...dbErrorFields(e) }, 'recipient write failed; retrying');
-          await new Promise((r) => setTimeout(r, Math.min(30_000, 200 * 2 ** attempt)));
+          await new Promise((r) => setTimeout(r, backoffDelay(attempt, 400, 30_000)));
           if (attempt >= 20) return;
         }
       }

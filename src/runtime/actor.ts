@@ -18,6 +18,7 @@
 import * as nact from 'nact';
 import type { Logger } from '../log';
 import { AppError, describeError } from '../errors';
+import { backoffDelay } from '../limits/backoff';
 
 /** A typed handle to an actor accepting messages of type M. */
 export interface ActorRef<M> {
@@ -154,7 +155,8 @@ export function spawn<S, M>(parent: Parent, def: ActorDefinition<S, M>): ActorRe
             return nctx.escalate as symbol;
           }
           const attempt = crashes.length;
-          const delay = Math.min(policy.maxBackoffMs, policy.minBackoffMs * 2 ** (attempt - 1));
+          // Jittered, so actors that crashed together (a dependency went away) do not restart in step.
+          const delay = backoffDelay(attempt, policy.minBackoffMs * 2, policy.maxBackoffMs);
           safe(() => system.observer.restarting?.(self.path, attempt, delay));
           // nact keeps the actor busy while onCrash is pending: new messages wait in the mailbox.
           await sleep(delay);

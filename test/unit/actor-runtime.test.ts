@@ -113,28 +113,29 @@ describe('runtime/actor', () => {
     assert.equal(probe.processed[1]!.sinceInit, 1, 'state was rebuilt by init');
     assert.ok(probe.processed[1]!.at - crashedAt >= 140, `restarted after ${probe.processed[1]!.at - crashedAt} ms, before the backoff`);
     const restart = events.find((e) => e.kind === 'restarting');
-    assert.deepEqual(restart?.detail, { attempt: 1, delayMs: 150 });
+    // The first backoff is jittered between minBackoffMs and twice it.
+    const first = restart?.detail as { attempt: number; delayMs: number };
+    assert.equal(first.attempt, 1);
+    assert.ok(first.delayMs >= 150 && first.delayMs <= 300, `first delay ${first.delayMs} ms`);
+    assert.ok(probe.processed[1]!.at - crashedAt >= first.delayMs - 10, 'waited the announced delay');
     assert.equal(events.filter((e) => e.kind === 'crashed').length, 1);
     assert.equal(isStopped(ref), false);
     // Still alive and answering.
     assert.equal(await query(ref, get, 1_000), 0);
   });
 
-  it('restartWithBackoff: the backoff doubles with repeated crashes', async () => {
+  it('restartWithBackoff: the backoff doubles with repeated crashes, jittered, capped at maxBackoffMs', async () => {
     const probe: Probe = { inits: 0, processed: [] };
-    const ref = spawnCounter(system, 'doubles', Supervision.restartWithBackoff({ minBackoffMs: 20, maxBackoffMs: 50 }), probe);
-    for (let i = 0; i < 3; i++) dispatch(ref, { type: 'crash' });
+    const ref = spawnCounter(system, 'doubles', Supervision.restartWithBackoff({ minBackoffMs: 20, maxBackoffMs: 100 }), probe);
+    for (let i = 0; i < 4; i++) dispatch(ref, { type: 'crash' });
     dispatch(ref, { type: 'record', v: 9 });
-    await waitFor(() => probe.processed.length === 1, 5_000, 5, 'message after three restarts');
-    assert.deepEqual(
-      events.filter((e) => e.kind === 'restarting').map((e) => e.detail),
-      [
-        { attempt: 1, delayMs: 20 },
-        { attempt: 2, delayMs: 40 },
-        { attempt: 3, delayMs: 50 },
-      ],
-    );
-    assert.equal(probe.inits, 4);
+    await waitFor(() => probe.processed.length === 1, 5_000, 5, 'message after four restarts');
+    const delays = events.filter((e) => e.kind === 'restarting').map((e) => e.detail as { attempt: number; delayMs: number });
+    assert.deepEqual(delays.map((d) => d.attempt), [1, 2, 3, 4]);
+    // Attempt n waits between min·2^(n-1) and min·2^n ("equal jitter"), never above the cap.
+    const bounds = [[20, 40], [40, 80], [50, 100], [50, 100]];
+    delays.forEach((d, i) => assert.ok(d.delayMs >= bounds[i]![0]! && d.delayMs <= bounds[i]![1]!, `attempt ${d.attempt}: ${d.delayMs} ms`));
+    assert.equal(probe.inits, 5);
   });
 
   it('resume keeps the state and drops only the failing message', async () => {
