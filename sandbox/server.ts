@@ -29,7 +29,7 @@ import type {
   TgPhotoSize,
   TgUser,
 } from './types';
-import { KeyedWindows, SlidingWindow, retryAfterSeconds, windowLimit, type WindowLimit } from './window';
+import { KeyedWindows, WindowCounter, retryAfterSeconds, windowLimit, type WindowLimit } from './window';
 
 const HOST = '127.0.0.1';
 const DEFAULT_LIMITS: RateLimits = { globalRate: 30, chatRate: 1, groupRatePerMin: 20 };
@@ -475,7 +475,7 @@ export class TelegramSandbox {
   // State that reset() restores.
   private limits: RateLimits;
   private globalLimit: WindowLimit;
-  private readonly globalWindow = new SlidingWindow();
+  private readonly globalWindow = new WindowCounter();
   private readonly chatWindows: KeyedWindows;
   private readonly groupWindows: KeyedWindows;
   private chats = new Map<number, ChatSetting>();

@@ -7,29 +7,11 @@
  * e + windowMs.
  */
 
-/** How many messages fit in how long a window. */
-export interface WindowLimit {
-  /** Messages admitted in any window, ≥ 1. */
-  readonly count: number;
-  /** Window length in ms. */
-  readonly windowMs: number;
-}
+// One mapping from a rate to a window, shared with the client's limiter: the sandbox enforces exactly
+// the windows the project's senders plan for (a stricter sandbox is a matter of lower rates).
+import { windowLimit, type WindowLimit } from '../src/limits/window';
 
-/**
- * Maps a rate of `rate` messages per `periodMs` to a window: count = max(1, floor(rate)) and
- * windowMs = count / rate * periodMs. So 10/s → 10 per 1000 ms, 0.5/s → 1 per 2000 ms, 1.5/s → 1 per 666.67 ms:
- * the window never admits a burst larger than the rate allows in one period, yet keeps the long-run rate exact.
- */
-export function windowLimit(rate: number, periodMs = 1000): WindowLimit {
-  if (!Number.isFinite(rate) || rate <= 0) {
-    throw new RangeError(`rate must be a positive finite number, got ${rate}`);
-  }
-  if (!Number.isFinite(periodMs) || periodMs <= 0) {
-    throw new RangeError(`periodMs must be a positive finite number, got ${periodMs}`);
-  }
-  const count = Math.max(1, Math.floor(rate));
-  return { count, windowMs: (count / rate) * periodMs };
-}
+export { windowLimit, type WindowLimit };
 
 /** Telegram's `retry_after`: whole seconds, rounded up, at least 1. */
 export function retryAfterSeconds(waitMs: number): number {
@@ -41,7 +23,7 @@ export function retryAfterSeconds(waitMs: number): number {
  * decrease between calls (use a monotonic clock). Entries are pruned on use, so memory is bounded by the number
  * of entries inside one window, i.e. by `count`.
  */
-export class SlidingWindow {
+export class WindowCounter {
   private times: number[] = [];
   private weights: number[] = [];
   private head = 0;
@@ -110,7 +92,7 @@ export class SlidingWindow {
  * `sweepEvery` admissions so that thousands of one-off chats do not accumulate.
  */
 export class KeyedWindows {
-  private readonly windows = new Map<number, SlidingWindow>();
+  private readonly windows = new Map<number, WindowCounter>();
   private addsSinceSweep = 0;
 
   constructor(
@@ -125,7 +107,7 @@ export class KeyedWindows {
   add(key: number, n: number, now: number): void {
     let window = this.windows.get(key);
     if (window === undefined) {
-      window = new SlidingWindow();
+      window = new WindowCounter();
       this.windows.set(key, window);
     }
     window.add(n, now);

@@ -13,21 +13,26 @@ export interface WindowLimit {
 }
 
 /**
- * Maps "r messages per second" to a window: count = max(1, floor(r)), windowMs =
- * count / r seconds. r=30 → 30 per 1000 ms; r=0.5 → 1 per 2000 ms; r=1.5 → 1 per 667 ms.
- * The sandbox uses the same mapping.
+ * Maps a rate of `rate` messages per `periodMs` to a window: count = max(1, floor(rate)) and
+ * windowMs = count / rate × periodMs. 10/s → 10 per 1000 ms, 0.5/s → 1 per 2000 ms, 1.5/s → 1 per
+ * 666.67 ms: the window never admits a burst larger than the rate allows in one period, yet keeps
+ * the long-run rate exact. The one mapping of the project: the sandbox enforces the same windows.
  */
+export function windowLimit(rate: number, periodMs = 1000): WindowLimit {
+  if (!Number.isFinite(rate) || rate <= 0) throw new RangeError(`rate must be a positive finite number, got ${rate}`);
+  if (!Number.isFinite(periodMs) || periodMs <= 0) throw new RangeError(`periodMs must be a positive finite number, got ${periodMs}`);
+  const count = Math.max(1, Math.floor(rate));
+  return { count, windowMs: (count / rate) * periodMs };
+}
+
+/** "r messages per second" as a window: 30 → 30 per 1000 ms. */
 export function rateToWindow(perSecond: number): WindowLimit {
-  if (!(perSecond > 0)) throw new RangeError(`rate must be > 0, got ${perSecond}`);
-  const count = Math.max(1, Math.floor(perSecond));
-  return { count, windowMs: (count / perSecond) * 1000 };
+  return windowLimit(perSecond, 1000);
 }
 
 /** "n per minute" as a window: 20/min → 20 per 60 000 ms. */
 export function perMinuteToWindow(perMinute: number): WindowLimit {
-  if (!(perMinute > 0)) throw new RangeError(`rate must be > 0, got ${perMinute}`);
-  const count = Math.max(1, Math.floor(perMinute));
-  return { count, windowMs: (count / perMinute) * 60_000 };
+  return windowLimit(perMinute, 60_000);
 }
 
 /**

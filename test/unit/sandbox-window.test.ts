@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { KeyedWindows, SlidingWindow, retryAfterSeconds, windowLimit, type WindowLimit } from '../../sandbox/window';
+import { KeyedWindows, WindowCounter, retryAfterSeconds, windowLimit, type WindowLimit } from '../../sandbox/window';
 
 /** Offers one request of weight `n` at each time; returns the times admitted. */
-function offer(times: number[], limit: WindowLimit, n = 1, window = new SlidingWindow()): number[] {
+function offer(times: number[], limit: WindowLimit, n = 1, window = new WindowCounter()): number[] {
   const admitted: number[] = [];
   for (const t of times) {
     if (window.waitMs(n, t, limit) === 0) {
@@ -36,7 +36,7 @@ describe('sandbox sliding window', () => {
     });
   });
 
-  describe('SlidingWindow', () => {
+  describe('WindowCounter', () => {
     it('admits exactly count in any window under a steady overload', () => {
       const limit = windowLimit(10);
       const times = Array.from({ length: 300 }, (_, i) => i * 10); // 100/s for 3 s
@@ -50,7 +50,7 @@ describe('sandbox sliding window', () => {
       let seed = 42;
       const random = (): number => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31);
       const limit = windowLimit(7);
-      const window = new SlidingWindow();
+      const window = new WindowCounter();
       let t = 0;
       const admitted: number[] = [];
       for (let i = 0; i < 2000; i++) {
@@ -69,7 +69,7 @@ describe('sandbox sliding window', () => {
 
     it('frees an entry exactly windowMs after it was recorded', () => {
       const limit = windowLimit(1);
-      const window = new SlidingWindow();
+      const window = new WindowCounter();
       window.add(1, 1000);
       assert.equal(window.waitMs(1, 1999.9, limit) > 0, true);
       assert.equal(window.waitMs(1, 2000, limit), 0);
@@ -77,7 +77,7 @@ describe('sandbox sliding window', () => {
 
     it('computes the wait until enough weight leaves the window', () => {
       const limit = windowLimit(5);
-      const window = new SlidingWindow();
+      const window = new WindowCounter();
       for (const t of [0, 100, 200, 300, 400]) window.add(1, t);
       assert.equal(window.waitMs(1, 450, limit), 550); // the entry at 0 leaves at 1000
       assert.equal(window.waitMs(3, 450, limit), 750); // entries at 0, 100, 200 must leave
@@ -87,7 +87,7 @@ describe('sandbox sliding window', () => {
 
     it('counts an album as its weight and admits a too-large album only into an empty window', () => {
       const limit = windowLimit(5);
-      const window = new SlidingWindow();
+      const window = new WindowCounter();
       assert.equal(window.waitMs(3, 0, limit), 0);
       window.add(3, 0);
       assert.equal(window.waitMs(3, 10, limit), 990);
