@@ -1,0 +1,244 @@
+import { strict as assert } from 'node:assert';
+import { spawnSender, type DrainResult, type SenderMsg, type SenderStatus } from '../../../../../actors/pipeline/shard-manager/sender';
+import type { PipelineSettings } from '../../../../../actors/pipeline/deps';
+import { FloodDetector } from '../../../../../src/limits/flood';
+import type { OutboxRow, Outcome } from '../../../../../src/outbox/types';
+import { dispatch, query, startActorSystem, stopActorSystem, type ActorRef, type ActorSystem } from '../../../../../src/runtime/actor';
+import { TelegramPermanent, TelegramRateLimited, TelegramTransient } from '../../../../../src/telegram/errors';
+import { captureLogger, waitFor } from '../../../../helpers/services';
+import { fakePipelineDeps, recordingOutcomes, row, type FakePipeline } from '../../../../helpers/pipeline-fakes';
+
+/**
+ * The sender with a fake Telegram client (the test answers each call), fake recipients,
+ * a recording outcome writer and a test clock. Windows are tens of milliseconds: the
+ * sender's timers are real, and every interval is asserted on the clock the sender reads.
+ */
+describe('sender actor (fake Telegram, recipients and outcome writer)', () => {
+  let system: ActorSystem;
+  let fp: FakePipeline;
+  let outcomes: Outcome[];
+  let sender: ActorRef<SenderMsg>;
+  /** Outcome flushes the sender had asked for when it reloaded its claimed rows (-1: no reload yet). */
+  let flushesAtReload: number;
+
+  const start = (settings: Partial<PipelineSettings> = {}, claimed: OutboxRow[] = []): void => {
+    const { log } = captureLogger();
+    system = startActorSystem('sender-test', log);
+    const flushes = { n: 0 };
+    flushesAtReload = -1;
+    fp = fakePipelineDeps(log, settings, {
+      loadClaimed: () => {
+        flushesAtReload = flushes.n;
+        return Promise.resolve(claimed);
+      },
+    });
+    outcomes = [];
+    const writer = recordingOutcomes(system, outcomes, flushes);
+    sender = spawnSender(system, fp.deps, { shard: 0, outcomes: writer, flood: new FloodDetector() });
+  };
+  afterEach(() => {
+    fp.gate.stop();
+    stopActorSystem(system);
+  });
+
+  const send = (...rows: OutboxRow[]) => dispatch<SenderMsg>(sender, { type: 'rows', rows });
+  const status = () => query<SenderMsg, SenderStatus>(sender, (replyTo) => ({ type: 'status', replyTo }), 1000);
+  const calls = (n: number, what = `${n} Telegram calls`) => waitFor(() => fp.telegram.calls.length >= n, 1500, 1, what);
+  const outcome = (id: number, kind: Outcome['kind']) => outcomes.find((o) => o.id === id && o.kind === kind);
+  const waitOutcome = async (id: number, kind: Outcome['kind']): Promise<Outcome> => {
+    await waitFor(() => outcome(id, kind) !== undefined, 1500, 1, `outcome ${kind} of row ${id}`);
+    return outcome(id, kind)!;
+  };
+  const texts = (chatId?: number) => (chatId === undefined ? fp.telegram.calls : fp.telegram.of(chatId)).map((c) => c.text);
+
+  it('sends each chat in row-id order, one call at a time per chat, chats side by side', async () => {
+    // A chat window of 5: only the one-send-at-a-time rule can keep a chat's second row back.
+    start({ chatLimit: { count: 5, windowMs: 40 } });
+    send(row(3, 10), row(1, 10), row(4, 20), row(2, 10));
+    await calls(2, 'the first call of each chat');
+    assert.deepEqual(texts(10), ['r1']);
+    assert.deepEqual(texts(20), ['r4'], 'the other chat does not wait for the first');
+    for (let n = 2; n <= 3; n++) {
+      // The previous call of chat 10 is unanswered: no second call for it.
+      assert.equal(fp.telegram.open(10).length, 1);
+      const s = await status();
+      assert.equal(s.inFlight, 2 - (n - 2));
+      fp.telegram.ok(fp.telegram.calls.indexOf(fp.telegram.open(10)[0]!));
+      if (n === 2) fp.telegram.ok(fp.telegram.calls.indexOf(fp.telegram.open(20)[0]!));
+      await waitFor(() => fp.telegram.of(10).length === n, 1500, 1, `call ${n} of chat 10`);
+    }
+    fp.telegram.ok(fp.telegram.calls.indexOf(fp.telegram.open(10)[0]!));
+    assert.deepEqual(texts(10), ['r1', 'r2', 'r3']);
+    await waitOutcome(3, 'sent');
+    assert.deepEqual(outcomes.filter((o) => o.kind === 'sent').map((o) => o.id).sort(), [1, 2, 3, 4]);
+    const s = await status();
+    assert.equal(s.sent, 4);
+    assert.equal(s.queued, 0);
+    assert.equal(fp.book.total, 0, 'the buffer book is back to empty');
+  });
+
+  it("holds a chat to its window: the next send waits a window after the previous answer", async () => {
+    start({ chatLimit: { count: 1, windowMs: 40 }, groupLimit: { count: 2, windowMs: 60 } });
+    send(row(1, 10), row(2, 10), row(3, 10), row(4, -30), row(5, -30), row(6, -30));
+    for (let i = 0; i < 3; i++) {
+      await waitFor(() => fp.telegram.of(10).length === i + 1, 1500, 1, `call ${i + 1} of chat 10`);
+      fp.telegram.ok(fp.telegram.calls.indexOf(fp.telegram.of(10)[i]!));
+    }
+    const c = fp.telegram.of(10);
+    for (let i = 1; i < 3; i++) assert.ok(c[i]!.at - c[i - 1]!.answeredAt! >= 40, `private chat: gap ${c[i]!.at - c[i - 1]!.answeredAt!} ms < its 40 ms window`);
+    // A group's window holds 2 (still one call at a time): the third send waits a window after the FIRST answer.
+    for (let i = 0; i < 3; i++) {
+      await waitFor(() => fp.telegram.of(-30).length === i + 1, 1500, 1, `call ${i + 1} of the group`);
+      fp.telegram.ok(fp.telegram.calls.indexOf(fp.telegram.of(-30)[i]!));
+    }
+    const g = fp.telegram.of(-30);
+    assert.ok(g[2]!.at - g[0]!.answeredAt! >= 60, `group: third send ${g[2]!.at - g[0]!.answeredAt!} ms after the first answer, window 60 ms`);
+    await waitOutcome(6, 'sent');
+  });
+
+  it('a 429 pauses only that chat for retry_after, and the row is sent again without counting an attempt', async () => {
+    start({ chatLimit: { count: 1, windowMs: 10 } });
+    send(row(1, 10), row(2, 10), row(3, 20), row(4, 20), row(5, 20));
+    await calls(2);
+    const first10 = fp.telegram.of(10)[0]!;
+    fp.telegram.fail(fp.telegram.calls.indexOf(first10), new TelegramRateLimited('sendMessage', 'Too Many Requests: retry after 0.15', 0.15));
+    await waitFor(async () => (await status()).rateLimited.length === 1, 1500, 1, 'chat 10 rate-limited');
+    const s = await status();
+    assert.deepEqual(s.rateLimited.map((r) => r.chatId), [10]);
+    assert.ok(s.rateLimited[0]!.until >= first10.answeredAt! + 150);
+    assert.equal(s.throttledByScope.chat, 1);
+    // Chat 20 goes on meanwhile.
+    for (let i = 0; i < 3; i++) {
+      await waitFor(() => fp.telegram.of(20).length === i + 1, 1500, 1, `call ${i + 1} of chat 20`);
+      fp.telegram.ok(fp.telegram.calls.indexOf(fp.telegram.of(20)[i]!));
+    }
+    await waitOutcome(5, 'sent');
+    assert.equal(fp.telegram.of(10).length, 1, 'chat 10 still waits');
+    await waitFor(() => fp.telegram.of(10).length === 2, 1500, 1, 'chat 10 resent');
+    const again = fp.telegram.of(10)[1]!;
+    assert.equal(again.text, 'r1', 'the same row first');
+    assert.ok(again.at - first10.answeredAt! >= 150, `resent ${again.at - first10.answeredAt!} ms after the 429, retry_after 150 ms`);
+    fp.telegram.ok(fp.telegram.calls.indexOf(again));
+    const sent = await waitOutcome(1, 'sent');
+    assert.equal(sent.kind === 'sent' && sent.attempts, 1, 'a 429 is not a failed attempt');
+    assert.equal(outcomes.some((o) => o.id === 1 && (o.kind === 'retry' || o.kind === 'failed')), false);
+    assert.deepEqual(fp.floods, [], 'one chat’s 429 is not a bot-wide flood');
+    assert.equal(fp.gate.pausedUntilMs, 0);
+    await waitFor(() => fp.telegram.of(10).length === 3, 1500, 1, 'row 2 of chat 10');
+    assert.equal(fp.telegram.of(10)[2]!.text, 'r2');
+  });
+
+  it('a transient error retries with growing backoff, the chat’s later rows wait behind it, and it fails after maxAttempts', async () => {
+    start({ maxAttempts: 3, retryBaseMs: 40, retryMaxMs: 80 });
+    send(row(1, 10), row(2, 10));
+    const err = () => new TelegramTransient('sendMessage', 502, 'Bad Gateway', 'server_error');
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      await waitFor(() => fp.telegram.calls.length === attempt, 1500, 1, `attempt ${attempt}`);
+      assert.equal(fp.telegram.calls[attempt - 1]!.text, 'r1', 'row 2 never overtakes row 1 while it waits to retry');
+      fp.telegram.fail(attempt - 1, err());
+      if (attempt < 3) {
+        await waitFor(() => outcomes.filter((o) => o.id === 1 && o.kind === 'retry').length === attempt, 1500, 1, `retry outcome ${attempt}`);
+        const retry = outcomes.filter((o) => o.id === 1 && o.kind === 'retry')[attempt - 1]!;
+        assert.ok(retry.kind === 'retry');
+        assert.equal(retry.attempts, attempt);
+        assert.equal(retry.retryCount, attempt);
+        assert.equal(retry.code, 'TG_TRANSIENT');
+        // Equal jitter: attempt n waits between base·2^(n−1)/2 and base·2^(n−1).
+        const wait = retry.nextAttemptAt - fp.telegram.calls[attempt - 1]!.answeredAt!;
+        assert.ok(wait >= 20 * 2 ** (attempt - 1) && wait <= 40 * 2 ** (attempt - 1) + 5, `backoff ${wait} ms for attempt ${attempt}`);
+        assert.equal((await status()).waitingRetry, 1);
+        await waitFor(() => fp.telegram.calls.length === attempt + 1, 1500, 1, `attempt ${attempt + 1}`);
+        assert.ok(fp.telegram.calls[attempt]!.at >= retry.nextAttemptAt, 'not retried before its backoff');
+      }
+    }
+    const failed = await waitOutcome(1, 'failed');
+    assert.ok(failed.kind === 'failed');
+    assert.equal(failed.code, 'TG_TRANSIENT');
+    assert.equal(failed.attempts, 3);
+    assert.match(failed.reason, /after 3 attempts/);
+    assert.equal(fp.recipients.marked.length, 0, 'a transient error never marks the recipient');
+    // Then the next row of the chat goes out.
+    await calls(4, 'row 2');
+    assert.equal(fp.telegram.calls[3]!.text, 'r2');
+    fp.telegram.ok(3);
+    await waitOutcome(2, 'sent');
+  });
+
+  it('a permanent error fails the row, marks the recipient, and the chat’s other rows fail without a call', async () => {
+    start();
+    send(row(1, 10), row(2, 10), row(3, 20));
+    await calls(2);
+    fp.telegram.fail(fp.telegram.calls.indexOf(fp.telegram.of(10)[0]!), new TelegramPermanent('sendMessage', 403, 'Forbidden: bot was blocked by the user', 'blocked'));
+    const f1 = await waitOutcome(1, 'failed');
+    assert.ok(f1.kind === 'failed');
+    assert.equal(f1.code, 'TG_PERMANENT');
+    assert.equal(f1.attempts, 1);
+    assert.deepEqual(fp.recipients.marked.map((m) => [m.chatId, m.status, m.code]), [[10, 'blocked', 'TG_PERMANENT']]);
+    assert.deepEqual(fp.recipientEvents, [{ chatId: 10, status: 'blocked', migratedTo: null }]);
+    const f2 = await waitOutcome(2, 'failed');
+    assert.ok(f2.kind === 'failed');
+    assert.match(f2.reason, /not sent/);
+    assert.equal(fp.telegram.of(10).length, 1, 'no call for a chat marked unreachable');
+    fp.telegram.ok(fp.telegram.calls.indexOf(fp.telegram.of(20)[0]!));
+    await waitOutcome(3, 'sent');
+  });
+
+  it('drain waits for the send in flight, gives back every unsent row, and hands over the chat windows', async () => {
+    start();
+    send(row(1, 10), row(2, 10), row(3, 10));
+    await calls(1);
+    let drained: DrainResult | undefined;
+    const p = query<SenderMsg, DrainResult>(sender, (replyTo) => ({ type: 'drain', replyTo }), 1500).then((d) => (drained = d));
+    await waitFor(async () => (await status()).draining, 1500, 1, 'draining');
+    assert.equal(drained, undefined, 'not answered while a send is in flight');
+    // Rows that arrive while draining are given back at once.
+    send(row(9, 40));
+    await waitOutcome(9, 'release');
+    fp.telegram.ok(0);
+    await p;
+    assert.equal(drained!.released, 2);
+    await waitOutcome(3, 'release');
+    assert.deepEqual(outcomes.filter((o) => o.kind === 'release').map((o) => o.id).sort(), [2, 3, 9]);
+    assert.ok(outcome(1, 'sent'), 'the send in flight finished and was recorded');
+    assert.equal(fp.telegram.calls.length, 1, 'nothing more was sent');
+    assert.deepEqual(Object.keys(drained!.windows), ['10'], 'the chat that sent has a window to hand over');
+    assert.equal(fp.book.total, 0);
+  });
+
+  it('a stale copy of a finished row is ignored; a copy fetched after it finished is sent again', async () => {
+    start();
+    send(row(1, 10, { fetchedAt: fp.clock.now() }));
+    await calls(1);
+    const fetched = fp.telegram.calls[0]!.at;
+    fp.telegram.ok(0);
+    await waitOutcome(1, 'sent');
+    // A copy from a claim or reload that started before the row finished (a recovery overlap).
+    send(row(1, 10, { fetchedAt: fetched }));
+    const s = await status();
+    assert.equal(s.queued, 0, 'the stale copy was not queued');
+    assert.equal(fp.telegram.calls.length, 1);
+    // An operator's retry: a claim that started after the row finished here.
+    fp.clock.advance(5);
+    send(row(1, 10, { fetchedAt: fp.clock.now() }));
+    await calls(2, 'the newer copy sent');
+    assert.equal(fp.telegram.calls[1]!.text, 'r1');
+    fp.telegram.ok(1);
+    await waitFor(() => outcomes.filter((o) => o.id === 1 && o.kind === 'sent').length === 2, 1500, 1, 'second sent outcome');
+  });
+
+  it('recovers the rows it held: flushes outcomes first, sends the reload, and a duplicate copy from a claim is sent once', async () => {
+    const t = Date.now();
+    start({}, [row(1, 10, { fetchedAt: t }), row(2, 20, { fetchedAt: t })]);
+    // The claimer's copy of row 1 arrives during recovery.
+    send(row(1, 10, { fetchedAt: t }), row(3, 10, { fetchedAt: t }));
+    await calls(2);
+    assert.equal(flushesAtReload, 1, 'queued outcomes were flushed before the reload');
+    fp.telegram.ok(0);
+    fp.telegram.ok(1);
+    await waitFor(() => fp.telegram.of(10).length === 2, 1500, 1, 'row 3');
+    fp.telegram.ok(fp.telegram.calls.indexOf(fp.telegram.of(10)[1]!));
+    await waitOutcome(3, 'sent');
+    assert.deepEqual(texts(10), ['r1', 'r3']);
+    assert.deepEqual(texts(20), ['r2']);
+  });
+});
