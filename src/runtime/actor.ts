@@ -109,11 +109,33 @@ export function startActorSystem(name: string, log: Logger, observer: ActorObser
 
 export function stopActorSystem(system: ActorSystem): void {
   if (system.life.stopped) return;
+  stopChildren(system);
   system.life.stopped = true;
   nact.stop(system.raw);
 }
 
 const systems = new WeakMap<object, ActorSystem>();
+
+/**
+ * The actors spawned under each parent (a system or an actor), kept here because nact
+ * 7.6.2 stops neither: its system and actor `stop` pass concrete actors to a lookup that
+ * expects references and finds nothing, so without this a stopped system's actors, and a
+ * stopped actor's children, keep running (timers, intervals) and never run `afterStop`.
+ * A child must be stopped while its parent is still in the tree: nact finds an actor by
+ * its path from the root.
+ */
+const childrenOf = new WeakMap<object, Set<ActorRef<unknown>>>();
+
+function stopChildren(parent: object): void {
+  const kids = childrenOf.get(parent);
+  if (kids) for (const k of [...kids]) stopTree(k);
+}
+
+/** Stops the actor's descendants, deepest first, then the actor. */
+function stopTree(ref: ActorRef<unknown>): void {
+  stopChildren(ref);
+  nact.stop(ref.raw);
+}
 
 function systemOf(parent: Parent): ActorSystem {
   if ('deadLetters' in parent) return parent;
@@ -133,6 +155,8 @@ export function spawn<S, M>(parent: Parent, def: ActorDefinition<S, M>): ActorRe
   // The ref exists before nact returns it, so `init` can spawn children and dispatch to self.
   const self = { path: def.name, raw: undefined as unknown as nact.Ref<unknown>, life } as { path: string; raw: nact.Ref<unknown>; life: { stopped: boolean } };
   systems.set(self, system);
+  const siblings = childrenOf.get(parent) ?? new Set<ActorRef<unknown>>();
+  childrenOf.set(parent, siblings);
   const ctxOf = (): ActorContext<M> => ({ self, name: def.name, path: self.path, system, log });
 
   const onCrash = async (msg: unknown, err: unknown, nctx: nact.SupervisionContext<unknown, nact.Ref<unknown>>): Promise<symbol> => {
@@ -143,6 +167,7 @@ export function spawn<S, M>(parent: Parent, def: ActorDefinition<S, M>): ActorRe
         case 'resume':
           return nctx.resume as symbol;
         case 'stop':
+          stopChildren(self);
           return nctx.stop as symbol;
         case 'escalate':
           return nctx.escalate as symbol;
@@ -160,12 +185,15 @@ export function spawn<S, M>(parent: Parent, def: ActorDefinition<S, M>): ActorRe
           safe(() => system.observer.restarting?.(self.path, attempt, delay));
           // nact keeps the actor busy while onCrash is pending: new messages wait in the mailbox.
           await sleep(delay);
+          // nact's reset stops the children but not theirs: stop the whole subtree here.
+          stopChildren(self);
           return nctx.reset as symbol;
         }
       }
     } catch (e) {
       // A throwing onCrash would become an unhandled rejection inside nact.
       log.error({ err: describeError(e) }, 'supervision policy failed; stopping actor');
+      stopChildren(self);
       return nctx.stop as symbol;
     }
   };
@@ -185,6 +213,7 @@ export function spawn<S, M>(parent: Parent, def: ActorDefinition<S, M>): ActorRe
       onCrash: onCrash as never,
       afterStop: async (state: S) => {
         life.stopped = true;
+        siblings.delete(self as ActorRef<unknown>);
         if (def.afterStop) {
           try {
             await def.afterStop(state, ctxOf());
@@ -195,6 +224,8 @@ export function spawn<S, M>(parent: Parent, def: ActorDefinition<S, M>): ActorRe
       },
     } as never,
   );
+  // Only once nact has it (spawn throws on a duplicate name): stopping a parent stops it too.
+  siblings.add(self as ActorRef<unknown>);
   return self as ActorRef<M>;
 }
 
@@ -234,8 +265,9 @@ export async function query<M, R>(to: ActorRef<M>, build: (replyTo: ReplyTo<R>) 
   }
 }
 
+/** Stops the actor and everything under it; `afterStop` runs for each. */
 export function stop<M>(ref: ActorRef<M>): void {
-  nact.stop(ref.raw);
+  stopTree(ref as ActorRef<unknown>);
 }
 
 export function isStopped<M>(ref: ActorRef<M>): boolean {
