@@ -102,7 +102,9 @@ export function spawnViewCounter(parent: Parent, deps: ViewCounterDeps, options:
   const flushSeconds = m.histogram('ads_view_flush_seconds', 'Duration of one view flush transaction', [], [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]);
   const pendingGauge = m.gauge('ads_view_pending', 'Deliveries received and not yet flushed');
 
-  const newBatch = (state: { nextId: number }): Batch => ({ id: ++state.nextId, views: new Map(), perAd: new Map(), msgs: [], viewCount: 0, dead: [] });
+  // Batch ids go on across restarts (init runs again): the answer of a write started before a restart must not match a batch after it.
+  let lastBatchId = 0;
+  const newBatch = (state: { nextId: number }): Batch => ({ id: (state.nextId = ++lastBatchId), views: new Map(), perAd: new Map(), msgs: [], viewCount: 0, dead: [] });
 
   /** Starts writing the next batch in line, if none is being written. */
   const writeNext = (state: ViewCounterState, self: ActorRef<ViewCounterMsg>): void => {

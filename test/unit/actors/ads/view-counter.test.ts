@@ -9,7 +9,7 @@ import { deferred, type Deferred } from '../../../helpers/deferred';
 /**
  * The view counter with fake JetStream messages and a fake repository (complements
  * view-counter-batches.test.ts): the flush timer, what one batch carries to the
- * repository.
+ * repository, and a restart while a batch is being written.
  */
 interface FakeMsg {
   subject: string;
@@ -21,7 +21,7 @@ interface FakeMsg {
   nak(ms?: number): void;
 }
 
-describe('view-counter actor (fake messages and repository): timer, batch contents', () => {
+describe('view-counter actor (fake messages and repository): timer, batch contents, restart', () => {
   let system: ActorSystem;
   let writes: Array<{ views: ReadonlyArray<{ adId: number; visitor: string }>; dead: readonly DeadLetter[]; d: Deferred<{ counted: number; dead: DeadLetter[] }> }>;
   let counter: ActorRef<ViewCounterMsg>;
@@ -97,5 +97,24 @@ describe('view-counter actor (fake messages and repository): timer, batch conten
     writes[1]!.d.resolve({ counted: 0, dead: [...writes[1]!.dead] });
     assert.deepEqual(await flushed, { messages: 1, distinct: 0, counted: 0, deadLettered: 1 });
     assert.ok([a, repeat, badJson, batch].every((m) => m.acked === 1));
+  });
+
+  it('after a restart, the answer of a write started before it never acks a batch of the new incarnation', async () => {
+    const old = [view(1, 1), view(1, 2), view(1, 3)];
+    deliver(...old);
+    await waitFor(() => writes.length === 1, 1000, 1, 'the first batch being written');
+    // A delivery the handler cannot read crashes it: the actor restarts (state from init).
+    deliver({ ...view(1, 4), subject: undefined } as unknown as FakeMsg);
+    const fresh = [view(2, 1), view(2, 2), view(2, 3)];
+    deliver(...fresh);
+    await waitFor(() => writes.length === 2, 2000, 2, 'a batch of the restarted counter being written');
+    // The write from before the restart commits now; its answer reaches the mailbox before the query below.
+    writes[0]!.d.resolve({ counted: 3, dead: [] });
+    await new Promise((r) => setImmediate(r));
+    await query<ViewCounterMsg, number>(counter, (replyTo) => ({ type: 'pending', adId: 2, replyTo }), 1000);
+    assert.ok(fresh.every((m) => m.acked === 0), 'the new batch is acked only after its own commit');
+    writes[1]!.d.reject(Object.assign(new Error('Deadlock found'), { errno: 1213 }));
+    await waitFor(() => fresh.every((m) => m.naks.length === 1), 1000, 2, 'the new batch nak-ed');
+    assert.ok(fresh.every((m) => m.acked === 0), 'a failed write is never acked');
   });
 });
