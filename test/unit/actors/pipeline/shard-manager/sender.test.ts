@@ -21,7 +21,7 @@ describe('sender actor (fake Telegram, recipients and outcome writer)', () => {
   /** Outcome flushes the sender had asked for when it reloaded its claimed rows (-1: no reload yet). */
   let flushesAtReload: number;
 
-  const start = (settings: Partial<PipelineSettings> = {}, claimed: OutboxRow[] = []): void => {
+  const start = (settings: Partial<PipelineSettings> = {}, claimed: OutboxRow[] = [], tweak: (fp: FakePipeline) => void = () => undefined): void => {
     const { log } = captureLogger();
     system = startActorSystem('sender-test', log);
     const flushes = { n: 0 };
@@ -33,6 +33,7 @@ describe('sender actor (fake Telegram, recipients and outcome writer)', () => {
       },
     });
     outcomes = [];
+    tweak(fp);
     const writer = recordingOutcomes(system, outcomes, flushes);
     sender = spawnSender(system, fp.deps, { shard: 0, outcomes: writer, flood: new FloodDetector() });
   };
@@ -240,5 +241,38 @@ describe('sender actor (fake Telegram, recipients and outcome writer)', () => {
     await waitOutcome(3, 'sent');
     assert.deepEqual(texts(10), ['r1', 'r3']);
     assert.deepEqual(texts(20), ['r2']);
+  });
+
+  it('429s of two chats within the flood window, neither near its limit, pause the whole bot: every chat waits', async () => {
+    start();
+    send(row(1, 10), row(2, 20));
+    await calls(2);
+    const tooMany = () => new TelegramRateLimited('sendMessage', 'Too Many Requests: retry after 0.1', 0.1);
+    fp.telegram.fail(0, tooMany());
+    fp.telegram.fail(1, tooMany());
+    await waitFor(() => fp.floods.length === 1, 1500, 1, 'a bot-wide flood reported');
+    const until = fp.floods[0]!;
+    assert.ok(until >= fp.telegram.calls[1]!.answeredAt! + 100);
+    assert.equal(fp.gate.pausedUntilMs, until, 'the process gate is paused');
+    const s = await status();
+    assert.equal(s.throttledByScope.chat, 1, 'the first 429 alone looked like its chat');
+    assert.equal(s.throttledByScope.global, 1);
+    // A chat that was never throttled waits for the pause too.
+    send(row(3, 30));
+    await waitFor(() => fp.telegram.of(30).length === 1, 1500, 1, 'chat 30 after the pause');
+    assert.ok(fp.telegram.of(30)[0]!.at >= until, `chat 30 sent ${until - fp.telegram.of(30)[0]!.at} ms before the bot-wide pause ended`);
+  });
+
+  it('a row the planner cannot plan fails with BAD_PAYLOAD without a call; the chat goes on', async () => {
+    start({}, [], (f) => {
+      f.deps.planner = { plan: (r) => (r.id === 1 ? Promise.reject(new Error('template missing')) : Promise.resolve([{ method: 'sendMessage', text: r.text, parseMode: null }])) };
+    });
+    send(row(1, 10), row(2, 10));
+    const failed = await waitOutcome(1, 'failed');
+    assert.ok(failed.kind === 'failed');
+    assert.equal(failed.code, 'BAD_PAYLOAD');
+    assert.match(failed.reason, /template missing/);
+    await calls(1, 'row 2');
+    assert.deepEqual(texts(), ['r2']);
   });
 });
