@@ -85,15 +85,17 @@ describe('budget-coordinator actor (fake members, NATS and KV on the local nats-
       what,
     );
 
-  /** A fake member: reports demand every 100 ms and acknowledges every grant (with `freeAt` for decreases). */
+  /** A fake member: reports demand every 100 ms and acknowledges every grant (with `freeAt` when it is a decrease). */
   const member = async (holder: string, demand: number, freeAt: (g: Grant) => number | null = () => null): Promise<void> => {
     subs.push(
       nc.subscribe(subjects.budgetGrant(holder), {
         callback: (err, m) => {
           if (err) return;
           const g = JSON.parse(new TextDecoder().decode(m.data)) as Grant;
+          const before = held.get(holder);
           held.set(holder, g.share);
-          const free = freeAt(g);
+          // Like a real member: only a smaller share leaves sends (made under the larger one) to wait out.
+          const free = before !== undefined && g.share < before ? freeAt(g) : null;
           grants.push({ holder, g, at: Date.now(), held: new Map(held), freeAt: free });
           m.respond(encodeJson({ ok: true, share: g.share, free_at: free }));
         },
