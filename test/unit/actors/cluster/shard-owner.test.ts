@@ -105,9 +105,7 @@ describe('shard-owner actor (fake pipeline, KV on the local nats-server)', funct
     await kv.put('shard.3', encodeValue({ holder: 'x:9', instance: 'x', since: Date.now() }));
     await waitFor(() => fences.length >= 1, 3000, 5, 'fenced');
     assert.deepEqual(fences[0], [3]);
-    const s = await status();
-    assert.ok(!s.owned.includes(3));
-    assert.equal(s.map[3], 'x:9');
+    assert.ok(!(await status()).owned.includes(3));
   });
 
   it('leave: the pipeline gives everything back, then the leases and the member key are deleted', async () => {
