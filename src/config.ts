@@ -11,7 +11,10 @@ export interface Config extends NatsAuthSettings {
   role: 'all' | 'worker' | 'gateway';
   instanceId: string;
   databaseUrl: string;
+  /** Comma-separated list of NATS servers (any node of a cluster; the client fails over between them). */
   natsUrl: string;
+  /** Replicas of every JetStream stream and KV bucket this project creates (1, or 3/5 on a NATS cluster). */
+  natsReplicas: number;
   /** NATS credentials; secrets, never logged. */
   natsUser: string | undefined;
   natsPassword: string | undefined;
@@ -59,6 +62,7 @@ export const DEFAULTS = {
   ROLE: 'all',
   DATABASE_URL: 'mysql://root@127.0.0.1:3306/test',
   NATS_URL: 'nats://127.0.0.1:4222',
+  NATS_REPLICAS: 1,
   TELEGRAM_API_ROOT: 'https://api.telegram.org/',
   TELEGRAM_GLOBAL_RATE: 30,
   TELEGRAM_CHAT_RATE: 1,
@@ -208,6 +212,7 @@ export function loadConfig(env: Env = process.env): Config {
     instanceId: r.string('INSTANCE_ID', `${hostname()}-${process.pid}`),
     databaseUrl: r.url('DATABASE_URL', DEFAULTS.DATABASE_URL, ['mysql:', 'mariadb:']),
     natsUrl: natsUrls(r),
+    natsReplicas: natsReplicasVar(r),
     // NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_NKEY_SEED_FILE, NATS_CREDS_FILE, NATS_TLS_*: files read and checked now.
     ...readNatsAuthSettings(r),
     telegramBotToken,
@@ -246,6 +251,14 @@ export function subjectPrefixVar(r: EnvReader, name: string): string {
 }
 
 
+
+/**
+ * NATS_REPLICAS: replicas of every stream and KV bucket the project creates. JetStream
+ * allows 1 to 5; an even count tolerates no more failures than the odd one below it.
+ */
+export function natsReplicasVar(r: EnvReader): number {
+  return r.integer('NATS_REPLICAS', DEFAULTS.NATS_REPLICAS, { min: 1, max: 5 });
+}
 
 function bucketName(r: EnvReader): string {
   const v = r.string('CLUSTER_BUCKET', DEFAULTS.CLUSTER_BUCKET);

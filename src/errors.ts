@@ -9,6 +9,8 @@ export type ErrorCode =
   // configuration and start-up
   | 'CONFIG_INVALID'
   | 'SCHEMA_MISMATCH'
+  /** An existing JetStream stream or KV bucket differs from the configuration (replicas, TTL, subjects). */
+  | 'NATS_STREAM_MISMATCH'
   // input at the edges (NATS payloads, HTTP bodies)
   | 'BAD_JSON'
   | 'BAD_PAYLOAD'

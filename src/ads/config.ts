@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { isIP } from 'node:net';
-import { EnvReader, subjectPrefixVar } from '../config';
+import { EnvReader, natsReplicasVar, subjectPrefixVar } from '../config';
 import { ConfigError } from '../errors';
 import { Subjects } from '../nats/subjects';
 
@@ -27,6 +27,8 @@ export interface AdsConfig {
   viewDuplicateWindowMs: number;
   /** How long unconsumed view events stay in the stream (ms). */
   viewStreamMaxAgeMs: number;
+  /** Replicas of the views stream and its consumer (NATS_REPLICAS, shared with the pipeline; docs/deploy.md). */
+  natsReplicas: number;
   /** Salt of the visitor hash (secret). */
   viewHashSalt: string;
   bumpIntervalMs: number;
@@ -156,6 +158,7 @@ export function loadAdsConfig(env: Env = process.env): AdsConfig {
     viewAckWaitMs: readDuration(r, 'VIEW_ACK_WAIT_MS', ADS_DEFAULTS.VIEW_ACK_WAIT_MS, 1_000, 3_600_000),
     viewDuplicateWindowMs: readDuration(r, 'VIEW_DUPLICATE_WINDOW', ADS_DEFAULTS.VIEW_DUPLICATE_WINDOW, 1_000, 86_400_000),
     viewStreamMaxAgeMs: readDuration(r, 'VIEW_STREAM_MAX_AGE', ADS_DEFAULTS.VIEW_STREAM_MAX_AGE, 60_000, 365 * 86_400_000),
+    natsReplicas: natsReplicasVar(r),
     viewHashSalt: r.string('VIEW_HASH_SALT', ADS_DEFAULTS.VIEW_HASH_SALT),
     bumpIntervalMs: readDuration(r, 'BUMP_INTERVAL', ADS_DEFAULTS.BUMP_INTERVAL, 1_000, 365 * 86_400_000),
     bumpCheckMs,

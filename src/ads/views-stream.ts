@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { AckPolicy, DeliverPolicy, RetentionPolicy, StorageType, nanos, type JetStreamManager, type NatsError, type StreamConfig, type ConsumerConfig } from 'nats';
 import type { AdsConfig } from './config';
 import { Subjects } from '../nats/subjects';
+import { assertStreamMatches } from '../nats/streams';
 
 /**
  * The view events' JetStream stream and the counters' durable consumer.
@@ -25,7 +26,12 @@ function apiErrCode(e: unknown): number | undefined {
   return (e as NatsError | undefined)?.api_error?.err_code;
 }
 
-/** Creates the stream, or updates it when it exists with other limits. Idempotent; safe from several processes. */
+/**
+ * Creates the stream with NATS_REPLICAS replicas. An existing stream whose replicas, max
+ * age (VIEW_STREAM_MAX_AGE) or subjects (ADS_SUBJECT_PREFIX) differ is a start-up error
+ * (NATS_STREAM_MISMATCH, with the migration step); only the publisher dedup window is
+ * brought in line in place. Idempotent; safe from several processes.
+ */
 export async function ensureViewsStream(jsm: JetStreamManager, c: AdsConfig): Promise<void> {
   const n = viewsStreamNames(c);
   const want: Partial<StreamConfig> = {
@@ -35,19 +41,21 @@ export async function ensureViewsStream(jsm: JetStreamManager, c: AdsConfig): Pr
     storage: StorageType.File,
     max_age: nanos(c.viewStreamMaxAgeMs),
     duplicate_window: nanos(c.viewDuplicateWindowMs),
+    num_replicas: c.natsReplicas,
   };
+  const check = (have: StreamConfig): void =>
+    assertStreamMatches(have, { stream: n.stream, what: 'views stream', replicas: c.natsReplicas, maxAgeMs: c.viewStreamMaxAgeMs, maxAgeVar: 'VIEW_STREAM_MAX_AGE', subjects: [n.subjects], subjectsVar: 'ADS_SUBJECT_PREFIX' });
   try {
     const info = await jsm.streams.info(n.stream);
-    const have = info.config;
-    if (have.subjects.join(',') !== n.subjects || have.max_age !== want.max_age || have.duplicate_window !== want.duplicate_window) {
-      await jsm.streams.update(n.stream, { subjects: [n.subjects], max_age: want.max_age!, duplicate_window: want.duplicate_window! });
-    }
+    check(info.config);
+    if (info.config.duplicate_window !== want.duplicate_window) await jsm.streams.update(n.stream, { duplicate_window: want.duplicate_window! });
   } catch (e) {
     if (apiErrCode(e) !== 10059) throw e; // 10059: stream not found
     try {
       await jsm.streams.add(want);
     } catch (e2) {
       if (apiErrCode(e2) !== 10058) throw e2; // another process created it meanwhile
+      check((await jsm.streams.info(n.stream)).config);
     }
   }
 }
