@@ -4,8 +4,8 @@ import { describeError } from '../../src/errors';
 import type { Logger } from '../../src/log';
 import type { Metrics } from '../../src/metrics';
 import { assignShards } from '../../src/cluster/assign';
-import { KvLease, readClusterView, type LeaseValue } from '../../src/cluster/lease';
-import { encodeValue } from '../../src/cluster/kv';
+import { KvLease, fenceAfterMs as fenceTime, readClusterView, type LeaseValue } from '../../src/cluster/lease';
+import { encodeValue, leaseClock } from '../../src/cluster/kv';
 import type { OwnResult } from '../pipeline/pipeline';
 
 /**
@@ -13,8 +13,13 @@ import type { OwnResult } from '../pipeline/pipeline';
  * key, reads who is alive and who holds which shard, computes the balanced assignment,
  * hands off surplus shards gracefully (drain, release rows, then delete the lease) and
  * takes free shards that are its own (create the lease, fence the shard in the database,
- * reclaim rows a dead owner held). A watchdog outside the mailbox fences shards whose
- * lease could not be renewed for half the TTL, before anyone else can take them.
+ * reclaim rows a dead owner held). Outside the mailbox, a renewer rewrites the leases
+ * every TTL/12 and a watchdog stops sending for shards whose last renewal is older than
+ * the fence time (TTL − max(500 ms, TTL/6)), before anyone else may take them. A fenced
+ * shard stays ours: the renewer keeps trying, and the first successful renewal (a
+ * compare-and-set, so nobody wrote the key meanwhile) resumes sending. A JetStream
+ * leader election that nobody can write through therefore pauses at most, and moves
+ * no shard (docs/deploy.md, "Leases and fencing").
  */
 export type ShardOwnerMsg =
   | { type: 'tick' }
@@ -31,6 +36,8 @@ export interface Takeover {
 export interface ShardOwnerStatus {
   holder: string;
   owned: number[];
+  /** Owned shards this process does not send for now: the lease could not be renewed in time. */
+  fenced: number[];
   members: string[];
   /** shard → holder, as last read from the KV bucket. */
   map: Record<number, string>;
@@ -57,6 +64,8 @@ export interface ShardOwnerDeps {
 
 export interface ShardOwnerState {
   leases: Map<number, KvLease>;
+  /** Held shards not sent for now (renewal late); the renewer resumes them. */
+  fenced: Set<number>;
   members: string[];
   map: Map<number, string>;
   takeovers: Takeover[];
@@ -72,7 +81,8 @@ const shardKey = (s: number) => `shard.${s}`;
 
 export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<ShardOwnerMsg> {
   const { kv, pipeline, log, metrics, holder, instance, shardCount, leaseTtlMs } = deps;
-  const fenceAfterMs = Math.floor(leaseTtlMs / 2);
+  const fenceAfterMs = fenceTime(leaseTtlMs);
+  const clock = leaseClock(kv);
   const value = (): LeaseValue => ({ holder, instance, since: Date.now() });
   const mOwned = metrics.gauge('cluster_shards_owned', 'Shards whose lease this process holds');
   const mTakeovers = metrics.counter('cluster_takeovers_total', 'Shards taken over from a process that died or lost its lease');
@@ -82,36 +92,54 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
   /** Runs outside the mailbox: a tick stuck on an unreachable NATS must not delay fencing. */
   const watchdog = (state: ShardOwnerState): void => {
     const now = Date.now();
-    const lost = [...state.leases].filter(([, l]) => l.held && !l.valid(now)).map(([s]) => s);
-    if (lost.length === 0) return;
-    for (const s of lost) {
-      state.leases.get(s)!.forget();
-      state.leases.delete(s);
-    }
-    mFenced.inc(lost.length);
-    mOwned.set(state.leases.size);
-    log.warn({ shards: lost, fenceAfterMs }, 'lease not renewed in time: stopped sending for these shards');
-    pipeline.fence(lost).catch((e: unknown) => log.error({ err: describeError(e) }, 'fencing failed'));
+    const late = [...state.leases].filter(([s, l]) => !state.fenced.has(s) && !l.valid(now)).map(([s]) => s);
+    if (late.length === 0) return;
+    for (const s of late) state.fenced.add(s);
+    state.pipelineOwned = state.pipelineOwned.filter((s) => !state.fenced.has(s));
+    mFenced.inc(late.length);
+    mOwned.set(state.leases.size - state.fenced.size);
+    log.warn({ shards: late, fenceAfterMs }, 'lease not renewed in time: stopped sending for these shards (still ours; resuming after the next renewal)');
+    pipeline.fence(late).catch((e: unknown) => log.error({ err: describeError(e) }, 'fencing failed'));
   };
 
-  const tick = async (state: ShardOwnerState): Promise<void> => {
-    await kv.put(memberKey(holder), encodeValue(value()));
-    // Renew first: keeping what we hold matters more than anything else in the tick.
-    const lostByCas: number[] = [];
+  /** Runs outside the mailbox, every TTL/12: keeping what we hold matters more than anything else. */
+  const renewAll = async (state: ShardOwnerState, self: ActorRef<ShardOwnerMsg>): Promise<void> => {
+    if (state.leaving) return;
+    const lost: number[] = [];
+    let resumed = false;
     await Promise.all(
       [...state.leases].map(async ([s, l]) => {
         try {
-          if (!(await l.renew())) lostByCas.push(s);
-        } catch (e) {
-          log.warn({ shard: s, err: describeError(e) }, 'lease renewal failed');
+          if (!(await l.renew())) lost.push(s);
+          else if (state.fenced.has(s) && l.valid()) resumed = true;
+        } catch {
+          /* no answer: still ours; the watchdog fences it if this lasts */
         }
       }),
     );
-    if (lostByCas.length) {
-      for (const s of lostByCas) state.leases.delete(s);
-      log.warn({ shards: lostByCas }, 'another process holds these shards now: stopped sending for them');
-      await pipeline.fence(lostByCas);
+    if (lost.length) {
+      const notFenced = lost.filter((s) => state.leases.has(s) && !state.fenced.has(s));
+      for (const s of lost) {
+        state.leases.delete(s);
+        state.fenced.delete(s);
+      }
+      state.pipelineOwned = state.pipelineOwned.filter((s) => !lost.includes(s));
+      mOwned.set(state.leases.size - state.fenced.size);
+      log.warn({ shards: lost }, 'another process holds these shards now: stopped sending for them');
+      if (notFenced.length) await pipeline.fence(notFenced).catch((e: unknown) => log.error({ err: describeError(e) }, 'fencing failed'));
     }
+    if (resumed) dispatch(self, { type: 'tick' });
+  };
+
+  const tick = async (state: ShardOwnerState): Promise<void> => {
+    try {
+      await kv.put(memberKey(holder), encodeValue(value()));
+    } catch (e) {
+      clock.trouble();
+      throw e;
+    }
+    // Fenced shards resume here too: the renewer made them valid again.
+    for (const [s, l] of state.leases) if (state.fenced.has(s) && l.valid()) state.fenced.delete(s);
     const view = await readClusterView(kv);
     state.members = view.members;
     state.map = view.shards;
@@ -122,15 +150,19 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
     const surplus = mine.filter((s) => target.get(s) !== holder);
     if (surplus.length) {
       // Graceful handoff: stop claiming, finish or give back in-flight rows, then free the lease.
-      const keep = mine.filter((s) => !surplus.includes(s));
+      const keep = mine.filter((s) => !surplus.includes(s) && !state.fenced.has(s));
       const r = await pipeline.own(keep);
       state.pipelineOwned = r.owned;
-      await Promise.all(surplus.map((s) => state.leases.get(s)!.release().catch(() => undefined)));
-      for (const s of surplus) state.leases.delete(s);
+      await Promise.all(surplus.map((s) => state.leases.get(s)?.release().catch(() => undefined)));
+      for (const s of surplus) {
+        state.leases.delete(s);
+        state.fenced.delete(s);
+      }
       mHandoffs.inc(surplus.length);
       log.info({ shards: surplus, releasedRows: r.released }, 'shards handed off');
     }
-    const wanted = [...target].filter(([s, m]) => m === holder && !state.leases.has(s) && !view.shards.has(s)).map(([s]) => s);
+    // Free, still naming us (from before a fence), or held by a holder silent for the TTL (view.stale).
+    const wanted = [...target].filter(([s, m]) => m === holder && !state.leases.has(s) && (!view.shards.has(s) || view.shards.get(s) === holder)).map(([s]) => s);
     if (wanted.length) {
       const got: number[] = [];
       await Promise.all(
@@ -147,32 +179,34 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
         }),
       );
       if (got.length) {
-        const r = await pipeline.own([...state.leases.keys()]);
+        const r = await pipeline.own([...state.leases.keys()].filter((s) => !state.fenced.has(s)));
         state.pipelineOwned = r.owned;
         const now = Date.now();
         // Shards whose fencing row still named another process: it died or lost its lease.
         for (const p of r.previousOwners) state.takeovers.unshift({ shard: p.shard, from: p.owner, at: now });
         mTakeovers.inc(r.previousOwners.length);
         state.takeovers.length = Math.min(state.takeovers.length, 100);
-        log.info({ shards: got.sort((a, b) => a - b), takenOver: r.previousOwners.map((p) => p.shard), reclaimedRows: r.reclaimed }, 'shards acquired');
+        const silent = got.filter((s) => state.leases.get(s)?.acquiredBy === 'taken-over');
+        log.info({ shards: got.sort((a, b) => a - b), takenOver: r.previousOwners.map((p) => p.shard), fromSilentHolder: silent, reclaimedRows: r.reclaimed }, 'shards acquired');
       }
     }
     // A shard leased but not fenced in the database (a failed write) would be sent by nobody: retry.
-    const held = [...state.leases.keys()].sort((a, b) => a - b);
+    const held = [...state.leases.keys()].filter((s) => !state.fenced.has(s)).sort((a, b) => a - b);
     if (held.join() !== [...state.pipelineOwned].sort((a, b) => a - b).join()) {
       const r = await pipeline.own(held);
       state.pipelineOwned = r.owned;
       if (r.owned.length !== held.length) log.warn({ leased: held.length, fenced: r.owned.length }, 'some leased shards are not fenced in the database yet; retrying next tick');
     }
-    mOwned.set(state.leases.size);
+    mOwned.set(state.leases.size - state.fenced.size);
   };
 
   return spawn<ShardOwnerState, ShardOwnerMsg>(parent, {
     name: 'shard-owner',
     supervision: Supervision.restartWithBackoff({ minBackoffMs: 200, maxBackoffMs: 5_000 }),
     init: (ctx) => {
-      const state: ShardOwnerState = { leases: new Map(), members: [], map: new Map(), takeovers: [], pipelineOwned: [], timers: [], leaving: false, since: Date.now() };
-      state.timers.push(setInterval(() => dispatch(ctx.self, { type: 'tick' }), Math.max(100, Math.floor(leaseTtlMs / 4))));
+      const state: ShardOwnerState = { leases: new Map(), fenced: new Set(), members: [], map: new Map(), takeovers: [], pipelineOwned: [], timers: [], leaving: false, since: Date.now() };
+      state.timers.push(setInterval(() => dispatch(ctx.self, { type: 'tick' }), Math.max(100, Math.floor(leaseTtlMs / 6))));
+      state.timers.push(setInterval(() => void renewAll(state, ctx.self), Math.max(50, Math.floor(leaseTtlMs / 12))));
       state.timers.push(setInterval(() => watchdog(state), Math.max(50, Math.floor(leaseTtlMs / 20))));
       setImmediate(() => dispatch(ctx.self, { type: 'tick' }));
       return state;
@@ -192,6 +226,7 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
           reply(msg.replyTo, {
             holder,
             owned: [...state.leases.keys()].sort((a, b) => a - b),
+            fenced: [...state.fenced].sort((a, b) => a - b),
             members: state.members,
             map: Object.fromEntries(state.map),
             takeovers: state.takeovers.slice(0, 20),

@@ -1,23 +1,96 @@
 import type { KV, NatsConnection } from 'nats';
-import { AppError } from '../errors';
+import { assertStreamMatches } from '../nats/streams';
 
 /**
- * Opens (or creates) the cluster's KV bucket. Every key ages out `ttlMs` after its last
- * write (nats-server 2.9 has no per-key TTL), which is what makes an unrenewed lease
- * disappear. Reopening an existing bucket silently keeps its old options, so a TTL that
- * differs from ours is refused here rather than discovered as a split brain later.
+ * How long the bucket keeps a key after its last write: garbage collection of keys
+ * left by processes that died, NOT the lease timeout. A lease is taken over when its
+ * holder has been silent for the lease TTL while the taker could use the KV (see
+ * LeaseClock); tying it to the bucket's max age would let a JetStream leader election
+ * (4–6 s on nats-server 2.9, writes impossible for everyone) expire every lease at once.
  */
-export async function openClusterBucket(nc: NatsConnection, name: string, ttlMs: number): Promise<KV> {
-  const kv = await nc.jetstream().views.kv(name, { ttl: ttlMs, history: 1 });
+export function keyMaxAgeMs(leaseTtlMs: number): number {
+  return Math.max(60_000, 10 * leaseTtlMs);
+}
+
+export interface ClusterBucketOptions {
+  /** SHARD_LEASE_TTL_MS: a holder silent this long (while the KV works) loses its leases. */
+  leaseTtlMs: number;
+  /** NATS_REPLICAS. */
+  replicas: number;
+}
+
+/**
+ * Opens (or creates) the cluster's KV bucket with `replicas` replicas. Reopening an
+ * existing bucket silently keeps its old options, so replicas or key age that differ
+ * from ours are refused here (NATS_STREAM_MISMATCH, with the migration step) rather
+ * than discovered as a split brain or a lost node later.
+ */
+export async function openClusterBucket(nc: NatsConnection, name: string, o: ClusterBucketOptions): Promise<KV> {
+  const maxAge = keyMaxAgeMs(o.leaseTtlMs);
+  // A short request timeout: a renewal stuck on a dead server must fail fast and be retried.
+  const kv = await nc.jetstream({ timeout: Math.max(500, Math.min(2_000, Math.floor(o.leaseTtlMs / 4))) }).views.kv(name, { ttl: maxAge, history: 1, replicas: o.replicas });
   const status = await kv.status();
-  if (Math.abs(status.ttl - ttlMs) > 1) {
-    throw new AppError(
-      'CONFIG_INVALID',
-      `SHARD_LEASE_TTL_MS=${ttlMs} but the existing KV bucket "${name}" expires keys after ${status.ttl} ms; every process must use the same value (or delete the bucket when all are stopped: nats kv rm ${name})`,
-      { bucket: name, bucketTtlMs: status.ttl, ttlMs },
-    );
-  }
+  assertStreamMatches(status.streamInfo.config, {
+    stream: `KV_${name}`,
+    what: `cluster KV bucket "${name}"`,
+    replicas: o.replicas,
+    maxAgeMs: maxAge,
+    maxAgeVar: `SHARD_LEASE_TTL_MS=${o.leaseTtlMs} (keys kept max(60 s, 10 × SHARD_LEASE_TTL_MS))`,
+  });
+  clocks.set(kv, new LeaseClock(o.leaseTtlMs));
   return kv;
+}
+
+/**
+ * This process's view of how long each lease key has gone without a write. A holder
+ * renews every few hundred ms; a key whose revision stayed the same for the whole TTL,
+ * counted only while this process itself could use the KV, belongs to a holder that
+ * is dead or cut off (it fenced itself before that: fence time < TTL). Any failed KV
+ * operation restarts the count for every key, so an election that nobody can write
+ * through costs no one a lease.
+ */
+export class LeaseClock {
+  private troubleAt = 0;
+  private readonly seen = new Map<string, { revision: number; at: number }>();
+
+  constructor(
+    readonly ttlMs: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** A KV operation failed (other than a lost compare-and-set): restart every count. */
+  trouble(): void {
+    this.troubleAt = this.now();
+  }
+
+  /** Notes the key's revision; returns for how long (ms) it has been unchanged while the KV worked for us. */
+  observe(key: string, revision: number): number {
+    const now = this.now();
+    const s = this.seen.get(key);
+    if (!s || s.revision !== revision) {
+      this.seen.set(key, { revision, at: now });
+      return 0;
+    }
+    return now - Math.max(s.at, this.troubleAt);
+  }
+
+  /** True once the key's holder has been silent for the whole TTL. */
+  stale(key: string, revision: number): boolean {
+    return this.observe(key, revision) >= this.ttlMs;
+  }
+
+  forget(key: string): void {
+    this.seen.delete(key);
+  }
+}
+
+const clocks = new WeakMap<KV, LeaseClock>();
+
+/** The clock of a bucket opened with openClusterBucket. */
+export function leaseClock(kv: KV): LeaseClock {
+  const c = clocks.get(kv);
+  if (!c) throw new Error('leaseClock: open the bucket with openClusterBucket()');
+  return c;
 }
 
 const enc = new TextEncoder();

@@ -1,5 +1,5 @@
 import type { KV } from 'nats';
-import { decodeValue, encodeValue, isWrongRevision } from './kv';
+import { decodeValue, encodeValue, isWrongRevision, leaseClock } from './kv';
 
 /** What a lease key holds. `holder` is the process's owner id (`<instance>:<boot id>`). */
 export interface LeaseValue {
@@ -8,21 +8,40 @@ export interface LeaseValue {
   since: number;
 }
 
-export type LeaseState =
-  | { kind: 'held'; revision: number; renewedAt: number }
-  | { kind: 'lost'; reason: 'taken' | 'expired' };
+/**
+ * How long a holder may act after the start of its last successful write: the TTL
+ * minus a margin for the watchdog's period and the fencing itself (max(500 ms, TTL/6);
+ * 5 s of the default 6 s). Another process takes over only after seeing the key
+ * unchanged for the whole TTL, so the holder has stopped by then.
+ */
+export function fenceAfterMs(leaseTtlMs: number): number {
+  return leaseTtlMs - Math.max(500, Math.floor(leaseTtlMs / 6));
+}
+
+/** How the last successful acquire() got the key. */
+export type Acquired = 'created' | 'retaken' | 'taken-over';
 
 /**
- * A lease on one KV key: create it (fails if someone holds it), keep it by rewriting it
- * with compare-and-set on the revision well inside the bucket TTL, and give it up by
- * deleting it (only our own revision). A holder that cannot renew for `fenceAfterMs`
- * must stop acting on the lease before anyone else can take it (TTL > fenceAfterMs).
+ * A lease on one KV key. Rules (the argument is in docs/deploy.md, "Leases and fencing"):
+ * - take: create the key; or compare-and-set over it when it already names us (our own
+ *   lease from before a fence) or when its holder has been silent for the TTL while this
+ *   process could use the KV (LeaseClock) — a dead or cut-off holder;
+ * - keep: rewrite it by compare-and-set on the revision, well inside the TTL;
+ * - act only while the last successful write started less than `fenceAfterMs` ago
+ *   (fenceAfterMs < TTL: a holder stops before anyone may take over). A fenced holder
+ *   keeps trying; a later successful renewal proves nobody wrote the key in between;
+ * - give up: delete it (only our own revision).
  *
- * Used for shard ownership, the budget coordinator and the ads singletons.
+ * Used for shard ownership, the budget coordinator and the cluster singletons.
  */
 export class KvLease {
   private revision = 0;
   private renewedAt = 0;
+  private renewing: Promise<boolean> | undefined;
+  /** How the lease was last acquired. */
+  acquiredBy: Acquired | undefined;
+  /** The holder we took the key over from (acquiredBy 'taken-over'). */
+  takenFrom: string | undefined;
 
   constructor(
     private readonly kv: KV,
@@ -46,21 +65,67 @@ export class KvLease {
     return this.revision;
   }
 
-  /** Takes the lease if nobody holds it. */
+
+  /** Milliseconds since the start of the last successful write (Infinity when never). */
+  age(now = Date.now()): number {
+    return this.revision > 0 ? now - this.renewedAt : Infinity;
+  }
+
+  /** Takes the lease if it is free, ours, or its holder is silent for the TTL. */
   async acquire(): Promise<boolean> {
+    const clock = leaseClock(this.kv);
     const started = Date.now();
     try {
       this.revision = await this.kv.create(this.key, encodeValue(this.value));
       this.renewedAt = started;
+      this.acquiredBy = 'created';
+      this.takenFrom = undefined;
       return true;
     } catch (e) {
-      if (isWrongRevision(e)) return false;
+      if (!isWrongRevision(e)) {
+        clock.trouble();
+        throw e;
+      }
+    }
+    let entry;
+    try {
+      entry = await this.kv.get(this.key);
+    } catch (e) {
+      clock.trouble();
       throw e;
     }
+    if (!entry || entry.operation !== 'PUT') return false; // changed meanwhile: next time
+    const current = decodeValue<LeaseValue>(entry.value);
+    const ours = current?.holder === this.value.holder;
+    if (!ours && !clock.stale(this.key, entry.revision)) return false;
+    const again = Date.now();
+    try {
+      this.revision = await this.kv.update(this.key, encodeValue(this.value), entry.revision);
+    } catch (e) {
+      if (isWrongRevision(e)) return false; // its holder renewed, or someone else was faster
+      clock.trouble();
+      throw e;
+    }
+    this.renewedAt = again;
+    this.acquiredBy = ours ? 'retaken' : 'taken-over';
+    this.takenFrom = ours ? undefined : current?.holder;
+    clock.forget(this.key);
+    return true;
   }
 
-  /** Rewrites the key (CAS). Returns false when someone else holds it now: stop at once. */
-  async renew(): Promise<boolean> {
+  /**
+   * Rewrites the key (CAS). Returns false when someone else holds it now: stop at once.
+   * Throws when the KV did not answer (the lease is still ours; `valid()` says whether to act).
+   * Concurrent calls share one write.
+   */
+  renew(): Promise<boolean> {
+    this.renewing ??= this.doRenew().finally(() => {
+      this.renewing = undefined;
+    });
+    return this.renewing;
+  }
+
+  private async doRenew(): Promise<boolean> {
     if (this.revision === 0) return false;
     const started = Date.now();
     try {
@@ -72,6 +137,7 @@ export class KvLease {
         this.revision = 0;
         return false;
       }
+      leaseClock(this.kv).trouble();
       throw e;
     }
   }
@@ -88,32 +154,58 @@ export class KvLease {
     }
   }
 
-  /** Forget the lease locally (after fencing); the key ages out by itself. */
+  /** Forget the lease locally; the key stays until someone takes it over or it ages out. */
   forget(): void {
     this.revision = 0;
   }
 }
 
-/** Reads who holds a lease key now (undefined when free: missing, deleted or expired). */
+/** Reads who holds a lease key now (undefined when free: missing or deleted). */
 export async function leaseHolder(kv: KV, key: string): Promise<LeaseValue | undefined> {
   const e = await kv.get(key);
   if (!e || e.operation !== 'PUT') return undefined;
   return decodeValue<LeaseValue>(e.value);
 }
 
-/** Who is alive and who holds which shard, read from the bucket now (keys age out with the TTL). */
-export async function readClusterView(kv: KV): Promise<{ members: string[]; shards: Map<number, string> }> {
-  const keys: string[] = [];
-  for await (const k of await kv.keys()) keys.push(k);
-  const members: string[] = [];
-  const shards = new Map<number, string>();
-  await Promise.all(
-    keys.map(async (k) => {
-      const v = await leaseHolder(kv, k);
-      if (!v) return;
-      if (k.startsWith('member.')) members.push(v.holder);
-      else if (k.startsWith('shard.')) shards.set(Number(k.slice(6)), v.holder);
-    }),
-  );
-  return { members: members.sort(), shards };
+export interface ClusterView {
+  /** Live members (their heartbeat key was rewritten within the TTL). */
+  members: string[];
+  /** shard → holder, for every shard key whose holder is not known to be silent for the TTL. */
+  shards: Map<number, string>;
+  /** shard → holder, for shard keys whose holder has been silent for the TTL (free to take over). */
+  stale: Map<number, string>;
+}
+
+/**
+ * Who is alive and who holds which shard, read from the bucket now. Keys of dead
+ * processes stay in the bucket until taken over or aged out; a key whose revision this
+ * process has seen unchanged for the TTL (LeaseClock) counts as its holder's silence.
+ */
+export async function readClusterView(kv: KV): Promise<ClusterView> {
+  const clock = leaseClock(kv);
+  try {
+    const keys: string[] = [];
+    for await (const k of await kv.keys()) keys.push(k);
+    const members: string[] = [];
+    const shards = new Map<number, string>();
+    const stale = new Map<number, string>();
+    await Promise.all(
+      keys.map(async (k) => {
+        const e = await kv.get(k);
+        if (!e || e.operation !== 'PUT') return;
+        const v = decodeValue<LeaseValue>(e.value);
+        if (!v) return;
+        const silent = clock.stale(k, e.revision);
+        if (k.startsWith('member.')) {
+          if (!silent) members.push(v.holder);
+        } else if (k.startsWith('shard.')) {
+          (silent ? stale : shards).set(Number(k.slice(6)), v.holder);
+        }
+      }),
+    );
+    return { members: members.sort(), shards, stale };
+  } catch (e) {
+    clock.trouble();
+    throw e;
+  }
 }

@@ -79,7 +79,7 @@ export interface Cluster {
  */
 export async function startCluster(o: ClusterOptions): Promise<Cluster> {
   const { config, log, nc, pipeline } = o;
-  const kv = await openClusterBucket(nc, config.clusterBucket, config.shardLeaseTtlMs);
+  const kv = await openClusterBucket(nc, config.clusterBucket, { leaseTtlMs: config.shardLeaseTtlMs, replicas: config.natsReplicas });
   const global = rateToWindow(config.telegramGlobalRate);
   const holder = pipeline.owner;
   const budget = new BudgetClient({

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { connect, type NatsConnection } from 'nats';
 import { openClusterBucket } from '../../src/cluster/kv';
-import { KvLease, leaseHolder } from '../../src/cluster/lease';
+import { KvLease, fenceAfterMs, leaseHolder } from '../../src/cluster/lease';
+import type { AppError } from '../../src/errors';
 import { KvLeaseSingleton } from '../../src/cluster/singleton';
 import { NATS_URL, uniq, waitFor } from '../helpers/services';
 
@@ -19,7 +20,7 @@ describe('KV leases on nats-server (JetStream KV)', function () {
   });
 
   it('one holder at a time; CAS renewal; release frees it at once', async () => {
-    const kv = await openClusterBucket(nc, bucket, 2_000);
+    const kv = await openClusterBucket(nc, bucket, { leaseTtlMs: 2_000, replicas: 1 });
     const a = new KvLease(kv, 'shard.1', { holder: 'a', instance: 'a', since: 0 }, 1_000);
     const b = new KvLease(kv, 'shard.1', { holder: 'b', instance: 'b', since: 0 }, 1_000);
     assert.equal(await a.acquire(), true);
@@ -32,23 +33,53 @@ describe('KV leases on nats-server (JetStream KV)', function () {
     assert.equal(await a.renew(), false, 'a lost it: renew by compare-and-set fails');
   });
 
-  it('an unrenewed lease expires with the bucket TTL and can be taken', async () => {
-    const kv = await openClusterBucket(nc, bucket, 1_000);
-    const a = new KvLease(kv, 'shard.2', { holder: 'a', instance: 'a', since: 0 }, 500);
+  it('an unrenewed lease is taken over once the taker saw it unchanged for the TTL, not before; the old holder had fenced itself', async () => {
+    const kv = await openClusterBucket(nc, bucket, { leaseTtlMs: 1_000, replicas: 1 });
+    const a = new KvLease(kv, 'shard.2', { holder: 'a', instance: 'a', since: 0 }, fenceAfterMs(1_000));
     assert.equal(await a.acquire(), true);
     assert.equal(a.valid(), true);
-    const b = new KvLease(kv, 'shard.2', { holder: 'b', instance: 'b', since: 0 }, 500);
-    await waitFor(() => b.acquire(), 10_000, 200, 'the key to expire');
-    assert.equal(a.valid(), false, 'a fenced itself long before (no renewal for > TTL/2)');
+    const b = new KvLease(kv, 'shard.2', { holder: 'b', instance: 'b', since: 0 }, fenceAfterMs(1_000));
+    const firstTry = Date.now();
+    assert.equal(await b.acquire(), false, 'held: b only starts counting');
+    await waitFor(() => b.acquire(), 10_000, 100, 'the holder to be silent for the TTL');
+    const tookAfter = Date.now() - firstTry;
+    assert.ok(tookAfter >= 1_000, `taken over after ${tookAfter} ms of silence, not sooner than the TTL`);
+    assert.equal(b.acquiredBy, 'taken-over');
+    assert.equal(b.takenFrom, 'a');
+    assert.equal(a.valid(), false, 'a fenced itself before (no renewal for longer than the fence time)');
+    assert.equal(await a.renew(), false, 'a learns it lost the key (compare-and-set fails)');
+    assert.equal((await leaseHolder(kv, 'shard.2'))?.holder, 'b');
   });
 
-  it('refuses to reuse a bucket with another TTL (reopening would silently keep the old one)', async () => {
-    await openClusterBucket(nc, bucket, 2_000);
-    await assert.rejects(openClusterBucket(nc, bucket, 5_000), /SHARD_LEASE_TTL_MS=5000 but the existing KV bucket/);
+  it('a holder whose lease went unrenewed retakes its own key at once (nobody else wrote it)', async () => {
+    const kv = await openClusterBucket(nc, bucket, { leaseTtlMs: 1_000, replicas: 1 });
+    const a = new KvLease(kv, 'shard.3', { holder: 'a', instance: 'a', since: 0 }, fenceAfterMs(1_000));
+    assert.equal(await a.acquire(), true);
+    a.forget();
+    const again = new KvLease(kv, 'shard.3', { holder: 'a', instance: 'a', since: 1 }, fenceAfterMs(1_000));
+    assert.equal(await again.acquire(), true);
+    assert.equal(again.acquiredBy, 'retaken');
+  });
+
+  it('refuses to reuse a bucket with another TTL or replica count, naming both values and the migration step', async () => {
+    await openClusterBucket(nc, bucket, { leaseTtlMs: 8_000, replicas: 1 });
+    await assert.rejects(openClusterBucket(nc, bucket, { leaseTtlMs: 9_000, replicas: 1 }), (e: AppError) => {
+      assert.equal(e.code, 'NATS_STREAM_MISMATCH');
+      assert.match(e.message, /max_age 80000 ms but SHARD_LEASE_TTL_MS=9000 .* asks for 90000 ms/);
+      assert.match(e.message, new RegExp(`nats stream edit KV_${bucket} --max-age=90000ms`));
+      return true;
+    });
+    await assert.rejects(openClusterBucket(nc, bucket, { leaseTtlMs: 8_000, replicas: 3 }), (e: AppError) => {
+      assert.equal(e.code, 'NATS_STREAM_MISMATCH');
+      assert.match(e.message, /replicas 1 but NATS_REPLICAS asks for 3/);
+      assert.match(e.message, new RegExp(`nats stream edit KV_${bucket} --replicas=3`));
+      assert.match(e.message, /docs\/deploy\.md/);
+      return true;
+    });
   });
 
   it('KvLeaseSingleton: one leader; it renews on its own; another takes over after release', async () => {
-    const kv = await openClusterBucket(nc, bucket, 1_500);
+    const kv = await openClusterBucket(nc, bucket, { leaseTtlMs: 1_500, replicas: 1 });
     const s1 = new KvLeaseSingleton(kv, 'job', 'p1', 'p1', 1_500);
     const s2 = new KvLeaseSingleton(kv, 'job', 'p2', 'p2', 1_500);
     assert.equal(await s1.isLeader(), true);
