@@ -52,6 +52,7 @@ export async function openClusterBucket(nc: NatsConnection, name: string, o: Clu
 export class LeaseClock {
   private troubleAt = 0;
   private readonly seen = new Map<string, { revision: number; at: number }>();
+  private readonly writes = new Map<string, number>();
 
   constructor(
     readonly ttlMs: number,
@@ -81,6 +82,22 @@ export class LeaseClock {
 
   forget(key: string): void {
     this.seen.delete(key);
+  }
+
+  /** Records the start of a successful write of ours to `key`. */
+  wrote(key: string, startedAt: number): void {
+    this.writes.set(key, Math.max(startedAt, this.writes.get(key) ?? 0));
+  }
+
+  /**
+   * May this process take back a key that still names it (a lease it stopped acting on)?
+   * Only once the TTL has passed since its own last write: whatever it did under the old
+   * lease (budget grants, sends) has run out by then, exactly as for any other taker.
+   */
+  mayRetake(key: string, revision: number): boolean {
+    const last = this.writes.get(key);
+    if (last === undefined) return this.stale(key, revision);
+    return this.now() - last >= this.ttlMs;
   }
 }
 

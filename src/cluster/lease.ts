@@ -23,9 +23,9 @@ export type Acquired = 'created' | 'retaken' | 'taken-over';
 
 /**
  * A lease on one KV key. Rules (the argument is in docs/deploy.md, "Leases and fencing"):
- * - take: create the key; or compare-and-set over it when it already names us (our own
- *   lease from before a fence) or when its holder has been silent for the TTL while this
- *   process could use the KV (LeaseClock) — a dead or cut-off holder;
+ * - take: create the key; or compare-and-set over it when its holder has been silent for
+ *   the TTL while this process could use the KV (LeaseClock) — a dead or cut-off holder —
+ *   or when it still names us and our own last write is a TTL old;
  * - keep: rewrite it by compare-and-set on the revision, well inside the TTL;
  * - act only while the last successful write started less than `fenceAfterMs` ago
  *   (fenceAfterMs < TTL: a holder stops before anyone may take over). A fenced holder
@@ -78,6 +78,7 @@ export class KvLease {
     try {
       this.revision = await this.kv.create(this.key, encodeValue(this.value));
       this.renewedAt = started;
+      clock.wrote(this.key, started);
       this.acquiredBy = 'created';
       this.takenFrom = undefined;
       return true;
@@ -97,7 +98,7 @@ export class KvLease {
     if (!entry || entry.operation !== 'PUT') return false; // changed meanwhile: next time
     const current = decodeValue<LeaseValue>(entry.value);
     const ours = current?.holder === this.value.holder;
-    if (!ours && !clock.stale(this.key, entry.revision)) return false;
+    if (ours ? !clock.mayRetake(this.key, entry.revision) : !clock.stale(this.key, entry.revision)) return false;
     const again = Date.now();
     try {
       this.revision = await this.kv.update(this.key, encodeValue(this.value), entry.revision);
@@ -107,6 +108,7 @@ export class KvLease {
       throw e;
     }
     this.renewedAt = again;
+    clock.wrote(this.key, again);
     this.acquiredBy = ours ? 'retaken' : 'taken-over';
     this.takenFrom = ours ? undefined : current?.holder;
     clock.forget(this.key);
@@ -131,6 +133,7 @@ export class KvLease {
     try {
       this.revision = await this.kv.update(this.key, encodeValue(this.value), this.revision);
       this.renewedAt = started;
+      leaseClock(this.kv).wrote(this.key, started);
       return true;
     } catch (e) {
       if (isWrongRevision(e)) {

@@ -4,6 +4,7 @@ import { createServer, connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'node:http';
+import type { NatsConnection } from 'nats';
 
 /**
  * A real three-node NATS cluster with JetStream on loopback, for tests and benchmarks:
@@ -172,6 +173,28 @@ export class NatsCluster {
       if (Date.now() > deadline) throw new Error(`cluster ${this.name}: stream ${stream} has no leader within ${timeoutMs} ms`);
       await sleep(50);
     }
+  }
+
+  /**
+   * Asks the stream's leader to step down until `target` leads it (a new leader is picked
+   * at random among the replicas): lets a test kill the node that leads both the meta
+   * layer and a given bucket. Resolves with the leader reached (maybe not the target after
+   * `attempts` step-downs).
+   */
+  async moveStreamLeader(nc: NatsConnection, stream: string, target: string, attempts = 12): Promise<string> {
+    let leader = await this.waitForStreamLeader(stream);
+    for (let i = 0; i < attempts && leader !== target; i++) {
+      await nc.request(`$JS.API.STREAM.LEADER.STEPDOWN.${stream}`, new Uint8Array(), { timeout: 5_000 }).catch(() => undefined);
+      const deadline = Date.now() + 3_000;
+      let next: string | undefined;
+      while (Date.now() < deadline) {
+        next = await this.streamLeader(stream);
+        if (next && next !== leader) break;
+        await sleep(50);
+      }
+      leader = next ?? (await this.waitForStreamLeader(stream));
+    }
+    return leader;
   }
 
   /** Kills every node and removes the store directories. Idempotent. */

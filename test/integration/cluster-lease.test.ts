@@ -51,13 +51,16 @@ describe('KV leases on nats-server (JetStream KV)', function () {
     assert.equal((await leaseHolder(kv, 'shard.2'))?.holder, 'b');
   });
 
-  it('a holder whose lease went unrenewed retakes its own key at once (nobody else wrote it)', async () => {
+  it('a holder that stopped acting on its lease takes its own key back once the TTL passed since its last write, not sooner', async () => {
     const kv = await openClusterBucket(nc, bucket, { leaseTtlMs: 1_000, replicas: 1 });
     const a = new KvLease(kv, 'shard.3', { holder: 'a', instance: 'a', since: 0 }, fenceAfterMs(1_000));
     assert.equal(await a.acquire(), true);
+    const wroteAt = Date.now();
     a.forget();
     const again = new KvLease(kv, 'shard.3', { holder: 'a', instance: 'a', since: 1 }, fenceAfterMs(1_000));
-    assert.equal(await again.acquire(), true);
+    assert.equal(await again.acquire(), false, 'what it did under the old lease may still be running');
+    await waitFor(() => again.acquire(), 5_000, 50, 'the TTL since its own last write');
+    assert.ok(Date.now() - wroteAt >= 1_000);
     assert.equal(again.acquiredBy, 'retaken');
   });
 
