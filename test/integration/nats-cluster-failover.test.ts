@@ -6,6 +6,12 @@ import { createTestDb, waitFor, uniq, type TestDb } from '../helpers/services';
 import { startWorker, type Worker } from '../helpers/processes';
 import { TEST_TOKEN } from '../helpers/pipeline';
 import { NatsCluster } from '../helpers/nats-cluster';
+import { adsTestEnv, insertAds, spawnWorker, viewCounts } from '../helpers/ads';
+import { captureLogger } from '../helpers/services';
+import { connectNats } from '../../src/nats/connection';
+import { loadAdsConfig } from '../../src/ads/config';
+import { startGatewayRole } from '../../src/roles/ads';
+import { Metrics } from '../../src/metrics';
 
 /**
  * A three-node NATS cluster (test/helpers/nats-cluster.ts), every stream and bucket R3
@@ -15,25 +21,34 @@ import { NatsCluster } from '../helpers/nats-cluster';
  * new leader is elected, 4–6 s on nats-server 2.9), then, after it rejoined, a node
  * that leads neither. The long version with figures is `npm run bench:cluster -- --nats-nodes 3`.
  */
-describe('three-node NATS cluster, R3: a node dies during a delivery backlog', function () {
+describe('three-node NATS cluster, R3: a node dies (SIGKILL)', function () {
   this.timeout(120_000);
   let cluster: NatsCluster | undefined;
   let tdb: TestDb | undefined;
   let sandbox: TelegramSandbox | undefined;
   let nc: NatsConnection | undefined;
   const workers: Worker[] = [];
-  const bucket = uniq('fo');
+  let bucket = uniq('fo');
+  beforeEach(() => {
+    bucket = uniq('fo');
+  });
   const GLOBAL = 300;
 
-  after(async () => {
+  const cleanups: Array<() => Promise<unknown>> = [];
+  afterEach(async () => {
     for (const w of workers.splice(0)) {
       w.kill('SIGKILL');
       await w.exited;
     }
+    for (const f of cleanups.splice(0).reverse()) await f().catch(() => undefined);
     await nc?.close().catch(() => undefined);
     await cluster?.stop();
     await sandbox?.stop();
     await tdb?.drop();
+    nc = undefined;
+    cluster = undefined;
+    sandbox = undefined;
+    tdb = undefined;
   });
 
   const launch = async (name: string): Promise<Worker> => {
@@ -87,8 +102,6 @@ describe('three-node NATS cluster, R3: a node dies during a delivery backlog', f
     for (let i = 0; i < N; i += 500) {
       await tdb.db('telegram_notifications').insert(Array.from({ length: Math.min(500, N - i) }, (_, k) => ({ telegram_id: 20_000 + ((i + k) % 150), message_text: `f-${i + k}` })));
     }
-    const t429: number[] = [];
-    const poll429 = setInterval(() => t429.push(sandbox!.stats().rejected['429'] ?? 0, Date.now()), 100);
     await sandbox.waitForDelivered(300, 20_000);
     const firstKill = Date.now();
     await cluster.kill(meta);
@@ -112,16 +125,6 @@ describe('three-node NATS cluster, R3: a node dies during a delivery backlog', f
     const stats = sandbox.stats();
     const r429 = stats.rejected['429'] ?? 0;
     console.log(`      killed ${meta} (meta leader; lease-bucket leader ${kvLeader}), then ${bystander}: ${atFirstKill + 600} delivered ${resumedMs} ms after the first kill; ${duplicates} duplicates; 429s ${JSON.stringify(stats.rateLimited)}`);
-    if (process.env.FAILOVER_DEBUG) {
-      clearInterval(poll429);
-      const first = t429.findIndex((v, i) => i % 2 === 0 && v > 0);
-      const t0 = t429[first + 1]! - 2500;
-      const buckets = new Array(45).fill(0) as number[];
-      for (const d of sandbox.delivered()) if (d.at >= t0 && d.at < t0 + 4500) buckets[Math.floor((d.at - t0) / 100)]!++;
-      console.log('delivered per 100 ms from 2.5 s before the first 429:', buckets.join(' '), 'at', new Date(t0).toISOString());
-      console.log({ firstKill, restartAt: firstKill + resumedMs, first429AfterKillMs: first >= 0 ? t429[first + 1]! - firstKill : null, last: t429.at(-2) });
-      for (const w of workers) for (const l of w.lines) if (/budget|coordinator|fence|lease|acquired|safe share|nats connection/.test(l)) console.log(l.slice(0, 300));
-    }
     assert.equal(new Set(texts).size, N, 'every row delivered');
     assert.ok(duplicates <= GLOBAL, `duplicates (${duplicates}) at most one global window of sends in flight`);
     // Issue 13 asks for ≤ 0.1 %. Measured here: 0–127 global 429s per run, all right after the
@@ -132,5 +135,86 @@ describe('three-node NATS cluster, R3: a node dies during a delivery backlog', f
     const after = await clusterStatus();
     assert.deepEqual(after.map, before!.map, 'every shard is held by the process that held it before the kills');
     assert.deepEqual(after.takeovers, [], 'no takeover among live processes');
+  });
+
+  it('kill -9 of the node leading the views stream during beacons: every 202 counted exactly while it is down; 503 + Retry-After while there is no leader, never 500, never a hang', async () => {
+    cluster = await NatsCluster.start();
+    tdb = await createTestDb('fov');
+    const adIds = await insertAds(tdb.db, 10);
+    const env = adsTestEnv({ DATABASE_URL: tdb.url, NATS_URL: cluster.urls, NATS_REPLICAS: '3', ADS_PARTS: 'views', VIEW_FLUSH_MS: '100', INSTANCE_ID: uniq('v') });
+    const counter = spawnWorker(env);
+    cleanups.push(async () => {
+      counter.proc.kill('SIGKILL');
+      await counter.exited;
+    });
+    await counter.waitLine((l) => l.event === 'ready', 60_000, 'view counter ready');
+    const logs = captureLogger('warn');
+    const gnc = await connectNats({ url: cluster.urls, name: uniq('gw') }, logs.log);
+    const config = loadAdsConfig(env);
+    const gw = await startGatewayRole({ db: tdb.db, nc: gnc, config, log: logs.log, metrics: new Metrics(), port: 0 });
+    cleanups.push(async () => {
+      await gw.stop();
+      await gnc.close();
+    });
+    nc = await connect({ servers: cluster.urls.split(','), maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+    const si = await (await nc.jetstreamManager()).streams.info(config.viewsStream);
+    assert.equal(si.config.num_replicas, 3, 'the views stream is replicated (NATS_REPLICAS=3)');
+    const meta = await cluster.waitForMetaLeader();
+    const leader = await cluster.moveStreamLeader(nc, config.viewsStream, meta);
+
+    // Beacons: every visitor is new, so each view counts once; a 503 is retried with the same
+    // visitor (the counter's dedup makes a stored-but-unanswered view count once).
+    const accepted = new Map<number, Set<string>>(adIds.map((id) => [id, new Set()]));
+    const tally = { ok: 0, unavailable: 0, withRetryAfter: 0, other: [] as string[], hung: 0 };
+    let running = true;
+    const beacon = async (ad: number, visitor: string): Promise<void> => {
+      for (;;) {
+        let res: Response;
+        try {
+          res = await fetch(`http://127.0.0.1:${gw.port}/ads/${ad}/views`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ visitor_id: visitor }), signal: AbortSignal.timeout(10_000) });
+        } catch (e) {
+          tally.hung++;
+          tally.other.push(String(e));
+          return;
+        }
+        await res.arrayBuffer();
+        if (res.status === 202) {
+          tally.ok++;
+          accepted.get(ad)!.add(visitor);
+          return;
+        }
+        if (res.status === 503) {
+          tally.unavailable++;
+          if (res.headers.get('retry-after')) tally.withRetryAfter++;
+          await new Promise((r) => setTimeout(r, 200));
+          continue;
+        }
+        tally.other.push(String(res.status));
+        return;
+      }
+    };
+    const loops = Array.from({ length: 12 }, async (_, k) => {
+      for (let n = 0; running; n++) await beacon(adIds[(k + n) % adIds.length]!, `v${k}-${n}`);
+    });
+    await new Promise((r) => setTimeout(r, 1_500));
+    const killedAt = Date.now();
+    await cluster.kill(meta);
+    await new Promise((r) => setTimeout(r, 9_000));
+    running = false;
+    await Promise.all(loops);
+    const expected = new Map([...accepted].map(([id, s]) => [id, s.size]));
+    const total = [...expected.values()].reduce((a, b) => a + b, 0);
+    // Counted while the killed node is still down.
+    await waitFor(async () => [...(await viewCounts(tdb!.db, adIds)).values()].reduce((a, b) => a + b, 0) >= total, 30_000, 100, 'every accepted view counted');
+    assert.equal(cluster.node(meta).proc, undefined, 'the node is still down');
+    console.log(`      killed ${meta} (meta leader; views stream leader ${leader}) ${Date.now() - killedAt} ms ago: ${tally.ok} beacons answered 202, ${tally.unavailable} answered 503 (${tally.withRetryAfter} with Retry-After) and retried, other: ${JSON.stringify(tally.other.slice(0, 5))}`);
+    assert.deepEqual(await viewCounts(tdb.db, adIds), expected, 'exact counts');
+    assert.deepEqual(tally.other, [], 'only 202 and 503');
+    assert.equal(tally.hung, 0, 'no request hung');
+    assert.equal(tally.withRetryAfter, tally.unavailable, 'every 503 says when to retry');
+    await cluster.restart(meta);
+    await cluster.waitForMetaLeader();
+    await new Promise((r) => setTimeout(r, 1_000));
+    assert.deepEqual(await viewCounts(tdb.db, adIds), expected, 'the node rejoined and nothing changed');
   });
 });
