@@ -217,4 +217,58 @@ describe('three-node NATS cluster, R3: a node dies (SIGKILL)', function () {
     await new Promise((r) => setTimeout(r, 1_000));
     assert.deepEqual(await viewCounts(tdb.db, adIds), expected, 'the node rejoined and nothing changed');
   });
+
+  it('start-up with NATS_REPLICAS=3 against a lease bucket that exists with replicas 1: an error naming both values and the migration step; after the step it starts', async () => {
+    cluster = await NatsCluster.start();
+    tdb = await createTestDb('fom');
+    sandbox = new TelegramSandbox({ globalRate: GLOBAL, chatRate: 10 });
+    await sandbox.start();
+    nc = await connect({ servers: cluster.urls.split(',') });
+    // What an earlier deployment with the default NATS_REPLICAS=1 left behind.
+    const old = startWorkerOnce({ NATS_REPLICAS: '1' });
+    await old.waitForLine(/view counter consuming/, 60_000);
+    old.kill('SIGTERM');
+    await old.exited;
+    const jsm = await nc.jetstreamManager();
+    assert.equal((await jsm.streams.info(`KV_${bucket}`)).config.num_replicas, 1);
+
+    const refused = startWorkerOnce({ NATS_REPLICAS: '3' });
+    const code = await refused.exited;
+    assert.notEqual(code, 0, 'the process does not start');
+    const line = refused.lines.find((l) => l.includes('start-up failed'));
+    assert.ok(line, `a start-up error line; got:\n${refused.lines.slice(-5).join('\n')}`);
+    assert.match(line, /NATS_STREAM_MISMATCH/);
+    assert.match(line, new RegExp(`replicas 1 but NATS_REPLICAS asks for 3`));
+    assert.match(line, new RegExp(`nats stream edit KV_${bucket} --replicas=3`));
+    assert.equal((await jsm.streams.info(`KV_${bucket}`)).config.num_replicas, 1, 'nothing was changed behind the operator');
+
+    // The documented step (what `nats stream edit KV_<bucket> --replicas=3` sends), then start again.
+    for (const stream of [`KV_${bucket}`, `${bucket}_views`]) {
+      const cfg = (await jsm.streams.info(stream)).config;
+      await jsm.streams.update(stream, { ...cfg, num_replicas: 3 });
+    }
+    const migrated = startWorkerOnce({ NATS_REPLICAS: '3' });
+    await migrated.waitForLine(/view counter consuming/, 60_000);
+    assert.equal((await jsm.streams.info(`KV_${bucket}`)).config.num_replicas, 3);
+    assert.equal(migrated.proc.exitCode, null, 'running');
+  });
+
+  /** A worker on this test's cluster, database and subjects (not waited for). */
+  function startWorkerOnce(env: Record<string, string>): Worker {
+    const w = startWorker({
+      DATABASE_URL: tdb!.url,
+      NATS_URL: cluster!.urls,
+      TELEGRAM_BOT_TOKEN: TEST_TOKEN,
+      TELEGRAM_API_ROOT: sandbox!.apiRoot,
+      INSTANCE_ID: uniq('m'),
+      CLUSTER_BUCKET: bucket,
+      NATS_SUBJECT_PREFIX: `${bucket}.`,
+      VIEWS_STREAM: `${bucket}_views`,
+      ADS_SUBJECT_PREFIX: `${bucket}.`,
+      ROLE: 'worker',
+      ...env,
+    });
+    workers.push(w);
+    return w;
+  }
 });
