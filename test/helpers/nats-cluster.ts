@@ -46,6 +46,8 @@ export interface NatsClusterOptions {
   extraConfig?: string;
   /** Milliseconds to wait for the meta leader at start; default 15 000. */
   startTimeoutMs?: number;
+  /** Writes a node's config instead of the built-in one (e.g. a deploy file with loopback ports put in). */
+  configFor?: (node: NatsNode, all: readonly NatsNode[], clusterName: string) => string;
 }
 
 export class NatsCluster {
@@ -81,7 +83,7 @@ export class NatsCluster {
         proc: undefined,
       });
     }
-    for (const node of nodes) writeFileSync(node.configPath, nodeConfig(node, nodes, name, opts.extraConfig ?? ''));
+    for (const node of nodes) writeFileSync(node.configPath, opts.configFor ? opts.configFor(node, nodes, name) : nodeConfig(node, nodes, name, opts.extraConfig ?? ''));
     const cluster = new NatsCluster(name, nodes, baseDir);
     try {
       await Promise.all(nodes.map((n) => cluster.launch(n)));
