@@ -14,6 +14,9 @@
  *   kill -9: one of three SIGKILLed mid-run (its chats' windows unknown to the new owner)
  *   stricter global: three workers told 300/s, the sandbox at 200/s
  * BENCH_ONLY=formation,steady picks the parts.
+ *
+ * `npm run bench:cluster -- --nats-nodes 3`: a node of a three-node NATS cluster dies instead
+ * (bench/cluster-failover.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
@@ -24,6 +27,7 @@ import { shardOf } from '../src/outbox/shard';
 import type { ClusterStatus } from '../src/roles/cluster';
 import type { DeliveredEntry, SandboxStats } from '../sandbox/types';
 import { startSandboxProcess, getJson, machine, table } from './lib';
+import { natsNodesFlag, runClusterFailover } from './cluster-failover';
 
 const GLOBAL = 300;
 const CHAT = 10;
@@ -43,6 +47,9 @@ interface Proc {
 const only = new Set((process.env.BENCH_ONLY ?? 'formation,steady').split(','));
 
 async function main(): Promise<void> {
+  // `-- --nats-nodes 3`: the node-failure scenarios on a three-node NATS cluster (bench/cluster-failover.ts).
+  const natsNodes = natsNodesFlag(process.argv);
+  if (natsNodes > 1) return runClusterFailover(natsNodes);
   if (only.has('formation')) await formation();
   if (only.has('steady')) await steady();
 }
