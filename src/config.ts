@@ -42,7 +42,11 @@ export interface Config extends NatsAuthSettings {
   /** How many rows of one chat may sit in memory; more stay in the database. */
   chatBufferSeconds: number;
   shardCount: number;
-  /** A shard lease not renewed for this long is free (KV bucket TTL); its holder fences itself at half of it. */
+  /**
+   * A lease whose holder has not renewed it for this long, while the taker could use the KV, is
+   * taken over; the holder stops acting at TTL − max(500 ms, TTL/6). Keys stay in the bucket
+   * max(60 s, 10 × TTL). See docs/deploy.md, "Leases and fencing".
+   */
   shardLeaseTtlMs: number;
   /** KV bucket of the cluster: members, shard leases, the budget coordinator. */
   clusterBucket: string;
