@@ -156,13 +156,14 @@ describe('deploy/nats-server.conf: one NATS user per role on a real nats-server'
     const nc = await connect({ servers: nats.url, user: 'worker', pass: PASSWORDS.NOTIFY_WORKER_PASSWORD });
     try {
       const jsm = await nc.jetstreamManager();
-      // The update paths a config change takes at the next start (VIEW_STREAM_MAX_AGE, VIEW_ACK_WAIT_MS).
-      const changed = loadAdsConfig({ ADS_SUBJECT_PREFIX: PREFIX, VIEW_STREAM_MAX_AGE: '3d', VIEW_ACK_WAIT_MS: '45s' });
+      // The update paths a config change takes at the next start (VIEW_DUPLICATE_WINDOW, VIEW_ACK_WAIT_MS;
+      // another max age, replica count or subject set is a start-up error instead: docs/deploy.md).
+      const changed = loadAdsConfig({ ADS_SUBJECT_PREFIX: PREFIX, VIEW_DUPLICATE_WINDOW: '3m', VIEW_ACK_WAIT_MS: '45s' });
       await ensureViewsStream(jsm, changed);
       await ensureViewsConsumer(jsm, changed);
-      assert.equal((await jsm.streams.info('ADS_VIEWS')).config.max_age, 3 * 86_400 * 1e9);
+      assert.equal((await jsm.streams.info('ADS_VIEWS')).config.duplicate_window, 180 * 1e9);
       assert.equal((await jsm.consumers.info('ADS_VIEWS', 'ads-view-counter')).config.ack_wait, 45 * 1e9);
-      await openClusterBucket(nc, 'notify_cluster', 3_000);
+      await openClusterBucket(nc, 'notify_cluster', { leaseTtlMs: 3_000, replicas: 1 });
       const refused = /permissions violation/i;
       await assert.rejects(jsm.streams.delete('ADS_VIEWS'), refused);
       await assert.rejects(jsm.streams.purge('ADS_VIEWS'), refused);
