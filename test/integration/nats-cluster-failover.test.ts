@@ -141,7 +141,8 @@ describe('three-node NATS cluster, R3: a node dies (SIGKILL)', function () {
     cluster = await NatsCluster.start();
     tdb = await createTestDb('fov');
     const adIds = await insertAds(tdb.db, 10);
-    const env = adsTestEnv({ DATABASE_URL: tdb.url, NATS_URL: cluster.urls, NATS_REPLICAS: '3', ADS_PARTS: 'views', VIEW_FLUSH_MS: '100', INSTANCE_ID: uniq('v') });
+    const env = adsTestEnv({ DATABASE_URL: tdb.url, NATS_URL: cluster.urls, NATS_REPLICAS: '3', ADS_PARTS: 'views', VIEW_FLUSH_MS: '100', INSTANCE_ID: uniq('v'), VIEW_ACK_WAIT_MS: '5000' });
+    // A view the dying node had handed out but the counter never received comes back after the ack wait (default 30 s).
     const counter = spawnWorker(env);
     cleanups.push(async () => {
       counter.proc.kill('SIGKILL');
@@ -205,7 +206,15 @@ describe('three-node NATS cluster, R3: a node dies (SIGKILL)', function () {
     const expected = new Map([...accepted].map(([id, s]) => [id, s.size]));
     const total = [...expected.values()].reduce((a, b) => a + b, 0);
     // Counted while the killed node is still down.
-    await waitFor(async () => [...(await viewCounts(tdb!.db, adIds)).values()].reduce((a, b) => a + b, 0) >= total, 30_000, 100, 'every accepted view counted');
+    let counted = 0;
+    await waitFor(
+      async () => (counted = [...(await viewCounts(tdb!.db, adIds)).values()].reduce((a, b) => a + b, 0)) >= total,
+      30_000,
+      100,
+      'every accepted view counted',
+    ).catch((e: Error) => {
+      throw new Error(`${e.message}: ${counted} of ${total} counted; 202: ${tally.ok}, 503: ${tally.unavailable}; counter stderr: ${counter.stderr().slice(-500)}; last lines: ${JSON.stringify(counter.lines.slice(-3))}`);
+    });
     assert.equal(cluster.node(meta).proc, undefined, 'the node is still down');
     console.log(`      killed ${meta} (meta leader; views stream leader ${leader}) ${Date.now() - killedAt} ms ago: ${tally.ok} beacons answered 202, ${tally.unavailable} answered 503 (${tally.withRetryAfter} with Retry-After) and retried, other: ${JSON.stringify(tally.other.slice(0, 5))}`);
     assert.deepEqual(await viewCounts(tdb.db, adIds), expected, 'exact counts');
