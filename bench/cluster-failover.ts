@@ -85,8 +85,7 @@ export async function runClusterFailover(nodes: number): Promise<void> {
   const nc = await connect({ servers: cluster.urls.split(','), maxReconnectAttempts: -1, reconnectTimeWait: 100 });
   const procs: Proc[] = [];
   const results: DeliveryResult[] = [];
-  let crashRow: Array<string | number> = [];
-  let viewsRows: Array<Array<string | number>> = [];
+  const out: { crash: Array<string | number>; views: Array<Array<string | number>> } = { crash: [], views: [] };
   const logs = new Map<string, string[]>();
   const launch = (name: string, entry: string, env: Record<string, string>): Proc => {
     const child = spawn(process.execPath, ['--import', 'tsx', resolve(__dirname, '..', entry)], {
@@ -96,9 +95,17 @@ export async function runClusterFailover(nodes: number): Promise<void> {
     const lines: string[] = [];
     logs.set(name, lines);
     const onData = (b: Buffer): void => void lines.push(...b.toString('utf8').split('\n').filter(Boolean));
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    const p = { name, child, exited: new Promise<void>((r) => child.once('exit', () => r())) };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    const p = {
+      name,
+      child,
+      exited: new Promise<void>((r) => {
+        child.once('exit', () => {
+          r();
+        });
+      }),
+    };
     procs.push(p);
     return p;
   };
@@ -128,7 +135,7 @@ export async function runClusterFailover(nodes: number): Promise<void> {
       await sleep(200);
     }
   };
-  const sent = async (): Promise<number> => Number(((await db('telegram_notifications').where({ status: 'sent' }).count({ n: '*' }))[0] as { n: number }).n);
+  const sent = async (): Promise<number> => Number(((await db('telegram_notifications').where({ status: 'sent' }).count({ n: '*' }))[0] as { n: number | string }).n);
   const fill = async (prefix: string, chats: number[], n: number): Promise<void> => {
     await fetch(`${sandbox.apiRoot}sandbox/reset`, { method: 'POST' });
     await db.raw('TRUNCATE telegram_notifications');
@@ -199,13 +206,13 @@ export async function runClusterFailover(nodes: number): Promise<void> {
       while ((await sent()) < 3000) await sleep(200);
       const d = await getJson<DeliveredEntry[]>(`${sandbox.apiRoot}sandbox/delivered`);
       const distinct = new Set(d.map((x) => x.text)).size;
-      crashRow = [((firstAfter - killedAt) / 1000).toFixed(2), 3000 - distinct, d.length - distinct];
+      out.crash = [((firstAfter - killedAt) / 1000).toFixed(2), 3000 - distinct, d.length - distinct];
     }
     for (const p of procs) p.child.kill('SIGTERM');
     await Promise.race([Promise.all(procs.map((p) => p.exited)), sleep(20_000)]);
 
     // ---- views --------------------------------------------------------------------
-    viewsRows = await viewsRun(db, url, cluster, nc, tag, launch);
+    out.views = await viewsRun(db, url, cluster, nc, tag, launch);
   } finally {
     for (const p of procs) p.child.kill('SIGKILL');
     await Promise.all(procs.map((p) => p.exited));
@@ -230,9 +237,9 @@ export async function runClusterFailover(nodes: number): Promise<void> {
     ),
   );
   console.log('\nTargets: 0 lost, duplicates only sends in flight, 429s ≤ 0.1 %, no shard moves between live processes, full rate within 10 s.\n');
-  console.log(table(['worker SIGKILL → first delivery from its shards, s', 'lost', 'duplicates'], [crashRow]));
+  console.log(table(['worker SIGKILL → first delivery from its shards, s', 'lost', 'duplicates'], [out.crash]));
   console.log('\nTarget: ≤ 10 s.\n');
-  console.log(table(['views: killed node', 'beacons 202', 'beacons 503 (retried)', '503 with Retry-After', 'other / hung', 'views counted', 'expected', 'exact'], viewsRows));
+  console.log(table(['views: killed node', 'beacons 202', 'beacons 503 (retried)', '503 with Retry-After', 'other / hung', 'views counted', 'expected', 'exact'], out.views));
   console.log('');
 }
 
@@ -314,12 +321,12 @@ async function viewsRun(
   running = false;
   await Promise.all(loops);
   const expected = [...accepted.values()].reduce((a, s) => a + s.size, 0);
-  const counted = async (): Promise<number> => Number(((await db('advertisements').whereIn('id', ids).sum({ n: 'views_count' }))[0] as { n: number }).n);
+  const counted = async (): Promise<number> => Number(((await db('advertisements').whereIn('id', ids).sum({ n: 'views_count' }))[0] as { n: number | string }).n);
   const deadline = Date.now() + 60_000;
   while ((await counted()) < expected && Date.now() < deadline) await sleep(200);
   await sleep(1_000);
   const total = await counted();
-  const rows = (await db('advertisements').whereIn('id', ids).select('id', 'views_count')) as Array<{ id: number; views_count: number }>;
+  const rows: Array<{ id: number | string; views_count: number | string }> = await db('advertisements').whereIn('id', ids).select('id', 'views_count');
   const exact = rows.every((r) => Number(r.views_count) === accepted.get(Number(r.id))!.size);
   await gw.stop();
   await gnc.close();

@@ -99,19 +99,21 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
     mFenced.inc(late.length);
     mOwned.set(state.leases.size - state.fenced.size);
     log.warn({ shards: late, fenceAfterMs }, 'lease not renewed in time: stopped sending for these shards (still ours; resuming after the next renewal)');
-    pipeline.fence(late).catch((e: unknown) => log.error({ err: describeError(e) }, 'fencing failed'));
+    pipeline.fence(late).catch((e: unknown) => {
+      log.error({ err: describeError(e) }, 'fencing failed');
+    });
   };
 
   /** Runs outside the mailbox, every TTL/12: keeping what we hold matters more than anything else. */
   const renewAll = async (state: ShardOwnerState, self: ActorRef<ShardOwnerMsg>): Promise<void> => {
     if (state.leaving) return;
     const lost: number[] = [];
-    let resumed = false;
+    const resumed: number[] = [];
     await Promise.all(
       [...state.leases].map(async ([s, l]) => {
         try {
           if (!(await l.renew())) lost.push(s);
-          else if (state.fenced.has(s) && l.valid()) resumed = true;
+          else if (state.fenced.has(s) && l.valid()) resumed.push(s);
         } catch {
           /* no answer: still ours; the watchdog fences it if this lasts */
         }
@@ -126,9 +128,13 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
       state.pipelineOwned = state.pipelineOwned.filter((s) => !lost.includes(s));
       mOwned.set(state.leases.size - state.fenced.size);
       log.warn({ shards: lost }, 'another process holds these shards now: stopped sending for them');
-      if (notFenced.length) await pipeline.fence(notFenced).catch((e: unknown) => log.error({ err: describeError(e) }, 'fencing failed'));
+      if (notFenced.length) {
+        await pipeline.fence(notFenced).catch((e: unknown) => {
+          log.error({ err: describeError(e) }, 'fencing failed');
+        });
+      }
     }
-    if (resumed) dispatch(self, { type: 'tick' });
+    if (resumed.length) dispatch(self, { type: 'tick' });
   };
 
   const tick = async (state: ShardOwnerState): Promise<void> => {
@@ -153,7 +159,11 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
       const keep = mine.filter((s) => !surplus.includes(s) && !state.fenced.has(s));
       const r = await pipeline.own(keep);
       state.pipelineOwned = r.owned;
-      await Promise.all(surplus.map((s) => state.leases.get(s)?.release().catch(() => undefined)));
+      await Promise.all(
+        surplus.map(async (s) => {
+          await state.leases.get(s)?.release().catch(() => undefined);
+        }),
+      );
       for (const s of surplus) {
         state.leases.delete(s);
         state.fenced.delete(s);
@@ -207,7 +217,11 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
       const state: ShardOwnerState = { leases: new Map(), fenced: new Set(), members: [], map: new Map(), takeovers: [], pipelineOwned: [], timers: [], leaving: false, since: Date.now() };
       state.timers.push(setInterval(() => dispatch(ctx.self, { type: 'tick' }), Math.max(100, Math.floor(leaseTtlMs / 6))));
       state.timers.push(setInterval(() => void renewAll(state, ctx.self), Math.max(50, Math.floor(leaseTtlMs / 12))));
-      state.timers.push(setInterval(() => watchdog(state), Math.max(50, Math.floor(leaseTtlMs / 20))));
+      state.timers.push(
+        setInterval(() => {
+          watchdog(state);
+        }, Math.max(50, Math.floor(leaseTtlMs / 20))),
+      );
       setImmediate(() => dispatch(ctx.self, { type: 'tick' }));
       return state;
     },

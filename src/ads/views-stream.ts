@@ -43,12 +43,13 @@ export async function ensureViewsStream(jsm: JetStreamManager, c: AdsConfig): Pr
     duplicate_window: nanos(c.viewDuplicateWindowMs),
     num_replicas: c.natsReplicas,
   };
-  const check = (have: StreamConfig): void =>
+  const check = (have: StreamConfig): void => {
     assertStreamMatches(have, { stream: n.stream, what: 'views stream', replicas: c.natsReplicas, maxAgeMs: c.viewStreamMaxAgeMs, maxAgeVar: 'VIEW_STREAM_MAX_AGE', subjects: [n.subjects], subjectsVar: 'ADS_SUBJECT_PREFIX' });
+  };
   try {
     const info = await jsm.streams.info(n.stream);
     check(info.config);
-    if (info.config.duplicate_window !== want.duplicate_window) await jsm.streams.update(n.stream, { duplicate_window: want.duplicate_window! });
+    if (info.config.duplicate_window !== want.duplicate_window) await jsm.streams.update(n.stream, { duplicate_window: nanos(c.viewDuplicateWindowMs) });
   } catch (e) {
     if (apiErrCode(e) !== 10059) throw e; // 10059: stream not found
     try {

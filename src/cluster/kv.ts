@@ -127,6 +127,6 @@ export function decodeValue<T>(data: Uint8Array): T | undefined {
 
 /** nats.js reports a failed compare-and-set as JetStream API error 10071 ("wrong last sequence"). */
 export function isWrongRevision(e: unknown): boolean {
-  const err = e as { api_error?: { err_code?: number }; message?: string };
+  const err = e as { api_error?: { err_code?: number }; message?: string } | undefined;
   return err?.api_error?.err_code === 10071 || /wrong last sequence/i.test(err?.message ?? '');
 }

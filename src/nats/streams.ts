@@ -35,7 +35,7 @@ export interface StreamDifference {
 const NS_PER_MS = 1_000_000;
 
 /** The differences between an existing stream's config and what the configuration asks for. */
-export function streamDifferences(have: Pick<StreamConfig, 'num_replicas' | 'max_age' | 'subjects'>, want: StreamExpectation): StreamDifference[] {
+export function streamDifferences(have: Partial<Pick<StreamConfig, 'num_replicas' | 'max_age' | 'subjects'>>, want: StreamExpectation): StreamDifference[] {
   const out: StreamDifference[] = [];
   const replicas = have.num_replicas || 1;
   if (replicas !== want.replicas) out.push({ field: 'replicas', have: String(replicas), want: String(want.replicas), variable: 'NATS_REPLICAS' });
@@ -58,7 +58,7 @@ export function migrationCommand(want: StreamExpectation, diffs: readonly Stream
 }
 
 /** Throws NATS_STREAM_MISMATCH when the existing stream differs from the configuration. */
-export function assertStreamMatches(have: Pick<StreamConfig, 'num_replicas' | 'max_age' | 'subjects'>, want: StreamExpectation): void {
+export function assertStreamMatches(have: Partial<Pick<StreamConfig, 'num_replicas' | 'max_age' | 'subjects'>>, want: StreamExpectation): void {
   const diffs = streamDifferences(have, want);
   if (diffs.length === 0) return;
   const what = diffs.map((d) => `${d.field} ${d.have} but ${d.variable} asks for ${d.want}`).join('; ');

@@ -117,7 +117,11 @@ export class NatsCluster {
     if (!p) return;
     n.proc = undefined;
     if (p.exitCode !== null || p.signalCode !== null) return;
-    const gone = new Promise<void>((res) => p.once('exit', () => res()));
+    const gone = new Promise<void>((res) => {
+      p.once('exit', () => {
+        res();
+      });
+    });
     p.kill('SIGKILL');
     await gone;
   }
@@ -210,7 +214,7 @@ export class NatsCluster {
   private async launch(n: NatsNode): Promise<void> {
     const proc = spawn(NATS_SERVER, ['-c', n.configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
     const err: string[] = [];
-    proc.stderr!.on('data', (b: Buffer) => {
+    proc.stderr.on('data', (b: Buffer) => {
       err.push(b.toString('utf8'));
       if (err.length > 50) err.shift();
     });
@@ -254,7 +258,7 @@ function jsz(n: NatsNode, query = ''): Promise<Jsz> {
         try {
           resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')) as Jsz);
         } catch (e) {
-          reject(e as Error);
+          reject(e instanceof Error ? e : new Error(String(e)));
         }
       });
     });
@@ -269,11 +273,22 @@ export async function freePorts(count: number): Promise<number[]> {
   const servers = await Promise.all(
     Array.from({ length: count }, () => new Promise<import('node:net').Server>((res) => {
       const s = createServer();
-      s.listen(0, '127.0.0.1', () => res(s));
+      s.listen(0, '127.0.0.1', () => {
+        res(s);
+      });
     })),
   );
   const ports = servers.map((s) => (s.address() as { port: number }).port);
-  await Promise.all(servers.map((s) => new Promise<void>((res) => s.close(() => res()))));
+  await Promise.all(
+    servers.map(
+      (s) =>
+        new Promise<void>((res) => {
+          s.close(() => {
+            res();
+          });
+        }),
+    ),
+  );
   return ports;
 }
 
@@ -284,7 +299,9 @@ function portOpen(port: number): Promise<boolean> {
       s.destroy();
       resolve(true);
     });
-    s.once('error', () => resolve(false));
+    s.once('error', () => {
+      resolve(false);
+    });
   });
 }
 
