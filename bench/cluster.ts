@@ -49,7 +49,7 @@ const only = new Set((process.env.BENCH_ONLY ?? 'formation,steady').split(','));
 async function main(): Promise<void> {
   // `-- --nats-nodes 3`: the node-failure scenarios on a three-node NATS cluster (bench/cluster-failover.ts).
   const natsNodes = natsNodesFlag(process.argv);
-  if (natsNodes > 1) return runClusterFailover(natsNodes);
+  if (natsNodes > 1) return runClusterFailover(natsNodes).then(() => process.exit(0));
   if (only.has('formation')) await formation();
   if (only.has('steady')) await steady();
 }

@@ -215,7 +215,8 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
     supervision: Supervision.restartWithBackoff({ minBackoffMs: 200, maxBackoffMs: 5_000 }),
     init: (ctx) => {
       const state: ShardOwnerState = { leases: new Map(), fenced: new Set(), members: [], map: new Map(), takeovers: [], pipelineOwned: [], timers: [], leaving: false, since: Date.now() };
-      state.timers.push(setInterval(() => dispatch(ctx.self, { type: 'tick' }), Math.max(100, Math.floor(leaseTtlMs / 6))));
+      // Every TTL/12 (500 ms by default): how soon a silent holder is noticed is part of the takeover time.
+      state.timers.push(setInterval(() => dispatch(ctx.self, { type: 'tick' }), Math.max(100, Math.floor(leaseTtlMs / 12))));
       state.timers.push(setInterval(() => void renewAll(state, ctx.self), Math.max(50, Math.floor(leaseTtlMs / 12))));
       state.timers.push(
         setInterval(() => {
