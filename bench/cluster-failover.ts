@@ -274,12 +274,16 @@ async function viewsRun(
   const ids: number[] = [];
   for (let i = 0; i < 20; i++) ids.push(Number((await db('advertisements').insert({ owner_id: 1, title: `bench ${i}` }))[0]));
   // Every beacon comes from 127.0.0.1: lift the per-IP visitor cap (docs/security.md) as bench:views does.
-  const env = { ADS_SUBJECT_PREFIX: `${tag}v.`, VIEWS_STREAM: `${tag}_views`, VIEWS_CONSUMER: 'counter', VIEW_HASH_SALT: 'bench', RATE_LIMIT_MAX: '100000000', VIEW_VISITORS_PER_IP: '100000000', ADS_PARTS: 'views', NATS_REPLICAS: '3', VIEW_FLUSH_MS: '200' };
+  const env = { ADS_SUBJECT_PREFIX: `${tag}v.`, VIEWS_STREAM: `${tag}_views`, VIEWS_CONSUMER: 'counter', VIEW_HASH_SALT: 'bench', RATE_LIMIT_MAX: '100000000', VIEW_VISITORS_PER_IP: '100000', ADS_PARTS: 'views', NATS_REPLICAS: '3', VIEW_FLUSH_MS: '200' };
   const counters = [launch('v1', 'test/fixtures/ads-worker.ts', { ...env, INSTANCE_ID: `${tag}-v1` }), launch('v2', 'test/fixtures/ads-worker.ts', { ...env, INSTANCE_ID: `${tag}-v2` })];
   const jsm = await nc.jetstreamManager();
-  for (;;) {
-    const ok = await jsm.consumers.info(env.VIEWS_STREAM, env.VIEWS_CONSUMER).then(() => true, () => false);
+  for (const deadline = Date.now() + 60_000; ; ) {
+    const ok = await jsm.consumers.info(env.VIEWS_STREAM, env.VIEWS_CONSUMER).then(
+      () => true,
+      () => false,
+    );
     if (ok) break;
+    if (Date.now() > deadline || counters.every((c) => c.child.exitCode !== null)) throw new Error(`the view counters did not start: ${counters.map((c) => c.name).join(', ')} exited; see their output`);
     await sleep(200);
   }
   const log = createLogger({ level: 'error' });
