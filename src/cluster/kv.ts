@@ -46,8 +46,8 @@ export async function openClusterBucket(nc: NatsConnection, name: string, o: Clu
  * renews every few hundred ms; a key whose revision stayed the same for the whole TTL,
  * counted only while this process itself could use the KV, belongs to a holder that
  * is dead or cut off (it fenced itself before that: fence time < TTL). Any failed KV
- * operation restarts the count for every key, so an election that nobody can write
- * through costs no one a lease.
+ * write of ours (heartbeat, renewal, creation) restarts the count for every key, so an
+ * election that nobody can write through costs no one a lease.
  */
 export class LeaseClock {
   private troubleAt = 0;
@@ -59,20 +59,29 @@ export class LeaseClock {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** A KV operation failed (other than a lost compare-and-set): restart every count. */
+  /** A KV write failed (other than a lost compare-and-set): restart every count. */
   trouble(): void {
     this.troubleAt = this.now();
   }
 
-  /** Notes the key's revision; returns for how long (ms) it has been unchanged while the KV worked for us. */
+  /**
+   * Notes the key's revision; returns for how long (ms) the newest revision seen has been
+   * unchanged while the KV worked for us. An older revision than one already seen is a read
+   * from a replica that lags behind (nats.js reads from any replica): it changes nothing.
+   */
   observe(key: string, revision: number): number {
     const now = this.now();
     const s = this.seen.get(key);
-    if (!s || s.revision !== revision) {
+    if (!s || revision > s.revision) {
       this.seen.set(key, { revision, at: now });
       return 0;
     }
     return now - Math.max(s.at, this.troubleAt);
+  }
+
+  /** The newest revision of `key` this process has seen (0 when none). */
+  newest(key: string): number {
+    return this.seen.get(key)?.revision ?? 0;
   }
 
   /** True once the key's holder has been silent for the whole TTL. */

@@ -88,20 +88,17 @@ export class KvLease {
         throw e;
       }
     }
-    let entry;
-    try {
-      entry = await this.kv.get(this.key);
-    } catch (e) {
-      clock.trouble();
-      throw e;
-    }
+    // A failed read is no sign that writes fail for everyone: it does not restart the counts.
+    const entry = await this.kv.get(this.key);
     if (!entry || entry.operation !== 'PUT') return false; // changed meanwhile: next time
     const current = decodeValue<LeaseValue>(entry.value);
     const ours = current?.holder === this.value.holder;
     if (ours ? !clock.mayRetake(this.key, entry.revision) : !clock.stale(this.key, entry.revision)) return false;
+    // Compare-and-set over the newest revision seen (the read may come from a lagging replica).
+    const revision = Math.max(entry.revision, clock.newest(this.key));
     const again = Date.now();
     try {
-      this.revision = await this.kv.update(this.key, encodeValue(this.value), entry.revision);
+      this.revision = await this.kv.update(this.key, encodeValue(this.value), revision);
     } catch (e) {
       if (isWrongRevision(e)) return false; // its holder renewed, or someone else was faster
       clock.trouble();
@@ -186,29 +183,24 @@ export interface ClusterView {
  */
 export async function readClusterView(kv: KV): Promise<ClusterView> {
   const clock = leaseClock(kv);
-  try {
-    const keys: string[] = [];
-    for await (const k of await kv.keys()) keys.push(k);
-    const members: string[] = [];
-    const shards = new Map<number, string>();
-    const stale = new Map<number, string>();
-    await Promise.all(
-      keys.map(async (k) => {
-        const e = await kv.get(k);
-        if (!e || e.operation !== 'PUT') return;
-        const v = decodeValue<LeaseValue>(e.value);
-        if (!v) return;
-        const silent = clock.stale(k, e.revision);
-        if (k.startsWith('member.')) {
-          if (!silent) members.push(v.holder);
-        } else if (k.startsWith('shard.')) {
-          (silent ? stale : shards).set(Number(k.slice(6)), v.holder);
-        }
-      }),
-    );
-    return { members: members.sort(), shards, stale };
-  } catch (e) {
-    clock.trouble();
-    throw e;
-  }
+  const keys: string[] = [];
+  for await (const k of await kv.keys()) keys.push(k);
+  const members: string[] = [];
+  const shards = new Map<number, string>();
+  const stale = new Map<number, string>();
+  await Promise.all(
+    keys.map(async (k) => {
+      const e = await kv.get(k);
+      if (!e || e.operation !== 'PUT') return;
+      const v = decodeValue<LeaseValue>(e.value);
+      if (!v) return;
+      const silent = clock.stale(k, e.revision);
+      if (k.startsWith('member.')) {
+        if (!silent) members.push(v.holder);
+      } else if (k.startsWith('shard.')) {
+        (silent ? stale : shards).set(Number(k.slice(6)), v.holder);
+      }
+    }),
+  );
+  return { members: members.sort(), shards, stale };
 }

@@ -33,6 +33,16 @@ describe('LeaseClock: when a lease holder counts as silent', () => {
     assert.equal(clock.stale('shard.1', 5), true);
   });
 
+  it('an older revision (a read from a lagging replica) neither restarts nor resets the count', () => {
+    const { clock, at } = make();
+    clock.observe('member.x', 7);
+    at(3_000);
+    assert.equal(clock.observe('member.x', 5), 3_000, 'the lagging read changes nothing');
+    assert.equal(clock.newest('member.x'), 7);
+    at(6_000);
+    assert.equal(clock.stale('member.x', 6), true, 'revision 7 has been the newest for the TTL');
+  });
+
   it('our own key: taken back only a TTL after our own last write', () => {
     const { clock, at } = make();
     clock.wrote('budget.coordinator', 1_000_000);
