@@ -45,7 +45,7 @@ export interface Config extends NatsAuthSettings {
   /**
    * A lease whose holder has not renewed it for this long, while the taker could use the KV, is
    * taken over; the holder stops acting at TTL − max(500 ms, TTL/6). Keys stay in the bucket
-   * max(60 s, 10 × TTL). See docs/deploy.md, "Leases and fencing".
+   * max(15 s, 3 × TTL). See docs/deploy.md, "Leases and fencing".
    */
   shardLeaseTtlMs: number;
   /** KV bucket of the cluster: members, shard leases, the budget coordinator. */

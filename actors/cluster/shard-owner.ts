@@ -141,12 +141,12 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
     try {
       await kv.put(memberKey(holder), encodeValue(value()));
     } catch (e) {
-      clock.trouble();
+      clock.trouble(e);
       throw e;
     }
     // Fenced shards resume here too: the renewer made them valid again.
     for (const [s, l] of state.leases) if (state.fenced.has(s) && l.valid()) state.fenced.delete(s);
-    const view = await readClusterView(kv);
+    const view = await readClusterView(kv, { shardCount, listTimeoutMs: Math.max(200, Math.floor(leaseTtlMs / 12)) });
     state.members = view.members;
     state.map = view.shards;
     if (!state.members.includes(holder)) state.members.push(holder);

@@ -2,14 +2,17 @@ import type { KV, NatsConnection } from 'nats';
 import { assertStreamMatches } from '../nats/streams';
 
 /**
- * How long the bucket keeps a key after its last write: garbage collection of keys
- * left by processes that died, NOT the lease timeout. A lease is taken over when its
+ * How long the bucket keeps a key after its last write: max(15 s, 3 × TTL), longer than any
+ * election measured here (≤ 8 s) plus a renewal, so live holders' keys never age out; NOT
+ * the lease timeout, but the last resort for a dead holder's key when the takeover by
+ * compare-and-set cannot succeed (seen after node restarts on nats-server 2.9.10: a replica
+ * answered reads with a revision the stream leader did not have, so every CAS failed). A lease is taken over when its
  * holder has been silent for the lease TTL while the taker could use the KV (see
  * LeaseClock); tying it to the bucket's max age would let a JetStream leader election
  * (4–6 s on nats-server 2.9, writes impossible for everyone) expire every lease at once.
  */
 export function keyMaxAgeMs(leaseTtlMs: number): number {
-  return Math.max(60_000, 10 * leaseTtlMs);
+  return Math.max(15_000, 3 * leaseTtlMs);
 }
 
 export interface ClusterBucketOptions {
@@ -35,7 +38,7 @@ export async function openClusterBucket(nc: NatsConnection, name: string, o: Clu
     what: `cluster KV bucket "${name}"`,
     replicas: o.replicas,
     maxAgeMs: maxAge,
-    maxAgeVar: `SHARD_LEASE_TTL_MS=${o.leaseTtlMs} (keys kept max(60 s, 10 × SHARD_LEASE_TTL_MS))`,
+    maxAgeVar: `SHARD_LEASE_TTL_MS=${o.leaseTtlMs} (keys kept max(15 s, 3 × SHARD_LEASE_TTL_MS))`,
   });
   clocks.set(kv, new LeaseClock(o.leaseTtlMs));
   return kv;
@@ -59,8 +62,13 @@ export class LeaseClock {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** A KV write failed (other than a lost compare-and-set): restart every count. */
-  trouble(): void {
+  /**
+   * A KV write failed: when the failure says JetStream cannot take writes now (503 no
+   * responders / no leader, JetStream temporarily unavailable: an election), restart every
+   * count. A timeout says nothing about the others (a slow or lost request): no restart.
+   */
+  trouble(why?: unknown): void {
+    if (!isUnavailable(why)) return;
     this.troubleAt = this.now();
   }
 
@@ -132,6 +140,12 @@ export function decodeValue<T>(data: Uint8Array): T | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** 503 (no responders: the stream has no leader) or JetStream API error 10008 (temporarily unavailable). */
+export function isUnavailable(e: unknown): boolean {
+  const err = e as { code?: string; api_error?: { code?: number; err_code?: number }; message?: string } | undefined;
+  return err?.code === '503' || err?.api_error?.code === 503 || err?.api_error?.err_code === 10008 || /^503$|no responders|temporarily unavailable/i.test(err?.message ?? '');
 }
 
 /** nats.js reports a failed compare-and-set as JetStream API error 10071 ("wrong last sequence"). */

@@ -84,7 +84,7 @@ export class KvLease {
       return true;
     } catch (e) {
       if (!isWrongRevision(e)) {
-        clock.trouble();
+        clock.trouble(e);
         throw e;
       }
     }
@@ -101,7 +101,7 @@ export class KvLease {
       this.revision = await this.kv.update(this.key, encodeValue(this.value), revision);
     } catch (e) {
       if (isWrongRevision(e)) return false; // its holder renewed, or someone else was faster
-      clock.trouble();
+      clock.trouble(e);
       throw e;
     }
     this.renewedAt = again;
@@ -137,7 +137,7 @@ export class KvLease {
         this.revision = 0;
         return false;
       }
-      leaseClock(this.kv).trouble();
+      leaseClock(this.kv).trouble(e);
       throw e;
     }
   }
@@ -176,15 +176,61 @@ export interface ClusterView {
   stale: Map<number, string>;
 }
 
+/** Keys seen in the bucket's last complete listing, and the listing in flight (one at a time). */
+const listings = new WeakMap<KV, { known: Set<string>; inFlight: Promise<string[]> | undefined }>();
+
+/**
+ * The bucket's keys. nats.js lists them through an ordered consumer that can stall for a
+ * long time after a node of the cluster died or restarted (seen here: ticks stuck until
+ * the dead holder's keys aged out); so a listing that fails or does not finish within
+ * `timeoutMs` (then it is left running, one at a time) is replaced by the keys known from
+ * the last complete one, plus `extra`.
+ */
+async function listKeys(kv: KV, timeoutMs: number, extra: readonly string[]): Promise<string[]> {
+  let l = listings.get(kv);
+  if (!l) listings.set(kv, (l = { known: new Set(), inFlight: undefined }));
+  const state = l;
+  state.inFlight ??= (async () => {
+    const keys: string[] = [];
+    for await (const k of await kv.keys()) keys.push(k);
+    return keys;
+  })().then(
+    (keys) => {
+      state.known = new Set(keys);
+      state.inFlight = undefined;
+      return keys;
+    },
+    (e: unknown) => {
+      state.inFlight = undefined;
+      throw e;
+    },
+  );
+  let timer: NodeJS.Timeout | undefined;
+  const fallback = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => {
+      resolve(undefined);
+    }, timeoutMs);
+  });
+  try {
+    // A listing that fails (its consumer could not be created: seen as TIMEOUT for a while after
+    // a node restart) falls back the same way.
+    const keys = await Promise.race([state.inFlight.catch(() => undefined), fallback]);
+    return [...new Set([...(keys ?? state.known), ...extra])];
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /**
  * Who is alive and who holds which shard, read from the bucket now. Keys of dead
  * processes stay in the bucket until taken over or aged out; a key whose revision this
  * process has seen unchanged for the TTL (LeaseClock) counts as its holder's silence.
+ * `shardCount` names the shard keys to read even when the listing stalls.
  */
-export async function readClusterView(kv: KV): Promise<ClusterView> {
+export async function readClusterView(kv: KV, opts: { shardCount?: number; listTimeoutMs?: number } = {}): Promise<ClusterView> {
   const clock = leaseClock(kv);
-  const keys: string[] = [];
-  for await (const k of await kv.keys()) keys.push(k);
+  const shardKeys = Array.from({ length: opts.shardCount ?? 0 }, (_, i) => `shard.${i}`);
+  const keys = await listKeys(kv, opts.listTimeoutMs ?? 2_000, shardKeys);
   const members: string[] = [];
   const shards = new Map<number, string>();
   const stale = new Map<number, string>();

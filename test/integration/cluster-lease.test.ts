@@ -68,8 +68,8 @@ describe('KV leases on nats-server (JetStream KV)', function () {
     await openClusterBucket(nc, bucket, { leaseTtlMs: 8_000, replicas: 1 });
     await assert.rejects(openClusterBucket(nc, bucket, { leaseTtlMs: 9_000, replicas: 1 }), (e: AppError) => {
       assert.equal(e.code, 'NATS_STREAM_MISMATCH');
-      assert.match(e.message, /max_age 80000 ms but SHARD_LEASE_TTL_MS=9000 .* asks for 90000 ms/);
-      assert.match(e.message, new RegExp(`nats stream edit KV_${bucket} --max-age=90000ms`));
+      assert.match(e.message, /max_age 24000 ms but SHARD_LEASE_TTL_MS=9000 .* asks for 27000 ms/);
+      assert.match(e.message, new RegExp(`nats stream edit KV_${bucket} --max-age=27000ms`));
       return true;
     });
     await assert.rejects(openClusterBucket(nc, bucket, { leaseTtlMs: 8_000, replicas: 3 }), (e: AppError) => {
