@@ -40,6 +40,10 @@ export async function openClusterBucket(nc: NatsConnection, name: string, o: Clu
     maxAgeMs: maxAge,
     maxAgeVar: `SHARD_LEASE_TTL_MS=${o.leaseTtlMs} (keys kept max(15 s, 3 × SHARD_LEASE_TTL_MS))`,
   });
+  // Read from the stream leader, not from any replica (nats.js's "direct" gets): after node
+  // restarts a replica answered with a revision the leader did not have, so a takeover's
+  // compare-and-set could never succeed. The leader's answer is what a CAS is checked against.
+  (kv as unknown as { direct: boolean }).direct = false;
   clocks.set(kv, new LeaseClock(o.leaseTtlMs));
   return kv;
 }
