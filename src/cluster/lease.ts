@@ -65,7 +65,6 @@ export class KvLease {
     return this.revision;
   }
 
-
   /** Milliseconds since the start of the last successful write (Infinity when never). */
   age(now = Date.now()): number {
     return this.revision > 0 ? now - this.renewedAt : Infinity;

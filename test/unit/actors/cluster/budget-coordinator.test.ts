@@ -46,7 +46,7 @@ describe('budget-coordinator actor (fake members, NATS and KV on the local nats-
 
   beforeEach(async () => {
     nc = await connect({ servers: NATS_URL });
-    kv = await openClusterBucket(nc, uniq('budget'), TTL);
+    kv = await openClusterBucket(nc, uniq('budget'), { leaseTtlMs: TTL, replicas: 1 });
     subjects = makeSubjects(`${uniq('t')}.`);
     metrics = new Metrics();
     subs = [];

@@ -39,7 +39,7 @@ describe('shard-owner actor (fake pipeline, KV on the local nats-server)', funct
   beforeEach(async () => {
     nc = await connect({ servers: NATS_URL });
     bucket = uniq('owner');
-    kv = await openClusterBucket(nc, bucket, TTL);
+    kv = await openClusterBucket(nc, bucket, { leaseTtlMs: TTL, replicas: 1 });
     owns = [];
     fences = [];
     autoOwn = true;
