@@ -11,16 +11,22 @@ export interface Config extends NatsAuthSettings {
   role: 'all' | 'worker' | 'gateway';
   instanceId: string;
   databaseUrl: string;
+  /** DATABASE_URL was set: never start an embedded database, never create the database. */
+  databaseUrlExplicit: boolean;
   /** Comma-separated list of NATS servers (any node of a cluster; the client fails over between them). */
   natsUrl: string;
   /** Replicas of every JetStream stream and KV bucket this project creates (1, or 3/5 on a NATS cluster). */
   natsReplicas: number;
+  /** NATS_URL was set: never start an embedded nats-server. */
+  natsUrlExplicit: boolean;
   /** NATS credentials; secrets, never logged. */
   natsUser: string | undefined;
   natsPassword: string | undefined;
   natsToken: string | undefined;
   /** Undefined means: start the in-process Telegram sandbox and send to it. */
   telegramBotToken: string | undefined;
+  /** TELEGRAM_SANDBOX: undefined when unset; without a token the sandbox is allowed only when true, or when DATABASE_URL is unset. */
+  telegramSandbox: boolean | undefined;
   telegramApiRoot: string;
   telegramGlobalRate: number;
   telegramChatRate: number;
@@ -36,6 +42,10 @@ export interface Config extends NatsAuthSettings {
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** 0 disables the metrics HTTP server. */
   metricsPort: number;
+  /** Interface of the metrics server; loopback by default (Prometheus on the same host or a tunnel). */
+  metricsHost: string;
+  /** How long start-up waits for MariaDB and NATS before exiting non-zero. */
+  startupTimeoutMs: number;
   outboxPollMs: number;
   claimBatch: number;
   claimLeaseMs: number;
@@ -64,7 +74,7 @@ type Env = Record<string, string | undefined>;
 /** Named defaults, so the README table and the code agree. */
 export const DEFAULTS = {
   ROLE: 'all',
-  DATABASE_URL: 'mysql://root@127.0.0.1:3306/test',
+  DATABASE_URL: 'mysql://root@127.0.0.1:3306/shop_notify',
   NATS_URL: 'nats://127.0.0.1:4222',
   NATS_REPLICAS: 1,
   TELEGRAM_API_ROOT: 'https://api.telegram.org/',
@@ -79,6 +89,8 @@ export const DEFAULTS = {
   RETRY_MAX_MS: 300_000,
   LOG_LEVEL: 'info',
   METRICS_PORT: 9464,
+  METRICS_HOST: '127.0.0.1',
+  STARTUP_TIMEOUT_MS: 60_000,
   OUTBOX_POLL_MS: 1_000,
   CLAIM_BATCH: 1_000,
   CLAIM_LEASE_MS: 60_000,
@@ -215,11 +227,14 @@ export function loadConfig(env: Env = process.env): Config {
     role: r.oneOf('ROLE', ROLES, DEFAULTS.ROLE),
     instanceId: r.string('INSTANCE_ID', `${hostname()}-${process.pid}`),
     databaseUrl: r.url('DATABASE_URL', DEFAULTS.DATABASE_URL, ['mysql:', 'mariadb:']),
+    databaseUrlExplicit: r.raw('DATABASE_URL') !== undefined,
     natsUrl: natsUrls(r),
     natsReplicas: natsReplicasVar(r),
+    natsUrlExplicit: r.raw('NATS_URL') !== undefined,
     // NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_NKEY_SEED_FILE, NATS_CREDS_FILE, NATS_TLS_*: files read and checked now.
     ...readNatsAuthSettings(r),
     telegramBotToken,
+    telegramSandbox: r.raw('TELEGRAM_SANDBOX') === undefined ? undefined : r.boolean('TELEGRAM_SANDBOX', false),
     telegramApiRoot: apiRoot,
     telegramGlobalRate: globalRate,
     telegramChatRate: r.number('TELEGRAM_CHAT_RATE', DEFAULTS.TELEGRAM_CHAT_RATE, { min: 0, exclusiveMin: true, max: 100_000 }),
@@ -232,6 +247,8 @@ export function loadConfig(env: Env = process.env): Config {
     retryMaxMs,
     logLevel: r.oneOf('LOG_LEVEL', LOG_LEVELS, DEFAULTS.LOG_LEVEL),
     metricsPort: r.integer('METRICS_PORT', DEFAULTS.METRICS_PORT, { min: 0, max: 65535 }),
+    metricsHost: r.string('METRICS_HOST', DEFAULTS.METRICS_HOST),
+    startupTimeoutMs: r.integer('STARTUP_TIMEOUT_MS', DEFAULTS.STARTUP_TIMEOUT_MS, { min: 1_000, max: 3_600_000 }),
     outboxPollMs: r.integer('OUTBOX_POLL_MS', DEFAULTS.OUTBOX_POLL_MS, { min: 10, max: 60_000 }),
     claimBatch: r.integer('CLAIM_BATCH', DEFAULTS.CLAIM_BATCH, { min: 1, max: 50_000 }),
     claimLeaseMs: r.integer('CLAIM_LEASE_MS', DEFAULTS.CLAIM_LEASE_MS, { min: 1_000, max: 3_600_000 }),
@@ -296,6 +313,6 @@ export function describeConfig(c: Config): Record<string, unknown> {
     natsPassword: natsPassword ? '***' : undefined,
     natsToken: natsToken ? '***' : undefined,
     natsAuth: describeNatsAuth(c),
-    telegramBotToken: telegramBotToken ? '***' : '(none: in-process sandbox)',
+    telegramBotToken: telegramBotToken ? '***' : '(none: in-process sandbox, if allowed)',
   };
 }

@@ -11,6 +11,8 @@ export type ErrorCode =
   | 'SCHEMA_MISMATCH'
   /** An existing JetStream stream or KV bucket differs from the configuration (replicas, TTL, subjects). */
   | 'NATS_STREAM_MISMATCH'
+  | 'STARTUP_TIMEOUT'
+  | 'PORT_IN_USE'
   // input at the edges (NATS payloads, HTTP bodies)
   | 'BAD_JSON'
   | 'BAD_PAYLOAD'
@@ -58,6 +60,18 @@ export class ConfigError extends AppError {
   readonly variable: string;
   constructor(variable: string, message: string) {
     super('CONFIG_INVALID', `${variable}: ${message}`, { variable });
+    this.variable = variable;
+  }
+}
+
+/**
+ * Start-up could not get what it needs from the outside (a server not reachable within
+ * STARTUP_TIMEOUT_MS, a port taken). Names the variable to look at; never carries a secret.
+ */
+export class StartupError extends AppError {
+  readonly variable: string;
+  constructor(code: 'STARTUP_TIMEOUT' | 'PORT_IN_USE', variable: string, message: string, options?: { cause?: unknown }) {
+    super(code, `${variable}: ${message}`, { variable }, options);
     this.variable = variable;
   }
 }

@@ -3,8 +3,8 @@
  * Telegram client, starts the roles of this process, and shuts everything down in a
  * fixed order on SIGTERM/SIGINT (a second signal exits at once; leases cover that case).
  */
-import { loadConfig, describeConfig, type Config } from './config';
-import { createLogger, registerSecret, type Logger } from './log';
+import { loadConfig, describeConfig, redactUrl, type Config } from './config';
+import { createStdoutLogger, knexLog, registerSecret, routeConsole, type Logger } from './log';
 import { Metrics, startMetricsServer } from './metrics';
 import { ShutdownSequence } from './lifecycle';
 import { createDb } from './db/knex';
@@ -22,6 +22,11 @@ import { loadAdsConfig, startAds, startGatewayRole } from './roles/ads';
 import { startCluster } from './roles/cluster';
 import { makeSubjects } from './nats/subjects';
 import { ConfigError, describeError } from './errors';
+import { waitUntilReachable } from './startup/wait';
+import { probePorts, portError } from './startup/ports';
+import { telegramTarget } from './startup/sandbox';
+import { checkDatabase } from './startup/database';
+import type { NatsConnection } from './nats/connection';
 
 /** The token the in-process sandbox accepts when no TELEGRAM_BOT_TOKEN is given. */
 const DEMO_TOKEN = '100000:DEMO-sandbox-token-not-a-secret';
@@ -32,7 +37,13 @@ export interface RunningSystem {
   shutdown: () => Promise<void>;
 }
 
-export async function main(env: NodeJS.ProcessEnv = process.env): Promise<RunningSystem> {
+export interface MainOptions {
+  /** Runs once when stdout closes (EPIPE): the entry point shuts down gracefully. */
+  onStdoutClosed?: (err: Error) => void;
+}
+
+export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptions = {}): Promise<RunningSystem> {
+  const startedAt = Date.now();
   const config = loadConfig(env);
   // Every role's configuration is validated before anything starts.
   const imagesConfig = loadImagesConfig(env);
@@ -42,43 +53,76 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<Runnin
   registerSecret(config.telegramBotToken);
   registerSecret(config.natsPassword);
   registerSecret(config.natsToken);
-  const log = createLogger({ level: config.logLevel, base: { pid: process.pid, instance: config.instanceId } });
+  registerSecret(urlPassword(config.databaseUrl));
+  registerSecret(urlPassword(config.natsUrl));
+  const worker = config.role === 'worker' || config.role === 'all';
+  const gateway = config.role === 'gateway' || config.role === 'all';
+  // Decided before any connection: a refusal touches no row.
+  const target = worker ? telegramTarget(config) : 'telegram';
+  const log = createStdoutLogger({ level: config.logLevel, base: { pid: process.pid, instance: config.instanceId }, ...(opts.onStdoutClosed ? { onStdoutClosed: opts.onStdoutClosed } : {}) });
+  routeConsole(log);
   log.info({ config: describeConfig(config) }, 'starting');
+  // A second copy on the same host stops here, before migrations or claims.
+  await probePorts([
+    ...(gateway ? [{ variable: 'GATEWAY_PORT', host: adsConfig.gatewayHost, port: adsConfig.gatewayPort }] : []),
+    { variable: 'METRICS_PORT', host: config.metricsHost, port: config.metricsPort },
+  ]);
+  const deadline = startedAt + config.startupTimeoutMs;
   // Each step may take the drain bound plus the time to write back what the drain produced.
   const shutdown = new ShutdownSequence(log, config.shutdownTimeoutMs + 20_000);
   let metricsServer: { close: () => Promise<void> } | undefined;
+  let dbForShutdown: { destroy: () => Promise<void> } | undefined;
+  let ncForShutdown: NatsConnection | undefined;
+  let sandbox: TelegramSandbox | undefined;
+  /** Connections close last, also when start-up failed half-way. */
+  const addConnectionSteps = (): void => {
+    shutdown.add('nats drain', async () => {
+      if (ncForShutdown && !ncForShutdown.isClosed()) await ncForShutdown.drain();
+    });
+    shutdown.add('db pool', () => dbForShutdown?.destroy());
+    shutdown.add('sandbox', () => sandbox?.stop());
+    // Last, so the shutdown itself can be watched.
+    shutdown.add('metrics server', () => metricsServer?.close());
+  };
   const metrics = new Metrics({ defaults: true, labels: { instance: config.instanceId } });
 
   try {
     if (config.metricsPort > 0) {
-      const server = await startMetricsServer(metrics, config.metricsPort);
-      log.info({ port: server.port }, 'metrics on GET /metrics');
+      const server = await startMetricsServer(metrics, config.metricsPort, config.metricsHost).catch((e: NodeJS.ErrnoException) => {
+        throw portError({ variable: 'METRICS_PORT', host: config.metricsHost, port: config.metricsPort }, e);
+      });
+      log.info({ host: config.metricsHost, port: server.port }, 'metrics on GET /metrics');
       metricsServer = server;
     }
 
-    const worker = config.role === 'worker' || config.role === 'all';
-    const gateway = config.role === 'gateway' || config.role === 'all';
     let token = config.telegramBotToken;
     let apiRoot = config.telegramApiRoot;
-    let sandbox: TelegramSandbox | undefined;
-    if (!token && worker) {
+    if (target === 'sandbox' && worker) {
       // Loaded only here: production processes never load the sandbox's code.
       const { TelegramSandbox } = await import('../sandbox/server');
       sandbox = new TelegramSandbox({ globalRate: config.telegramGlobalRate, chatRate: config.telegramChatRate, groupRatePerMin: config.telegramGroupRatePerMin });
       const started = await sandbox.start();
       token = DEMO_TOKEN;
       apiRoot = started.apiRoot;
-      log.warn({ apiRoot, inspect: `${apiRoot}sandbox/delivered` }, 'TELEGRAM_BOT_TOKEN is not set: sending to an IN-PROCESS TELEGRAM SANDBOX, not to Telegram');
+      log.warn({ apiRoot, inspect: `${apiRoot}sandbox/delivered`, why: config.telegramSandbox ? 'TELEGRAM_SANDBOX=1' : 'DATABASE_URL is not set (development default)' }, 'TELEGRAM_BOT_TOKEN is not set: sending to an IN-PROCESS TELEGRAM SANDBOX, not to Telegram');
     }
 
-    const db = createDb({ url: config.databaseUrl, poolMax: 10 });
+    const db = createDb({ url: config.databaseUrl, poolMax: 10, log: knexLog(log) });
+    dbForShutdown = db;
+    const dbState = await waitUntilReachable({ variable: 'DATABASE_URL', address: redactUrl(config.databaseUrl) }, () => checkDatabase(db, config.databaseUrl, !config.databaseUrlExplicit), { log, deadline });
+    if (dbState === 'created') log.info({ database: redactUrl(config.databaseUrl) }, 'database created (it did not exist; DATABASE_URL is the default)');
     if (config.migrateOnStart) {
       const applied = await migrateLatest(db);
       if (applied.length) log.info({ applied }, 'migrations applied');
     }
     await verifyShardCount(db, config.shardCount);
 
-    const nc = await connectNats({ url: config.natsUrl, name: `notify-${config.instanceId}`, auth: config }, log);
+    const nc = await waitUntilReachable(
+      { variable: 'NATS_URL', address: redactUrl(config.natsUrl) },
+      () => connectNats({ url: config.natsUrl, name: `notify-${config.instanceId}`, auth: config, waitOnFirstConnect: false }, log),
+      { log, deadline, discardLate: (late) => void (late as NatsConnection).close().catch(() => undefined) },
+    );
+    ncForShutdown = nc;
     log.info({ server: nc.getServer() }, 'connected to NATS');
 
     const telegram = new TelegrafClient({ token: token ?? DEMO_TOKEN, apiRoot, timeoutMs: config.telegramRequestTimeoutMs });
@@ -95,7 +139,9 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<Runnin
     // Fixed order: stop intake (gateway) → drain actors (pipeline, ads) → connections.
     const system = startObservedSystem(`notify-${config.instanceId}`, log, metrics);
     if (gateway) {
-      const gw = await startGatewayRole({ db, nc, config: adsConfig, log, metrics });
+      const gw = await startGatewayRole({ db, nc, config: adsConfig, log, metrics }).catch((e: NodeJS.ErrnoException) => {
+        throw e.code === 'EADDRINUSE' || e.code === 'EACCES' ? portError({ variable: 'GATEWAY_PORT', host: adsConfig.gatewayHost, port: adsConfig.gatewayPort }, e) : e;
+      });
       shutdown.add('ads gateway (stop accepting requests)', () => gw.stop());
     }
     if (worker) {
@@ -112,14 +158,9 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<Runnin
       shutdown.add('ads actors (flush views, release bump lease)', () => ads.stop());
     }
     shutdown.add('actor system', () => stopActorSystem(system));
-    shutdown.add('nats drain', async () => {
-      if (!nc.isClosed()) await nc.drain();
-    });
-    shutdown.add('db pool', () => db.destroy());
-    if (sandbox) shutdown.add('sandbox', () => sandbox.stop());
-    // Last, so the shutdown itself can be watched.
-    shutdown.add('metrics server', () => metricsServer?.close());
+    addConnectionSteps();
   } catch (e) {
+    addConnectionSteps();
     await shutdown.run();
     throw e;
   }
@@ -127,16 +168,27 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<Runnin
   return { config, log, shutdown: () => shutdown.run() };
 }
 
+function urlPassword(url: string): string | undefined {
+  try {
+    return new URL(url.split(',')[0]!.trim()).password || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 if (require.main === module) {
   let system: RunningSystem | undefined;
-  let signals = 0;
-  const onSignal = (sig: NodeJS.Signals): void => {
-    signals++;
-    if (signals > 1 || !system) {
-      // Second signal: leave now. Claimed rows come back after their lease.
-      process.exit(130);
+  let stopping = false;
+  /** Set when a stop was asked for while still starting; honoured once started. */
+  let pending: Record<string, unknown> | undefined;
+  const stopGracefully = (why: Record<string, unknown>): void => {
+    if (!system) {
+      pending ??= why;
+      return;
     }
-    system.log.info({ signal: sig }, 'shutting down (send the signal again to exit at once)');
+    if (stopping) return;
+    stopping = true;
+    system.log.info(why, 'shutting down (send the signal again to exit at once)');
     system.shutdown().then(
       () => {
         system?.log.info('stopped');
@@ -145,16 +197,29 @@ if (require.main === module) {
       () => process.exit(1),
     );
   };
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    signals++;
+    if (signals > 1 || !system) {
+      // Second signal, or still starting: leave now. Claimed rows come back after their lease.
+      process.exit(130);
+    }
+    stopGracefully({ signal: sig });
+  };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   // `npm start -- gateway` is the same as ROLE=gateway.
   const roleArg = process.argv[2];
-  main(roleArg ? { ...process.env, ROLE: roleArg } : process.env).then(
+  main(roleArg ? { ...process.env, ROLE: roleArg } : process.env, {
+    // The reader of our stdout went away (e.g. `npm start | jq` and jq exited): stop as on SIGTERM.
+    onStdoutClosed: (err) => stopGracefully({ reason: 'stdout closed', err: describeError(err) }),
+  }).then(
     (s) => {
       system = s;
+      if (pending) stopGracefully(pending);
     },
     (e: unknown) => {
-      const line = { level: 60, time: new Date().toISOString(), msg: 'start-up failed', err: describeError(e), code: (e as { code?: string }).code };
+      const line = { level: 60, time: new Date().toISOString(), msg: `start-up failed: ${describeError(e)}`, err: describeError(e), code: (e as { code?: string }).code, variable: (e as { variable?: string }).variable };
       process.stderr.write(`${JSON.stringify(line)}\n`);
       process.exit(e instanceof ConfigError ? 2 : 1);
     },

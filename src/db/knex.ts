@@ -6,6 +6,8 @@ export type { Knex } from 'knex';
 export interface DbOptions {
   url: string;
   poolMax?: number;
+  /** knex's own warnings and errors (default: console); the composition root passes knexLog(log). */
+  log?: Knex.Logger;
 }
 
 /**
@@ -16,12 +18,13 @@ export function createDb(opts: DbOptions): Knex {
   const u = new URL(opts.url.replace(/^mariadb:/, 'mysql:'));
   const db = knexFactory({
     client: 'mysql2',
+    ...(opts.log ? { log: opts.log } : {}),
     connection: {
       host: u.hostname,
       port: u.port ? Number(u.port) : 3306,
       user: decodeURIComponent(u.username || 'root'),
       password: decodeURIComponent(u.password),
-      database: decodeURIComponent(u.pathname.replace(/^\//, '')) || 'test',
+      database: decodeURIComponent(u.pathname.replace(/^\//, '')) || 'shop_notify',
       timezone: 'Z',
       dateStrings: false,
       supportBigNumbers: true,

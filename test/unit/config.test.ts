@@ -28,7 +28,7 @@ function assertNames(env: Record<string, string>, variable: string, form: RegExp
 describe('config: loadConfig', () => {
   it('has the documented defaults for an empty environment', () => {
     const c = loadConfig({});
-    assert.equal(c.databaseUrl, 'mysql://root@127.0.0.1:3306/test');
+    assert.equal(c.databaseUrl, 'mysql://root@127.0.0.1:3306/shop_notify');
     assert.equal(c.natsUrl, 'nats://127.0.0.1:4222');
     assert.equal(c.telegramBotToken, undefined);
     assert.equal(c.telegramApiRoot, 'https://api.telegram.org/');

@@ -1,0 +1,80 @@
+import type { Logger } from '../log';
+import { StartupError, describeError } from '../errors';
+
+/** Something start-up needs from outside, named as the operator configures it. */
+export interface Dependency {
+  /** The environment variable to look at, e.g. DATABASE_URL. */
+  variable: string;
+  /** Where we try to connect, secrets masked (redactUrl). */
+  address: string;
+}
+
+export interface WaitOptions {
+  log: Logger;
+  /** Epoch ms after which start-up gives up (start + STARTUP_TIMEOUT_MS). */
+  deadline: number;
+  /** A still-failing dependency is reported this often (ms). Default 5 000. */
+  reportEveryMs?: number;
+  /** One attempt may take this long before it counts as failed (ms). Default 4 000. */
+  attemptTimeoutMs?: number;
+  /** Pause between attempts (ms). Default 1 000. */
+  retryEveryMs?: number;
+  /** Called with the result of an attempt that finished after it was given up (e.g. to close a late connection). */
+  discardLate?: (late: unknown) => void;
+}
+
+/**
+ * Runs `attempt` until it succeeds, so that start-up never hangs in silence: the first
+ * failure is logged at once (an attempt that hangs counts as failed after
+ * `attemptTimeoutMs`), then every `reportEveryMs`, each line naming the variable and the
+ * address. Past `deadline` it throws a StartupError (code STARTUP_TIMEOUT) with the last error.
+ */
+export async function waitUntilReachable<T>(dep: Dependency, attempt: () => Promise<T>, opts: WaitOptions): Promise<T> {
+  const reportEvery = opts.reportEveryMs ?? 5_000;
+  const attemptTimeout = opts.attemptTimeoutMs ?? 4_000;
+  const retryEvery = opts.retryEveryMs ?? 1_000;
+  const started = Date.now();
+  let lastReport = -Infinity;
+  let failures = 0;
+  let lastReason = 'not tried';
+  for (;;) {
+    const remaining = opts.deadline - Date.now();
+    if (remaining <= 0) throw new StartupError('STARTUP_TIMEOUT', dep.variable, `cannot reach ${dep.address} after ${Date.now() - started} ms (${lastReason}); gave up (STARTUP_TIMEOUT_MS)`);
+    let timer: NodeJS.Timeout | undefined;
+    let timedOut = false;
+    const run = attempt();
+    try {
+      const result = await Promise.race([
+        run,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => {
+            timedOut = true;
+            reject(new Error(`no answer within ${Math.min(attemptTimeout, Math.max(remaining, 0))} ms`));
+          }, Math.max(0, Math.min(attemptTimeout, remaining)));
+        }),
+      ]);
+      if (failures > 0) opts.log.info({ variable: dep.variable, address: dep.address, waitedMs: Date.now() - started }, `${dep.variable}: ${dep.address} reachable`);
+      return result;
+    } catch (e) {
+      if (timedOut) run.then((late) => opts.discardLate?.(late), () => undefined);
+      failures++;
+      const now = Date.now();
+      // An attempt cut short by the deadline says less than the error before it.
+      const reason = timedOut && remaining < attemptTimeout && failures > 1 ? lastReason : describeError(e);
+      lastReason = reason;
+      if (now >= opts.deadline) {
+        throw new StartupError('STARTUP_TIMEOUT', dep.variable, `cannot reach ${dep.address} after ${now - started} ms (${reason}); gave up (STARTUP_TIMEOUT_MS)`, { cause: e });
+      }
+      if (now - lastReport >= reportEvery) {
+        lastReport = now;
+        opts.log.warn(
+          { variable: dep.variable, address: dep.address, err: reason, attempts: failures, waitedMs: now - started, giveUpInMs: opts.deadline - now },
+          `${dep.variable}: cannot reach ${dep.address} (${reason}); retrying, giving up in ${Math.ceil((opts.deadline - now) / 1000)} s (STARTUP_TIMEOUT_MS)`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, Math.max(0, Math.min(retryEvery, opts.deadline - Date.now()))));
+    } finally {
+      if (timer) clearTimeout(timer);
+    }
+  }
+}
