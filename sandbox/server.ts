@@ -34,6 +34,8 @@ import { KeyedWindows, WindowCounter, retryAfterSeconds, windowLimit, type Windo
 const HOST = '127.0.0.1';
 const DEFAULT_LIMITS: RateLimits = { globalRate: 30, chatRate: 1, groupRatePerMin: 20 };
 /** api.telegram.org refuses larger requests with 413. */
+/** Newest delivered entries kept by default (see SandboxOptions.maxDelivered). */
+const DEFAULT_MAX_DELIVERED = 100_000;
 const MAX_BODY_BYTES = 50 * 1024 * 1024;
 const MAX_TEXT_LENGTH = 4096;
 const MAX_CAPTION_LENGTH = 1024;
@@ -482,6 +484,8 @@ export class TelegramSandbox {
   private failures: PendingFailure[] = [];
   private latency: Required<LatencySetting>;
   private log: DeliveredEntry[] = [];
+  /** Entries ever delivered (the log keeps only the newest maxDelivered). */
+  private deliveredTotal = 0;
   private counters = freshCounters();
   private readonly messageIds = new Map<number, number>();
   /** file_id → size in bytes if known: the files this bot could send again by file_id. */
@@ -572,6 +576,7 @@ export class TelegramSandbox {
    */
   reset(): void {
     this.log = [];
+    this.deliveredTotal = 0;
     this.counters = freshCounters();
     this.chats = new Map(this.initialChats.map((setting) => [setting.chatId, setting]));
     this.failures = this.initialFailures.map((failure) => ({ ...failure }));
@@ -620,17 +625,17 @@ export class TelegramSandbox {
 
   /** Resolves with the log once it holds at least `count` entries; rejects after `timeoutMs` (default 5000). */
   waitForDelivered(count: number, timeoutMs = 5_000): Promise<DeliveredEntry[]> {
-    if (this.log.length >= count) return Promise.resolve(this.delivered());
+    if (this.deliveredTotal >= count) return Promise.resolve(this.delivered());
     return new Promise((resolve, reject) => {
       const onDelivered = (): void => {
-        if (this.log.length < count) return;
+        if (this.deliveredTotal < count) return;
         clearTimeout(timer);
         this.off('delivered', onDelivered);
         resolve(this.delivered());
       };
       const timer = setTimeout(() => {
         this.off('delivered', onDelivered);
-        reject(new Error(`waitForDelivered: ${this.log.length} of ${count} entries after ${timeoutMs} ms`));
+        reject(new Error(`waitForDelivered: ${this.deliveredTotal} of ${count} entries after ${timeoutMs} ms`));
       }, timeoutMs);
       this.on('delivered', onDelivered);
     });
@@ -919,7 +924,7 @@ export class TelegramSandbox {
       }),
     );
     const entry: DeliveredEntry = Object.freeze({
-      seq: this.log.length + 1,
+      seq: this.deliveredTotal + 1,
       messageId: firstId,
       chatId: chat.id,
       method: draft.method,
@@ -928,6 +933,10 @@ export class TelegramSandbox {
       at,
     });
     this.log.push(entry);
+    this.deliveredTotal++;
+    // Bounded: a long-running sandbox (development, demos) must not grow without end. Trim in chunks, not per entry.
+    const max = this.options.maxDelivered ?? DEFAULT_MAX_DELIVERED;
+    if (this.log.length > max + Math.max(1, Math.floor(max / 10))) this.log.splice(0, this.log.length - max);
     this.counters.acceptedRequests++;
     this.counters.acceptedMessages += n;
     this.events.emit('delivered', entry);

@@ -23,6 +23,8 @@ export interface SandboxOptions {
   latency?: LatencySetting;
   /** Failures queued from the start (and again after reset()). Default none. */
   failures?: InjectedFailure[];
+  /** The delivered log keeps the newest this many entries (older ones are dropped; `seq` keeps counting). Default 100 000. */
+  maxDelivered?: number;
 }
 
 /** Current rates; windows derive from them (see windowLimit in window.ts). */

@@ -100,7 +100,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
     if (target === 'sandbox' && worker) {
       // Loaded only here: production processes never load the sandbox's code.
       const { TelegramSandbox } = await import('../sandbox/server');
-      sandbox = new TelegramSandbox({ globalRate: config.telegramGlobalRate, chatRate: config.telegramChatRate, groupRatePerMin: config.telegramGroupRatePerMin });
+      sandbox = new TelegramSandbox({ maxDelivered: 10_000, globalRate: config.telegramGlobalRate, chatRate: config.telegramChatRate, groupRatePerMin: config.telegramGroupRatePerMin });
       const started = await sandbox.start();
       token = DEMO_TOKEN;
       apiRoot = started.apiRoot;
