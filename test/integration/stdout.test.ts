@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { TelegramSandbox } from '../../src/sandbox/server';
+import { TelegramSandbox } from '../../sandbox/server';
 import { createTestDb, NATS_URL, uniq, waitFor, type TestDb } from '../helpers/services';
 import { startWorker, type Worker } from '../helpers/processes';
 import { dropBucket, TEST_TOKEN } from '../helpers/pipeline';
