@@ -40,6 +40,8 @@ export interface RunningSystem {
 export interface MainOptions {
   /** Runs once when stdout closes (EPIPE): the entry point shuts down gracefully. */
   onStdoutClosed?: (err: Error) => void;
+  /** A signal arrived during start-up: stop waiting for MariaDB/NATS (the caller stops the rest once started). */
+  abort?: AbortSignal;
 }
 
 export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptions = {}): Promise<RunningSystem> {
@@ -109,7 +111,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
 
     const db = createDb({ url: config.databaseUrl, poolMax: 10, log: knexLog(log) });
     dbForShutdown = db;
-    const dbState = await waitUntilReachable({ variable: 'DATABASE_URL', address: redactUrl(config.databaseUrl) }, () => checkDatabase(db, config.databaseUrl, !config.databaseUrlExplicit), { log, deadline });
+    const dbState = await waitUntilReachable({ variable: 'DATABASE_URL', address: redactUrl(config.databaseUrl) }, () => checkDatabase(db, config.databaseUrl, !config.databaseUrlExplicit), { log, deadline, ...(opts.abort ? { signal: opts.abort } : {}) });
     if (dbState === 'created') log.info({ database: redactUrl(config.databaseUrl) }, 'database created (it did not exist; DATABASE_URL is the default)');
     if (config.migrateOnStart) {
       const applied = await migrateLatest(db);
@@ -120,7 +122,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
     const nc = await waitUntilReachable(
       { variable: 'NATS_URL', address: redactUrl(config.natsUrl) },
       () => connectNats({ url: config.natsUrl, name: `notify-${config.instanceId}`, auth: config, waitOnFirstConnect: false }, log),
-      { log, deadline, discardLate: (late) => void (late as NatsConnection).close().catch(() => undefined) },
+      { log, deadline, ...(opts.abort ? { signal: opts.abort } : {}), discardLate: (late) => void (late as NatsConnection).close().catch(() => undefined) },
     );
     ncForShutdown = nc;
     log.info({ server: nc.getServer() }, 'connected to NATS');
@@ -198,12 +200,15 @@ if (require.main === module) {
     );
   };
   let signals = 0;
+  const starting = new AbortController();
   const onSignal = (sig: NodeJS.Signals): void => {
     signals++;
-    if (signals > 1 || !system) {
-      // Second signal, or still starting: leave now. Claimed rows come back after their lease.
+    if (signals > 1) {
+      // Second signal: leave now. Claimed rows come back after their lease.
       process.exit(130);
     }
+    // Still starting: stop waiting for servers; a start that completes anyway is then stopped gracefully.
+    if (!system) starting.abort();
     stopGracefully({ signal: sig });
   };
   process.on('SIGTERM', onSignal);
@@ -213,12 +218,14 @@ if (require.main === module) {
   main(roleArg ? { ...process.env, ROLE: roleArg } : process.env, {
     // The reader of our stdout went away (e.g. `npm start | jq` and jq exited): stop as on SIGTERM.
     onStdoutClosed: (err) => stopGracefully({ reason: 'stdout closed', err: describeError(err) }),
+    abort: starting.signal,
   }).then(
     (s) => {
       system = s;
       if (pending) stopGracefully(pending);
     },
     (e: unknown) => {
+      if (starting.signal.aborted) process.exit(130);
       const line = { level: 60, time: new Date().toISOString(), msg: `start-up failed: ${describeError(e)}`, err: describeError(e), code: (e as { code?: string }).code, variable: (e as { variable?: string }).variable };
       process.stderr.write(`${JSON.stringify(line)}\n`);
       process.exit(e instanceof ConfigError ? 2 : 1);

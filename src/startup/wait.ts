@@ -19,6 +19,8 @@ export interface WaitOptions {
   attemptTimeoutMs?: number;
   /** Pause between attempts (ms). Default 1 000. */
   retryEveryMs?: number;
+  /** Aborted (a signal during start-up): stop waiting at once. */
+  signal?: AbortSignal;
   /** Called with the result of an attempt that finished after it was given up (e.g. to close a late connection). */
   discardLate?: (late: unknown) => void;
 }
@@ -38,6 +40,7 @@ export async function waitUntilReachable<T>(dep: Dependency, attempt: () => Prom
   let failures = 0;
   let lastReason = 'not tried';
   for (;;) {
+    if (opts.signal?.aborted) throw new Error(`start-up aborted while waiting for ${dep.variable}`);
     const remaining = opts.deadline - Date.now();
     if (remaining <= 0) throw new StartupError('STARTUP_TIMEOUT', dep.variable, `cannot reach ${dep.address} after ${Date.now() - started} ms (${lastReason}); gave up (STARTUP_TIMEOUT_MS)`);
     let timer: NodeJS.Timeout | undefined;
@@ -72,7 +75,15 @@ export async function waitUntilReachable<T>(dep: Dependency, attempt: () => Prom
           `${dep.variable}: cannot reach ${dep.address} (${reason}); retrying, giving up in ${Math.ceil((opts.deadline - now) / 1000)} s (STARTUP_TIMEOUT_MS)`,
         );
       }
-      await new Promise((r) => setTimeout(r, Math.max(0, Math.min(retryEvery, opts.deadline - Date.now()))));
+      await new Promise<void>((r) => {
+        const t = setTimeout(done, Math.max(0, Math.min(retryEvery, opts.deadline - Date.now())));
+        function done(): void {
+          clearTimeout(t);
+          opts.signal?.removeEventListener('abort', done);
+          r();
+        }
+        opts.signal?.addEventListener('abort', done);
+      });
     } finally {
       if (timer) clearTimeout(timer);
     }

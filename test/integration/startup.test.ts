@@ -77,6 +77,16 @@ describe('start-up: never hangs in silence, never starts half-way (real processe
     assert.equal(fatal.variable, 'NATS_URL');
   });
 
+  it('SIGTERM while waiting for NATS stops at once (exit 130), not after STARTUP_TIMEOUT_MS', async () => {
+    const port = await closedPort();
+    const w = start({ DATABASE_URL: tdb.url, NATS_URL: `nats://127.0.0.1:${port}`, TELEGRAM_SANDBOX: '1', STARTUP_TIMEOUT_MS: '60000' });
+    await w.waitForLine(/cannot reach/, 5_000);
+    const t0 = Date.now();
+    w.kill('SIGTERM');
+    assert.equal(await w.exited, 130);
+    assert.ok(Date.now() - t0 < 3_000, `stopped after ${Date.now() - t0} ms`);
+  });
+
   it('wrong database password: a line naming DATABASE_URL with the password masked, then exit 1', async () => {
     const url = ROOT_DATABASE_URL.replace('//root@', '//root:Wr0ngSecretPw@').replace(/\/[^/]*$/, `/${tdb.name}`);
     const t0 = Date.now();
