@@ -34,7 +34,8 @@ const DEMO_TOKEN = '100000:DEMO-sandbox-token-not-a-secret';
 export interface RunningSystem {
   config: Config;
   log: Logger;
-  shutdown: () => Promise<void>;
+  /** Runs the shutdown sequence once; resolves with what it gave back. */
+  shutdown: () => Promise<{ releasedRows: number }>;
 }
 
 export interface MainOptions {
@@ -73,6 +74,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
   // Each step may take the drain bound plus the time to write back what the drain produced.
   const shutdown = new ShutdownSequence(log, config.shutdownTimeoutMs + 20_000);
   let metricsServer: { close: () => Promise<void> } | undefined;
+  let releasedRows = (): number => 0;
   let dbForShutdown: { destroy: () => Promise<void> } | undefined;
   let ncForShutdown: NatsConnection | undefined;
   let sandbox: TelegramSandbox | undefined;
@@ -150,6 +152,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
       const images = await startImagesRole({ parent: system, db, nc, config: imagesConfig, instanceId: config.instanceId, subjects: makeSubjects(config.natsSubjectPrefix), log, metrics });
       const planner = images.planner;
       const pipeline = await startPipeline({ config, log, metrics, db, nc, telegram, planner, system });
+      releasedRows = () => pipeline.releasedRows();
       const cluster = await startCluster({ config, log, metrics, nc, pipeline, system });
       shutdown.add('cluster (hand shards back, leave)', () => cluster.stop());
       shutdown.add('delivery pipeline (stop claiming, drain senders, flush outcomes, release claims)', () => pipeline.stop());
@@ -167,7 +170,18 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
     throw e;
   }
 
-  return { config, log, shutdown: () => shutdown.run() };
+  log.info({ role: config.role, startupMs: Date.now() - startedAt }, 'ready');
+  let stopped: Promise<{ releasedRows: number }> | undefined;
+  return {
+    config,
+    log,
+    shutdown: () =>
+      (stopped ??= (async () => {
+        const before = releasedRows();
+        await shutdown.run();
+        return { releasedRows: releasedRows() - before };
+      })()),
+  };
 }
 
 function urlPassword(url: string): string | undefined {
@@ -192,8 +206,8 @@ if (require.main === module) {
     stopping = true;
     system.log.info(why, 'shutting down (send the signal again to exit at once)');
     system.shutdown().then(
-      () => {
-        system?.log.info('stopped');
+      (summary) => {
+        system?.log.info(summary, `stopped; ${summary.releasedRows} claimed row(s) given back to the outbox`);
         setTimeout(() => process.exit(0), 50).unref();
       },
       () => process.exit(1),

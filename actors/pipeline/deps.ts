@@ -10,6 +10,7 @@ import type { Planner } from '../../src/outbox/plan';
 import type { TelegramClient } from '../../src/telegram/client';
 import type { OutcomeEvent } from '../../src/nats/payloads';
 import type { HandoffStore } from '../../src/cluster/handoff';
+import type { Outcome } from '../../src/outbox/types';
 
 /** Settings of the delivery pipeline, taken from Config. */
 export interface PipelineSettings {
@@ -58,6 +59,8 @@ export interface PipelineDeps {
   planner: Planner;
   /** Publishes an event (NATS core); never throws. */
   publishOutcome: (e: OutcomeEvent) => void;
+  /** Sees every outcome once its batch committed (the role logs failures and fallbacks from it); never throws. */
+  observeOutcome?: (o: Outcome, chatId: number | undefined) => void;
   publishRecipientChanged: (chatId: number, status: string, migratedTo: number | null) => void;
   /** Telegram says the whole bot is flooded: lower the bot rate, tell the other processes (cluster budget). */
   onBotFlood: (untilMs: number) => void;

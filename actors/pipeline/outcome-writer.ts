@@ -61,6 +61,7 @@ export function spawnOutcomeWriter(parent: Parent, deps: PipelineDeps, queue: Ou
     for (const b of batch) {
       written.inc({ kind: b.outcome.kind });
       if (b.event) deps.publishOutcome(b.event);
+      deps.observeOutcome?.(b.outcome, b.event?.chat_id);
     }
     queue.written += batch.length;
   };

@@ -62,6 +62,7 @@ export async function connectNats(opts: NatsOptions, log: Logger): Promise<NatsC
   registerSecret(opts.token);
   const nc = await connect(co);
   const refused = new Map<string, number>();
+  const onStatus = natsStatusLog(log);
   void (async () => {
     for await (const s of nc.status()) {
       if (s.type === DebugEvents.PingTimer) continue;
@@ -76,9 +77,43 @@ export async function connectNats(opts: NatsOptions, log: Logger): Promise<NatsC
         log.error({ nats: s.type, code: 'NATS_PERMISSION', operation: ctx?.operation, subject: ctx?.subject }, 'NATS refused a publish or subscribe (permissions); see deploy/nats-server.conf');
         continue;
       }
-      const level = s.type === Events.Disconnect || s.type === Events.Error ? 'warn' : 'info';
-      log[level]({ nats: s.type, data }, 'nats connection status');
+      onStatus(s.type, s.data);
     }
   })().catch(() => undefined);
   return nc;
+}
+
+/**
+ * Status events as log lines an operator can read during an outage: one warn line when
+ * the connection is lost, one info line (with the outage's length) when it is back; the
+ * reconnect attempts in between (several per second) only at debug.
+ */
+export function natsStatusLog(log: Logger, now: () => number = Date.now): (type: string, data: unknown) => void {
+  let downSince: number | undefined;
+  return (type, data) => {
+    const detail = typeof data === 'string' ? data : undefined;
+    switch (type) {
+      case 'pingTimer':
+        return;
+      case 'disconnect':
+        if (downSince !== undefined) return log.debug({ nats: type, data: detail }, 'nats connection status');
+        downSince = now();
+        return log.warn({ nats: type, server: detail }, 'NATS connection lost; reconnecting (one line again when it is back)');
+      case 'reconnect': {
+        const outageMs = downSince === undefined ? undefined : now() - downSince;
+        downSince = undefined;
+        return log.info({ nats: type, server: detail, outageMs }, `NATS connection restored${outageMs === undefined ? '' : ` after ${(outageMs / 1000).toFixed(1)} s`}`);
+      }
+      case 'reconnecting':
+      case 'staleConnection':
+      case 'update':
+        return log.debug({ nats: type, data: detail }, 'nats connection status');
+      case 'error':
+        // While down, each failed attempt may report an error: the outage line already said it.
+        if (downSince !== undefined) return log.debug({ nats: type, data: detail }, 'nats connection status');
+        return log.warn({ nats: type, data: detail }, 'nats connection error');
+      default:
+        return log.info({ nats: type, data: detail }, 'nats connection status');
+    }
+  };
 }

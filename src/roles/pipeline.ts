@@ -19,6 +19,7 @@ import { decoder, encodeJson } from '../nats/codec';
 import { RecipientChanged, WakeEvent, type OutcomeEvent } from '../nats/payloads';
 import { handleEnqueue } from '../outbox/enqueue';
 import { describeError, isAppError } from '../errors';
+import { outcomeLog } from '../outbox/outcome-log';
 import { ranges } from '../outbox/shard';
 import { spawnPipeline, type OwnResult, type PipelineMsg, type PipelineStatus } from '../../actors/pipeline/pipeline';
 import { chatRatePerMs, type PipelineDeps, type PipelineSettings } from '../../actors/pipeline/deps';
@@ -69,6 +70,8 @@ export interface Pipeline {
   readonly subjects: SubjectSet;
   /** Stop intake, drain, flush, close subscriptions. Idempotent. */
   stop(): Promise<void>;
+  /** Claimed rows given back to the outbox so far (hand-offs, fencing, shutdown): the shutdown line counts them. */
+  releasedRows(): number;
 }
 
 export function settingsFromConfig(c: Config): PipelineSettings {
@@ -155,6 +158,8 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
     }
   };
 
+  // Failures, unreachable recipients, fallbacks: logged once per kind per 10 s, with counts.
+  const outcomes = outcomeLog(log);
   const deps: PipelineDeps = {
     settings,
     log,
@@ -167,8 +172,12 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
     book,
     planner: o.planner ?? new TextPlanner(),
     publishOutcome: (e: OutcomeEvent) => safePublish(subjects.outcome(e.status), e),
+    observeOutcome: (o, chatId) => outcomes.outcome(o, chatId),
     // Announced once the row is written: receivers re-read it (RecipientDirectory.refresh).
-    publishRecipientChanged: (chatId, status, migratedTo) => void recipients.written(chatId).then(() => safePublish(subjects.recipientChanged, { chat_id: chatId, status, migrated_to_chat_id: migratedTo })),
+    publishRecipientChanged: (chatId, status, migratedTo) => {
+      outcomes.recipient(chatId, status, migratedTo);
+      void recipients.written(chatId).then(() => safePublish(subjects.recipientChanged, { chat_id: chatId, status, migrated_to_chat_id: migratedTo }));
+    },
     onBotFlood: (until) => {
       applyRate(globalRate.throttled(Date.now(), gate.acceptedPerSecond(rateToWindow(config.telegramGlobalRate).windowMs) || undefined));
       floodHandler(until);
@@ -269,6 +278,7 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
   if (o.ownAllShards === true) dispatch(root, { type: 'own', shards: Array.from({ length: config.shardCount }, (_, i) => i) });
 
   let stopping: Promise<void> | undefined;
+  let releasedRows = 0;
   let owned: number[] = [];
   return {
     owner,
@@ -283,6 +293,7 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
     own: async (shards) => {
       const r = await query<PipelineMsg, OwnResult>(root, (replyTo) => ({ type: 'own', shards, replyTo }), settings.drainTimeoutMs + 10_000);
       owned = r.owned;
+      releasedRows += r.released;
       serviceMetadata.shards = ranges(owned);
       return r;
     },
@@ -306,8 +317,11 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
     fence: async (shards) => {
       owned = owned.filter((s) => !shards.includes(s));
       serviceMetadata.shards = ranges(owned);
-      return query<PipelineMsg, { released: number }>(root, (replyTo) => ({ type: 'release', shards, replyTo }), settings.drainTimeoutMs + 10_000);
+      const r = await query<PipelineMsg, { released: number }>(root, (replyTo) => ({ type: 'release', shards, replyTo }), settings.drainTimeoutMs + 10_000);
+      releasedRows += r.released;
+      return r;
     },
+    releasedRows: () => releasedRows,
     status: () => query<PipelineMsg, PipelineStatus>(root, (replyTo) => ({ type: 'status', replyTo }), 5_000),
     stop: () =>
       (stopping ??= (async () => {
@@ -322,11 +336,15 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
         await step('subscriptions', () => subs.forEach((s) => s.unsubscribe()));
         await step('drain actors', async () => {
           const r = await query<PipelineMsg, { released: number }>(root, (replyTo) => ({ type: 'shutdown', replyTo }), settings.drainTimeoutMs + 5_000);
+          releasedRows += r.released;
           log.info({ released: r.released }, 'pipeline drained');
         });
         // Anything still claimed (a sender that did not drain in time) goes back now.
-        await step('release leftovers', () => repo.release());
+        await step('release leftovers', async () => {
+          releasedRows += await repo.release();
+        });
         await step('recipients', () => recipients.flush());
+        outcomes.stop();
         await step('actors', () => (ownSystem ? stopActorSystem(system) : stop(root)));
         clearInterval(rateTimer);
         gate.stop();
