@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import busboy from 'busboy';
 import { formatText, type FormattedText } from './html';
+import { demoImage } from './demo-images';
 import type {
   ApiError,
   ApiSuccess,
@@ -675,6 +676,13 @@ export class TelegramSandbox {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://sandbox.invalid');
+    if (req.method === 'GET' && url.pathname.startsWith('/sandbox/images/')) {
+      const png = demoImage(url.pathname);
+      req.resume();
+      if (!png) return writeJson(res, Errors.notFound());
+      res.writeHead(200, { 'content-type': 'image/png', 'content-length': png.length }).end(png);
+      return;
+    }
     if (url.pathname.startsWith('/sandbox/')) return this.handleControl(req, res, url);
     const route = BOT_ROUTE.exec(url.pathname);
     if (route === null) {

@@ -1,17 +1,20 @@
 /**
- * Operator CLI: `npm run cli -- <command>`. Speaks NATS (status, enqueue) and the
- * database (retry-failed, recipient). Reads DATABASE_URL, NATS_URL, NATS_SUBJECT_PREFIX.
- *
- *   status                                 cluster: members, shards, queues, budget, takeovers
- *   enqueue <chat id> <text> [--priority N] [--key K] [--parse-mode HTML|none] [--kind K]
- *   retry-failed [--chat ID] [--code CODE] [--since ISO-TIME] [--dry-run]
- *   recipient <chat id> [--clear]
+ * Operator CLI: `npm run cli -- <command>`. Speaks NATS (status, enqueue, top, bump) and
+ * the database (demo, top, retry-failed, recipient). Reads the same environment as
+ * `npm start` (DATABASE_URL, NATS_URL, NATS_SUBJECT_PREFIX, ADS_SUBJECT_PREFIX, …).
+ * Errors are one sentence naming what to check; timestamps are ISO 8601 (UTC).
  */
 import { parseArgs } from 'node:util';
 import { connect, type NatsConnection } from 'nats';
-import { loadConfig, redactUrl } from './config';
+import { loadConfig } from './config';
+import { loadAdsConfig } from './ads/config';
+import { rateToWindow } from './limits/window';
+import { CliError, dbError, natsConnectError, requestError } from './cli/errors';
+import { nextCommands, seedDemo } from './cli/demo';
+import { rates, renderFrame, type TopSnapshot } from './cli/top';
+import type { BumpRunReply } from './nats/ads-payloads';
 import { createDb, type Knex } from './db/knex';
-import { makeSubjects, type SubjectSet } from './nats/subjects';
+import { makeSubjects, Subjects, type SubjectSet } from './nats/subjects';
 import { encodeJson } from './nats/codec';
 import { natsAuthOptionsFrom } from './nats/connection';
 import type { ClusterStatus } from './roles/cluster';
@@ -20,7 +23,11 @@ import { ranges, shardOf } from './outbox/shard';
 import { describeError } from './errors';
 
 const USAGE = `usage: npm run cli -- <command>
+  demo [--admin-chat ID] [--customer-chat ID] [--user ID]
+                                           seed a demo on a running system (products with photos, an order, ads, messages)
+  top [--once] [--interval MS]             live view: per process shards, backlog, send rate vs budget share, 429s, ETA
   status                                   cluster status (members, shards, queues, budget, takeovers)
+  bump                                     bump the due ads now (what the timer does)
   enqueue <chat id> <text> [--priority N] [--key K] [--parse-mode HTML|none] [--kind K]
   retry-failed [--chat ID] [--code CODE] [--since ISO-TIME] [--dry-run]
   recipient <chat id> [--clear]`;
@@ -42,6 +49,11 @@ async function main(argv: string[]): Promise<number> {
       'dry-run': { type: 'boolean' },
       clear: { type: 'boolean' },
       help: { type: 'boolean' },
+      once: { type: 'boolean' },
+      interval: { type: 'string' },
+      'admin-chat': { type: 'string' },
+      'customer-chat': { type: 'string' },
+      user: { type: 'string' },
     },
   });
   const [command, ...rest] = positionals;
@@ -50,9 +62,12 @@ async function main(argv: string[]): Promise<number> {
     return command ? 0 : 2;
   }
   const config = loadConfig();
+  const adsConfig = loadAdsConfig();
   const subjects = makeSubjects(config.natsSubjectPrefix);
   const withNats = async <T>(f: (nc: NatsConnection) => Promise<T>): Promise<T> => {
-    const nc = await connect({ servers: config.natsUrl.split(','), ...natsAuthOptionsFrom(config), name: 'notify-cli' });
+    const nc = await connect({ servers: config.natsUrl.split(','), ...natsAuthOptionsFrom(config), name: 'notify-cli' }).catch((e: unknown) => {
+      throw natsConnectError(config.natsUrl, e);
+    });
     try {
       return await f(nc);
     } finally {
@@ -62,17 +77,57 @@ async function main(argv: string[]): Promise<number> {
   const withDb = async <T>(f: (db: Knex) => Promise<T>): Promise<T> => {
     const db = createDb({ url: config.databaseUrl, poolMax: 2 });
     try {
-      return await f(db);
+      return await f(db).catch((e: unknown) => {
+        // Database errors carry an errno or a driver code; anything else passes through.
+        if (e instanceof CliError || (typeof (e as { code?: unknown }).code !== 'string' && (e as { errno?: unknown }).errno === undefined)) throw e;
+        throw dbError(config.databaseUrl, e);
+      });
     } finally {
       await db.destroy();
     }
   };
+  const intOpt = (name: string, v: string | undefined, def: number): number => {
+    if (v === undefined) return def;
+    if (!/^-?\d+$/.test(v) || !Number.isSafeInteger(Number(v))) throw new CliError(`--${name} expects an integer, got ${JSON.stringify(v)}`, 2);
+    return Number(v);
+  };
 
   switch (command) {
+    case 'demo': {
+      const adminChatId = intOpt('admin-chat', values['admin-chat'], 100001);
+      const customerChatId = intOpt('customer-chat', values['customer-chat'], 200001);
+      const userId = intOpt('user', values.user, 7);
+      if (config.telegramBotToken) console.log(`note: TELEGRAM_BOT_TOKEN is set: the demo notifications go to Telegram chats ${adminChatId} and ${customerChatId} (choose yours with --admin-chat and --customer-chat)`);
+      return withDb((db) =>
+        withNats(async (nc) => {
+          const r = await seedDemo({ db, nc, subjects, adsPrefix: adsConfig.subjectPrefix, adminChatId, customerChatId, userId, waitMs: 30_000, print: (l) => console.log(l) });
+          console.log('\nNext, try:');
+          for (const c of nextCommands(r, { adminChatId, userId, gatewayPort: adsConfig.gatewayPort, sandboxPort: config.telegramSandboxPort })) console.log(`  ${c}`);
+          if (!adsConfig.apiToken) console.log('  (POST /notifications and POST /ads/bump over HTTP need ADS_API_TOKEN, ≥ 16 characters, set for npm start)');
+          return r.statuses.every((st) => st === 'sent') ? 0 : 1;
+        }),
+      );
+    }
+    case 'top': {
+      const interval = intOpt('interval', values.interval, 1_000);
+      if (interval < 100) throw new CliError('--interval must be at least 100 (ms)', 2);
+      return withDb((db) => withNats((nc) => top(db, nc, { once: values.once === true, interval })));
+    }
+    case 'bump':
+      return withNats(async (nc) => {
+        const subject = Subjects.adsBumpRun(adsConfig.subjectPrefix);
+        const m = await nc.request(subject, encodeJson({}), { timeout: 30_000 }).catch((e: unknown) => {
+          throw requestError(subject, 'worker (bump actor)', e);
+        });
+        const r = JSON.parse(dec.decode(m.data)) as BumpRunReply;
+        if (!r.ok) throw new CliError(`bump refused: ${r.error.code}: ${r.error.message}`);
+        console.log(`bump run ${r.run_id}: ${r.bumped} ad(s) bumped`);
+        return 0;
+      });
     case 'status':
       return withNats(async (nc) => {
         const r = await nc.request(subjects.clusterStatus, new Uint8Array(), { timeout: 5_000 }).catch((e: unknown) => {
-          throw new Error(`no worker answered ${subjects.clusterStatus} (${describeError(e)}): is any running on ${redactUrl(config.natsUrl)}?`);
+          throw requestError(subjects.clusterStatus, 'worker', e);
         });
         printStatus(JSON.parse(dec.decode(r.data)) as ClusterStatus);
         return 0;
@@ -89,7 +144,10 @@ async function main(argv: string[]): Promise<number> {
       if (values.kind) payload.kind = values.kind;
       if (values['parse-mode']) payload.parse_mode = values['parse-mode'] === 'none' ? null : values['parse-mode'];
       return withNats(async (nc) => {
-        const r = JSON.parse(dec.decode((await nc.request(subjects.enqueue, encodeJson(payload), { timeout: 5_000 })).data)) as EnqueueReply;
+        const m = await nc.request(subjects.enqueue, encodeJson(payload), { timeout: 5_000 }).catch((e: unknown) => {
+          throw requestError(subjects.enqueue, 'worker', e);
+        });
+        const r = JSON.parse(dec.decode(m.data)) as EnqueueReply;
         if (!r.ok) {
           console.error(`rejected: ${r.error.code}: ${r.error.message}`);
           return 1;
@@ -103,7 +161,11 @@ async function main(argv: string[]): Promise<number> {
         const q = db('telegram_notifications').where({ status: 'failed' });
         if (values.chat) q.andWhere('telegram_id', Number(values.chat));
         if (values.code) q.andWhere('error_code', values.code);
-        if (values.since) q.andWhere('updated_at', '>=', new Date(values.since));
+        if (values.since) {
+          const since = new Date(values.since);
+          if (Number.isNaN(since.getTime())) throw new CliError(`--since expects an ISO time such as 2026-11-30T01:00:00Z, got ${JSON.stringify(values.since)}`, 2);
+          q.andWhere('updated_at', '>=', since);
+        }
         const rows = (await q.clone().select('id', 'telegram_id', 'shard')) as Array<{ id: number; telegram_id: number; shard: number }>;
         if (values['dry-run']) {
           console.log(`${rows.length} failed notification(s) would be retried`);
@@ -139,7 +201,7 @@ async function main(argv: string[]): Promise<number> {
         const r = (await db('telegram_recipients').where({ chat_id: chatId }).first()) as Record<string, unknown> | undefined;
         const counts = (await db('telegram_notifications').where({ telegram_id: chatId }).select('status').count({ n: '*' }).groupBy('status')) as Array<{ status: string; n: number }>;
         console.log(`chat ${chatId} (shard ${shardOf(chatId, config.shardCount)})`);
-        console.log(r ? `  recipient: ${r.status} since ${String(r.unreachable_since ?? r.updated_at)} — ${String(r.reason ?? '')}${r.migrated_to_chat_id ? ` → ${String(r.migrated_to_chat_id)}` : ''}` : '  recipient: reachable (no record)');
+        console.log(r ? `  recipient: ${String(r.status)} since ${iso(r.unreachable_since ?? r.updated_at)}${r.reason ? ` — ${String(r.reason)}` : ''}${r.migrated_to_chat_id ? ` → ${String(r.migrated_to_chat_id)}` : ''}` : '  recipient: reachable (no record)');
         console.log(`  notifications: ${counts.map((c) => `${c.status} ${c.n}`).join(', ') || 'none'}`);
         return 0;
       });
@@ -148,6 +210,71 @@ async function main(argv: string[]): Promise<number> {
       console.error(`unknown command ${JSON.stringify(command)}\n${USAGE}`);
       return 2;
   }
+}
+
+/** ISO 8601 (UTC) for a Date, an epoch number or a date string; '-' for nothing. */
+function iso(v: unknown): string {
+  if (v === null || v === undefined) return '-';
+  const d = v instanceof Date ? v : new Date(v as string | number);
+  return Number.isNaN(d.getTime()) ? String(v) : d.toISOString();
+}
+
+async function top(db: Knex, nc: NatsConnection, o: { once: boolean; interval: number }): Promise<number> {
+  const config = loadConfig();
+  const subjects = makeSubjects(config.natsSubjectPrefix);
+  const tty = process.stdout.isTTY === true && !o.once;
+  const snapshot = async (): Promise<TopSnapshot> => {
+    const m = await nc.request(subjects.clusterStatus, new Uint8Array(), { timeout: 5_000 }).catch((e: unknown) => {
+      throw requestError(subjects.clusterStatus, 'worker', e);
+    });
+    const s = JSON.parse(dec.decode(m.data)) as ClusterStatus;
+    const rows = (await db('telegram_notifications').whereIn('status', ['pending', 'claimed']).select('shard').count({ n: '*' }).min({ oldest: 'created_at' }).groupBy('shard')) as Array<{ shard: number; n: number; oldest: Date | string }>;
+    return {
+      at: Date.now(),
+      processes: s.processes,
+      shardCount: s.shardCount,
+      map: s.map,
+      windowMs: s.budget?.windowMs ?? rateToWindow(config.telegramGlobalRate).windowMs,
+      backlogByShard: new Map(rows.map((r) => [Number(r.shard), Number(r.n)])),
+      oldestByShard: new Map(rows.map((r) => [Number(r.shard), new Date(r.oldest).getTime()])),
+    };
+  };
+  const history: TopSnapshot[] = [];
+  const baseline = new Map<string, number>();
+  let stop = false;
+  const onSigint = (): void => {
+    stop = true;
+  };
+  process.once('SIGINT', onSigint);
+  try {
+    for (let frame = 0; !stop; frame++) {
+      let cur: TopSnapshot;
+      try {
+        cur = await snapshot();
+      } catch (e) {
+        if (o.once || !tty) throw e;
+        process.stdout.write(`\x1b[H\x1b[2J${new Date().toISOString()} ${describeError(e)} (retrying)\n`);
+        await new Promise((r) => setTimeout(r, o.interval));
+        continue;
+      }
+      for (const p of cur.processes) if (!baseline.has(p.holder)) baseline.set(p.holder, p.sent);
+      history.push(cur);
+      // Rates over the last ~5 s, so one slow second does not make the numbers jump.
+      while (history.length > 1 && cur.at - history[0]!.at > 5_000 + o.interval / 2) history.shift();
+      if (o.once && history.length < 2) {
+        await new Promise((r) => setTimeout(r, o.interval));
+        continue;
+      }
+      const sentSinceStart = cur.processes.reduce((n, p) => n + Math.max(0, p.sent - (baseline.get(p.holder) ?? p.sent)), 0);
+      const lines = renderFrame(cur, rates(history.length > 1 ? history[0] : undefined, cur), { tty, width: process.stdout.columns ?? 100, sentSinceStart });
+      process.stdout.write(tty ? `\x1b[H\x1b[2J${lines.join('\n')}\n\n(Ctrl-C to leave)\n` : `${lines.join('\n')}\n${o.once ? '' : '\n'}`);
+      if (o.once) break;
+      await new Promise((r) => setTimeout(r, o.interval));
+    }
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+  return 0;
 }
 
 function printStatus(s: ClusterStatus): void {
@@ -179,7 +306,7 @@ function printStatus(s: ClusterStatus): void {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (e: unknown) => {
-    console.error(describeError(e));
-    process.exit(1);
+    console.error(e instanceof CliError ? e.message : `error: ${describeError(e)}`);
+    process.exit(e instanceof CliError ? e.exitCode : 1);
   },
 );

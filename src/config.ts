@@ -27,6 +27,8 @@ export interface Config extends NatsAuthSettings {
   telegramBotToken: string | undefined;
   /** TELEGRAM_SANDBOX: undefined when unset; without a token the sandbox is allowed only when true, or when DATABASE_URL is unset. */
   telegramSandbox: boolean | undefined;
+  /** Port of the in-process sandbox on 127.0.0.1 (0 = any free port). */
+  telegramSandboxPort: number;
   telegramApiRoot: string;
   telegramGlobalRate: number;
   telegramChatRate: number;
@@ -90,6 +92,7 @@ export const DEFAULTS = {
   LOG_LEVEL: 'info',
   METRICS_PORT: 9464,
   METRICS_HOST: '127.0.0.1',
+  TELEGRAM_SANDBOX_PORT: 8081,
   STARTUP_TIMEOUT_MS: 60_000,
   OUTBOX_POLL_MS: 1_000,
   CLAIM_BATCH: 1_000,
@@ -235,6 +238,7 @@ export function loadConfig(env: Env = process.env): Config {
     ...readNatsAuthSettings(r),
     telegramBotToken,
     telegramSandbox: r.raw('TELEGRAM_SANDBOX') === undefined ? undefined : r.boolean('TELEGRAM_SANDBOX', false),
+    telegramSandboxPort: r.integer('TELEGRAM_SANDBOX_PORT', DEFAULTS.TELEGRAM_SANDBOX_PORT, { min: 0, max: 65535 }),
     telegramApiRoot: apiRoot,
     telegramGlobalRate: globalRate,
     telegramChatRate: r.number('TELEGRAM_CHAT_RATE', DEFAULTS.TELEGRAM_CHAT_RATE, { min: 0, exclusiveMin: true, max: 100_000 }),

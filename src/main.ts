@@ -49,7 +49,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
   const startedAt = Date.now();
   const config = loadConfig(env);
   // Every role's configuration is validated before anything starts.
-  const imagesConfig = loadImagesConfig(env);
+  let imagesConfig = loadImagesConfig(env);
   const adsConfig = loadAdsConfig(env);
   registerSecret(adsConfig.apiToken);
   registerSecret(adsConfig.viewHashSalt);
@@ -69,6 +69,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
   await probePorts([
     ...(gateway ? [{ variable: 'GATEWAY_PORT', host: adsConfig.gatewayHost, port: adsConfig.gatewayPort }] : []),
     { variable: 'METRICS_PORT', host: config.metricsHost, port: config.metricsPort },
+    ...(target === 'sandbox' ? [{ variable: 'TELEGRAM_SANDBOX_PORT', host: '127.0.0.1', port: config.telegramSandboxPort }] : []),
   ]);
   const deadline = startedAt + config.startupTimeoutMs;
   // Each step may take the drain bound plus the time to write back what the drain produced.
@@ -104,11 +105,15 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
     if (target === 'sandbox' && worker) {
       // Loaded only here: production processes never load the sandbox's code.
       const { TelegramSandbox } = await import('../sandbox/server');
-      sandbox = new TelegramSandbox({ maxDelivered: 10_000, globalRate: config.telegramGlobalRate, chatRate: config.telegramChatRate, groupRatePerMin: config.telegramGroupRatePerMin });
-      const started = await sandbox.start();
+      sandbox = new TelegramSandbox({ port: config.telegramSandboxPort, maxDelivered: 10_000, globalRate: config.telegramGlobalRate, chatRate: config.telegramChatRate, groupRatePerMin: config.telegramGroupRatePerMin });
+      const started = await sandbox.start().catch((e: NodeJS.ErrnoException) => {
+        throw portError({ variable: 'TELEGRAM_SANDBOX_PORT', host: '127.0.0.1', port: config.telegramSandboxPort }, e);
+      });
       token = DEMO_TOKEN;
       apiRoot = started.apiRoot;
       log.warn({ apiRoot, inspect: `${apiRoot}sandbox/delivered`, why: config.telegramSandbox ? 'TELEGRAM_SANDBOX=1' : 'DATABASE_URL is not set (development default)' }, 'TELEGRAM_BOT_TOKEN is not set: sending to an IN-PROCESS TELEGRAM SANDBOX, not to Telegram');
+      // Demo product photos (npm run cli -- demo) come from the sandbox, unless images have a real home.
+      if (!env.IMAGE_BASE_URL?.trim()) imagesConfig = loadImagesConfig({ ...env, IMAGE_BASE_URL: `${apiRoot}sandbox/images/` });
     }
 
     const db = createDb({ url: config.databaseUrl, poolMax: 10, log: knexLog(log) });

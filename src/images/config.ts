@@ -31,6 +31,8 @@ export interface ImagesConfig {
   adminChatIds: number[];
   /** Caption per photo; placeholders {name}, {price}, {quantity}, {id}. */
   orderCaptionTemplate: string;
+  /** Said under the caption of a product whose photo could not be sent; in the captions' language. Default IMAGES_DEFAULTS.ORDER_IMAGE_UNAVAILABLE_TEXT. */
+  orderImageUnavailableText?: string;
 }
 
 export const IMAGES_DEFAULTS = {
@@ -42,6 +44,8 @@ export const IMAGES_DEFAULTS = {
   IMAGE_FETCH_CONCURRENCY: 8,
   IMAGE_SEND_MODE: 'upload',
   ORDER_CAPTION_TEMPLATE: 'Товар: {name}\nЦена: {price} руб.',
+  /** The default captions are Russian: so is this. */
+  ORDER_IMAGE_UNAVAILABLE_TEXT: '(изображение недоступно)',
 } as const;
 
 const HOST_ENTRY = /^(\*\.)?([a-z0-9-]+(\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(:\d{1,5})?$/i;
@@ -90,7 +94,14 @@ export function loadImagesConfig(env: Env = process.env): ImagesConfig {
     sendMode: r.oneOf('IMAGE_SEND_MODE', ['upload', 'url'] as const, IMAGES_DEFAULTS.IMAGE_SEND_MODE),
     adminChatIds: r.integerList('ADMIN_CHAT_IDS'),
     orderCaptionTemplate: template,
+    orderImageUnavailableText: unavailableText(r),
   };
+}
+
+function unavailableText(r: EnvReader): string {
+  const v = r.string('ORDER_IMAGE_UNAVAILABLE_TEXT', IMAGES_DEFAULTS.ORDER_IMAGE_UNAVAILABLE_TEXT);
+  if (v.length > 200) throw new ConfigError('ORDER_IMAGE_UNAVAILABLE_TEXT', `expected at most 200 characters, got ${v.length}`);
+  return v;
 }
 
 /** True when `url`'s host is in the allow-list (`host`, `host:port` or `*.domain`). */

@@ -5,7 +5,7 @@
  */
 import type { Knex } from 'knex';
 import type { PhotoItem, PhotoSource } from '../telegram/client';
-import type { ImagesConfig } from '../images/config';
+import { IMAGES_DEFAULTS, type ImagesConfig } from '../images/config';
 import type { ImageSource } from '../images/source';
 import type { Logger } from '../log';
 import { OrderItem } from '../db/models/order-item';
@@ -21,7 +21,7 @@ export const CAPTION_MAX = 1024;
 export const TEXT_MAX = 4096;
 export const URL_PHOTO_MAX_BYTES = 5 * 1024 * 1024;
 /** Appended to a product's caption text when its photo is missing. */
-export const IMAGE_UNAVAILABLE = '(image unavailable)';
+export const IMAGE_UNAVAILABLE = IMAGES_DEFAULTS.ORDER_IMAGE_UNAVAILABLE_TEXT;
 
 /** One product of an order, as the plan needs it. */
 export interface OrderLine {
@@ -70,7 +70,7 @@ interface OrderLineRow {
 export interface PlanDeps {
   orders: OrderRepository;
   images: ImageSource;
-  config: Pick<ImagesConfig, 'baseUrl' | 'sendMode' | 'orderCaptionTemplate'>;
+  config: Pick<ImagesConfig, 'baseUrl' | 'sendMode' | 'orderCaptionTemplate' | 'orderImageUnavailableText'>;
   log: Logger;
 }
 
@@ -104,7 +104,7 @@ export async function planOrderNotification(deps: PlanDeps, input: PlanInput): P
   for (const chunk of chunkPhotos(photos)) {
     parts.push(chunk.length === 1 ? { method: 'sendPhoto', item: chunk[0]! } : { method: 'sendMediaGroup', items: chunk });
   }
-  for (const text of unavailableTexts(deps.config.orderCaptionTemplate, missing)) parts.push({ method: 'sendMessage', text, parseMode: null });
+  for (const text of unavailableTexts(deps.config.orderCaptionTemplate, missing, deps.config.orderImageUnavailableText ?? IMAGE_UNAVAILABLE)) parts.push({ method: 'sendMessage', text, parseMode: null });
   return parts;
 }
 
@@ -171,11 +171,11 @@ export function truncate(text: string, max: number): string {
 }
 
 /** One block per product without a photo (its caption + "(image unavailable)"), packed into texts of ≤ 4096. */
-function unavailableTexts(template: string, missing: readonly OrderLine[]): string[] {
+function unavailableTexts(template: string, missing: readonly OrderLine[], unavailable: string): string[] {
   const texts: string[] = [];
   let current = '';
   for (const line of missing) {
-    const block = truncate(`${renderCaption(template, line)}\n${IMAGE_UNAVAILABLE}`, TEXT_MAX);
+    const block = truncate(`${renderCaption(template, line)}\n${unavailable}`, TEXT_MAX);
     if (current && current.length + 2 + block.length > TEXT_MAX) {
       texts.push(current);
       current = '';

@@ -17,7 +17,7 @@ export class OrderAwarePlanner implements Planner {
   constructor(
     db: Knex,
     private readonly images: ImageSource,
-    private readonly config: Pick<ImagesConfig, 'baseUrl' | 'sendMode' | 'orderCaptionTemplate' | 'adminChatIds'>,
+    private readonly config: Pick<ImagesConfig, 'baseUrl' | 'sendMode' | 'orderCaptionTemplate' | 'orderImageUnavailableText' | 'adminChatIds'>,
     private readonly log: Logger,
   ) {
     this.orders = orderRepository(db);

@@ -17,7 +17,7 @@ export interface Worker {
 export function startWorker(env: Record<string, string>, entry = 'src/main.ts'): Worker {
   const proc = spawn(process.execPath, ['--import', 'tsx', entry], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', METRICS_PORT: '0', LOG_LEVEL: 'info', ...env },
+    env: { PATH: process.env.PATH ?? '', METRICS_PORT: '0', TELEGRAM_SANDBOX_PORT: '0', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: string[] = [];

@@ -117,7 +117,7 @@ describe('orders: new-order plan over MariaDB, the fetcher actor and a local ima
     assert.deepEqual(shape(parts), ['sendMessage', 'album:2', 'sendMessage']);
     assert.deepEqual(captions(parts), ['Товар: f товар 1\nЦена: 10.50 руб.', 'Товар: f товар 8\nЦена: 80.50 руб.']);
     const text = parts[2]?.method === 'sendMessage' ? parts[2].text : '';
-    for (const i of [2, 3, 4, 5, 6, 7]) assert.ok(text.includes(`Товар: f товар ${i}\nЦена: ${i * 10}.50 руб.\n(image unavailable)`), `product ${i} listed`);
+    for (const i of [2, 3, 4, 5, 6, 7]) assert.ok(text.includes(`Товар: f товар ${i}\nЦена: ${i * 10}.50 руб.\n(изображение недоступно)`), `product ${i} listed`);
     const reasons = logs
       .lines()
       .filter((l) => l.msg === 'product photo unavailable')

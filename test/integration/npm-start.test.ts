@@ -53,7 +53,7 @@ describe('npm start: a signal to the npm process reaches the worker (real proces
     it(`${signal} to npm stops the whole system gracefully; no process of the project is left`, async () => {
       const npm = spawn('npm', ['start', '--silent'], {
         cwd: ROOT,
-        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATABASE_URL: tdb.url, NATS_URL, TELEGRAM_SANDBOX: '1', METRICS_PORT: '0', GATEWAY_PORT: '0', ROLE: 'all', CLUSTER_BUCKET: bucket, NATS_SUBJECT_PREFIX: `${bucket}.`, INSTANCE_ID: uniq('npm') },
+        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATABASE_URL: tdb.url, NATS_URL, TELEGRAM_SANDBOX: '1', TELEGRAM_SANDBOX_PORT: '0', METRICS_PORT: '0', GATEWAY_PORT: '0', ROLE: 'all', CLUSTER_BUCKET: bucket, NATS_SUBJECT_PREFIX: `${bucket}.`, INSTANCE_ID: uniq('npm') },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       const lines: string[] = [];

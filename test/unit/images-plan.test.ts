@@ -78,7 +78,7 @@ describe('orders: planOrderNotification (stubbed repository and images)', () => 
     assert.deepEqual(shape(parts), ['sendMessage', 'album:3', 'sendMessage']);
     const last = parts[2];
     assert.ok(last?.method === 'sendMessage');
-    assert.equal(last.text, 'Товар: P2\nЦена: 200 руб.\n(image unavailable)\n\nТовар: P5\nЦена: 500 руб.\n(image unavailable)');
+    assert.equal(last.text, 'Товар: P2\nЦена: 200 руб.\n(изображение недоступно)\n\nТовар: P5\nЦена: 500 руб.\n(изображение недоступно)');
     assert.equal(last.parseMode, null);
     const warned = d.logs.lines().filter((l) => l.msg === 'product photo unavailable');
     assert.deepEqual(warned.map((l) => [l.productId, l.reason]).sort(), [[2, 'http_status'], [5, 'http_status']]);
@@ -106,7 +106,7 @@ describe('orders: planOrderNotification (stubbed repository and images)', () => 
     const texts = parts.slice(1);
     assert.ok(texts.length > 1);
     assert.ok(texts.every((p) => p.method === 'sendMessage' && p.text.length <= 4096));
-    assert.equal(texts.map((p) => (p.method === 'sendMessage' ? p.text : '')).join('\n\n').split('(image unavailable)').length - 1, 300);
+    assert.equal(texts.map((p) => (p.method === 'sendMessage' ? p.text : '')).join('\n\n').split('(изображение недоступно)').length - 1, 300);
   });
 });
 
