@@ -19,6 +19,7 @@ import { stopActorSystem } from './runtime/actor';
 import { loadImagesConfig } from './images/config';
 import { startImagesRole } from './roles/images';
 import { loadAdsConfig, startAds, startGatewayRole } from './roles/ads';
+import { describeAdsConfig } from './ads/config';
 import { startCluster } from './roles/cluster';
 import { makeSubjects } from './nats/subjects';
 import { ConfigError, describeError } from './errors';
@@ -64,7 +65,8 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
   const target = worker ? telegramTarget(config) : 'telegram';
   const log = createStdoutLogger({ level: config.logLevel, base: { pid: process.pid, instance: config.instanceId }, ...(opts.onStdoutClosed ? { onStdoutClosed: opts.onStdoutClosed } : {}) });
   routeConsole(log);
-  log.info({ config: describeConfig(config) }, 'starting');
+  // Every setting of every role, secrets masked: what this process runs with, on one line.
+  log.info({ config: describeConfig(config), images: imagesConfig, ads: describeAdsConfig(adsConfig) }, 'starting');
   // A second copy on the same host stops here, before migrations or claims.
   await probePorts([
     ...(gateway ? [{ variable: 'GATEWAY_PORT', host: adsConfig.gatewayHost, port: adsConfig.gatewayPort }] : []),
