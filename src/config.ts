@@ -19,6 +19,11 @@ export interface Config extends NatsAuthSettings {
   natsReplicas: number;
   /** NATS_URL was set: never start an embedded nats-server. */
   natsUrlExplicit: boolean;
+  /**
+   * Development defaults: with DATABASE_URL / NATS_URL unset and nothing answering on
+   * these local ports, start mariadbd / nats-server from the PATH with data under `dataDir`.
+   */
+  embedded: { enabled: boolean; mariadbPort: number; natsPort: number; dataDir: string };
   /** NATS credentials; secrets, never logged. */
   natsUser: string | undefined;
   natsPassword: string | undefined;
@@ -105,6 +110,10 @@ export const DEFAULTS = {
   OUTCOME_FLUSH_MAX: 500,
   SHUTDOWN_TIMEOUT_MS: 30_000,
   MIGRATE_ON_START: true,
+  EMBEDDED_SERVICES: true,
+  EMBEDDED_MARIADB_PORT: 3306,
+  EMBEDDED_NATS_PORT: 4222,
+  EMBEDDED_DATA_DIR: '.data',
 } as const;
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -226,13 +235,21 @@ export function loadConfig(env: Env = process.env): Config {
   const shardLeaseTtlMs = r.integer('SHARD_LEASE_TTL_MS', Math.max(DEFAULTS.SHARD_LEASE_TTL_MS, minTtl), { min: 1_000, max: 600_000 });
   if (shardLeaseTtlMs < minTtl) throw new ConfigError('SHARD_LEASE_TTL_MS', `expected at least ${minTtl} (2 × (the global rate's window + 500 ms)), got ${shardLeaseTtlMs}`);
 
+  const embedded = {
+    enabled: r.boolean('EMBEDDED_SERVICES', DEFAULTS.EMBEDDED_SERVICES),
+    mariadbPort: r.integer('EMBEDDED_MARIADB_PORT', DEFAULTS.EMBEDDED_MARIADB_PORT, { min: 1, max: 65535 }),
+    natsPort: r.integer('EMBEDDED_NATS_PORT', DEFAULTS.EMBEDDED_NATS_PORT, { min: 1, max: 65535 }),
+    dataDir: r.string('EMBEDDED_DATA_DIR', DEFAULTS.EMBEDDED_DATA_DIR),
+  };
+
   return {
     role: r.oneOf('ROLE', ROLES, DEFAULTS.ROLE),
     instanceId: r.string('INSTANCE_ID', `${hostname()}-${process.pid}`),
-    databaseUrl: r.url('DATABASE_URL', DEFAULTS.DATABASE_URL, ['mysql:', 'mariadb:']),
+    databaseUrl: r.url('DATABASE_URL', DEFAULTS.DATABASE_URL.replace(':3306/', `:${embedded.mariadbPort}/`), ['mysql:', 'mariadb:']),
     databaseUrlExplicit: r.raw('DATABASE_URL') !== undefined,
-    natsUrl: natsUrls(r),
+    natsUrl: natsUrls(r, DEFAULTS.NATS_URL.replace(':4222', `:${embedded.natsPort}`)),
     natsReplicas: natsReplicasVar(r),
+    embedded,
     natsUrlExplicit: r.raw('NATS_URL') !== undefined,
     // NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_NKEY_SEED_FILE, NATS_CREDS_FILE, NATS_TLS_*: files read and checked now.
     ...readNatsAuthSettings(r),
@@ -291,8 +308,8 @@ function bucketName(r: EnvReader): string {
   return v;
 }
 
-function natsUrls(r: EnvReader): string {
-  const v = r.string('NATS_URL', DEFAULTS.NATS_URL);
+function natsUrls(r: EnvReader, def: string): string {
+  const v = r.string('NATS_URL', def);
   for (const part of v.split(',')) {
     const p = part.trim();
     const withScheme = /^[a-z]+:\/\//i.test(p) ? p : `nats://${p}`;

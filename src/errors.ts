@@ -13,6 +13,7 @@ export type ErrorCode =
   | 'NATS_STREAM_MISMATCH'
   | 'STARTUP_TIMEOUT'
   | 'PORT_IN_USE'
+  | 'DEPENDENCY_MISSING'
   // input at the edges (NATS payloads, HTTP bodies)
   | 'BAD_JSON'
   | 'BAD_PAYLOAD'
@@ -70,7 +71,7 @@ export class ConfigError extends AppError {
  */
 export class StartupError extends AppError {
   readonly variable: string;
-  constructor(code: 'STARTUP_TIMEOUT' | 'PORT_IN_USE', variable: string, message: string, options?: { cause?: unknown }) {
+  constructor(code: 'STARTUP_TIMEOUT' | 'PORT_IN_USE' | 'DEPENDENCY_MISSING', variable: string, message: string, options?: { cause?: unknown }) {
     super(code, `${variable}: ${message}`, { variable }, options);
     this.variable = variable;
   }

@@ -27,6 +27,7 @@ import { waitUntilReachable } from './startup/wait';
 import { probePorts, portError } from './startup/ports';
 import { telegramTarget } from './startup/sandbox';
 import { checkDatabase } from './startup/database';
+import { startEmbedded, type EmbeddedServer } from './startup/embedded';
 import type { NatsConnection } from './nats/connection';
 
 /** The token the in-process sandbox accepts when no TELEGRAM_BOT_TOKEN is given. */
@@ -81,6 +82,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
   let dbForShutdown: { destroy: () => Promise<void> } | undefined;
   let ncForShutdown: NatsConnection | undefined;
   let sandbox: TelegramSandbox | undefined;
+  let embedded: EmbeddedServer[] = [];
   /** Connections close last, also when start-up failed half-way. */
   const addConnectionSteps = (): void => {
     shutdown.add('nats drain', async () => {
@@ -88,6 +90,10 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
     });
     shutdown.add('db pool', () => dbForShutdown?.destroy());
     shutdown.add('sandbox', () => sandbox?.stop());
+    // After the pool and the drain: the servers we started for a laptop go last.
+    shutdown.add('embedded servers', async () => {
+      await Promise.all(embedded.map((s) => s.stop()));
+    });
     // Last, so the shutdown itself can be watched.
     shutdown.add('metrics server', () => metricsServer?.close());
   };
@@ -118,6 +124,9 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
       if (!env.IMAGE_BASE_URL?.trim()) imagesConfig = loadImagesConfig({ ...env, IMAGE_BASE_URL: `${apiRoot}sandbox/images/` });
     }
 
+    if (config.embedded.enabled && (!config.databaseUrlExplicit || !config.natsUrlExplicit)) {
+      embedded = await startEmbedded({ log, mariadb: !config.databaseUrlExplicit, nats: !config.natsUrlExplicit, mariadbPort: config.embedded.mariadbPort, natsPort: config.embedded.natsPort, dataDir: config.embedded.dataDir });
+    }
     const db = createDb({ url: config.databaseUrl, poolMax: 10, log: knexLog(log) });
     dbForShutdown = db;
     const dbState = await waitUntilReachable({ variable: 'DATABASE_URL', address: redactUrl(config.databaseUrl) }, () => checkDatabase(db, config.databaseUrl, !config.databaseUrlExplicit), { log, deadline, ...(opts.abort ? { signal: opts.abort } : {}) });
