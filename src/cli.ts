@@ -59,7 +59,7 @@ async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = positionals;
   if (!command || values.help) {
     console.log(USAGE);
-    return command ? 0 : 2;
+    return values.help ? 0 : 2;
   }
   const config = loadConfig();
   const adsConfig = loadAdsConfig();

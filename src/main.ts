@@ -229,14 +229,17 @@ if (require.main === module) {
       () => process.exit(1),
     );
   };
-  let signals = 0;
+  let firstSignalAt: number | undefined;
   const starting = new AbortController();
   const onSignal = (sig: NodeJS.Signals): void => {
-    signals++;
-    if (signals > 1) {
-      // Second signal: leave now. Claimed rows come back after their lease.
+    if (firstSignalAt !== undefined) {
+      // A Ctrl-C under `npm start` arrives twice at once: from the terminal (to the whole process group)
+      // and relayed by npm. Only a second signal a moment later means "leave now".
+      if (Date.now() - firstSignalAt < 1_000) return;
+      // Claimed rows come back after their lease.
       process.exit(130);
     }
+    firstSignalAt = Date.now();
     // Still starting: stop waiting for servers; a start that completes anyway is then stopped gracefully.
     if (!system) starting.abort();
     stopGracefully({ signal: sig });

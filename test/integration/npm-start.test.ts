@@ -49,9 +49,15 @@ describe('npm start: a signal to the npm process reaches the worker (real proces
     await tdb?.drop();
   });
 
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    it(`${signal} to npm stops the whole system gracefully; no process of the project is left`, async () => {
+  const cases = [
+    { signal: 'SIGTERM', group: false, what: 'SIGTERM to npm (what a supervisor sends)' },
+    { signal: 'SIGINT', group: false, what: 'SIGINT to npm' },
+    { signal: 'SIGINT', group: true, what: 'Ctrl-C (SIGINT to the whole process group: npm relays it, the worker gets it twice)' },
+  ] as const;
+  for (const { signal, group, what } of cases) {
+    it(`${what} stops the whole system gracefully; no process of the project is left`, async () => {
       const npm = spawn('npm', ['start', '--silent'], {
+        detached: group,
         cwd: ROOT,
         env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATABASE_URL: tdb.url, NATS_URL, TELEGRAM_SANDBOX: '1', TELEGRAM_SANDBOX_PORT: '0', METRICS_PORT: '0', GATEWAY_PORT: '0', ROLE: 'all', CLUSTER_BUCKET: bucket, NATS_SUBJECT_PREFIX: `${bucket}.`, INSTANCE_ID: uniq('npm') },
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -66,7 +72,8 @@ describe('npm start: a signal to the npm process reaches the worker (real proces
       assert.ok(tree.length >= 1, 'npm started the worker');
       assert.ok(tree.every(alive));
 
-      npm.kill(signal);
+      if (group) process.kill(-npm.pid!, signal);
+      else npm.kill(signal);
       const code = await exited;
       await waitFor(() => tree.every((p) => !alive(p)), 10_000, 50, 'every descendant to exit');
       assert.equal(code, 0, lines.slice(-5).join('\n'));
