@@ -129,7 +129,9 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
     }
     const db = createDb({ url: config.databaseUrl, poolMax: 10, log: knexLog(log) });
     dbForShutdown = db;
-    const dbState = await waitUntilReachable({ variable: 'DATABASE_URL', address: redactUrl(config.databaseUrl) }, () => checkDatabase(db, config.databaseUrl, !config.databaseUrlExplicit), { log, deadline, ...(opts.abort ? { signal: opts.abort } : {}) });
+    // A server we have just started needs a moment: no "cannot reach" line for it unless it takes a while.
+    const quietForMs = (name: EmbeddedServer['name']): number => (embedded.some((s) => s.name === name) ? 4_000 : 0);
+    const dbState = await waitUntilReachable({ variable: 'DATABASE_URL', address: redactUrl(config.databaseUrl) }, () => checkDatabase(db, config.databaseUrl, !config.databaseUrlExplicit), { log, deadline, quietForMs: quietForMs('mariadbd'), ...(opts.abort ? { signal: opts.abort } : {}) });
     if (dbState === 'created') log.info({ database: redactUrl(config.databaseUrl) }, 'database created (it did not exist; DATABASE_URL is the default)');
     if (config.migrateOnStart) {
       const applied = await migrateLatest(db);
@@ -140,7 +142,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
     const nc = await waitUntilReachable(
       { variable: 'NATS_URL', address: redactUrl(config.natsUrl) },
       () => connectNats({ url: config.natsUrl, name: `notify-${config.instanceId}`, auth: config, waitOnFirstConnect: false }, log),
-      { log, deadline, ...(opts.abort ? { signal: opts.abort } : {}), discardLate: (late) => void (late as NatsConnection).close().catch(() => undefined) },
+      { log, deadline, quietForMs: quietForMs('nats-server'), ...(opts.abort ? { signal: opts.abort } : {}), discardLate: (late) => void (late as NatsConnection).close().catch(() => undefined) },
     );
     ncForShutdown = nc;
     log.info({ server: nc.getServer() }, 'connected to NATS');

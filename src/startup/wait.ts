@@ -13,6 +13,8 @@ export interface WaitOptions {
   log: Logger;
   /** Epoch ms after which start-up gives up (start + STARTUP_TIMEOUT_MS). */
   deadline: number;
+  /** The first failure is reported only after this long (ms): for a server we have just started ourselves. Default 0. */
+  quietForMs?: number;
   /** A still-failing dependency is reported this often (ms). Default 5 000. */
   reportEveryMs?: number;
   /** One attempt may take this long before it counts as failed (ms). Default 4 000. */
@@ -68,7 +70,7 @@ export async function waitUntilReachable<T>(dep: Dependency, attempt: () => Prom
       if (now >= opts.deadline) {
         throw new StartupError('STARTUP_TIMEOUT', dep.variable, `cannot reach ${dep.address} after ${now - started} ms (${reason}); gave up (STARTUP_TIMEOUT_MS)`, { cause: e });
       }
-      if (now - lastReport >= reportEvery) {
+      if (now - lastReport >= reportEvery && now - started >= (opts.quietForMs ?? 0)) {
         lastReport = now;
         opts.log.warn(
           { variable: dep.variable, address: dep.address, err: reason, attempts: failures, waitedMs: now - started, giveUpInMs: opts.deadline - now },

@@ -54,6 +54,7 @@ describe('embedded servers for a laptop (real mariadbd and nats-server on privat
       ['nats-server', natsPort],
     ]);
     assert.ok(started.every((s) => s.logFile.startsWith(dataDir) && alive(s.pid)));
+    assert.ok(!w.lines.some((l) => l.includes('cannot reach')), 'no "cannot reach" warning for servers we started ourselves');
     const conn = await createConnection({ host: '127.0.0.1', port: dbPort, user: 'root', database: 'shop_notify' });
     try {
       const [rows] = (await conn.query('SELECT COUNT(*) AS n FROM knex_migrations')) as unknown as [Array<{ n: number }>];
