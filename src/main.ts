@@ -121,7 +121,10 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
       apiRoot = started.apiRoot;
       log.warn({ apiRoot, inspect: `${apiRoot}sandbox/delivered`, why: config.telegramSandbox ? 'TELEGRAM_SANDBOX=1' : 'DATABASE_URL is not set (development default)' }, 'TELEGRAM_BOT_TOKEN is not set: sending to an IN-PROCESS TELEGRAM SANDBOX, not to Telegram');
       // Demo product photos (npm run cli -- demo) come from the sandbox, unless images have a real home.
-      if (!env.IMAGE_BASE_URL?.trim()) imagesConfig = loadImagesConfig({ ...env, IMAGE_BASE_URL: `${apiRoot}sandbox/images/` });
+      if (!env.IMAGE_BASE_URL?.trim()) {
+        imagesConfig = loadImagesConfig({ ...env, IMAGE_BASE_URL: `${apiRoot}sandbox/images/` });
+        log.info({ imageBaseUrl: imagesConfig.baseUrl }, 'IMAGE_BASE_URL is not set: product photos come from the sandbox (the demo photos)');
+      }
     }
 
     if (config.embedded.enabled && (!config.databaseUrlExplicit || !config.natsUrlExplicit)) {
