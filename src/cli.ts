@@ -75,7 +75,7 @@ async function main(argv: string[]): Promise<number> {
     }
   };
   const withDb = async <T>(f: (db: Knex) => Promise<T>): Promise<T> => {
-    const db = createDb({ url: config.databaseUrl, poolMax: 2 });
+    const db = createDb({ url: config.databaseUrl, poolMax: 2, log: knexToStderr });
     try {
       return await f(db).catch((e: unknown) => {
         // Database errors carry an errno or a driver code; anything else passes through.
@@ -211,6 +211,17 @@ async function main(argv: string[]): Promise<number> {
       return 2;
   }
 }
+
+/** knex's own messages, one line on stderr; a failed acquire is reported by the query that waited for it. */
+const knexLine = (m: unknown): string => String(m instanceof Error ? m.message : m).split('\n')[0]!;
+const knexToStderr = {
+  warn: (m: unknown) => {
+    if (!knexLine(m).startsWith('Acquire connection error')) console.error(`knex: ${knexLine(m)}`);
+  },
+  error: (m: unknown) => console.error(`knex: ${knexLine(m)}`),
+  deprecate: (method: string, alternative: string) => console.error(`knex: ${method} is deprecated, use ${alternative}`),
+  debug: () => undefined,
+};
 
 /** ISO 8601 (UTC) for a Date, an epoch number or a date string; '-' for nothing. */
 function iso(v: unknown): string {
