@@ -26,7 +26,7 @@ import { ConfigError, describeError } from './errors';
 import { waitUntilReachable } from './startup/wait';
 import { probePorts, portError } from './startup/ports';
 import { telegramTarget } from './startup/sandbox';
-import { checkDatabase } from './startup/database';
+import { checkDatabase } from './db/ensure';
 import { startEmbedded, type EmbeddedServer } from './startup/embedded';
 import type { NatsConnection } from './nats/connection';
 

@@ -1,7 +1,7 @@
 import { loadConfig, redactUrl } from '../config';
 import { createLogger, knexLog } from '../log';
 import { describeError } from '../errors';
-import { checkDatabase } from '../startup/database';
+import { checkDatabase } from './ensure';
 import { createDb } from './knex';
 import { migrateLatest } from './migrate';
 import { verifyShardCount } from './schema-check';

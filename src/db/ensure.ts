@@ -1,5 +1,5 @@
 import { createConnection } from 'mysql2/promise';
-import type { Knex } from '../db/knex';
+import type { Knex } from './knex';
 
 /** MariaDB's "Unknown database" (ER_BAD_DB_ERROR). */
 const ER_BAD_DB_ERROR = 1049;
