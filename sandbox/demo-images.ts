@@ -19,7 +19,7 @@ const NAME = /^\/sandbox\/images\/([a-z0-9-]{1,40})\.png$/;
 export function demoImage(pathname: string): Buffer | undefined {
   const m = NAME.exec(pathname);
   if (!m) return undefined;
-  const name = m[1]!;
+  const [, name = ''] = m;
   return solidPng(640, 400, COLOURS[name] ?? colourOf(name));
 }
 

@@ -14,7 +14,7 @@ import { nextCommands, seedDemo } from './cli/demo';
 import { rates, renderFrame, type TopSnapshot } from './cli/top';
 import type { BumpRunReply } from './nats/ads-payloads';
 import { createDb, type Knex } from './db/knex';
-import { makeSubjects, Subjects, type SubjectSet } from './nats/subjects';
+import { makeSubjects, Subjects } from './nats/subjects';
 import { encodeJson } from './nats/codec';
 import { natsAuthOptionsFrom } from './nats/connection';
 import type { ClusterStatus } from './roles/cluster';
@@ -100,7 +100,7 @@ async function main(argv: string[]): Promise<number> {
       if (config.telegramBotToken) console.log(`note: TELEGRAM_BOT_TOKEN is set: the demo notifications go to Telegram chats ${adminChatId} and ${customerChatId} (choose yours with --admin-chat and --customer-chat)`);
       return withDb((db) =>
         withNats(async (nc) => {
-          const r = await seedDemo({ db, nc, subjects, adsPrefix: adsConfig.subjectPrefix, adminChatId, customerChatId, userId, waitMs: 30_000, print: (l) => console.log(l) });
+          const r = await seedDemo({ db, nc, subjects, adsPrefix: adsConfig.subjectPrefix, adminChatId, customerChatId, userId, waitMs: 30_000, print: (l) => { console.log(l); } });
           console.log('\nNext, try:');
           for (const c of nextCommands(r, { adminChatId, userId, gatewayPort: adsConfig.gatewayPort, sandboxPort: config.telegramSandboxPort })) console.log(`  ${c}`);
           if (!adsConfig.apiToken) console.log('  (POST /notifications and POST /ads/bump over HTTP need ADS_API_TOKEN, ≥ 16 characters, set for npm start)');
@@ -177,7 +177,7 @@ async function main(argv: string[]): Promise<number> {
           await withNats(async (nc) => {
             for (const shard of new Set(rows.map((r) => r.shard))) nc.publish(subjects.wake(shard), encodeJson({ shard }));
             await nc.flush();
-          }).catch(() => console.log('(workers will find them at their next poll)'));
+          }).catch(() => { console.log('(workers will find them at their next poll)'); });
         }
         return 0;
       });
@@ -198,10 +198,10 @@ async function main(argv: string[]): Promise<number> {
           console.log(n ? `chat ${chatId} cleared: notifications to it will be sent again` : `chat ${chatId} was not marked`);
           return 0;
         }
-        const r = (await db('telegram_recipients').where({ chat_id: chatId }).first()) as Record<string, unknown> | undefined;
+        const r = await db<{ chat_id: number; status: string; reason: string | null; unreachable_since: Date | null; updated_at: Date; migrated_to_chat_id: number | null }>('telegram_recipients').where({ chat_id: chatId }).first();
         const counts = (await db('telegram_notifications').where({ telegram_id: chatId }).select('status').count({ n: '*' }).groupBy('status')) as Array<{ status: string; n: number }>;
         console.log(`chat ${chatId} (shard ${shardOf(chatId, config.shardCount)})`);
-        console.log(r ? `  recipient: ${String(r.status)} since ${iso(r.unreachable_since ?? r.updated_at)}${r.reason ? ` — ${String(r.reason)}` : ''}${r.migrated_to_chat_id ? ` → ${String(r.migrated_to_chat_id)}` : ''}` : '  recipient: reachable (no record)');
+        console.log(r ? `  recipient: ${r.status} since ${iso(r.unreachable_since ?? r.updated_at)}${r.reason ? ` — ${r.reason}` : ''}${r.migrated_to_chat_id ? ` → ${r.migrated_to_chat_id}` : ''}` : '  recipient: reachable (no record)');
         console.log(`  notifications: ${counts.map((c) => `${c.status} ${c.n}`).join(', ') || 'none'}`);
         return 0;
       });
@@ -213,13 +213,13 @@ async function main(argv: string[]): Promise<number> {
 }
 
 /** knex's own messages, one line on stderr; a failed acquire is reported by the query that waited for it. */
-const knexLine = (m: unknown): string => String(m instanceof Error ? m.message : m).split('\n')[0]!;
+const knexLine = (m: unknown): string => (m instanceof Error ? m.message : typeof m === 'string' ? m : JSON.stringify(m)).split('\n')[0] ?? '';
 const knexToStderr = {
   warn: (m: unknown) => {
     if (!knexLine(m).startsWith('Acquire connection error')) console.error(`knex: ${knexLine(m)}`);
   },
-  error: (m: unknown) => console.error(`knex: ${knexLine(m)}`),
-  deprecate: (method: string, alternative: string) => console.error(`knex: ${method} is deprecated, use ${alternative}`),
+  error: (m: unknown) => { console.error(`knex: ${knexLine(m)}`); },
+  deprecate: (method: string, alternative: string) => { console.error(`knex: ${method} is deprecated, use ${alternative}`); },
   debug: () => undefined,
 };
 
@@ -227,38 +227,40 @@ const knexToStderr = {
 function iso(v: unknown): string {
   if (v === null || v === undefined) return '-';
   const d = v instanceof Date ? v : new Date(v as string | number);
-  return Number.isNaN(d.getTime()) ? String(v) : d.toISOString();
+  return Number.isNaN(d.getTime()) ? (typeof v === 'string' ? v : JSON.stringify(v)) : d.toISOString();
 }
 
 async function top(db: Knex, nc: NatsConnection, o: { once: boolean; interval: number }): Promise<number> {
   const config = loadConfig();
   const subjects = makeSubjects(config.natsSubjectPrefix);
-  const tty = process.stdout.isTTY === true && !o.once;
+  // Typed as always present; undefined when stdout is not a terminal.
+  const tty = Boolean(process.stdout.isTTY as boolean | undefined) && !o.once;
   const snapshot = async (): Promise<TopSnapshot> => {
     const m = await nc.request(subjects.clusterStatus, new Uint8Array(), { timeout: 5_000 }).catch((e: unknown) => {
       throw requestError(subjects.clusterStatus, 'worker', e);
     });
     const s = JSON.parse(dec.decode(m.data)) as ClusterStatus;
-    const rows = (await db('telegram_notifications').whereIn('status', ['pending', 'claimed']).select('shard').count({ n: '*' }).min({ oldest: 'created_at' }).groupBy('shard')) as Array<{ shard: number; n: number; oldest: Date | string }>;
+    const [rows = []] = await db.raw<[Array<{ shard: number; n: number; oldest: Date | string }>]>("SELECT shard, COUNT(*) AS n, MIN(created_at) AS oldest FROM telegram_notifications WHERE status IN ('pending', 'claimed') GROUP BY shard");
     return {
       at: Date.now(),
       processes: s.processes,
       shardCount: s.shardCount,
       map: s.map,
       windowMs: s.budget?.windowMs ?? rateToWindow(config.telegramGlobalRate).windowMs,
-      backlogByShard: new Map(rows.map((r) => [Number(r.shard), Number(r.n)])),
-      oldestByShard: new Map(rows.map((r) => [Number(r.shard), new Date(r.oldest).getTime()])),
+      backlogByShard: new Map(rows.map((r) => [r.shard, r.n])),
+      oldestByShard: new Map(rows.map((r) => [r.shard, new Date(r.oldest).getTime()])),
     };
   };
   const history: TopSnapshot[] = [];
   const baseline = new Map<string, number>();
-  let stop = false;
+  // An object, not a boolean: the flag is set by the signal handler.
+  const leave = { asked: false };
   const onSigint = (): void => {
-    stop = true;
+    leave.asked = true;
   };
   process.once('SIGINT', onSigint);
   try {
-    for (let frame = 0; !stop; frame++) {
+    while (!leave.asked) {
       let cur: TopSnapshot;
       try {
         cur = await snapshot();
@@ -271,13 +273,13 @@ async function top(db: Knex, nc: NatsConnection, o: { once: boolean; interval: n
       for (const p of cur.processes) if (!baseline.has(p.holder)) baseline.set(p.holder, p.sent);
       history.push(cur);
       // Rates over the last ~5 s, so one slow second does not make the numbers jump.
-      while (history.length > 1 && cur.at - history[0]!.at > 5_000 + o.interval / 2) history.shift();
+      while (history.length > 1 && cur.at - (history[0]?.at ?? cur.at) > 5_000 + o.interval / 2) history.shift();
       if (o.once && history.length < 2) {
         await new Promise((r) => setTimeout(r, o.interval));
         continue;
       }
       const sentSinceStart = cur.processes.reduce((n, p) => n + Math.max(0, p.sent - (baseline.get(p.holder) ?? p.sent)), 0);
-      const lines = renderFrame(cur, rates(history.length > 1 ? history[0] : undefined, cur), { tty, width: process.stdout.columns ?? 100, sentSinceStart });
+      const lines = renderFrame(cur, rates(history.length > 1 ? history[0] : undefined, cur), { tty, width: tty ? process.stdout.columns : 100, sentSinceStart });
       process.stdout.write(tty ? `\x1b[H\x1b[2J${lines.join('\n')}\n\n(Ctrl-C to leave)\n` : `${lines.join('\n')}\n${o.once ? '' : '\n'}`);
       if (o.once) break;
       await new Promise((r) => setTimeout(r, o.interval));

@@ -58,10 +58,10 @@ export class LogAggregator {
     k.count++;
     k.byReason.set(o.reason, (k.byReason.get(o.reason) ?? 0) + 1);
     if (o.example && k.examples.length < this.maxExamples) k.examples.push(o.example);
-    if (this.stopped) return this.emit(kind, k);
+    if (this.stopped) { this.emit(kind, k); return; }
     const now = this.now();
     const next = k.lastLineAt + this.windowMs;
-    if (now >= next && !k.timer) return this.emit(kind, k);
+    if (now >= next && !k.timer) { this.emit(kind, k); return; }
     if (!k.timer) {
       k.timer = setTimeout(() => {
         k.timer = undefined;

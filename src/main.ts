@@ -101,8 +101,8 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
 
   try {
     if (config.metricsPort > 0) {
-      const server = await startMetricsServer(metrics, config.metricsPort, config.metricsHost).catch((e: NodeJS.ErrnoException) => {
-        throw portError({ variable: 'METRICS_PORT', host: config.metricsHost, port: config.metricsPort }, e);
+      const server = await startMetricsServer(metrics, config.metricsPort, config.metricsHost).catch((e: unknown) => {
+        throw portError({ variable: 'METRICS_PORT', host: config.metricsHost, port: config.metricsPort }, e as NodeJS.ErrnoException);
       });
       log.info({ host: config.metricsHost, port: server.port }, 'metrics on GET /metrics');
       metricsServer = server;
@@ -114,8 +114,8 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
       // Loaded only here: production processes never load the sandbox's code.
       const { TelegramSandbox } = await import('../sandbox/server');
       sandbox = new TelegramSandbox({ port: config.telegramSandboxPort, maxDelivered: 10_000, globalRate: config.telegramGlobalRate, chatRate: config.telegramChatRate, groupRatePerMin: config.telegramGroupRatePerMin });
-      const started = await sandbox.start().catch((e: NodeJS.ErrnoException) => {
-        throw portError({ variable: 'TELEGRAM_SANDBOX_PORT', host: '127.0.0.1', port: config.telegramSandboxPort }, e);
+      const started = await sandbox.start().catch((e: unknown) => {
+        throw portError({ variable: 'TELEGRAM_SANDBOX_PORT', host: '127.0.0.1', port: config.telegramSandboxPort }, e as NodeJS.ErrnoException);
       });
       token = DEMO_TOKEN;
       apiRoot = started.apiRoot;
@@ -164,8 +164,9 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
     // Fixed order: stop intake (gateway) → drain actors (pipeline, ads) → connections.
     const system = startObservedSystem(`notify-${config.instanceId}`, log, metrics);
     if (gateway) {
-      const gw = await startGatewayRole({ db, nc, config: adsConfig, log, metrics }).catch((e: NodeJS.ErrnoException) => {
-        throw e.code === 'EADDRINUSE' || e.code === 'EACCES' ? portError({ variable: 'GATEWAY_PORT', host: adsConfig.gatewayHost, port: adsConfig.gatewayPort }, e) : e;
+      const gw = await startGatewayRole({ db, nc, config: adsConfig, log, metrics }).catch((e: unknown) => {
+        const code = (e as NodeJS.ErrnoException).code;
+        throw code === 'EADDRINUSE' || code === 'EACCES' ? portError({ variable: 'GATEWAY_PORT', host: adsConfig.gatewayHost, port: adsConfig.gatewayPort }, e as NodeJS.ErrnoException) : e;
       });
       shutdown.add('ads gateway (stop accepting requests)', () => gw.stop());
     }
@@ -183,7 +184,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
       const ads = await startAds({ parent: system, db, nc, config: adsConfig, log, metrics, singleton: cluster.singleton('ads-bump') });
       shutdown.add('ads actors (flush views, release bump lease)', () => ads.stop());
     }
-    shutdown.add('actor system', () => stopActorSystem(system));
+    shutdown.add('actor system', () => { stopActorSystem(system); });
     addConnectionSteps();
   } catch (e) {
     addConnectionSteps();
@@ -207,7 +208,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
 
 function urlPassword(url: string): string | undefined {
   try {
-    return new URL(url.split(',')[0]!.trim()).password || undefined;
+    return new URL((url.split(',')[0] ?? '').trim()).password || undefined;
   } catch {
     return undefined;
   }
@@ -255,7 +256,7 @@ if (require.main === module) {
   const roleArg = process.argv[2];
   main(roleArg ? { ...process.env, ROLE: roleArg } : process.env, {
     // The reader of our stdout went away (e.g. `npm start | jq` and jq exited): stop as on SIGTERM.
-    onStdoutClosed: (err) => stopGracefully({ reason: 'stdout closed', err: describeError(err) }),
+    onStdoutClosed: (err) => { stopGracefully({ reason: 'stdout closed', err: describeError(err) }); },
     abort: starting.signal,
   }).then(
     (s) => {

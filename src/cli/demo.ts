@@ -55,12 +55,12 @@ export async function seedDemo(o: DemoOptions): Promise<DemoResult> {
 
   const productIds: number[] = [];
   for (const p of PRODUCTS) {
-    const [id] = (await db('products').insert(p)) as number[];
+    const [id] = await db('products').insert(p);
     productIds.push(Number(id));
   }
-  const items = PRODUCTS.map((p, i) => ({ product_id: productIds[i]!, quantity: i === 1 ? 2 : 1, price: p.price }));
+  const items = PRODUCTS.map((p, i) => ({ product_id: productIds[i] ?? 0, quantity: i === 1 ? 2 : 1, price: p.price }));
   const total = items.reduce((s, it) => s + it.price * it.quantity, 0);
-  const [orderId] = (await db('orders').insert({ customer_chat_id: o.customerChatId, customer_user_id: o.userId, total, status: 'new' })) as number[];
+  const [orderId] = await db('orders').insert({ customer_chat_id: o.customerChatId, customer_user_id: o.userId, total, status: 'new' });
   await db('order_items').insert(items.map((it) => ({ ...it, order_id: Number(orderId) })));
   print(`products ${productIds.join(', ')} and order #${orderId} (${items.length} lines, ${total.toFixed(2)} руб.) written`);
 
@@ -82,12 +82,12 @@ export async function seedDemo(o: DemoOptions): Promise<DemoResult> {
   const adIds: number[] = [];
   for (const title of ['Велосипед, почти новый', 'Диван угловой', 'Ноутбук 14"']) {
     // An old bumped_at makes them due for the next bump.
-    const [id] = (await db('advertisements').insert({ owner_id: o.userId, title, is_active: 1, auto_bump: 1, bumped_at: new Date(Date.now() - 7 * 24 * 3600_000) })) as number[];
+    const [id] = await db('advertisements').insert({ owner_id: o.userId, title, is_active: 1, auto_bump: 1, bumped_at: new Date(Date.now() - 7 * 24 * 3600_000) });
     adIds.push(Number(id));
   }
   const messageIds: number[] = [];
   for (const body of ['Ещё продаёте?', 'Торг уместен?', 'Можно посмотреть сегодня?']) {
-    const [id] = (await db('messages').insert({ sender_id: o.userId + 1, recipient_id: o.userId, body, is_read: 0 })) as number[];
+    const [id] = await db('messages').insert({ sender_id: o.userId + 1, recipient_id: o.userId, body, is_read: 0 });
     messageIds.push(Number(id));
     nc.publish(Subjects.messagesCreated(o.adsPrefix), encodeJson({ id: Number(id), sender_id: o.userId + 1, recipient_id: o.userId }));
   }
@@ -97,8 +97,8 @@ export async function seedDemo(o: DemoOptions): Promise<DemoResult> {
   const deadline = Date.now() + o.waitMs;
   let statuses: string[] = [];
   for (;;) {
-    const rows = (await db('telegram_notifications').whereIn('id', notificationIds).select('id', 'status')) as Array<{ id: number; status: string }>;
-    statuses = notificationIds.map((id) => rows.find((r) => Number(r.id) === id)?.status ?? 'missing');
+    const rows = await db<{ id: number; status: string }>('telegram_notifications').whereIn('id', notificationIds).select('id', 'status');
+    statuses = notificationIds.map((id) => rows.find((r) => r.id === id)?.status ?? 'missing');
     if (statuses.every((s) => s === 'sent' || s === 'failed') || Date.now() >= deadline) break;
     await new Promise((r) => setTimeout(r, 250));
   }
@@ -108,7 +108,7 @@ export async function seedDemo(o: DemoOptions): Promise<DemoResult> {
 
 /** The commands to try next, with this setup's ports and ids. */
 export function nextCommands(r: DemoResult, o: { adminChatId: number; userId: number; gatewayPort: number; sandboxPort: number }): string[] {
-  const ad = r.adIds[0]!;
+  const ad = r.adIds[0] ?? 1;
   return [
     'npm run cli -- status                          # which process holds which shards',
     'npm run cli -- top                             # live view of the backlog and send rates (Ctrl-C leaves)',

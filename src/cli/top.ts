@@ -107,8 +107,8 @@ export function renderFrame(s: TopSnapshot, rate: Map<string, number>, o: Render
     const backlog = sum(unowned.map((sh) => s.backlogByShard.get(sh) ?? 0));
     rows.push(['(no owner)', String(unowned.length), String(backlog), '-', '-', '-', '-', '', '-', '-', '-']);
   }
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const fmt = (r: string[]): string => r.map((c, i) => (i === 0 || i === 7 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const fmt = (r: string[]): string => r.map((c, i) => (i === 0 || i === 7 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
   lines.push(fmt(head));
   for (const r of rows) lines.push(fmt(r));
   lines.push('');

@@ -21,7 +21,7 @@ export async function checkDatabase(db: Knex, url: string, createIfMissing: bool
   } catch (e) {
     if ((e as { errno?: number }).errno !== ER_BAD_DB_ERROR) throw e;
     const name = databaseName(url);
-    if (!createIfMissing) throw new Error(`database ${JSON.stringify(name)} does not exist; create it (CREATE DATABASE \`${name}\` CHARACTER SET utf8mb4) or fix the name`);
+    if (!createIfMissing) throw new Error(`database ${JSON.stringify(name)} does not exist; create it (CREATE DATABASE \`${name}\` CHARACTER SET utf8mb4) or fix the name`, { cause: e });
     await createDatabase(url, name);
     await db.raw('SELECT 1');
     return 'created';

@@ -44,6 +44,6 @@ export function outcomeLog(log: Logger, opts: LogAggregatorOptions = {}): Outcom
       if (UNREACHABLE.has(status)) agg.note('recipient unreachable', { reason: status, example: { chatId, status } });
       else if (status === 'migrated') agg.note('group migrated', { reason: 'migrated', example: { chatId, migratedTo } });
     },
-    stop: () => agg.stop(),
+    stop: () => { agg.stop(); },
   };
 }

@@ -44,9 +44,9 @@ export function answers(port: number, timeoutMs = 1_000): Promise<boolean> {
       socket.destroy();
       res(ok);
     };
-    socket.setTimeout(timeoutMs, () => done(false));
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
+    socket.setTimeout(timeoutMs, () => { done(false); });
+    socket.once('connect', () => { done(true); });
+    socket.once('error', () => { done(false); });
   });
 }
 
@@ -105,7 +105,7 @@ function startMariadb(log: Logger, dataDir: string, port: number, env: NodeJS.Pr
   if (!existsSync(join(data, 'mysql'))) {
     log.info({ dataDir: data }, 'initialising an embedded MariaDB data directory (first start)');
     const r = spawnSync(install, ['--no-defaults', `--datadir=${data}`, '--auth-root-authentication-method=normal', '--skip-test-db', ...asRoot], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 });
-    if (r.status !== 0) throw new StartupError('DEPENDENCY_MISSING', 'DATABASE_URL', `${install} failed (exit ${String(r.status)}): ${(r.stderr?.toString() ?? '').trim().split('\n').slice(-3).join(' / ')}`);
+    if (r.status !== 0) throw new StartupError('DEPENDENCY_MISSING', 'DATABASE_URL', `${install} failed (exit ${String(r.status)}): ${r.stderr.toString().trim().split('\n').slice(-3).join(' / ')}`);
   }
   const logFile = join(dir, 'server.log');
   const args = ['--no-defaults', `--datadir=${data}`, `--port=${port}`, '--bind-address=127.0.0.1', `--socket=${join(dir, 'mariadb.sock')}`, `--pid-file=${join(dir, 'mariadb.pid')}`, '--skip-log-bin', '--innodb-buffer-pool-size=64M', ...asRoot];
@@ -133,8 +133,8 @@ function spawnServer(log: Logger, name: EmbeddedServer['name'], bin: string, arg
     closeSync(out);
   }
   let stopping: Promise<void> | undefined;
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  child.once('error', (e) => log.error({ server: name, err: e.message }, 'embedded server failed to start'));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => { r(code); }));
+  child.once('error', (e) => { log.error({ server: name, err: e.message }, 'embedded server failed to start'); });
   void exited.then((code) => {
     if (!stopping) log.error({ server: name, code, logFile }, `embedded ${name} exited on its own; see its log`);
   });

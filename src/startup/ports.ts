@@ -20,8 +20,8 @@ export async function probePorts(claims: readonly PortClaim[]): Promise<void> {
     if (c.port === 0) continue;
     await new Promise<void>((resolve, reject) => {
       const server = createServer();
-      server.once('error', (e: NodeJS.ErrnoException) => reject(portError(c, e)));
-      server.listen({ port: c.port, host: c.host, exclusive: true }, () => server.close(() => resolve()));
+      server.once('error', (e: NodeJS.ErrnoException) => { reject(portError(c, e)); });
+      server.listen({ port: c.port, host: c.host, exclusive: true }, () => server.close(() => { resolve(); }));
     });
   }
 }

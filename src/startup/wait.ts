@@ -46,14 +46,15 @@ export async function waitUntilReachable<T>(dep: Dependency, attempt: () => Prom
     const remaining = opts.deadline - Date.now();
     if (remaining <= 0) throw new StartupError('STARTUP_TIMEOUT', dep.variable, `cannot reach ${dep.address} after ${Date.now() - started} ms (${lastReason}); gave up (STARTUP_TIMEOUT_MS)`);
     let timer: NodeJS.Timeout | undefined;
-    let timedOut = false;
+    // An object, not a boolean: the flag is set in the timer's callback.
+    const cut = { timedOut: false };
     const run = attempt();
     try {
       const result = await Promise.race([
         run,
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => {
-            timedOut = true;
+            cut.timedOut = true;
             reject(new Error(`no answer within ${Math.min(attemptTimeout, Math.max(remaining, 0))} ms`));
           }, Math.max(0, Math.min(attemptTimeout, remaining)));
         }),
@@ -61,11 +62,11 @@ export async function waitUntilReachable<T>(dep: Dependency, attempt: () => Prom
       if (failures > 0) opts.log.info({ variable: dep.variable, address: dep.address, waitedMs: Date.now() - started }, `${dep.variable}: ${dep.address} reachable`);
       return result;
     } catch (e) {
-      if (timedOut) run.then((late) => opts.discardLate?.(late), () => undefined);
+      if (cut.timedOut) run.then((late) => opts.discardLate?.(late), () => undefined);
       failures++;
       const now = Date.now();
       // An attempt cut short by the deadline says less than the error before it.
-      const reason = timedOut && remaining < attemptTimeout && failures > 1 ? lastReason : describeError(e);
+      const reason = cut.timedOut && remaining < attemptTimeout && failures > 1 ? lastReason : describeError(e);
       lastReason = reason;
       if (now >= opts.deadline) {
         throw new StartupError('STARTUP_TIMEOUT', dep.variable, `cannot reach ${dep.address} after ${now - started} ms (${reason}); gave up (STARTUP_TIMEOUT_MS)`, { cause: e });

@@ -11,9 +11,9 @@ import { startWorker, type Worker } from '../helpers/processes';
 
 async function freePort(): Promise<number> {
   const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => { r(); }));
   const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
+  await new Promise<void>((r) => s.close(() => { r(); }));
   return port;
 }
 
@@ -58,7 +58,7 @@ describe('embedded servers for a laptop (real mariadbd and nats-server on privat
     const conn = await createConnection({ host: '127.0.0.1', port: dbPort, user: 'root', database: 'shop_notify' });
     try {
       const [rows] = (await conn.query('SELECT COUNT(*) AS n FROM knex_migrations')) as unknown as [Array<{ n: number }>];
-      assert.ok(Number(rows[0]!.n) > 0, 'migrated');
+      assert.ok((rows[0]?.n ?? 0) > 0, 'migrated');
     } finally {
       await conn.end();
     }

@@ -22,7 +22,11 @@ function descendants(pid: number): number[] {
   }
   const out: number[] = [];
   const walk = (p: number): void => {
-    for (const [child, pp] of parent) if (pp === p) (out.push(child), walk(child));
+    for (const [child, pp] of parent) {
+      if (pp !== p) continue;
+      out.push(child);
+      walk(child);
+    }
   };
   walk(pid);
   return out;
@@ -66,7 +70,7 @@ describe('npm start: a signal to the npm process reaches the worker (real proces
       const onData = (b: Buffer): void => void lines.push(...b.toString('utf8').split('\n').filter(Boolean));
       npm.stdout.on('data', onData);
       npm.stderr.on('data', onData);
-      const exited = new Promise<number | null>((r) => npm.once('exit', (code) => r(code)));
+      const exited = new Promise<number | null>((r) => npm.once('exit', (code) => { r(code); }));
       await waitFor(() => lines.some((l) => l.includes('delivery pipeline running')), 30_000, 50, 'the system to start');
       const tree = descendants(npm.pid!);
       assert.ok(tree.length >= 1, 'npm started the worker');

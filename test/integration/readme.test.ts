@@ -32,9 +32,9 @@ export function tryItExamples(readme: string): Array<{ command: string; expect: 
 
 async function freePort(): Promise<number> {
   const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => { r(); }));
   const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
+  await new Promise<void>((r) => s.close(() => { r(); }));
   return port;
 }
 
@@ -86,8 +86,9 @@ describe("README: every 'Try it' example works on a fresh setup (real system, re
       let last = '';
       await waitFor(
         async () => {
-          const r = await run(command, { cwd: ROOT, env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env }, timeout: 60_000 }).catch((e: { stdout?: string; stderr?: string; code?: number }) => {
-            throw new Error(`exit ${String(e.code)}: ${e.stdout ?? ''}${e.stderr ?? ''}`);
+          const r = await run(command, { cwd: ROOT, env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env }, timeout: 60_000 }).catch((e: unknown) => {
+            const err = e as { stdout?: string; stderr?: string; code?: number };
+            throw new Error(`exit ${String(err.code)}: ${err.stdout ?? ''}${err.stderr ?? ''}`);
           });
           last = r.stdout;
           return r.stdout.includes(ex.expect);
@@ -95,8 +96,8 @@ describe("README: every 'Try it' example works on a fresh setup (real system, re
         retryable ? 8_000 : 0,
         300,
         `output containing ${JSON.stringify(ex.expect)}`,
-      ).catch((e: Error) => {
-        throw new Error(`${e.message}\n--- output ---\n${last}`);
+      ).catch((e: unknown) => {
+        throw new Error(`${(e as Error).message}\n--- output ---\n${last}`);
       });
     });
   }

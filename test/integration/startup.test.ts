@@ -6,15 +6,15 @@ import { startWorker, type Worker } from '../helpers/processes';
 /** A port nothing listens on (bound once by us, then released). */
 async function closedPort(): Promise<number> {
   const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => { r(); }));
   const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
+  await new Promise<void>((r) => s.close(() => { r(); }));
   return port;
 }
 
 async function occupiedPort(): Promise<{ port: number; server: Server }> {
   const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '0.0.0.0', () => r()));
+  await new Promise<void>((r) => server.listen(0, '0.0.0.0', () => { r(); }));
   return { port: (server.address() as { port: number }).port, server };
 }
 
@@ -123,7 +123,7 @@ describe('start-up: never hangs in silence, never starts half-way (real processe
   }
 
   it('no TELEGRAM_BOT_TOKEN with an explicit DATABASE_URL: refuses (exit 2) naming both variables; a pending row stays untouched', async () => {
-    const [id] = (await tdb.db('telegram_notifications').insert({ telegram_id: 4242, message_text: 'must not go to a sandbox' })) as number[];
+    const [id] = await tdb.db('telegram_notifications').insert({ telegram_id: 4242, message_text: 'must not go to a sandbox' });
     const before = (await tdb.db('telegram_notifications').where({ id }).first()) as Record<string, unknown>;
     const w = start({ DATABASE_URL: tdb.url, NATS_URL });
     assert.equal(await w.exited, 2);
