@@ -337,7 +337,7 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
         await step('drain actors', async () => {
           const r = await query<PipelineMsg, { released: number }>(root, (replyTo) => ({ type: 'shutdown', replyTo }), settings.drainTimeoutMs + 5_000);
           releasedRows += r.released;
-          log.info({ released: r.released }, 'pipeline drained');
+          log.info({ releasedAtDrain: r.released }, 'pipeline drained');
         });
         // Anything still claimed (a sender that did not drain in time) goes back now.
         await step('release leftovers', async () => {
