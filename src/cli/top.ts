@@ -17,6 +17,8 @@ export interface TopProcess {
   sent: number;
   failed: number;
   throttled: number;
+  /** Chats waiting out a 429 now (a per-chat limit); absent from older workers. */
+  rateLimitedChats?: number;
   budget: { share: number; mode: string };
 }
 
@@ -97,7 +99,7 @@ export function renderFrame(s: TopSnapshot, rate: Map<string, number>, o: Render
       r.toFixed(1),
       `${shareRate.toFixed(1)}${p.budget.mode === 'granted' ? '' : ` (${p.budget.mode})`}`,
       bar(shareRate > 0 ? r / shareRate : 0, barWidth, o.tty),
-      String(p.throttled),
+      p.rateLimitedChats ? `${p.throttled} (${p.rateLimitedChats} chats waiting)` : String(p.throttled),
       String(p.failed),
       olds.length ? duration(s.at - Math.min(...olds)) : '-',
     ];

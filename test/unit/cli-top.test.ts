@@ -8,7 +8,7 @@ const snap = (at: number, sent: [number, number], backlog: Array<[number, number
   windowMs: 1_000,
   processes: [
     { instance: 'a', holder: 'a:1', owned: [0, 1], queued: 5, inFlight: 1, sent: sent[0], failed: 2, throttled: 3, budget: { share: 20, mode: 'granted' } },
-    { instance: 'b', holder: 'b:1', owned: [2], queued: 0, inFlight: 0, sent: sent[1], failed: 0, throttled: 0, budget: { share: 10, mode: 'fallback' } },
+    { instance: 'b', holder: 'b:1', owned: [2], queued: 0, inFlight: 0, sent: sent[1], failed: 0, throttled: 4, rateLimitedChats: 2, budget: { share: 10, mode: 'fallback' } },
   ],
   backlogByShard: new Map(backlog),
   oldestByShard: new Map(backlog.map(([s]) => [s, at - 90_000 + s * 1000])),
@@ -41,7 +41,7 @@ describe('cli top: rendering (pure)', () => {
     const rowA = lines.find((l) => l.startsWith('a '))!;
     assert.match(rowA, /^a\s+2\s+360\s+5\s+1\s+20\.0\s+20\.0\s+\[############\]\s+3\s+2\s+1m 30s$/);
     const rowB = lines.find((l) => l.startsWith('b '))!;
-    assert.match(rowB, /^b\s+1\s+190\s+0\s+0\s+5\.0\s+10\.0 \(fallback\)\s+\[######\.\.\.\.\.\.\]\s+0\s+0\s+1m 28s$/);
+    assert.match(rowB, /^b\s+1\s+190\s+0\s+0\s+5\.0\s+10\.0 \(fallback\)\s+\[######\.\.\.\.\.\.\]\s+4 \(2 chats waiting\)\s+0\s+1m 28s$/);
     assert.match(text, /^\(no owner\)\s+1\s+10\s/m);
     // 560 rows left at 25/s → 22 s.
     assert.match(lines.at(-1)!, /^backlog 560 {2}\[#{3}\.{37}\] {2}50 sent since start, 25\.0\/s, ETA 22s, oldest waiting 1m 30s$/);
