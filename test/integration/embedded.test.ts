@@ -8,6 +8,8 @@ import { answers, findBinary, INSTALL_COMMAND, startEmbedded } from '../../src/s
 import { StartupError } from '../../src/errors';
 import { captureLogger, createTestDb, NATS_URL, uniq, type TestDb } from '../helpers/services';
 import { startWorker, type Worker } from '../helpers/processes';
+import { dropBucket } from '../helpers/pipeline';
+import { dropStream, isolatedAdsEnv } from '../helpers/isolation';
 
 async function freePort(): Promise<number> {
   const s = createServer();
@@ -35,9 +37,11 @@ describe('embedded servers for a laptop (real mariadbd and nats-server on privat
     dirs.push(d);
     return d;
   };
+  const cleanups: Array<() => Promise<void>> = [];
   after(async () => {
     for (const w of workers) w.kill('SIGKILL');
     await Promise.all(workers.map((w) => w.exited));
+    for (const c of cleanups) await c();
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
 
@@ -75,7 +79,9 @@ describe('embedded servers for a laptop (real mariadbd and nats-server on privat
       tdb = await createTestDb('embedded');
       const [dbPort, natsPort] = [await freePort(), await freePort()];
       const bucket = uniq('emb');
-      const w = startWorker({ DATABASE_URL: tdb.url, NATS_URL, TELEGRAM_SANDBOX: '1', EMBEDDED_MARIADB_PORT: String(dbPort), EMBEDDED_NATS_PORT: String(natsPort), EMBEDDED_DATA_DIR: tmp(), ROLE: 'worker', CLUSTER_BUCKET: bucket, NATS_SUBJECT_PREFIX: `${bucket}.`, INSTANCE_ID: bucket });
+      const ads = isolatedAdsEnv();
+      cleanups.push(() => dropBucket(bucket), () => dropStream(ads.VIEWS_STREAM));
+      const w = startWorker({ ...ads, DATABASE_URL: tdb.url, NATS_URL, TELEGRAM_SANDBOX: '1', EMBEDDED_MARIADB_PORT: String(dbPort), EMBEDDED_NATS_PORT: String(natsPort), EMBEDDED_DATA_DIR: tmp(), ROLE: 'worker', CLUSTER_BUCKET: bucket, NATS_SUBJECT_PREFIX: `${bucket}.`, INSTANCE_ID: bucket });
       workers.push(w);
       await w.waitForLine(/"msg":"ready"/, 30_000);
       assert.ok(!w.lines.some((l) => l.includes('started embedded')), 'no embedded server');

@@ -4,6 +4,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { createTestDb, NATS_URL, uniq, waitFor, type TestDb } from '../helpers/services';
 import { dropBucket } from '../helpers/pipeline';
+import { dropStream, isolatedAdsEnv } from '../helpers/isolation';
 
 const ROOT = resolve(__dirname, '../..');
 
@@ -45,11 +46,13 @@ describe('npm start: a signal to the npm process reaches the worker (real proces
   this.timeout(60_000);
   let tdb: TestDb;
   const bucket = uniq('npm');
+  const ads = isolatedAdsEnv();
   before(async () => {
     tdb = await createTestDb('npmstart');
   });
   after(async () => {
     await dropBucket(bucket);
+    await dropStream(ads.VIEWS_STREAM);
     await tdb?.drop();
   });
 
@@ -63,7 +66,7 @@ describe('npm start: a signal to the npm process reaches the worker (real proces
       const npm = spawn('npm', ['start', '--silent'], {
         detached: group,
         cwd: ROOT,
-        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATABASE_URL: tdb.url, NATS_URL, TELEGRAM_SANDBOX: '1', TELEGRAM_SANDBOX_PORT: '0', METRICS_PORT: '0', GATEWAY_PORT: '0', ROLE: 'all', CLUSTER_BUCKET: bucket, NATS_SUBJECT_PREFIX: `${bucket}.`, INSTANCE_ID: uniq('npm') },
+        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATABASE_URL: tdb.url, NATS_URL, TELEGRAM_SANDBOX: '1', TELEGRAM_SANDBOX_PORT: '0', METRICS_PORT: '0', GATEWAY_PORT: '0', ROLE: 'all', CLUSTER_BUCKET: bucket, NATS_SUBJECT_PREFIX: `${bucket}.`, INSTANCE_ID: uniq('npm'), ...ads },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       const lines: string[] = [];

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
 import { createTestDb, NATS_URL, ROOT_DATABASE_URL, uniq, type TestDb } from '../helpers/services';
 import { startWorker, type Worker } from '../helpers/processes';
+import { isolatedAdsEnv } from '../helpers/isolation';
 
 /** A port nothing listens on (bound once by us, then released). */
 async function closedPort(): Promise<number> {
@@ -41,7 +42,8 @@ describe('start-up: never hangs in silence, never starts half-way (real processe
   let tdb: TestDb;
   const workers: Worker[] = [];
   const start = (env: Record<string, string>): Worker => {
-    const w = startWorker({ ROLE: 'worker', NATS_SUBJECT_PREFIX: `${uniq('st')}.`, CLUSTER_BUCKET: uniq('st'), ...env });
+    // None of these gets as far as the ads role; isolated anyway, so a regression cannot touch shared streams.
+    const w = startWorker({ ROLE: 'worker', NATS_SUBJECT_PREFIX: `${uniq('st')}.`, CLUSTER_BUCKET: uniq('st'), ...isolatedAdsEnv(), ...env });
     workers.push(w);
     return w;
   };

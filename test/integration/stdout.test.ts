@@ -3,6 +3,7 @@ import { TelegramSandbox } from '../../sandbox/server';
 import { createTestDb, NATS_URL, uniq, waitFor, type TestDb } from '../helpers/services';
 import { startWorker, type Worker } from '../helpers/processes';
 import { dropBucket, TEST_TOKEN } from '../helpers/pipeline';
+import { dropStream, isolatedAdsEnv } from '../helpers/isolation';
 
 describe('stdout: JSON lines only, and a closed stdout is a graceful shutdown (real process)', function () {
   this.timeout(90_000);
@@ -10,6 +11,7 @@ describe('stdout: JSON lines only, and a closed stdout is a graceful shutdown (r
   let sandbox: TelegramSandbox;
   let worker: Worker | undefined;
   const bucket = uniq('out');
+  const ads = isolatedAdsEnv();
 
   before(async () => {
     tdb = await createTestDb('stdout');
@@ -20,6 +22,7 @@ describe('stdout: JSON lines only, and a closed stdout is a graceful shutdown (r
     worker?.kill('SIGKILL');
     await worker?.exited;
     await dropBucket(bucket);
+    await dropStream(ads.VIEWS_STREAM);
     await sandbox?.stop();
     await tdb?.drop();
   });
@@ -46,6 +49,7 @@ describe('stdout: JSON lines only, and a closed stdout is a graceful shutdown (r
       CLUSTER_BUCKET: bucket,
       NATS_SUBJECT_PREFIX: `${bucket}.`,
       INSTANCE_ID: uniq('out'),
+      ...ads,
     });
     await worker.waitForLine(/delivery pipeline running/);
     await sandbox.waitForDelivered(100, 30_000);
