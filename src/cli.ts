@@ -247,6 +247,7 @@ async function top(db: Knex, nc: NatsConnection, o: { once: boolean; interval: n
       shardCount: s.shardCount,
       map: s.map,
       windowMs: s.budget?.windowMs ?? rateToWindow(config.telegramGlobalRate).windowMs,
+      ...(s.budget ? { botRate: { now: s.budget.rate, ceiling: (s.budget.ceiling / s.budget.windowMs) * 1000 } } : {}),
       backlogByShard: new Map(rows.map((r) => [r.shard, r.n])),
       oldestByShard: new Map(rows.map((r) => [r.shard, new Date(r.oldest).getTime()])),
     };

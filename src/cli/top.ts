@@ -19,6 +19,10 @@ export interface TopProcess {
   throttled: number;
   /** Chats waiting out a 429 now (a per-chat limit); absent from older workers. */
   rateLimitedChats?: number;
+  /** 429s by the scope they were attributed to; absent from older workers. */
+  throttledByScope?: { chat: number; group: number; global: number };
+  /** Chats whose rate a 429 lowered (the lowest 20). */
+  lowered?: unknown[];
   budget: { share: number; mode: string };
 }
 
@@ -32,6 +36,8 @@ export interface TopSnapshot {
   map: Record<number, string>;
   /** Budget window (ms) the shares are per; from the coordinator, else the configured global rate. */
   windowMs: number;
+  /** The bot-wide rate now and its configured ceiling, per second (from the coordinator). */
+  botRate?: { now: number; ceiling: number };
   /** Rows pending or claimed, per shard. */
   backlogByShard: Map<number, number>;
   /** created_at of the oldest pending/claimed row per shard (epoch ms). */
@@ -75,6 +81,13 @@ export function rates(prev: TopSnapshot | undefined, cur: TopSnapshot): Map<stri
   return out;
 }
 
+/** "12 = 10/1/1, 3 chats lowered": 429s in total, by scope, and what they changed. */
+function throttledText(p: TopProcess): string {
+  const scope = p.throttledByScope ? ` = ${p.throttledByScope.chat}/${p.throttledByScope.group}/${p.throttledByScope.global}` : '';
+  const notes = [p.rateLimitedChats ? `${p.rateLimitedChats} waiting` : '', p.lowered?.length ? `${p.lowered.length} lowered` : ''].filter(Boolean);
+  return `${p.throttled}${scope}${notes.length ? `, ${notes.join(', ')}` : ''}`;
+}
+
 /** One frame of text (lines). `rate` is per holder, messages/s, smoothed by the caller. */
 export function renderFrame(s: TopSnapshot, rate: Map<string, number>, o: RenderOptions): string[] {
   const lines: string[] = [];
@@ -83,7 +96,8 @@ export function renderFrame(s: TopSnapshot, rate: Map<string, number>, o: Render
   const oldest = Math.min(...s.oldestByShard.values());
   lines.push(`shop-notify top — ${new Date(s.at).toISOString()} — ${s.processes.length} process(es), ${s.shardCount} shards`);
   lines.push('');
-  const head = ['process', 'shards', 'backlog', 'queued', 'in flight', 'rate/s', 'share/s', 'rate vs share', '429s', 'failed', 'oldest'];
+  if (s.botRate) lines.push(`bot rate ${s.botRate.now.toFixed(1)}/s of ${s.botRate.ceiling.toFixed(1)}/s configured${s.botRate.now < s.botRate.ceiling ? ' (lowered after 429s)' : ''}`, '');
+  const head = ['process', 'shards', 'backlog', 'queued', 'in flight', 'rate/s', 'share/s', 'rate vs share', '429s chat/group/bot', 'failed', 'oldest'];
   const barWidth = 12;
   const rows = s.processes.map((p) => {
     const backlog = sum(p.owned.map((sh) => s.backlogByShard.get(sh) ?? 0));
@@ -99,7 +113,7 @@ export function renderFrame(s: TopSnapshot, rate: Map<string, number>, o: Render
       r.toFixed(1),
       `${shareRate.toFixed(1)}${p.budget.mode === 'granted' ? '' : ` (${p.budget.mode})`}`,
       bar(shareRate > 0 ? r / shareRate : 0, barWidth, o.tty),
-      p.rateLimitedChats ? `${p.throttled} (${p.rateLimitedChats} chats waiting)` : String(p.throttled),
+      throttledText(p),
       String(p.failed),
       olds.length ? duration(s.at - Math.min(...olds)) : '-',
     ];
