@@ -119,7 +119,6 @@ export async function runClusterFailover(nodes: number): Promise<void> {
       CLUSTER_BUCKET: tag,
       NATS_SUBJECT_PREFIX: `${tag}.`,
       VIEWS_STREAM: `${tag}_wv`,
-      ADS_SUBJECT_PREFIX: `${tag}w.`,
       ROLE: 'worker',
     });
   const status = async (): Promise<ClusterStatus> => JSON.parse(new TextDecoder().decode((await nc.request(`${tag}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
@@ -274,7 +273,7 @@ async function viewsRun(
   const ids: number[] = [];
   for (let i = 0; i < 20; i++) ids.push(Number((await db('advertisements').insert({ owner_id: 1, title: `bench ${i}` }))[0]));
   // Every beacon comes from 127.0.0.1: lift the per-IP visitor cap (docs/security.md) as bench:views does.
-  const env = { ADS_SUBJECT_PREFIX: `${tag}v.`, VIEWS_STREAM: `${tag}_views`, VIEWS_CONSUMER: 'counter', VIEW_HASH_SALT: 'bench', RATE_LIMIT_MAX: '100000000', VIEW_VISITORS_PER_IP: '100000', ADS_PARTS: 'views', NATS_REPLICAS: '3', VIEW_FLUSH_MS: '200' };
+  const env = { NATS_SUBJECT_PREFIX: `${tag}v.`, VIEWS_STREAM: `${tag}_views`, VIEWS_CONSUMER: 'counter', VIEW_HASH_SALT: 'bench', RATE_LIMIT_MAX: '100000000', VIEW_VISITORS_PER_IP: '100000', ADS_PARTS: 'views', NATS_REPLICAS: '3', VIEW_FLUSH_MS: '200' };
   const counters = [launch('v1', 'test/fixtures/ads-worker.ts', { ...env, INSTANCE_ID: `${tag}-v1` }), launch('v2', 'test/fixtures/ads-worker.ts', { ...env, INSTANCE_ID: `${tag}-v2` })];
   const jsm = await nc.jetstreamManager();
   for (const deadline = Date.now() + 60_000; ; ) {

@@ -61,7 +61,7 @@ async function main(): Promise<void> {
   const nc = await connectNats({ url: NATS_URL, name: 'bench-views' }, log);
   const tag = randomBytes(3).toString('hex');
   const env: Record<string, string> = {
-    ADS_SUBJECT_PREFIX: `bench${tag}.`,
+    NATS_SUBJECT_PREFIX: `bench${tag}.`,
     VIEWS_STREAM: `BENCH_VIEWS_${tag}`,
     VIEWS_CONSUMER: 'bench-counter',
     RATE_LIMIT_MAX: '100000000',

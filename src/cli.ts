@@ -1,7 +1,7 @@
 /**
  * Operator CLI: `npm run cli -- <command>`. Speaks NATS (status, enqueue, top, bump) and
  * the database (demo, top, retry-failed, recipient). Reads the same environment as
- * `npm start` (DATABASE_URL, NATS_URL, NATS_SUBJECT_PREFIX, ADS_SUBJECT_PREFIX, …).
+ * `npm start` (DATABASE_URL, NATS_URL, NATS_SUBJECT_PREFIX, …).
  * Errors are one sentence naming what to check; timestamps are ISO 8601 (UTC).
  */
 import { parseArgs } from 'node:util';

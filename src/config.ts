@@ -74,6 +74,8 @@ export interface Config extends NatsAuthSettings {
   outcomeFlushMax: number;
   shutdownTimeoutMs: number;
   migrateOnStart: boolean;
+  /** Connections in the MariaDB pool of a worker or gateway process. */
+  dbPoolMax: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -110,6 +112,7 @@ export const DEFAULTS = {
   OUTCOME_FLUSH_MAX: 500,
   SHUTDOWN_TIMEOUT_MS: 30_000,
   MIGRATE_ON_START: true,
+  DB_POOL_MAX: 10,
   EMBEDDED_SERVICES: true,
   EMBEDDED_MARIADB_PORT: 3306,
   EMBEDDED_NATS_PORT: 4222,
@@ -153,6 +156,21 @@ export class EnvReader {
     return this.number(name, def, { ...opts, integer: true });
   }
 
+  /**
+   * A duration, in ms. The one syntax of every duration variable: a number with a unit,
+   * `1500ms`, `30s`, `90m`, `3h`, `1d`, or a bare number of milliseconds (`5000`).
+   */
+  duration(name: string, def: number, opts: { min: number; max: number }): number {
+    const v = this.raw(name);
+    if (v === undefined) return def;
+    const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/i.exec(v);
+    const ms = m ? Math.round(Number(m[1]) * DURATION_UNITS[(m[2] ?? 'ms').toLowerCase()]!) : NaN;
+    if (!Number.isFinite(ms) || ms < opts.min || ms > opts.max) {
+      throw new ConfigError(name, `expected a duration between ${formatMs(opts.min)} and ${formatMs(opts.max)} such as 1500ms, 30s, 90m, 3h, 1d (a bare number is ms), got ${JSON.stringify(v)}`);
+    }
+    return ms;
+  }
+
   boolean(name: string, def: boolean): boolean {
     const v = this.raw(name);
     if (v === undefined) return def;
@@ -194,6 +212,14 @@ export class EnvReader {
   }
 }
 
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** 90000 → "90 s", 3600000 → "1 h": bounds in error messages a person can read. */
+function formatMs(ms: number): string {
+  for (const [unit, n] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1_000]] as const) if (ms >= n && ms % n === 0) return `${ms / n} ${unit}`;
+  return `${ms} ms`;
+}
+
 function describeRange(o: { min?: number; max?: number; exclusiveMin?: boolean }): string {
   if (o.min !== undefined && o.max !== undefined) return o.exclusiveMin ? ` greater than ${o.min} and ≤ ${o.max}` : ` between ${o.min} and ${o.max}`;
   if (o.min !== undefined) return o.exclusiveMin ? ` greater than ${o.min}` : ` ≥ ${o.min}`;
@@ -224,15 +250,15 @@ export function loadConfig(env: Env = process.env): Config {
   // telegraf resolves './bot<token>/<method>' against the root: a path needs its trailing slash.
   if (!apiRoot.endsWith('/')) apiRoot += '/';
 
-  const retryBaseMs = r.integer('RETRY_BASE_MS', DEFAULTS.RETRY_BASE_MS, { min: 1 });
-  const retryMaxMs = r.integer('RETRY_MAX_MS', DEFAULTS.RETRY_MAX_MS, { min: 1 });
+  const retryBaseMs = r.duration('RETRY_BASE_MS', DEFAULTS.RETRY_BASE_MS, { min: 1, max: 3_600_000 });
+  const retryMaxMs = r.duration('RETRY_MAX_MS', DEFAULTS.RETRY_MAX_MS, { min: 1, max: 86_400_000 });
   if (retryMaxMs < retryBaseMs) throw new ConfigError('RETRY_MAX_MS', `expected a value ≥ RETRY_BASE_MS (${retryBaseMs}), got ${retryMaxMs}`);
 
   // Budget grants live TTL/2 − one global window, at least 500 ms (see actors/budget-coordinator.ts):
   // a very slow global rate has a long window and needs a longer lease (the default follows it).
   const globalRate = r.number('TELEGRAM_GLOBAL_RATE', DEFAULTS.TELEGRAM_GLOBAL_RATE, { min: 0, exclusiveMin: true, max: 100_000 });
   const minTtl = Math.ceil(2 * (rateToWindow(globalRate).windowMs + 500));
-  const shardLeaseTtlMs = r.integer('SHARD_LEASE_TTL_MS', Math.max(DEFAULTS.SHARD_LEASE_TTL_MS, minTtl), { min: 1_000, max: 600_000 });
+  const shardLeaseTtlMs = r.duration('SHARD_LEASE_TTL_MS', Math.max(DEFAULTS.SHARD_LEASE_TTL_MS, minTtl), { min: 1_000, max: 600_000 });
   if (shardLeaseTtlMs < minTtl) throw new ConfigError('SHARD_LEASE_TTL_MS', `expected at least ${minTtl} (2 × (the global rate's window + 500 ms)), got ${shardLeaseTtlMs}`);
 
   const embedded = {
@@ -244,7 +270,7 @@ export function loadConfig(env: Env = process.env): Config {
 
   return {
     role: r.oneOf('ROLE', ROLES, DEFAULTS.ROLE),
-    instanceId: r.string('INSTANCE_ID', `${hostname()}-${process.pid}`),
+    instanceId: instanceIdVar(r),
     databaseUrl: r.url('DATABASE_URL', DEFAULTS.DATABASE_URL.replace(':3306/', `:${embedded.mariadbPort}/`), ['mysql:', 'mariadb:']),
     databaseUrlExplicit: r.raw('DATABASE_URL') !== undefined,
     natsUrl: natsUrls(r, DEFAULTS.NATS_URL.replace(':4222', `:${embedded.natsPort}`)),
@@ -261,31 +287,37 @@ export function loadConfig(env: Env = process.env): Config {
     telegramChatRate: r.number('TELEGRAM_CHAT_RATE', DEFAULTS.TELEGRAM_CHAT_RATE, { min: 0, exclusiveMin: true, max: 100_000 }),
     telegramGroupRatePerMin: r.number('TELEGRAM_GROUP_RATE_PER_MIN', DEFAULTS.TELEGRAM_GROUP_RATE_PER_MIN, { min: 0, exclusiveMin: true, max: 6_000_000 }),
     telegramMaxAttempts: r.integer('TELEGRAM_MAX_ATTEMPTS', DEFAULTS.TELEGRAM_MAX_ATTEMPTS, { min: 1, max: 1000 }),
-    telegramRequestTimeoutMs: r.integer('TELEGRAM_REQUEST_TIMEOUT_MS', DEFAULTS.TELEGRAM_REQUEST_TIMEOUT_MS, { min: 100, max: 600_000 }),
-    telegramMaxRetryAfterMs: r.integer('TELEGRAM_MAX_RETRY_AFTER_MS', DEFAULTS.TELEGRAM_MAX_RETRY_AFTER_MS, { min: 1_000, max: 86_400_000 }),
-    budgetMaxClockSkewMs: r.integer('BUDGET_MAX_CLOCK_SKEW_MS', DEFAULTS.BUDGET_MAX_CLOCK_SKEW_MS, { min: 0, max: 60_000 }),
+    telegramRequestTimeoutMs: r.duration('TELEGRAM_REQUEST_TIMEOUT_MS', DEFAULTS.TELEGRAM_REQUEST_TIMEOUT_MS, { min: 100, max: 600_000 }),
+    telegramMaxRetryAfterMs: r.duration('TELEGRAM_MAX_RETRY_AFTER_MS', DEFAULTS.TELEGRAM_MAX_RETRY_AFTER_MS, { min: 1_000, max: 86_400_000 }),
+    budgetMaxClockSkewMs: r.duration('BUDGET_MAX_CLOCK_SKEW_MS', DEFAULTS.BUDGET_MAX_CLOCK_SKEW_MS, { min: 0, max: 60_000 }),
     retryBaseMs,
     retryMaxMs,
     logLevel: r.oneOf('LOG_LEVEL', LOG_LEVELS, DEFAULTS.LOG_LEVEL),
     metricsPort: r.integer('METRICS_PORT', DEFAULTS.METRICS_PORT, { min: 0, max: 65535 }),
     metricsHost: r.string('METRICS_HOST', DEFAULTS.METRICS_HOST),
-    startupTimeoutMs: r.integer('STARTUP_TIMEOUT_MS', DEFAULTS.STARTUP_TIMEOUT_MS, { min: 1_000, max: 3_600_000 }),
-    outboxPollMs: r.integer('OUTBOX_POLL_MS', DEFAULTS.OUTBOX_POLL_MS, { min: 10, max: 60_000 }),
+    startupTimeoutMs: r.duration('STARTUP_TIMEOUT_MS', DEFAULTS.STARTUP_TIMEOUT_MS, { min: 1_000, max: 3_600_000 }),
+    outboxPollMs: r.duration('OUTBOX_POLL_MS', DEFAULTS.OUTBOX_POLL_MS, { min: 10, max: 60_000 }),
     claimBatch: r.integer('CLAIM_BATCH', DEFAULTS.CLAIM_BATCH, { min: 1, max: 50_000 }),
-    claimLeaseMs: r.integer('CLAIM_LEASE_MS', DEFAULTS.CLAIM_LEASE_MS, { min: 1_000, max: 3_600_000 }),
+    claimLeaseMs: r.duration('CLAIM_LEASE_MS', DEFAULTS.CLAIM_LEASE_MS, { min: 1_000, max: 3_600_000 }),
     chatBufferSeconds: r.number('CHAT_BUFFER_SECONDS', DEFAULTS.CHAT_BUFFER_SECONDS, { min: 1, max: 3600 }),
     shardCount: r.integer('SHARD_COUNT', DEFAULTS.SHARD_COUNT, { min: 1, max: 4096 }),
     shardLeaseTtlMs,
     clusterBucket: bucketName(r),
     natsSubjectPrefix: subjectPrefixVar(r, 'NATS_SUBJECT_PREFIX'),
-    outcomeFlushMs: r.integer('OUTCOME_FLUSH_MS', DEFAULTS.OUTCOME_FLUSH_MS, { min: 1, max: 60_000 }),
+    outcomeFlushMs: r.duration('OUTCOME_FLUSH_MS', DEFAULTS.OUTCOME_FLUSH_MS, { min: 1, max: 60_000 }),
     outcomeFlushMax: r.integer('OUTCOME_FLUSH_MAX', DEFAULTS.OUTCOME_FLUSH_MAX, { min: 1, max: 10_000 }),
-    shutdownTimeoutMs: r.integer('SHUTDOWN_TIMEOUT_MS', DEFAULTS.SHUTDOWN_TIMEOUT_MS, { min: 0, max: 600_000 }),
+    shutdownTimeoutMs: r.duration('SHUTDOWN_TIMEOUT_MS', DEFAULTS.SHUTDOWN_TIMEOUT_MS, { min: 0, max: 600_000 }),
     migrateOnStart: r.boolean('MIGRATE_ON_START', DEFAULTS.MIGRATE_ON_START),
+    dbPoolMax: r.integer('DB_POOL_MAX', DEFAULTS.DB_POOL_MAX, { min: 2, max: 500 }),
   };
 }
 
-/** A dot-terminated subject prefix ("staging.") or '' — NATS_SUBJECT_PREFIX, ADS_SUBJECT_PREFIX. */
+/** INSTANCE_ID: names this process in logs, metrics and the cluster; default `<hostname>-<pid>`. One reader for every section. */
+export function instanceIdVar(r: EnvReader): string {
+  return r.string('INSTANCE_ID', `${hostname()}-${process.pid}`);
+}
+
+/** A dot-terminated subject prefix ("staging.") or '' (NATS_SUBJECT_PREFIX). */
 export function subjectPrefixVar(r: EnvReader, name: string): string {
   const v = r.string(name, '');
   if (v !== '' && !/^([-\w]+\.)+$/.test(v)) throw new ConfigError(name, `expected dot-separated tokens ending with a dot (e.g. "staging."), got ${JSON.stringify(v)}`);

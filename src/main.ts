@@ -130,7 +130,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
     if (config.embedded.enabled && (!config.databaseUrlExplicit || !config.natsUrlExplicit)) {
       embedded = await startEmbedded({ log, mariadb: !config.databaseUrlExplicit, nats: !config.natsUrlExplicit, mariadbPort: config.embedded.mariadbPort, natsPort: config.embedded.natsPort, dataDir: config.embedded.dataDir });
     }
-    const db = createDb({ url: config.databaseUrl, poolMax: 10, log: knexLog(log) });
+    const db = createDb({ url: config.databaseUrl, poolMax: config.dbPoolMax, log: knexLog(log) });
     dbForShutdown = db;
     // A server we have just started needs a moment: no "cannot reach" line for it unless it takes a while.
     const quietForMs = (name: EmbeddedServer['name']): number => (embedded.some((s) => s.name === name) ? 4_000 : 0);

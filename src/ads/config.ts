@@ -1,6 +1,5 @@
-import { hostname } from 'node:os';
 import { isIP } from 'node:net';
-import { EnvReader, natsReplicasVar, subjectPrefixVar } from '../config';
+import { EnvReader, instanceIdVar, natsReplicasVar, subjectPrefixVar } from '../config';
 import { ConfigError } from '../errors';
 import { Subjects } from '../nats/subjects';
 
@@ -9,7 +8,7 @@ type Env = Record<string, string | undefined>;
 /** Configuration of the ads roles (gateway, view counter, bump, unread cache). Documented in docs/ads.md. */
 export interface AdsConfig {
   instanceId: string;
-  /** Prepended to every ads subject (e.g. `staging.`); '' in production. Tests use a unique one. */
+  /** NATS_SUBJECT_PREFIX: prepended to every subject (e.g. `staging.`); '' in production. Tests use a unique one. */
   subjectPrefix: string;
   /** JetStream stream holding view events (subjects `<prefix>ads.views.>`). */
   viewsStream: string;
@@ -66,7 +65,6 @@ export interface AdsConfig {
 
 /** Named defaults, so docs/ads.md and the code agree. Durations in ms. */
 export const ADS_DEFAULTS = {
-  ADS_SUBJECT_PREFIX: '',
   VIEWS_STREAM: 'ADS_VIEWS',
   VIEWS_CONSUMER: 'ads-view-counter',
   VIEW_DEDUP_WINDOW: 86_400_000,
@@ -94,23 +92,9 @@ export const ADS_DEFAULTS = {
   GATEWAY_REQUEST_TIMEOUT: 10_000,
   GATEWAY_IDLE_TIMEOUT: 30_000,
   GATEWAY_KEEPALIVE_TIMEOUT: 5_000,
-  GATEWAY_RETRY_AFTER: 5,
+  GATEWAY_RETRY_AFTER: 5_000,
   VIEW_VISITORS_PER_IP: 5,
 } as const;
-
-const UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** A duration: `1500ms`, `30s`, `90m`, `3h`, `1d`, or a bare number of milliseconds. */
-export function readDuration(r: EnvReader, name: string, def: number, min: number, max: number): number {
-  const v = r.raw(name);
-  if (v === undefined) return def;
-  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/i.exec(v);
-  const ms = m ? Math.round(Number(m[1]) * UNITS[(m[2] ?? 'ms').toLowerCase()]!) : NaN;
-  if (!Number.isFinite(ms) || ms < min || ms > max) {
-    throw new ConfigError(name, `expected a duration between ${min} ms and ${max} ms such as 1500ms, 30s, 90m, 3h, 1d (a bare number is ms), got ${JSON.stringify(v)}`);
-  }
-  return ms;
-}
 
 function readProxies(r: EnvReader, name: string): string[] {
   const v = r.raw(name);
@@ -135,7 +119,11 @@ function subject(r: EnvReader, name: string, def: string): string {
 /** Parses and validates the ads variables. Throws ConfigError naming the first bad variable. */
 export function loadAdsConfig(env: Env = process.env): AdsConfig {
   const r = new EnvReader(env);
-  const subjectPrefix = subjectPrefixVar(r, 'ADS_SUBJECT_PREFIX');
+  // One prefix for every subject of a deployment (notify.*, images.*, ads.*, messages.*).
+  if (r.raw('ADS_SUBJECT_PREFIX') !== undefined) {
+    throw new ConfigError('ADS_SUBJECT_PREFIX', 'no longer read: NATS_SUBJECT_PREFIX now prefixes every subject, ads.* and messages.* included; set that and remove ADS_SUBJECT_PREFIX');
+  }
+  const subjectPrefix = subjectPrefixVar(r, 'NATS_SUBJECT_PREFIX');
   const name = (v: string, def: string): string => {
     const s = r.string(v, def);
     if (!/^[A-Za-z0-9_-]{1,64}$/.test(s)) throw new ConfigError(v, `expected 1-64 characters of A-Z a-z 0-9 _ -, got ${JSON.stringify(s)}`);
@@ -143,44 +131,44 @@ export function loadAdsConfig(env: Env = process.env): AdsConfig {
   };
   const apiToken = r.optionalString('ADS_API_TOKEN');
   if (apiToken !== undefined && apiToken.length < 16) throw new ConfigError('ADS_API_TOKEN', 'expected at least 16 characters (value not shown)');
-  const viewFlushMs = r.integer('VIEW_FLUSH_MS', ADS_DEFAULTS.VIEW_FLUSH_MS, { min: 10, max: 600_000 });
-  const bumpCheckMs = readDuration(r, 'BUMP_CHECK_MS', ADS_DEFAULTS.BUMP_CHECK_MS, 10, 3_600_000);
-  const bumpLeaseMs = readDuration(r, 'BUMP_LEASE_MS', ADS_DEFAULTS.BUMP_LEASE_MS, 100, 3_600_000);
+  const viewFlushMs = r.duration('VIEW_FLUSH_MS', ADS_DEFAULTS.VIEW_FLUSH_MS, { min: 10, max: 600_000 });
+  const bumpCheckMs = r.duration('BUMP_CHECK_MS', ADS_DEFAULTS.BUMP_CHECK_MS, { min: 10, max: 3_600_000 });
+  const bumpLeaseMs = r.duration('BUMP_LEASE_MS', ADS_DEFAULTS.BUMP_LEASE_MS, { min: 100, max: 3_600_000 });
   if (bumpLeaseMs <= bumpCheckMs) throw new ConfigError('BUMP_LEASE_MS', `expected more than BUMP_CHECK_MS (${bumpCheckMs}), got ${bumpLeaseMs}: the leader renews its lease at each check`);
   return {
-    instanceId: r.string('INSTANCE_ID', `${hostname()}-${process.pid}`),
+    instanceId: instanceIdVar(r),
     subjectPrefix,
     viewsStream: name('VIEWS_STREAM', ADS_DEFAULTS.VIEWS_STREAM),
     viewsConsumer: name('VIEWS_CONSUMER', ADS_DEFAULTS.VIEWS_CONSUMER),
-    viewDedupWindowMs: readDuration(r, 'VIEW_DEDUP_WINDOW', ADS_DEFAULTS.VIEW_DEDUP_WINDOW, 1_000, 366 * 86_400_000),
+    viewDedupWindowMs: r.duration('VIEW_DEDUP_WINDOW', ADS_DEFAULTS.VIEW_DEDUP_WINDOW, { min: 1_000, max: 366 * 86_400_000 }),
     viewFlushMs,
     viewFlushMax: r.integer('VIEW_FLUSH_MAX', ADS_DEFAULTS.VIEW_FLUSH_MAX, { min: 1, max: 20_000 }),
-    viewAckWaitMs: readDuration(r, 'VIEW_ACK_WAIT_MS', ADS_DEFAULTS.VIEW_ACK_WAIT_MS, 1_000, 3_600_000),
-    viewDuplicateWindowMs: readDuration(r, 'VIEW_DUPLICATE_WINDOW', ADS_DEFAULTS.VIEW_DUPLICATE_WINDOW, 1_000, 86_400_000),
-    viewStreamMaxAgeMs: readDuration(r, 'VIEW_STREAM_MAX_AGE', ADS_DEFAULTS.VIEW_STREAM_MAX_AGE, 60_000, 365 * 86_400_000),
+    viewAckWaitMs: r.duration('VIEW_ACK_WAIT_MS', ADS_DEFAULTS.VIEW_ACK_WAIT_MS, { min: 1_000, max: 3_600_000 }),
+    viewDuplicateWindowMs: r.duration('VIEW_DUPLICATE_WINDOW', ADS_DEFAULTS.VIEW_DUPLICATE_WINDOW, { min: 1_000, max: 86_400_000 }),
+    viewStreamMaxAgeMs: r.duration('VIEW_STREAM_MAX_AGE', ADS_DEFAULTS.VIEW_STREAM_MAX_AGE, { min: 60_000, max: 365 * 86_400_000 }),
     natsReplicas: natsReplicasVar(r),
     viewHashSalt: r.string('VIEW_HASH_SALT', ADS_DEFAULTS.VIEW_HASH_SALT),
-    bumpIntervalMs: readDuration(r, 'BUMP_INTERVAL', ADS_DEFAULTS.BUMP_INTERVAL, 1_000, 365 * 86_400_000),
+    bumpIntervalMs: r.duration('BUMP_INTERVAL', ADS_DEFAULTS.BUMP_INTERVAL, { min: 1_000, max: 365 * 86_400_000 }),
     bumpCheckMs,
     bumpLeaseMs,
     bumpChunk: r.integer('BUMP_CHUNK', ADS_DEFAULTS.BUMP_CHUNK, { min: 1, max: 100_000 }),
     unreadCacheMax: r.integer('UNREAD_CACHE_MAX', ADS_DEFAULTS.UNREAD_CACHE_MAX, { min: 1, max: 10_000_000 }),
-    unreadCacheTtlMs: readDuration(r, 'UNREAD_CACHE_TTL', ADS_DEFAULTS.UNREAD_CACHE_TTL, 1_000, 86_400_000),
+    unreadCacheTtlMs: r.duration('UNREAD_CACHE_TTL', ADS_DEFAULTS.UNREAD_CACHE_TTL, { min: 1_000, max: 86_400_000 }),
     gatewayHost: r.string('GATEWAY_HOST', ADS_DEFAULTS.GATEWAY_HOST),
     gatewayPort: r.integer('GATEWAY_PORT', ADS_DEFAULTS.GATEWAY_PORT, { min: 0, max: 65535 }),
     gatewayBodyLimit: r.integer('GATEWAY_BODY_LIMIT', ADS_DEFAULTS.GATEWAY_BODY_LIMIT, { min: 256, max: 1_048_576 }),
     rateLimitMax: r.integer('RATE_LIMIT_MAX', ADS_DEFAULTS.RATE_LIMIT_MAX, { min: 1, max: 100_000_000 }),
-    rateLimitWindowMs: readDuration(r, 'RATE_LIMIT_WINDOW', ADS_DEFAULTS.RATE_LIMIT_WINDOW, 1_000, 86_400_000),
+    rateLimitWindowMs: r.duration('RATE_LIMIT_WINDOW', ADS_DEFAULTS.RATE_LIMIT_WINDOW, { min: 1_000, max: 86_400_000 }),
     trustedProxies: readProxies(r, 'TRUSTED_PROXIES'),
     apiToken,
-    requestTimeoutMs: r.integer('ADS_REQUEST_TIMEOUT_MS', ADS_DEFAULTS.ADS_REQUEST_TIMEOUT_MS, { min: 50, max: 60_000 }),
-    adCacheTtlMs: readDuration(r, 'AD_CACHE_TTL', ADS_DEFAULTS.AD_CACHE_TTL, 0, 86_400_000),
+    requestTimeoutMs: r.duration('ADS_REQUEST_TIMEOUT_MS', ADS_DEFAULTS.ADS_REQUEST_TIMEOUT_MS, { min: 50, max: 60_000 }),
+    adCacheTtlMs: r.duration('AD_CACHE_TTL', ADS_DEFAULTS.AD_CACHE_TTL, { min: 0, max: 86_400_000 }),
     // Follows the pipeline's NATS_SUBJECT_PREFIX unless set explicitly.
     enqueueSubject: subject(r, 'ADS_ENQUEUE_SUBJECT', `${r.raw('NATS_SUBJECT_PREFIX') ?? ''}${ADS_DEFAULTS.ADS_ENQUEUE_SUBJECT}`),
-    gatewayRequestTimeoutMs: readDuration(r, 'GATEWAY_REQUEST_TIMEOUT', ADS_DEFAULTS.GATEWAY_REQUEST_TIMEOUT, 100, 600_000),
-    gatewayIdleTimeoutMs: readDuration(r, 'GATEWAY_IDLE_TIMEOUT', ADS_DEFAULTS.GATEWAY_IDLE_TIMEOUT, 100, 3_600_000),
-    gatewayKeepAliveTimeoutMs: readDuration(r, 'GATEWAY_KEEPALIVE_TIMEOUT', ADS_DEFAULTS.GATEWAY_KEEPALIVE_TIMEOUT, 100, 600_000),
-    gatewayRetryAfterS: r.integer('GATEWAY_RETRY_AFTER', ADS_DEFAULTS.GATEWAY_RETRY_AFTER, { min: 1, max: 3_600 }),
+    gatewayRequestTimeoutMs: r.duration('GATEWAY_REQUEST_TIMEOUT', ADS_DEFAULTS.GATEWAY_REQUEST_TIMEOUT, { min: 100, max: 600_000 }),
+    gatewayIdleTimeoutMs: r.duration('GATEWAY_IDLE_TIMEOUT', ADS_DEFAULTS.GATEWAY_IDLE_TIMEOUT, { min: 100, max: 3_600_000 }),
+    gatewayKeepAliveTimeoutMs: r.duration('GATEWAY_KEEPALIVE_TIMEOUT', ADS_DEFAULTS.GATEWAY_KEEPALIVE_TIMEOUT, { min: 100, max: 600_000 }),
+    gatewayRetryAfterS: Math.ceil(r.duration('GATEWAY_RETRY_AFTER', ADS_DEFAULTS.GATEWAY_RETRY_AFTER, { min: 1_000, max: 3_600_000 }) / 1_000),
     viewVisitorsPerIp: r.integer('VIEW_VISITORS_PER_IP', ADS_DEFAULTS.VIEW_VISITORS_PER_IP, { min: 1, max: 100_000 }),
   };
 }

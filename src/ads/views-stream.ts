@@ -28,7 +28,7 @@ function apiErrCode(e: unknown): number | undefined {
 
 /**
  * Creates the stream with NATS_REPLICAS replicas. An existing stream whose replicas, max
- * age (VIEW_STREAM_MAX_AGE) or subjects (ADS_SUBJECT_PREFIX) differ is a start-up error
+ * age (VIEW_STREAM_MAX_AGE) or subjects (NATS_SUBJECT_PREFIX) differ is a start-up error
  * (NATS_STREAM_MISMATCH, with the migration step); only the publisher dedup window is
  * brought in line in place. Idempotent; safe from several processes.
  */
@@ -44,7 +44,7 @@ export async function ensureViewsStream(jsm: JetStreamManager, c: AdsConfig): Pr
     num_replicas: c.natsReplicas,
   };
   const check = (have: StreamConfig): void => {
-    assertStreamMatches(have, { stream: n.stream, what: 'views stream', replicas: c.natsReplicas, maxAgeMs: c.viewStreamMaxAgeMs, maxAgeVar: 'VIEW_STREAM_MAX_AGE', subjects: [n.subjects], subjectsVar: 'ADS_SUBJECT_PREFIX' });
+    assertStreamMatches(have, { stream: n.stream, what: 'views stream', replicas: c.natsReplicas, maxAgeMs: c.viewStreamMaxAgeMs, maxAgeVar: 'VIEW_STREAM_MAX_AGE', subjects: [n.subjects], subjectsVar: 'NATS_SUBJECT_PREFIX' });
   };
   try {
     const info = await jsm.streams.info(n.stream);

@@ -11,7 +11,7 @@ export interface DemoOptions {
   db: Knex;
   nc: NatsConnection;
   subjects: SubjectSet;
-  /** ADS_SUBJECT_PREFIX. */
+  /** NATS_SUBJECT_PREFIX (every subject takes it). */
   adsPrefix: string;
   adminChatId: number;
   customerChatId: number;

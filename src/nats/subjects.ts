@@ -77,7 +77,7 @@ export function makeSubjects(pre = '') {
     workerService: 'notify-worker',
   
     // ---- Ads ---------------------------------------------------------------------
-    // Every ads subject takes the configured prefix `p` (ADS_SUBJECT_PREFIX, '' in
+    // Every ads subject takes the configured prefix `p` (NATS_SUBJECT_PREFIX, '' in
     // production, unique per test). Payload schemas: src/nats/ads-payloads.ts.
   
     /**

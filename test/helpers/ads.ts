@@ -11,7 +11,7 @@ import { NATS_URL, captureLogger, uniq } from './services';
 /** Env for a test: unique subject prefix, stream and consumer names; fast timers. */
 export function adsTestEnv(overrides: Record<string, string> = {}): Record<string, string> {
   return {
-    ADS_SUBJECT_PREFIX: `${uniq('t')}.`,
+    NATS_SUBJECT_PREFIX: `${uniq('t')}.`,
     VIEWS_STREAM: uniq('ADSV'),
     VIEWS_CONSUMER: uniq('counter'),
     VIEW_FLUSH_MS: '100',

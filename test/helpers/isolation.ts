@@ -2,12 +2,13 @@ import { connect } from 'nats';
 import { NATS_URL, uniq } from './services';
 
 /**
- * Env that keeps a started worker's ads role off the shared defaults: its own subject
- * prefix, views stream and consumer (otherwise it would join the `ADS_VIEWS` stream of
- * whoever runs `npm start` against the same NATS server). Drop the stream afterwards.
+ * Env that keeps a started worker's ads role off the shared defaults: its own views stream
+ * and consumer (otherwise it would join the `ADS_VIEWS` stream of whoever runs `npm start`
+ * against the same NATS server). The caller sets its own NATS_SUBJECT_PREFIX, which every
+ * subject takes. Drop the stream afterwards.
  */
-export function isolatedAdsEnv(): { ADS_SUBJECT_PREFIX: string; VIEWS_STREAM: string; VIEWS_CONSUMER: string } {
-  return { ADS_SUBJECT_PREFIX: `${uniq('ads')}.`, VIEWS_STREAM: uniq('ADSV'), VIEWS_CONSUMER: uniq('counter') };
+export function isolatedAdsEnv(): { VIEWS_STREAM: string; VIEWS_CONSUMER: string } {
+  return { VIEWS_STREAM: uniq('ADSV'), VIEWS_CONSUMER: uniq('counter') };
 }
 
 /** Deletes a JetStream stream (missing is fine). */

@@ -24,8 +24,8 @@ export async function freePort(): Promise<number> {
 
 /**
  * deploy/nats-server.conf adapted to a test: the JetStream store in `storeDir`, and every
- * application subject prefixed with `prefix` (what an operator does for NATS_SUBJECT_PREFIX /
- * ADS_SUBJECT_PREFIX, see docs/security.md). Nothing else changes.
+ * application subject prefixed with `prefix` (what an operator does for NATS_SUBJECT_PREFIX,
+ * see docs/security.md). Nothing else changes.
  */
 export function renderDeployConf(storeDir: string, prefix = ''): string {
   const text = readFileSync(DEPLOY_CONF, 'utf8');

@@ -272,7 +272,6 @@ describe('three-node NATS cluster, R3: a node dies (SIGKILL)', function () {
       CLUSTER_BUCKET: bucket,
       NATS_SUBJECT_PREFIX: `${bucket}.`,
       VIEWS_STREAM: `${bucket}_views`,
-      ADS_SUBJECT_PREFIX: `${bucket}.`,
       ROLE: 'worker',
       ...env,
     });

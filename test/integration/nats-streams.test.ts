@@ -20,7 +20,7 @@ describe('JetStream streams: NATS_REPLICAS and the start-up check of existing st
   });
 
   it('creates the views stream with NATS_REPLICAS replicas', async () => {
-    const c = loadAdsConfig(adsTestEnv({ VIEWS_STREAM: stream, ADS_SUBJECT_PREFIX: `${stream}.`, NATS_REPLICAS: '1' }));
+    const c = loadAdsConfig(adsTestEnv({ VIEWS_STREAM: stream, NATS_SUBJECT_PREFIX: `${stream}.`, NATS_REPLICAS: '1' }));
     const jsm = await nc.jetstreamManager();
     await ensureViewsStream(jsm, c);
     assert.equal((await jsm.streams.info(stream)).config.num_replicas, 1);
@@ -29,8 +29,8 @@ describe('JetStream streams: NATS_REPLICAS and the start-up check of existing st
 
   it('an existing views stream with replicas 1 while NATS_REPLICAS=3: a start-up error naming both values and the migration step', async () => {
     const jsm = await nc.jetstreamManager();
-    await ensureViewsStream(jsm, loadAdsConfig(adsTestEnv({ VIEWS_STREAM: stream, ADS_SUBJECT_PREFIX: `${stream}.` })));
-    const c3 = loadAdsConfig(adsTestEnv({ VIEWS_STREAM: stream, ADS_SUBJECT_PREFIX: `${stream}.`, NATS_REPLICAS: '3' }));
+    await ensureViewsStream(jsm, loadAdsConfig(adsTestEnv({ VIEWS_STREAM: stream, NATS_SUBJECT_PREFIX: `${stream}.` })));
+    const c3 = loadAdsConfig(adsTestEnv({ VIEWS_STREAM: stream, NATS_SUBJECT_PREFIX: `${stream}.`, NATS_REPLICAS: '3' }));
     await assert.rejects(ensureViewsStream(jsm, c3), (e: AppError) => {
       assert.equal(e.code, 'NATS_STREAM_MISMATCH');
       assert.match(e.message, /replicas 1 but NATS_REPLICAS asks for 3/);
@@ -40,11 +40,11 @@ describe('JetStream streams: NATS_REPLICAS and the start-up check of existing st
     assert.equal((await jsm.streams.info(stream)).config.num_replicas, 1, 'nothing changed behind the operator');
   });
 
-  it('other subjects (ADS_SUBJECT_PREFIX) or another max age are refused too, not silently applied', async () => {
+  it('other subjects (NATS_SUBJECT_PREFIX) or another max age are refused too, not silently applied', async () => {
     const jsm = await nc.jetstreamManager();
-    await ensureViewsStream(jsm, loadAdsConfig(adsTestEnv({ VIEWS_STREAM: stream, ADS_SUBJECT_PREFIX: `${stream}.` })));
-    await assert.rejects(ensureViewsStream(jsm, loadAdsConfig(adsTestEnv({ VIEWS_STREAM: stream, ADS_SUBJECT_PREFIX: `${stream}x.` }))), /subjects .* but ADS_SUBJECT_PREFIX asks for/);
-    await assert.rejects(ensureViewsStream(jsm, loadAdsConfig(adsTestEnv({ VIEWS_STREAM: stream, ADS_SUBJECT_PREFIX: `${stream}.`, VIEW_STREAM_MAX_AGE: '1d' }))), /max_age 604800000 ms but VIEW_STREAM_MAX_AGE asks for 86400000 ms/);
+    await ensureViewsStream(jsm, loadAdsConfig(adsTestEnv({ VIEWS_STREAM: stream, NATS_SUBJECT_PREFIX: `${stream}.` })));
+    await assert.rejects(ensureViewsStream(jsm, loadAdsConfig(adsTestEnv({ VIEWS_STREAM: stream, NATS_SUBJECT_PREFIX: `${stream}x.` }))), /subjects .* but NATS_SUBJECT_PREFIX asks for/);
+    await assert.rejects(ensureViewsStream(jsm, loadAdsConfig(adsTestEnv({ VIEWS_STREAM: stream, NATS_SUBJECT_PREFIX: `${stream}.`, VIEW_STREAM_MAX_AGE: '1d' }))), /max_age 604800000 ms but VIEW_STREAM_MAX_AGE asks for 86400000 ms/);
   });
 
   it('NATS_REPLICAS is validated at start-up', () => {

@@ -55,7 +55,6 @@ describe("README: every 'Try it' example works on a fresh setup (real system, re
       NATS_URL,
       TELEGRAM_SANDBOX: '1',
       NATS_SUBJECT_PREFIX: `${p}.`,
-      ADS_SUBJECT_PREFIX: `${p}.`,
       CLUSTER_BUCKET: p,
       VIEWS_STREAM: `V${p}`,
     };

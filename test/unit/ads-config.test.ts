@@ -41,7 +41,9 @@ describe('ads config', () => {
     [{ TRUSTED_PROXIES: '10.0.0.0/8,proxy.local' }, 'TRUSTED_PROXIES'],
     [{ TRUSTED_PROXIES: '10.0.0.0/33' }, 'TRUSTED_PROXIES'],
     [{ ADS_API_TOKEN: 'short' }, 'ADS_API_TOKEN'],
-    [{ ADS_SUBJECT_PREFIX: 'no-dot' }, 'ADS_SUBJECT_PREFIX'],
+    [{ NATS_SUBJECT_PREFIX: 'no-dot' }, 'NATS_SUBJECT_PREFIX'],
+    // One prefix system: the old ads-only variable is refused, not silently ignored.
+    [{ ADS_SUBJECT_PREFIX: 'staging.' }, 'ADS_SUBJECT_PREFIX'],
     [{ VIEWS_STREAM: 'a.b' }, 'VIEWS_STREAM'],
     [{ ADS_ENQUEUE_SUBJECT: 'notify.*' }, 'ADS_ENQUEUE_SUBJECT'],
     [{ GATEWAY_PORT: '70000' }, 'GATEWAY_PORT'],
@@ -108,3 +110,19 @@ describe('ads gateway error mapping', () => {
     assert.ok(!internal.message.includes('hunter2'), 'internal details stay in the log');
   });
 });
+
+describe('config: one prefix, one duration syntax', () => {
+  it('the ads subjects take NATS_SUBJECT_PREFIX', () => {
+    assert.equal(loadAdsConfig({ NATS_SUBJECT_PREFIX: 'staging.' }).subjectPrefix, 'staging.');
+    assert.equal(loadAdsConfig({}).subjectPrefix, '');
+  });
+
+  it('every duration takes a unit or bare milliseconds, in every section', () => {
+    const ads = loadAdsConfig({ VIEW_FLUSH_MS: '2s', BUMP_INTERVAL: '90m', GATEWAY_RETRY_AFTER: '1500ms' });
+    assert.equal(ads.viewFlushMs, 2_000);
+    assert.equal(ads.bumpIntervalMs, 5_400_000);
+    assert.equal(ads.gatewayRetryAfterS, 2, 'Retry-After is sent in whole seconds, rounded up');
+    assert.equal(loadAdsConfig({ VIEW_FLUSH_MS: '250' }).viewFlushMs, 250);
+  });
+});
+

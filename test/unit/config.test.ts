@@ -222,3 +222,22 @@ describe('config: loadConfig', () => {
     });
   });
 });
+
+describe('config: durations', () => {
+  it('core _MS variables take units too, and bare numbers stay milliseconds', () => {
+    const c = loadConfig({ OUTBOX_POLL_MS: '2s', CLAIM_LEASE_MS: '2m', SHUTDOWN_TIMEOUT_MS: '45000', RETRY_MAX_MS: '1h' });
+    assert.equal(c.outboxPollMs, 2_000);
+    assert.equal(c.claimLeaseMs, 120_000);
+    assert.equal(c.shutdownTimeoutMs, 45_000);
+    assert.equal(c.retryMaxMs, 3_600_000);
+  });
+
+  it('a bad duration names the variable, the bounds and the syntax', () => {
+    assert.throws(
+      () => loadConfig({ OUTBOX_POLL_MS: '2 fortnights' }),
+      (e: unknown) => e instanceof ConfigError && e.variable === 'OUTBOX_POLL_MS' && /between 10 ms and 1 m .*1500ms, 30s/.test(e.message),
+    );
+    assert.throws(() => loadConfig({ CLAIM_LEASE_MS: '2d' }), (e: unknown) => e instanceof ConfigError && e.variable === 'CLAIM_LEASE_MS');
+  });
+});
+
