@@ -9,7 +9,7 @@ import { isAppError } from '../src/errors';
 import type { ImageSource } from '../src/images/source';
 import { ImageCache, type CacheStats, type FetchResult } from '../src/images/cache';
 import { downloadImage, FETCH_FAILURE_REASONS, type DownloadOptions, type DownloadResult, type FetchFailureReason } from '../src/images/fetch';
-import type { ImagesConfig } from '../src/images/config';
+import type { ImagesConfig } from '../src/config/images';
 import type { Metrics } from '../src/metrics';
 
 export type { FetchResult } from '../src/images/cache';

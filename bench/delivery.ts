@@ -10,7 +10,7 @@
  * BENCH_ONLY=stricter,ceiling,steady,idle picks scenarios.
  */
 import { connect } from 'nats';
-import { loadConfig } from '../src/config';
+import { loadConfig } from '../src/config/core';
 import { createLogger } from '../src/log';
 import { Metrics } from '../src/metrics';
 import { TelegrafClient } from '../src/telegram/client';

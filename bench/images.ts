@@ -26,7 +26,7 @@
 import { spawn } from 'node:child_process';
 import { connect } from 'nats';
 import pino from 'pino';
-import { loadConfig } from '../src/config';
+import { loadConfig } from '../src/config/core';
 import { createLogger } from '../src/log';
 import { Metrics } from '../src/metrics';
 import { createDb, type Knex } from '../src/db/knex';
@@ -36,7 +36,7 @@ import { TelegrafClient } from '../src/telegram/client';
 import { startActorSystem, stopActorSystem, query } from '../src/runtime/actor';
 import { spawnFetcher, type FetcherMessage, type FetcherStats } from '../actors/image-fetcher';
 import { fetcherImageSource } from '../actors/image-fetcher';
-import { loadImagesConfig } from '../src/images/config';
+import { loadImagesConfig } from '../src/config/images';
 import { OrderAwarePlanner } from '../src/orders/planner';
 import { startImageServer } from '../test/helpers/image-server';
 import { rng, startSandboxProcess, getJson, machine, table } from './lib';

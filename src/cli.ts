@@ -6,8 +6,7 @@
  */
 import { parseArgs } from 'node:util';
 import { connect, type NatsConnection } from 'nats';
-import { loadConfig } from './config';
-import { loadAdsConfig } from './ads/config';
+import { loadConfig, loadSettings } from './config';
 import { rateToWindow } from './limits/window';
 import { CliError, dbError, natsConnectError, requestError } from './cli/errors';
 import { nextCommands, seedDemo } from './cli/demo';
@@ -61,8 +60,7 @@ async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return values.help ? 0 : 2;
   }
-  const config = loadConfig();
-  const adsConfig = loadAdsConfig();
+  const { core: config, ads: adsConfig } = loadSettings();
   const subjects = makeSubjects(config.natsSubjectPrefix);
   const withNats = async <T>(f: (nc: NatsConnection) => Promise<T>): Promise<T> => {
     const nc = await connect({ servers: config.natsUrl.split(','), ...natsAuthOptionsFrom(config), name: 'notify-cli' }).catch((e: unknown) => {

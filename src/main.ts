@@ -3,7 +3,7 @@
  * Telegram client, starts the roles of this process, and shuts everything down in a
  * fixed order on SIGTERM/SIGINT (a second signal exits at once; leases cover that case).
  */
-import { loadConfig, describeConfig, redactUrl, type Config } from './config';
+import { loadSettings, loadImagesConfig, describeConfig, describeAdsConfig, redactUrl, type Config } from './config';
 import { createStdoutLogger, knexLog, registerSecret, routeConsole, type Logger } from './log';
 import { Metrics, startMetricsServer } from './metrics';
 import { ShutdownSequence } from './lifecycle';
@@ -16,10 +16,8 @@ import { TelegramUnauthorized } from './telegram/errors';
 import type { TelegramSandbox } from '../sandbox/server';
 import { startPipeline, startObservedSystem } from './roles/pipeline';
 import { stopActorSystem } from './runtime/actor';
-import { loadImagesConfig } from './images/config';
 import { startImagesRole } from './roles/images';
-import { loadAdsConfig, startAds, startGatewayRole } from './roles/ads';
-import { describeAdsConfig } from './ads/config';
+import { startAds, startGatewayRole } from './roles/ads';
 import { startCluster } from './roles/cluster';
 import { makeSubjects } from './nats/subjects';
 import { ConfigError, describeError } from './errors';
@@ -49,10 +47,11 @@ export interface MainOptions {
 
 export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptions = {}): Promise<RunningSystem> {
   const startedAt = Date.now();
-  const config = loadConfig(env);
-  // Every role's configuration is validated before anything starts.
-  let imagesConfig = loadImagesConfig(env);
-  const adsConfig = loadAdsConfig(env);
+  // Every section of the configuration is validated before anything starts.
+  const settings = loadSettings(env);
+  const config = settings.core;
+  let imagesConfig = settings.images;
+  const adsConfig = settings.ads;
   registerSecret(adsConfig.apiToken);
   registerSecret(adsConfig.viewHashSalt);
   registerSecret(config.telegramBotToken);

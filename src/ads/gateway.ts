@@ -13,7 +13,7 @@ import { RequestStrategy, type Msg, type NatsConnection, type JetStreamClient } 
 import type { Knex } from '../db/knex';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
-import type { AdsConfig } from './config';
+import type { AdsConfig } from '../config/ads';
 import { AppError, InputError } from '../errors';
 import { classifyHttpError, databaseUnavailable, errorFields, writeClientError, UpstreamError } from './http-errors';
 import type { IncomingMessage } from 'node:http';

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { AckPolicy, DeliverPolicy, RetentionPolicy, StorageType, nanos, type JetStreamManager, type NatsError, type StreamConfig, type ConsumerConfig } from 'nats';
-import type { AdsConfig } from './config';
+import type { AdsConfig } from '../config/ads';
 import { Subjects } from '../nats/subjects';
 import { assertStreamMatches } from '../nats/streams';
 

@@ -1,4 +1,4 @@
-import { redactUrl } from '../config';
+import { redactUrl } from '../config/core';
 import { describeError } from '../errors';
 
 /** An error the CLI prints as it is (one human sentence), with exit code 1. */

@@ -1,4 +1,4 @@
-import { loadConfig, redactUrl } from '../config';
+import { loadConfig, redactUrl } from '../config/core';
 import { createLogger, knexLog } from '../log';
 import { describeError } from '../errors';
 import { checkDatabase } from './ensure';

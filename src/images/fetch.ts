@@ -1,4 +1,4 @@
-import { hostAllowed } from './config';
+import { hostAllowed } from '../config/images';
 
 /**
  * Why a download failed. Stable strings: they label metrics and appear in logs.

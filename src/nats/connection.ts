@@ -1,9 +1,9 @@
 import { connect, credsAuthenticator, nkeyAuthenticator, DebugEvents, ErrorCode, Events, type NatsConnection, type ConnectionOptions } from 'nats';
 import { registerSecret, type Logger } from '../log';
-import { loadNatsAuth, type NatsAuth, type NatsAuthSettings } from '../nats-auth';
+import { loadNatsAuth, type NatsAuth, type NatsAuthSettings } from '../config/nats-auth';
 
 export type { NatsConnection } from 'nats';
-export { loadNatsAuth, readNatsAuthSettings, describeNatsAuth, type NatsAuth, type NatsAuthSettings } from '../nats-auth';
+export { loadNatsAuth, readNatsAuthSettings, describeNatsAuth, type NatsAuth, type NatsAuthSettings } from '../config/nats-auth';
 
 export interface NatsOptions {
   url: string;
@@ -11,7 +11,7 @@ export interface NatsOptions {
   user?: string | undefined;
   password?: string | undefined;
   token?: string | undefined;
-  /** NKEY seed, .creds file, TLS and the above, as read from the environment (src/nats-auth.ts). */
+  /** NKEY seed, .creds file, TLS and the above, as read from the environment (src/config/nats-auth.ts). */
   auth?: NatsAuthSettings;
   /** Wait for the server at first connect instead of failing at once. Default true. */
   waitOnFirstConnect?: boolean;

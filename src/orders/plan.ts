@@ -5,7 +5,7 @@
  */
 import type { Knex } from 'knex';
 import type { PhotoItem, PhotoSource } from '../telegram/client';
-import { IMAGES_DEFAULTS, type ImagesConfig } from '../images/config';
+import { IMAGES_DEFAULTS, type ImagesConfig } from '../config/images';
 import type { ImageSource } from '../images/source';
 import type { Logger } from '../log';
 import { OrderItem } from '../db/models/order-item';

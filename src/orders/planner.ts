@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import type { Logger } from '../log';
-import type { ImagesConfig } from '../images/config';
+import type { ImagesConfig } from '../config/images';
 import type { ImageSource } from '../images/source';
 import { textParts, type Part, type Planner } from '../outbox/plan';
 import type { OutboxRow } from '../outbox/types';

@@ -7,7 +7,7 @@ import type { ConsumerMessages, NatsConnection } from 'nats';
 import type { Knex } from '../db/knex';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
-import type { AdsConfig } from '../ads/config';
+import type { AdsConfig } from '../config/ads';
 import { ShutdownSequence } from '../lifecycle';
 import { describeError } from '../errors';
 import { dispatch, query, stop as stopActor, type ActorRef, type Parent } from '../runtime/actor';
@@ -23,7 +23,7 @@ import { spawnBump, type BumpMsg, type BumpResult } from '../../actors/ads/bump'
 import { AdsRepository } from '../ads/repository';
 import { spawnUnreadCache, type UnreadCacheMsg, type UnreadResult } from '../../actors/ads/unread-cache';
 
-export { loadAdsConfig, describeAdsConfig, type AdsConfig } from '../ads/config';
+export { loadAdsConfig, describeAdsConfig, type AdsConfig } from '../config/ads';
 export { buildGateway, startGateway } from '../ads/gateway';
 export { DbLeaseSingleton, type Singleton } from '../ads/singleton';
 

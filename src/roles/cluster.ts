@@ -1,5 +1,5 @@
 import type { NatsConnection, Subscription } from 'nats';
-import type { Config } from '../config';
+import type { Config } from '../config/core';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import { dispatch, query, stop, type ActorRef, type ActorSystem } from '../runtime/actor';

@@ -7,7 +7,7 @@ import { query, dispatch, type ActorRef, type Parent } from '../runtime/actor';
 import type { Logger } from '../log';
 import type { Knex } from '../db/knex';
 import { Metrics } from '../metrics';
-import type { ImagesConfig } from '../images/config';
+import type { ImagesConfig } from '../config/images';
 import { OrderAwarePlanner } from '../orders/planner';
 import { spawnFetcher, fetcherImageSource, type FetcherMessage, type FetcherStats, type InvalidateResult, type InvalidateTarget } from '../../actors/image-fetcher';
 import { Subjects, type SubjectSet } from '../nats/subjects';

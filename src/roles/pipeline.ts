@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { NatsConnection, Subscription, Service } from 'nats';
 import { startActorSystem, stopActorSystem, dispatch, query, stop, type ActorRef, type ActorSystem } from '../runtime/actor';
-import type { Config } from '../config';
+import type { Config } from '../config/core';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import { GlobalGate, systemClock } from '../limits/global-gate';

@@ -1,4 +1,4 @@
-import type { Config } from '../config';
+import type { Config } from '../config/core';
 import { ConfigError } from '../errors';
 
 /** Where a worker's sends go: Telegram, or the in-process sandbox. */

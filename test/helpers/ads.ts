@@ -2,7 +2,7 @@ import { spawn as spawnProcess, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import type { NatsConnection } from 'nats';
 import { connectNats } from '../../src/nats/connection';
-import { loadAdsConfig, type AdsConfig } from '../../src/ads/config';
+import { loadAdsConfig, type AdsConfig } from '../../src/config/ads';
 import { Metrics } from '../../src/metrics';
 import { startActorSystem, stopActorSystem, type ActorSystem } from '../../src/runtime/actor';
 import type { Knex } from '../../src/db/knex';

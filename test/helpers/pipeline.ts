@@ -1,5 +1,5 @@
 import { connect, type NatsConnection } from 'nats';
-import { loadConfig, type Config } from '../../src/config';
+import { loadConfig, type Config } from '../../src/config/core';
 import { Metrics } from '../../src/metrics';
 import { TelegrafClient } from '../../src/telegram/client';
 import { TelegramSandbox } from '../../sandbox/server';

@@ -3,7 +3,7 @@ import type { NatsConnection } from 'nats';
 import { createTestDb, NATS_URL, uniq, waitFor, captureLogger, type TestDb } from '../helpers/services';
 import { adsTestEnv, insertAds, lcg, spawnWorker, viewCounts, type WorkerProcess } from '../helpers/ads';
 import { connectNats } from '../../src/nats/connection';
-import { loadAdsConfig, type AdsConfig } from '../../src/ads/config';
+import { loadAdsConfig, type AdsConfig } from '../../src/config/ads';
 import { ensureViewsConsumer, ensureViewsStream, visitorHash } from '../../src/ads/views-stream';
 import { Subjects } from '../../src/nats/subjects';
 import { encodeJson } from '../../src/nats/codec';

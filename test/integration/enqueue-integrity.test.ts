@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { harness, type Harness } from '../helpers/pipeline';
 import { adsTestEnv } from '../helpers/ads';
 import { waitFor } from '../helpers/services';
-import { loadAdsConfig, type AdsConfig } from '../../src/ads/config';
+import { loadAdsConfig, type AdsConfig } from '../../src/config/ads';
 import { startGateway, type RunningGateway } from '../../src/ads/gateway';
 import { encodeJson } from '../../src/nats/codec';
 import { MAX_CHAT_ID } from '../../src/nats/payloads';

@@ -8,7 +8,7 @@ import { freePort } from '../helpers/nats-private';
 import { startAds, startGatewayRole, type RunningAds } from '../../src/roles/ads';
 import { Subjects } from '../../src/nats/subjects';
 import { encodeJson } from '../../src/nats/codec';
-import type { AdsConfig } from '../../src/ads/config';
+import type { AdsConfig } from '../../src/config/ads';
 
 const TOKEN = 'test-token-0123456789abcdef';
 type Gw = Awaited<ReturnType<typeof startGatewayRole>>;

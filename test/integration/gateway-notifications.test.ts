@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { harness, type Harness } from '../helpers/pipeline';
 import { adsTestEnv } from '../helpers/ads';
 import { waitFor } from '../helpers/services';
-import { loadAdsConfig } from '../../src/ads/config';
+import { loadAdsConfig } from '../../src/config/ads';
 import { buildGateway } from '../../src/ads/gateway';
 import { Metrics } from '../../src/metrics';
 

@@ -3,7 +3,7 @@ import { spawnFetcher, type FetcherMessage, type FetcherStats, type InvalidateRe
 import { startActorSystem, stopActorSystem, query, type ActorRef, type ActorSystem } from '../../src/runtime/actor';
 import { fetcherImageSource } from '../../actors/image-fetcher';
 import type { FetchResult } from '../../src/images/cache';
-import type { ImagesConfig } from '../../src/images/config';
+import type { ImagesConfig } from '../../src/config/images';
 import { Metrics } from '../../src/metrics';
 import { startImageServer, type ImageServer } from '../helpers/image-server';
 import { captureLogger } from '../helpers/services';

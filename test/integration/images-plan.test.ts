@@ -8,7 +8,7 @@ import { OrderItem } from '../../src/db/models/order-item';
 import { spawnFetcher, type FetcherMessage } from '../../actors/image-fetcher';
 import { startActorSystem, stopActorSystem, type ActorRef, type ActorSystem } from '../../src/runtime/actor';
 import { fetcherImageSource } from '../../actors/image-fetcher';
-import { loadImagesConfig, type ImagesConfig } from '../../src/images/config';
+import { loadImagesConfig, type ImagesConfig } from '../../src/config/images';
 import { planOrderNotification, orderRepository, orderIdOfNotification, type Part, type PlanDeps } from '../../src/orders/plan';
 import { startImageServer, imageBytes, type ImageServer } from '../helpers/image-server';
 import { createTestDb, captureLogger, type TestDb } from '../helpers/services';

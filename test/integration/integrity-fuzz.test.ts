@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { harness, type Harness } from '../helpers/pipeline';
 import { adsTestEnv, insertAds } from '../helpers/ads';
 import { waitFor, captureLogger, NATS_URL, uniq } from '../helpers/services';
-import { loadAdsConfig, type AdsConfig } from '../../src/ads/config';
+import { loadAdsConfig, type AdsConfig } from '../../src/config/ads';
 import { startGateway, type RunningGateway } from '../../src/ads/gateway';
 import { startAds, type RunningAds } from '../../src/roles/ads';
 import { Subjects } from '../../src/nats/subjects';

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { connectNats, type NatsAuthSettings, type NatsConnection } from '../../src/nats/connection';
-import { loadConfig, describeConfig } from '../../src/config';
+import { loadConfig, describeConfig } from '../../src/config/core';
 import { ConfigError } from '../../src/errors';
 import { captureLogger, waitFor } from '../helpers/services';
 import { startPrivateNats, type PrivateNats } from '../helpers/nats-private';

@@ -9,7 +9,7 @@ import { NatsCluster } from '../helpers/nats-cluster';
 import { adsTestEnv, insertAds, spawnWorker, viewCounts } from '../helpers/ads';
 import { captureLogger } from '../helpers/services';
 import { connectNats } from '../../src/nats/connection';
-import { loadAdsConfig } from '../../src/ads/config';
+import { loadAdsConfig } from '../../src/config/ads';
 import { startGatewayRole } from '../../src/roles/ads';
 import { Metrics } from '../../src/metrics';
 

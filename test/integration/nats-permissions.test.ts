@@ -12,7 +12,7 @@ import { createTestDb, waitFor, type TestDb } from '../helpers/services';
 import { startWorker, type Worker } from '../helpers/processes';
 import { TEST_TOKEN } from '../helpers/pipeline';
 import { insertAds, viewCounts } from '../helpers/ads';
-import { loadAdsConfig } from '../../src/ads/config';
+import { loadAdsConfig } from '../../src/config/ads';
 import { ensureViewsConsumer, ensureViewsStream } from '../../src/ads/views-stream';
 import { openClusterBucket } from '../../src/cluster/kv';
 import { nk } from '../helpers/nats-jwt';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { connect, type NatsConnection } from 'nats';
-import { loadAdsConfig } from '../../src/ads/config';
+import { loadAdsConfig } from '../../src/config/ads';
 import { ensureViewsStream } from '../../src/ads/views-stream';
 import type { AppError } from '../../src/errors';
 import { adsTestEnv } from '../helpers/ads';

@@ -5,7 +5,7 @@ import { startImageServer, type ImageServer } from '../helpers/image-server';
 import { startActorSystem, stopActorSystem, type ActorSystem } from '../../src/runtime/actor';
 import { spawnFetcher } from '../../actors/image-fetcher';
 import { fetcherImageSource } from '../../actors/image-fetcher';
-import { loadImagesConfig } from '../../src/images/config';
+import { loadImagesConfig } from '../../src/config/images';
 import { OrderAwarePlanner } from '../../src/orders/planner';
 import { Product } from '../../src/db/models/product';
 import { Order } from '../../src/db/models/order';

@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { ADS_DEFAULTS, loadAdsConfig } from '../../src/ads/config';
+import { ADS_DEFAULTS, loadAdsConfig } from '../../src/config/ads';
 import { classifyHttpError } from '../../src/ads/gateway';
 import { visitorHash, windowOf, viewMsgId } from '../../src/ads/views-stream';
 import { ConfigError, InputError } from '../../src/errors';

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { DEFAULTS, describeConfig, loadConfig } from '../../src/config';
+import { DEFAULTS, describeConfig, loadConfig } from '../../src/config/core';
 import { ConfigError } from '../../src/errors';
 
 const TOKEN = '123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw';
@@ -195,7 +195,7 @@ describe('config: loadConfig', () => {
     it('never contains the bot token, the NATS password or the NATS token', () => {
       const natsPassword = 'n4ts-s3cret-pass';
       const natsToken = 'n4ts-t0ken-value';
-      // One NATS mechanism at a time (src/nats-auth.ts): user+password, then token.
+      // One NATS mechanism at a time (src/config/nats-auth.ts): user+password, then token.
       const c = loadConfig({ TELEGRAM_BOT_TOKEN: TOKEN, NATS_USER: 'svc', NATS_PASSWORD: natsPassword });
       const text = JSON.stringify(describeConfig(c)) + JSON.stringify(describeConfig(loadConfig({ NATS_TOKEN: natsToken })));
       assert.ok(!text.includes(TOKEN), text);

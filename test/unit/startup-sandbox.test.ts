@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { telegramTarget } from '../../src/startup/sandbox';
 import { ConfigError } from '../../src/errors';
-import { loadConfig } from '../../src/config';
+import { loadConfig } from '../../src/config/core';
 
 const TOKEN = '123456:TEST-token-abcdefghijklmnopqrstuvwxyz';
 

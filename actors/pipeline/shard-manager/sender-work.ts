@@ -9,7 +9,7 @@ import type { OutboxRow, Outcome, Progress } from '../../../src/outbox/types';
 import type { OutcomeEvent } from '../../../src/nats/payloads';
 import { chatRatePerMs, type PipelineDeps } from '../deps';
 import { TelegramApiError, TelegramTransient } from '../../../src/telegram/errors';
-import { DEFAULTS } from '../../../src/config';
+import { DEFAULTS } from '../../../src/config/core';
 import { decide, type Action, type ThrottleScope } from '../../../src/telegram/policy';
 import type { DrainResult, SenderMsg, SenderOptions, SendResult, SenderStatus } from './sender';
 

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
-import { ConfigError } from './errors';
-import { rateToWindow } from './limits/window';
+import { ConfigError } from '../errors';
+import { rateToWindow } from '../limits/window';
 import { readNatsAuthSettings, describeNatsAuth, type NatsAuthSettings } from './nats-auth';
 
 /**

@@ -6,9 +6,9 @@
  * an error naming the variable, never at the first reconnect.
  */
 import { readFileSync } from 'node:fs';
-import { ConfigError } from './errors';
+import { ConfigError } from '../errors';
 
-/** The NATS credential variables as read by src/config.ts (paths, not contents). Secrets: never logged. */
+/** The NATS credential variables as read by src/config/core.ts (paths, not contents). Secrets: never logged. */
 export interface NatsAuthSettings {
   natsUser: string | undefined;
   natsPassword: string | undefined;

@@ -1,5 +1,5 @@
 import { ConfigError } from '../errors';
-import { EnvReader } from '../config';
+import { EnvReader } from './core';
 
 type Env = Record<string, string | undefined>;
 

@@ -1,7 +1,6 @@
 import { isIP } from 'node:net';
-import { EnvReader, instanceIdVar, natsReplicasVar, subjectPrefixVar } from '../config';
+import { EnvReader, instanceIdVar, natsReplicasVar, subjectPrefixVar } from './core';
 import { ConfigError } from '../errors';
-import { Subjects } from '../nats/subjects';
 
 type Env = Record<string, string | undefined>;
 
@@ -88,7 +87,8 @@ export const ADS_DEFAULTS = {
   TRUSTED_PROXIES: '',
   ADS_REQUEST_TIMEOUT_MS: 2_000,
   AD_CACHE_TTL: 60_000,
-  ADS_ENQUEUE_SUBJECT: Subjects.enqueue,
+  // The pipeline's enqueue subject (src/nats/subjects.ts); NATS_SUBJECT_PREFIX is prepended.
+  ADS_ENQUEUE_SUBJECT: 'notify.enqueue',
   GATEWAY_REQUEST_TIMEOUT: 10_000,
   GATEWAY_IDLE_TIMEOUT: 30_000,
   GATEWAY_KEEPALIVE_TIMEOUT: 5_000,
