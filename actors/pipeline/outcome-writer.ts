@@ -4,6 +4,7 @@ import { isDataError, minimalOutcome } from '../../src/outbox/repository';
 import type { Outcome } from '../../src/outbox/types';
 import type { OutcomeEvent } from '../../src/nats/payloads';
 import type { PipelineDeps } from './deps';
+import { backoffDelay } from '../../src/limits/backoff';
 
 /**
  * Outcome writer: collects the senders' outcomes and writes them back in batches, one
@@ -15,7 +16,9 @@ export type OutcomeWriterMsg =
   | { type: 'outcome'; outcome: Outcome; event?: OutcomeEvent | undefined }
   | { type: 'tick' }
   /** Writes everything queued so far, then answers (shutdown, sender recovery). */
-  | { type: 'flush'; replyTo: ReplyTo<{ written: number }> };
+  | { type: 'flush'; replyTo: ReplyTo<{ written: number }> }
+  /** A write pass ended (it runs outside the mailbox). */
+  | { type: 'written'; error?: unknown };
 
 /**
  * The queue lives outside the actor's state on purpose: a restart (which re-runs
@@ -24,6 +27,9 @@ export type OutcomeWriterMsg =
 export class OutcomeQueue {
   items: Array<{ outcome: Outcome; event?: OutcomeEvent | undefined }> = [];
   written = 0;
+  /** Outcomes ever queued, and ever taken off the queue (written or dead-lettered): `flush` waits on these. */
+  queued = 0;
+  done = 0;
   lostOwnership = 0;
   statements = 0;
 }
@@ -31,7 +37,14 @@ export class OutcomeQueue {
 export interface OutcomeWriterState {
   timer: NodeJS.Timeout | undefined;
   failures: number;
+  /** A write pass is running (outside the mailbox); one at a time. */
+  writing: boolean;
+  /** `flush` queries: answered once every outcome queued before them is off the queue (or after 10 failed passes). */
+  waiters: Array<{ replyTo: ReplyTo<{ written: number }>; until: number; doneAt: number; failedPasses: number }>;
 }
+
+/** Failed write passes a `flush` waits through before it answers with what was written (recovery must go on). */
+const FLUSH_MAX_FAILED_PASSES = 10;
 
 export function spawnOutcomeWriter(parent: Parent, deps: PipelineDeps, queue: OutcomeQueue): ActorRef<OutcomeWriterMsg> {
   const { settings, repo, log, metrics } = deps;
@@ -93,14 +106,15 @@ export function spawnOutcomeWriter(parent: Parent, deps: PipelineDeps, queue: Ou
     }
   };
 
-  const flush = async (state: OutcomeWriterState): Promise<number> => {
+  /** Writes the queue in batches until it is empty; throws on a failure that is not one outcome's data. */
+  const flush = async (): Promise<number> => {
     let total = 0;
     while (queue.items.length > 0) {
       const batch = queue.items.slice(0, Math.max(1, settings.outcomeFlushMax));
       try {
         const n = await repo.writeOutcomes(batch.map((b) => b.outcome));
         queue.items.splice(0, batch.length);
-        state.failures = 0;
+        queue.done += batch.length;
         committed(batch, n);
         total += batch.length;
       } catch (e) {
@@ -111,64 +125,81 @@ export function spawnOutcomeWriter(parent: Parent, deps: PipelineDeps, queue: Ou
             for (const item of batch) {
               await writeAlone(item);
               queue.items.shift();
+              queue.done++;
               total++;
             }
-            state.failures = 0;
             continue;
           } catch (e2) {
             e = e2;
           }
         }
-        state.failures++;
         writeErrors.inc();
-        log.error({ ...dbErrorFields(e), batch: batch.length, failures: state.failures }, 'outcome batch write failed; will retry');
+        log.error({ ...dbErrorFields(e), batch: batch.length }, 'outcome batch write failed; will retry');
         throw e;
       }
     }
     return total;
   };
 
+  /** Starts a write pass outside the mailbox, unless one runs; its end comes back as `written`. */
+  const startPass = (state: OutcomeWriterState, self: ActorRef<OutcomeWriterMsg>): void => {
+    if (state.writing) return;
+    if (state.timer) clearTimeout(state.timer);
+    state.timer = undefined;
+    state.writing = true;
+    flush().then(
+      () => dispatch(self, { type: 'written' }),
+      (error: unknown) => dispatch(self, { type: 'written', error }),
+    );
+  };
+
+  const answerWaiters = (state: OutcomeWriterState): void => {
+    state.waiters = state.waiters.filter((w) => {
+      if (queue.done < w.until && w.failedPasses < FLUSH_MAX_FAILED_PASSES) return true;
+      reply(w.replyTo, { written: queue.done - w.doneAt });
+      return false;
+    });
+  };
+
   return spawn<OutcomeWriterState, OutcomeWriterMsg>(parent, {
     name: 'outcome-writer',
     supervision: Supervision.restartWithBackoff({ minBackoffMs: 50, maxBackoffMs: 5_000 }),
-    init: () => ({ timer: undefined, failures: 0 }),
+    init: () => ({ timer: undefined, failures: 0, writing: false, waiters: [] }),
     afterStop: (state) => {
       if (state.timer) clearTimeout(state.timer);
     },
-    receive: async (state, msg, ctx) => {
+    // Writes run outside the mailbox: senders' outcomes are queued while a batch is written.
+    receive: (state, msg, ctx) => {
       switch (msg.type) {
         case 'outcome':
           queue.items.push({ outcome: msg.outcome, event: msg.event });
-          if (queue.items.length >= settings.outcomeFlushMax) {
-            try {
-              await flush(state);
-            } catch {
-              schedule(state, ctx.self, Math.min(5_000, 100 * 2 ** state.failures));
-            }
-          } else schedule(state, ctx.self, settings.outcomeFlushMs);
+          queue.queued++;
+          if (queue.items.length >= settings.outcomeFlushMax) startPass(state, ctx.self);
+          else schedule(state, ctx.self, settings.outcomeFlushMs);
           return state;
         case 'tick':
-          try {
-            await flush(state);
-          } catch {
-            schedule(state, ctx.self, Math.min(5_000, 100 * 2 ** state.failures));
-          }
+          if (queue.items.length > 0) startPass(state, ctx.self);
           return state;
-        case 'flush': {
-          let n = 0;
-          // Shutdown and recovery need the write to have happened: keep trying (bounded by the caller's timeout).
-          for (let attempt = 0; ; attempt++) {
-            try {
-              n = await flush(state);
-              break;
-            } catch {
-              if (attempt >= 10) break;
-              await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
-            }
-          }
-          reply(msg.replyTo, { written: n });
+        case 'flush':
+          state.waiters.push({ replyTo: msg.replyTo, until: queue.queued, doneAt: queue.done, failedPasses: 0 });
+          if (queue.done >= queue.queued) answerWaiters(state);
+          else startPass(state, ctx.self);
           return state;
-        }
+        case 'written':
+          state.writing = false;
+          if (msg.error === undefined) {
+            state.failures = 0;
+            answerWaiters(state);
+            // Outcomes that arrived during the pass: at once if a batch is full or someone waits, else on the timer.
+            if (queue.items.length >= settings.outcomeFlushMax || state.waiters.length > 0) startPass(state, ctx.self);
+            else if (queue.items.length > 0) schedule(state, ctx.self, settings.outcomeFlushMs);
+            return state;
+          }
+          state.failures++;
+          for (const w of state.waiters) w.failedPasses++;
+          answerWaiters(state);
+          schedule(state, ctx.self, backoffDelay(state.failures, 200, 5_000));
+          return state;
         default:
           return assertNever(msg);
       }

@@ -138,7 +138,8 @@ export function loadAdsConfig(env: Env = process.env): AdsConfig {
   return {
     instanceId: instanceIdVar(r),
     subjectPrefix,
-    viewsStream: name('VIEWS_STREAM', ADS_DEFAULTS.VIEWS_STREAM),
+    // Deployments that share a NATS server (a prefix each) get a stream each by default: `staging.` → staging_ADS_VIEWS.
+    viewsStream: name('VIEWS_STREAM', `${subjectPrefix.replace(/\./g, '_')}${ADS_DEFAULTS.VIEWS_STREAM}`),
     viewsConsumer: name('VIEWS_CONSUMER', ADS_DEFAULTS.VIEWS_CONSUMER),
     viewDedupWindowMs: r.duration('VIEW_DEDUP_WINDOW', ADS_DEFAULTS.VIEW_DEDUP_WINDOW, { min: 1_000, max: 366 * 86_400_000 }),
     viewFlushMs,

@@ -13,8 +13,18 @@ export interface Worker {
   kill(signal?: NodeJS.Signals): void;
 }
 
-/** Starts `src/main.ts` (or another entry) in a real child process with the given environment. */
+/** Views streams test workers created by default (one per subject prefix); dropped after the run (test/helpers/root-hooks.ts). */
+export const assignedViewsStreams = new Set<string>();
+
+/**
+ * Starts `src/main.ts` (or another entry) in a real child process with the given environment.
+ * A worker with its own NATS_SUBJECT_PREFIX and no VIEWS_STREAM gets the prefix's default
+ * stream (`<prefix>_ADS_VIEWS`, src/config/ads.ts), shared by the workers of that test and
+ * dropped after the run.
+ */
 export function startWorker(env: Record<string, string>, entry = 'src/main.ts'): Worker {
+  const prefix = env.NATS_SUBJECT_PREFIX;
+  if (env.VIEWS_STREAM === undefined && prefix) assignedViewsStreams.add(`${prefix.replace(/\./g, '_')}ADS_VIEWS`);
   const proc = spawn(process.execPath, ['--import', 'tsx', entry], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', METRICS_PORT: '0', TELEGRAM_SANDBOX_PORT: '0', LOG_LEVEL: 'info', ...env },

@@ -117,6 +117,12 @@ describe('config: one prefix, one duration syntax', () => {
     assert.equal(loadAdsConfig({}).subjectPrefix, '');
   });
 
+  it('a deployment with a prefix gets its own views stream by default (two cannot share subjects)', () => {
+    assert.equal(loadAdsConfig({ NATS_SUBJECT_PREFIX: 'staging.eu.' }).viewsStream, 'staging_eu_ADS_VIEWS');
+    assert.equal(loadAdsConfig({}).viewsStream, 'ADS_VIEWS');
+    assert.equal(loadAdsConfig({ NATS_SUBJECT_PREFIX: 'staging.', VIEWS_STREAM: 'MINE' }).viewsStream, 'MINE');
+  });
+
   it('every duration takes a unit or bare milliseconds, in every section', () => {
     const ads = loadAdsConfig({ VIEW_FLUSH_MS: '2s', BUMP_INTERVAL: '90m', GATEWAY_RETRY_AFTER: '1500ms' });
     assert.equal(ads.viewFlushMs, 2_000);
