@@ -136,7 +136,7 @@ async function main(): Promise<void> {
       const [[sentRow]] = (await loader.raw("SELECT COUNT(*) AS n FROM telegram_notifications WHERE status = 'sent'")) as [[{ n: number }]];
       const rl = stats.rateLimited;
       const r429 = rl.global + rl.chat + rl.group;
-      results.push([sc.name, n, sc.ideal.toFixed(1), wall.toFixed(2), (sc.ideal / wall).toFixed(3), `${rl.global}/${rl.chat}/${rl.group}`, `${((r429 / Math.max(1, stats.requests)) * 100).toFixed(2)} %`, gateRate.toFixed(1), n - Number(sentRow.n), delivered.length - distinct, (stmts / n).toFixed(3)]);
+      results.push([sc.name, n, sc.ideal.toFixed(1), wall.toFixed(2), (sc.ideal / wall).toFixed(3), `${rl.global}/${rl.chat}/${rl.group}`, `${((r429 / Math.max(1, stats.requests)) * 100).toFixed(2)} %`, gateRate.toFixed(1), n - Number(sentRow.n), delivered.length - distinct, (stmts / n).toFixed(3), stats.connections]);
       console.log(`  ${sc.name}: ${results[results.length - 1]!.join(' | ')}`);
     }
     if (!only.has('idle')) return print(results, latencyRow);
@@ -179,7 +179,7 @@ async function main(): Promise<void> {
 
 function print(results: Array<Array<string | number>>, latencyRow: Array<string | number>): void {
   console.log(`\nbench:delivery — one process; sandbox limits ${GLOBAL} msg/s global, ${CHAT} msg/s per chat unless the scenario says; ${machine()}\n`);
-  console.log(table(['scenario', 'notifications', 'ideal s (server limits)', 'wall s', 'ideal÷actual', '429s global/chat/group', '429 %', 'gate at end /s', 'lost', 'duplicates', 'DB stmts/notif'], results));
+  console.log(table(['scenario', 'notifications', 'ideal s (server limits)', 'wall s', 'ideal÷actual', '429s global/chat/group', '429 %', 'gate at end /s', 'lost', 'duplicates', 'DB stmts/notif', 'TCP connections'], results));
   console.log('\nTargets: steady ideal÷actual ≥ 0.97 and 0 × 429; stricter server ≥ 0.95 and 429s ≤ 1 %; ceiling ≥ 5,000/s (ideal 4.0 s for 20,000); 0 lost, 0 duplicates, ≤ 0.1 DB statements per notification.\n');
   if (latencyRow.length) {
     console.log(table(['idle enqueues', 'p50 ms', 'p99 ms', 'max ms'], [latencyRow]));

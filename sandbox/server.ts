@@ -447,6 +447,7 @@ interface Counters {
   rateLimited: Record<RateScope, number>;
   injected: number;
   peakGlobalWindow: number;
+  connections: number;
 }
 
 const freshCounters = (): Counters => ({
@@ -458,6 +459,7 @@ const freshCounters = (): Counters => ({
   rateLimited: { global: 0, chat: 0, group: 0 },
   injected: 0,
   peakGlobalWindow: 0,
+  connections: 0,
 });
 
 export class TelegramSandbox {
@@ -561,6 +563,7 @@ export class TelegramSandbox {
       rateLimited: { ...c.rateLimited },
       injected: c.injected,
       hanging: this.hanging.size,
+      connections: c.connections,
       peakGlobalWindow: c.peakGlobalWindow,
       windows: {
         global: { used: this.globalWindow.occupancy(now, this.globalLimit), ...this.globalLimit },
@@ -647,6 +650,9 @@ export class TelegramSandbox {
   private async listen(): Promise<{ apiRoot: string; port: number }> {
     const server = createServer((req, res) => {
       this.handle(req, res).catch((error: unknown) => answerInternalError(res, error));
+    });
+    server.on('connection', () => {
+      this.counters.connections++;
     });
     this.server = server;
     await new Promise<void>((resolve, reject) => {

@@ -137,6 +137,8 @@ export interface SandboxStats {
   injected: number;
   /** Requests hanging now. */
   hanging: number;
+  /** TCP connections opened by clients (a client with keep-alive opens few). */
+  connections: number;
   /** Largest number of accepted messages seen inside any global window; never above its count but for albums. */
   peakGlobalWindow: number;
   windows: {

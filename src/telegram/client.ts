@@ -1,3 +1,5 @@
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
 import { Telegraf, Input } from 'telegraf';
 import { classifyThrown } from './classify';
 import { TelegramApiError } from './errors';
@@ -34,6 +36,18 @@ export interface TelegrafClientOptions {
   apiRoot: string;
   /** telegraf's own timeout is fixed at 500 s; ours aborts the request after this. */
   timeoutMs: number;
+  /** The HTTP(S) agent for Bot API calls; default: a keep-alive agent of this client's own. */
+  agent?: HttpAgent;
+}
+
+/**
+ * A keep-alive agent for the apiRoot's protocol. telegraf keeps its https default agent alive
+ * but drops any agent for an http:// apiRoot (a new TCP connection per call: the sandbox, a
+ * local Bot API server); it reads `options.agent` at every call, so we set it after construction.
+ */
+export function keepAliveAgent(apiRoot: string): HttpAgent {
+  const o = { keepAlive: true, keepAliveMsecs: 10_000, maxFreeSockets: 1024 };
+  return apiRoot.startsWith('https:') ? new HttpsAgent(o) : new HttpAgent(o);
 }
 
 /** The TelegramClient over telegraf, with a per-request timeout and classified errors. */
@@ -43,6 +57,7 @@ export class TelegrafClient implements TelegramClient {
   constructor(private readonly opts: TelegrafClientOptions) {
     // Never call bot.launch(): that starts polling getUpdates, which a sender must not do.
     this.bot = new Telegraf(opts.token, { telegram: { apiRoot: opts.apiRoot } });
+    this.bot.telegram.options.agent = opts.agent ?? keepAliveAgent(opts.apiRoot);
   }
 
   getMe(): Promise<{ id: number; username?: string }> {

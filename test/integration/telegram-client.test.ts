@@ -86,6 +86,15 @@ describe('telegram client against the sandbox over HTTP', function () {
     assert.equal(me.id, 424242);
   });
 
+  it('keeps its connection alive over http:// (telegraf drops agents for http; 40 calls, 10 at a time)', async () => {
+    const fresh = new TelegrafClient({ token: TOKEN, apiRoot: sandbox.apiRoot, timeoutMs: 5_000 });
+    for (let round = 0; round < 4; round++) await Promise.all(Array.from({ length: 10 }, (_, i) => fresh.sendMessage(2000 + round * 10 + i, `k${round}.${i}`)));
+    const s = sandbox.stats();
+    assert.equal(s.accepted.requests, 40);
+    // Without keep-alive every call opens its own connection (40); with it, at most the 10 in flight at once.
+    console.log("CONN", s.connections); assert.ok(s.connections <= 10, `${s.connections} connections for 40 calls`);
+  });
+
   describe('429', () => {
     it('from the sandbox’s own per-chat limit: TelegramRateLimited with retry_after', async () => {
       await client.sendMessage(1002, 'first');
