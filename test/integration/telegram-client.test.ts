@@ -86,13 +86,14 @@ describe('telegram client against the sandbox over HTTP', function () {
     assert.equal(me.id, 424242);
   });
 
-  it('keeps its connection alive over http:// (telegraf drops agents for http; 40 calls, 10 at a time)', async () => {
+  it('keeps its connections alive over http:// through bursts wider than Node’s free-socket pool (3 × 300 calls at once)', async () => {
     const fresh = new TelegrafClient({ token: TOKEN, apiRoot: sandbox.apiRoot, timeoutMs: 5_000 });
-    for (let round = 0; round < 4; round++) await Promise.all(Array.from({ length: 10 }, (_, i) => fresh.sendMessage(2000 + round * 10 + i, `k${round}.${i}`)));
+    for (let round = 0; round < 3; round++) await Promise.all(Array.from({ length: 300 }, (_, i) => fresh.sendMessage(2000 + round * 300 + i, `k${round}.${i}`)));
     const s = sandbox.stats();
-    assert.equal(s.accepted.requests, 40);
-    // Without keep-alive every call opens its own connection (40); with it, at most the 10 in flight at once.
-    console.log("CONN", s.connections); assert.ok(s.connections <= 10, `${s.connections} connections for 40 calls`);
+    assert.equal(s.accepted.requests, 900);
+    // telegraf passes no agent for http://, and Node's global agent keeps at most 256 idle sockets: each
+    // later burst reopened the rest (344+). The client's own agent reuses the first burst's 300.
+    assert.ok(s.connections <= 300, `${s.connections} connections for 3 bursts of 300 calls`);
   });
 
   describe('429', () => {
