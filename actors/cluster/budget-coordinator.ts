@@ -29,8 +29,10 @@ import { BudgetDemand } from '../../src/nats/payloads';
  */
 export type BudgetCoordinatorMsg =
   | { type: 'tick' }
-  /** A member reported a bot-wide flood (already checked by the budget client). */
-  | { type: 'flood'; until: number; from: string }
+  /** A member reported a bot-wide flood (already checked by the budget client); `at`: when its 429 came. */
+  | { type: 'flood'; until: number; from: string; at?: number }
+  /** Every member has reported what it got accepted in the window ending at the flood (or we waited long enough). */
+  | { type: 'floodSettle' }
   | { type: 'status'; replyTo: ReplyTo<BudgetStatus> }
   | { type: 'stepDown'; replyTo: ReplyTo<void> };
 
@@ -51,6 +53,8 @@ interface Member {
   demand: number;
   /** Sends Telegram accepted from it in its last window (reported). */
   accepted: number;
+  /** Its answer to the last flood it heard: what it got accepted in the window ending at the flood's `at`. */
+  atFlood: { at: number; accepted: number } | undefined;
   /** The bot rate it last heard from a coordinator. */
   rate: number | undefined;
   /** It runs on a grant or the fallback (else only on the floor, which needs no waiting out). */
@@ -71,10 +75,14 @@ export interface BudgetCoordinatorState {
   expiry: Map<string, number>;
   /** Increases wait until every shrunk process's past sends have left its window. */
   lastDecreaseAt: number;
+  /** Processes that acknowledged a grant from this coordinator since its election (their share is known). */
+  acked: Set<string>;
   ticks: number;
   timers: NodeJS.Timeout[];
   sub: Subscription | undefined;
   rate: GlobalRate;
+  /** A flood waiting for every member's count of accepted sends in the window ending at its `at`. */
+  flood: { at: number; from: string } | null;
 }
 
 export interface BudgetCoordinatorDeps {
@@ -99,6 +107,9 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
   // Config guarantees TTL/2 − W ≥ 500 ms (SHARD_LEASE_TTL_MS check).
   const grantLifeMs = Math.min(2_000, Math.floor(leaseTtlMs / 2 - W));
   const decodeDemand = decoder(BudgetDemand, { maxBytes: 2048 });
+  /** How long a flood waits for the members' counts at its instant before it uses what it has. */
+  const FLOOD_SETTLE_MS = 300;
+  const floodCounted = (s: BudgetCoordinatorState): boolean => s.flood !== null && [...s.members.values()].every((m) => m.atFlood?.at === s.flood!.at);
   const mLeader = metrics.gauge('budget_coordinator', '1 while this process is the budget coordinator');
 
   const reserved = (s: BudgetCoordinatorState, h: string, now: number): number => {
@@ -128,7 +139,10 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
     // One floor stays free for a joiner that sends its floor before its first grant.
     const reserve = capacity > floorShare(ceiling) * (demands.size + 1) ? floorShare(ceiling) : 0;
     const target = computeShares(capacity - reserve, demands);
-    const canIncrease = now >= s.lastDecreaseAt + W + 50;
+    // After an election, a process that ran on a grant may hold more than its last report said (reports
+    // lag): nobody grows until each has acknowledged one of our grants (its ack says when its past sends fit).
+    const known = [...s.members].every(([h, m]) => s.acked.has(h) || (!m.granted && m.reportedShare > 0));
+    const canIncrease = known && now >= s.lastDecreaseAt + W + 50;
     let headroom = capacity - reserve;
     const everyone = new Set([...s.cur.keys(), ...s.pending.keys(), ...s.members.keys()]);
     for (const h of everyone) headroom -= reserved(s, h, now);
@@ -162,12 +176,11 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
             s.cur.set(h, share);
             s.expiry.set(h, expiresAt);
             s.pending.delete(h);
-            if (share < prev) {
-              // Its sends under the old share count until they leave its window: free_at says when
-              // (unknown → assume a full window from now).
-              const freeAt = typeof ack.free_at === 'number' ? ack.free_at : Date.now() + W;
-              s.lastDecreaseAt = Math.max(s.lastDecreaseAt, freeAt - W);
-            }
+            s.acked.add(h);
+            // Its sends under a larger share (ours, or a previous coordinator's we did not know of) count
+            // until they leave its window: free_at says when (unknown → a full window from now).
+            const freeAt = typeof ack.free_at === 'number' ? ack.free_at : share < prev ? Date.now() + W : 0;
+            if (freeAt > Date.now()) s.lastDecreaseAt = Math.max(s.lastDecreaseAt, freeAt - W);
           }
         } catch {
           // No answer: the grant may or may not be in force; it stays reserved until it expires.
@@ -176,17 +189,44 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
     );
   };
 
+  /**
+   * Lowers the bot rate after a flood. `counted`: every member's `accepted` counts the window ending
+   * at the flood's instant, so their sum is what the server really took, and it also caps the
+   * remembered rejected rate (as one process's own count does). Otherwise the sum of reports up to
+   * 250 ms old, taken while the cluster may have been ramping up, only lowers the rate.
+   */
+  const throttle = (s: BudgetCoordinatorState, from: string, counted: boolean): BudgetCoordinatorState => {
+    const at = s.flood?.at;
+    s.flood = null;
+    const before = s.rate.rate;
+    let accepted = 0;
+    for (const m of s.members.values()) accepted += at !== undefined && m.atFlood?.at === at ? m.atFlood.accepted : m.accepted;
+    const rate = s.rate.throttled(Date.now(), accepted > 0 ? (accepted / W) * 1000 : undefined, counted);
+    if (rate < before) log.warn({ from, rate: Number(rate.toFixed(2)), accepted, counted, ceiling: (global.count / W) * 1000 }, 'bot-wide flood: lowering the bot rate for the whole cluster');
+    mRate.set(rate);
+    return s;
+  };
+
   return spawn<BudgetCoordinatorState, BudgetCoordinatorMsg>(parent, {
     name: 'budget-coordinator',
     supervision: Supervision.restartWithBackoff({ minBackoffMs: 200, maxBackoffMs: 5_000 }),
     init: (ctx) => {
-      const state: BudgetCoordinatorState = { lease: null, since: null, members: new Map(), cur: new Map(), pending: new Map(), expiry: new Map(), lastDecreaseAt: 0, ticks: 0, timers: [], sub: undefined, rate: new GlobalRate((global.count / W) * 1000, Date.now(), true) };
+      const state: BudgetCoordinatorState = { lease: null, since: null, members: new Map(), cur: new Map(), pending: new Map(), expiry: new Map(), lastDecreaseAt: 0, acked: new Set(), ticks: 0, timers: [], sub: undefined, rate: new GlobalRate((global.count / W) * 1000, Date.now(), true), flood: null };
       state.sub = nc.subscribe(subjects.budgetDemand, {
         callback: (err, m) => {
           if (err) return;
           try {
             const d = decodeDemand(m.data);
-            state.members.set(d.holder, { instance: d.instance, demand: d.demand, accepted: d.accepted ?? 0, rate: d.rate, granted: d.granted ?? true, reportedShare: d.share, at: Date.now() });
+            if (d.leaving) {
+              // A process that stopped gracefully: its share is free once its past sends leave its window.
+              if (d.free_at === undefined || d.free_at > Date.now() + 2 * W) return;
+              for (const map of [state.members, state.cur, state.pending, state.expiry, state.acked]) map.delete(d.holder);
+              state.lastDecreaseAt = Math.max(state.lastDecreaseAt, d.free_at - W);
+              return;
+            }
+            const atFlood = d.accepted_at !== undefined ? { at: d.accepted_at, accepted: d.accepted ?? 0 } : state.members.get(d.holder)?.atFlood;
+            state.members.set(d.holder, { instance: d.instance, demand: d.demand, accepted: d.accepted ?? 0, atFlood, rate: d.rate, granted: d.granted ?? true, reportedShare: d.share, at: Date.now() });
+            if (d.accepted_at !== undefined && floodCounted(state)) dispatch(ctx.self, { type: 'floodSettle' });
           } catch {
             metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']).inc({ subject: subjects.budgetDemand, code: 'BAD_PAYLOAD' });
           }
@@ -199,7 +239,7 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
       state.timers.forEach((t) => clearInterval(t));
       state.sub?.unsubscribe();
     },
-    receive: async (state, msg) => {
+    receive: async (state, msg, ctx) => {
       switch (msg.type) {
         case 'tick': {
           state.ticks++;
@@ -214,10 +254,12 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
                 state.cur = new Map([...state.members].map(([h, m]) => [h, m.reportedShare]));
                 state.expiry = new Map([...state.members].map(([h]) => [h, now + leaseTtlMs]));
                 state.pending.clear();
-                // Someone may still be sending under an old grant (reports lag) or the fallback: let
-                // those grants expire and a window pass before raising anyone.
+                state.acked.clear();
+                // Someone may still be sending under an old grant (reports lag) or the fallback: nobody is
+                // raised until every such process has acknowledged one of our grants (see canIncrease),
+                // whose free_at covers what its window still holds. A previous coordinator stopped
+                // granting before it released the lease (or its grants expired before its lease did).
                 // A process on the floor share (no grant yet) uses exactly what it reported: nothing to wait out.
-                state.lastDecreaseAt = [...state.members.values()].some((m) => m.granted && m.reportedShare > 0) ? now + grantLifeMs : 0;
                 // The bot rate the previous coordinator had learned: start from the lowest any process heard.
                 const heard = [...state.members.values()].map((m) => m.rate).filter((r): r is number => typeof r === 'number');
                 if (heard.length) state.rate.adopt(Math.min(...heard), now);
@@ -247,14 +289,25 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
         }
         case 'flood': {
           if (!state.lease) return state;
-          const before = state.rate.rate;
-          // What the whole cluster was seen to get through in the last window: the new rate stays under it.
-          let accepted = 0;
-          for (const m of state.members.values()) accepted += m.accepted;
-          const rate = state.rate.throttled(Date.now(), accepted > 0 ? (accepted / W) * 1000 : undefined);
-          if (rate < before) log.warn({ from: msg.from, rate: Number(rate.toFixed(2)), ceiling: (global.count / W) * 1000 }, 'bot-wide flood: lowering the bot rate for the whole cluster');
-          mRate.set(rate);
+          if (msg.at === undefined) return throttle(state, msg.from, false);
+          // Every member answers a flood with its count of accepted sends in the window ending at the
+          // 429: their sum is what the server took in its window. Wait for them (or FLOOD_SETTLE_MS).
+          if (state.flood) return state;
+          state.flood = { at: msg.at, from: msg.from };
+          if (floodCounted(state)) return throttle(state, msg.from, true);
+          const t = setTimeout(() => {
+            state.timers = state.timers.filter((x) => x !== t);
+            dispatch(ctx.self, { type: 'floodSettle' });
+          }, FLOOD_SETTLE_MS);
+          state.timers.push(t);
           return state;
+        }
+        case 'floodSettle': {
+          if (!state.flood || !state.lease) {
+            state.flood = null;
+            return state;
+          }
+          return throttle(state, state.flood.from, floodCounted(state));
         }
         case 'status': {
           const members = [...state.members].map(([h, m]) => ({ holder: h, instance: m.instance, demand: m.demand, share: state.lease ? (state.cur.get(h) ?? 0) : m.reportedShare, reportedAt: m.at }));

@@ -33,8 +33,8 @@ export interface BudgetClientOptions {
   maxPauseMs: number;
   /** How far a grant's issued_at may be from our clock (BUDGET_MAX_CLOCK_SKEW_MS). */
   maxSkewMs: number;
-  /** Called with each bot-wide flood accepted from a member (the coordinator lowers the bot rate). */
-  onFlood?: (until: number, from: string) => void;
+  /** Called with each bot-wide flood accepted from a member (the coordinator lowers the bot rate); `at`: when the 429 came. */
+  onFlood?: (until: number, from: string, at?: number) => void;
   now?: () => number;
 }
 
@@ -175,7 +175,10 @@ export class BudgetClient {
     }
     if (until <= now) return false;
     this.o.gate.pause(until);
-    this.o.onFlood?.(until, f.holder);
+    // What this process got accepted in the window ending at the 429, at once: the coordinator sums
+    // these instead of reports up to 250 ms old (taken while the cluster may still have been ramping up).
+    if (f.at !== undefined) this.report(f.at);
+    this.o.onFlood?.(until, f.holder, f.at);
     this.o.log.warn({ until: new Date(until).toISOString(), from: f.instance }, 'bot-wide flood control: cluster paused');
     return true;
   }
@@ -183,7 +186,7 @@ export class BudgetClient {
   /** Tells every process to pause (a 429 that says the bot, not a chat, is flooded). */
   announceFlood(until: number): void {
     try {
-      this.o.nc.publish(this.o.subjects.budgetFlood, encodeJson({ until, instance: this.o.instance, holder: this.o.holder }));
+      this.o.nc.publish(this.o.subjects.budgetFlood, encodeJson({ until, instance: this.o.instance, holder: this.o.holder, at: this.now() }));
     } catch (e) {
       this.o.log.warn({ err: describeError(e) }, 'could not announce the flood');
     }
@@ -194,17 +197,34 @@ export class BudgetClient {
     if (this.lastDemand === 0 && this.o.demand() > 0) this.report();
   }
 
+  /**
+   * Leaves the budget. Call once this process sends no more (its pipeline drained): the last report
+   * says so and when its past sends leave its window, so the coordinator gives its share away then,
+   * not after its grant expires and its reports are missed.
+   */
   stop(): void {
     this.timers.forEach((t) => clearInterval(t));
     this.timers = [];
+    if (this.subs.length > 0) {
+      const freeAt = this.o.gate.heldAtMostAt(0);
+      try {
+        this.o.nc.publish(this.o.subjects.budgetDemand, encodeJson({ holder: this.o.holder, instance: this.o.instance, demand: 0, share: 0, at: this.now(), leaving: true, ...(Number.isFinite(freeAt) ? { free_at: Math.ceil(freeAt) } : {}) }));
+      } catch {
+        /* disconnected: the coordinator drops us when our grant expires */
+      }
+    }
     this.subs.forEach((s) => s.unsubscribe());
     this.subs = [];
   }
 
-  private report(): void {
+  /** `acceptedAt`: count the sends accepted in the window ending then (a flood's instant), not now. */
+  private report(acceptedAt?: number): void {
     this.lastDemand = Math.min(this.o.global.count, Math.ceil(this.o.demand()));
+    const W = this.o.global.windowMs;
+    const at = this.now();
+    const end = acceptedAt !== undefined ? Math.min(at, acceptedAt) : at;
     try {
-      this.o.nc.publish(this.o.subjects.budgetDemand, encodeJson({ holder: this.o.holder, instance: this.o.instance, demand: this.lastDemand, share: this.share, at: this.now(), accepted: Math.round((this.o.gate.acceptedPerSecond(this.o.global.windowMs) * this.o.global.windowMs) / 1000), rate: this.rate, granted: this.mode === 'granted' || this.mode === 'fallback' }));
+      this.o.nc.publish(this.o.subjects.budgetDemand, encodeJson({ holder: this.o.holder, instance: this.o.instance, demand: this.lastDemand, share: this.share, at, accepted: Math.round((this.o.gate.acceptedPerSecond(W, end) * W) / 1000), ...(acceptedAt !== undefined ? { accepted_at: acceptedAt } : {}), rate: this.rate, granted: this.mode === 'granted' || this.mode === 'fallback' }));
     } catch {
       /* disconnected: the grant will expire and we stop, as we must */
     }

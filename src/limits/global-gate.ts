@@ -132,10 +132,10 @@ export class GlobalGate {
    * Sends Telegram accepted in the window ending now, per second: what the server was seen
    * to take when a bot-wide 429 came (the AIMD decrease never stays above it).
    */
-  acceptedPerSecond(windowMs = this.window.current.windowMs): number {
-    const from = this.clock.now() - windowMs;
+  acceptedPerSecond(windowMs = this.window.current.windowMs, endAt = this.clock.now()): number {
+    const from = endAt - windowMs;
     let n = 0;
-    for (let i = this.acceptedAt.length - 1; i >= 0 && this.acceptedAt[i]! > from; i--) n++;
+    for (let i = this.acceptedAt.length - 1; i >= 0 && this.acceptedAt[i]! > from; i--) if (this.acceptedAt[i]! <= endAt) n++;
     return (n / windowMs) * 1000;
   }
 

@@ -25,9 +25,13 @@ export class GlobalRate {
     return this.options.ceiling;
   }
 
-  /** A bot-wide flood; `observed`: what the server was seen to accept (per second), when known. */
-  throttled(now: number, observed?: number): number {
-    this.s = aimdThrottled(this.s, this.options, now, observed);
+  /**
+   * A bot-wide flood; `observed`: what the server was seen to accept (per second), when known.
+   * `trusted` overrides `trustObserved` for this observation (a cluster's sum of reports all
+   * taken at the flood's instant is as good as one process's own count).
+   */
+  throttled(now: number, observed?: number, trusted?: boolean): number {
+    this.s = aimdThrottled(this.s, trusted === undefined ? this.options : { ...this.options, trustObserved: trusted }, now, observed);
     return this.s.rate;
   }
 

@@ -102,6 +102,11 @@ export const BudgetDemand = Type.Object(
     at: Type.Integer({ minimum: 0 }),
     /** Sends Telegram accepted from this process in the last window (the coordinator sums them at a flood). */
     accepted: Type.Optional(Type.Integer({ minimum: 0 })),
+    /** When set: `accepted` counts the window ending at this instant (a flood's `at`), not at `at`. */
+    accepted_at: Type.Optional(Type.Integer({ minimum: 0 })),
+    /** The process stops (gracefully) and sends no more: its share is free once its past sends leave its window, at `free_at`. */
+    leaving: Type.Optional(Type.Boolean()),
+    free_at: Type.Optional(Type.Integer({ minimum: 0 })),
     /** The bot rate this process last heard from a coordinator (per second): a new coordinator starts from the lowest. */
     rate: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
     /** Whether it runs on a grant or the fallback share (false: only the floor, or nothing). */
@@ -116,5 +121,5 @@ export type BudgetDemand = Static<typeof BudgetDemand>;
  * (clamped to TELEGRAM_MAX_RETRY_AFTER_MS from now) and the coordinator lowers the bot rate.
  * Ignored unless `holder` is a live member of the cluster.
  */
-export const BudgetFlood = Type.Object({ until: Type.Integer({ minimum: 0 }), instance: Type.String({ maxLength: 256 }), holder: Type.String({ minLength: 1, maxLength: 256 }) }, { additionalProperties: false });
+export const BudgetFlood = Type.Object({ until: Type.Integer({ minimum: 0 }), instance: Type.String({ maxLength: 256 }), holder: Type.String({ minLength: 1, maxLength: 256 }), /** When the 429 came (ms): every member reports what it got accepted in the window ending then. */ at: Type.Optional(Type.Integer({ minimum: 0 })) }, { additionalProperties: false });
 export type BudgetFlood = Static<typeof BudgetFlood>;

@@ -96,7 +96,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     leaseTtlMs: config.shardLeaseTtlMs,
     maxPauseMs: config.telegramMaxRetryAfterMs,
     maxSkewMs: config.budgetMaxClockSkewMs,
-    onFlood: (until, from) => dispatch(coordinator, { type: 'flood', until, from }),
+    onFlood: (until, from, at) => dispatch(coordinator, { type: 'flood', until, from, at }),
   });
   budget.start();
   pipeline.onBotFlood((until) => budget.announceFlood(until));

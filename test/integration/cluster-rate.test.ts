@@ -158,13 +158,18 @@ describe('rate control across real processes: formation and handoff', function (
     await waitFor(async () => (await count('sent')) === n, 90_000, 200, 'all sent');
     const d = sandbox.delivered();
     const r429 = sandbox.stats().rateLimited;
-    const lowered = ws.flatMap((w) => w.lines.filter((l) => /lowering the bot rate for the whole cluster/.test(l)).map((l) => (JSON.parse(l) as { rate: number }).rate));
+    const floods = ws.flatMap((w) => w.lines.filter((l) => /lowering the bot rate for the whole cluster/.test(l)).map((l) => JSON.parse(l) as { rate: number; counted: boolean; time: string })).sort((x, y) => x.time.localeCompare(y.time));
+    const lowered = floods.map((f) => f.rate);
     const half = d.slice(Math.floor(n / 2));
     const settled = ((half.length - 1) / (half[half.length - 1]!.at - half[0]!.at)) * 1000;
     console.log(`      stricter global, 3 processes: 429s ${JSON.stringify(r429)}; coordinator rates ${lowered.join(', ')}; second half ${settled.toFixed(1)}/s of the server's 100/s`);
     assert.equal(new Set(d.map((x) => x.text)).size, n, 'every row delivered');
     assert.equal(r429.chat + r429.group, 0);
     assert.ok(lowered.length > 0 && lowered.every((r) => r <= 100), 'the coordinator lowered the bot rate below the server\'s');
+    // Every process counted what it got accepted in the window ending at the 429: the first flood
+    // lands just under the server's real rate (a lagging sum took three or four floods to get there).
+    assert.ok(floods[0]!.counted, 'the first flood summed counts taken at its instant');
+    assert.ok(lowered[0]! >= 90, `first lowered to ${lowered[0]}/s (server 100/s)`);
     // A 15 s run that includes the cluster forming and three or four floods while the rate narrows
     // down (measured 0.1–0.9 %); the long-run figure is bench:cluster's.
     assert.ok(r429.global <= 0.02 * n, `${r429.global} × 429 for ${n} sends`);

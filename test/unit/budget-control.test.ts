@@ -106,6 +106,37 @@ describe('budget control messages (issue 10 item 5)', () => {
     gate.stop();
   });
 
+  it('a flood with its instant: the process reports at once what it got accepted in the window ending then', async () => {
+    let t = NOW;
+    const { c, gate, published } = client({ coordinator: null, members: ['peer:1'] }, () => t);
+    await (c as unknown as { refreshView(): Promise<void> }).refreshView();
+    gate.setLimit({ count: 30, windowMs: 1000 });
+    // 12 sends accepted 100 ms apart (NOW … NOW+1100); the 429 came at NOW+1000: the window (NOW, NOW+1000] holds 10.
+    for (let i = 0; i < 12; i++) {
+      t = NOW + i * 100;
+      gate.request({ priority: 0, backlogMs: 0, readySince: t, cost: 1, grant: (r) => gate.settle(r, t, true) } as Parameters<GlobalGate['request']>[0]);
+    }
+    t = NOW + 1_150;
+    assert.equal(c.onFloodMessage({ until: t + 1_000, instance: 'peer', holder: 'peer:1', at: NOW + 1_000 }), true);
+    const r = published.at(-1) as { accepted: number; accepted_at: number };
+    assert.deepEqual([r.accepted, r.accepted_at], [10, NOW + 1_000]);
+    gate.stop();
+  });
+
+  it('stop(): the last report says the process leaves, and when its past sends leave its window', async () => {
+    let t = NOW;
+    const { c, gate, published } = client({ coordinator: null, members: [] }, () => t);
+    c.start();
+    gate.setLimit({ count: 30, windowMs: 1000 });
+    gate.request({ priority: 0, backlogMs: 0, readySince: t, cost: 1, grant: (r) => gate.settle(r, t, true) } as Parameters<GlobalGate['request']>[0]);
+    t = NOW + 300;
+    c.stop();
+    const r = published.at(-1) as { leaving: boolean; free_at: number; demand: number; share: number };
+    // The send answered at NOW leaves the window at NOW + 1000 (+2 ms margin).
+    assert.deepEqual([r.leaving, r.free_at, r.demand, r.share], [true, NOW + 1_002, 0, 0]);
+    gate.stop();
+  });
+
   it('joining without a coordinator: the floor until the membership was watched for one lease period, then limit ÷ members', async () => {
     let t = NOW;
     const { c, gate } = client({ coordinator: null, members: ['peer:1', 'me:1'] }, () => t);
