@@ -33,6 +33,8 @@ export type BudgetCoordinatorMsg =
   | { type: 'flood'; until: number; from: string; at?: number }
   /** Every member has reported what it got accepted in the window ending at the flood (or we waited long enough). */
   | { type: 'floodSettle' }
+  /** Split now, between ticks: a process joined or found demand, or an increase became possible. */
+  | { type: 'lead' }
   | { type: 'status'; replyTo: ReplyTo<BudgetStatus> }
   | { type: 'stepDown'; replyTo: ReplyTo<void> };
 
@@ -83,6 +85,8 @@ export interface BudgetCoordinatorState {
   rate: GlobalRate;
   /** A flood waiting for every member's count of accepted sends in the window ending at its `at`. */
   flood: { at: number; from: string } | null;
+  /** A 'lead' message is on its way (at most one). */
+  leadSoon: boolean;
 }
 
 export interface BudgetCoordinatorDeps {
@@ -120,7 +124,22 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
     return Math.max(held, pend);
   };
 
-  const lead = async (s: BudgetCoordinatorState): Promise<void> => {
+  /** A 'lead' in `ms` (0: now), unless one is already on its way. */
+  const leadIn = (s: BudgetCoordinatorState, self: ActorRef<BudgetCoordinatorMsg>, ms: number): void => {
+    if (s.leadSoon || !s.lease) return;
+    s.leadSoon = true;
+    if (ms <= 0) {
+      dispatch(self, { type: 'lead' });
+      return;
+    }
+    const t = setTimeout(() => {
+      s.timers = s.timers.filter((x) => x !== t);
+      dispatch(self, { type: 'lead' });
+    }, ms);
+    s.timers.push(t);
+  };
+
+  const lead = async (s: BudgetCoordinatorState, self: ActorRef<BudgetCoordinatorMsg>): Promise<void> => {
     const now = Date.now();
     for (const [h, m] of s.members) if (now - m.at > 1_500) s.members.delete(h);
     for (const h of [...s.cur.keys()]) if (!s.members.has(h) && reserved(s, h, now) === 0) s.cur.delete(h);
@@ -152,6 +171,7 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
     for (const h of target.keys()) wanted += Math.max(s.cur.get(h) ?? 0, target.get(h)!);
     const needsRoom = wanted > capacity;
     const next = new Map<string, number>();
+    let waitingToGrow = false;
     for (const h of [...target.keys()].sort()) {
       const cur = s.cur.get(h) ?? 0;
       const t = target.get(h)!;
@@ -161,7 +181,10 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
         const inc = Math.min(t - cur, headroom);
         headroom -= inc;
         next.set(h, cur + inc);
-      } else next.set(h, cur);
+      } else {
+        if (t > cur) waitingToGrow = true;
+        next.set(h, cur);
+      }
     }
     const expiresAt = now + grantLifeMs;
     await Promise.all(
@@ -187,6 +210,11 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
         }
       }),
     );
+    // A process waits to grow until shrunk processes' past sends have left their windows: split again
+    // right then, not at the next tick (up to 250 ms later, at every join and every rebalance).
+    const growAt = s.lastDecreaseAt + W + 50;
+    const t = Date.now();
+    if (waitingToGrow && growAt > t && growAt < t + 250) leadIn(s, self, growAt - t);
   };
 
   /**
@@ -211,7 +239,7 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
     name: 'budget-coordinator',
     supervision: Supervision.restartWithBackoff({ minBackoffMs: 200, maxBackoffMs: 5_000 }),
     init: (ctx) => {
-      const state: BudgetCoordinatorState = { lease: null, since: null, members: new Map(), cur: new Map(), pending: new Map(), expiry: new Map(), lastDecreaseAt: 0, acked: new Set(), ticks: 0, timers: [], sub: undefined, rate: new GlobalRate((global.count / W) * 1000, Date.now(), true), flood: null };
+      const state: BudgetCoordinatorState = { lease: null, since: null, members: new Map(), cur: new Map(), pending: new Map(), expiry: new Map(), lastDecreaseAt: 0, acked: new Set(), ticks: 0, timers: [], sub: undefined, rate: new GlobalRate((global.count / W) * 1000, Date.now(), true), flood: null, leadSoon: false };
       state.sub = nc.subscribe(subjects.budgetDemand, {
         callback: (err, m) => {
           if (err) return;
@@ -224,7 +252,10 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
               state.lastDecreaseAt = Math.max(state.lastDecreaseAt, d.free_at - W);
               return;
             }
-            const atFlood = d.accepted_at !== undefined ? { at: d.accepted_at, accepted: d.accepted ?? 0 } : state.members.get(d.holder)?.atFlood;
+            const before = state.members.get(d.holder);
+            // A process that joins, or finds demand after none: split at once, not at the next tick.
+            if (state.lease && d.demand > 0 && !(before && before.demand > 0)) leadIn(state, ctx.self, 0);
+            const atFlood = d.accepted_at !== undefined ? { at: d.accepted_at, accepted: d.accepted ?? 0 } : before?.atFlood;
             state.members.set(d.holder, { instance: d.instance, demand: d.demand, accepted: d.accepted ?? 0, atFlood, rate: d.rate, granted: d.granted ?? true, reportedShare: d.share, at: Date.now() });
             if (d.accepted_at !== undefined && floodCounted(state)) dispatch(ctx.self, { type: 'floodSettle' });
           } catch {
@@ -281,7 +312,7 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
               mLeader.set(0);
               return state;
             }
-            await lead(state);
+            await lead(state, ctx.self);
           } catch (e) {
             log.warn({ err: describeError(e) }, 'budget coordinator tick failed');
           }
@@ -300,6 +331,16 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
             dispatch(ctx.self, { type: 'floodSettle' });
           }, FLOOD_SETTLE_MS);
           state.timers.push(t);
+          return state;
+        }
+        case 'lead': {
+          state.leadSoon = false;
+          if (!state.lease || !state.lease.valid(Date.now())) return state;
+          try {
+            await lead(state, ctx.self);
+          } catch (e) {
+            log.warn({ err: describeError(e) }, 'budget coordinator split failed');
+          }
           return state;
         }
         case 'floodSettle': {
