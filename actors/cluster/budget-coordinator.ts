@@ -214,7 +214,10 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
     // right then, not at the next tick (up to 250 ms later, at every join and every rebalance).
     const growAt = s.lastDecreaseAt + W + 50;
     const t = Date.now();
-    if (waitingToGrow && growAt > t && growAt < t + 250) leadIn(s, self, growAt - t);
+    // Just after an election the acknowledgements above were what growth waited for: split again now.
+    const knownNow = [...s.members].every(([h, m]) => s.acked.has(h) || (!m.granted && m.reportedShare > 0));
+    if (waitingToGrow && !known && knownNow) leadIn(s, self, Math.max(0, growAt - t));
+    else if (waitingToGrow && growAt > t && growAt < t + 250) leadIn(s, self, growAt - t);
   };
 
   /**
@@ -277,7 +280,9 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
           const now = Date.now();
           try {
             if (!state.lease) {
-              if (state.ticks % 4 !== 1) return state;
+              // Every other tick: when a coordinator dies, every grant lapses within its life and
+              // nobody sends until the next one is elected.
+              if (state.ticks % 2 !== 1) return state;
               const lease = new KvLease(kv, COORDINATOR_KEY, { holder, instance, since: now }, Math.floor(leaseTtlMs / 2));
               if (await lease.acquire()) {
                 state.lease = lease;
