@@ -170,8 +170,8 @@ describe('rate control across real processes: formation and handoff', function (
     // lands just under the server's real rate (a lagging sum took three or four floods to get there).
     assert.ok(floods[0]!.counted, 'the first flood summed counts taken at its instant');
     assert.ok(lowered[0]! >= 90, `first lowered to ${lowered[0]}/s (server 100/s)`);
-    // A 15 s run that includes the cluster forming and three or four floods while the rate narrows
-    // down (measured 0.1–0.9 %); the long-run figure is bench:cluster's.
+    // A 15 s run that includes the cluster forming; one flood in most runs (2 × 429), a second one in
+    // some (measured up to 0.7 %); the long-run figure is bench:cluster's.
     assert.ok(r429.global <= 0.02 * n, `${r429.global} × 429 for ${n} sends`);
     assert.ok(settled >= 0.85 * 100, `settled at ${settled.toFixed(1)}/s`);
   });
