@@ -148,6 +148,34 @@ describe('rate control across real processes: formation and handoff', function (
     assert.ok(gap >= 5_000, `a dead owner's chat sent to again ${gap} ms after its last send (window 5000 ms)`);
   });
 
+  it('the coordinator stops gracefully: the other process holds the whole budget within 2.5 s of its exit, 0 × 429', async () => {
+    // Before: the successor stood for election once a second, then raised nobody for a grant's life plus a
+    // window, and the leaver's share stayed reserved until its grant expired (main's workers: 3.8 s, twice).
+    const limits = { globalRate: 100, chatRate: 10 };
+    await setup(limits);
+    await insert(Array.from({ length: 3000 }, (_, i) => ({ chat: 15_000 + (i % 300), text: `l-${i}` })));
+    const ws = [start('a', limits), start('b', limits)];
+    await Promise.all(ws.map((w) => w.waitForLine(/delivery pipeline running/)));
+    await balanced(2);
+    const leader = ws.find((w) => w.lines.some((l) => /elected budget coordinator/.test(l)))!;
+    const other = ws.find((w) => w !== leader)!;
+    const otherInstance = (JSON.parse(other.lines.find((l) => /delivery pipeline running/.test(l))!) as { instance: string }).instance;
+    const share = async (): Promise<{ share: number; mode: string }> => (JSON.parse(new TextDecoder().decode((await nc.request(`${bucket}.notify.status.${otherInstance}`, new Uint8Array(), { timeout: 2_000 })).data)) as { budget: { share: number; mode: string } }).budget;
+    assert.ok((await share()).share <= 60, 'the budget was split between two processes');
+    leader.kill('SIGTERM');
+    await leader.exited;
+    const exitedAt = Date.now();
+    let s = await share();
+    while (!(s.mode === 'granted' && s.share >= 90) && Date.now() - exitedAt < 10_000) {
+      await new Promise((r) => setTimeout(r, 50));
+      s = await share();
+    }
+    const took = Date.now() - exitedAt;
+    console.log(`      coordinator left: the other process at share ${s.share} (${s.mode}) ${took} ms after its exit`);
+    assert.ok(s.share >= 90 && took <= 2_500, `share ${s.share} ${took} ms after the coordinator exited`);
+    assert.deepEqual(sandbox.stats().rateLimited, { global: 0, chat: 0, group: 0 }, 'no 429 while the budget moved');
+  });
+
   it('stricter server under three processes: the bot rate of the cluster settles below the server rate, few 429s', async () => {
     // The sandbox takes 100/s; the workers are told 150/s.
     await setup({ globalRate: 100, chatRate: 10 });
