@@ -32,7 +32,7 @@ export type BudgetCoordinatorMsg =
   /** A member reported a bot-wide flood (already checked by the budget client); `at`: when its 429 came. */
   | { type: 'flood'; until: number; from: string; at?: number }
   /** Every member has reported what it got accepted in the window ending at the flood (or we waited long enough). */
-  | { type: 'floodSettle' }
+  | { type: 'floodSettle'; at: number }
   /** Split now, between ticks: a process joined or found demand, or an increase became possible. */
   | { type: 'lead' }
   | { type: 'status'; replyTo: ReplyTo<BudgetStatus> }
@@ -55,8 +55,11 @@ interface Member {
   demand: number;
   /** Sends Telegram accepted from it in its last window (reported). */
   accepted: number;
-  /** Its answer to the last flood it heard: what it got accepted in the window ending at the flood's `at`. */
-  atFlood: { at: number; accepted: number } | undefined;
+  /**
+   * Its answers to the last floods it heard (flood `at` → what it got accepted in the window ending
+   * then); several 429s of one event come within milliseconds, each announced.
+   */
+  atFlood: Map<number, number>;
   /** The bot rate it last heard from a coordinator. */
   rate: number | undefined;
   /** It runs on a grant or the fallback (else only on the floor, which needs no waiting out). */
@@ -111,9 +114,13 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
   // Config guarantees TTL/2 − W ≥ 500 ms (SHARD_LEASE_TTL_MS check).
   const grantLifeMs = Math.min(2_000, Math.floor(leaseTtlMs / 2 - W));
   const decodeDemand = decoder(BudgetDemand, { maxBytes: 2048 });
-  /** How long a flood waits for the members' counts at its instant before it uses what it has. */
-  const FLOOD_SETTLE_MS = 300;
-  const floodCounted = (s: BudgetCoordinatorState): boolean => s.flood !== null && [...s.members.values()].every((m) => m.atFlood?.at === s.flood!.at);
+  /**
+   * How long a flood waits for the members' counts at its instant before it uses what it has (a
+   * process busy starting up answered after 300 ms). The pause is at least a second, and the new
+   * split goes out at once after.
+   */
+  const FLOOD_SETTLE_MS = 600;
+  const floodCounted = (s: BudgetCoordinatorState): boolean => s.flood !== null && [...s.members.values()].every((m) => m.atFlood.has(s.flood!.at));
   const mLeader = metrics.gauge('budget_coordinator', '1 while this process is the budget coordinator');
 
   const reserved = (s: BudgetCoordinatorState, h: string, now: number): number => {
@@ -226,15 +233,17 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
    * remembered rejected rate (as one process's own count does). Otherwise the sum of reports up to
    * 250 ms old, taken while the cluster may have been ramping up, only lowers the rate.
    */
-  const throttle = (s: BudgetCoordinatorState, from: string, counted: boolean): BudgetCoordinatorState => {
+  const throttle = (s: BudgetCoordinatorState, self: ActorRef<BudgetCoordinatorMsg>, from: string, counted: boolean): BudgetCoordinatorState => {
     const at = s.flood?.at;
     s.flood = null;
     const before = s.rate.rate;
     let accepted = 0;
-    for (const m of s.members.values()) accepted += at !== undefined && m.atFlood?.at === at ? m.atFlood.accepted : m.accepted;
+    for (const m of s.members.values()) accepted += at !== undefined && m.atFlood.has(at) ? m.atFlood.get(at)! : m.accepted;
     const rate = s.rate.throttled(Date.now(), accepted > 0 ? (accepted / W) * 1000 : undefined, counted);
-    if (rate < before) log.warn({ from, rate: Number(rate.toFixed(2)), accepted, counted, ceiling: (global.count / W) * 1000 }, 'bot-wide flood: lowering the bot rate for the whole cluster');
+    const missing = counted ? undefined : [...s.members].filter(([, m]) => at === undefined || !m.atFlood.has(at)).map(([, m]) => m.instance);
+    if (rate < before) log.warn({ from, at, rate: Number(rate.toFixed(2)), accepted, counted, missing, ceiling: (global.count / W) * 1000 }, 'bot-wide flood: lowering the bot rate for the whole cluster');
     mRate.set(rate);
+    leadIn(s, self, 0);
     return s;
   };
 
@@ -258,9 +267,13 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
             const before = state.members.get(d.holder);
             // A process that joins, or finds demand after none: split at once, not at the next tick.
             if (state.lease && d.demand > 0 && !(before && before.demand > 0)) leadIn(state, ctx.self, 0);
-            const atFlood = d.accepted_at !== undefined ? { at: d.accepted_at, accepted: d.accepted ?? 0 } : before?.atFlood;
+            const atFlood = before?.atFlood ?? new Map<number, number>();
+            if (d.accepted_at !== undefined) {
+              atFlood.set(d.accepted_at, d.accepted ?? 0);
+              if (atFlood.size > 8) atFlood.delete(atFlood.keys().next().value!);
+            }
             state.members.set(d.holder, { instance: d.instance, demand: d.demand, accepted: d.accepted ?? 0, atFlood, rate: d.rate, granted: d.granted ?? true, reportedShare: d.share, at: Date.now() });
-            if (d.accepted_at !== undefined && floodCounted(state)) dispatch(ctx.self, { type: 'floodSettle' });
+            if (d.accepted_at !== undefined && floodCounted(state)) dispatch(ctx.self, { type: 'floodSettle', at: d.accepted_at });
           } catch {
             metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']).inc({ subject: subjects.budgetDemand, code: 'BAD_PAYLOAD' });
           }
@@ -325,15 +338,15 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
         }
         case 'flood': {
           if (!state.lease) return state;
-          if (msg.at === undefined) return throttle(state, msg.from, false);
+          if (msg.at === undefined) return throttle(state, ctx.self, msg.from, false);
           // Every member answers a flood with its count of accepted sends in the window ending at the
           // 429: their sum is what the server took in its window. Wait for them (or FLOOD_SETTLE_MS).
           if (state.flood) return state;
           state.flood = { at: msg.at, from: msg.from };
-          if (floodCounted(state)) return throttle(state, msg.from, true);
+          if (floodCounted(state)) return throttle(state, ctx.self, msg.from, true);
           const t = setTimeout(() => {
             state.timers = state.timers.filter((x) => x !== t);
-            dispatch(ctx.self, { type: 'floodSettle' });
+            dispatch(ctx.self, { type: 'floodSettle', at: msg.at! });
           }, FLOOD_SETTLE_MS);
           state.timers.push(t);
           return state;
@@ -349,11 +362,13 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
           return state;
         }
         case 'floodSettle': {
-          if (!state.flood || !state.lease) {
+          // Only for the flood it was started for (a later flood has its own wait).
+          if (!state.flood || state.flood.at !== msg.at) return state;
+          if (!state.lease) {
             state.flood = null;
             return state;
           }
-          return throttle(state, state.flood.from, floodCounted(state));
+          return throttle(state, ctx.self, state.flood.from, floodCounted(state));
         }
         case 'status': {
           const members = [...state.members].map(([h, m]) => ({ holder: h, instance: m.instance, demand: m.demand, share: state.lease ? (state.cur.get(h) ?? 0) : m.reportedShare, reportedAt: m.at }));

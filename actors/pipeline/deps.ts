@@ -63,7 +63,8 @@ export interface PipelineDeps {
   observeOutcome?: (o: Outcome, chatId: number | undefined) => void;
   publishRecipientChanged: (chatId: number, status: string, migratedTo: number | null) => void;
   /** Telegram says the whole bot is flooded: lower the bot rate, tell the other processes (cluster budget). */
-  onBotFlood: (untilMs: number) => void;
+  /** `atMs`: when the 429 was answered (the cluster counts accepted sends in the window ending then). */
+  onBotFlood: (untilMs: number, atMs?: number) => void;
   /** Chats whose rate a 429 lowered, process-wide (chat id → per second); read by metrics. */
   lowered: Map<number, number>;
   /** Carries chat windows to a shard's next owner (the cluster replaces the no-op one). */

@@ -162,6 +162,11 @@ export class BudgetClient {
 
   /** A bot-wide flood announced by a process: honoured only from a live member, and bounded. */
   onFloodMessage(f: BudgetFlood): boolean {
+    // What this process got accepted in the window ending at the 429, at once: the coordinator sums
+    // these instead of reports up to 250 ms old (taken while the cluster may still have been ramping up).
+    // Answered even before the membership check: a process started less than a view refresh ago is not
+    // in our view yet (the coordinator then misses a count), and a count is only data.
+    if (f.at !== undefined) this.report(f.at);
     if (!this.members.has(f.holder) && f.holder !== this.o.holder) {
       this.bad.inc({ subject: this.o.subjects.budgetFlood, code: 'NOT_A_MEMBER' });
       this.o.log.warn({ from: f.holder }, 'flood message from a process that is not a live member: ignored');
@@ -175,18 +180,16 @@ export class BudgetClient {
     }
     if (until <= now) return false;
     this.o.gate.pause(until);
-    // What this process got accepted in the window ending at the 429, at once: the coordinator sums
-    // these instead of reports up to 250 ms old (taken while the cluster may still have been ramping up).
-    if (f.at !== undefined) this.report(f.at);
     this.o.onFlood?.(until, f.holder, f.at);
     this.o.log.warn({ until: new Date(until).toISOString(), from: f.instance }, 'bot-wide flood control: cluster paused');
     return true;
   }
 
   /** Tells every process to pause (a 429 that says the bot, not a chat, is flooded). */
-  announceFlood(until: number): void {
+  /** `at`: when the 429 was answered (default now): every process counts its accepted sends in the window ending then. */
+  announceFlood(until: number, at = this.now()): void {
     try {
-      this.o.nc.publish(this.o.subjects.budgetFlood, encodeJson({ until, instance: this.o.instance, holder: this.o.holder, at: this.now() }));
+      this.o.nc.publish(this.o.subjects.budgetFlood, encodeJson({ until, instance: this.o.instance, holder: this.o.holder, at: Math.round(at) }));
     } catch (e) {
       this.o.log.warn({ err: describeError(e) }, 'could not announce the flood');
     }

@@ -99,7 +99,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     onFlood: (until, from, at) => dispatch(coordinator, { type: 'flood', until, from, at }),
   });
   budget.start();
-  pipeline.onBotFlood((until) => budget.announceFlood(until));
+  pipeline.onBotFlood((until, at) => budget.announceFlood(until, at));
   // Chat windows travel with a shard; records outlive the longest chat-scope window (a group's minute).
   const handoffTtlMs = Math.ceil(Math.max(rateToWindow(config.telegramChatRate).windowMs, perMinuteToWindow(config.telegramGroupRatePerMin).windowMs)) + 60_000;
   try {

@@ -59,7 +59,7 @@ export interface Pipeline {
   /** What `notify.status.<instance>` answers (the cluster adds shards and budget). */
   setStatusProvider(f: () => Promise<unknown>): void;
   /** Who hears about bot-wide floods (the cluster budget); from then on the cluster owns the bot rate. */
-  onBotFlood(handler: (untilMs: number) => void): void;
+  onBotFlood(handler: (untilMs: number, atMs?: number) => void): void;
   /** Where chat windows go at a handoff (the cluster's KV store). */
   setHandoffStore(store: HandoffStore): void;
   /** The bot-wide rate this process applies alone (without a cluster), per second. */
@@ -178,14 +178,15 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
       outcomes.recipient(chatId, status, migratedTo);
       void recipients.written(chatId).then(() => safePublish(subjects.recipientChanged, { chat_id: chatId, status, migrated_to_chat_id: migratedTo }));
     },
-    onBotFlood: (until) => {
-      applyRate(globalRate.throttled(Date.now(), gate.acceptedPerSecond(rateToWindow(config.telegramGlobalRate).windowMs) || undefined));
-      floodHandler(until);
+    onBotFlood: (until, at) => {
+      // What the server took in the window ending when its 429 was answered (not when we got to it).
+      applyRate(globalRate.throttled(Date.now(), gate.acceptedPerSecond(rateToWindow(config.telegramGlobalRate).windowMs, Math.min(Date.now(), at ?? Date.now())) || undefined));
+      floodHandler(until, at);
     },
     handoff: noHandoff,
     lowered,
   };
-  let floodHandler: (untilMs: number) => void = () => undefined;
+  let floodHandler: (untilMs: number, atMs?: number) => void = () => undefined;
   let statusProvider: () => Promise<unknown> = async () => ({
     instance: config.instanceId,
     owner,

@@ -206,7 +206,7 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
   };
 
   /** Carries out the policy's decision for a failed send. */
-  const apply = (state: SenderState, c: Chat, job: Job, a: Action, now: number): void => {
+  const apply = (state: SenderState, c: Chat, job: Job, a: Action, now: number, answeredAt = now): void => {
     switch (a.kind) {
       case 'throttled': {
         state.counts.throttled[a.scope]++;
@@ -217,7 +217,7 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
         if (a.scope === 'global') {
           log.warn({ retryAfterMs: a.retryAfterMs }, 'bot-wide flood control: pausing all sends, lowering the bot rate');
           gate.pause(a.until);
-          deps.onBotFlood(a.until);
+          deps.onBotFlood(a.until, answeredAt);
         } else {
           const rate = state.limiter.throttled(c.id, now);
           log.info({ chatId: c.id, retryAfterMs: a.retryAfterMs, rate }, `${a.scope} rate-limited by Telegram: waiting, rate lowered`);
@@ -280,7 +280,7 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
     const part = job.parts![job.done]!;
     const action = decide(result.error, { chatId: c.id, part: { method: part.method, textLength: part.method === 'sendMessage' ? part.text.length : undefined }, plain: job.plain, attempts: job.attempts }, policyLimits, view);
     if (action.kind === 'throttled') opts.flood.state = action.flood;
-    apply(state, c, job, action, now);
+    apply(state, c, job, action, now, result.answeredAt);
   };
 
   const maybeFinishDrain = (state: SenderState): void => {
