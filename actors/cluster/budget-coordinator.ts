@@ -237,11 +237,21 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
     const at = s.flood?.at;
     s.flood = null;
     const before = s.rate.rate;
-    let accepted = 0;
-    for (const m of s.members.values()) accepted += at !== undefined && m.atFlood.has(at) ? m.atFlood.get(at)! : m.accepted;
-    const rate = s.rate.throttled(Date.now(), accepted > 0 ? (accepted / W) * 1000 : undefined, counted);
+    let atFlood = 0;
+    let recent = 0;
+    for (const m of s.members.values()) {
+      atFlood += at !== undefined && m.atFlood.has(at) ? m.atFlood.get(at)! : m.accepted;
+      recent += m.accepted;
+    }
+    // Two estimates of what the server took: the counts at the flood's instant (low when the announcer
+    // read its 429 late, or sends were still in flight) and the last periodic reports (low while the
+    // cluster ramps up). The rate goes just under the larger; it caps the remembered rejected rate only
+    // when every member answered and the counts at the instant are not the lower one by more than 5 %.
+    const accepted = Math.max(atFlood, recent);
+    const trusted = counted && atFlood >= 0.95 * recent;
+    const rate = s.rate.throttled(Date.now(), accepted > 0 ? (accepted / W) * 1000 : undefined, trusted);
     const missing = counted ? undefined : [...s.members].filter(([, m]) => at === undefined || !m.atFlood.has(at)).map(([, m]) => m.instance);
-    if (rate < before) log.warn({ from, at, rate: Number(rate.toFixed(2)), accepted, counted, missing, ceiling: (global.count / W) * 1000 }, 'bot-wide flood: lowering the bot rate for the whole cluster');
+    if (rate < before) log.warn({ from, at, rate: Number(rate.toFixed(2)), accepted: atFlood, recent, counted, trusted, missing, ceiling: (global.count / W) * 1000 }, 'bot-wide flood: lowering the bot rate for the whole cluster');
     mRate.set(rate);
     leadIn(s, self, 0);
     return s;
@@ -272,7 +282,8 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
               atFlood.set(d.accepted_at, d.accepted ?? 0);
               if (atFlood.size > 8) atFlood.delete(atFlood.keys().next().value!);
             }
-            state.members.set(d.holder, { instance: d.instance, demand: d.demand, accepted: d.accepted ?? 0, atFlood, rate: d.rate, granted: d.granted ?? true, reportedShare: d.share, at: Date.now() });
+            // `accepted` stays the periodic count: a flood answer counts another window.
+            state.members.set(d.holder, { instance: d.instance, demand: d.demand, accepted: d.accepted_at !== undefined ? (before?.accepted ?? 0) : (d.accepted ?? 0), atFlood, rate: d.rate, granted: d.granted ?? true, reportedShare: d.share, at: Date.now() });
             if (d.accepted_at !== undefined && floodCounted(state)) dispatch(ctx.self, { type: 'floodSettle', at: d.accepted_at });
           } catch {
             metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']).inc({ subject: subjects.budgetDemand, code: 'BAD_PAYLOAD' });
