@@ -202,7 +202,7 @@ async function formation(): Promise<void> {
       },
     }),
   );
-  rows.push(await formationRun('stricter global (200/s, told 300/s)', { n: N2, chats: CH, procs: 3, server: 200, run: async ({ launch }) => void ['a', 'b', 'c'].forEach((p) => launch(p)) }));
+  rows.push(await formationRun('stricter global (200/s, told 300/s)', { n: N2, chats: CH, procs: 3, server: 200, run: async ({ launch }) => ['a', 'b', 'c'].forEach((p) => launch(p)) }));
   console.log(`\nbench:cluster — formation and change; workers told ${GLOBAL} msg/s global, ${CHAT} msg/s per chat; sandbox at the same limits unless the scenario says; lease TTL ${TTL} ms; ${machine()}\n`);
   console.log(table(['scenario', 'processes', 'notifications', 'ideal s', 'first→last s', 'ideal÷actual', 'ideal with waits s', '÷ actual', 'ramp s / mid ÷ rate / tail s', '429s global/chat/group', '429 %', 'lost', 'duplicates'], rows));
   console.log(`\n"ideal with waits": kill -9 adds the waits the design makes on purpose: the dead process's rows unsent at the kill go only after the lease TTL (${TTL} ms) and one chat window, then at the full rate. The other scenarios have none (graceful handoffs carry the chat windows).`);

@@ -19,7 +19,7 @@ export async function startSandboxProcess(flags: string[]): Promise<{ apiRoot: s
   const proc = spawn(process.execPath, ['--import', 'tsx', resolve(__dirname, '../sandbox/cli.ts'), '--port', '0', ...flags], { stdio: ['ignore', 'pipe', 'inherit'] });
   const apiRoot = await new Promise<string>((res, rej) => {
     let buf = '';
-    proc.stdout!.on('data', (d: Buffer) => {
+    proc.stdout.on('data', (d: Buffer) => {
       buf += d.toString();
       const m = /"apiRoot":"([^"]+)"/.exec(buf);
       if (m) res(m[1]!);

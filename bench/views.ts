@@ -83,7 +83,7 @@ async function main(): Promise<void> {
     const child = spawn(process.execPath, ['--import', 'tsx', __filename, '--serve-gateway'], { env: { ...process.env, ...env, DATABASE_URL: url }, stdio: ['ignore', 'pipe', 'inherit'] });
     const port = await new Promise<number>((resolve, reject) => {
       let out = '';
-      child.stdout!.on('data', (d: Buffer) => {
+      child.stdout.on('data', (d: Buffer) => {
         out += d.toString();
         const m = /PORT (\d+)/.exec(out);
         if (m) resolve(Number(m[1]));

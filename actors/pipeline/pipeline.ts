@@ -172,7 +172,7 @@ export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<Pipe
  * nothing when the shard was released cleanly (or never owned).
  */
 export function seedFor(shard: number, record: HandoffRecord | undefined, previous: string | null, self: string, now: number): WindowSeed {
-  void shard;
+  shard;
   // The database still names another owner: it did not hand over (a crash, a fence, a failed record).
   if (previous && previous !== self) return { kind: 'blind', at: now };
   if (record) return { kind: 'exact', at: record.at, chats: record.chats, complete: record.complete };

@@ -47,7 +47,7 @@ const validators = new Map<TSchema, (v: unknown) => unknown>();
 function replyValidator<S extends TSchema>(schema: S): (v: unknown) => Static<S> {
   let f = validators.get(schema);
   if (!f) validators.set(schema, (f = validator(schema)));
-  return f as (v: unknown) => Static<S>;
+  return f;
 }
 
 export { classifyHttpError } from './http-errors';

@@ -38,7 +38,7 @@ export function decoder<S extends TSchema>(schema: S, opts: { maxBytes?: number 
     } catch (e) {
       throw new InputError('BAD_JSON', `payload is not JSON: ${(e as Error).message}`);
     }
-    return check(validate, value) as Static<S>;
+    return check(validate, value);
   };
   return Object.assign(fn, { schema });
 }
@@ -46,7 +46,7 @@ export function decoder<S extends TSchema>(schema: S, opts: { maxBytes?: number 
 /** Validates an already-parsed value (HTTP bodies, tests). */
 export function validator<S extends TSchema>(schema: S): (value: unknown) => Static<S> {
   const validate = ajv.compile(schema);
-  return (value) => check(validate, value) as Static<S>;
+  return (value) => check(validate, value);
 }
 
 function check(validate: ValidateFunction, value: unknown): unknown {

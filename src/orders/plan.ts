@@ -48,12 +48,12 @@ export function orderRepository(db: Knex): OrderRepository {
     async orderLines(orderId) {
       const order = await Order.query(db).findById(orderId).select('id');
       if (!order) return null;
-      const rows = (await OrderItem.query(db)
+      const rows = await OrderItem.query(db)
         .join('products', 'products.id', 'order_items.product_id')
         .where('order_items.order_id', orderId)
         .orderBy('order_items.id')
         .select('order_items.product_id', 'order_items.quantity', 'order_items.price', 'products.name', 'products.image_path')
-        .castTo<OrderLineRow[]>()) as unknown as OrderLineRow[];
+        .castTo<OrderLineRow[]>();
       return rows.map((r) => ({ productId: r.product_id, name: r.name, price: r.price, quantity: r.quantity, imagePath: r.image_path }));
     },
   };

@@ -146,7 +146,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     for await (const m of await nc.requestMany(pipeline.subjects.statusAll, encodeJson({}), { maxWait: 1_000, maxMessages: Math.max(1, fresh.members.length) })) {
       try {
         const { pipeline: _omit, ...rest } = JSON.parse(new TextDecoder().decode(m.data)) as ProcessStatus;
-        void _omit;
+        _omit;
         processes.push(rest);
       } catch {
         /* a process answering garbage is left out */

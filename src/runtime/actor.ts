@@ -103,7 +103,7 @@ export interface ActorDefinition<S, M> {
 /** Starts a fresh actor system. Use one per process (and one per test). */
 export function startActorSystem(name: string, log: Logger, observer: ActorObserver = {}): ActorSystem {
   // nact ignores a string name (`start('x')`): pass it as an object.
-  const raw = nact.start({ name: `${name}-${Math.random().toString(36).slice(2, 8)}` } as never) as nact.Ref<never>;
+  const raw = nact.start({ name: `${name}-${Math.random().toString(36).slice(2, 8)}` } as never);
   return { name, raw, log, observer, life: { stopped: false }, deadLetters: 0 };
 }
 
@@ -153,7 +153,7 @@ export function spawn<S, M>(parent: Parent, def: ActorDefinition<S, M>): ActorRe
   const crashes: number[] = [];
   const log = system.log.child({ actor: def.name });
   // The ref exists before nact returns it, so `init` can spawn children and dispatch to self.
-  const self = { path: def.name, raw: undefined as unknown as nact.Ref<unknown>, life } as { path: string; raw: nact.Ref<unknown>; life: { stopped: boolean } };
+  const self = { path: def.name, raw: undefined as unknown as nact.Ref<unknown>, life };
   systems.set(self, system);
   const siblings = childrenOf.get(parent) ?? new Set<ActorRef<unknown>>();
   childrenOf.set(parent, siblings);
@@ -199,7 +199,7 @@ export function spawn<S, M>(parent: Parent, def: ActorDefinition<S, M>): ActorRe
   };
 
   nact.spawn(
-    parent.raw as nact.Ref<unknown>,
+    parent.raw,
     (state: S, msg: M) => def.receive(state, msg, ctxOf()),
     def.name,
     {
@@ -213,7 +213,7 @@ export function spawn<S, M>(parent: Parent, def: ActorDefinition<S, M>): ActorRe
       onCrash: onCrash as never,
       afterStop: async (state: S) => {
         life.stopped = true;
-        siblings.delete(self as ActorRef<unknown>);
+        siblings.delete(self);
         if (def.afterStop) {
           try {
             await def.afterStop(state, ctxOf());
@@ -222,11 +222,11 @@ export function spawn<S, M>(parent: Parent, def: ActorDefinition<S, M>): ActorRe
           }
         }
       },
-    } as never,
+    },
   );
   // Only once nact has it (spawn throws on a duplicate name): stopping a parent stops it too.
-  siblings.add(self as ActorRef<unknown>);
-  return self as ActorRef<M>;
+  siblings.add(self);
+  return self;
 }
 
 /**
@@ -258,7 +258,7 @@ export function reply<R>(to: ReplyTo<R>, value: R): void {
 export async function query<M, R>(to: ActorRef<M>, build: (replyTo: ReplyTo<R>) => M, timeoutMs: number): Promise<R> {
   if (to.life.stopped) throw new AppError('ACTOR_STOPPED', `actor ${to.path} is stopped`);
   try {
-    return (await nact.query(to.raw as nact.Ref<never>, ((temp: nact.Ref<unknown>) => build({ raw: temp })) as never, timeoutMs)) as R;
+    return (await nact.query(to.raw, ((temp: nact.Ref<unknown>) => build({ raw: temp })) as never, timeoutMs));
   } catch (e) {
     if (e instanceof Error && /Query Timeout/.test(e.message)) throw new AppError('QUERY_TIMEOUT', `no answer from ${to.path} within ${timeoutMs} ms`);
     throw e;
@@ -285,7 +285,7 @@ function pathOf(raw: nact.Ref<unknown>, fallback: string): string {
 }
 
 function messageType(msg: unknown): string {
-  return msg && typeof msg === 'object' && 'type' in msg ? String((msg as { type: unknown }).type) : typeof msg;
+  return msg && typeof msg === 'object' && 'type' in msg ? String((msg).type) : typeof msg;
 }
 
 function safe(f: () => void): void {

@@ -90,7 +90,7 @@ export function spawnWorker(env: Record<string, string>): WorkerProcess {
   const waiters: Array<() => void> = [];
   let buf = '';
   let err = '';
-  proc.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+  proc.stdout.setEncoding('utf8').on('data', (chunk: string) => {
     buf += chunk;
     let i: number;
     while ((i = buf.indexOf('\n')) >= 0) {
@@ -104,7 +104,7 @@ export function spawnWorker(env: Record<string, string>): WorkerProcess {
       for (const w of waiters.splice(0)) w();
     }
   });
-  proc.stderr!.setEncoding('utf8').on('data', (c: string) => (err += c));
+  proc.stderr.setEncoding('utf8').on('data', (c: string) => (err += c));
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
   return {
     proc,

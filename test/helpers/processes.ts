@@ -36,8 +36,8 @@ export function startWorker(env: Record<string, string>, entry = 'src/main.ts'):
     for (const l of buf.toString('utf8').split('\n')) if (l.trim()) lines.push(l);
     for (const f of listeners) f();
   };
-  proc.stdout!.on('data', onData);
-  proc.stderr!.on('data', onData);
+  proc.stdout.on('data', onData);
+  proc.stderr.on('data', onData);
   const exited = new Promise<number | null>((res) => proc.once('exit', (code) => res(code)));
   return {
     proc,

@@ -52,7 +52,7 @@ export function uniq(prefix = 'x'): string {
 /** A logger that keeps its lines in memory (assert on them) and prints nothing. */
 export function captureLogger(level = 'debug'): { log: Logger; lines: () => Array<Record<string, unknown>>; text: () => string } {
   const chunks: string[] = [];
-  const log = createLogger({ level, destination: { write: (s: string) => void chunks.push(s) } as never });
+  const log = createLogger({ level, destination: { write: (s: string) => void chunks.push(s) } });
   return {
     log,
     text: () => chunks.join(''),

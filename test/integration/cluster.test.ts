@@ -131,9 +131,9 @@ describe('scale-out across real processes (NATS KV leases, shared budget)', func
     for (let c = 7000; chats.length < 40; c++) if (aShards.has(shardOf(c, 64)) === (chats.length % 2 === 0)) chats.push(c);
     await insert(Array.from({ length: 800 }, (_, i) => ({ chat: chats[i % chats.length]!, text: `k-${i}` })));
     await sandbox.waitForDelivered(150, 20_000);
-    a!.kill('SIGKILL');
+    a.kill('SIGKILL');
     const killedAt = Date.now();
-    await a!.exited;
+    await a.exited;
     await waitForSandboxIdle(sandbox);
     const deliveredAtKill = sandbox.delivered().length;
     const recordedAtKill = await count('sent');
@@ -141,11 +141,11 @@ describe('scale-out across real processes (NATS KV leases, shared budget)', func
     const firstAfter = await new Promise<number>((resolve) => {
       const on = (e: { chatId: number; at: number }): void => {
         if (aChats.has(e.chatId)) {
-          sandbox.off('delivered', on as never);
+          sandbox.off('delivered', on);
           resolve(e.at);
         }
       };
-      sandbox.on('delivered', on as never);
+      sandbox.on('delivered', on);
     });
     const takeoverMs = firstAfter - killedAt;
     console.log(`      takeover: first delivery from a dead process's shard ${takeoverMs} ms after SIGKILL (lease TTL ${TTL} ms)`);

@@ -148,7 +148,7 @@ describe('orders: new-order plan over MariaDB, the fetcher actor and a local ima
     const row = { kind: null, order_id: null, telegram_id: -100500, message_text: `🛒 НОВЫЙ ЗАКАЗ #${orderId}\nСумма: 61.50` };
     const detected = orderIdOfNotification(row, config.adminChatIds);
     assert.equal(detected, orderId);
-    const parts = await planOrderNotification(deps(), { text: row.message_text, parseMode: null, orderId: detected! });
+    const parts = await planOrderNotification(deps(), { text: row.message_text, parseMode: null, orderId: detected });
     assert.deepEqual(shape(parts), ['sendMessage', 'album:3']);
     assert.equal(orderIdOfNotification({ ...row, telegram_id: 42 }, config.adminChatIds), null, 'not to a customer chat');
   });

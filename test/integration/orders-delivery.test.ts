@@ -79,10 +79,10 @@ describe('new-order notifications through the pipeline (sandbox, image server, M
     const onDelivered = (e: { method: string; mediaCount: number }): void => {
       if (e.method === 'sendMediaGroup' && e.mediaCount === 10) {
         h.sandbox.injectFailure({ chatId: ADMIN, method: 'sendMediaGroup', status: 502, count: 1 });
-        h.sandbox.off('delivered', onDelivered as never);
+        h.sandbox.off('delivered', onDelivered);
       }
     };
-    h.sandbox.on('delivered', onDelivered as never);
+    h.sandbox.on('delivered', onDelivered);
     await start();
     await waitFor(async () => (await status(id)) === 'sent', 20_000, 50, 'sent');
     const d = h.sandbox.delivered(ADMIN);

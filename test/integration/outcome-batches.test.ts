@@ -63,7 +63,7 @@ describe('outcome writer: a batch never dies for one outcome (real MariaDB)', fu
       IF NEW.id = ${d} AND NEW.status = 'sent' THEN SIGNAL SQLSTATE '22003' SET MESSAGE_TEXT = 'poison status'; END IF;
     END`);
     const w = writer();
-    for (const id of ids) dispatch(w.ref, { type: 'outcome', outcome: sent(id, `note ${id} secret-detail`), event: event(id) } as OutcomeWriterMsg);
+    for (const id of ids) dispatch(w.ref, { type: 'outcome', outcome: sent(id, `note ${id} secret-detail`), event: event(id) });
     const r = await query<OutcomeWriterMsg, { written: number }>(w.ref, (replyTo) => ({ type: 'flush', replyTo }), 20_000);
     assert.equal(r.written, 5, 'every queued outcome was handled');
     assert.equal(w.queue.items.length, 0, 'nothing left blocking the queue');
@@ -88,7 +88,7 @@ describe('outcome writer: a batch never dies for one outcome (real MariaDB)', fu
     const [x, y] = (await claimedRows(2)) as [number, number];
     const w = writer();
     const bad: Outcome = { id: x, kind: 'retry', attempts: -3, retryCount: Number.NaN, nextAttemptAt: Number.NaN, code: 'C'.repeat(100), reason: '😀'.repeat(3000) };
-    dispatch(w.ref, { type: 'outcome', outcome: bad } as OutcomeWriterMsg);
+    dispatch(w.ref, { type: 'outcome', outcome: bad });
     dispatch(w.ref, { type: 'outcome', outcome: { ...sent(y), notes: '😀'.repeat(300) } } as OutcomeWriterMsg);
     const r = await query<OutcomeWriterMsg, { written: number }>(w.ref, (replyTo) => ({ type: 'flush', replyTo }), 20_000);
     assert.equal(r.written, 2);

@@ -114,7 +114,7 @@ describe('budget control messages (issue 10 item 5)', () => {
     // 12 sends accepted 100 ms apart (NOW … NOW+1100); the 429 came at NOW+1000: the window (NOW, NOW+1000] holds 10.
     for (let i = 0; i < 12; i++) {
       t = NOW + i * 100;
-      gate.request({ priority: 0, backlogMs: 0, readySince: t, cost: 1, grant: (r) => gate.settle(r, t, true) } as Parameters<GlobalGate['request']>[0]);
+      gate.request({ priority: 0, backlogMs: 0, readySince: t, cost: 1, grant: (r) => gate.settle(r, t, true) });
     }
     t = NOW + 1_150;
     assert.equal(c.onFloodMessage({ until: t + 1_000, instance: 'peer', holder: 'peer:1', at: NOW + 1_000 }), true);
@@ -128,7 +128,7 @@ describe('budget control messages (issue 10 item 5)', () => {
     const { c, gate, published } = client({ coordinator: null, members: [] }, () => t);
     c.start();
     gate.setLimit({ count: 30, windowMs: 1000 });
-    gate.request({ priority: 0, backlogMs: 0, readySince: t, cost: 1, grant: (r) => gate.settle(r, t, true) } as Parameters<GlobalGate['request']>[0]);
+    gate.request({ priority: 0, backlogMs: 0, readySince: t, cost: 1, grant: (r) => gate.settle(r, t, true) });
     t = NOW + 300;
     c.stop();
     const r = published.at(-1) as { leaving: boolean; free_at: number; demand: number; share: number };
