@@ -171,7 +171,12 @@ function fetcherMetrics(metrics: Metrics | undefined) {
     bytes: metrics.gauge('images_cache_bytes', 'Bytes of images held in the cache'),
     entries: metrics.gauge('images_cache_entries', 'Images held in the cache'),
     maxBytes: metrics.gauge('images_cache_max_bytes', 'The cache bound, IMAGE_CACHE_MAX_BYTES'),
-    latency: metrics.histogram('images_fetch_duration_seconds', 'Image download time, redirects and body included', ['outcome'] as const, [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]),
+    latency: metrics.histogram(
+      'images_fetch_duration_seconds',
+      'Image download time, redirects and body included',
+      ['outcome'] as const,
+      [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    ),
     failures: metrics.counter('images_fetch_failures_total', 'Failed image downloads by reason', ['reason'] as const),
   };
 }
@@ -220,7 +225,8 @@ export function fetcherImageSource(fetcher: ActorRef<FetcherMessage>, opts: Fetc
           opts.timeoutMs,
         );
       } catch (e) {
-        if (isAppError(e) && e.code === 'QUERY_TIMEOUT') return { ok: false, reason: 'timeout', message: `no answer from the image fetcher within ${opts.timeoutMs} ms for ${url}` };
+        if (isAppError(e) && e.code === 'QUERY_TIMEOUT')
+          return { ok: false, reason: 'timeout', message: `no answer from the image fetcher within ${opts.timeoutMs} ms for ${url}` };
         return { ok: false, reason: 'network', message: `image fetcher unavailable: ${e instanceof Error ? e.message : String(e)}` };
       }
     },

@@ -121,20 +121,23 @@ export async function runClusterFailover(nodes: number): Promise<void> {
       VIEWS_STREAM: `${tag}_wv`,
       ROLE: 'worker',
     });
-  const status = async (): Promise<ClusterStatus> => JSON.parse(new TextDecoder().decode((await nc.request(`${tag}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
+  const status = async (): Promise<ClusterStatus> =>
+    JSON.parse(new TextDecoder().decode((await nc.request(`${tag}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
   const balanced = async (n: number): Promise<ClusterStatus> => {
     for (;;) {
       try {
         const s = await status();
         const counts = s.processes.map((p) => p.owned.length);
-        if (s.processes.length === n && counts.reduce((a, b) => a + b, 0) === 64 && counts.every((c) => c >= Math.floor(64 / n) && c <= Math.ceil(64 / n))) return s;
+        if (s.processes.length === n && counts.reduce((a, b) => a + b, 0) === 64 && counts.every((c) => c >= Math.floor(64 / n) && c <= Math.ceil(64 / n)))
+          return s;
       } catch {
         /* not up yet */
       }
       await sleep(200);
     }
   };
-  const sent = async (): Promise<number> => Number(((await db('telegram_notifications').where({ status: 'sent' }).count({ n: '*' }))[0] as { n: number | string }).n);
+  const sent = async (): Promise<number> =>
+    Number(((await db('telegram_notifications').where({ status: 'sent' }).count({ n: '*' }))[0] as { n: number | string }).n);
   const fill = async (prefix: string, chats: number[], n: number): Promise<void> => {
     await fetch(`${sandbox.apiRoot}sandbox/reset`, { method: 'POST' });
     await db.raw('TRUNCATE telegram_notifications');
@@ -164,8 +167,23 @@ export async function runClusterFailover(nodes: number): Promise<void> {
     const distinct = new Set(d.map((x) => x.text)).size;
     const moved = Object.entries(before.map).filter(([s, h]) => after.map[Number(s)] !== h).length;
     const fenceAfter = [...logs.values()].reduce((a, l) => a + l.filter((x) => x.includes('lease not renewed in time')).length, 0);
-    const { plot, fullRateS } = ratePlot(d.map((x) => x.at), killedAt, DOWN_S);
-    results.push({ name, killed: victim, plot, fullRateS, lost: N - distinct, duplicates: d.length - distinct, r429: st.rateLimited, moved, takeovers: after.takeovers.length, fenceLines: fenceAfter - fenceBefore });
+    const { plot, fullRateS } = ratePlot(
+      d.map((x) => x.at),
+      killedAt,
+      DOWN_S,
+    );
+    results.push({
+      name,
+      killed: victim,
+      plot,
+      fullRateS,
+      lost: N - distinct,
+      duplicates: d.length - distinct,
+      r429: st.rateLimited,
+      moved,
+      takeovers: after.takeovers.length,
+      fenceLines: fenceAfter - fenceBefore,
+    });
   };
 
   try {
@@ -199,7 +217,11 @@ export async function runClusterFailover(nodes: number): Promise<void> {
       let firstAfter = 0;
       while (!firstAfter) {
         const d = await getJson<DeliveredEntry[]>(`${sandbox.apiRoot}sandbox/delivered`);
-        firstAfter = d.filter((x) => x.at > killedAt + 50 && cChats.has(x.chatId)).map((x) => x.at).sort((a, b) => a - b)[0] ?? 0;
+        firstAfter =
+          d
+            .filter((x) => x.at > killedAt + 50 && cChats.has(x.chatId))
+            .map((x) => x.at)
+            .sort((a, b) => a - b)[0] ?? 0;
         if (!firstAfter) await sleep(100);
       }
       while ((await sent()) < 3000) await sleep(200);
@@ -223,7 +245,9 @@ export async function runClusterFailover(nodes: number): Promise<void> {
     await root.destroy();
   }
   const load1 = os.loadavg();
-  console.log(`\nbench:cluster --nats-nodes 3 — 3 nats-servers (R3), 3 worker processes, default lease TTL; sandbox ${GLOBAL} msg/s global, ${CHAT} msg/s per chat; ${machine()}`);
+  console.log(
+    `\nbench:cluster --nats-nodes 3 — 3 nats-servers (R3), 3 worker processes, default lease TTL; sandbox ${GLOBAL} msg/s global, ${CHAT} msg/s per chat; ${machine()}`,
+  );
   console.log(`load average before ${load0.map((x) => x.toFixed(2)).join(' ')}, after ${load1.map((x) => x.toFixed(2)).join(' ')}\n`);
   for (const r of results) {
     console.log(`delivery, ${r.name}: node ${r.killed} SIGKILLed at 0 s, restarted at ${DOWN_S} s (msgs delivered per second; | = ${GLOBAL}/s)`);
@@ -231,14 +255,31 @@ export async function runClusterFailover(nodes: number): Promise<void> {
   }
   console.log(
     table(
-      ['kill', 'node', 'full rate (≥ 95 % for 5 s) from, s', 'lost', 'duplicates', '429 global', '429 chat', '429 group', 'shards moved', 'takeovers', 'fence events'],
+      [
+        'kill',
+        'node',
+        'full rate (≥ 95 % for 5 s) from, s',
+        'lost',
+        'duplicates',
+        '429 global',
+        '429 chat',
+        '429 group',
+        'shards moved',
+        'takeovers',
+        'fence events',
+      ],
       results.map((r) => [r.name, r.killed, r.fullRateS, r.lost, r.duplicates, r.r429.global, r.r429.chat, r.r429.group, r.moved, r.takeovers, r.fenceLines]),
     ),
   );
   console.log('\nTargets: 0 lost, duplicates only sends in flight, 429s ≤ 0.1 %, no shard moves between live processes, full rate within 10 s.\n');
   console.log(table(['worker SIGKILL → first delivery from its shards, s', 'lost', 'duplicates'], [out.crash]));
   console.log('\nTarget: ≤ 10 s.\n');
-  console.log(table(['views: killed node', 'beacons 202', 'beacons 503 (retried)', '503 with Retry-After', 'other / hung', 'views counted', 'expected', 'exact'], out.views));
+  console.log(
+    table(
+      ['views: killed node', 'beacons 202', 'beacons 503 (retried)', '503 with Retry-After', 'other / hung', 'views counted', 'expected', 'exact'],
+      out.views,
+    ),
+  );
   console.log('');
 }
 
@@ -256,7 +297,9 @@ function ratePlot(ats: number[], killedAt: number, downS: number): { plot: strin
   for (let s = from; s < to; s++) {
     const n = counts.get(s) ?? 0;
     if (full === undefined && s >= 0 && [0, 1, 2, 3, 4].every((k) => s + k >= to || (counts.get(s + k) ?? 0) >= 0.95 * GLOBAL)) full = s;
-    lines.push(`${String(s).padStart(4)} s ${String(n).padStart(4)} ${'#'.repeat(Math.round(n / 10))}${n >= GLOBAL ? '' : ' '.repeat(Math.round((GLOBAL - n) / 10))}|`);
+    lines.push(
+      `${String(s).padStart(4)} s ${String(n).padStart(4)} ${'#'.repeat(Math.round(n / 10))}${n >= GLOBAL ? '' : ' '.repeat(Math.round((GLOBAL - n) / 10))}|`,
+    );
   }
   const last = ats.length ? Math.max(...ats) : killedAt;
   return { plot: lines.join('\n'), fullRateS: full === undefined ? (last - killedAt < to * 1000 ? 'backlog done first' : 'not within the plot') : `${full}` };
@@ -273,16 +316,30 @@ async function viewsRun(
   const ids: number[] = [];
   for (let i = 0; i < 20; i++) ids.push(Number((await db('advertisements').insert({ owner_id: 1, title: `bench ${i}` }))[0]));
   // Every beacon comes from 127.0.0.1: lift the per-IP visitor cap (docs/security.md) as bench:views does.
-  const env = { NATS_SUBJECT_PREFIX: `${tag}v.`, VIEWS_STREAM: `${tag}_views`, VIEWS_CONSUMER: 'counter', VIEW_HASH_SALT: 'bench', RATE_LIMIT_MAX: '100000000', VIEW_VISITORS_PER_IP: '100000', ADS_PARTS: 'views', NATS_REPLICAS: '3', VIEW_FLUSH_MS: '200' };
-  const counters = [launch('v1', 'test/fixtures/ads-worker.ts', { ...env, INSTANCE_ID: `${tag}-v1` }), launch('v2', 'test/fixtures/ads-worker.ts', { ...env, INSTANCE_ID: `${tag}-v2` })];
+  const env = {
+    NATS_SUBJECT_PREFIX: `${tag}v.`,
+    VIEWS_STREAM: `${tag}_views`,
+    VIEWS_CONSUMER: 'counter',
+    VIEW_HASH_SALT: 'bench',
+    RATE_LIMIT_MAX: '100000000',
+    VIEW_VISITORS_PER_IP: '100000',
+    ADS_PARTS: 'views',
+    NATS_REPLICAS: '3',
+    VIEW_FLUSH_MS: '200',
+  };
+  const counters = [
+    launch('v1', 'test/fixtures/ads-worker.ts', { ...env, INSTANCE_ID: `${tag}-v1` }),
+    launch('v2', 'test/fixtures/ads-worker.ts', { ...env, INSTANCE_ID: `${tag}-v2` }),
+  ];
   const jsm = await nc.jetstreamManager();
-  for (const deadline = Date.now() + 60_000; ; ) {
+  for (const deadline = Date.now() + 60_000; ;) {
     const ok = await jsm.consumers.info(env.VIEWS_STREAM, env.VIEWS_CONSUMER).then(
       () => true,
       () => false,
     );
     if (ok) break;
-    if (Date.now() > deadline || counters.every((c) => c.child.exitCode !== null)) throw new Error(`the view counters did not start: ${counters.map((c) => c.name).join(', ')} exited; see their output`);
+    if (Date.now() > deadline || counters.every((c) => c.child.exitCode !== null))
+      throw new Error(`the view counters did not start: ${counters.map((c) => c.name).join(', ')} exited; see their output`);
     await sleep(200);
   }
   const log = createLogger({ level: 'error' });
@@ -296,7 +353,12 @@ async function viewsRun(
   const beacon = async (ad: number, visitor: string): Promise<void> => {
     for (;;) {
       try {
-        const res = await fetch(`http://127.0.0.1:${gw.port}/ads/${ad}/views`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ visitor_id: visitor }), signal: AbortSignal.timeout(10_000) });
+        const res = await fetch(`http://127.0.0.1:${gw.port}/ads/${ad}/views`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ visitor_id: visitor }),
+          signal: AbortSignal.timeout(10_000),
+        });
         await res.arrayBuffer();
         if (res.status === 202) {
           tally.ok++;
@@ -325,7 +387,8 @@ async function viewsRun(
   running = false;
   await Promise.all(loops);
   const expected = [...accepted.values()].reduce((a, s) => a + s.size, 0);
-  const counted = async (): Promise<number> => Number(((await db('advertisements').whereIn('id', ids).sum({ n: 'views_count' }))[0] as { n: number | string }).n);
+  const counted = async (): Promise<number> =>
+    Number(((await db('advertisements').whereIn('id', ids).sum({ n: 'views_count' }))[0] as { n: number | string }).n);
   const deadline = Date.now() + 60_000;
   while ((await counted()) < expected && Date.now() < deadline) await sleep(200);
   await sleep(1_000);
@@ -337,7 +400,9 @@ async function viewsRun(
   await cluster.restart(victim);
   for (const c of counters) c.child.kill('SIGTERM');
   await Promise.race([Promise.all(counters.map((c) => c.exited)), sleep(20_000)]);
-  return [[`${victim} (meta + views stream leader), down 15 s`, tally.ok, tally.unavailable, tally.retryAfter, tally.other, total, expected, exact ? 'yes' : 'NO']];
+  return [
+    [`${victim} (meta + views stream leader), down 15 s`, tally.ok, tally.unavailable, tally.retryAfter, tally.other, total, expected, exact ? 'yes' : 'NO'],
+  ];
 }
 
 function sleep(ms: number): Promise<void> {

@@ -93,8 +93,27 @@ interface Waits {
   deadRows: number;
 }
 
-async function formationRun(name: string, opts: { n: number; chats: number; procs: number; server?: number; run: (ctx: { launch: (p: string) => Proc; procs: Proc[]; sentCount: () => Promise<number>; waitBalanced: (k: number) => Promise<void>; status: () => Promise<ClusterStatus>; unsentIn: (shards: number[]) => Promise<number> }) => Promise<Waits | void> }): Promise<Array<string | number>> {
-  const t = `${tag}${name.replace(/[^a-z0-9]/gi, '').slice(0, 10).toLowerCase()}`;
+async function formationRun(
+  name: string,
+  opts: {
+    n: number;
+    chats: number;
+    procs: number;
+    server?: number;
+    run: (ctx: {
+      launch: (p: string) => Proc;
+      procs: Proc[];
+      sentCount: () => Promise<number>;
+      waitBalanced: (k: number) => Promise<void>;
+      status: () => Promise<ClusterStatus>;
+      unsentIn: (shards: number[]) => Promise<number>;
+    }) => Promise<Waits | void>;
+  },
+): Promise<Array<string | number>> {
+  const t = `${tag}${name
+    .replace(/[^a-z0-9]/gi, '')
+    .slice(0, 10)
+    .toLowerCase()}`;
   const root = createDb({ url: ROOT_DB, poolMax: 1 });
   await root.raw(`CREATE DATABASE ${t}`);
   const url = ROOT_DB.replace(/\/[^/]*$/, `/${t}`);
@@ -106,22 +125,41 @@ async function formationRun(name: string, opts: { n: number; chats: number; proc
   const procs: Proc[] = [];
   const launch = (pname: string): Proc => {
     const child = spawn(process.execPath, ['--import', 'tsx', WORKER_MAIN], {
-      env: { PATH: process.env.PATH ?? '', DATABASE_URL: url, NATS_URL, TELEGRAM_BOT_TOKEN: TOKEN, TELEGRAM_API_ROOT: sandbox.apiRoot, TELEGRAM_GLOBAL_RATE: String(GLOBAL), TELEGRAM_CHAT_RATE: String(CHAT), INSTANCE_ID: `${pname}-${t}`, CLUSTER_BUCKET: t, NATS_SUBJECT_PREFIX: `${t}.`, SHARD_LEASE_TTL_MS: String(TTL), ROLE: 'worker', METRICS_PORT: '0', LOG_LEVEL: 'warn' },
+      env: {
+        PATH: process.env.PATH ?? '',
+        DATABASE_URL: url,
+        NATS_URL,
+        TELEGRAM_BOT_TOKEN: TOKEN,
+        TELEGRAM_API_ROOT: sandbox.apiRoot,
+        TELEGRAM_GLOBAL_RATE: String(GLOBAL),
+        TELEGRAM_CHAT_RATE: String(CHAT),
+        INSTANCE_ID: `${pname}-${t}`,
+        CLUSTER_BUCKET: t,
+        NATS_SUBJECT_PREFIX: `${t}.`,
+        SHARD_LEASE_TTL_MS: String(TTL),
+        ROLE: 'worker',
+        METRICS_PORT: '0',
+        LOG_LEVEL: 'warn',
+      },
       stdio: 'ignore',
     });
     const p = { name: pname, child, exited: new Promise<void>((r) => child.once('exit', () => r())) };
     procs.push(p);
     return p;
   };
-  const sentCount = async (): Promise<number> => Number(((await db('telegram_notifications').where({ status: 'sent' }).count({ n: '*' }))[0] as { n: number }).n);
-  const status = async (): Promise<ClusterStatus> => JSON.parse(new TextDecoder().decode((await nc.request(`${t}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
-  const unsentIn = async (shards: number[]): Promise<number> => Number(((await db('telegram_notifications').whereIn('shard', shards).whereNot({ status: 'sent' }).count({ n: '*' }))[0] as { n: number }).n);
+  const sentCount = async (): Promise<number> =>
+    Number(((await db('telegram_notifications').where({ status: 'sent' }).count({ n: '*' }))[0] as { n: number }).n);
+  const status = async (): Promise<ClusterStatus> =>
+    JSON.parse(new TextDecoder().decode((await nc.request(`${t}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
+  const unsentIn = async (shards: number[]): Promise<number> =>
+    Number(((await db('telegram_notifications').whereIn('shard', shards).whereNot({ status: 'sent' }).count({ n: '*' }))[0] as { n: number }).n);
   const waitBalanced = async (k: number): Promise<void> => {
     for (;;) {
       try {
         const s = await status();
         const counts = s.processes.map((p) => p.owned.length);
-        if (s.processes.length === k && counts.reduce((a, b) => a + b, 0) === 64 && counts.every((c) => c >= Math.floor(64 / k) && c <= Math.ceil(64 / k))) return;
+        if (s.processes.length === k && counts.reduce((a, b) => a + b, 0) === 64 && counts.every((c) => c >= Math.floor(64 / k) && c <= Math.ceil(64 / k)))
+          return;
       } catch {
         /* not up yet */
       }
@@ -145,7 +183,21 @@ async function formationRun(name: string, opts: { n: number; chats: number; proc
     const r429 = rl.global + rl.chat + rl.group;
     const distinct = new Set(d.map((x) => x.text)).size;
     const ph = phases(ats, server);
-    const row = [name, opts.procs, opts.n, ideal.toFixed(1), wall.toFixed(2), (ideal / wall).toFixed(3), idealW.toFixed(1), (idealW / wall).toFixed(3), `${ph.ramp.toFixed(2)} / ${ph.mid.toFixed(3)} / ${ph.tail.toFixed(2)}`, `${rl.global}/${rl.chat}/${rl.group}`, `${((r429 / Math.max(1, st.requests)) * 100).toFixed(2)} %`, opts.n - distinct, d.length - distinct];
+    const row = [
+      name,
+      opts.procs,
+      opts.n,
+      ideal.toFixed(1),
+      wall.toFixed(2),
+      (ideal / wall).toFixed(3),
+      idealW.toFixed(1),
+      (idealW / wall).toFixed(3),
+      `${ph.ramp.toFixed(2)} / ${ph.mid.toFixed(3)} / ${ph.tail.toFixed(2)}`,
+      `${rl.global}/${rl.chat}/${rl.group}`,
+      `${((r429 / Math.max(1, st.requests)) * 100).toFixed(2)} %`,
+      opts.n - distinct,
+      d.length - distinct,
+    ];
     console.log(`  ${row.join(' | ')}`);
     return row;
   } finally {
@@ -167,7 +219,14 @@ async function formation(): Promise<void> {
   const N2 = 3000;
   const CH = 600;
   for (const k of [3, 5]) {
-    rows.push(await formationRun(`cold start ${k}`, { n: N2, chats: CH, procs: k, run: async ({ launch }) => void Array.from({ length: k }, (_, i) => launch(String.fromCharCode(97 + i))) }));
+    rows.push(
+      await formationRun(`cold start ${k}`, {
+        n: N2,
+        chats: CH,
+        procs: k,
+        run: async ({ launch }) => void Array.from({ length: k }, (_, i) => launch(String.fromCharCode(97 + i))),
+      }),
+    );
   }
   rows.push(
     await formationRun('rolling restart', {
@@ -202,11 +261,44 @@ async function formation(): Promise<void> {
       },
     }),
   );
-  rows.push(await formationRun('stricter global (200/s, told 300/s)', { n: N2, chats: CH, procs: 3, server: 200, run: async ({ launch }) => ['a', 'b', 'c'].forEach((p) => launch(p)) }));
-  console.log(`\nbench:cluster — formation and change; workers told ${GLOBAL} msg/s global, ${CHAT} msg/s per chat; sandbox at the same limits unless the scenario says; lease TTL ${TTL} ms; ${machine()}\n`);
-  console.log(table(['scenario', 'processes', 'notifications', 'ideal s', 'first→last s', 'ideal÷actual', 'ideal with waits s', '÷ actual', 'ramp s / mid ÷ rate / tail s', '429s global/chat/group', '429 %', 'lost', 'duplicates'], rows));
-  console.log(`\n"ideal with waits": kill -9 adds the waits the design makes on purpose: the dead process's rows unsent at the kill go only after the lease TTL (${TTL} ms) and one chat window, then at the full rate. The other scenarios have none (graceful handoffs carry the chat windows).`);
-  console.log('"ramp / mid / tail": from the first delivery to the first 1 s window at ≥ 90 % of the server\'s rate; the rate between the first and the last such window ÷ the server\'s; from the last such window to the last delivery.');
+  rows.push(
+    await formationRun('stricter global (200/s, told 300/s)', {
+      n: N2,
+      chats: CH,
+      procs: 3,
+      server: 200,
+      run: async ({ launch }) => ['a', 'b', 'c'].forEach((p) => launch(p)),
+    }),
+  );
+  console.log(
+    `\nbench:cluster — formation and change; workers told ${GLOBAL} msg/s global, ${CHAT} msg/s per chat; sandbox at the same limits unless the scenario says; lease TTL ${TTL} ms; ${machine()}\n`,
+  );
+  console.log(
+    table(
+      [
+        'scenario',
+        'processes',
+        'notifications',
+        'ideal s',
+        'first→last s',
+        'ideal÷actual',
+        'ideal with waits s',
+        '÷ actual',
+        'ramp s / mid ÷ rate / tail s',
+        '429s global/chat/group',
+        '429 %',
+        'lost',
+        'duplicates',
+      ],
+      rows,
+    ),
+  );
+  console.log(
+    `\n"ideal with waits": kill -9 adds the waits the design makes on purpose: the dead process's rows unsent at the kill go only after the lease TTL (${TTL} ms) and one chat window, then at the full rate. The other scenarios have none (graceful handoffs carry the chat windows).`,
+  );
+  console.log(
+    '"ramp / mid / tail": from the first delivery to the first 1 s window at ≥ 90 % of the server\'s rate; the rate between the first and the last such window ÷ the server\'s; from the last such window to the last delivery.',
+  );
   console.log('\nTargets: 429s ≤ 0.1 % of sends (stricter server: ≤ 1 %, ≥ 0.95 of its rate), 0 chat-scope 429s, 0 lost.\n');
 }
 
@@ -245,13 +337,15 @@ async function steady(): Promise<void> {
     procs.push(p);
     return p;
   };
-  const status = async (): Promise<ClusterStatus> => JSON.parse(new TextDecoder().decode((await nc.request(`${tag}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
+  const status = async (): Promise<ClusterStatus> =>
+    JSON.parse(new TextDecoder().decode((await nc.request(`${tag}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
   const balanced = async (n: number): Promise<ClusterStatus> => {
     for (;;) {
       try {
         const s = await status();
         const counts = s.processes.map((p) => p.owned.length);
-        if (s.processes.length === n && counts.reduce((a, b) => a + b, 0) === 64 && counts.every((c) => c >= Math.floor(64 / n) && c <= Math.ceil(64 / n))) return s;
+        if (s.processes.length === n && counts.reduce((a, b) => a + b, 0) === 64 && counts.every((c) => c >= Math.floor(64 / n) && c <= Math.ceil(64 / n)))
+          return s;
       } catch {
         /* not up yet */
       }
@@ -271,7 +365,18 @@ async function steady(): Promise<void> {
     // Steady state: the time to deliver N messages, from the first to the last delivery.
     const wall = (ats[ats.length - 1]! - ats[0]!) / 1000;
     const rate = (N - 1) / wall;
-    rows.push([name, N, chats.length, wall.toFixed(2), rate.toFixed(1), (rate / GLOBAL).toFixed(3), st.rejected['429'] ?? 0, N - new Set(d.map((x) => x.text)).size, d.length - new Set(d.map((x) => x.text)).size, st.peakGlobalWindow]);
+    rows.push([
+      name,
+      N,
+      chats.length,
+      wall.toFixed(2),
+      rate.toFixed(1),
+      (rate / GLOBAL).toFixed(3),
+      st.rejected['429'] ?? 0,
+      N - new Set(d.map((x) => x.text)).size,
+      d.length - new Set(d.map((x) => x.text)).size,
+      st.peakGlobalWindow,
+    ]);
   };
   try {
     launch('a');
@@ -283,7 +388,10 @@ async function steady(): Promise<void> {
     const skewed: number[] = [];
     for (let c = 100_000; skewed.length < 300; c++) if (aShards.has(shardOf(c, 64))) skewed.push(c);
     await runWorkload('skewed (all in one process)', skewed);
-    await runWorkload('uniform', Array.from({ length: 600 }, (_, i) => 200_000 + i));
+    await runWorkload(
+      'uniform',
+      Array.from({ length: 600 }, (_, i) => 200_000 + i),
+    );
 
     // Takeover: kill c mid-run, time until a chat in its shards receives again.
     const cShards = ownerOf('c');
@@ -301,7 +409,11 @@ async function steady(): Promise<void> {
     let firstAfter = 0;
     while (!firstAfter) {
       const d = await getJson<DeliveredEntry[]>(`${sandbox.apiRoot}sandbox/delivered`);
-      firstAfter = d.filter((x) => x.at > killedAt + 50 && cChats.has(x.chatId)).map((x) => x.at).sort((a, b) => a - b)[0] ?? 0;
+      firstAfter =
+        d
+          .filter((x) => x.at > killedAt + 50 && cChats.has(x.chatId))
+          .map((x) => x.at)
+          .sort((a, b) => a - b)[0] ?? 0;
       if (!firstAfter) await new Promise((r) => setTimeout(r, 100));
     }
     while ((await sent()) < 3000) await new Promise((r) => setTimeout(r, 200));
@@ -312,7 +424,11 @@ async function steady(): Promise<void> {
     for (const p of procs) p.child.kill('SIGTERM');
     await Promise.race([Promise.all(procs.map((p) => p.exited)), new Promise((r) => setTimeout(r, 20_000))]);
     for (const p of procs) p.child.kill('SIGKILL');
-    await nc.jetstream().views.kv(tag).then((kv) => kv.destroy()).catch(() => undefined);
+    await nc
+      .jetstream()
+      .views.kv(tag)
+      .then((kv) => kv.destroy())
+      .catch(() => undefined);
     await nc.close();
     await sandbox.stop();
     await db.destroy();
@@ -320,7 +436,9 @@ async function steady(): Promise<void> {
     await root.destroy();
   }
   console.log(`\nbench:cluster — 3 worker processes, sandbox limits ${GLOBAL} msg/s global, ${CHAT} msg/s per chat; ${machine()}\n`);
-  console.log(table(['workload', 'notifications', 'chats', 'first→last s', 'msg/s', 'msg/s ÷ limit', '429s', 'lost', 'duplicates', 'peak global window'], rows));
+  console.log(
+    table(['workload', 'notifications', 'chats', 'first→last s', 'msg/s', 'msg/s ÷ limit', '429s', 'lost', 'duplicates', 'peak global window'], rows),
+  );
   console.log('\nTargets: ≥ 0.95 of the limit on both, 0 rejected, 0 lost.\n');
   console.log(table(['lease TTL ms', 'SIGKILL → first delivery from its shards, s', 'lost', 'duplicates (rows in flight at the kill)'], [takeoverRow]));
   console.log('\nTarget: takeover ≤ 10 s.\n');

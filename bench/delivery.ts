@@ -57,25 +57,50 @@ const only = new Set((process.env.BENCH_ONLY ?? 'steady,stricter,ceiling,idle').
 
 function scenarios(): Scenario[] {
   const out: Scenario[] = [];
-  const maxPer = (rows: Array<{ telegram_id: number }>) => Math.max(...[...rows.reduce((m, r) => m.set(r.telegram_id, (m.get(r.telegram_id) ?? 0) + 1), new Map<number, number>()).values()]);
+  const maxPer = (rows: Array<{ telegram_id: number }>) =>
+    Math.max(...[...rows.reduce((m, r) => m.set(r.telegram_id, (m.get(r.telegram_id) ?? 0) + 1), new Map<number, number>()).values()]);
   if (only.has('steady')) {
     for (const workload of ['zipf', 'uniform'] as const) {
       const recipients = workload === 'zipf' ? zipfRecipients(N, USERS, 42) : Array.from({ length: N }, (_, i) => i % USERS);
       const rows = recipients.map((k, i) => ({ telegram_id: 10_000 + k, message_text: `${workload}-${i}` }));
-      out.push({ name: `steady ${workload}`, server: { global: GLOBAL, chat: CHAT }, told: { global: GLOBAL, chat: CHAT }, rows, ideal: Math.max(N / GLOBAL, maxPer(rows) / CHAT) });
+      out.push({
+        name: `steady ${workload}`,
+        server: { global: GLOBAL, chat: CHAT },
+        told: { global: GLOBAL, chat: CHAT },
+        rows,
+        ideal: Math.max(N / GLOBAL, maxPer(rows) / CHAT),
+      });
     }
   }
   if (only.has('stricter')) {
     const rows = Array.from({ length: N }, (_, i) => ({ telegram_id: 10_000 + (i % USERS), message_text: `sg-${i}` }));
-    out.push({ name: 'stricter global (200/s, told 300/s)', server: { global: 200, chat: CHAT }, told: { global: GLOBAL, chat: CHAT }, rows, ideal: Math.max(N / 200, maxPer(rows) / CHAT) });
+    out.push({
+      name: 'stricter global (200/s, told 300/s)',
+      server: { global: 200, chat: CHAT },
+      told: { global: GLOBAL, chat: CHAT },
+      rows,
+      ideal: Math.max(N / 200, maxPer(rows) / CHAT),
+    });
     // 20 groups × 150: the server takes 100 per group per minute, then 50 more a minute later.
     const groups = Array.from({ length: 3000 }, (_, i) => ({ telegram_id: -(1_000 + (i % 20)), message_text: `gr-${i}` }));
-    out.push({ name: 'stricter group (100/min, told 200/min)', server: { global: GLOBAL, chat: CHAT, groupPerMin: 100 }, told: { global: GLOBAL, chat: CHAT, groupPerMin: 200 }, rows: groups, ideal: 60 });
+    out.push({
+      name: 'stricter group (100/min, told 200/min)',
+      server: { global: GLOBAL, chat: CHAT, groupPerMin: 100 },
+      told: { global: GLOBAL, chat: CHAT, groupPerMin: 200 },
+      rows: groups,
+      ideal: 60,
+    });
   }
   if (only.has('ceiling')) {
     const n = 20_000;
     const rows = Array.from({ length: n }, (_, i) => ({ telegram_id: 10_000 + (i % 5_000), message_text: `c-${i}` }));
-    out.push({ name: 'ceiling (limits out of the way, 20 ms answers)', server: { global: 100_000, chat: 1_000, latency: '20' }, told: { global: 100_000, chat: 1_000 }, rows, ideal: n / 5_000 });
+    out.push({
+      name: 'ceiling (limits out of the way, 20 ms answers)',
+      server: { global: 100_000, chat: 1_000, latency: '20' },
+      told: { global: 100_000, chat: 1_000 },
+      rows,
+      ideal: n / 5_000,
+    });
   }
   return out;
 }
@@ -93,7 +118,16 @@ async function main(): Promise<void> {
   let sandbox: Awaited<ReturnType<typeof startSandboxProcess>> | undefined;
   try {
     for (const sc of scenarios()) {
-      const flags = ['--global-rate', String(sc.server.global), '--chat-rate', String(sc.server.chat), '--group-rate-per-min', String(sc.server.groupPerMin ?? 20), '--latency', sc.server.latency ?? '0'];
+      const flags = [
+        '--global-rate',
+        String(sc.server.global),
+        '--chat-rate',
+        String(sc.server.chat),
+        '--group-rate-per-min',
+        String(sc.server.groupPerMin ?? 20),
+        '--latency',
+        sc.server.latency ?? '0',
+      ];
       sandbox = await startSandboxProcess(flags);
       // A fresh deployment per scenario: no previous owner whose chat windows the new one must wait out.
       await loader.raw('TRUNCATE telegram_notifications');
@@ -117,7 +151,15 @@ async function main(): Promise<void> {
       let statements = 0;
       db.on('query', () => statements++);
       const t0 = Date.now();
-      const pipeline = await startPipeline({ ownAllShards: true, config, log: createLogger({ level: 'warn' }), metrics: new Metrics(), db, nc, telegram: new TelegrafClient({ token: TOKEN, apiRoot: sandbox.apiRoot, timeoutMs: 10_000 }) });
+      const pipeline = await startPipeline({
+        ownAllShards: true,
+        config,
+        log: createLogger({ level: 'warn' }),
+        metrics: new Metrics(),
+        db,
+        nc,
+        telegram: new TelegrafClient({ token: TOKEN, apiRoot: sandbox.apiRoot, timeoutMs: 10_000 }),
+      });
       for (;;) {
         const [[r]] = (await loader.raw("SELECT COUNT(*) AS n FROM telegram_notifications WHERE status IN ('sent','failed')")) as [[{ n: number }]];
         if (Number(r.n) >= n) break;
@@ -136,7 +178,20 @@ async function main(): Promise<void> {
       const [[sentRow]] = (await loader.raw("SELECT COUNT(*) AS n FROM telegram_notifications WHERE status = 'sent'")) as [[{ n: number }]];
       const rl = stats.rateLimited;
       const r429 = rl.global + rl.chat + rl.group;
-      results.push([sc.name, n, sc.ideal.toFixed(1), wall.toFixed(2), (sc.ideal / wall).toFixed(3), `${rl.global}/${rl.chat}/${rl.group}`, `${((r429 / Math.max(1, stats.requests)) * 100).toFixed(2)} %`, gateRate.toFixed(1), n - Number(sentRow.n), delivered.length - distinct, (stmts / n).toFixed(3), stats.connections]);
+      results.push([
+        sc.name,
+        n,
+        sc.ideal.toFixed(1),
+        wall.toFixed(2),
+        (sc.ideal / wall).toFixed(3),
+        `${rl.global}/${rl.chat}/${rl.group}`,
+        `${((r429 / Math.max(1, stats.requests)) * 100).toFixed(2)} %`,
+        gateRate.toFixed(1),
+        n - Number(sentRow.n),
+        delivered.length - distinct,
+        (stmts / n).toFixed(3),
+        stats.connections,
+      ]);
       console.log(`  ${sc.name}: ${results[results.length - 1]!.join(' | ')}`);
     }
     if (!only.has('idle')) return print(results, latencyRow);
@@ -144,14 +199,34 @@ async function main(): Promise<void> {
     // Idle latency: one enqueue at a time on an idle system, until the sandbox received it.
     await loader.raw('TRUNCATE telegram_notifications');
     await loader.raw('TRUNCATE shard_owners');
-    const config = loadConfig({ DATABASE_URL: url, NATS_URL, TELEGRAM_BOT_TOKEN: TOKEN, TELEGRAM_API_ROOT: sandbox.apiRoot, TELEGRAM_GLOBAL_RATE: String(GLOBAL), TELEGRAM_CHAT_RATE: String(CHAT), INSTANCE_ID: 'bench-idle', LOG_LEVEL: 'warn', NATS_SUBJECT_PREFIX: 'benchdelivery.' });
+    const config = loadConfig({
+      DATABASE_URL: url,
+      NATS_URL,
+      TELEGRAM_BOT_TOKEN: TOKEN,
+      TELEGRAM_API_ROOT: sandbox.apiRoot,
+      TELEGRAM_GLOBAL_RATE: String(GLOBAL),
+      TELEGRAM_CHAT_RATE: String(CHAT),
+      INSTANCE_ID: 'bench-idle',
+      LOG_LEVEL: 'warn',
+      NATS_SUBJECT_PREFIX: 'benchdelivery.',
+    });
     const db = createDb({ url, poolMax: 10 });
-    const pipeline = await startPipeline({ ownAllShards: true, config, log: createLogger({ level: 'warn' }), metrics: new Metrics(), db, nc, telegram: new TelegrafClient({ token: TOKEN, apiRoot: sandbox.apiRoot, timeoutMs: 10_000 }) });
+    const pipeline = await startPipeline({
+      ownAllShards: true,
+      config,
+      log: createLogger({ level: 'warn' }),
+      metrics: new Metrics(),
+      db,
+      nc,
+      telegram: new TelegrafClient({ token: TOKEN, apiRoot: sandbox.apiRoot, timeoutMs: 10_000 }),
+    });
     const lat: number[] = [];
     for (let i = 0; i < 200; i++) {
       const chat = 50_000 + i;
       const t = Date.now();
-      const r = JSON.parse(new TextDecoder().decode((await nc.request(pipeline.subjects.enqueue, encodeJson({ chat_id: chat, text: `idle-${i}` }), { timeout: 5_000 })).data)) as { ok: boolean };
+      const r = JSON.parse(
+        new TextDecoder().decode((await nc.request(pipeline.subjects.enqueue, encodeJson({ chat_id: chat, text: `idle-${i}` }), { timeout: 5_000 })).data),
+      ) as { ok: boolean };
       if (!r.ok) throw new Error('enqueue failed');
       for (;;) {
         const d = await getJson<DeliveredEntry[]>(`${sandbox.apiRoot}sandbox/delivered?chat_id=${chat}`);
@@ -179,8 +254,28 @@ async function main(): Promise<void> {
 
 function print(results: Array<Array<string | number>>, latencyRow: Array<string | number>): void {
   console.log(`\nbench:delivery — one process; sandbox limits ${GLOBAL} msg/s global, ${CHAT} msg/s per chat unless the scenario says; ${machine()}\n`);
-  console.log(table(['scenario', 'notifications', 'ideal s (server limits)', 'wall s', 'ideal÷actual', '429s global/chat/group', '429 %', 'gate at end /s', 'lost', 'duplicates', 'DB stmts/notif', 'TCP connections'], results));
-  console.log('\nTargets: steady ideal÷actual ≥ 0.97 and 0 × 429; stricter server ≥ 0.95 and 429s ≤ 1 %; ceiling ≥ 5,000/s (ideal 4.0 s for 20,000); 0 lost, 0 duplicates, ≤ 0.1 DB statements per notification.\n');
+  console.log(
+    table(
+      [
+        'scenario',
+        'notifications',
+        'ideal s (server limits)',
+        'wall s',
+        'ideal÷actual',
+        '429s global/chat/group',
+        '429 %',
+        'gate at end /s',
+        'lost',
+        'duplicates',
+        'DB stmts/notif',
+        'TCP connections',
+      ],
+      results,
+    ),
+  );
+  console.log(
+    '\nTargets: steady ideal÷actual ≥ 0.97 and 0 × 429; stricter server ≥ 0.95 and 429s ≤ 1 %; ceiling ≥ 5,000/s (ideal 4.0 s for 20,000); 0 lost, 0 duplicates, ≤ 0.1 DB statements per notification.\n',
+  );
   if (latencyRow.length) {
     console.log(table(['idle enqueues', 'p50 ms', 'p99 ms', 'max ms'], [latencyRow]));
     console.log('\nTarget: idle p99 ≤ 50 ms (enqueue request → sandbox received the sendMessage).\n');

@@ -85,7 +85,11 @@ async function worker(input: WorkerInput): Promise<WorkerResult> {
   const db = createDb({ url: input.dbUrl, poolMax: 10 });
   const nc = await connect({ servers: NATS_URL });
   const system = startActorSystem('bench-images', log);
-  const imagesConfig = loadImagesConfig({ IMAGE_BASE_URL: input.imageBase, IMAGE_CACHE_MAX_BYTES: String(input.cacheMaxBytes), ADMIN_CHAT_IDS: input.adminChats.join(',') });
+  const imagesConfig = loadImagesConfig({
+    IMAGE_BASE_URL: input.imageBase,
+    IMAGE_CACHE_MAX_BYTES: String(input.cacheMaxBytes),
+    ADMIN_CHAT_IDS: input.adminChats.join(','),
+  });
   const fetcher = spawnFetcher(system, { config: imagesConfig, metrics });
   const stats = (): Promise<FetcherStats> => query<FetcherMessage, FetcherStats>(fetcher, (replyTo) => ({ type: 'stats', replyTo }), 10_000);
   const planner = new OrderAwarePlanner(db, fetcherImageSource(fetcher, { timeoutMs: imagesConfig.fetchTimeoutMs * 3 }), imagesConfig, log);
@@ -120,7 +124,17 @@ async function worker(input: WorkerInput): Promise<WorkerResult> {
 
   const startedAt = Date.now();
   const cpu0 = process.cpuUsage();
-  const pipeline = await startPipeline({ ownAllShards: true, config, log, metrics, db, nc, telegram: new TelegrafClient({ token: TOKEN, apiRoot: input.apiRoot, timeoutMs: config.telegramRequestTimeoutMs }), planner, system });
+  const pipeline = await startPipeline({
+    ownAllShards: true,
+    config,
+    log,
+    metrics,
+    db,
+    nc,
+    telegram: new TelegrafClient({ token: TOKEN, apiRoot: input.apiRoot, timeoutMs: config.telegramRequestTimeoutMs }),
+    planner,
+    system,
+  });
   let sent = 0;
   let failed = 0;
   for (;;) {
@@ -142,7 +156,17 @@ async function worker(input: WorkerInput): Promise<WorkerResult> {
   await nc.close();
   await db.destroy();
   if (aboveBound) throw new Error(aboveBound);
-  return { startedAt, doneAt, stats: final, peakCacheBytes: peakCache, peakRssBytes: peakRss, statsSamples: samples, cpuSeconds: (cpu.user + cpu.system) / 1e6, sent, failed };
+  return {
+    startedAt,
+    doneAt,
+    stats: final,
+    peakCacheBytes: peakCache,
+    peakRssBytes: peakRss,
+    statsSamples: samples,
+    cpuSeconds: (cpu.user + cpu.system) / 1e6,
+    sent,
+    failed,
+  };
 }
 
 function runWorker(input: WorkerInput): Promise<WorkerResult> {
@@ -220,7 +244,10 @@ async function seed(db: Knex, nOrders: number, nProducts: number, chats: number[
  * the chat) and compares with what each order should show: lost and duplicated texts and
  * photos, and photos that arrived under the wrong order or out of order.
  */
-function check(delivered: DeliveredEntry[], orders: OrderSpec[]): { lostTexts: number; dupTexts: number; lostPhotos: number; extraPhotos: number; misplaced: number; unavailable: number } {
+function check(
+  delivered: DeliveredEntry[],
+  orders: OrderSpec[],
+): { lostTexts: number; dupTexts: number; lostPhotos: number; extraPhotos: number; misplaced: number; unavailable: number } {
   const byId = new Map(orders.map((o) => [o.id, o]));
   const got = new Map<number, { texts: number; captions: string[] }>();
   const current = new Map<number, number | undefined>();
@@ -357,10 +384,31 @@ async function main(): Promise<void> {
 
   console.log(`\nbench:images — ${header}; sent through the pipeline (order-aware planner, fetcher actor, uploads) to the sandbox`);
   console.log(`limits (sandbox and pipeline): ${GLOBAL} msg/s global, ${CHAT} msg/s per private chat, ${GROUP_PER_MIN} msg/min per group; albums count n`);
-  console.log('processes: image server in the bench process; sandbox in its own process; pipeline + fetcher in a fresh worker process per bound (peak RSS and CPU are its own)\n');
+  console.log(
+    'processes: image server in the bench process; sandbox in its own process; pipeline + fetcher in a fresh worker process per bound (peak RSS and CPU are its own)\n',
+  );
   console.log(
     table(
-      ['cache bound', 'downloads', 'hit ratio', 'peak cache bytes', 'peak RSS', 'worker CPU s', 'albums (+sendPhoto)', 'photos', 'messages', 'uploaded', '429s', 'sent', 'lost', 'dup', 'misplaced', 'ideal s', 'wall s', 'ideal÷wall'],
+      [
+        'cache bound',
+        'downloads',
+        'hit ratio',
+        'peak cache bytes',
+        'peak RSS',
+        'worker CPU s',
+        'albums (+sendPhoto)',
+        'photos',
+        'messages',
+        'uploaded',
+        '429s',
+        'sent',
+        'lost',
+        'dup',
+        'misplaced',
+        'ideal s',
+        'wall s',
+        'ideal÷wall',
+      ],
       out,
     ),
   );

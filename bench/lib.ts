@@ -16,7 +16,9 @@ export function rng(seed: number): () => number {
 
 /** Starts the sandbox CLI in its own process (so it does not share our CPU time slices). */
 export async function startSandboxProcess(flags: string[]): Promise<{ apiRoot: string; proc: ChildProcess; stop: () => Promise<void> }> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', resolve(__dirname, '../sandbox/cli.ts'), '--port', '0', ...flags], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = spawn(process.execPath, ['--import', 'tsx', resolve(__dirname, '../sandbox/cli.ts'), '--port', '0', ...flags], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const apiRoot = await new Promise<string>((res, rej) => {
     let buf = '';
     proc.stdout.on('data', (d: Buffer) => {

@@ -47,7 +47,15 @@ async function serveGateway(): Promise<void> {
   const nc = await connectNats({ url: NATS_URL, name: 'bench-gateway' }, log);
   const gw = await startGatewayRole({ db, nc, config, log, metrics: new Metrics(), port: 0 });
   process.stdout.write(`PORT ${gw.port}\n`);
-  process.on('SIGTERM', () => void gw.stop().then(() => nc.drain()).then(() => db.destroy()).then(() => process.exit(0)));
+  process.on(
+    'SIGTERM',
+    () =>
+      void gw
+        .stop()
+        .then(() => nc.drain())
+        .then(() => db.destroy())
+        .then(() => process.exit(0)),
+  );
 }
 
 async function main(): Promise<void> {
@@ -80,7 +88,10 @@ async function main(): Promise<void> {
     await ensureViewsConsumer(jsm, config);
 
     // ---- 1. gateway ------------------------------------------------------------
-    const child = spawn(process.execPath, ['--import', 'tsx', __filename, '--serve-gateway'], { env: { ...process.env, ...env, DATABASE_URL: url }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', __filename, '--serve-gateway'], {
+      env: { ...process.env, ...env, DATABASE_URL: url },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     const port = await new Promise<number>((resolve, reject) => {
       let out = '';
       child.stdout.on('data', (d: Buffer) => {
@@ -90,13 +101,23 @@ async function main(): Promise<void> {
       });
       child.once('exit', (code) => reject(new Error(`gateway exited ${code}`)));
     });
-    const requests = Array.from({ length: ADS }, (_, i) => ({ method: 'POST', path: `/ads/${i + 1}/views`, headers: { 'content-type': 'application/json' }, body: '{"visitor_id":"v[<id>]"}' }));
+    const requests = Array.from({ length: ADS }, (_, i) => ({
+      method: 'POST',
+      path: `/ads/${i + 1}/views`,
+      headers: { 'content-type': 'application/json' },
+      body: '{"visitor_id":"v[<id>]"}',
+    }));
     await autocannon({ url: `http://127.0.0.1:${port}`, connections: 8, duration: 2, requests, idReplacement: true }); // warm-up
     const r = await autocannon({ url: `http://127.0.0.1:${port}`, connections: CONNECTIONS, duration: SECONDS, requests, idReplacement: true });
     child.kill('SIGTERM');
     await new Promise((res) => child.once('exit', res));
     const gwOk = r.non2xx === 0 && r.errors === 0;
-    rows.push(['gateway POST /ads/:id/views (202 after JetStream ack)', `${Math.round(r.requests.average).toLocaleString('en')} req/s, p99 ${r.latency.p99} ms${gwOk ? '' : ` (non-2xx ${r.non2xx}, errors ${r.errors})`}`, '≥ 8,000 beacons/s', r.requests.average >= 8_000 && gwOk ? 'PASS' : 'FAIL']);
+    rows.push([
+      'gateway POST /ads/:id/views (202 after JetStream ack)',
+      `${Math.round(r.requests.average).toLocaleString('en')} req/s, p99 ${r.latency.p99} ms${gwOk ? '' : ` (non-2xx ${r.non2xx}, errors ${r.errors})`}`,
+      '≥ 8,000 beacons/s',
+      r.requests.average >= 8_000 && gwOk ? 'PASS' : 'FAIL',
+    ]);
     // Drop what the gateway phase stored so phase 2 measures its own views only.
     await jsm.streams.purge(config.viewsStream);
 
@@ -141,7 +162,12 @@ async function main(): Promise<void> {
     stopActorSystem(system);
     await counterDb.destroy();
     const rate = VIEWS / secs;
-    rows.push([`view counter: ${VIEWS.toLocaleString('en')} views drained to MariaDB`, `${Math.round(rate).toLocaleString('en')} views/s`, '≥ 20,000 views/s', rate >= 20_000 ? 'PASS' : 'FAIL']);
+    rows.push([
+      `view counter: ${VIEWS.toLocaleString('en')} views drained to MariaDB`,
+      `${Math.round(rate).toLocaleString('en')} views/s`,
+      '≥ 20,000 views/s',
+      rate >= 20_000 ? 'PASS' : 'FAIL',
+    ]);
     const per1000 = (stmts / VIEWS) * 1000;
     rows.push(['DB statements per 1,000 views (BEGIN/INSERT/UPDATE/COMMIT)', per1000.toFixed(2), '≤ 2', per1000 <= 2 ? 'PASS' : 'FAIL']);
   } finally {

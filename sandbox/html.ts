@@ -42,8 +42,23 @@ export function formatText(raw: string, parseMode: string | undefined): FormatRe
 }
 
 const SUPPORTED_TAGS = new Set([
-  'a', 'b', 'strong', 'i', 'em', 's', 'strike', 'del', 'u', 'ins',
-  'tg-spoiler', 'tg-emoji', 'tg-time', 'span', 'pre', 'code', 'blockquote',
+  'a',
+  'b',
+  'strong',
+  'i',
+  'em',
+  's',
+  'strike',
+  'del',
+  'u',
+  'ins',
+  'tg-spoiler',
+  'tg-emoji',
+  'tg-time',
+  'span',
+  'pre',
+  'code',
+  'blockquote',
 ]);
 
 const AMP = 0x26;
@@ -58,7 +73,12 @@ const DASH = 0x2d;
 const SEMICOLON = 0x3b;
 const HASH = 0x23;
 const LOWER_X = 0x78;
-const NAMED_ENTITIES = new Map([['lt', 0x3c], ['gt', 0x3e], ['amp', 0x26], ['quot', 0x22]]);
+const NAMED_ENTITIES = new Map([
+  ['lt', 0x3c],
+  ['gt', 0x3e],
+  ['amp', 0x26],
+  ['quot', 0x22],
+]);
 
 /** TDLib's is_space: NUL counts, because TDLib reads past the end of its C string as NUL. */
 const isSpace = (c: number): boolean => c === 0x20 || c === 0x09 || c === 0x0d || c === 0x0a || c === 0 || c === 0x0b;
@@ -195,9 +215,7 @@ export function parseHtml(html: string): FormatResult {
   const unclosed = open[open.length - 1];
   if (unclosed !== undefined) return fail(`Can't find end tag corresponding to start tag "${unclosed.name}"`);
   if (decodedSurrogate) {
-    return fail(
-      'Text contains invalid Unicode characters after decoding HTML entities, check for unmatched surrogate code units',
-    );
+    return fail('Text contains invalid Unicode characters after decoding HTML entities, check for unmatched surrogate code units');
   }
   for (const entity of entities) {
     if (entity.type === 'code') delete entity.language; // a language counts only on <pre><code>
@@ -348,9 +366,7 @@ function writeCodePoint(buf: Buffer, pos: number, code: number): number {
 export function trimFormatted({ text, entities }: FormattedText): FormattedText {
   let end = text.length;
   while (end > 0 && (text[end - 1] === ' ' || text[end - 1] === '\n')) end--;
-  const kept = entities
-    .filter((e) => e.offset < end)
-    .map((e) => (e.offset + e.length > end ? { ...e, length: end - e.offset } : e));
+  const kept = entities.filter((e) => e.offset < end).map((e) => (e.offset + e.length > end ? { ...e, length: end - e.offset } : e));
   const firstEntity = kept[0]?.offset ?? end;
   let start = 0;
   while (start < firstEntity && (text[start] === ' ' || text[start] === '\n')) start++;

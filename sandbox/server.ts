@@ -62,9 +62,7 @@ export class SandboxInputError extends Error {
 // ---------------------------------------------------------------------------------------------------------------
 
 function apiError(code: number, description: string, parameters?: ApiError['parameters']): ApiError {
-  return parameters === undefined
-    ? { ok: false, error_code: code, description }
-    : { ok: false, error_code: code, description, parameters };
+  return parameters === undefined ? { ok: false, error_code: code, description } : { ok: false, error_code: code, description, parameters };
 }
 
 /** The Bot API lower-cases the first letter of TDLib's messages, unless it starts an UPPER_CASE code. */
@@ -83,8 +81,7 @@ const Errors = {
   badRequest: (message: string) => apiError(400, `Bad Request: ${lowerFirst(message)}`),
   chatIdEmpty: () => apiError(400, 'Bad Request: chat_id is empty'),
   chatNotFound: () => apiError(400, 'Bad Request: chat not found'),
-  migrated: (to: number) =>
-    apiError(400, 'Bad Request: group chat was upgraded to a supergroup chat', { migrate_to_chat_id: to }),
+  migrated: (to: number) => apiError(400, 'Bad Request: group chat was upgraded to a supergroup chat', { migrate_to_chat_id: to }),
   textEmpty: () => apiError(400, 'Bad Request: message text is empty'),
   textTooLong: () => apiError(400, 'Bad Request: message is too long'),
   captionTooLong: () => apiError(400, 'Bad Request: message caption is too long'),
@@ -98,10 +95,8 @@ const Errors = {
   blocked: () => apiError(403, 'Forbidden: bot was blocked by the user'),
   deactivated: () => apiError(403, 'Forbidden: user is deactivated'),
   kicked: (type: TgChat['type']) => apiError(403, `Forbidden: bot was kicked from the ${type} chat`),
-  tooManyRequests: (retryAfter: number) =>
-    apiError(429, `Too Many Requests: retry after ${retryAfter}`, { retry_after: retryAfter }),
-  injected: (status: 500 | 502 | 503) =>
-    apiError(status, { 500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable' }[status]),
+  tooManyRequests: (retryAfter: number) => apiError(429, `Too Many Requests: retry after ${retryAfter}`, { retry_after: retryAfter }),
+  injected: (status: 500 | 502 | 503) => apiError(status, { 500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable' }[status]),
 } as const;
 
 const isApiError = (value: object): value is ApiError => (value as { ok?: unknown }).ok === false;
@@ -204,10 +199,7 @@ function readMultipart(req: IncomingMessage, call: BotCall): Promise<void> {
 // Drafts: a send request parsed and formatted, before the chat, the limits and the log are consulted.
 // ---------------------------------------------------------------------------------------------------------------
 
-type PhotoInput =
-  | { source: 'upload'; bytes: number }
-  | { source: 'url'; url: string }
-  | { source: 'file_id'; fileId: string };
+type PhotoInput = { source: 'upload'; bytes: number } | { source: 'url'; url: string } | { source: 'file_id'; fileId: string };
 
 interface DraftItem {
   text?: FormattedText;
@@ -227,11 +219,7 @@ interface Draft {
  * The Bot API's get_input_file: a non-empty value is a remote file (URL or file_id) unless it is attach://<part>;
  * an empty value falls back to an uploaded part named `field`.
  */
-function photoInput(
-  value: string | undefined,
-  field: string | undefined,
-  files: Map<string, number>,
-): PhotoInput | undefined {
+function photoInput(value: string | undefined, field: string | undefined, files: Map<string, number>): PhotoInput | undefined {
   let part = field;
   if (value !== undefined && value !== '') {
     if (!value.startsWith('attach://')) {
@@ -806,9 +794,7 @@ export class TelegramSandbox {
 
   private takeFailure(method: string, rawChatId: string | undefined): ApiError | typeof HANG | undefined {
     const chatId = rawChatId !== undefined && /^-?\d+$/.test(rawChatId) ? Number(rawChatId) : undefined;
-    const index = this.failures.findIndex(
-      (f) => (f.method === undefined || f.method === method) && (f.chatId === undefined || f.chatId === chatId),
-    );
+    const index = this.failures.findIndex((f) => (f.method === undefined || f.method === method) && (f.chatId === undefined || f.chatId === chatId));
     const failure = this.failures[index];
     if (failure === undefined) return undefined;
     if (--failure.remaining === 0) this.failures.splice(index, 1);
@@ -844,8 +830,7 @@ export class TelegramSandbox {
     if (isApiError(draft)) return draft;
     const chat = this.resolveChat(params.get('chat_id'));
     if (isApiError(chat)) return chat;
-    const rejection =
-      this.checkContent(draft) ?? this.checkRecipient(chat.id) ?? this.admit(chat.id, draft.items.length, now);
+    const rejection = this.checkContent(draft) ?? this.checkRecipient(chat.id) ?? this.admit(chat.id, draft.items.length, now);
     if (rejection !== undefined) return rejection;
     return this.deliver(draft, chat, bot, at);
   }
@@ -921,8 +906,7 @@ export class TelegramSandbox {
     this.messageIds.set(chat.id, firstId + n - 1);
     const date = Math.floor(at / 1000);
     // Telegram's media_group_id is a 64-bit number as a string.
-    const mediaGroupId =
-      draft.method === 'sendMediaGroup' ? String(13_000_000_000_000_000n + BigInt(++this.albumSeq)) : undefined;
+    const mediaGroupId = draft.method === 'sendMediaGroup' ? String(13_000_000_000_000_000n + BigInt(++this.albumSeq)) : undefined;
     const messages = draft.items.map((item, k): TgMessage =>
       withoutUndefined({
         message_id: firstId + k,

@@ -155,8 +155,18 @@ export interface SandboxStats {
 
 export interface MessageEntity {
   type:
-    | 'bold' | 'italic' | 'underline' | 'strikethrough' | 'spoiler' | 'code' | 'pre' | 'text_link'
-    | 'blockquote' | 'expandable_blockquote' | 'custom_emoji' | 'date_time';
+    | 'bold'
+    | 'italic'
+    | 'underline'
+    | 'strikethrough'
+    | 'spoiler'
+    | 'code'
+    | 'pre'
+    | 'text_link'
+    | 'blockquote'
+    | 'expandable_blockquote'
+    | 'custom_emoji'
+    | 'date_time';
   /** UTF-16 code units. */
   offset: number;
   length: number;

@@ -95,12 +95,28 @@ async function main(argv: string[]): Promise<number> {
       const adminChatId = intOpt('admin-chat', values['admin-chat'], 100001);
       const customerChatId = intOpt('customer-chat', values['customer-chat'], 200001);
       const userId = intOpt('user', values.user, 7);
-      if (config.telegramBotToken) console.log(`note: TELEGRAM_BOT_TOKEN is set: the demo notifications go to Telegram chats ${adminChatId} and ${customerChatId} (choose yours with --admin-chat and --customer-chat)`);
+      if (config.telegramBotToken)
+        console.log(
+          `note: TELEGRAM_BOT_TOKEN is set: the demo notifications go to Telegram chats ${adminChatId} and ${customerChatId} (choose yours with --admin-chat and --customer-chat)`,
+        );
       return withDb((db) =>
         withNats(async (nc) => {
-          const r = await seedDemo({ db, nc, subjects, adsPrefix: adsConfig.subjectPrefix, adminChatId, customerChatId, userId, waitMs: 30_000, print: (l) => { console.log(l); } });
+          const r = await seedDemo({
+            db,
+            nc,
+            subjects,
+            adsPrefix: adsConfig.subjectPrefix,
+            adminChatId,
+            customerChatId,
+            userId,
+            waitMs: 30_000,
+            print: (l) => {
+              console.log(l);
+            },
+          });
           console.log('\nNext, try:');
-          for (const c of nextCommands(r, { adminChatId, userId, gatewayPort: adsConfig.gatewayPort, sandboxPort: config.telegramSandboxPort })) console.log(`  ${c}`);
+          for (const c of nextCommands(r, { adminChatId, userId, gatewayPort: adsConfig.gatewayPort, sandboxPort: config.telegramSandboxPort }))
+            console.log(`  ${c}`);
           if (!adsConfig.apiToken) console.log('  (POST /notifications and POST /ads/bump over HTTP need ADS_API_TOKEN, ≥ 16 characters, set for npm start)');
           return r.statuses.every((st) => st === 'sent') ? 0 : 1;
         }),
@@ -161,7 +177,8 @@ async function main(argv: string[]): Promise<number> {
         if (values.code) q.andWhere('error_code', values.code);
         if (values.since) {
           const since = new Date(values.since);
-          if (Number.isNaN(since.getTime())) throw new CliError(`--since expects an ISO time such as 2026-11-30T01:00:00Z, got ${JSON.stringify(values.since)}`, 2);
+          if (Number.isNaN(since.getTime()))
+            throw new CliError(`--since expects an ISO time such as 2026-11-30T01:00:00Z, got ${JSON.stringify(values.since)}`, 2);
           q.andWhere('updated_at', '>=', since);
         }
         const rows = (await q.clone().select('id', 'telegram_id', 'shard')) as Array<{ id: number; telegram_id: number; shard: number }>;
@@ -169,13 +186,21 @@ async function main(argv: string[]): Promise<number> {
           console.log(`${rows.length} failed notification(s) would be retried`);
           return 0;
         }
-        const n = await q.update({ status: 'pending', attempts: 0, next_attempt_at: db.raw('NOW(3)'), error_code: null, notes: db.raw("CONCAT_WS('; ', notes, 'retried by operator')") });
+        const n = await q.update({
+          status: 'pending',
+          attempts: 0,
+          next_attempt_at: db.raw('NOW(3)'),
+          error_code: null,
+          notes: db.raw("CONCAT_WS('; ', notes, 'retried by operator')"),
+        });
         console.log(`${n} failed notification(s) back to pending`);
         if (rows.length) {
           await withNats(async (nc) => {
             for (const shard of new Set(rows.map((r) => r.shard))) nc.publish(subjects.wake(shard), encodeJson({ shard }));
             await nc.flush();
-          }).catch(() => { console.log('(workers will find them at their next poll)'); });
+          }).catch(() => {
+            console.log('(workers will find them at their next poll)');
+          });
         }
         return 0;
       });
@@ -188,7 +213,9 @@ async function main(argv: string[]): Promise<number> {
       const chatId = Number(chat);
       return withDb(async (db) => {
         if (values.clear) {
-          const n = await db('telegram_recipients').where({ chat_id: chatId }).update({ status: 'ok', reason: null, error_code: null, unreachable_since: null, migrated_to_chat_id: null });
+          const n = await db('telegram_recipients')
+            .where({ chat_id: chatId })
+            .update({ status: 'ok', reason: null, error_code: null, unreachable_since: null, migrated_to_chat_id: null });
           await withNats(async (nc) => {
             nc.publish(subjects.recipientChanged, encodeJson({ chat_id: chatId, status: 'ok', migrated_to_chat_id: null }));
             await nc.flush();
@@ -196,10 +223,26 @@ async function main(argv: string[]): Promise<number> {
           console.log(n ? `chat ${chatId} cleared: notifications to it will be sent again` : `chat ${chatId} was not marked`);
           return 0;
         }
-        const r = await db<{ chat_id: number; status: string; reason: string | null; unreachable_since: Date | null; updated_at: Date; migrated_to_chat_id: number | null }>('telegram_recipients').where({ chat_id: chatId }).first();
-        const counts = (await db('telegram_notifications').where({ telegram_id: chatId }).select('status').count({ n: '*' }).groupBy('status')) as Array<{ status: string; n: number }>;
+        const r = await db<{
+          chat_id: number;
+          status: string;
+          reason: string | null;
+          unreachable_since: Date | null;
+          updated_at: Date;
+          migrated_to_chat_id: number | null;
+        }>('telegram_recipients')
+          .where({ chat_id: chatId })
+          .first();
+        const counts = (await db('telegram_notifications').where({ telegram_id: chatId }).select('status').count({ n: '*' }).groupBy('status')) as Array<{
+          status: string;
+          n: number;
+        }>;
         console.log(`chat ${chatId} (shard ${shardOf(chatId, config.shardCount)})`);
-        console.log(r ? `  recipient: ${r.status} since ${iso(r.unreachable_since ?? r.updated_at)}${r.reason ? ` — ${r.reason}` : ''}${r.migrated_to_chat_id ? ` → ${r.migrated_to_chat_id}` : ''}` : '  recipient: reachable (no record)');
+        console.log(
+          r
+            ? `  recipient: ${r.status} since ${iso(r.unreachable_since ?? r.updated_at)}${r.reason ? ` — ${r.reason}` : ''}${r.migrated_to_chat_id ? ` → ${r.migrated_to_chat_id}` : ''}`
+            : '  recipient: reachable (no record)',
+        );
         console.log(`  notifications: ${counts.map((c) => `${c.status} ${c.n}`).join(', ') || 'none'}`);
         return 0;
       });
@@ -216,8 +259,12 @@ const knexToStderr = {
   warn: (m: unknown) => {
     if (!knexLine(m).startsWith('Acquire connection error')) console.error(`knex: ${knexLine(m)}`);
   },
-  error: (m: unknown) => { console.error(`knex: ${knexLine(m)}`); },
-  deprecate: (method: string, alternative: string) => { console.error(`knex: ${method} is deprecated, use ${alternative}`); },
+  error: (m: unknown) => {
+    console.error(`knex: ${knexLine(m)}`);
+  },
+  deprecate: (method: string, alternative: string) => {
+    console.error(`knex: ${method} is deprecated, use ${alternative}`);
+  },
   debug: () => undefined,
 };
 
@@ -238,7 +285,9 @@ async function top(db: Knex, nc: NatsConnection, o: { once: boolean; interval: n
       throw requestError(subjects.clusterStatus, 'worker', e);
     });
     const s = JSON.parse(dec.decode(m.data)) as ClusterStatus;
-    const [rows = []] = await db.raw<[Array<{ shard: number; n: number; oldest: Date | string }>]>("SELECT shard, COUNT(*) AS n, MIN(created_at) AS oldest FROM telegram_notifications WHERE status IN ('pending', 'claimed') GROUP BY shard");
+    const [rows = []] = await db.raw<[Array<{ shard: number; n: number; oldest: Date | string }>]>(
+      "SELECT shard, COUNT(*) AS n, MIN(created_at) AS oldest FROM telegram_notifications WHERE status IN ('pending', 'claimed') GROUP BY shard",
+    );
     return {
       at: Date.now(),
       processes: s.processes,
@@ -278,7 +327,11 @@ async function top(db: Knex, nc: NatsConnection, o: { once: boolean; interval: n
         continue;
       }
       const sentSinceStart = cur.processes.reduce((n, p) => n + Math.max(0, p.sent - (baseline.get(p.holder) ?? p.sent)), 0);
-      const lines = renderFrame(cur, rates(history.length > 1 ? history[0] : undefined, cur), { tty, width: tty ? process.stdout.columns : 100, sentSinceStart });
+      const lines = renderFrame(cur, rates(history.length > 1 ? history[0] : undefined, cur), {
+        tty,
+        width: tty ? process.stdout.columns : 100,
+        sentSinceStart,
+      });
       process.stdout.write(tty ? `\x1b[H\x1b[2J${lines.join('\n')}\n\n(Ctrl-C to leave)\n` : `${lines.join('\n')}\n${o.once ? '' : '\n'}`);
       if (o.once) break;
       await new Promise((r) => setTimeout(r, o.interval));
@@ -293,10 +346,27 @@ function printStatus(s: ClusterStatus): void {
   const byOwner = new Map<string, number[]>();
   for (const [shard, owner] of Object.entries(s.map)) byOwner.set(owner, [...(byOwner.get(owner) ?? []), Number(shard)]);
   const unowned = Array.from({ length: s.shardCount }, (_, i) => i).filter((i) => !(i in s.map));
-  console.log(`cluster at ${new Date(s.at).toISOString()}: ${s.members.length} member(s), ${s.shardCount} shards, budget coordinator ${s.coordinator ?? '(none: processes use the fallback share)'}`);
-  if (s.budget) console.log(`bot rate: ${s.budget.rate.toFixed(2)}/s of ${((s.budget.ceiling / s.budget.windowMs) * 1000).toFixed(2)}/s configured (capacity ${s.budget.capacity} per ${s.budget.windowMs} ms)`);
-  const by = (p: ClusterStatus['processes'][number]) => (p.throttledByScope ? `${p.throttledByScope.chat}/${p.throttledByScope.group}/${p.throttledByScope.global}` : String(p.throttled));
-  const rows = s.processes.map((p) => [p.instance, String(p.owned.length), ranges(p.owned) || '-', String(p.queued), String(p.inFlight), String(p.sent), String(p.failed), by(p), `${p.budget.share} (${p.budget.mode})`, String(p.budget.demand)]);
+  console.log(
+    `cluster at ${new Date(s.at).toISOString()}: ${s.members.length} member(s), ${s.shardCount} shards, budget coordinator ${s.coordinator ?? '(none: processes use the fallback share)'}`,
+  );
+  if (s.budget)
+    console.log(
+      `bot rate: ${s.budget.rate.toFixed(2)}/s of ${((s.budget.ceiling / s.budget.windowMs) * 1000).toFixed(2)}/s configured (capacity ${s.budget.capacity} per ${s.budget.windowMs} ms)`,
+    );
+  const by = (p: ClusterStatus['processes'][number]) =>
+    p.throttledByScope ? `${p.throttledByScope.chat}/${p.throttledByScope.group}/${p.throttledByScope.global}` : String(p.throttled);
+  const rows = s.processes.map((p) => [
+    p.instance,
+    String(p.owned.length),
+    ranges(p.owned) || '-',
+    String(p.queued),
+    String(p.inFlight),
+    String(p.sent),
+    String(p.failed),
+    by(p),
+    `${p.budget.share} (${p.budget.mode})`,
+    String(p.budget.demand),
+  ]);
   const head = ['instance', 'shards', 'which', 'queued', 'in flight', 'sent', 'failed', '429s chat/group/global', 'share/window', 'demand'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (r: string[]) => '  ' + r.map((c, i) => c.padEnd(widths[i]!)).join('  ');
@@ -306,7 +376,10 @@ function printStatus(s: ClusterStatus): void {
   const lowered = s.processes.flatMap((p) => p.lowered ?? []).sort((a, b) => a.rate / a.ceiling - b.rate / b.ceiling);
   if (lowered.length) {
     console.log('chats whose rate a 429 lowered (per second, configured in brackets):');
-    for (const l of lowered.slice(0, 10)) console.log(`  ${l.chatId}: ${l.rate < 1 ? `${(l.rate * 60).toFixed(2)}/min` : `${l.rate.toFixed(2)}/s`} (${l.ceiling < 1 ? `${(l.ceiling * 60).toFixed(0)}/min` : `${l.ceiling}/s`})`);
+    for (const l of lowered.slice(0, 10))
+      console.log(
+        `  ${l.chatId}: ${l.rate < 1 ? `${(l.rate * 60).toFixed(2)}/min` : `${l.rate.toFixed(2)}/s`} (${l.ceiling < 1 ? `${(l.ceiling * 60).toFixed(0)}/min` : `${l.ceiling}/s`})`,
+      );
   }
   for (const [owner, shards] of byOwner) if (!s.processes.some((p) => p.holder === owner)) console.log(`  ${owner} (not answering) holds ${ranges(shards)}`);
   if (s.takeovers.length) {

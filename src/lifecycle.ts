@@ -16,7 +16,10 @@ export class ShutdownSequence {
   private readonly steps: ShutdownStep[] = [];
   private running: Promise<void> | undefined;
 
-  constructor(private readonly log: Logger, private readonly stepTimeoutMs = 15_000) {}
+  constructor(
+    private readonly log: Logger,
+    private readonly stepTimeoutMs = 15_000,
+  ) {}
 
   /** Steps run in the order they were added. */
   add(name: string, run: ShutdownStep['run']): this {

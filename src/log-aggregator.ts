@@ -40,7 +40,10 @@ export class LogAggregator {
   private readonly now: () => number;
   private stopped = false;
 
-  constructor(private readonly log: Logger, opts: LogAggregatorOptions = {}) {
+  constructor(
+    private readonly log: Logger,
+    opts: LogAggregatorOptions = {},
+  ) {
     this.windowMs = opts.windowMs ?? 10_000;
     this.maxExamples = opts.examples ?? 3;
     this.now = opts.now ?? Date.now;
@@ -58,10 +61,16 @@ export class LogAggregator {
     k.count++;
     k.byReason.set(o.reason, (k.byReason.get(o.reason) ?? 0) + 1);
     if (o.example && k.examples.length < this.maxExamples) k.examples.push(o.example);
-    if (this.stopped) { this.emit(kind, k); return; }
+    if (this.stopped) {
+      this.emit(kind, k);
+      return;
+    }
     const now = this.now();
     const next = k.lastLineAt + this.windowMs;
-    if (now >= next && !k.timer) { this.emit(kind, k); return; }
+    if (now >= next && !k.timer) {
+      this.emit(kind, k);
+      return;
+    }
     if (!k.timer) {
       k.timer = setTimeout(() => {
         k.timer = undefined;

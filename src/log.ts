@@ -90,7 +90,12 @@ export function routeConsole(log: Logger): () => void {
 }
 
 /** knex's `log` option: its warnings, errors and deprecations as JSON lines. */
-export function knexLog(log: Logger): { warn: (m: unknown) => void; error: (m: unknown) => void; deprecate: (method: string, alternative: string) => void; debug: (m: unknown) => void } {
+export function knexLog(log: Logger): {
+  warn: (m: unknown) => void;
+  error: (m: unknown) => void;
+  deprecate: (method: string, alternative: string) => void;
+  debug: (m: unknown) => void;
+} {
   // One line each: knex appends stacks to some messages.
   const text = (m: unknown): string => (m instanceof Error ? m.message : typeof m === 'string' ? m : format('%o', m)).split('\n')[0] ?? '';
   return {
@@ -99,8 +104,14 @@ export function knexLog(log: Logger): { warn: (m: unknown) => void; error: (m: u
       if (text(m).startsWith('Acquire connection error')) log.debug({ source: 'knex' }, text(m));
       else log.warn({ source: 'knex' }, text(m));
     },
-    error: (m) => { log.error({ source: 'knex' }, text(m)); },
-    deprecate: (method, alternative) => { log.warn({ source: 'knex' }, `${method} is deprecated, use ${alternative}`); },
-    debug: (m) => { log.debug({ source: 'knex' }, text(m)); },
+    error: (m) => {
+      log.error({ source: 'knex' }, text(m));
+    },
+    deprecate: (method, alternative) => {
+      log.warn({ source: 'knex' }, `${method} is deprecated, use ${alternative}`);
+    },
+    debug: (m) => {
+      log.debug({ source: 'knex' }, text(m));
+    },
   };
 }

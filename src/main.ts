@@ -63,7 +63,11 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
   const gateway = config.role === 'gateway' || config.role === 'all';
   // Decided before any connection: a refusal touches no row.
   const target = worker ? telegramTarget(config) : 'telegram';
-  const log = createStdoutLogger({ level: config.logLevel, base: { pid: process.pid, instance: config.instanceId }, ...(opts.onStdoutClosed ? { onStdoutClosed: opts.onStdoutClosed } : {}) });
+  const log = createStdoutLogger({
+    level: config.logLevel,
+    base: { pid: process.pid, instance: config.instanceId },
+    ...(opts.onStdoutClosed ? { onStdoutClosed: opts.onStdoutClosed } : {}),
+  });
   routeConsole(log);
   // Every setting of every role, secrets masked: what this process runs with, on one line.
   log.info({ config: describeConfig(config), images: imagesConfig, ads: describeAdsConfig(adsConfig) }, 'starting');
@@ -112,13 +116,26 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
     if (target === 'sandbox' && worker) {
       // Loaded only here: production processes never load the sandbox's code.
       const { TelegramSandbox } = await import('../sandbox/server');
-      sandbox = new TelegramSandbox({ port: config.telegramSandboxPort, maxDelivered: 10_000, globalRate: config.telegramGlobalRate, chatRate: config.telegramChatRate, groupRatePerMin: config.telegramGroupRatePerMin });
+      sandbox = new TelegramSandbox({
+        port: config.telegramSandboxPort,
+        maxDelivered: 10_000,
+        globalRate: config.telegramGlobalRate,
+        chatRate: config.telegramChatRate,
+        groupRatePerMin: config.telegramGroupRatePerMin,
+      });
       const started = await sandbox.start().catch((e: unknown) => {
         throw portError({ variable: 'TELEGRAM_SANDBOX_PORT', host: '127.0.0.1', port: config.telegramSandboxPort }, e as NodeJS.ErrnoException);
       });
       token = DEMO_TOKEN;
       apiRoot = started.apiRoot;
-      log.warn({ apiRoot, inspect: `${apiRoot}sandbox/delivered`, why: config.telegramSandbox ? 'TELEGRAM_SANDBOX=1' : 'DATABASE_URL is not set (development default)' }, 'TELEGRAM_BOT_TOKEN is not set: sending to an IN-PROCESS TELEGRAM SANDBOX, not to Telegram');
+      log.warn(
+        {
+          apiRoot,
+          inspect: `${apiRoot}sandbox/delivered`,
+          why: config.telegramSandbox ? 'TELEGRAM_SANDBOX=1' : 'DATABASE_URL is not set (development default)',
+        },
+        'TELEGRAM_BOT_TOKEN is not set: sending to an IN-PROCESS TELEGRAM SANDBOX, not to Telegram',
+      );
       // Demo product photos (npm run cli -- demo) come from the sandbox, unless images have a real home.
       if (!env.IMAGE_BASE_URL?.trim()) {
         imagesConfig = loadImagesConfig({ ...env, IMAGE_BASE_URL: `${apiRoot}sandbox/images/` });
@@ -127,13 +144,24 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
     }
 
     if (config.embedded.enabled && (!config.databaseUrlExplicit || !config.natsUrlExplicit)) {
-      embedded = await startEmbedded({ log, mariadb: !config.databaseUrlExplicit, nats: !config.natsUrlExplicit, mariadbPort: config.embedded.mariadbPort, natsPort: config.embedded.natsPort, dataDir: config.embedded.dataDir });
+      embedded = await startEmbedded({
+        log,
+        mariadb: !config.databaseUrlExplicit,
+        nats: !config.natsUrlExplicit,
+        mariadbPort: config.embedded.mariadbPort,
+        natsPort: config.embedded.natsPort,
+        dataDir: config.embedded.dataDir,
+      });
     }
     const db = createDb({ url: config.databaseUrl, poolMax: config.dbPoolMax, log: knexLog(log) });
     dbForShutdown = db;
     // A server we have just started needs a moment: no "cannot reach" line for it unless it takes a while.
     const quietForMs = (name: EmbeddedServer['name']): number => (embedded.some((s) => s.name === name) ? 4_000 : 0);
-    const dbState = await waitUntilReachable({ variable: 'DATABASE_URL', address: redactUrl(config.databaseUrl) }, () => checkDatabase(db, config.databaseUrl, !config.databaseUrlExplicit), { log, deadline, quietForMs: quietForMs('mariadbd'), ...(opts.abort ? { signal: opts.abort } : {}) });
+    const dbState = await waitUntilReachable(
+      { variable: 'DATABASE_URL', address: redactUrl(config.databaseUrl) },
+      () => checkDatabase(db, config.databaseUrl, !config.databaseUrlExplicit),
+      { log, deadline, quietForMs: quietForMs('mariadbd'), ...(opts.abort ? { signal: opts.abort } : {}) },
+    );
     if (dbState === 'created') log.info({ database: redactUrl(config.databaseUrl) }, 'database created (it did not exist; DATABASE_URL is the default)');
     if (config.migrateOnStart) {
       const applied = await migrateLatest(db);
@@ -144,7 +172,13 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
     const nc = await waitUntilReachable(
       { variable: 'NATS_URL', address: redactUrl(config.natsUrl) },
       () => connectNats({ url: config.natsUrl, name: `notify-${config.instanceId}`, auth: config, waitOnFirstConnect: false }, log),
-      { log, deadline, quietForMs: quietForMs('nats-server'), ...(opts.abort ? { signal: opts.abort } : {}), discardLate: (late) => void (late as NatsConnection).close().catch(() => undefined) },
+      {
+        log,
+        deadline,
+        quietForMs: quietForMs('nats-server'),
+        ...(opts.abort ? { signal: opts.abort } : {}),
+        discardLate: (late) => void (late as NatsConnection).close().catch(() => undefined),
+      },
     );
     ncForShutdown = nc;
     log.info({ server: nc.getServer() }, 'connected to NATS');
@@ -155,7 +189,8 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
         const me = await telegram.getMe();
         log.info({ bot: me.username ?? me.id }, 'Telegram bot verified');
       } catch (e) {
-        if (e instanceof TelegramUnauthorized) throw new ConfigError('TELEGRAM_BOT_TOKEN', 'Telegram rejected the token (401 Unauthorized); check it with @BotFather');
+        if (e instanceof TelegramUnauthorized)
+          throw new ConfigError('TELEGRAM_BOT_TOKEN', 'Telegram rejected the token (401 Unauthorized); check it with @BotFather');
         log.warn({ err: describeError(e) }, 'getMe failed; starting anyway (sends will retry)');
       }
     }
@@ -165,12 +200,23 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
     if (gateway) {
       const gw = await startGatewayRole({ db, nc, config: adsConfig, log, metrics }).catch((e: unknown) => {
         const code = (e as NodeJS.ErrnoException).code;
-        throw code === 'EADDRINUSE' || code === 'EACCES' ? portError({ variable: 'GATEWAY_PORT', host: adsConfig.gatewayHost, port: adsConfig.gatewayPort }, e as NodeJS.ErrnoException) : e;
+        throw code === 'EADDRINUSE' || code === 'EACCES'
+          ? portError({ variable: 'GATEWAY_PORT', host: adsConfig.gatewayHost, port: adsConfig.gatewayPort }, e as NodeJS.ErrnoException)
+          : e;
       });
       shutdown.add('ads gateway (stop accepting requests)', () => gw.stop());
     }
     if (worker) {
-      const images = await startImagesRole({ parent: system, db, nc, config: imagesConfig, instanceId: config.instanceId, subjects: makeSubjects(config.natsSubjectPrefix), log, metrics });
+      const images = await startImagesRole({
+        parent: system,
+        db,
+        nc,
+        config: imagesConfig,
+        instanceId: config.instanceId,
+        subjects: makeSubjects(config.natsSubjectPrefix),
+        log,
+        metrics,
+      });
       const planner = images.planner;
       const pipeline = await startPipeline({ config, log, metrics, db, nc, telegram, planner, system });
       releasedRows = () => pipeline.releasedRows();
@@ -183,7 +229,9 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
       const ads = await startAds({ parent: system, db, nc, config: adsConfig, log, metrics, singleton: cluster.singleton('ads-bump') });
       shutdown.add('ads actors (flush views, release bump lease)', () => ads.stop());
     }
-    shutdown.add('actor system', () => { stopActorSystem(system); });
+    shutdown.add('actor system', () => {
+      stopActorSystem(system);
+    });
     addConnectionSteps();
   } catch (e) {
     addConnectionSteps();
@@ -255,7 +303,9 @@ if (require.main === module) {
   const roleArg = process.argv[2];
   main(roleArg ? { ...process.env, ROLE: roleArg } : process.env, {
     // The reader of our stdout went away (e.g. `npm start | jq` and jq exited): stop as on SIGTERM.
-    onStdoutClosed: (err) => { stopGracefully({ reason: 'stdout closed', err: describeError(err) }); },
+    onStdoutClosed: (err) => {
+      stopGracefully({ reason: 'stdout closed', err: describeError(err) });
+    },
     abort: starting.signal,
   }).then(
     (s) => {
@@ -264,7 +314,14 @@ if (require.main === module) {
     },
     (e: unknown) => {
       if (starting.signal.aborted) process.exit(130);
-      const line = { level: 60, time: new Date().toISOString(), msg: `start-up failed: ${describeError(e)}`, err: describeError(e), code: (e as { code?: string }).code, variable: (e as { variable?: string }).variable };
+      const line = {
+        level: 60,
+        time: new Date().toISOString(),
+        msg: `start-up failed: ${describeError(e)}`,
+        err: describeError(e),
+        code: (e as { code?: string }).code,
+        variable: (e as { variable?: string }).variable,
+      };
       process.stderr.write(`${JSON.stringify(line)}\n`);
       process.exit(e instanceof ConfigError ? 2 : 1);
     },

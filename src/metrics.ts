@@ -51,7 +51,11 @@ export class Metrics {
 }
 
 /** Serves GET /metrics on `port` (0 = random). Resolves with the bound port. */
-export async function startMetricsServer(metrics: Metrics, port: number, host = '0.0.0.0'): Promise<{ server: Server; port: number; close: () => Promise<void> }> {
+export async function startMetricsServer(
+  metrics: Metrics,
+  port: number,
+  host = '0.0.0.0',
+): Promise<{ server: Server; port: number; close: () => Promise<void> }> {
   const server = createServer((req, res) => {
     if (req.method === 'GET' && req.url?.split('?')[0] === '/metrics') {
       metrics.text().then(

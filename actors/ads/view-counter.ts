@@ -96,7 +96,9 @@ export interface ViewCounterOptions {
 export function spawnViewCounter(parent: Parent, deps: ViewCounterDeps, options: ViewCounterOptions): ActorRef<ViewCounterMsg> {
   const m = deps.metrics;
   const received = m.counter('ads_view_deliveries_total', 'View events delivered by JetStream to this counter');
-  const rejected = m.counter<'code'>('ads_view_events_rejected_total', 'Views (or unreadable view messages) dead-lettered instead of counted, by reason', ['code']);
+  const rejected = m.counter<'code'>('ads_view_events_rejected_total', 'Views (or unreadable view messages) dead-lettered instead of counted, by reason', [
+    'code',
+  ]);
   const counted = m.counter('ads_views_counted_total', 'New unique views added to views_count');
   const flushes = m.counter<'outcome'>('ads_view_flushes_total', 'View flushes by outcome', ['outcome']);
   const flushSeconds = m.histogram('ads_view_flush_seconds', 'Duration of one view flush transaction', [], [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]);
@@ -104,7 +106,14 @@ export function spawnViewCounter(parent: Parent, deps: ViewCounterDeps, options:
 
   // Batch ids go on across restarts (init runs again): the answer of a write started before a restart must not match a batch after it.
   let lastBatchId = 0;
-  const newBatch = (state: { nextId: number }): Batch => ({ id: (state.nextId = ++lastBatchId), views: new Map(), perAd: new Map(), msgs: [], viewCount: 0, dead: [] });
+  const newBatch = (state: { nextId: number }): Batch => ({
+    id: (state.nextId = ++lastBatchId),
+    views: new Map(),
+    perAd: new Map(),
+    msgs: [],
+    viewCount: 0,
+    dead: [],
+  });
 
   /** Starts writing the next batch in line, if none is being written. */
   const writeNext = (state: ViewCounterState, self: ActorRef<ViewCounterMsg>): void => {
@@ -164,7 +173,10 @@ export function spawnViewCounter(parent: Parent, deps: ViewCounterDeps, options:
         reasons[d.reason] = (reasons[d.reason] ?? 0) + 1;
       }
       const first = msg.dead[0]!;
-      log.warn({ deadLettered: msg.dead.length, reasons, first: { reason: first.reason, adId: first.adId, subject: first.subject, seq: first.seq } }, 'views dead-lettered to ad_view_dead_letters');
+      log.warn(
+        { deadLettered: msg.dead.length, reasons, first: { reason: first.reason, adId: first.adId, subject: first.subject, seq: first.seq } },
+        'views dead-lettered to ad_view_dead_letters',
+      );
     }
     flushes.inc({ outcome: 'ok' });
     log.debug({ messages: b.msgs.length, distinct: b.views.size, counted: msg.counted, deadLettered: msg.dead.length }, 'views flushed');

@@ -109,7 +109,10 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
   const ceiling = global.count;
   const W = global.windowMs;
   const capacityOf = (s: BudgetCoordinatorState) => Math.max(1, Math.min(ceiling, Math.floor((s.rate.rate * W) / 1000 + 1e-9)));
-  const mRate = metrics.gauge('budget_global_rate', 'The bot-wide rate the coordinator splits between processes (per second; adaptive under TELEGRAM_GLOBAL_RATE)');
+  const mRate = metrics.gauge(
+    'budget_global_rate',
+    'The bot-wide rate the coordinator splits between processes (per second; adaptive under TELEGRAM_GLOBAL_RATE)',
+  );
   // Grants must expire before a successor can be elected (TTL) minus our own fencing time (TTL/2) and one window.
   // Config guarantees TTL/2 − W ≥ 500 ms (SHARD_LEASE_TTL_MS check).
   const grantLifeMs = Math.min(2_000, Math.floor(leaseTtlMs / 2 - W));
@@ -199,7 +202,15 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
         const prev = s.cur.get(h) ?? 0;
         s.pending.set(h, { share: Math.max(share, s.pending.get(h)?.share ?? 0), expiresAt });
         try {
-          const grant = { share, window_ms: W, issued_at: now, expires_at: expiresAt, coordinator: holder, lease_revision: s.lease?.currentRevision ?? 0, rate: s.rate.rate };
+          const grant = {
+            share,
+            window_ms: W,
+            issued_at: now,
+            expires_at: expiresAt,
+            coordinator: holder,
+            lease_revision: s.lease?.currentRevision ?? 0,
+            rate: s.rate.rate,
+          };
           const r = await nc.request(subjects.budgetGrant(h), encodeJson(grant), { timeout: 200 });
           const ack = JSON.parse(new TextDecoder().decode(r.data)) as { ok: boolean; share?: number; free_at?: number | null };
           if (ack.ok && ack.share === share) {
@@ -251,7 +262,11 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
     const trusted = counted && atFlood >= 0.95 * recent;
     const rate = s.rate.throttled(Date.now(), accepted > 0 ? (accepted / W) * 1000 : undefined, trusted);
     const missing = counted ? undefined : [...s.members].filter(([, m]) => at === undefined || !m.atFlood.has(at)).map(([, m]) => m.instance);
-    if (rate < before) log.warn({ from, at, rate: Number(rate.toFixed(2)), accepted: atFlood, recent, counted, trusted, missing, ceiling: (global.count / W) * 1000 }, 'bot-wide flood: lowering the bot rate for the whole cluster');
+    if (rate < before)
+      log.warn(
+        { from, at, rate: Number(rate.toFixed(2)), accepted: atFlood, recent, counted, trusted, missing, ceiling: (global.count / W) * 1000 },
+        'bot-wide flood: lowering the bot rate for the whole cluster',
+      );
     mRate.set(rate);
     leadIn(s, self, 0);
     return s;
@@ -261,7 +276,22 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
     name: 'budget-coordinator',
     supervision: Supervision.restartWithBackoff({ minBackoffMs: 200, maxBackoffMs: 5_000 }),
     init: (ctx) => {
-      const state: BudgetCoordinatorState = { lease: null, since: null, members: new Map(), cur: new Map(), pending: new Map(), expiry: new Map(), lastDecreaseAt: 0, acked: new Set(), ticks: 0, timers: [], sub: undefined, rate: new GlobalRate((global.count / W) * 1000, Date.now(), true), flood: null, leadSoon: false };
+      const state: BudgetCoordinatorState = {
+        lease: null,
+        since: null,
+        members: new Map(),
+        cur: new Map(),
+        pending: new Map(),
+        expiry: new Map(),
+        lastDecreaseAt: 0,
+        acked: new Set(),
+        ticks: 0,
+        timers: [],
+        sub: undefined,
+        rate: new GlobalRate((global.count / W) * 1000, Date.now(), true),
+        flood: null,
+        leadSoon: false,
+      };
       state.sub = nc.subscribe(subjects.budgetDemand, {
         callback: (err, m) => {
           if (err) return;
@@ -283,10 +313,21 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
               if (atFlood.size > 8) atFlood.delete(atFlood.keys().next().value!);
             }
             // `accepted` stays the periodic count: a flood answer counts another window.
-            state.members.set(d.holder, { instance: d.instance, demand: d.demand, accepted: d.accepted_at !== undefined ? (before?.accepted ?? 0) : (d.accepted ?? 0), atFlood, rate: d.rate, granted: d.granted ?? true, reportedShare: d.share, at: Date.now() });
+            state.members.set(d.holder, {
+              instance: d.instance,
+              demand: d.demand,
+              accepted: d.accepted_at !== undefined ? (before?.accepted ?? 0) : (d.accepted ?? 0),
+              atFlood,
+              rate: d.rate,
+              granted: d.granted ?? true,
+              reportedShare: d.share,
+              at: Date.now(),
+            });
             if (d.accepted_at !== undefined && floodCounted(state)) dispatch(ctx.self, { type: 'floodSettle', at: d.accepted_at });
           } catch {
-            metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']).inc({ subject: subjects.budgetDemand, code: 'BAD_PAYLOAD' });
+            metrics
+              .counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code'])
+              .inc({ subject: subjects.budgetDemand, code: 'BAD_PAYLOAD' });
           }
         },
       });
@@ -382,8 +423,22 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
           return throttle(state, ctx.self, state.flood.from, floodCounted(state));
         }
         case 'status': {
-          const members = [...state.members].map(([h, m]) => ({ holder: h, instance: m.instance, demand: m.demand, share: state.lease ? (state.cur.get(h) ?? 0) : m.reportedShare, reportedAt: m.at }));
-          reply(msg.replyTo, { leader: state.lease !== null, since: state.since, capacity: capacityOf(state), ceiling, rate: state.rate.rate, windowMs: W, processes: members });
+          const members = [...state.members].map(([h, m]) => ({
+            holder: h,
+            instance: m.instance,
+            demand: m.demand,
+            share: state.lease ? (state.cur.get(h) ?? 0) : m.reportedShare,
+            reportedAt: m.at,
+          }));
+          reply(msg.replyTo, {
+            leader: state.lease !== null,
+            since: state.since,
+            capacity: capacityOf(state),
+            ceiling,
+            rate: state.rate.rate,
+            windowMs: W,
+            processes: members,
+          });
           return state;
         }
         case 'stepDown':

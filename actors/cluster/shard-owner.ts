@@ -161,7 +161,10 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
       state.pipelineOwned = r.owned;
       await Promise.all(
         surplus.map(async (s) => {
-          await state.leases.get(s)?.release().catch(() => undefined);
+          await state.leases
+            .get(s)
+            ?.release()
+            .catch(() => undefined);
         }),
       );
       for (const s of surplus) {
@@ -172,7 +175,9 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
       log.info({ shards: surplus, releasedRows: r.released }, 'shards handed off');
     }
     // Free, still naming us (from before a fence), or held by a holder silent for the TTL (view.stale).
-    const wanted = [...target].filter(([s, m]) => m === holder && !state.leases.has(s) && (!view.shards.has(s) || view.shards.get(s) === holder)).map(([s]) => s);
+    const wanted = [...target]
+      .filter(([s, m]) => m === holder && !state.leases.has(s) && (!view.shards.has(s) || view.shards.get(s) === holder))
+      .map(([s]) => s);
     if (wanted.length) {
       const got: number[] = [];
       await Promise.all(
@@ -197,7 +202,10 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
         mTakeovers.inc(r.previousOwners.length);
         state.takeovers.length = Math.min(state.takeovers.length, 100);
         const silent = got.filter((s) => state.leases.get(s)?.acquiredBy === 'taken-over');
-        log.info({ shards: got.sort((a, b) => a - b), takenOver: r.previousOwners.map((p) => p.shard), fromSilentHolder: silent, reclaimedRows: r.reclaimed }, 'shards acquired');
+        log.info(
+          { shards: got.sort((a, b) => a - b), takenOver: r.previousOwners.map((p) => p.shard), fromSilentHolder: silent, reclaimedRows: r.reclaimed },
+          'shards acquired',
+        );
       }
     }
     // A shard leased but not fenced in the database (a failed write) would be sent by nobody: retry.
@@ -205,7 +213,8 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
     if (held.join() !== [...state.pipelineOwned].sort((a, b) => a - b).join()) {
       const r = await pipeline.own(held);
       state.pipelineOwned = r.owned;
-      if (r.owned.length !== held.length) log.warn({ leased: held.length, fenced: r.owned.length }, 'some leased shards are not fenced in the database yet; retrying next tick');
+      if (r.owned.length !== held.length)
+        log.warn({ leased: held.length, fenced: r.owned.length }, 'some leased shards are not fenced in the database yet; retrying next tick');
     }
     mOwned.set(state.leases.size - state.fenced.size);
   };
@@ -214,14 +223,27 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
     name: 'shard-owner',
     supervision: Supervision.restartWithBackoff({ minBackoffMs: 200, maxBackoffMs: 5_000 }),
     init: (ctx) => {
-      const state: ShardOwnerState = { leases: new Map(), fenced: new Set(), members: [], map: new Map(), takeovers: [], pipelineOwned: [], timers: [], leaving: false, since: Date.now() };
+      const state: ShardOwnerState = {
+        leases: new Map(),
+        fenced: new Set(),
+        members: [],
+        map: new Map(),
+        takeovers: [],
+        pipelineOwned: [],
+        timers: [],
+        leaving: false,
+        since: Date.now(),
+      };
       // Every TTL/12 (500 ms by default): how soon a silent holder is noticed is part of the takeover time.
       state.timers.push(setInterval(() => dispatch(ctx.self, { type: 'tick' }), Math.max(100, Math.floor(leaseTtlMs / 12))));
       state.timers.push(setInterval(() => void renewAll(state, ctx.self), Math.max(50, Math.floor(leaseTtlMs / 12))));
       state.timers.push(
-        setInterval(() => {
-          watchdog(state);
-        }, Math.max(50, Math.floor(leaseTtlMs / 20))),
+        setInterval(
+          () => {
+            watchdog(state);
+          },
+          Math.max(50, Math.floor(leaseTtlMs / 20)),
+        ),
       );
       setImmediate(() => dispatch(ctx.self, { type: 'tick' }));
       return state;

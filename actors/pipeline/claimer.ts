@@ -62,12 +62,10 @@ export function spawnClaimer(parent: Parent, deps: PipelineDeps, shardManager: A
     if (limit <= 0) return;
     state.claiming = true;
     state.again = false;
-    repo
-      .claim({ shards: state.shards, limit, leaseMs: settings.claimLeaseMs, buffered: book.perChat(), perChatCap: capOf })
-      .then(
-        (rows) => dispatch(self, { type: 'claimed', rows, limit }),
-        (e: unknown) => dispatch(self, { type: 'claimed', rows: [], limit, error: describeError(e) }),
-      );
+    repo.claim({ shards: state.shards, limit, leaseMs: settings.claimLeaseMs, buffered: book.perChat(), perChatCap: capOf }).then(
+      (rows) => dispatch(self, { type: 'claimed', rows, limit }),
+      (e: unknown) => dispatch(self, { type: 'claimed', rows: [], limit, error: describeError(e) }),
+    );
   };
 
   return spawn<ClaimerState, ClaimerMsg>(parent, {

@@ -51,7 +51,10 @@ export function spawnOutcomeWriter(parent: Parent, deps: PipelineDeps, queue: Ou
   const written = metrics.counter('outbox_outcomes_written_total', 'Outcomes written back to the outbox', ['kind']);
   const batches = metrics.histogram('outbox_outcome_batch_size', 'Outcomes per UPDATE statement', [], [1, 5, 10, 50, 100, 250, 500, 1000, 5000]);
   const writeErrors = metrics.counter('outbox_outcome_write_errors_total', 'Failed outcome batch writes (retried)');
-  const deadLettered = metrics.counter('outbox_outcomes_dead_lettered_total', 'Outcomes the database refused for their data: written state-only, or dropped', ['kind', 'result']);
+  const deadLettered = metrics.counter('outbox_outcomes_dead_lettered_total', 'Outcomes the database refused for their data: written state-only, or dropped', [
+    'kind',
+    'result',
+  ]);
 
   const schedule = (state: OutcomeWriterState, self: ActorRef<OutcomeWriterMsg>, delayMs: number): void => {
     if (state.timer) return;
@@ -95,14 +98,20 @@ export function spawnOutcomeWriter(parent: Parent, deps: PipelineDeps, queue: Ou
         try {
           committed([{ outcome: minimal, event: item.event }], await repo.writeOutcomes([minimal]));
           deadLettered.inc({ kind: item.outcome.kind, result: 'state_only' });
-          log.warn({ id: item.outcome.id, kind: item.outcome.kind, ...dbErrorFields(e) }, 'outcome refused by the database; wrote its state change without notes or reason');
+          log.warn(
+            { id: item.outcome.id, kind: item.outcome.kind, ...dbErrorFields(e) },
+            'outcome refused by the database; wrote its state change without notes or reason',
+          );
           return;
         } catch (e2) {
           if (!isDataError(e2)) throw e2;
         }
       }
       deadLettered.inc({ kind: item.outcome.kind, result: 'dropped' });
-      log.error({ id: item.outcome.id, kind: item.outcome.kind, ...dbErrorFields(e) }, 'outcome refused by the database and dropped; the row stays claimed until its lease is reaped');
+      log.error(
+        { id: item.outcome.id, kind: item.outcome.kind, ...dbErrorFields(e) },
+        'outcome refused by the database and dropped; the row stays claimed until its lease is reaped',
+      );
     }
   };
 

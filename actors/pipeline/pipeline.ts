@@ -79,7 +79,9 @@ export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<Pipe
             await query<ClaimerMsg, void>(state.claimer, (replyTo) => ({ type: 'own', shards: keep, replyTo }), timeout).catch((e: unknown) =>
               deps.log.warn({ err: describeError(e) }, 'claimer did not confirm the new shard set'),
             );
-            const r = await query<ShardManagerMsg, Drained>(state.shardManager, (replyTo) => ({ type: 'release', shards: removed, replyTo }), timeout).catch((): Drained => ({ released: 0, windows: new Map() }));
+            const r = await query<ShardManagerMsg, Drained>(state.shardManager, (replyTo) => ({ type: 'release', shards: removed, replyTo }), timeout).catch(
+              (): Drained => ({ released: 0, windows: new Map() }),
+            );
             released = r.released;
             // Only a shard whose chat windows were handed over is marked released: for the others the
             // database still names us, and the next owner waits a full window per chat (as after a crash).
@@ -120,7 +122,13 @@ export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<Pipe
                 buffered: deps.book.total,
                 outcomesQueued: queue.items.length,
                 outcomesWritten: queue.written,
-                gate: { limitPerWindow: deps.gate.limit.count, windowMs: deps.gate.limit.windowMs, occupied: deps.gate.occupied(), waiting: deps.gate.waiting, pausedUntil: deps.gate.pausedUntilMs },
+                gate: {
+                  limitPerWindow: deps.gate.limit.count,
+                  windowMs: deps.gate.limit.windowMs,
+                  occupied: deps.gate.occupied(),
+                  waiting: deps.gate.waiting,
+                  pausedUntil: deps.gate.pausedUntilMs,
+                },
               }),
             );
           return state;
@@ -144,15 +152,21 @@ export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<Pipe
         case 'shutdown': {
           const replyTo = msg.replyTo;
           const run = async (): Promise<number> => {
-            await query<ClaimerMsg, void>(state.claimer, (r) => ({ type: 'pause', replyTo: r }), timeout).catch((e: unknown) => deps.log.warn({ err: describeError(e) }, 'claimer did not pause'));
-            const { released, windows } = await query<ShardManagerMsg, Drained>(state.shardManager, (r) => ({ type: 'drainAll', replyTo: r }), timeout).catch((): Drained => ({ released: 0, windows: new Map() }));
+            await query<ClaimerMsg, void>(state.claimer, (r) => ({ type: 'pause', replyTo: r }), timeout).catch((e: unknown) =>
+              deps.log.warn({ err: describeError(e) }, 'claimer did not pause'),
+            );
+            const { released, windows } = await query<ShardManagerMsg, Drained>(state.shardManager, (r) => ({ type: 'drainAll', replyTo: r }), timeout).catch(
+              (): Drained => ({ released: 0, windows: new Map() }),
+            );
             await query<OutcomeWriterMsg, { written: number }>(state.writer, (r) => ({ type: 'flush', replyTo: r }), timeout).catch((e: unknown) =>
               deps.log.error({ err: describeError(e) }, 'final outcome flush failed'),
             );
             // As at a handoff: shards whose chat windows were handed over are marked released; for the
             // others the next owner (or this process restarted) waits a full window per chat.
             const saved = await deps.handoff.save(deps.repo.owner, windows).catch(() => new Set<number>());
-            await deps.repo.dropShards(state.shards.filter((s) => saved.has(s))).catch((e: unknown) => deps.log.warn({ err: describeError(e) }, 'could not clear shard fencing rows'));
+            await deps.repo
+              .dropShards(state.shards.filter((s) => saved.has(s)))
+              .catch((e: unknown) => deps.log.warn({ err: describeError(e) }, 'could not clear shard fencing rows'));
             return released;
           };
           run().then((released) => reply(replyTo, { released }));

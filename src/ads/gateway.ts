@@ -35,7 +35,10 @@ export interface GatewayDeps {
 /** Ids in paths: 1 … 2^53-1, decimal, no sign, no leading zero. */
 const IdParams = Type.Object({ id: Type.String({ pattern: '^[1-9][0-9]{0,15}$' }) }, { additionalProperties: false });
 type IdParams = Static<typeof IdParams>;
-const ViewBody = Type.Object({ visitor_id: Type.Optional(Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9._:-]+$' })) }, { additionalProperties: false });
+const ViewBody = Type.Object(
+  { visitor_id: Type.Optional(Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9._:-]+$' })) },
+  { additionalProperties: false },
+);
 type ViewBody = Static<typeof ViewBody>;
 const Empty = Type.Object({}, { additionalProperties: false });
 
@@ -61,9 +64,21 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
   const js: JetStreamClient = nc.jetstream({ timeout: c.requestTimeoutMs });
   const tokenDigest = c.apiToken ? sha256(c.apiToken) : undefined;
   const requests = metrics.counter<'route' | 'status'>('ads_gateway_requests_total', 'Gateway HTTP requests', ['route', 'status']);
-  const latency = metrics.histogram<'route'>('ads_gateway_request_seconds', 'Gateway request duration', ['route'], [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]);
-  const refused = metrics.counter<'code'>('ads_gateway_client_errors_total', 'Connections refused before routing (timeouts, oversized headers, malformed HTTP)', ['code']);
-  const capped = metrics.counter('ads_gateway_views_capped_total', 'Views accepted but not counted: the IP already has VIEW_VISITORS_PER_IP visitors for the ad in this window');
+  const latency = metrics.histogram<'route'>(
+    'ads_gateway_request_seconds',
+    'Gateway request duration',
+    ['route'],
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+  );
+  const refused = metrics.counter<'code'>(
+    'ads_gateway_client_errors_total',
+    'Connections refused before routing (timeouts, oversized headers, malformed HTTP)',
+    ['code'],
+  );
+  const capped = metrics.counter(
+    'ads_gateway_views_capped_total',
+    'Views accepted but not counted: the IP already has VIEW_VISITORS_PER_IP visitors for the ad in this window',
+  );
   const batcher = new ViewBatcher(js, Subjects.adsViewBatch(c.subjectPrefix), { timeoutMs: c.requestTimeoutMs });
   const known = new LRUCache<number, boolean>({ max: 100_000, ttl: Math.max(1, c.adCacheTtlMs) });
   // ip|ad|window → the visitor hashes counted so far (at most viewVisitorsPerIp).
@@ -91,7 +106,10 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
       const r = writeClientError(err, socket);
       if (r) {
         refused.inc({ code: r.code });
-        log.debug({ code: r.code, status: r.status, remote: socket.remoteAddress }, 'connection refused before routing (counted in ads_gateway_client_errors_total)');
+        log.debug(
+          { code: r.code, status: r.status, remote: socket.remoteAddress },
+          'connection refused before routing (counted in ads_gateway_client_errors_total)',
+        );
       }
     },
   });
@@ -125,7 +143,11 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
     max: c.rateLimitMax,
     timeWindow: c.rateLimitWindowMs,
     keyGenerator: (req) => req.ip,
-    errorResponseBuilder: (_req, ctx) => ({ statusCode: 429, code: 'RATE_LIMITED', message: `rate limit of ${ctx.max} requests per ${Math.round(c.rateLimitWindowMs / 1000)} s exceeded; retry in ${ctx.after}` }),
+    errorResponseBuilder: (_req, ctx) => ({
+      statusCode: 429,
+      code: 'RATE_LIMITED',
+      message: `rate limit of ${ctx.max} requests per ${Math.round(c.rateLimitWindowMs / 1000)} s exceeded; retry in ${ctx.after}`,
+    }),
   });
 
   /** The one error path: status, stable code, our message; 503s say when to retry; 5xx logged with ids and codes only. */
@@ -133,7 +155,10 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
     const r = classifyHttpError(err);
     if (r.status >= 500) {
       const params = (req.params ?? {}) as Record<string, unknown>;
-      log[r.status === 500 ? 'error' : 'warn']({ reqId: req.id, method: req.method, route: req.routeOptions.url, id: params.id, status: r.status, code: r.code, err: errorFields(err) }, 'gateway request failed');
+      log[r.status === 500 ? 'error' : 'warn'](
+        { reqId: req.id, method: req.method, route: req.routeOptions.url, id: params.id, status: r.status, code: r.code, err: errorFields(err) },
+        'gateway request failed',
+      );
     }
     if (r.status === 401) void reply.header('www-authenticate', 'Bearer');
     if (r.status === 503) void reply.header('retry-after', String(c.gatewayRetryAfterS));
@@ -201,7 +226,8 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
     } catch (e) {
       throw new AppError('UNAVAILABLE', `${what} answered something unreadable; retry later`, undefined, { cause: e });
     }
-    if (typeof body === 'object' && body !== null && (body as { ok?: unknown }).ok === false) throw upstream((body as { error?: { code?: unknown; message?: unknown } }).error, unavailable);
+    if (typeof body === 'object' && body !== null && (body as { ok?: unknown }).ok === false)
+      throw upstream((body as { error?: { code?: unknown; message?: unknown } }).error, unavailable);
     try {
       return replyValidator(schema)(body);
     } catch (e) {
@@ -236,30 +262,26 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
     });
   }
 
-  app.post<{ Params: IdParams; Body: ViewBody | undefined }>(
-    '/ads/:id/views',
-    { schema: { params: IdParams, body: ViewBody } },
-    async (req, reply) => {
-      const adId = parseDecimalId(req.params.id, 'params/id');
-      // A missing ad is refused here and never published.
-      if (!(await adExists(adId))) throw new InputError('NOT_FOUND', `ad ${adId} does not exist`);
-      const now = Date.now();
-      const visitor = visitorHash(c.viewHashSalt, req.ip, req.body?.visitor_id);
-      const key = `${req.ip}|${adId}|${windowOf(now, c.viewDedupWindowMs)}`;
-      let seen = visitorsPerIp.get(key);
-      if (!seen) visitorsPerIp.set(key, (seen = new Set()));
-      if (!seen.has(visitor)) {
-        if (seen.size >= c.viewVisitorsPerIp) {
-          // One IP inventing visitor_ids: accepted (a beacon cannot act on an error) but not counted.
-          capped.inc();
-          return reply.code(202).send({ accepted: true, counted: false });
-        }
-        seen.add(visitor);
+  app.post<{ Params: IdParams; Body: ViewBody | undefined }>('/ads/:id/views', { schema: { params: IdParams, body: ViewBody } }, async (req, reply) => {
+    const adId = parseDecimalId(req.params.id, 'params/id');
+    // A missing ad is refused here and never published.
+    if (!(await adExists(adId))) throw new InputError('NOT_FOUND', `ad ${adId} does not exist`);
+    const now = Date.now();
+    const visitor = visitorHash(c.viewHashSalt, req.ip, req.body?.visitor_id);
+    const key = `${req.ip}|${adId}|${windowOf(now, c.viewDedupWindowMs)}`;
+    let seen = visitorsPerIp.get(key);
+    if (!seen) visitorsPerIp.set(key, (seen = new Set()));
+    if (!seen.has(visitor)) {
+      if (seen.size >= c.viewVisitorsPerIp) {
+        // One IP inventing visitor_ids: accepted (a beacon cannot act on an error) but not counted.
+        capped.inc();
+        return reply.code(202).send({ accepted: true, counted: false });
       }
-      await batcher.add({ ad_id: adId, visitor, ts: now });
-      return reply.code(202).send({ accepted: true });
-    },
-  );
+      seen.add(visitor);
+    }
+    await batcher.add({ ad_id: adId, visitor, ts: now });
+    return reply.code(202).send({ accepted: true });
+  });
 
   app.get<{ Params: IdParams }>('/ads/:id/views', { schema: { params: IdParams } }, async (req) => {
     const adId = parseDecimalId(req.params.id, 'params/id');
@@ -272,7 +294,13 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
 
   app.get<{ Params: IdParams }>('/users/:id/unread', { schema: { params: IdParams } }, async (req) => {
     const userId = parseDecimalId(req.params.id, 'params/id');
-    const r = await request(Subjects.adsUnreadGet(c.subjectPrefix), { user_id: userId }, 'unread cache', UnreadOk, 'the unread cache could not answer; retry later');
+    const r = await request(
+      Subjects.adsUnreadGet(c.subjectPrefix),
+      { user_id: userId },
+      'unread cache',
+      UnreadOk,
+      'the unread cache could not answer; retry later',
+    );
     return { user_id: userId, unread: r.unread };
   });
 
@@ -313,7 +341,11 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
 async function pendingViews(nc: NatsConnection, c: AdsConfig, adId: number, log: Logger): Promise<number> {
   let sum = 0;
   try {
-    const it = await nc.requestMany(Subjects.adsPending(c.subjectPrefix), encodeJson({ ad_id: adId }), { strategy: RequestStrategy.JitterTimer, jitter: 25, maxWait: 250 });
+    const it = await nc.requestMany(Subjects.adsPending(c.subjectPrefix), encodeJson({ ad_id: adId }), {
+      strategy: RequestStrategy.JitterTimer,
+      jitter: 25,
+      maxWait: 250,
+    });
     for await (const m of it) {
       if (m.data.length === 0) continue; // no-responders status
       try {
@@ -355,4 +387,3 @@ export async function startGateway(deps: GatewayDeps, port: number = deps.config
   let closing: Promise<void> | undefined;
   return { app, port: bound, close: () => (closing ??= app.close().then(() => undefined)) };
 }
-

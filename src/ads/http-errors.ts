@@ -38,7 +38,10 @@ export const HTTP_STATUS: Readonly<Record<string, number>> = {
 
 /** An answer from another component that the gateway passes on with its own code (e.g. a 409 from enqueue). */
 export class UpstreamError extends Error {
-  constructor(readonly code: string, message: string) {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
     super(message);
     this.name = 'UpstreamError';
   }
@@ -61,7 +64,9 @@ export function classifyHttpError(err: unknown): HttpErrorBody {
       return { status: 413, code: 'PAYLOAD_TOO_LARGE', message: 'body too large (GATEWAY_BODY_LIMIT)' };
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
-      return e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', message: 'unsupported content type; send application/json' } : { status: 400, code: 'BAD_REQUEST', message: 'content-length does not match the body' };
+      return e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'
+        ? { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', message: 'unsupported content type; send application/json' }
+        : { status: 400, code: 'BAD_REQUEST', message: 'content-length does not match the body' };
     case 'FST_ERR_BAD_URL':
       return { status: 400, code: 'BAD_REQUEST', message: 'the URL is not valid (bad percent-encoding)' };
     case 'FST_ERR_MAX_PARAM_LENGTH':
@@ -74,8 +79,13 @@ export function classifyHttpError(err: unknown): HttpErrorBody {
   if (e.statusCode === 429) return { status: 429, code: 'RATE_LIMITED', message: 'too many requests' };
   if (e instanceof SyntaxError) return { status: 400, code: 'BAD_JSON', message: 'body is not valid JSON' };
   if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
-    const code = e.statusCode === 413 ? 'PAYLOAD_TOO_LARGE' : e.statusCode === 415 ? 'UNSUPPORTED_MEDIA_TYPE' : e.statusCode === 404 ? 'NOT_FOUND' : 'BAD_REQUEST';
-    return { status: e.statusCode === 404 || e.statusCode === 413 || e.statusCode === 415 ? e.statusCode : 400, code, message: 'the request was refused before it reached a route' };
+    const code =
+      e.statusCode === 413 ? 'PAYLOAD_TOO_LARGE' : e.statusCode === 415 ? 'UNSUPPORTED_MEDIA_TYPE' : e.statusCode === 404 ? 'NOT_FOUND' : 'BAD_REQUEST';
+    return {
+      status: e.statusCode === 404 || e.statusCode === 413 || e.statusCode === 415 ? e.statusCode : 400,
+      code,
+      message: 'the request was refused before it reached a route',
+    };
   }
   return INTERNAL;
 }
@@ -100,7 +110,11 @@ export function writeClientError(err: NodeJS.ErrnoException & { bytesParsed?: nu
         : { status: 400, code: 'BAD_REQUEST', message: 'malformed HTTP request' };
   const body = JSON.stringify({ code: r.code, message: r.message });
   const reason = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' }[r.status] ?? 'Error';
-  if (socket.writable) socket.end(`HTTP/1.1 ${r.status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`, () => socket.destroy());
+  if (socket.writable)
+    socket.end(
+      `HTTP/1.1 ${r.status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      () => socket.destroy(),
+    );
   else socket.destroy();
   return { code: r.code, status: r.status };
 }

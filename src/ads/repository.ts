@@ -19,9 +19,9 @@ export class AdsRepository {
 
   /** Unread messages of one user, and the watermark the cache compares events with. */
   async loadUnread(userId: number): Promise<UnreadEntry> {
-    const [rows] = (await this.db.raw('SELECT COALESCE(SUM(is_read = 0), 0) AS n, COALESCE(MAX(id), 0) AS w FROM messages WHERE recipient_id = ?', [userId])) as unknown as [
-      Array<{ n: number | string; w: number | string }>,
-    ];
+    const [rows] = (await this.db.raw('SELECT COALESCE(SUM(is_read = 0), 0) AS n, COALESCE(MAX(id), 0) AS w FROM messages WHERE recipient_id = ?', [
+      userId,
+    ])) as unknown as [Array<{ n: number | string; w: number | string }>];
     return { count: Number(rows[0]?.n ?? 0), watermark: Number(rows[0]?.w ?? 0) };
   }
 
@@ -42,9 +42,13 @@ export class AdsRepository {
    */
   async runBump(o: { trigger: BumpTrigger; instanceId: string; intervalMs: number; chunk: number }): Promise<{ runId: number; bumped: number }> {
     const db = this.db;
-    const [ins] = (await db.raw('INSERT INTO bump_runs (`trigger`, instance_id, started_at) VALUES (?, ?, NOW(3))', [o.trigger, o.instanceId])) as unknown as [{ insertId: number }];
+    const [ins] = (await db.raw('INSERT INTO bump_runs (`trigger`, instance_id, started_at) VALUES (?, ?, NOW(3))', [o.trigger, o.instanceId])) as unknown as [
+      { insertId: number },
+    ];
     const runId = Number(ins.insertId);
-    const [rows] = (await db.raw("SELECT DATE_FORMAT(started_at, '%Y-%m-%d %H:%i:%s.%f') AS s FROM bump_runs WHERE id = ?", [runId])) as unknown as [Array<{ s: string }>];
+    const [rows] = (await db.raw("SELECT DATE_FORMAT(started_at, '%Y-%m-%d %H:%i:%s.%f') AS s FROM bump_runs WHERE id = ?", [runId])) as unknown as [
+      Array<{ s: string }>,
+    ];
     const start = rows[0]!.s;
     let total = 0;
     for (;;) {
@@ -82,16 +86,27 @@ export class AdsRepository {
         if (adIds.length > 0) {
           // Every value was validated (safe integers, 32 lowercase hex characters): literals are safe and
           // spare knex's placeholder substitution over 15,000 bindings.
-          const [found] = (await trx.raw(`SELECT id FROM advertisements WHERE id IN (${adIds.join(',')}) ORDER BY id FOR UPDATE`)) as unknown as [Array<{ id: number | string }>];
+          const [found] = (await trx.raw(`SELECT id FROM advertisements WHERE id IN (${adIds.join(',')}) ORDER BY id FOR UPDATE`)) as unknown as [
+            Array<{ id: number | string }>,
+          ];
           const exists = new Set(found.map((r) => Number(r.id)));
           const good = sorted.filter((v) => exists.has(v.adId));
           for (const v of sorted) {
             if (exists.has(v.adId)) continue;
-            dead.push({ reason: 'AD_NOT_FOUND', detail: `ad ${v.adId} does not exist`, adId: v.adId, subject: (v.subject ?? '').slice(0, 255), seq: v.seq ?? null, payload: deadLetterPayload(JSON.stringify({ ad_id: v.adId, visitor: v.visitor, ts: v.ts ?? null })) });
+            dead.push({
+              reason: 'AD_NOT_FOUND',
+              detail: `ad ${v.adId} does not exist`,
+              adId: v.adId,
+              subject: (v.subject ?? '').slice(0, 255),
+              seq: v.seq ?? null,
+              payload: deadLetterPayload(JSON.stringify({ ad_id: v.adId, visitor: v.visitor, ts: v.ts ?? null })),
+            });
           }
           if (good.length > 0) {
             const values = good.map((v) => `(${v.adId},0x${v.visitor},${v.window})`).join(',');
-            const [inserted] = (await trx.raw(`INSERT IGNORE INTO ad_views (ad_id, visitor_hash, window_no) VALUES ${values} RETURNING ad_id`)) as unknown as [Array<{ ad_id: number }>];
+            const [inserted] = (await trx.raw(`INSERT IGNORE INTO ad_views (ad_id, visitor_hash, window_no) VALUES ${values} RETURNING ad_id`)) as unknown as [
+              Array<{ ad_id: number }>,
+            ];
             if (inserted.length > 0) {
               const perAd = new Map<number, number>();
               for (const r of inserted) perAd.set(Number(r.ad_id), (perAd.get(Number(r.ad_id)) ?? 0) + 1);
@@ -103,7 +118,16 @@ export class AdsRepository {
           }
         }
         for (let i = 0; i < dead.length; i += 500) {
-          const rows = dead.slice(i, i + 500).map((d) => ({ reason: d.reason, detail: d.detail.slice(0, 255), ad_id: d.adId, subject: d.subject.slice(0, 255), stream_seq: d.seq, payload: d.payload }));
+          const rows = dead
+            .slice(i, i + 500)
+            .map((d) => ({
+              reason: d.reason,
+              detail: d.detail.slice(0, 255),
+              ad_id: d.adId,
+              subject: d.subject.slice(0, 255),
+              stream_seq: d.seq,
+              payload: d.payload,
+            }));
           await trx('ad_view_dead_letters').insert(rows);
         }
         return { counted, dead };

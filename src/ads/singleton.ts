@@ -3,7 +3,6 @@ import type { Singleton } from '../cluster/singleton';
 
 export type { Singleton };
 
-
 /**
  * A named lease in `ads_leases`: taken when free or expired, renewed by its owner at
  * every `isLeader()`, expiring `ttlMs` after the last renewal (database clock, so
@@ -42,9 +41,10 @@ export class DbLeaseSingleton implements Singleton {
   }
 
   release(): Promise<void> {
-    this.released ??= this.db
-      .raw('DELETE FROM ads_leases WHERE name = ? AND owner = ?', [this.name, this.owner])
-      .then(() => undefined, (e) => this.onError(e));
+    this.released ??= this.db.raw('DELETE FROM ads_leases WHERE name = ? AND owner = ?', [this.name, this.owner]).then(
+      () => undefined,
+      (e) => this.onError(e),
+    );
     return this.released;
   }
 }

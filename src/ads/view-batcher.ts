@@ -21,7 +21,11 @@ export class ViewBatcher {
   private readonly maxViews: number;
   private readonly timeoutMs: number;
 
-  constructor(private readonly js: JetStreamClient, private readonly subject: string, opts: { lingerMs?: number; maxViews?: number; timeoutMs: number }) {
+  constructor(
+    private readonly js: JetStreamClient,
+    private readonly subject: string,
+    opts: { lingerMs?: number; maxViews?: number; timeoutMs: number },
+  ) {
     this.lingerMs = opts.lingerMs ?? 1;
     this.maxViews = opts.maxViews ?? 256;
     this.timeoutMs = opts.timeoutMs;

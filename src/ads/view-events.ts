@@ -56,14 +56,22 @@ const decodeBatch = decoder(ViewBatchEnvelope, { maxBytes: 256 * 1_024 });
 const validateView = validator(ViewEvent);
 
 /** The first 1 KiB of an offending payload, for the dead-letter row. */
-export const deadLetterPayload = (s: string | Uint8Array): Buffer => Buffer.from(typeof s === 'string' ? Buffer.from(s, 'utf8').subarray(0, 1_024) : s.subarray(0, 1_024));
+export const deadLetterPayload = (s: string | Uint8Array): Buffer =>
+  Buffer.from(typeof s === 'string' ? Buffer.from(s, 'utf8').subarray(0, 1_024) : s.subarray(0, 1_024));
 
 /** Reads one delivery (a ViewEvent on `….views.<ad id>`, or a ViewBatch on `….views.batch`). Pure. */
 export function readDelivery(msg: { subject: string; seq: number; data: Uint8Array }, dedupWindowMs: number): ReadDelivery {
   const { subject, seq } = msg;
   const out: ReadDelivery = { views: [], dead: [], count: 1 };
   const reject = (reason: DeadLetterReason, detail: string, adId: number | null, payload: string | Uint8Array | null): void => {
-    out.dead.push({ reason, detail: detail.slice(0, 255), adId, subject: subject.slice(0, 255), seq, payload: payload === null ? null : deadLetterPayload(payload) });
+    out.dead.push({
+      reason,
+      detail: detail.slice(0, 255),
+      adId,
+      subject: subject.slice(0, 255),
+      seq,
+      payload: payload === null ? null : deadLetterPayload(payload),
+    });
   };
   const isBatch = subject.endsWith('.batch');
   let elements: unknown[];

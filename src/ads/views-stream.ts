@@ -1,5 +1,15 @@
 import { createHash } from 'node:crypto';
-import { AckPolicy, DeliverPolicy, RetentionPolicy, StorageType, nanos, type JetStreamManager, type NatsError, type StreamConfig, type ConsumerConfig } from 'nats';
+import {
+  AckPolicy,
+  DeliverPolicy,
+  RetentionPolicy,
+  StorageType,
+  nanos,
+  type JetStreamManager,
+  type NatsError,
+  type StreamConfig,
+  type ConsumerConfig,
+} from 'nats';
 import type { AdsConfig } from '../config/ads';
 import { Subjects } from '../nats/subjects';
 import { assertStreamMatches } from '../nats/streams';
@@ -44,7 +54,15 @@ export async function ensureViewsStream(jsm: JetStreamManager, c: AdsConfig): Pr
     num_replicas: c.natsReplicas,
   };
   const check = (have: StreamConfig): void => {
-    assertStreamMatches(have, { stream: n.stream, what: 'views stream', replicas: c.natsReplicas, maxAgeMs: c.viewStreamMaxAgeMs, maxAgeVar: 'VIEW_STREAM_MAX_AGE', subjects: [n.subjects], subjectsVar: 'NATS_SUBJECT_PREFIX' });
+    assertStreamMatches(have, {
+      stream: n.stream,
+      what: 'views stream',
+      replicas: c.natsReplicas,
+      maxAgeMs: c.viewStreamMaxAgeMs,
+      maxAgeVar: 'VIEW_STREAM_MAX_AGE',
+      subjects: [n.subjects],
+      subjectsVar: 'NATS_SUBJECT_PREFIX',
+    });
   };
   try {
     const info = await jsm.streams.info(n.stream);
@@ -85,7 +103,10 @@ export async function ensureViewsConsumer(jsm: JetStreamManager, c: AdsConfig): 
 
 /** Salted visitor hash: 16 bytes of SHA-256 over salt, client IP and optional visitor id, as 32 hex characters. */
 export function visitorHash(salt: string, ip: string, visitorId?: string): string {
-  return createHash('sha256').update(`${salt}\u0000${ip}\u0000${visitorId ?? ''}`).digest('hex').slice(0, 32);
+  return createHash('sha256')
+    .update(`${salt}\u0000${ip}\u0000${visitorId ?? ''}`)
+    .digest('hex')
+    .slice(0, 32);
 }
 
 /** The dedup window number of a view at `tsMs`. */

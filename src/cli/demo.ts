@@ -77,12 +77,20 @@ export async function seedDemo(o: DemoOptions): Promise<DemoResult> {
     await enqueue({ chat_id: o.adminChatId, text: adminText, kind: 'new_order', order_id: Number(orderId), idempotency_key: `demo-order-${orderId}` }),
     await enqueue({ chat_id: o.customerChatId, text: `Спасибо! Заказ <b>#${orderId}</b> принят.`, idempotency_key: `demo-customer-${orderId}` }),
   ];
-  print(`notifications ${notificationIds.join(', ')} enqueued: the order (text, an album of 3 photos, then the product without a photo) to chat ${o.adminChatId}, a thank-you to chat ${o.customerChatId}`);
+  print(
+    `notifications ${notificationIds.join(', ')} enqueued: the order (text, an album of 3 photos, then the product without a photo) to chat ${o.adminChatId}, a thank-you to chat ${o.customerChatId}`,
+  );
 
   const adIds: number[] = [];
   for (const title of ['Велосипед, почти новый', 'Диван угловой', 'Ноутбук 14"']) {
     // An old bumped_at makes them due for the next bump.
-    const [id] = await db('advertisements').insert({ owner_id: o.userId, title, is_active: 1, auto_bump: 1, bumped_at: new Date(Date.now() - 7 * 24 * 3600_000) });
+    const [id] = await db('advertisements').insert({
+      owner_id: o.userId,
+      title,
+      is_active: 1,
+      auto_bump: 1,
+      bumped_at: new Date(Date.now() - 7 * 24 * 3600_000),
+    });
     adIds.push(Number(id));
   }
   const messageIds: number[] = [];
@@ -102,7 +110,9 @@ export async function seedDemo(o: DemoOptions): Promise<DemoResult> {
     if (statuses.every((s) => s === 'sent' || s === 'failed') || Date.now() >= deadline) break;
     await new Promise((r) => setTimeout(r, 250));
   }
-  print(`delivery: ${notificationIds.map((id, i) => `#${id} ${statuses[i]}`).join(', ')}${statuses.every((s) => s === 'sent') ? '' : ' (still going: see npm run cli -- recipient <chat id>)'}`);
+  print(
+    `delivery: ${notificationIds.map((id, i) => `#${id} ${statuses[i]}`).join(', ')}${statuses.every((s) => s === 'sent') ? '' : ' (still going: see npm run cli -- recipient <chat id>)'}`,
+  );
   return { productIds, orderId: Number(orderId), adIds, messageIds, notificationIds, statuses };
 }
 

@@ -5,7 +5,10 @@ import { describeError } from '../errors';
 export class CliError extends Error {
   override name = 'CliError';
   /** 2 for a usage mistake (bad option), 1 otherwise. */
-  constructor(message: string, readonly exitCode: 1 | 2 = 1) {
+  constructor(
+    message: string,
+    readonly exitCode: 1 | 2 = 1,
+  ) {
     super(message);
   }
 }

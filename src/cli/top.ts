@@ -96,7 +96,11 @@ export function renderFrame(s: TopSnapshot, rate: Map<string, number>, o: Render
   const oldest = Math.min(...s.oldestByShard.values());
   lines.push(`shop-notify top — ${new Date(s.at).toISOString()} — ${s.processes.length} process(es), ${s.shardCount} shards`);
   lines.push('');
-  if (s.botRate) lines.push(`bot rate ${s.botRate.now.toFixed(1)}/s of ${s.botRate.ceiling.toFixed(1)}/s configured${s.botRate.now < s.botRate.ceiling ? ' (lowered after 429s)' : ''}`, '');
+  if (s.botRate)
+    lines.push(
+      `bot rate ${s.botRate.now.toFixed(1)}/s of ${s.botRate.ceiling.toFixed(1)}/s configured${s.botRate.now < s.botRate.ceiling ? ' (lowered after 429s)' : ''}`,
+      '',
+    );
   const head = ['process', 'shards', 'backlog', 'queued', 'in flight', 'rate/s', 'share/s', 'rate vs share', '429s chat/group/bot', 'failed', 'oldest'];
   const barWidth = 12;
   const rows = s.processes.map((p) => {

@@ -175,7 +175,10 @@ export class BudgetClient {
     const now = this.now();
     let until = f.until;
     if (until > now + this.o.maxPauseMs) {
-      this.o.log.warn({ from: f.holder, askedUntil: new Date(Math.min(f.until, 8.64e15)).toISOString(), maxPauseMs: this.o.maxPauseMs }, 'flood pause above TELEGRAM_MAX_RETRY_AFTER_MS: clamped');
+      this.o.log.warn(
+        { from: f.holder, askedUntil: new Date(Math.min(f.until, 8.64e15)).toISOString(), maxPauseMs: this.o.maxPauseMs },
+        'flood pause above TELEGRAM_MAX_RETRY_AFTER_MS: clamped',
+      );
       until = now + this.o.maxPauseMs;
     }
     if (until <= now) return false;
@@ -211,7 +214,18 @@ export class BudgetClient {
     if (this.subs.length > 0) {
       const freeAt = this.o.gate.heldAtMostAt(0);
       try {
-        this.o.nc.publish(this.o.subjects.budgetDemand, encodeJson({ holder: this.o.holder, instance: this.o.instance, demand: 0, share: 0, at: this.now(), leaving: true, ...(Number.isFinite(freeAt) ? { free_at: Math.ceil(freeAt) } : {}) }));
+        this.o.nc.publish(
+          this.o.subjects.budgetDemand,
+          encodeJson({
+            holder: this.o.holder,
+            instance: this.o.instance,
+            demand: 0,
+            share: 0,
+            at: this.now(),
+            leaving: true,
+            ...(Number.isFinite(freeAt) ? { free_at: Math.ceil(freeAt) } : {}),
+          }),
+        );
       } catch {
         /* disconnected: the coordinator drops us when our grant expires */
       }
@@ -227,7 +241,20 @@ export class BudgetClient {
     const at = this.now();
     const end = acceptedAt !== undefined ? Math.min(at, acceptedAt) : at;
     try {
-      this.o.nc.publish(this.o.subjects.budgetDemand, encodeJson({ holder: this.o.holder, instance: this.o.instance, demand: this.lastDemand, share: this.share, at, accepted: Math.round((this.o.gate.acceptedPerSecond(W, end) * W) / 1000), ...(acceptedAt !== undefined ? { accepted_at: acceptedAt } : {}), rate: this.rate, granted: this.mode === 'granted' || this.mode === 'fallback' }));
+      this.o.nc.publish(
+        this.o.subjects.budgetDemand,
+        encodeJson({
+          holder: this.o.holder,
+          instance: this.o.instance,
+          demand: this.lastDemand,
+          share: this.share,
+          at,
+          accepted: Math.round((this.o.gate.acceptedPerSecond(W, end) * W) / 1000),
+          ...(acceptedAt !== undefined ? { accepted_at: acceptedAt } : {}),
+          rate: this.rate,
+          granted: this.mode === 'granted' || this.mode === 'fallback',
+        }),
+      );
     } catch {
       /* disconnected: the grant will expire and we stop, as we must */
     }
@@ -241,7 +268,8 @@ export class BudgetClient {
     const watchedLongEnough = this.watchingSince > 0 && now - this.watchingSince >= this.o.leaseTtlMs;
     if (noCoordinator && watchedLongEnough) {
       const fallback = Math.max(floor, Math.floor(this.o.global.count / Math.max(1, this.members.size)));
-      if (this.mode !== 'fallback' || this.share !== fallback) this.o.log.warn({ share: fallback, members: this.members.size }, 'no budget coordinator: using the safe share (limit ÷ live processes)');
+      if (this.mode !== 'fallback' || this.share !== fallback)
+        this.o.log.warn({ share: fallback, members: this.members.size }, 'no budget coordinator: using the safe share (limit ÷ live processes)');
       this.setShare(fallback, 'fallback');
     } else if (this.mode === 'granted' || this.mode === 'fallback') {
       // Our grant lapsed (a coordinator may be giving our share away), or a coordinator appeared
@@ -254,7 +282,12 @@ export class BudgetClient {
     const e = await this.o.kv.get(COORDINATOR_KEY);
     const v = e && e.operation === 'PUT' ? decodeValue<LeaseValue>(e.value) : undefined;
     const holder = v?.holder;
-    const revisions = holder !== undefined && holder === this.coordinator.holder ? [...this.coordinator.revisions, e!.revision].slice(-3) : holder !== undefined ? [e!.revision] : [];
+    const revisions =
+      holder !== undefined && holder === this.coordinator.holder
+        ? [...this.coordinator.revisions, e!.revision].slice(-3)
+        : holder !== undefined
+          ? [e!.revision]
+          : [];
     this.coordinator = { holder, revisions, at: this.now() };
   }
 

@@ -31,7 +31,9 @@ export interface ClusterBucketOptions {
 export async function openClusterBucket(nc: NatsConnection, name: string, o: ClusterBucketOptions): Promise<KV> {
   const maxAge = keyMaxAgeMs(o.leaseTtlMs);
   // A short request timeout: a renewal stuck on a dead server must fail fast and be retried.
-  const kv = await nc.jetstream({ timeout: Math.max(500, Math.min(2_000, Math.floor(o.leaseTtlMs / 4))) }).views.kv(name, { ttl: maxAge, history: 1, replicas: o.replicas });
+  const kv = await nc
+    .jetstream({ timeout: Math.max(500, Math.min(2_000, Math.floor(o.leaseTtlMs / 4))) })
+    .views.kv(name, { ttl: maxAge, history: 1, replicas: o.replicas });
   const status = await kv.status();
   assertStreamMatches(status.streamInfo.config, {
     stream: `KV_${name}`,
@@ -149,7 +151,12 @@ export function decodeValue<T>(data: Uint8Array): T | undefined {
 /** 503 (no responders: the stream has no leader) or JetStream API error 10008 (temporarily unavailable). */
 export function isUnavailable(e: unknown): boolean {
   const err = e as { code?: string; api_error?: { code?: number; err_code?: number }; message?: string } | undefined;
-  return err?.code === '503' || err?.api_error?.code === 503 || err?.api_error?.err_code === 10008 || /^503$|no responders|temporarily unavailable/i.test(err?.message ?? '');
+  return (
+    err?.code === '503' ||
+    err?.api_error?.code === 503 ||
+    err?.api_error?.err_code === 10008 ||
+    /^503$|no responders|temporarily unavailable/i.test(err?.message ?? '')
+  );
 }
 
 /** nats.js reports a failed compare-and-set as JetStream API error 10071 ("wrong last sequence"). */

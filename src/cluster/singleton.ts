@@ -40,7 +40,12 @@ export class KvLeaseSingleton implements Singleton {
     if (this.releasing) return false;
     try {
       if (this.lease?.held) return this.lease.valid();
-      const lease = new KvLease(this.kv, `singleton.${this.name}`, { holder: this.holder, instance: this.instance, since: Date.now() }, Math.floor(this.ttlMs / 2));
+      const lease = new KvLease(
+        this.kv,
+        `singleton.${this.name}`,
+        { holder: this.holder, instance: this.instance, since: Date.now() },
+        Math.floor(this.ttlMs / 2),
+      );
       if (!(await lease.acquire())) return false;
       this.lease = lease;
       this.timer ??= setInterval(() => void this.renew(), Math.max(100, Math.floor(this.ttlMs / 4)));

@@ -105,14 +105,16 @@ function readProxies(r: EnvReader, name: string): string[] {
     const family = isIP(addr ?? '');
     const maxBits = family === 6 ? 128 : 32;
     const okBits = bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= maxBits);
-    if (!family || !okBits || extra !== undefined) throw new ConfigError(name, `expected comma-separated IP addresses or CIDRs (e.g. 10.0.0.0/8,::1), got ${JSON.stringify(p)}`);
+    if (!family || !okBits || extra !== undefined)
+      throw new ConfigError(name, `expected comma-separated IP addresses or CIDRs (e.g. 10.0.0.0/8,::1), got ${JSON.stringify(p)}`);
     return p;
   });
 }
 
 function subject(r: EnvReader, name: string, def: string): string {
   const v = r.string(name, def);
-  if (!/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(v)) throw new ConfigError(name, `expected a NATS subject without wildcards such as notify.enqueue, got ${JSON.stringify(v)}`);
+  if (!/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(v))
+    throw new ConfigError(name, `expected a NATS subject without wildcards such as notify.enqueue, got ${JSON.stringify(v)}`);
   return v;
 }
 
@@ -121,7 +123,10 @@ export function loadAdsConfig(env: Env = process.env): AdsConfig {
   const r = new EnvReader(env);
   // One prefix for every subject of a deployment (notify.*, images.*, ads.*, messages.*).
   if (r.raw('ADS_SUBJECT_PREFIX') !== undefined) {
-    throw new ConfigError('ADS_SUBJECT_PREFIX', 'no longer read: NATS_SUBJECT_PREFIX now prefixes every subject, ads.* and messages.* included; set that and remove ADS_SUBJECT_PREFIX');
+    throw new ConfigError(
+      'ADS_SUBJECT_PREFIX',
+      'no longer read: NATS_SUBJECT_PREFIX now prefixes every subject, ads.* and messages.* included; set that and remove ADS_SUBJECT_PREFIX',
+    );
   }
   const subjectPrefix = subjectPrefixVar(r, 'NATS_SUBJECT_PREFIX');
   const name = (v: string, def: string): string => {
@@ -134,7 +139,8 @@ export function loadAdsConfig(env: Env = process.env): AdsConfig {
   const viewFlushMs = r.duration('VIEW_FLUSH_MS', ADS_DEFAULTS.VIEW_FLUSH_MS, { min: 10, max: 600_000 });
   const bumpCheckMs = r.duration('BUMP_CHECK_MS', ADS_DEFAULTS.BUMP_CHECK_MS, { min: 10, max: 3_600_000 });
   const bumpLeaseMs = r.duration('BUMP_LEASE_MS', ADS_DEFAULTS.BUMP_LEASE_MS, { min: 100, max: 3_600_000 });
-  if (bumpLeaseMs <= bumpCheckMs) throw new ConfigError('BUMP_LEASE_MS', `expected more than BUMP_CHECK_MS (${bumpCheckMs}), got ${bumpLeaseMs}: the leader renews its lease at each check`);
+  if (bumpLeaseMs <= bumpCheckMs)
+    throw new ConfigError('BUMP_LEASE_MS', `expected more than BUMP_CHECK_MS (${bumpCheckMs}), got ${bumpLeaseMs}: the leader renews its lease at each check`);
   return {
     instanceId: instanceIdVar(r),
     subjectPrefix,

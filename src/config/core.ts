@@ -166,7 +166,10 @@ export class EnvReader {
     const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/i.exec(v);
     const ms = m ? Math.round(Number(m[1]) * DURATION_UNITS[(m[2] ?? 'ms').toLowerCase()]!) : NaN;
     if (!Number.isFinite(ms) || ms < opts.min || ms > opts.max) {
-      throw new ConfigError(name, `expected a duration between ${formatMs(opts.min)} and ${formatMs(opts.max)} such as 1500ms, 30s, 90m, 3h, 1d (a bare number is ms), got ${JSON.stringify(v)}`);
+      throw new ConfigError(
+        name,
+        `expected a duration between ${formatMs(opts.min)} and ${formatMs(opts.max)} such as 1500ms, 30s, 90m, 3h, 1d (a bare number is ms), got ${JSON.stringify(v)}`,
+      );
     }
     return ms;
   }
@@ -216,7 +219,13 @@ const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 
 
 /** 90000 → "90 s", 3600000 → "1 h": bounds in error messages a person can read. */
 function formatMs(ms: number): string {
-  for (const [unit, n] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1_000]] as const) if (ms >= n && ms % n === 0) return `${ms / n} ${unit}`;
+  for (const [unit, n] of [
+    ['d', 86_400_000],
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1_000],
+  ] as const)
+    if (ms >= n && ms % n === 0) return `${ms / n} ${unit}`;
   return `${ms} ms`;
 }
 
@@ -259,7 +268,8 @@ export function loadConfig(env: Env = process.env): Config {
   const globalRate = r.number('TELEGRAM_GLOBAL_RATE', DEFAULTS.TELEGRAM_GLOBAL_RATE, { min: 0, exclusiveMin: true, max: 100_000 });
   const minTtl = Math.ceil(2 * (rateToWindow(globalRate).windowMs + 500));
   const shardLeaseTtlMs = r.duration('SHARD_LEASE_TTL_MS', Math.max(DEFAULTS.SHARD_LEASE_TTL_MS, minTtl), { min: 1_000, max: 600_000 });
-  if (shardLeaseTtlMs < minTtl) throw new ConfigError('SHARD_LEASE_TTL_MS', `expected at least ${minTtl} (2 × (the global rate's window + 500 ms)), got ${shardLeaseTtlMs}`);
+  if (shardLeaseTtlMs < minTtl)
+    throw new ConfigError('SHARD_LEASE_TTL_MS', `expected at least ${minTtl} (2 × (the global rate's window + 500 ms)), got ${shardLeaseTtlMs}`);
 
   const embedded = {
     enabled: r.boolean('EMBEDDED_SERVICES', DEFAULTS.EMBEDDED_SERVICES),
@@ -320,11 +330,10 @@ export function instanceIdVar(r: EnvReader): string {
 /** A dot-terminated subject prefix ("staging.") or '' (NATS_SUBJECT_PREFIX). */
 export function subjectPrefixVar(r: EnvReader, name: string): string {
   const v = r.string(name, '');
-  if (v !== '' && !/^([-\w]+\.)+$/.test(v)) throw new ConfigError(name, `expected dot-separated tokens ending with a dot (e.g. "staging."), got ${JSON.stringify(v)}`);
+  if (v !== '' && !/^([-\w]+\.)+$/.test(v))
+    throw new ConfigError(name, `expected dot-separated tokens ending with a dot (e.g. "staging."), got ${JSON.stringify(v)}`);
   return v;
 }
-
-
 
 /**
  * NATS_REPLICAS: replicas of every stream and KV bucket the project creates. JetStream
@@ -351,7 +360,8 @@ function natsUrls(r: EnvReader, def: string): string {
     } catch {
       throw new ConfigError('NATS_URL', `expected comma-separated nats://host:port URLs, got ${JSON.stringify(redactUrl(p))}`);
     }
-    if (!['nats:', 'tls:', 'ws:', 'wss:'].includes(u.protocol)) throw new ConfigError('NATS_URL', `expected nats://host:port, got scheme ${JSON.stringify(u.protocol)}`);
+    if (!['nats:', 'tls:', 'ws:', 'wss:'].includes(u.protocol))
+      throw new ConfigError('NATS_URL', `expected nats://host:port, got scheme ${JSON.stringify(u.protocol)}`);
   }
   return v;
 }

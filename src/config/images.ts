@@ -69,16 +69,21 @@ export function loadImagesConfig(env: Env = process.env): ImagesConfig {
       .map((h) => h.trim().toLowerCase())
       .filter((h) => h !== '');
     for (const h of allowedHosts) {
-      if (!HOST_ENTRY.test(h)) throw new ConfigError('IMAGE_ALLOWED_HOSTS', `expected comma-separated host names (optionally host:port or *.domain), got ${JSON.stringify(h)}`);
+      if (!HOST_ENTRY.test(h))
+        throw new ConfigError('IMAGE_ALLOWED_HOSTS', `expected comma-separated host names (optionally host:port or *.domain), got ${JSON.stringify(h)}`);
     }
   } else {
     allowedHosts = baseUrl ? [new URL(baseUrl).hostname.toLowerCase()] : [];
   }
 
-  const template = env.ORDER_CAPTION_TEMPLATE !== undefined && env.ORDER_CAPTION_TEMPLATE.trim() !== '' ? env.ORDER_CAPTION_TEMPLATE.replace(/\\n/g, '\n') : IMAGES_DEFAULTS.ORDER_CAPTION_TEMPLATE;
+  const template =
+    env.ORDER_CAPTION_TEMPLATE !== undefined && env.ORDER_CAPTION_TEMPLATE.trim() !== ''
+      ? env.ORDER_CAPTION_TEMPLATE.replace(/\\n/g, '\n')
+      : IMAGES_DEFAULTS.ORDER_CAPTION_TEMPLATE;
   const unknown = [...template.matchAll(/\{([^{}]*)\}/g)].map((m) => m[1]).filter((p) => !['name', 'price', 'quantity', 'id'].includes(p ?? ''));
   if (unknown.length > 0) throw new ConfigError('ORDER_CAPTION_TEMPLATE', `unknown placeholder {${unknown[0]}}; use {name}, {price}, {quantity} or {id}`);
-  if (template.length > 1024) throw new ConfigError('ORDER_CAPTION_TEMPLATE', `expected at most 1024 characters (Telegram's caption limit), got ${template.length}`);
+  if (template.length > 1024)
+    throw new ConfigError('ORDER_CAPTION_TEMPLATE', `expected at most 1024 characters (Telegram's caption limit), got ${template.length}`);
 
   const maxBytes = r.integer('IMAGE_MAX_BYTES', IMAGES_DEFAULTS.IMAGE_MAX_BYTES, { min: 1, max: 50 * 1024 * 1024 });
   const cacheMaxBytes = r.integer('IMAGE_CACHE_MAX_BYTES', IMAGES_DEFAULTS.IMAGE_CACHE_MAX_BYTES, { min: 0, max: Number.MAX_SAFE_INTEGER });

@@ -75,11 +75,15 @@ export function readNatsAuthSettings(r: Reader): NatsAuthSettings {
 export function loadNatsAuth(s: NatsAuthSettings): NatsAuth {
   const out: NatsAuth = { secrets: [] };
   if (s.natsPassword !== undefined && s.natsUser === undefined) throw new ConfigError('NATS_PASSWORD', 'is set but NATS_USER is not; set both or neither');
-  const mechanisms = [s.natsUser !== undefined && 'NATS_USER', s.natsToken !== undefined && 'NATS_TOKEN', s.natsNkeySeedFile !== undefined && 'NATS_NKEY_SEED_FILE', s.natsCredsFile !== undefined && 'NATS_CREDS_FILE'].filter(
-    (x): x is string => typeof x === 'string',
-  );
+  const mechanisms = [
+    s.natsUser !== undefined && 'NATS_USER',
+    s.natsToken !== undefined && 'NATS_TOKEN',
+    s.natsNkeySeedFile !== undefined && 'NATS_NKEY_SEED_FILE',
+    s.natsCredsFile !== undefined && 'NATS_CREDS_FILE',
+  ].filter((x): x is string => typeof x === 'string');
   const [first, second] = mechanisms;
-  if (first !== undefined && second !== undefined) throw new ConfigError(second, `cannot be combined with ${first}: set one NATS authentication mechanism (user+password, token, NKEY seed or .creds file)`);
+  if (first !== undefined && second !== undefined)
+    throw new ConfigError(second, `cannot be combined with ${first}: set one NATS authentication mechanism (user+password, token, NKEY seed or .creds file)`);
   if (s.natsUser !== undefined) {
     out.user = s.natsUser;
     if (s.natsPassword !== undefined) {
@@ -93,7 +97,11 @@ export function loadNatsAuth(s: NatsAuthSettings): NatsAuth {
   }
   if (s.natsNkeySeedFile !== undefined) {
     const seed = readText('NATS_NKEY_SEED_FILE', s.natsNkeySeedFile).trim();
-    if (!SEED.test(seed)) throw new ConfigError('NATS_NKEY_SEED_FILE', `${JSON.stringify(s.natsNkeySeedFile)} does not hold a user NKEY seed (one line starting with "SU", 58 characters; contents not shown)`);
+    if (!SEED.test(seed))
+      throw new ConfigError(
+        'NATS_NKEY_SEED_FILE',
+        `${JSON.stringify(s.natsNkeySeedFile)} does not hold a user NKEY seed (one line starting with "SU", 58 characters; contents not shown)`,
+      );
     out.nkeySeed = new TextEncoder().encode(seed);
     out.secrets.push(seed);
   }
@@ -103,14 +111,20 @@ export function loadNatsAuth(s: NatsAuthSettings): NatsAuth {
     const jwt = blocks[0];
     const seed = blocks[1];
     if (!jwt || jwt.split('.').length !== 3 || !seed || !SEED.test(seed)) {
-      throw new ConfigError('NATS_CREDS_FILE', `${JSON.stringify(s.natsCredsFile)} is not a NATS .creds file (expected a "BEGIN NATS USER JWT" block and a "BEGIN USER NKEY SEED" block; contents not shown)`);
+      throw new ConfigError(
+        'NATS_CREDS_FILE',
+        `${JSON.stringify(s.natsCredsFile)} is not a NATS .creds file (expected a "BEGIN NATS USER JWT" block and a "BEGIN USER NKEY SEED" block; contents not shown)`,
+      );
     }
     out.creds = new TextEncoder().encode(text);
     out.secrets.push(seed, jwt);
   }
   if ((s.natsTlsCertFile === undefined) !== (s.natsTlsKeyFile === undefined)) {
     const missing = s.natsTlsCertFile === undefined ? 'NATS_TLS_CERT_FILE' : 'NATS_TLS_KEY_FILE';
-    throw new ConfigError(missing, 'must be set together with ' + (missing === 'NATS_TLS_CERT_FILE' ? 'NATS_TLS_KEY_FILE' : 'NATS_TLS_CERT_FILE') + ' (client certificate and its key)');
+    throw new ConfigError(
+      missing,
+      'must be set together with ' + (missing === 'NATS_TLS_CERT_FILE' ? 'NATS_TLS_KEY_FILE' : 'NATS_TLS_CERT_FILE') + ' (client certificate and its key)',
+    );
   }
   if (s.natsTlsCaFile !== undefined || s.natsTlsCertFile !== undefined) {
     const tls: NonNullable<NatsAuth['tls']> = {};
@@ -128,5 +142,11 @@ export function loadNatsAuth(s: NatsAuthSettings): NatsAuth {
 /** The settings safe to log: which mechanism, file paths, never contents or passwords. */
 export function describeNatsAuth(s: NatsAuthSettings): Record<string, unknown> {
   const mechanism = s.natsCredsFile ? 'creds' : s.natsNkeySeedFile ? 'nkey' : s.natsToken ? 'token' : s.natsUser ? 'user' : 'none';
-  return { mechanism, user: s.natsUser, nkeySeedFile: s.natsNkeySeedFile, credsFile: s.natsCredsFile, tls: s.natsTlsCaFile || s.natsTlsCertFile ? { caFile: s.natsTlsCaFile, certFile: s.natsTlsCertFile, keyFile: s.natsTlsKeyFile } : undefined };
+  return {
+    mechanism,
+    user: s.natsUser,
+    nkeySeedFile: s.natsNkeySeedFile,
+    credsFile: s.natsCredsFile,
+    tls: s.natsTlsCaFile || s.natsTlsCertFile ? { caFile: s.natsTlsCaFile, certFile: s.natsTlsCertFile, keyFile: s.natsTlsKeyFile } : undefined,
+  };
 }

@@ -21,7 +21,10 @@ export async function checkDatabase(db: Knex, url: string, createIfMissing: bool
   } catch (e) {
     if ((e as { errno?: number }).errno !== ER_BAD_DB_ERROR) throw e;
     const name = databaseName(url);
-    if (!createIfMissing) throw new Error(`database ${JSON.stringify(name)} does not exist; create it (CREATE DATABASE \`${name}\` CHARACTER SET utf8mb4) or fix the name`, { cause: e });
+    if (!createIfMissing)
+      throw new Error(`database ${JSON.stringify(name)} does not exist; create it (CREATE DATABASE \`${name}\` CHARACTER SET utf8mb4) or fix the name`, {
+        cause: e,
+      });
     await createDatabase(url, name);
     await db.raw('SELECT 1');
     return 'created';
@@ -30,7 +33,13 @@ export async function checkDatabase(db: Knex, url: string, createIfMissing: bool
 
 async function createDatabase(url: string, name: string): Promise<void> {
   const u = new URL(url.replace(/^mariadb:/, 'mysql:'));
-  const conn = await createConnection({ host: u.hostname, port: u.port ? Number(u.port) : 3306, user: decodeURIComponent(u.username || 'root'), password: decodeURIComponent(u.password), connectTimeout: 4_000 });
+  const conn = await createConnection({
+    host: u.hostname,
+    port: u.port ? Number(u.port) : 3306,
+    user: decodeURIComponent(u.username || 'root'),
+    password: decodeURIComponent(u.password),
+    connectTimeout: 4_000,
+  });
   try {
     await conn.query(`CREATE DATABASE IF NOT EXISTS \`${name.replace(/`/g, '``')}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci`);
   } finally {

@@ -25,6 +25,8 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
-  process.stderr.write(`${JSON.stringify({ level: 60, time: new Date().toISOString(), msg: `migrate failed: ${describeError(e)}`, code: (e as { code?: string }).code })}\n`);
+  process.stderr.write(
+    `${JSON.stringify({ level: 60, time: new Date().toISOString(), msg: `migrate failed: ${describeError(e)}`, code: (e as { code?: string }).code })}\n`,
+  );
   process.exit(1);
 });

@@ -14,7 +14,16 @@ import { hostAllowed } from '../config/images';
  */
 export type FetchFailureReason = 'bad_url' | 'host_not_allowed' | 'redirect_not_allowed' | 'timeout' | 'http_status' | 'not_image' | 'too_large' | 'network';
 
-export const FETCH_FAILURE_REASONS: readonly FetchFailureReason[] = ['bad_url', 'host_not_allowed', 'redirect_not_allowed', 'timeout', 'http_status', 'not_image', 'too_large', 'network'];
+export const FETCH_FAILURE_REASONS: readonly FetchFailureReason[] = [
+  'bad_url',
+  'host_not_allowed',
+  'redirect_not_allowed',
+  'timeout',
+  'http_status',
+  'not_image',
+  'too_large',
+  'network',
+];
 
 export interface FetchFailure {
   ok: false;
@@ -91,7 +100,8 @@ export async function downloadImage(url: string, opts: DownloadOptions): Promise
     return fail('bad_url', `not an absolute URL: ${JSON.stringify(url)}`);
   }
   if (current.protocol !== 'http:' && current.protocol !== 'https:') return fail('bad_url', `scheme ${current.protocol} is not http(s): ${url}`);
-  if (!hostAllowed(current, opts.allowedHosts)) return fail('host_not_allowed', `host ${current.host} is not in IMAGE_ALLOWED_HOSTS (${opts.allowedHosts.join(',') || 'empty'}): ${url}`);
+  if (!hostAllowed(current, opts.allowedHosts))
+    return fail('host_not_allowed', `host ${current.host} is not in IMAGE_ALLOWED_HOSTS (${opts.allowedHosts.join(',') || 'empty'}): ${url}`);
 
   const controller = new AbortController();
   let timedOut = false;
@@ -118,8 +128,10 @@ export async function downloadImage(url: string, opts: DownloadOptions): Promise
       } catch {
         return fail('redirect_not_allowed', `unparsable redirect Location ${JSON.stringify(location)} from ${current.href}`, res.status);
       }
-      if (next.protocol !== 'http:' && next.protocol !== 'https:') return fail('redirect_not_allowed', `redirect to scheme ${next.protocol} from ${current.href}`, res.status);
-      if (!hostAllowed(next, opts.allowedHosts)) return fail('redirect_not_allowed', `redirect from ${current.href} to host ${next.host}, which is not in IMAGE_ALLOWED_HOSTS`, res.status);
+      if (next.protocol !== 'http:' && next.protocol !== 'https:')
+        return fail('redirect_not_allowed', `redirect to scheme ${next.protocol} from ${current.href}`, res.status);
+      if (!hostAllowed(next, opts.allowedHosts))
+        return fail('redirect_not_allowed', `redirect from ${current.href} to host ${next.host}, which is not in IMAGE_ALLOWED_HOSTS`, res.status);
       current = next;
     }
 
@@ -130,7 +142,11 @@ export async function downloadImage(url: string, opts: DownloadOptions): Promise
     const declared = (res.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
     if (PHOTO_TYPES[declared] === undefined) {
       await discard(res);
-      return fail('not_image', `Content-Type ${JSON.stringify(declared.slice(0, 100) || '(none)')} is not a photo type Telegram takes (JPEG, PNG, WebP, GIF) at ${current.href}`, res.status);
+      return fail(
+        'not_image',
+        `Content-Type ${JSON.stringify(declared.slice(0, 100) || '(none)')} is not a photo type Telegram takes (JPEG, PNG, WebP, GIF) at ${current.href}`,
+        res.status,
+      );
     }
     const announced = res.headers.get('content-length');
     if (announced !== null && /^\d+$/.test(announced) && Number(announced) > opts.maxBytes) {
@@ -158,7 +174,8 @@ export async function downloadImage(url: string, opts: DownloadOptions): Promise
     const bytes = Buffer.concat(chunks, total);
     // The bytes decide: a server may call anything image/png. The sniffed type is the one we report.
     const contentType = sniffImageType(bytes);
-    if (contentType === undefined) return fail('not_image', `the body (declared ${declared}) does not start with a JPEG, PNG, WebP or GIF signature at ${current.href}`, res.status);
+    if (contentType === undefined)
+      return fail('not_image', `the body (declared ${declared}) does not start with a JPEG, PNG, WebP or GIF signature at ${current.href}`, res.status);
     return { ok: true, bytes, contentType, finalUrl: current.href };
   } catch (e) {
     if (timedOut) return fail('timeout', `no complete answer within ${opts.timeoutMs} ms from ${current.href}`);

@@ -46,7 +46,18 @@ export interface AimdState {
 }
 
 export function aimdOptions(ceiling: number, o: Partial<Omit<AimdOptions, 'ceiling'>> & { cleanMs: number; holdMs: number }): AimdOptions {
-  return { ceiling, floor: o.floor ?? ceiling * 0.05, decrease: o.decrease ?? 0.85, fastStep: o.fastStep ?? 0.05, probeStep: o.probeStep ?? 0.0002, settle: o.settle ?? 0.98, forgetMs: o.forgetMs ?? 60_000, trustObserved: o.trustObserved ?? true, cleanMs: o.cleanMs, holdMs: o.holdMs };
+  return {
+    ceiling,
+    floor: o.floor ?? ceiling * 0.05,
+    decrease: o.decrease ?? 0.85,
+    fastStep: o.fastStep ?? 0.05,
+    probeStep: o.probeStep ?? 0.0002,
+    settle: o.settle ?? 0.98,
+    forgetMs: o.forgetMs ?? 60_000,
+    trustObserved: o.trustObserved ?? true,
+    cleanMs: o.cleanMs,
+    holdMs: o.holdMs,
+  };
 }
 
 export function aimdStart(o: AimdOptions, now: number): AimdState {

@@ -57,7 +57,14 @@ export class ChatLimiter {
     // A chat's limit is stable and each of its 429s costs up to a whole window (a minute for a group):
     // settle exactly at what the server was seen to accept, and remember the rejected rate for 10 intervals.
     const cleanMs = Math.max(10_000, ceiling.windowMs);
-    return aimdOptions(perSecond(ceiling), { cleanMs, holdMs: ceiling.windowMs, decrease: 0.8, fastStep: 0.1, settle: 1, forgetMs: Math.max(60_000, 10 * cleanMs) });
+    return aimdOptions(perSecond(ceiling), {
+      cleanMs,
+      holdMs: ceiling.windowMs,
+      decrease: 0.8,
+      fastStep: 0.1,
+      settle: 1,
+      forgetMs: Math.max(60_000, 10 * cleanMs),
+    });
   }
 
   private entry(chatId: number): Entry {

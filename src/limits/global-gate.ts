@@ -58,7 +58,11 @@ export class GlobalGate {
    * stricter than configured rejects a few sends before the flood is noticed, not a window's
    * worth. The window still gives the guarantee; pacing costs no throughput.
    */
-  constructor(limit: WindowLimit, private readonly clock: Clock = systemClock, private readonly pacing = 0) {
+  constructor(
+    limit: WindowLimit,
+    private readonly clock: Clock = systemClock,
+    private readonly pacing = 0,
+  ) {
     this.window = new SlidingWindow(limit);
     this.tokens = this.burst();
     this.refilledAt = clock.now();
@@ -203,10 +207,13 @@ export class GlobalGate {
     if (this.timer && this.timerAt <= at) return;
     if (this.timer) clearTimeout(this.timer);
     this.timerAt = at;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.timerAt = Infinity;
-      this.pump();
-    }, Math.min(2 ** 31 - 1, Math.max(0, at - this.clock.now()))); // a longer delay would fire at once (TimeoutOverflowWarning)
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined;
+        this.timerAt = Infinity;
+        this.pump();
+      },
+      Math.min(2 ** 31 - 1, Math.max(0, at - this.clock.now())),
+    ); // a longer delay would fire at once (TimeoutOverflowWarning)
   }
 }

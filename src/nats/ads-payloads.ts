@@ -13,7 +13,8 @@ const MAX_SAFE_DIGITS = String(Number.MAX_SAFE_INTEGER);
  */
 export function parseDecimalId(text: string, field: string): number {
   const ok = /^[1-9][0-9]*$/.test(text) && (text.length < MAX_SAFE_DIGITS.length || (text.length === MAX_SAFE_DIGITS.length && text <= MAX_SAFE_DIGITS));
-  if (!ok) throw new InputError('BAD_PAYLOAD', `${field} must be a decimal integer from 1 to ${MAX_SAFE_DIGITS}; got ${JSON.stringify(text.slice(0, 40))}`, { field });
+  if (!ok)
+    throw new InputError('BAD_PAYLOAD', `${field} must be a decimal integer from 1 to ${MAX_SAFE_DIGITS}; got ${JSON.stringify(text.slice(0, 40))}`, { field });
   return Number(text);
 }
 
@@ -77,10 +78,7 @@ export type UnreadRequest = Static<typeof UnreadRequest>;
 export type UnreadReply = { ok: true; user_id: number; unread: number } | { ok: false; error: { code: string; message: string } };
 
 /** `messages.created` event: one new (unread) message. */
-export const MessageCreated = Type.Object(
-  { id: Id, sender_id: Id, recipient_id: Id },
-  { additionalProperties: false },
-);
+export const MessageCreated = Type.Object({ id: Id, sender_id: Id, recipient_id: Id }, { additionalProperties: false });
 export type MessageCreated = Static<typeof MessageCreated>;
 
 /** `messages.read` event: `count` messages of `recipient_id` became read (the ids are optional, informational). */

@@ -74,7 +74,10 @@ export async function connectNats(opts: NatsOptions, log: Logger): Promise<NatsC
         const now = Date.now();
         if ((refused.get(key) ?? 0) > now - 60_000) continue;
         refused.set(key, now);
-        log.error({ nats: s.type, code: 'NATS_PERMISSION', operation: ctx?.operation, subject: ctx?.subject }, 'NATS refused a publish or subscribe (permissions); see deploy/nats-server.conf');
+        log.error(
+          { nats: s.type, code: 'NATS_PERMISSION', operation: ctx?.operation, subject: ctx?.subject },
+          'NATS refused a publish or subscribe (permissions); see deploy/nats-server.conf',
+        );
         continue;
       }
       onStatus(s.type, s.data);
@@ -102,7 +105,10 @@ export function natsStatusLog(log: Logger, now: () => number = Date.now): (type:
       case 'reconnect': {
         const outageMs = downSince === undefined ? undefined : now() - downSince;
         downSince = undefined;
-        return log.info({ nats: type, server: detail, outageMs }, `NATS connection restored${outageMs === undefined ? '' : ` after ${(outageMs / 1000).toFixed(1)} s`}`);
+        return log.info(
+          { nats: type, server: detail, outageMs },
+          `NATS connection restored${outageMs === undefined ? '' : ` after ${(outageMs / 1000).toFixed(1)} s`}`,
+        );
       }
       case 'reconnecting':
       case 'staleConnection':

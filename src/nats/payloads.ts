@@ -68,7 +68,14 @@ export interface OutcomeEvent {
 export const RecipientChanged = Type.Object(
   {
     chat_id: Type.Integer({ minimum: -9_999_999_999_999, maximum: 9_999_999_999_999, not: { const: 0 } }),
-    status: Type.Union([Type.Literal('ok'), Type.Literal('blocked'), Type.Literal('deactivated'), Type.Literal('kicked'), Type.Literal('not_found'), Type.Literal('migrated')]),
+    status: Type.Union([
+      Type.Literal('ok'),
+      Type.Literal('blocked'),
+      Type.Literal('deactivated'),
+      Type.Literal('kicked'),
+      Type.Literal('not_found'),
+      Type.Literal('migrated'),
+    ]),
     migrated_to_chat_id: Type.Optional(Type.Union([Type.Integer({ minimum: -9_999_999_999_999, maximum: 9_999_999_999_999, not: { const: 0 } }), Type.Null()])),
   },
   { additionalProperties: false },
@@ -121,5 +128,13 @@ export type BudgetDemand = Static<typeof BudgetDemand>;
  * (clamped to TELEGRAM_MAX_RETRY_AFTER_MS from now) and the coordinator lowers the bot rate.
  * Ignored unless `holder` is a live member of the cluster.
  */
-export const BudgetFlood = Type.Object({ until: Type.Integer({ minimum: 0 }), instance: Type.String({ maxLength: 256 }), holder: Type.String({ minLength: 1, maxLength: 256 }), /** When the 429 came (ms): every member reports what it got accepted in the window ending then. */ at: Type.Optional(Type.Integer({ minimum: 0 })) }, { additionalProperties: false });
+export const BudgetFlood = Type.Object(
+  {
+    until: Type.Integer({ minimum: 0 }),
+    instance: Type.String({ maxLength: 256 }),
+    holder: Type.String({ minLength: 1, maxLength: 256 }),
+    /** When the 429 came (ms): every member reports what it got accepted in the window ending then. */ at: Type.Optional(Type.Integer({ minimum: 0 })),
+  },
+  { additionalProperties: false },
+);
 export type BudgetFlood = Static<typeof BudgetFlood>;

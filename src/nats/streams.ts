@@ -52,7 +52,11 @@ export function streamDifferences(have: Partial<Pick<StreamConfig, 'num_replicas
 /** The `nats` CLI command that migrates the stream in place (stream data kept). */
 export function migrationCommand(want: StreamExpectation, diffs: readonly StreamDifference[]): string {
   const flags = diffs.map((d) =>
-    d.field === 'replicas' ? `--replicas=${want.replicas}` : d.field === 'max_age' ? `--max-age=${want.maxAgeMs}ms` : `--subjects=${(want.subjects ?? []).join(',')}`,
+    d.field === 'replicas'
+      ? `--replicas=${want.replicas}`
+      : d.field === 'max_age'
+        ? `--max-age=${want.maxAgeMs}ms`
+        : `--subjects=${(want.subjects ?? []).join(',')}`,
   );
   return `nats stream edit ${want.stream} ${flags.join(' ')} --force`;
 }

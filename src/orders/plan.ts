@@ -104,14 +104,18 @@ export async function planOrderNotification(deps: PlanDeps, input: PlanInput): P
   for (const chunk of chunkPhotos(photos)) {
     parts.push(chunk.length === 1 ? { method: 'sendPhoto', item: chunk[0]! } : { method: 'sendMediaGroup', items: chunk });
   }
-  for (const text of unavailableTexts(deps.config.orderCaptionTemplate, missing, deps.config.orderImageUnavailableText ?? IMAGE_UNAVAILABLE)) parts.push({ method: 'sendMessage', text, parseMode: null });
+  for (const text of unavailableTexts(deps.config.orderCaptionTemplate, missing, deps.config.orderImageUnavailableText ?? IMAGE_UNAVAILABLE))
+    parts.push({ method: 'sendMessage', text, parseMode: null });
   return parts;
 }
 
 async function photoFor(deps: PlanDeps, orderId: number, line: OrderLine): Promise<PhotoSource | null> {
   const url = imageUrl(line.imagePath, deps.config.baseUrl);
   if (url === null) {
-    deps.log.warn({ orderId, productId: line.productId, imagePath: line.imagePath, reason: line.imagePath ? 'bad_url' : 'no_image_path' }, 'product photo unavailable');
+    deps.log.warn(
+      { orderId, productId: line.productId, imagePath: line.imagePath, reason: line.imagePath ? 'bad_url' : 'no_image_path' },
+      'product photo unavailable',
+    );
     return null;
   }
   const r = await deps.images.get(url, line.productId);
@@ -210,7 +214,10 @@ export function detectLegacyOrder(text: string, chatId: number, adminChatIds: re
  * Which order a notification row is about: `kind = 'new_order'` rows carry `order_id`;
  * rows without a kind are checked with detectLegacyOrder. Null: an ordinary message.
  */
-export function orderIdOfNotification(row: { kind: string | null; order_id: number | null; telegram_id: number; message_text: string }, adminChatIds: readonly number[]): number | null {
+export function orderIdOfNotification(
+  row: { kind: string | null; order_id: number | null; telegram_id: number; message_text: string },
+  adminChatIds: readonly number[],
+): number | null {
   if (row.kind === 'new_order') {
     if (row.order_id !== null) return row.order_id;
     const id = Number(LEGACY_ORDER.exec(row.message_text)?.[1]);

@@ -27,7 +27,10 @@ export class OrderAwarePlanner implements Planner {
     const text = textParts(row);
     const orderId = orderIdOfNotification({ kind: row.kind, order_id: row.orderId, telegram_id: row.chatId, message_text: row.text }, this.config.adminChatIds);
     if (orderId === null) return text;
-    const order = await planOrderNotification({ orders: this.orders, images: this.images, config: this.config, log: this.log }, { text: row.text, parseMode: row.parseMode, orderId });
+    const order = await planOrderNotification(
+      { orders: this.orders, images: this.images, config: this.config, log: this.log },
+      { text: row.text, parseMode: row.parseMode, orderId },
+    );
     // The order plan starts with the text as given; ours is split and honours the plain-text fallback.
     return [...text, ...order.slice(1)];
   }

@@ -16,7 +16,17 @@ export interface Job {
 }
 
 export function newJob(row: OutboxRow, now: number): Job {
-  return { row, parts: null, done: row.progress?.done ?? 0, attempts: row.attempts, retryCount: row.retryCount, plain: row.plainText, notes: [], claimedAt: now, firstSentAt: null };
+  return {
+    row,
+    parts: null,
+    done: row.progress?.done ?? 0,
+    attempts: row.attempts,
+    retryCount: row.retryCount,
+    plain: row.plainText,
+    notes: [],
+    claimedAt: now,
+    firstSentAt: null,
+  };
 }
 
 /** How long a finished row is remembered: longer than any claim or reload takes. */

@@ -36,7 +36,9 @@ export const decodeEnqueue = decoder(EnqueueRequest, { maxBytes: MAX_ENQUEUE_BYT
 export function checkEnqueue(req: EnqueueRequest): void {
   const mode = req.parse_mode === undefined ? 'HTML' : req.parse_mode;
   if (!/\S/u.test(htmlToPlain(req.text, mode))) {
-    throw new InputError('BAD_PAYLOAD', `/text has no visible character (empty or whitespace only${mode === 'HTML' ? ' once HTML tags are removed' : ''})`, { field: 'text' });
+    throw new InputError('BAD_PAYLOAD', `/text has no visible character (empty or whitespace only${mode === 'HTML' ? ' once HTML tags are removed' : ''})`, {
+      field: 'text',
+    });
   }
 }
 
@@ -52,7 +54,8 @@ export async function enqueue(store: EnqueueStore, req: EnqueueRequest, log: Log
     return await store.insert(req);
   } catch (e) {
     if (isAppError(e)) {
-      if (e.code === 'IDEMPOTENCY_CONFLICT') log.warn({ code: e.code, chat_id: req.chat_id, existing_id: e.details?.id, fields: e.details?.fields }, 'enqueue refused: idempotency key reused');
+      if (e.code === 'IDEMPOTENCY_CONFLICT')
+        log.warn({ code: e.code, chat_id: req.chat_id, existing_id: e.details?.id, fields: e.details?.fields }, 'enqueue refused: idempotency key reused');
       throw e;
     }
     log.error({ code: 'INTERNAL', chat_id: req.chat_id, ...dbErrorFields(e) }, 'enqueue failed');

@@ -13,7 +13,25 @@
  * decodes (`&lt; &gt; &amp; &quot;`, `&#NNN;`, `&#xHH;`), with their `;`.
  */
 
-const SUPPORTED_TAGS = new Set(['a', 'b', 'strong', 'i', 'em', 's', 'strike', 'del', 'u', 'ins', 'tg-spoiler', 'tg-emoji', 'tg-time', 'span', 'pre', 'code', 'blockquote']);
+const SUPPORTED_TAGS = new Set([
+  'a',
+  'b',
+  'strong',
+  'i',
+  'em',
+  's',
+  'strike',
+  'del',
+  'u',
+  'ins',
+  'tg-spoiler',
+  'tg-emoji',
+  'tg-time',
+  'span',
+  'pre',
+  'code',
+  'blockquote',
+]);
 const NAMED: Record<string, string> = { lt: '<', gt: '>', amp: '&', quot: '"' };
 
 export type HtmlToken =

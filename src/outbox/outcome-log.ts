@@ -22,7 +22,11 @@ export interface OutcomeLog {
 export function outcomeLog(log: Logger, opts: LogAggregatorOptions = {}): OutcomeLog {
   const agg = new LogAggregator(log, opts)
     .define('notification failed', 'warn', (n) => (n === 1 ? '1 notification failed' : `${n} notifications failed`))
-    .define('recipient unreachable', 'warn', (n) => (n === 1 ? '1 recipient cannot be reached (its notifications fail without a send)' : `${n} recipients cannot be reached (their notifications fail without a send)`))
+    .define('recipient unreachable', 'warn', (n) =>
+      n === 1
+        ? '1 recipient cannot be reached (its notifications fail without a send)'
+        : `${n} recipients cannot be reached (their notifications fail without a send)`,
+    )
     .define('group migrated', 'info', (n) => `${n} group(s) became supergroups (sent to the new chat id)`)
     .define('plain-text fallback', 'info', (n) => `${n} notification(s) sent as plain text after Telegram refused their formatting`)
     .define('split', 'info', (n) => `${n} notification(s) sent as several messages (long text, or photos)`);
@@ -34,16 +38,23 @@ export function outcomeLog(log: Logger, opts: LogAggregatorOptions = {}): Outcom
         if (fellBack.size > 10_000) fellBack.clear();
         fellBack.add(o.id);
       }
-      if (o.kind === 'failed') agg.note('notification failed', { reason: `${o.code}: ${o.reason}`.slice(0, 200), example: { id: o.id, chatId, code: o.code, reason: o.reason.slice(0, 200), attempts: o.attempts } });
+      if (o.kind === 'failed')
+        agg.note('notification failed', {
+          reason: `${o.code}: ${o.reason}`.slice(0, 200),
+          example: { id: o.id, chatId, code: o.code, reason: o.reason.slice(0, 200), attempts: o.attempts },
+        });
       if (o.kind !== 'sent' && o.kind !== 'failed') return;
       const plain = fellBack.delete(o.id) || o.progress?.plain === true;
       if (plain) agg.note('plain-text fallback', { reason: 'parse error', example: { id: o.id, chatId } });
-      if (o.kind === 'sent' && o.progress && o.progress.total > 1) agg.note('split', { reason: `${o.progress.total} parts`, example: { id: o.id, chatId, parts: o.progress.total } });
+      if (o.kind === 'sent' && o.progress && o.progress.total > 1)
+        agg.note('split', { reason: `${o.progress.total} parts`, example: { id: o.id, chatId, parts: o.progress.total } });
     },
     recipient(chatId, status, migratedTo) {
       if (UNREACHABLE.has(status)) agg.note('recipient unreachable', { reason: status, example: { chatId, status } });
       else if (status === 'migrated') agg.note('group migrated', { reason: 'migrated', example: { chatId, migratedTo } });
     },
-    stop: () => { agg.stop(); },
+    stop: () => {
+      agg.stop();
+    },
   };
 }

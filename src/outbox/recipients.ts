@@ -36,10 +36,15 @@ export class RecipientDirectory {
   /** Refreshes per chat run one after another, so the last one read wins. */
   private refreshing = new Map<number, Promise<unknown>>();
 
-  constructor(private readonly db: Knex, private readonly log: Logger) {}
+  constructor(
+    private readonly db: Knex,
+    private readonly log: Logger,
+  ) {}
 
   async load(): Promise<void> {
-    const rows = (await this.db('telegram_recipients').whereNot('status', 'ok').select(...COLUMNS)) as RecipientRow[];
+    const rows = (await this.db('telegram_recipients')
+      .whereNot('status', 'ok')
+      .select(...COLUMNS)) as RecipientRow[];
     this.map.clear();
     for (const r of rows) this.map.set(Number(r.chat_id), fromRow(r));
   }
@@ -72,7 +77,13 @@ export class RecipientDirectory {
 
   markMigrated(chatId: number, newChatId: number, reason: string): void {
     this.map.set(chatId, { status: 'migrated', reason, since: Date.now(), migratedTo: newChatId });
-    this.persist(chatId, { status: 'migrated', reason: reason.slice(0, 512), error_code: 'TG_MIGRATED', migrated_to_chat_id: newChatId, unreachable_since: null });
+    this.persist(chatId, {
+      status: 'migrated',
+      reason: reason.slice(0, 512),
+      error_code: 'TG_MIGRATED',
+      migrated_to_chat_id: newChatId,
+      unreachable_since: null,
+    });
   }
 
   /**
@@ -83,20 +94,26 @@ export class RecipientDirectory {
    */
   refresh(chatId: number): Promise<RecipientInfo['status'] | 'ok'> {
     const prev = this.refreshing.get(chatId) ?? Promise.resolve();
-    const next = prev.catch(() => undefined).then(async () => {
-      const row = (await this.db('telegram_recipients').where({ chat_id: chatId }).first(...COLUMNS)) as RecipientRow | undefined;
-      if (!row || row.status === 'ok') {
-        this.map.delete(chatId);
-        return 'ok' as const;
-      }
-      const info = fromRow(row);
-      this.map.set(chatId, info);
-      return info.status;
-    });
+    const next = prev
+      .catch(() => undefined)
+      .then(async () => {
+        const row = (await this.db('telegram_recipients')
+          .where({ chat_id: chatId })
+          .first(...COLUMNS)) as RecipientRow | undefined;
+        if (!row || row.status === 'ok') {
+          this.map.delete(chatId);
+          return 'ok' as const;
+        }
+        const info = fromRow(row);
+        this.map.set(chatId, info);
+        return info.status;
+      });
     this.refreshing.set(chatId, next);
-    void next.finally(() => {
-      if (this.refreshing.get(chatId) === next) this.refreshing.delete(chatId);
-    }).catch(() => undefined);
+    void next
+      .finally(() => {
+        if (this.refreshing.get(chatId) === next) this.refreshing.delete(chatId);
+      })
+      .catch(() => undefined);
     return next;
   }
 
@@ -125,7 +142,10 @@ export class RecipientDirectory {
     const write = async (): Promise<void> => {
       for (let attempt = 1; ; attempt++) {
         try {
-          await this.db('telegram_recipients').insert({ chat_id: chatId, ...row }).onConflict('chat_id').merge();
+          await this.db('telegram_recipients')
+            .insert({ chat_id: chatId, ...row })
+            .onConflict('chat_id')
+            .merge();
           return;
         } catch (e) {
           this.log.warn({ chatId, attempt, ...dbErrorFields(e) }, 'recipient write failed; retrying');

@@ -16,6 +16,10 @@ export function asPlainText(parts: readonly Part[], done: number): Part[] {
 export function splitPart(parts: readonly Part[], done: number): Part[] {
   const part = parts[done];
   if (part?.method !== 'sendMessage') return [...parts];
-  const halves = splitMessage(part.text, part.parseMode, Math.ceil(part.text.length / 2)).map((t): Part => ({ method: 'sendMessage', text: t, parseMode: part.parseMode }));
+  const halves = splitMessage(part.text, part.parseMode, Math.ceil(part.text.length / 2)).map((t): Part => ({
+    method: 'sendMessage',
+    text: t,
+    parseMode: part.parseMode,
+  }));
   return [...parts.slice(0, done), ...halves, ...parts.slice(done + 1)];
 }

@@ -56,16 +56,19 @@ export class OutboxRepository {
     const full = [...req.buffered].filter(([chat, n]) => n >= req.perChatCap(chat)).map(([chat]) => chat);
     // READ COMMITTED: the locking read takes no gap locks, so producers' INSERTs never wait
     // on (or deadlock with) a claim. SKIP LOCKED still keeps two claimers apart.
-    return this.db.transaction(async (trx) => {
-      const params: Knex.RawBinding[] = [...req.shards];
-      let excl = '';
-      if (full.length > 0) {
-        excl = ` AND t.telegram_id NOT IN (${full.map(() => '?').join(',')})`;
-        params.push(...full);
-      }
-      params.push(this.owner, this.owner, req.limit);
-      const [selected] = (await trx.raw(
-        `SELECT ${COLUMNS.split(', ').map((c) => `t.${c}`).join(', ')} FROM telegram_notifications t
+    return this.db.transaction(
+      async (trx) => {
+        const params: Knex.RawBinding[] = [...req.shards];
+        let excl = '';
+        if (full.length > 0) {
+          excl = ` AND t.telegram_id NOT IN (${full.map(() => '?').join(',')})`;
+          params.push(...full);
+        }
+        params.push(this.owner, this.owner, req.limit);
+        const [selected] = (await trx.raw(
+          `SELECT ${COLUMNS.split(', ')
+            .map((c) => `t.${c}`)
+            .join(', ')} FROM telegram_notifications t
           WHERE t.status = 'pending' AND t.shard IN (${req.shards.map(() => '?').join(',')})
             AND t.next_attempt_at <= NOW(3)${excl}
             AND EXISTS (SELECT 1 FROM shard_owners o WHERE o.shard = t.shard AND o.owner = ?)
@@ -76,60 +79,62 @@ export class OutboxRepository {
           ORDER BY t.priority DESC, t.id
           LIMIT ?
           FOR UPDATE SKIP LOCKED`,
-        params,
-      )) as [RawRow[]];
-      // Rows written straight into the table (legacy producers) are not checked at any edge:
-      // a chat id beyond Telegram's range or an order id beyond 2^53 − 1 would be rounded by
-      // Number() and sent to another chat, or with another order's photos. Fail them, unsent.
-      const unsafe = selected.filter((r) => outOfRange(r) !== undefined);
-      const rows = unsafe.length === 0 ? selected : selected.filter((r) => outOfRange(r) === undefined);
-      for (const r of unsafe) {
-        await trx.raw(
-          "UPDATE telegram_notifications SET status = 'failed', error_code = 'BAD_PAYLOAD', error_message = ?, claimed_by = NULL, claim_expires_at = NULL WHERE id = ?",
-          [`${outOfRange(r)!}; not sent`, r.id],
-        );
-      }
-      // SKIP LOCKED also skips a row that some other statement (a lease renewal, a takeover)
-      // happens to hold locked for a moment; claiming that chat's later rows now would let
-      // them overtake it. A chat whose oldest pending row was not returned sits this claim out.
-      const firstClaimed = new Map<number, number>();
-      for (const r of rows) {
-        const chat = Number(r.telegram_id);
-        const id = Number(r.id);
-        if (!firstClaimed.has(chat) || id < firstClaimed.get(chat)!) firstClaimed.set(chat, id);
-      }
-      const skipped = new Set<number>();
-      if (firstClaimed.size > 0) {
-        const chats = [...firstClaimed.keys()];
-        const [firsts] = (await trx.raw(
-          `SELECT telegram_id, MIN(id) AS first FROM telegram_notifications
-            WHERE status = 'pending' AND telegram_id IN (${chats.map(() => '?').join(',')}) GROUP BY telegram_id`,
-          chats,
-        )) as [Array<{ telegram_id: number | string; first: number }>];
-        for (const f of firsts) {
-          const chat = Number(f.telegram_id);
-          if (Number(f.first) < firstClaimed.get(chat)!) skipped.add(chat);
+          params,
+        )) as [RawRow[]];
+        // Rows written straight into the table (legacy producers) are not checked at any edge:
+        // a chat id beyond Telegram's range or an order id beyond 2^53 − 1 would be rounded by
+        // Number() and sent to another chat, or with another order's photos. Fail them, unsent.
+        const unsafe = selected.filter((r) => outOfRange(r) !== undefined);
+        const rows = unsafe.length === 0 ? selected : selected.filter((r) => outOfRange(r) === undefined);
+        for (const r of unsafe) {
+          await trx.raw(
+            "UPDATE telegram_notifications SET status = 'failed', error_code = 'BAD_PAYLOAD', error_message = ?, claimed_by = NULL, claim_expires_at = NULL WHERE id = ?",
+            [`${outOfRange(r)!}; not sent`, r.id],
+          );
         }
-      }
-      // Top each chat up to its cap; the rest stay pending (unlocked at commit).
-      const counts = new Map<number, number>();
-      const keep: RawRow[] = [];
-      for (const r of rows) {
-        if (skipped.has(Number(r.telegram_id))) continue;
-        const chat = Number(r.telegram_id);
-        const n = (counts.get(chat) ?? req.buffered.get(chat) ?? 0) + 1;
-        if (n > req.perChatCap(chat)) continue;
-        counts.set(chat, n);
-        keep.push(r);
-      }
-      if (keep.length === 0) return [];
-      await trx.raw(
-        `UPDATE telegram_notifications SET status = 'claimed', claimed_by = ?, claim_expires_at = NOW(3) + INTERVAL ? MICROSECOND
+        // SKIP LOCKED also skips a row that some other statement (a lease renewal, a takeover)
+        // happens to hold locked for a moment; claiming that chat's later rows now would let
+        // them overtake it. A chat whose oldest pending row was not returned sits this claim out.
+        const firstClaimed = new Map<number, number>();
+        for (const r of rows) {
+          const chat = Number(r.telegram_id);
+          const id = Number(r.id);
+          if (!firstClaimed.has(chat) || id < firstClaimed.get(chat)!) firstClaimed.set(chat, id);
+        }
+        const skipped = new Set<number>();
+        if (firstClaimed.size > 0) {
+          const chats = [...firstClaimed.keys()];
+          const [firsts] = (await trx.raw(
+            `SELECT telegram_id, MIN(id) AS first FROM telegram_notifications
+            WHERE status = 'pending' AND telegram_id IN (${chats.map(() => '?').join(',')}) GROUP BY telegram_id`,
+            chats,
+          )) as [Array<{ telegram_id: number | string; first: number }>];
+          for (const f of firsts) {
+            const chat = Number(f.telegram_id);
+            if (Number(f.first) < firstClaimed.get(chat)!) skipped.add(chat);
+          }
+        }
+        // Top each chat up to its cap; the rest stay pending (unlocked at commit).
+        const counts = new Map<number, number>();
+        const keep: RawRow[] = [];
+        for (const r of rows) {
+          if (skipped.has(Number(r.telegram_id))) continue;
+          const chat = Number(r.telegram_id);
+          const n = (counts.get(chat) ?? req.buffered.get(chat) ?? 0) + 1;
+          if (n > req.perChatCap(chat)) continue;
+          counts.set(chat, n);
+          keep.push(r);
+        }
+        if (keep.length === 0) return [];
+        await trx.raw(
+          `UPDATE telegram_notifications SET status = 'claimed', claimed_by = ?, claim_expires_at = NOW(3) + INTERVAL ? MICROSECOND
           WHERE id IN (${keep.map(() => '?').join(',')})`,
-        [this.owner, req.leaseMs * 1000, ...keep.map((r) => r.id)],
-      );
-      return keep.map((r) => toRow(r, fetchedAt));
-    }, { isolationLevel: 'read committed' });
+          [this.owner, req.leaseMs * 1000, ...keep.map((r) => r.id)],
+        );
+        return keep.map((r) => toRow(r, fetchedAt));
+      },
+      { isolationLevel: 'read committed' },
+    );
   }
 
   /**
@@ -142,20 +147,27 @@ export class OutboxRepository {
     const marks = shards.map(() => '?').join(',');
     // READ COMMITTED (no gap locks, non-matching rows unlocked at once), and retried: a
     // deadlock with another process's claim must not leave shards leased but unfenced.
-    return withDeadlockRetry(() => this.db.transaction(async (trx) => {
-      const [prev] = (await trx.raw(`SELECT shard, owner FROM shard_owners WHERE shard IN (${marks}) FOR UPDATE`, [...shards])) as [Array<{ shard: number; owner: string | null }>];
-      await trx.raw(
-        `INSERT INTO shard_owners (shard, owner, epoch, acquired_at) VALUES ${shards.map(() => '(?, ?, 1, NOW(3))').join(',')}
+    return withDeadlockRetry(() =>
+      this.db.transaction(
+        async (trx) => {
+          const [prev] = (await trx.raw(`SELECT shard, owner FROM shard_owners WHERE shard IN (${marks}) FOR UPDATE`, [...shards])) as [
+            Array<{ shard: number; owner: string | null }>,
+          ];
+          await trx.raw(
+            `INSERT INTO shard_owners (shard, owner, epoch, acquired_at) VALUES ${shards.map(() => '(?, ?, 1, NOW(3))').join(',')}
           ON DUPLICATE KEY UPDATE owner = VALUES(owner), epoch = epoch + 1, acquired_at = VALUES(acquired_at)`,
-        shards.flatMap((s) => [s, this.owner]),
-      );
-      const [res] = (await trx.raw(
-        `UPDATE telegram_notifications SET status = 'pending', claimed_by = NULL, claim_expires_at = NULL
+            shards.flatMap((s) => [s, this.owner]),
+          );
+          const [res] = (await trx.raw(
+            `UPDATE telegram_notifications SET status = 'pending', claimed_by = NULL, claim_expires_at = NULL
           WHERE status = 'claimed' AND shard IN (${marks}) AND claimed_by <> ?`,
-        [...shards, this.owner],
-      )) as [{ affectedRows: number }];
-      return { reclaimed: res.affectedRows, previous: new Map(prev.map((r) => [r.shard, r.owner])) };
-    }, { isolationLevel: 'read committed' }));
+            [...shards, this.owner],
+          )) as [{ affectedRows: number }];
+          return { reclaimed: res.affectedRows, previous: new Map(prev.map((r) => [r.shard, r.owner])) };
+        },
+        { isolationLevel: 'read committed' },
+      ),
+    );
   }
 
   /** Gives up the fencing rows of `shards` (after their rows were released). */
@@ -251,9 +263,7 @@ export class OutboxRepository {
     };
     const lit = (v: Knex.RawBinding) => ({ sql: '?', params: [v] });
     const date = (ms: number) => ({ sql: '?', params: [new Date(ms)] });
-    column('status', (o) =>
-      o.kind === 'sent' ? lit('sent') : o.kind === 'failed' ? lit('failed') : o.kind === 'release' ? lit('pending') : undefined,
-    );
+    column('status', (o) => (o.kind === 'sent' ? lit('sent') : o.kind === 'failed' ? lit('failed') : o.kind === 'release' ? lit('pending') : undefined));
     column('sent', (o) => (o.kind === 'sent' ? lit(1) : undefined));
     column('sent_at', (o) => (o.kind === 'sent' ? date(o.at) : undefined));
     column('attempts', (o) => (o.kind === 'sent' || o.kind === 'failed' || o.kind === 'retry' ? lit(o.attempts) : undefined));
@@ -298,7 +308,15 @@ export class OutboxRepository {
         const existing = (await this.db('telegram_notifications')
           .where({ idempotency_key: req.idempotency_key })
           .first('id', 'shard', 'telegram_id', 'message_text', 'parse_mode', 'kind', 'order_id')) as
-          | { id: number; shard: number; telegram_id: number | string; message_text: string; parse_mode: string | null; kind: string | null; order_id: number | string | null }
+          | {
+              id: number;
+              shard: number;
+              telegram_id: number | string;
+              message_text: string;
+              parse_mode: string | null;
+              kind: string | null;
+              order_id: number | string | null;
+            }
           | undefined;
         if (existing) {
           const differing: string[] = [];
@@ -332,14 +350,32 @@ export function sanitizeOutcome(o: Outcome): Outcome {
   const count = (n: number): number => (Number.isFinite(n) ? Math.min(4_294_967_295, Math.max(0, Math.trunc(n))) : 0);
   const time = (ms: number): number => (Number.isFinite(ms) && ms > 0 && ms < 253_402_300_799_000 ? ms : Date.now());
   const cut = (s: string | undefined, n: number): string | undefined => (s === undefined ? undefined : [...s].slice(0, n).join(''));
-  const progress = (p: Progress | undefined): Progress | undefined => (p === undefined ? undefined : { done: count(p.done), total: count(p.total), ...(p.plain ? { plain: true } : {}) });
+  const progress = (p: Progress | undefined): Progress | undefined =>
+    p === undefined ? undefined : { done: count(p.done), total: count(p.total), ...(p.plain ? { plain: true } : {}) };
   switch (o.kind) {
     case 'sent':
       return { ...o, at: time(o.at), attempts: count(o.attempts), retryCount: count(o.retryCount), notes: cut(o.notes, 255), progress: progress(o.progress) };
     case 'failed':
-      return { ...o, at: time(o.at), attempts: count(o.attempts), retryCount: count(o.retryCount), code: cut(o.code, 32)!, reason: cut(o.reason, 2000)!, notes: cut(o.notes, 255), progress: progress(o.progress) };
+      return {
+        ...o,
+        at: time(o.at),
+        attempts: count(o.attempts),
+        retryCount: count(o.retryCount),
+        code: cut(o.code, 32)!,
+        reason: cut(o.reason, 2000)!,
+        notes: cut(o.notes, 255),
+        progress: progress(o.progress),
+      };
     case 'retry':
-      return { ...o, attempts: count(o.attempts), retryCount: count(o.retryCount), nextAttemptAt: time(o.nextAttemptAt), code: cut(o.code, 32)!, reason: cut(o.reason, 2000)!, progress: progress(o.progress) };
+      return {
+        ...o,
+        attempts: count(o.attempts),
+        retryCount: count(o.retryCount),
+        nextAttemptAt: time(o.nextAttemptAt),
+        code: cut(o.code, 32)!,
+        reason: cut(o.reason, 2000)!,
+        progress: progress(o.progress),
+      };
     case 'progress':
       return { ...o, progress: progress(o.progress)!, notes: cut(o.notes, 255) };
     case 'release':
@@ -377,11 +413,11 @@ export function isDataError(e: unknown): boolean {
   return typeof state === 'string' && (state.startsWith('22') || state.startsWith('23'));
 }
 
-
 /** Why a row's numbers cannot be used exactly (mysql2 hands BIGINTs beyond 2^53 − 1 over as strings), or undefined. */
 function outOfRange(r: RawRow): string | undefined {
   const chat = Number(r.telegram_id);
-  if (!Number.isSafeInteger(chat) || Math.abs(chat) > MAX_CHAT_ID) return `telegram_id ${String(r.telegram_id)} is outside Telegram's range (|id| <= ${MAX_CHAT_ID})`;
+  if (!Number.isSafeInteger(chat) || Math.abs(chat) > MAX_CHAT_ID)
+    return `telegram_id ${String(r.telegram_id)} is outside Telegram's range (|id| <= ${MAX_CHAT_ID})`;
   if (r.order_id !== null && !Number.isSafeInteger(Number(r.order_id))) return `order_id ${String(r.order_id)} is above ${Number.MAX_SAFE_INTEGER}`;
   return undefined;
 }

@@ -17,7 +17,7 @@ export function isGroupChat(chatId: number): boolean {
 export function ranges(xs: readonly number[]): string {
   const s = [...xs].sort((a, b) => a - b);
   const out: string[] = [];
-  for (let i = 0; i < s.length; ) {
+  for (let i = 0; i < s.length;) {
     let j = i;
     while (j + 1 < s.length && s[j + 1] === s[j]! + 1) j++;
     out.push(i === j ? String(s[i]) : `${s[i]}-${s[j]}`);

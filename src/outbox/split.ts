@@ -65,8 +65,16 @@ export function splitMessage(text: string, parseMode: string | null | undefined,
       }
     }
     if (cut === i) cut = i + 1; // a single token longer than the limit cannot happen (tokens are ≤ 2 chars)
-    const body = reopen.map((t) => t.raw).join('') + tokens.slice(i, cut).map((t) => t.raw).join('');
-    const closers = [...openAtCut].reverse().map((t) => `</${t.tag}>`).join('');
+    const body =
+      reopen.map((t) => t.raw).join('') +
+      tokens
+        .slice(i, cut)
+        .map((t) => t.raw)
+        .join('');
+    const closers = [...openAtCut]
+      .reverse()
+      .map((t) => `</${t.tag}>`)
+      .join('');
     const part = body + closers;
     if (part.trim().length > 0) parts.push(part);
     reopen = openAtCut;

@@ -36,7 +36,17 @@ export interface Progress {
 /** What the outcome writer persists for one row. */
 export type Outcome =
   | { id: number; kind: 'sent'; at: number; attempts: number; retryCount: number; notes?: string | undefined; progress?: Progress | undefined }
-  | { id: number; kind: 'failed'; at: number; attempts: number; retryCount: number; code: string; reason: string; notes?: string | undefined; progress?: Progress | undefined }
+  | {
+      id: number;
+      kind: 'failed';
+      at: number;
+      attempts: number;
+      retryCount: number;
+      code: string;
+      reason: string;
+      notes?: string | undefined;
+      progress?: Progress | undefined;
+    }
   /** Transient failure: stays claimed by us, waiting in memory until `nextAttemptAt`. */
   | { id: number; kind: 'retry'; attempts: number; retryCount: number; nextAttemptAt: number; code: string; reason: string; progress?: Progress | undefined }
   /** Some parts accepted: remember it so a retry resends only the rest. */

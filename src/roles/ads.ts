@@ -14,7 +14,16 @@ import { dispatch, query, stop as stopActor, type ActorRef, type Parent } from '
 import { Subjects } from '../nats/subjects';
 import { decoder, encodeJson } from '../nats/codec';
 import { NatsIntake } from '../nats/intake';
-import { MessageCreated, MessagesRead, PendingRequest, UnreadRequest, BumpRunRequest, type BumpRunReply, type PendingReply, type UnreadReply } from '../nats/ads-payloads';
+import {
+  MessageCreated,
+  MessagesRead,
+  PendingRequest,
+  UnreadRequest,
+  BumpRunRequest,
+  type BumpRunReply,
+  type PendingReply,
+  type UnreadReply,
+} from '../nats/ads-payloads';
 import { ensureViewsConsumer, ensureViewsStream, viewsStreamNames } from '../ads/views-stream';
 import { DbLeaseSingleton, type Singleton } from '../ads/singleton';
 import { startGateway, type RunningGateway } from '../ads/gateway';
@@ -57,7 +66,9 @@ const decodeRead = decoder(MessagesRead, { maxBytes: 256 * 1_024 });
 
 export async function startAds(deps: AdsDeps): Promise<RunningAds> {
   const { config: c, nc, log, metrics } = deps;
-  const parts = deps.parts ? { viewCounter: !!deps.parts.viewCounter, bump: !!deps.parts.bump, unread: !!deps.parts.unread } : { viewCounter: true, bump: true, unread: true };
+  const parts = deps.parts
+    ? { viewCounter: !!deps.parts.viewCounter, bump: !!deps.parts.bump, unread: !!deps.parts.unread }
+    : { viewCounter: true, bump: true, unread: true };
   const p = c.subjectPrefix;
   // One NATS edge: payloads validated, rejections counted in nats_bad_payloads_total, drained on stop.
   const edge = new NatsIntake({ nc, log, metrics });
@@ -74,7 +85,11 @@ export async function startAds(deps: AdsDeps): Promise<RunningAds> {
     const jsm = await nc.jetstreamManager();
     await ensureViewsStream(jsm, c);
     await ensureViewsConsumer(jsm, c);
-    const counter = spawnViewCounter(deps.parent, { repo: adsRepo, log, metrics }, { flushMs: c.viewFlushMs, flushMax: c.viewFlushMax, dedupWindowMs: c.viewDedupWindowMs });
+    const counter = spawnViewCounter(
+      deps.parent,
+      { repo: adsRepo, log, metrics },
+      { flushMs: c.viewFlushMs, flushMax: c.viewFlushMax, dedupWindowMs: c.viewDedupWindowMs },
+    );
     viewCounter = counter;
     const n = viewsStreamNames(c);
     const consumer = await nc.jetstream().consumers.get(n.stream, n.consumer);
@@ -95,7 +110,9 @@ export async function startAds(deps: AdsDeps): Promise<RunningAds> {
 
   // ---- bump ---------------------------------------------------------------------
   let bump: ActorRef<BumpMsg> | undefined;
-  const singleton = deps.singleton ?? new DbLeaseSingleton(deps.db, 'ads-bump', c.instanceId, c.bumpLeaseMs, (e) => log.warn({ err: describeError(e) }, 'bump lease check failed'));
+  const singleton =
+    deps.singleton ??
+    new DbLeaseSingleton(deps.db, 'ads-bump', c.instanceId, c.bumpLeaseMs, (e) => log.warn({ err: describeError(e) }, 'bump lease check failed'));
   if (parts.bump) {
     const ref = spawnBump(
       deps.parent,

@@ -106,10 +106,32 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     pipeline.setHandoffStore(await KvHandoffStore.open(nc, config.clusterBucket, handoffTtlMs, log));
   } catch (e) {
     // Safe without it: every shard taken over then waits a full window per chat (as after a crash).
-    log.error({ bucket: `${config.clusterBucket}_handoff`, err: describeError(e) }, 'cannot open the handoff bucket: chat windows are not handed over (check the NATS permissions)');
+    log.error(
+      { bucket: `${config.clusterBucket}_handoff`, err: describeError(e) },
+      'cannot open the handoff bucket: chat windows are not handed over (check the NATS permissions)',
+    );
   }
-  const coordinator = spawnBudgetCoordinator(o.system, { subjects: pipeline.subjects, nc, kv, log, metrics: o.metrics, holder, instance: config.instanceId, global, leaseTtlMs: config.shardLeaseTtlMs });
-  const shardOwner = spawnShardOwner(o.system, { kv, pipeline, log, metrics: o.metrics, holder, instance: config.instanceId, shardCount: config.shardCount, leaseTtlMs: config.shardLeaseTtlMs });
+  const coordinator = spawnBudgetCoordinator(o.system, {
+    subjects: pipeline.subjects,
+    nc,
+    kv,
+    log,
+    metrics: o.metrics,
+    holder,
+    instance: config.instanceId,
+    global,
+    leaseTtlMs: config.shardLeaseTtlMs,
+  });
+  const shardOwner = spawnShardOwner(o.system, {
+    kv,
+    pipeline,
+    log,
+    metrics: o.metrics,
+    holder,
+    instance: config.instanceId,
+    shardCount: config.shardCount,
+    leaseTtlMs: config.shardLeaseTtlMs,
+  });
   const pokeTimer = setInterval(() => budget.poke(), 50);
 
   const status = () => query<ShardOwnerMsg, ShardOwnerStatus>(shardOwner, (replyTo) => ({ type: 'status', replyTo }), 5_000);
@@ -128,8 +150,15 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       failed: sum((s) => s.failed),
       retried: sum((s) => s.retried),
       throttled: sum((s) => s.throttled),
-      throttledByScope: { chat: sum((s) => s.throttledByScope.chat), group: sum((s) => s.throttledByScope.group), global: sum((s) => s.throttledByScope.global) },
-      lowered: p.shards.flatMap((s) => s.lowered).sort((a, b) => a.rate / a.ceiling - b.rate / b.ceiling).slice(0, 20),
+      throttledByScope: {
+        chat: sum((s) => s.throttledByScope.chat),
+        group: sum((s) => s.throttledByScope.group),
+        global: sum((s) => s.throttledByScope.global),
+      },
+      lowered: p.shards
+        .flatMap((s) => s.lowered)
+        .sort((a, b) => a.rate / a.ceiling - b.rate / b.ceiling)
+        .slice(0, 20),
       rateLimitedChats: sum((s) => s.rateLimited.length),
       takeovers: own.takeovers,
       pipeline: p,
@@ -143,7 +172,10 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       query<BudgetCoordinatorMsg, BudgetStatus>(coordinator, (replyTo) => ({ type: 'status', replyTo }), 2_000).catch(() => null),
     ]);
     const processes: ClusterStatus['processes'] = [];
-    for await (const m of await nc.requestMany(pipeline.subjects.statusAll, encodeJson({}), { maxWait: 1_000, maxMessages: Math.max(1, fresh.members.length) })) {
+    for await (const m of await nc.requestMany(pipeline.subjects.statusAll, encodeJson({}), {
+      maxWait: 1_000,
+      maxMessages: Math.max(1, fresh.members.length),
+    })) {
       try {
         const { pipeline: _omit, ...rest } = JSON.parse(new TextDecoder().decode(m.data)) as ProcessStatus;
         _omit;
@@ -161,7 +193,10 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       coordinator: coord?.holder ?? null,
       budget: budgetStatus?.leader ? budgetStatus : null,
       processes,
-      takeovers: processes.flatMap((p) => p.takeovers.map((t) => ({ ...t, by: p.instance }))).sort((a, b) => b.at - a.at).slice(0, 20),
+      takeovers: processes
+        .flatMap((p) => p.takeovers.map((t) => ({ ...t, by: p.instance })))
+        .sort((a, b) => b.at - a.at)
+        .slice(0, 20),
     };
   };
 
@@ -175,11 +210,18 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
   };
   subs.push(nc.subscribe(pipeline.subjects.statusAll, { callback: answer(processStatus) }));
   pipeline.setStatusProvider(processStatus);
-  pipeline.service.addEndpoint('cluster', { subject: pipeline.subjects.clusterStatus, metadata: { reply: 'ClusterStatus JSON' }, handler: answer(clusterStatus) });
+  pipeline.service.addEndpoint('cluster', {
+    subject: pipeline.subjects.clusterStatus,
+    metadata: { reply: 'ClusterStatus JSON' },
+    handler: answer(clusterStatus),
+  });
 
   let stopping: Promise<void> | undefined;
   return {
-    singleton: (name) => new KvLeaseSingleton(kv, name, holder, config.instanceId, config.shardLeaseTtlMs, (e) => log.warn({ singleton: name, err: describeError(e) }, 'singleton lease error')),
+    singleton: (name) =>
+      new KvLeaseSingleton(kv, name, holder, config.instanceId, config.shardLeaseTtlMs, (e) =>
+        log.warn({ singleton: name, err: describeError(e) }, 'singleton lease error'),
+      ),
     shardOwner,
     budget,
     status,

@@ -9,7 +9,14 @@ import type { Knex } from '../db/knex';
 import { Metrics } from '../metrics';
 import type { ImagesConfig } from '../config/images';
 import { OrderAwarePlanner } from '../orders/planner';
-import { spawnFetcher, fetcherImageSource, type FetcherMessage, type FetcherStats, type InvalidateResult, type InvalidateTarget } from '../../actors/image-fetcher';
+import {
+  spawnFetcher,
+  fetcherImageSource,
+  type FetcherMessage,
+  type FetcherStats,
+  type InvalidateResult,
+  type InvalidateTarget,
+} from '../../actors/image-fetcher';
 import { Subjects, type SubjectSet } from '../nats/subjects';
 
 /** `images.cache.invalidate` payload: exactly one of the three fields. */

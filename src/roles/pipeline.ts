@@ -131,15 +131,21 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
   });
   metrics.gauge('gate_waiting_chats', 'Chats ready to send, waiting for a global slot', [], (g) => g.set(gate.waiting));
   metrics.gauge('gate_limit_per_window', 'Sends per window this process may make now (its cluster share)', [], (g) => g.set(gate.limit.count));
-  metrics.gauge('telegram_effective_rate', 'Sends per second this process may make now, by scope (global: its gate; chat/group: the lowest lowered chat, else the configured rate)', ['scope'], (g) => {
-    g.set({ scope: 'global' }, (gate.limit.count / gate.limit.windowMs) * 1000);
-    let chat = (settings.chatLimit.count / settings.chatLimit.windowMs) * 1000;
-    let group = (settings.groupLimit.count / settings.groupLimit.windowMs) * 1000;
-    for (const [id, r] of lowered) if (id < 0) group = Math.min(group, r);
-    else chat = Math.min(chat, r);
-    g.set({ scope: 'chat' }, chat);
-    g.set({ scope: 'group' }, group);
-  });
+  metrics.gauge(
+    'telegram_effective_rate',
+    'Sends per second this process may make now, by scope (global: its gate; chat/group: the lowest lowered chat, else the configured rate)',
+    ['scope'],
+    (g) => {
+      g.set({ scope: 'global' }, (gate.limit.count / gate.limit.windowMs) * 1000);
+      let chat = (settings.chatLimit.count / settings.chatLimit.windowMs) * 1000;
+      let group = (settings.groupLimit.count / settings.groupLimit.windowMs) * 1000;
+      for (const [id, r] of lowered)
+        if (id < 0) group = Math.min(group, r);
+        else chat = Math.min(chat, r);
+      g.set({ scope: 'chat' }, chat);
+      g.set({ scope: 'group' }, group);
+    },
+  );
   metrics.gauge('telegram_lowered_chats', 'Chats whose rate a 429 lowered below the configured one', ['scope'], (g) => {
     let chat = 0;
     for (const id of lowered.keys()) if (id > 0) chat++;
@@ -180,7 +186,12 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
     },
     onBotFlood: (until, at) => {
       // What the server took in the window ending when its 429 was answered (not when we got to it).
-      applyRate(globalRate.throttled(Date.now(), gate.acceptedPerSecond(rateToWindow(config.telegramGlobalRate).windowMs, Math.min(Date.now(), at ?? Date.now())) || undefined));
+      applyRate(
+        globalRate.throttled(
+          Date.now(),
+          gate.acceptedPerSecond(rateToWindow(config.telegramGlobalRate).windowMs, Math.min(Date.now(), at ?? Date.now())) || undefined,
+        ),
+      );
       floodHandler(until, at);
     },
     handoff: noHandoff,
@@ -225,10 +236,17 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
             (stored) => {
               if (stored !== r.status) {
                 mBadInput.inc({ subject: subjects.recipientChanged, code: 'RECIPIENT_MISMATCH' });
-                log.warn({ chatId: r.chat_id, announced: r.status, stored, code: 'RECIPIENT_MISMATCH' }, 'recipient event does not match the database; the database state applies');
+                log.warn(
+                  { chatId: r.chat_id, announced: r.status, stored, code: 'RECIPIENT_MISMATCH' },
+                  'recipient event does not match the database; the database state applies',
+                );
               }
             },
-            (e: unknown) => log.warn({ chatId: r.chat_id, code: 'UNAVAILABLE', ...dbErrorFields(e) }, 'recipient event not applied: the database could not be read; the cached state stays'),
+            (e: unknown) =>
+              log.warn(
+                { chatId: r.chat_id, code: 'UNAVAILABLE', ...dbErrorFields(e) },
+                'recipient event not applied: the database could not be read; the cached state stays',
+              ),
           );
         } catch (e) {
           mBadInput.inc({ subject: subjects.recipientChanged, code: isAppError(e) ? e.code : 'INTERNAL' });
@@ -364,4 +382,3 @@ export function startObservedSystem(name: string, log: Logger, metrics: Metrics)
     },
   });
 }
-

@@ -65,7 +65,13 @@ export interface ActorContext<M> {
 /** What a supervisor does when an actor's handler throws. */
 export type SupervisionPolicy =
   /** Re-run `init` after an exponential backoff; the mailbox is kept, the failing message dropped. */
-  | { kind: 'restart'; minBackoffMs: number; maxBackoffMs: number; /** crashes within `windowMs` before giving up (escalate) */ maxRestarts: number; windowMs: number }
+  | {
+      kind: 'restart';
+      minBackoffMs: number;
+      maxBackoffMs: number;
+      /** crashes within `windowMs` before giving up (escalate) */ maxRestarts: number;
+      windowMs: number;
+    }
   /** Drop the failing message and keep the state. */
   | { kind: 'resume' }
   /** Stop the actor (and its children). */
@@ -75,7 +81,13 @@ export type SupervisionPolicy =
 
 export const Supervision = {
   restartWithBackoff(opts: Partial<Omit<Extract<SupervisionPolicy, { kind: 'restart' }>, 'kind'>> = {}): SupervisionPolicy {
-    return { kind: 'restart', minBackoffMs: opts.minBackoffMs ?? 100, maxBackoffMs: opts.maxBackoffMs ?? 30_000, maxRestarts: opts.maxRestarts ?? 20, windowMs: opts.windowMs ?? 60_000 };
+    return {
+      kind: 'restart',
+      minBackoffMs: opts.minBackoffMs ?? 100,
+      maxBackoffMs: opts.maxBackoffMs ?? 30_000,
+      maxRestarts: opts.maxRestarts ?? 20,
+      windowMs: opts.windowMs ?? 60_000,
+    };
   },
   resume(): SupervisionPolicy {
     return { kind: 'resume' };
@@ -198,32 +210,27 @@ export function spawn<S, M>(parent: Parent, def: ActorDefinition<S, M>): ActorRe
     }
   };
 
-  nact.spawn(
-    parent.raw,
-    (state: S, msg: M) => def.receive(state, msg, ctxOf()),
-    def.name,
-    {
-      initialStateFunc: (nctx: { self: nact.Ref<unknown> }) => {
-        if (!self.raw) {
-          self.raw = nctx.self;
-          self.path = pathOf(nctx.self, def.name);
-        }
-        return def.init(ctxOf());
-      },
-      onCrash: onCrash as never,
-      afterStop: async (state: S) => {
-        life.stopped = true;
-        siblings.delete(self);
-        if (def.afterStop) {
-          try {
-            await def.afterStop(state, ctxOf());
-          } catch (e) {
-            log.error({ err: describeError(e) }, 'afterStop failed');
-          }
-        }
-      },
+  nact.spawn(parent.raw, (state: S, msg: M) => def.receive(state, msg, ctxOf()), def.name, {
+    initialStateFunc: (nctx: { self: nact.Ref<unknown> }) => {
+      if (!self.raw) {
+        self.raw = nctx.self;
+        self.path = pathOf(nctx.self, def.name);
+      }
+      return def.init(ctxOf());
     },
-  );
+    onCrash: onCrash as never,
+    afterStop: async (state: S) => {
+      life.stopped = true;
+      siblings.delete(self);
+      if (def.afterStop) {
+        try {
+          await def.afterStop(state, ctxOf());
+        } catch (e) {
+          log.error({ err: describeError(e) }, 'afterStop failed');
+        }
+      }
+    },
+  });
   // Only once nact has it (spawn throws on a duplicate name): stopping a parent stops it too.
   siblings.add(self);
   return self;
@@ -258,7 +265,7 @@ export function reply<R>(to: ReplyTo<R>, value: R): void {
 export async function query<M, R>(to: ActorRef<M>, build: (replyTo: ReplyTo<R>) => M, timeoutMs: number): Promise<R> {
   if (to.life.stopped) throw new AppError('ACTOR_STOPPED', `actor ${to.path} is stopped`);
   try {
-    return (await nact.query(to.raw, ((temp: nact.Ref<unknown>) => build({ raw: temp })) as never, timeoutMs));
+    return await nact.query(to.raw, ((temp: nact.Ref<unknown>) => build({ raw: temp })) as never, timeoutMs);
   } catch (e) {
     if (e instanceof Error && /Query Timeout/.test(e.message)) throw new AppError('QUERY_TIMEOUT', `no answer from ${to.path} within ${timeoutMs} ms`);
     throw e;
@@ -285,7 +292,7 @@ function pathOf(raw: nact.Ref<unknown>, fallback: string): string {
 }
 
 function messageType(msg: unknown): string {
-  return msg && typeof msg === 'object' && 'type' in msg ? String((msg).type) : typeof msg;
+  return msg && typeof msg === 'object' && 'type' in msg ? String(msg.type) : typeof msg;
 }
 
 function safe(f: () => void): void {

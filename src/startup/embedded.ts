@@ -44,9 +44,15 @@ export function answers(port: number, timeoutMs = 1_000): Promise<boolean> {
       socket.destroy();
       res(ok);
     };
-    socket.setTimeout(timeoutMs, () => { done(false); });
-    socket.once('connect', () => { done(true); });
-    socket.once('error', () => { done(false); });
+    socket.setTimeout(timeoutMs, () => {
+      done(false);
+    });
+    socket.once('connect', () => {
+      done(true);
+    });
+    socket.once('error', () => {
+      done(false);
+    });
   });
 }
 
@@ -96,7 +102,11 @@ function startMariadb(log: Logger, dataDir: string, port: number, env: NodeJS.Pr
   const server = findBinary(['mariadbd', 'mysqld'], env.PATH, dirs);
   const install = findBinary(['mariadb-install-db', 'mysql_install_db'], env.PATH, dirs);
   if (!server || !install) {
-    throw new StartupError('DEPENDENCY_MISSING', 'DATABASE_URL', `nothing answers on 127.0.0.1:${port} and MariaDB is not installed (no ${server ? 'mariadb-install-db' : 'mariadbd'} on the PATH): install it with \`${INSTALL_COMMAND}\`, or set DATABASE_URL to a running server`);
+    throw new StartupError(
+      'DEPENDENCY_MISSING',
+      'DATABASE_URL',
+      `nothing answers on 127.0.0.1:${port} and MariaDB is not installed (no ${server ? 'mariadb-install-db' : 'mariadbd'} on the PATH): install it with \`${INSTALL_COMMAND}\`, or set DATABASE_URL to a running server`,
+    );
   }
   const dir = join(dataDir, 'mariadb');
   const data = join(dir, 'data');
@@ -104,21 +114,52 @@ function startMariadb(log: Logger, dataDir: string, port: number, env: NodeJS.Pr
   const asRoot = process.getuid?.() === 0 ? ['--user=root'] : [];
   if (!existsSync(join(data, 'mysql'))) {
     log.info({ dataDir: data }, 'initialising an embedded MariaDB data directory (first start)');
-    const r = spawnSync(install, ['--no-defaults', `--datadir=${data}`, '--auth-root-authentication-method=normal', '--skip-test-db', ...asRoot], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 });
-    if (r.status !== 0) throw new StartupError('DEPENDENCY_MISSING', 'DATABASE_URL', `${install} failed (exit ${String(r.status)}): ${r.stderr.toString().trim().split('\n').slice(-3).join(' / ')}`);
+    const r = spawnSync(install, ['--no-defaults', `--datadir=${data}`, '--auth-root-authentication-method=normal', '--skip-test-db', ...asRoot], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: 120_000,
+    });
+    if (r.status !== 0)
+      throw new StartupError(
+        'DEPENDENCY_MISSING',
+        'DATABASE_URL',
+        `${install} failed (exit ${String(r.status)}): ${r.stderr.toString().trim().split('\n').slice(-3).join(' / ')}`,
+      );
   }
   const logFile = join(dir, 'server.log');
-  const args = ['--no-defaults', `--datadir=${data}`, `--port=${port}`, '--bind-address=127.0.0.1', `--socket=${join(dir, 'mariadb.sock')}`, `--pid-file=${join(dir, 'mariadb.pid')}`, '--skip-log-bin', '--innodb-buffer-pool-size=64M', ...asRoot];
+  const args = [
+    '--no-defaults',
+    `--datadir=${data}`,
+    `--port=${port}`,
+    '--bind-address=127.0.0.1',
+    `--socket=${join(dir, 'mariadb.sock')}`,
+    `--pid-file=${join(dir, 'mariadb.pid')}`,
+    '--skip-log-bin',
+    '--innodb-buffer-pool-size=64M',
+    ...asRoot,
+  ];
   return spawnServer(log, 'mariadbd', server, args, port, logFile, dataDir);
 }
 
 function startNats(log: Logger, dataDir: string, port: number, env: NodeJS.ProcessEnv, dirs: readonly string[]): EmbeddedServer {
   const server = findBinary(['nats-server'], env.PATH, dirs);
-  if (!server) throw new StartupError('DEPENDENCY_MISSING', 'NATS_URL', `nothing answers on 127.0.0.1:${port} and nats-server is not installed: install it with \`${INSTALL_COMMAND}\`, or set NATS_URL to a running server`);
+  if (!server)
+    throw new StartupError(
+      'DEPENDENCY_MISSING',
+      'NATS_URL',
+      `nothing answers on 127.0.0.1:${port} and nats-server is not installed: install it with \`${INSTALL_COMMAND}\`, or set NATS_URL to a running server`,
+    );
   const dir = join(dataDir, 'nats');
   mkdirSync(dir, { recursive: true });
   const logFile = join(dir, 'server.log');
-  return spawnServer(log, 'nats-server', server, ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', join(dir, 'jetstream'), '-l', logFile, '-P', join(dir, 'nats-server.pid')], port, logFile, dataDir);
+  return spawnServer(
+    log,
+    'nats-server',
+    server,
+    ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', join(dir, 'jetstream'), '-l', logFile, '-P', join(dir, 'nats-server.pid')],
+    port,
+    logFile,
+    dataDir,
+  );
 }
 
 function spawnServer(log: Logger, name: EmbeddedServer['name'], bin: string, args: string[], port: number, logFile: string, dataDir: string): EmbeddedServer {
@@ -133,12 +174,21 @@ function spawnServer(log: Logger, name: EmbeddedServer['name'], bin: string, arg
     closeSync(out);
   }
   let stopping: Promise<void> | undefined;
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => { r(code); }));
-  child.once('error', (e) => { log.error({ server: name, err: e.message }, 'embedded server failed to start'); });
+  const exited = new Promise<number | null>((r) =>
+    child.once('exit', (code) => {
+      r(code);
+    }),
+  );
+  child.once('error', (e) => {
+    log.error({ server: name, err: e.message }, 'embedded server failed to start');
+  });
   void exited.then((code) => {
     if (!stopping) log.error({ server: name, code, logFile }, `embedded ${name} exited on its own; see its log`);
   });
-  log.info({ server: name, bin, port, pid: child.pid, dataDir, logFile }, `started embedded ${name} on 127.0.0.1:${port} (DATABASE_URL/NATS_URL unset, nothing was answering); it stops when this process stops`);
+  log.info(
+    { server: name, bin, port, pid: child.pid, dataDir, logFile },
+    `started embedded ${name} on 127.0.0.1:${port} (DATABASE_URL/NATS_URL unset, nothing was answering); it stops when this process stops`,
+  );
   return {
     name,
     pid: child.pid ?? -1,

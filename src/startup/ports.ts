@@ -20,8 +20,14 @@ export async function probePorts(claims: readonly PortClaim[]): Promise<void> {
     if (c.port === 0) continue;
     await new Promise<void>((resolve, reject) => {
       const server = createServer();
-      server.once('error', (e: NodeJS.ErrnoException) => { reject(portError(c, e)); });
-      server.listen({ port: c.port, host: c.host, exclusive: true }, () => server.close(() => { resolve(); }));
+      server.once('error', (e: NodeJS.ErrnoException) => {
+        reject(portError(c, e));
+      });
+      server.listen({ port: c.port, host: c.host, exclusive: true }, () =>
+        server.close(() => {
+          resolve();
+        }),
+      );
     });
   }
 }
@@ -31,12 +37,27 @@ export function portError(c: PortClaim, e: NodeJS.ErrnoException): Error {
   const where = `${c.host}:${c.port}`;
   switch (e.code) {
     case 'EADDRINUSE':
-      return new StartupError('PORT_IN_USE', c.variable, `port ${where} is already in use (is another copy running?); stop it or set ${c.variable} to a free port`, { cause: e });
+      return new StartupError(
+        'PORT_IN_USE',
+        c.variable,
+        `port ${where} is already in use (is another copy running?); stop it or set ${c.variable} to a free port`,
+        { cause: e },
+      );
     case 'EACCES':
-      return new StartupError('PORT_IN_USE', c.variable, `not allowed to listen on ${where} (ports below 1024 need privileges); set ${c.variable} to a port ≥ 1024`, { cause: e });
+      return new StartupError(
+        'PORT_IN_USE',
+        c.variable,
+        `not allowed to listen on ${where} (ports below 1024 need privileges); set ${c.variable} to a port ≥ 1024`,
+        { cause: e },
+      );
     case 'EADDRNOTAVAIL':
     case 'ENOTFOUND':
-      return new StartupError('PORT_IN_USE', c.variable, `cannot listen on ${where}: no such local address (${e.code}); check the host setting next to ${c.variable}`, { cause: e });
+      return new StartupError(
+        'PORT_IN_USE',
+        c.variable,
+        `cannot listen on ${where}: no such local address (${e.code}); check the host setting next to ${c.variable}`,
+        { cause: e },
+      );
     default:
       return new StartupError('PORT_IN_USE', c.variable, `cannot listen on ${where}: ${e.code ?? e.message}`, { cause: e });
   }

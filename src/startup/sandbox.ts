@@ -14,7 +14,8 @@ export type TelegramTarget = 'telegram' | 'sandbox';
 export function telegramTarget(c: Pick<Config, 'telegramBotToken' | 'telegramSandbox' | 'databaseUrlExplicit'>): TelegramTarget {
   if (c.telegramBotToken) return 'telegram';
   if (c.telegramSandbox === true) return 'sandbox';
-  if (c.telegramSandbox === false) throw new ConfigError('TELEGRAM_BOT_TOKEN', 'not set, and TELEGRAM_SANDBOX=0 forbids the in-process sandbox: set TELEGRAM_BOT_TOKEN (from @BotFather)');
+  if (c.telegramSandbox === false)
+    throw new ConfigError('TELEGRAM_BOT_TOKEN', 'not set, and TELEGRAM_SANDBOX=0 forbids the in-process sandbox: set TELEGRAM_BOT_TOKEN (from @BotFather)');
   if (!c.databaseUrlExplicit) return 'sandbox';
   throw new ConfigError(
     'TELEGRAM_BOT_TOKEN',

@@ -44,7 +44,12 @@ export async function waitUntilReachable<T>(dep: Dependency, attempt: () => Prom
   for (;;) {
     if (opts.signal?.aborted) throw new Error(`start-up aborted while waiting for ${dep.variable}`);
     const remaining = opts.deadline - Date.now();
-    if (remaining <= 0) throw new StartupError('STARTUP_TIMEOUT', dep.variable, `cannot reach ${dep.address} after ${Date.now() - started} ms (${lastReason}); gave up (STARTUP_TIMEOUT_MS)`);
+    if (remaining <= 0)
+      throw new StartupError(
+        'STARTUP_TIMEOUT',
+        dep.variable,
+        `cannot reach ${dep.address} after ${Date.now() - started} ms (${lastReason}); gave up (STARTUP_TIMEOUT_MS)`,
+      );
     let timer: NodeJS.Timeout | undefined;
     // An object, not a boolean: the flag is set in the timer's callback.
     const cut = { timedOut: false };
@@ -53,23 +58,36 @@ export async function waitUntilReachable<T>(dep: Dependency, attempt: () => Prom
       const result = await Promise.race([
         run,
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => {
-            cut.timedOut = true;
-            reject(new Error(`no answer within ${Math.min(attemptTimeout, Math.max(remaining, 0))} ms`));
-          }, Math.max(0, Math.min(attemptTimeout, remaining)));
+          timer = setTimeout(
+            () => {
+              cut.timedOut = true;
+              reject(new Error(`no answer within ${Math.min(attemptTimeout, Math.max(remaining, 0))} ms`));
+            },
+            Math.max(0, Math.min(attemptTimeout, remaining)),
+          );
         }),
       ]);
-      if (failures > 0) opts.log.info({ variable: dep.variable, address: dep.address, waitedMs: Date.now() - started }, `${dep.variable}: ${dep.address} reachable`);
+      if (failures > 0)
+        opts.log.info({ variable: dep.variable, address: dep.address, waitedMs: Date.now() - started }, `${dep.variable}: ${dep.address} reachable`);
       return result;
     } catch (e) {
-      if (cut.timedOut) run.then((late) => opts.discardLate?.(late), () => undefined);
+      if (cut.timedOut)
+        run.then(
+          (late) => opts.discardLate?.(late),
+          () => undefined,
+        );
       failures++;
       const now = Date.now();
       // An attempt cut short by the deadline says less than the error before it.
       const reason = cut.timedOut && remaining < attemptTimeout && failures > 1 ? lastReason : describeError(e);
       lastReason = reason;
       if (now >= opts.deadline) {
-        throw new StartupError('STARTUP_TIMEOUT', dep.variable, `cannot reach ${dep.address} after ${now - started} ms (${reason}); gave up (STARTUP_TIMEOUT_MS)`, { cause: e });
+        throw new StartupError(
+          'STARTUP_TIMEOUT',
+          dep.variable,
+          `cannot reach ${dep.address} after ${now - started} ms (${reason}); gave up (STARTUP_TIMEOUT_MS)`,
+          { cause: e },
+        );
       }
       if (now - lastReport >= reportEvery && now - started >= (opts.quietForMs ?? 0)) {
         lastReport = now;

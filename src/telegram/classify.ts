@@ -58,7 +58,11 @@ export function classifyThrown(method: string, e: unknown, timedOut: boolean): T
   if (e instanceof TelegramApiError) return e;
   const err = e as { name?: string; type?: string; code?: string; message?: string; response?: Partial<TelegramAnswer> };
   if (err && typeof err === 'object' && err.response && typeof err.response.error_code === 'number') {
-    return classifyAnswer(method, { error_code: err.response.error_code, description: String(err.response.description ?? ''), parameters: err.response.parameters });
+    return classifyAnswer(method, {
+      error_code: err.response.error_code,
+      description: String(err.response.description ?? ''),
+      parameters: err.response.parameters,
+    });
   }
   const message = scrubSecrets(err?.message ?? String(e));
   if (timedOut || err?.name === 'AbortError' || err?.type === 'aborted') return new TelegramTransient(method, 0, 'request timed out', 'timeout');

@@ -30,7 +30,11 @@ export abstract class TelegramApiError extends AppError {
 }
 
 export class TelegramRateLimited extends TelegramApiError {
-  constructor(method: string, description: string, readonly retryAfterSec: number) {
+  constructor(
+    method: string,
+    description: string,
+    readonly retryAfterSec: number,
+  ) {
     super('TG_RATE_LIMITED', 429, description, method, { retryAfterSec });
   }
   get retryAfterMs(): number {
@@ -41,7 +45,12 @@ export class TelegramRateLimited extends TelegramApiError {
 export type TransientReason = 'server_error' | 'network' | 'timeout' | 'bad_response';
 
 export class TelegramTransient extends TelegramApiError {
-  constructor(method: string, status: number, description: string, readonly reason: TransientReason) {
+  constructor(
+    method: string,
+    status: number,
+    description: string,
+    readonly reason: TransientReason,
+  ) {
     super('TG_TRANSIENT', status, description, method, { reason });
   }
 }
@@ -50,7 +59,12 @@ export class TelegramTransient extends TelegramApiError {
 export type UnreachableReason = 'blocked' | 'deactivated' | 'kicked' | 'not_found';
 
 export class TelegramPermanent extends TelegramApiError {
-  constructor(method: string, status: number, description: string, readonly reason: UnreachableReason) {
+  constructor(
+    method: string,
+    status: number,
+    description: string,
+    readonly reason: UnreachableReason,
+  ) {
     super('TG_PERMANENT', status, description, method, { reason });
   }
 }
@@ -62,13 +76,21 @@ export class TelegramParseError extends TelegramApiError {
 }
 
 export class TelegramTooLong extends TelegramApiError {
-  constructor(method: string, description: string, readonly what: 'text' | 'caption') {
+  constructor(
+    method: string,
+    description: string,
+    readonly what: 'text' | 'caption',
+  ) {
     super('TG_TOO_LONG', 400, description, method, { what });
   }
 }
 
 export class TelegramMigrated extends TelegramApiError {
-  constructor(method: string, description: string, readonly newChatId: number) {
+  constructor(
+    method: string,
+    description: string,
+    readonly newChatId: number,
+  ) {
     super('TG_MIGRATED', 400, description, method, { newChatId });
   }
 }

@@ -95,7 +95,8 @@ export function decide(err: TelegramApiError, job: PolicyJob, limits: PolicyLimi
     return { kind: 'split', note: 'split again: Telegram counted the text as too long' };
   }
   if (err instanceof TelegramPermanent) return { kind: 'failRecipient', reason: err.reason, code: err.code, description: err.description };
-  if (err instanceof TelegramUnauthorized) return { kind: 'halt', until: now + limits.unauthorizedPauseMs, reason: 'Telegram rejected the bot token (401); fix TELEGRAM_BOT_TOKEN' };
+  if (err instanceof TelegramUnauthorized)
+    return { kind: 'halt', until: now + limits.unauthorizedPauseMs, reason: 'Telegram rejected the bot token (401); fix TELEGRAM_BOT_TOKEN' };
   if (err instanceof TelegramTransient) {
     const attempts = job.attempts + 1;
     if (attempts >= limits.maxAttempts) return { kind: 'fail', code: err.code, reason: `${err.message} (after ${attempts} attempts)` };

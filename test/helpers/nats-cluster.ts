@@ -83,7 +83,8 @@ export class NatsCluster {
         proc: undefined,
       });
     }
-    for (const node of nodes) writeFileSync(node.configPath, opts.configFor ? opts.configFor(node, nodes, name) : nodeConfig(node, nodes, name, opts.extraConfig ?? ''));
+    for (const node of nodes)
+      writeFileSync(node.configPath, opts.configFor ? opts.configFor(node, nodes, name) : nodeConfig(node, nodes, name, opts.extraConfig ?? ''));
     const cluster = new NatsCluster(name, nodes, baseDir);
     try {
       await Promise.all(nodes.map((n) => cluster.launch(n)));
@@ -271,12 +272,16 @@ function jsz(n: NatsNode, query = ''): Promise<Jsz> {
 /** `count` distinct free loopback ports (held open together, so no two are the same). */
 export async function freePorts(count: number): Promise<number[]> {
   const servers = await Promise.all(
-    Array.from({ length: count }, () => new Promise<import('node:net').Server>((res) => {
-      const s = createServer();
-      s.listen(0, '127.0.0.1', () => {
-        res(s);
-      });
-    })),
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<import('node:net').Server>((res) => {
+          const s = createServer();
+          s.listen(0, '127.0.0.1', () => {
+            res(s);
+          });
+        }),
+    ),
   );
   const ports = servers.map((s) => (s.address() as { port: number }).port);
   await Promise.all(

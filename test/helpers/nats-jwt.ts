@@ -17,7 +17,14 @@ export const nk = nkeys as { createOperator(): KeyPair; createAccount(): KeyPair
 const b64u = (b: Uint8Array | string): string => Buffer.from(b).toString('base64url');
 
 function jwt(issuer: KeyPair, subject: string, name: string, nats: Record<string, unknown>): string {
-  const claims = { jti: createHash('sha256').update(randomBytes(16)).digest('hex').slice(0, 52).toUpperCase(), iat: Math.floor(Date.now() / 1000), iss: issuer.getPublicKey(), name, sub: subject, nats: { ...nats, version: 2 } };
+  const claims = {
+    jti: createHash('sha256').update(randomBytes(16)).digest('hex').slice(0, 52).toUpperCase(),
+    iat: Math.floor(Date.now() / 1000),
+    iss: issuer.getPublicKey(),
+    name,
+    sub: subject,
+    nats: { ...nats, version: 2 },
+  };
   const head = `${b64u(JSON.stringify({ typ: 'JWT', alg: 'ed25519-nkey' }))}.${b64u(JSON.stringify(claims))}`;
   return `${head}.${b64u(issuer.sign(new TextEncoder().encode(head)))}`;
 }
@@ -33,7 +40,11 @@ export function decentralized(): Decentralized {
   const operator = nk.createOperator();
   const account = nk.createAccount();
   const operatorJwt = jwt(operator, operator.getPublicKey(), 'test-operator', { type: 'operator' });
-  const accountJwt = jwt(operator, account.getPublicKey(), 'notify', { type: 'account', limits: { subs: -1, data: -1, payload: -1, imports: -1, exports: -1, wildcards: true, conn: -1, leaf: -1 }, default_permissions: { pub: {}, sub: {} } });
+  const accountJwt = jwt(operator, account.getPublicKey(), 'notify', {
+    type: 'account',
+    limits: { subs: -1, data: -1, payload: -1, imports: -1, exports: -1, wildcards: true, conn: -1, leaf: -1 },
+    default_permissions: { pub: {}, sub: {} },
+  });
   return {
     serverConf: `operator: ${operatorJwt}\nresolver: MEMORY\nresolver_preload: {\n  ${account.getPublicKey()}: ${accountJwt}\n}\n`,
     creds(name, permissions = {}) {

@@ -47,7 +47,10 @@ export async function startPrivateNats(conf: string, env: Record<string, string>
   const port = await freePort();
   const file = join(dir, 'nats-server.conf');
   writeFileSync(file, conf);
-  const proc: ChildProcess = spawn(NATS_SERVER_BIN, ['-c', file, '-a', '127.0.0.1', '-p', String(port)], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc: ChildProcess = spawn(NATS_SERVER_BIN, ['-c', file, '-a', '127.0.0.1', '-p', String(port)], {
+    env: { PATH: process.env.PATH ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   proc.stdout!.on('data', (b: Buffer) => (out += b.toString()));
   proc.stderr!.on('data', (b: Buffer) => (out += b.toString()));

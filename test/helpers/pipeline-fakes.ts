@@ -134,7 +134,23 @@ export const baseSettings: PipelineSettings = {
 };
 
 export function row(id: number, chatId: number, extra: Partial<OutboxRow> = {}): OutboxRow {
-  return { id, chatId, text: `r${id}`, parseMode: null, kind: null, orderId: null, priority: 0, attempts: 0, retryCount: 0, shard: 0, createdAt: 0, progress: null, plainText: false, fetchedAt: 0, ...extra };
+  return {
+    id,
+    chatId,
+    text: `r${id}`,
+    parseMode: null,
+    kind: null,
+    orderId: null,
+    priority: 0,
+    attempts: 0,
+    retryCount: 0,
+    shard: 0,
+    createdAt: 0,
+    progress: null,
+    plainText: false,
+    fetchedAt: 0,
+    ...extra,
+  };
 }
 
 export interface FakePipeline {

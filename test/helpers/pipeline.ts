@@ -60,7 +60,17 @@ export async function harness(opts: { sandbox?: SandboxOptions; env?: Record<str
         ...env,
       });
       const telegram = new TelegrafClient({ token: TEST_TOKEN, apiRoot, timeoutMs: h.config.telegramRequestTimeoutMs });
-      h.pipeline = await startPipeline({ ownAllShards: true, config: h.config, log: logs.log, metrics: metrics ?? new Metrics(), db: tdb.db, nc, telegram, settings, ...(planner ? { planner } : {}) });
+      h.pipeline = await startPipeline({
+        ownAllShards: true,
+        config: h.config,
+        log: logs.log,
+        metrics: metrics ?? new Metrics(),
+        db: tdb.db,
+        nc,
+        telegram,
+        settings,
+        ...(planner ? { planner } : {}),
+      });
       return h.pipeline;
     },
     async stopPipeline() {

@@ -51,8 +51,16 @@ describe('ads: HTTP gateway', function () {
     await tdb.drop();
   });
 
-  const call = async (method: string, path: string, opts: { body?: string; headers?: Record<string, string> } = {}): Promise<{ status: number; body: Record<string, unknown>; headers: Headers }> => {
-    const r = await fetch(`http://127.0.0.1:${gw.port}${path}`, { method, ...(opts.body !== undefined ? { body: opts.body } : {}), headers: opts.headers ?? {} });
+  const call = async (
+    method: string,
+    path: string,
+    opts: { body?: string; headers?: Record<string, string> } = {},
+  ): Promise<{ status: number; body: Record<string, unknown>; headers: Headers }> => {
+    const r = await fetch(`http://127.0.0.1:${gw.port}${path}`, {
+      method,
+      ...(opts.body !== undefined ? { body: opts.body } : {}),
+      headers: opts.headers ?? {},
+    });
     const text = await r.text();
     let body: Record<string, unknown>;
     try {
@@ -118,7 +126,11 @@ describe('ads: HTTP gateway', function () {
 
   it('every endpoint answers on good input', async () => {
     assert.equal((await call('POST', `/ads/${adId}/views`)).status, 202, 'a bare beacon');
-    assert.equal((await call('POST', `/ads/${adId}/views`, { body: '{"visitor_id":"abc"}', headers: { 'content-type': 'text/plain' } })).status, 202, 'sendBeacon text/plain');
+    assert.equal(
+      (await call('POST', `/ads/${adId}/views`, { body: '{"visitor_id":"abc"}', headers: { 'content-type': 'text/plain' } })).status,
+      202,
+      'sendBeacon text/plain',
+    );
     await waitFor(async () => (await call('GET', `/ads/${adId}/views`)).body.persisted === 2, 5_000, 20, 'views persisted');
     assert.deepEqual((await call('GET', '/users/7/unread')).body, { user_id: 7, unread: 0 });
     const n = await call('POST', '/notifications', { body: JSON.stringify({ chat_id: 42, text: 'Your ad got a message', kind: 'ad_message' }), headers: auth });
@@ -165,8 +177,16 @@ describe('ads: HTTP gateway', function () {
     const cfg = { ...h.config, subjectPrefix: `${uniq('none')}.`, enqueueSubject: `${uniq('none')}.enqueue` };
     const g = await startGatewayRole({ db: tdb.db, nc: h.nc, config: cfg, log: h.logs.log, metrics: h.metrics, port: 0 });
     try {
-      for (const [method, path, body] of [['GET', '/users/1/unread', undefined], ['POST', '/ads/bump', undefined], ['POST', '/notifications', '{"chat_id":1,"text":"x"}']] as const) {
-        const r = await fetch(`http://127.0.0.1:${g.port}${path}`, { method, headers: body ? auth : { authorization: `Bearer ${TOKEN}` }, ...(body ? { body } : {}) });
+      for (const [method, path, body] of [
+        ['GET', '/users/1/unread', undefined],
+        ['POST', '/ads/bump', undefined],
+        ['POST', '/notifications', '{"chat_id":1,"text":"x"}'],
+      ] as const) {
+        const r = await fetch(`http://127.0.0.1:${g.port}${path}`, {
+          method,
+          headers: body ? auth : { authorization: `Bearer ${TOKEN}` },
+          ...(body ? { body } : {}),
+        });
         assert.equal(r.status, 503, path);
         assert.equal(((await r.json()) as { code: string }).code, 'UNAVAILABLE');
       }
@@ -177,7 +197,11 @@ describe('ads: HTTP gateway', function () {
 
   it('bad NATS request payloads on the ads subjects get an error reply with a code', async () => {
     const p = h.config.subjectPrefix;
-    for (const [subject, payload] of [[Subjects.adsPending(p), '{"ad_id":0}'], [Subjects.adsBumpRun(p), '{"now":1}'], [Subjects.adsUnreadGet(p), 'garbage']] as const) {
+    for (const [subject, payload] of [
+      [Subjects.adsPending(p), '{"ad_id":0}'],
+      [Subjects.adsBumpRun(p), '{"now":1}'],
+      [Subjects.adsUnreadGet(p), 'garbage'],
+    ] as const) {
       const m = await h.nc.request(subject, new TextEncoder().encode(payload), { timeout: 2_000 });
       const r = m.json() as { ok: boolean; error: { code: string } };
       assert.equal(r.ok, false);

@@ -95,13 +95,21 @@ describe('ads: several processes', function () {
       50,
       'w1 holding every view',
     );
-    assert.ok([...(await viewCounts(tdb.db, adIds)).values()].every((v) => v === 0), 'nothing flushed yet');
+    assert.ok(
+      [...(await viewCounts(tdb.db, adIds)).values()].every((v) => v === 0),
+      'nothing flushed yet',
+    );
     w1.proc.kill('SIGKILL');
     await w1.exited;
 
     const w2 = start({ ...env, VIEW_FLUSH_MS: '100' });
     await ready(w2);
-    await waitFor(async () => (await consumerIdle(c)) && [...(await viewCounts(tdb.db, adIds)).values()].reduce((a, b) => a + b, 0) > 0, 30_000, 50, 'redelivered views flushed');
+    await waitFor(
+      async () => (await consumerIdle(c)) && [...(await viewCounts(tdb.db, adIds)).values()].reduce((a, b) => a + b, 0) > 0,
+      30_000,
+      50,
+      'redelivered views flushed',
+    );
     assert.deepEqual(await viewCounts(tdb.db, adIds), expected);
     await stopGracefully(w2);
     assert.deepEqual(await viewCounts(tdb.db, adIds), expected);
@@ -120,7 +128,11 @@ describe('ads: several processes', function () {
     assert.ok(Number(sa.deliveries) > 0 && Number(sb.deliveries) > 0, `both consumed: ${sa.deliveries} + ${sb.deliveries}`);
     assert.equal(Number(sa.deliveries) + Number(sb.deliveries) >= 3_000, true);
     assert.deepEqual(await viewCounts(tdb.db, adIds), expected);
-    assert.equal(Number(sa.counted) + Number(sb.counted), [...expected.values()].reduce((x, y) => x + y, 0), 'each view counted by exactly one process');
+    assert.equal(
+      Number(sa.counted) + Number(sb.counted),
+      [...expected.values()].reduce((x, y) => x + y, 0),
+      'each view counted by exactly one process',
+    );
   });
 
   it('two processes running the bump actor: each eligible ad bumped once per interval; a restart inside the interval does not bump again', async () => {
@@ -129,13 +141,21 @@ describe('ads: several processes', function () {
     const inactive = await insertAds(tdb.db, 3, { auto_bump: 1, is_active: 0, created_at: day });
     const manualOnly = await insertAds(tdb.db, 3, { auto_bump: 0, is_active: 1, created_at: day });
     const recent = await insertAds(tdb.db, 3, { auto_bump: 1, is_active: 1, created_at: day });
-    await tdb.db('advertisements').whereIn('id', recent).update({ bumped_at: tdb.db.raw('NOW(3)') });
+    await tdb
+      .db('advertisements')
+      .whereIn('id', recent)
+      .update({ bumped_at: tdb.db.raw('NOW(3)') });
     await tdb.db('bump_runs').delete();
     await tdb.db('ads_leases').delete();
     const env = adsTestEnv({ ADS_PARTS: 'bump', BUMP_INTERVAL: '6s', BUMP_CHECK_MS: '100', BUMP_LEASE_MS: '1000' });
     const bumped = async (ids: number[]): Promise<Array<string | null>> =>
-      ((await tdb.db('advertisements').whereIn('id', ids).orderBy('id').select(tdb.db.raw("DATE_FORMAT(bumped_at, '%Y-%m-%d %H:%i:%s.%f') AS b"))) as Array<{ b: string | null }>).map((r) => r.b);
-    const timerRuns = async (): Promise<Array<{ bumped: number; finished_at: Date | null }>> => tdb.db('bump_runs').where({ trigger: 'timer' }).orderBy('id').select('bumped', 'finished_at');
+      (
+        (await tdb.db('advertisements').whereIn('id', ids).orderBy('id').select(tdb.db.raw("DATE_FORMAT(bumped_at, '%Y-%m-%d %H:%i:%s.%f') AS b"))) as Array<{
+          b: string | null;
+        }>
+      ).map((r) => r.b);
+    const timerRuns = async (): Promise<Array<{ bumped: number; finished_at: Date | null }>> =>
+      tdb.db('bump_runs').where({ trigger: 'timer' }).orderBy('id').select('bumped', 'finished_at');
 
     const a = start(env);
     const b = start(env);
@@ -145,8 +165,14 @@ describe('ads: several processes', function () {
     assert.equal(first.length, 1, 'one run for both processes');
     assert.equal(first[0]!.bumped, eligible.length);
     const afterFirst = await bumped(eligible);
-    assert.ok(afterFirst.every((x) => x !== null && x === afterFirst[0]), 'every eligible ad bumped, at the run start');
-    assert.ok((await bumped([...inactive, ...manualOnly])).every((x) => x === null), 'inactive and auto-bump-off ads untouched');
+    assert.ok(
+      afterFirst.every((x) => x !== null && x === afterFirst[0]),
+      'every eligible ad bumped, at the run start',
+    );
+    assert.ok(
+      (await bumped([...inactive, ...manualOnly])).every((x) => x === null),
+      'inactive and auto-bump-off ads untouched',
+    );
 
     // Restart inside the interval: stop both, start a fresh process; it takes the lease, finds the run done, waits.
     await Promise.all([stopGracefully(a), stopGracefully(b)]);

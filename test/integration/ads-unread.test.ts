@@ -32,9 +32,13 @@ describe('ads: unread-count cache', function () {
     return (JSON.parse(text) as { unread: number }).unread;
   };
   const lookups = async (result: string): Promise<number> =>
-    (await h.metrics.registry.getSingleMetric('ads_unread_lookups_total')!.get()).values.filter((v) => v.labels.result === result).reduce((s, v) => s + v.value, 0);
-  const insertMessage = async (recipient: number, isRead = 0): Promise<number> => Number((await tdb.db('messages').insert({ sender_id: 99, recipient_id: recipient, body: 'hi', is_read: isRead }))[0]);
-  const publish = (subject: string, payload: unknown): void => h.nc.publish(subject, typeof payload === 'string' ? new TextEncoder().encode(payload) : encodeJson(payload));
+    (await h.metrics.registry.getSingleMetric('ads_unread_lookups_total')!.get()).values
+      .filter((v) => v.labels.result === result)
+      .reduce((s, v) => s + v.value, 0);
+  const insertMessage = async (recipient: number, isRead = 0): Promise<number> =>
+    Number((await tdb.db('messages').insert({ sender_id: 99, recipient_id: recipient, body: 'hi', is_read: isRead }))[0]);
+  const publish = (subject: string, payload: unknown): void =>
+    h.nc.publish(subject, typeof payload === 'string' ? new TextEncoder().encode(payload) : encodeJson(payload));
 
   it('a miss loads from the database; created/read events keep the cached count current', async () => {
     const user = 1001;
@@ -78,7 +82,8 @@ describe('ads: unread-count cache', function () {
     for (const [s, payload] of bad) publish(s, payload);
     const r = await h.nc.request(Subjects.adsUnreadGet(p), encodeJson({ user_id: 'x' }), { timeout: 2_000 });
     assert.equal((r.json() as { ok: boolean; error: { code: string } }).error.code, 'BAD_PAYLOAD');
-    const rejected = async (): Promise<number> => (await h.metrics.registry.getSingleMetric('nats_bad_payloads_total')!.get()).values.reduce((s, v) => s + v.value, 0);
+    const rejected = async (): Promise<number> =>
+      (await h.metrics.registry.getSingleMetric('nats_bad_payloads_total')!.get()).values.reduce((s, v) => s + v.value, 0);
     await waitFor(async () => (await rejected()) === bad.length + 1, 5_000, 20, 'all rejected');
     assert.ok(h.logs.lines().some((l) => l.msg === 'bad NATS payload rejected'));
     assert.equal(await unread(1001), 2, 'still serving');

@@ -44,10 +44,15 @@ describe('ads: a view batch never dies for one element (issue 10 item 3)', funct
 
   const deadLetters = async (): Promise<DeadRow[]> => (await tdb.db('ad_view_dead_letters').select('*').orderBy('id')) as DeadRow[];
   const settled = (): Promise<void> =>
-    waitFor(async () => {
-      const i = await (await h.nc.jetstreamManager()).consumers.info(h.config.viewsStream, h.config.viewsConsumer);
-      return i.num_pending + i.num_ack_pending === 0;
-    }, 15_000, 20, 'every view message acked');
+    waitFor(
+      async () => {
+        const i = await (await h.nc.jetstreamManager()).consumers.info(h.config.viewsStream, h.config.viewsConsumer);
+        return i.num_pending + i.num_ack_pending === 0;
+      },
+      15_000,
+      20,
+      'every view message acked',
+    );
 
   it('counts the good views of a mixed batch exactly and dead-letters each bad one with its reason', async () => {
     const js = h.nc.jetstream();
@@ -64,7 +69,11 @@ describe('ads: a view batch never dies for one element (issue 10 item 3)', funct
       { ad_id: b, visitor: v(6), ts: now },
       'garbage',
     ];
-    await js.publish(Subjects.adsViewBatch(h.config.subjectPrefix), new TextEncoder().encode(JSON.stringify({ views }).replace('"__BIG__"', '9999999999999999')), { msgID: 'mixed' });
+    await js.publish(
+      Subjects.adsViewBatch(h.config.subjectPrefix),
+      new TextEncoder().encode(JSON.stringify({ views }).replace('"__BIG__"', '9999999999999999')),
+      { msgID: 'mixed' },
+    );
     // Single views: subject for ad a but payload for ad b; a subject that is not an id; a good one.
     await js.publish(Subjects.adsView(h.config.subjectPrefix, a), encodeJson({ ad_id: b, visitor: v(7), ts: now }), { msgID: 'mismatch' });
     await js.publish(`${h.config.subjectPrefix}ads.views.12x`, encodeJson({ ad_id: b, visitor: v(8), ts: now }), { msgID: 'badsubject' });
@@ -81,7 +90,10 @@ describe('ads: a view batch never dies for one element (issue 10 item 3)', funct
 
     const dead = await deadLetters();
     const reasons = dead.map((d) => d.reason).sort();
-    assert.deepEqual(reasons, ['AD_NOT_FOUND', 'BAD_PAYLOAD', 'BAD_PAYLOAD', 'BAD_PAYLOAD', 'BAD_SUBJECT', 'BAD_SUBJECT', 'SUBJECT_MISMATCH', 'TS_OUT_OF_RANGE'].sort());
+    assert.deepEqual(
+      reasons,
+      ['AD_NOT_FOUND', 'BAD_PAYLOAD', 'BAD_PAYLOAD', 'BAD_PAYLOAD', 'BAD_SUBJECT', 'BAD_SUBJECT', 'SUBJECT_MISMATCH', 'TS_OUT_OF_RANGE'].sort(),
+    );
     const missing = dead.find((d) => d.reason === 'AD_NOT_FOUND')!;
     assert.equal(Number(missing.ad_id), 987_654_321);
     assert.match(missing.detail, /987654321 does not exist/);
@@ -105,10 +117,16 @@ describe('ads: a view batch never dies for one element (issue 10 item 3)', funct
       const [doomed] = await insertAds(tdb.db, 1);
       const r = await fetch(`http://127.0.0.1:${gw.port}/ads/${doomed}/views`, { method: 'POST' });
       assert.equal(r.status, 202);
-      const pending = async (): Promise<number> => ((await (await fetch(`http://127.0.0.1:${gw.port}/ads/${adIds[2]}/views`)).json()) as { pending: number }).pending;
+      const pending = async (): Promise<number> =>
+        ((await (await fetch(`http://127.0.0.1:${gw.port}/ads/${adIds[2]}/views`)).json()) as { pending: number }).pending;
       assert.equal(await pending(), 0);
       // The view is with the counter, unflushed; the ad goes away.
-      await waitFor(async () => (await (await h.nc.jetstreamManager()).consumers.info(cfg.viewsStream, cfg.viewsConsumer)).num_ack_pending === 1, 10_000, 20, 'view delivered');
+      await waitFor(
+        async () => (await (await h.nc.jetstreamManager()).consumers.info(cfg.viewsStream, cfg.viewsConsumer)).num_ack_pending === 1,
+        10_000,
+        20,
+        'view delivered',
+      );
       await tdb.db('advertisements').where({ id: doomed }).delete();
       await ads.stop(); // final flush
       assert.equal(Number((await tdb.db('ad_views').where({ ad_id: doomed }).count({ n: '*' }))[0]!.n), 0);
@@ -125,7 +143,11 @@ describe('ads: a view batch never dies for one element (issue 10 item 3)', funct
     const gw = await startGatewayRole({ db: tdb.db, nc: h.nc, config: h.config, log: h.logs.log, metrics: h.metrics, port: 0 });
     try {
       for (const id of ['9007199254740992', '9007199254740993', '9999999999999999']) {
-        for (const [method, path] of [['POST', `/ads/${id}/views`], ['GET', `/ads/${id}/views`], ['GET', `/users/${id}/unread`]] as const) {
+        for (const [method, path] of [
+          ['POST', `/ads/${id}/views`],
+          ['GET', `/ads/${id}/views`],
+          ['GET', `/users/${id}/unread`],
+        ] as const) {
           const r = await fetch(`http://127.0.0.1:${gw.port}${path}`, { method });
           assert.equal(r.status, 400, `${method} ${path}`);
           const body = (await r.json()) as { code: string; message: string };

@@ -71,7 +71,12 @@ describe('ads: view counting through the gateway, JetStream and MariaDB', functi
     for (const id of adIds) assert.equal(counts.get(id), expected.get(id)!.size, `ad ${id}`);
     // The same visitors again, inside the window: nothing more is counted.
     for (const [ad, visitor] of traffic.slice(0, 100)) assert.equal((await post(ad, visitor)).status, 202);
-    await waitFor(async () => (await h.nc.jetstreamManager().then((j) => j.consumers.info(h.config.viewsStream, h.config.viewsConsumer))).num_ack_pending === 0, 10_000, 20, 'repeats acked');
+    await waitFor(
+      async () => (await h.nc.jetstreamManager().then((j) => j.consumers.info(h.config.viewsStream, h.config.viewsConsumer))).num_ack_pending === 0,
+      10_000,
+      20,
+      'repeats acked',
+    );
     assert.deepEqual(await viewCounts(tdb.db, adIds), counts);
     // GET answers persisted + pending.
     const g = (await (await fetch(`http://127.0.0.1:${gw.port}/ads/${adIds[0]}/views`)).json()) as { views: number; persisted: number; pending: number };
@@ -89,7 +94,10 @@ describe('ads: view counting through the gateway, JetStream and MariaDB', functi
     await js.publish(subject, encodeJson({ ad_id: ad, visitor, ts: ts + 1 }), { msgID: 'b' });
     await js.publish(subject, encodeJson({ ad_id: ad, visitor, ts: ts + h.config.viewDedupWindowMs }), { msgID: 'c' });
     await waitFor(async () => (await viewCounts(tdb.db, [ad])).get(ad) === 2, 10_000, 20, 'next window counted');
-    await waitFor(async () => (await h.nc.jetstreamManager().then((j) => j.consumers.info(h.config.viewsStream, h.config.viewsConsumer))).num_ack_pending === 0, 10_000);
+    await waitFor(
+      async () => (await h.nc.jetstreamManager().then((j) => j.consumers.info(h.config.viewsStream, h.config.viewsConsumer))).num_ack_pending === 0,
+      10_000,
+    );
     assert.equal((await viewCounts(tdb.db, [ad])).get(ad), 2);
   });
 
@@ -97,12 +105,29 @@ describe('ads: view counting through the gateway, JetStream and MariaDB', functi
     const js = h.nc.jetstream();
     const ad = adIds[1]!;
     const subject = Subjects.adsView(h.config.subjectPrefix, ad);
-    const bad = ['not json', '{"ad_id":-1,"visitor":"00000000000000000000000000000000","ts":1}', '{"ad_id":1,"visitor":"zz","ts":1}', '{"ad_id":1,"visitor":"00000000000000000000000000000000","ts":1,"x":1}', '\u00ff\u00fe', '[]', 'null'];
+    const bad = [
+      'not json',
+      '{"ad_id":-1,"visitor":"00000000000000000000000000000000","ts":1}',
+      '{"ad_id":1,"visitor":"zz","ts":1}',
+      '{"ad_id":1,"visitor":"00000000000000000000000000000000","ts":1,"x":1}',
+      '\u00ff\u00fe',
+      '[]',
+      'null',
+    ];
     for (const [i, b] of bad.entries()) await js.publish(subject, new TextEncoder().encode(b), { msgID: `bad${i}` });
     // A batch with one bad view: the bad one is dead-lettered, the good one counted.
     const batch = Subjects.adsViewBatch(h.config.subjectPrefix);
     await js.publish(batch, encodeJson({ views: [] }), { msgID: 'badb1' });
-    await js.publish(batch, encodeJson({ views: [{ ad_id: ad, visitor: visitorHash('s', 'y'), ts: 1 }, { ad_id: 0, visitor: 'x', ts: 1 }] }), { msgID: 'badb2' });
+    await js.publish(
+      batch,
+      encodeJson({
+        views: [
+          { ad_id: ad, visitor: visitorHash('s', 'y'), ts: 1 },
+          { ad_id: 0, visitor: 'x', ts: 1 },
+        ],
+      }),
+      { msgID: 'badb2' },
+    );
     await js.publish(subject, encodeJson({ ad_id: ad, visitor: visitorHash('s', 'x'), ts: Date.now() }), { msgID: 'good' });
     await waitFor(async () => (await viewCounts(tdb.db, [ad])).get(ad) === 2, 10_000, 20, 'good views counted');
     const rejected = (await h.metrics.registry.getSingleMetric('ads_view_events_rejected_total')!.get()).values.reduce((s, v) => s + v.value, 0);
@@ -140,7 +165,8 @@ describe('ads: view counting through the gateway, JetStream and MariaDB', functi
     gw = await startGatewayRole({ db: tdb.db, nc: h.nc, config: cfg, log: h.logs.log, metrics: h.metrics, port: 0 });
     const ad = adIds[3]!;
     for (const v of ['a', 'b', 'c', 'a']) assert.equal((await post(ad, v)).status, 202);
-    const get = async (): Promise<{ views: number; persisted: number; pending: number }> => (await (await fetch(`http://127.0.0.1:${gw.port}/ads/${ad}/views`)).json()) as never;
+    const get = async (): Promise<{ views: number; persisted: number; pending: number }> =>
+      (await (await fetch(`http://127.0.0.1:${gw.port}/ads/${ad}/views`)).json()) as never;
     await waitFor(async () => (await get()).pending === 3, 10_000, 20, 'pending views visible');
     assert.deepEqual(await get(), { ad_id: ad, views: 3, persisted: 0, pending: 3 } as never);
     const statements = countStatements(tdb.db);

@@ -21,8 +21,23 @@ describe('operator CLI (npm run cli) against a running worker', function () {
     sandbox = new TelegramSandbox({ globalRate: 300, chatRate: 10 });
     await sandbox.start();
     const bucket = uniq('cli');
-    env = { DATABASE_URL: tdb.url, NATS_URL, NATS_SUBJECT_PREFIX: `${bucket}.`, CLUSTER_BUCKET: bucket, SHARD_LEASE_TTL_MS: '3000', INSTANCE_ID_FOR_TEST: `cli-${bucket}` };
-    worker = startWorker({ ...env, TELEGRAM_BOT_TOKEN: TEST_TOKEN, TELEGRAM_API_ROOT: sandbox.apiRoot, INSTANCE_ID: `cli-${bucket}`, ROLE: 'worker', TELEGRAM_GLOBAL_RATE: '300', TELEGRAM_CHAT_RATE: '10' });
+    env = {
+      DATABASE_URL: tdb.url,
+      NATS_URL,
+      NATS_SUBJECT_PREFIX: `${bucket}.`,
+      CLUSTER_BUCKET: bucket,
+      SHARD_LEASE_TTL_MS: '3000',
+      INSTANCE_ID_FOR_TEST: `cli-${bucket}`,
+    };
+    worker = startWorker({
+      ...env,
+      TELEGRAM_BOT_TOKEN: TEST_TOKEN,
+      TELEGRAM_API_ROOT: sandbox.apiRoot,
+      INSTANCE_ID: `cli-${bucket}`,
+      ROLE: 'worker',
+      TELEGRAM_GLOBAL_RATE: '300',
+      TELEGRAM_CHAT_RATE: '10',
+    });
     await worker.waitForLine(/shards acquired/);
   });
   after(async () => {
@@ -35,7 +50,9 @@ describe('operator CLI (npm run cli) against a running worker', function () {
 
   const cli = async (...args: string[]): Promise<{ stdout: string; code: number }> => {
     try {
-      const r = await run(process.execPath, ['--import', 'tsx', resolve(__dirname, '../../src/cli.ts'), ...args], { env: { PATH: process.env.PATH ?? '', ...env } });
+      const r = await run(process.execPath, ['--import', 'tsx', resolve(__dirname, '../../src/cli.ts'), ...args], {
+        env: { PATH: process.env.PATH ?? '', ...env },
+      });
       return { stdout: r.stdout, code: 0 };
     } catch (e) {
       const err = e as { stdout: string; stderr: string; code: number };
@@ -78,7 +95,12 @@ describe('operator CLI (npm run cli) against a running worker', function () {
 
     sandbox.setChat({ chatId: 4343, state: 'blocked' });
     await cli('enqueue', '4343', 'are you there');
-    await waitFor(async () => (await tdb.db('telegram_notifications').where({ telegram_id: 4343, status: 'failed' }).first()) !== undefined, 10_000, 100, 'failed');
+    await waitFor(
+      async () => (await tdb.db('telegram_notifications').where({ telegram_id: 4343, status: 'failed' }).first()) !== undefined,
+      10_000,
+      100,
+      'failed',
+    );
     await waitFor(async () => (await tdb.db('telegram_recipients').where({ chat_id: 4343 }).first())?.status === 'blocked', 5_000, 100, 'marked');
     const shown = await cli('recipient', '4343');
     assert.match(shown.stdout, /recipient: blocked since .*bot was blocked by the user/);

@@ -15,7 +15,11 @@ describe('KV leases on nats-server (JetStream KV)', function () {
     bucket = uniq('lease');
   });
   afterEach(async () => {
-    await nc.jetstream().views.kv(bucket).then((kv) => kv.destroy()).catch(() => undefined);
+    await nc
+      .jetstream()
+      .views.kv(bucket)
+      .then((kv) => kv.destroy())
+      .catch(() => undefined);
     await nc.close();
   });
 

@@ -61,10 +61,13 @@ describe('rate control across real processes: formation and handoff', function (
     return w;
   };
   const insert = async (rows: Array<{ chat: number; text: string }>): Promise<void> => {
-    for (let i = 0; i < rows.length; i += 500) await tdb.db('telegram_notifications').insert(rows.slice(i, i + 500).map((r) => ({ telegram_id: r.chat, message_text: r.text })));
+    for (let i = 0; i < rows.length; i += 500)
+      await tdb.db('telegram_notifications').insert(rows.slice(i, i + 500).map((r) => ({ telegram_id: r.chat, message_text: r.text })));
   };
-  const count = async (status: string): Promise<number> => Number(((await tdb.db('telegram_notifications').where({ status }).count({ n: '*' }))[0] as { n: number }).n);
-  const clusterStatus = async (): Promise<ClusterStatus> => JSON.parse(new TextDecoder().decode((await nc.request(`${bucket}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
+  const count = async (status: string): Promise<number> =>
+    Number(((await tdb.db('telegram_notifications').where({ status }).count({ n: '*' }))[0] as { n: number }).n);
+  const clusterStatus = async (): Promise<ClusterStatus> =>
+    JSON.parse(new TextDecoder().decode((await nc.request(`${bucket}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
   const balanced = async (n: number): Promise<ClusterStatus> => {
     let last: ClusterStatus | undefined;
     await waitFor(
@@ -160,7 +163,12 @@ describe('rate control across real processes: formation and handoff', function (
     const leader = ws.find((w) => w.lines.some((l) => /elected budget coordinator/.test(l)))!;
     const other = ws.find((w) => w !== leader)!;
     const otherInstance = (JSON.parse(other.lines.find((l) => /delivery pipeline running/.test(l))!) as { instance: string }).instance;
-    const share = async (): Promise<{ share: number; mode: string }> => (JSON.parse(new TextDecoder().decode((await nc.request(`${bucket}.notify.status.${otherInstance}`, new Uint8Array(), { timeout: 2_000 })).data)) as { budget: { share: number; mode: string } }).budget;
+    const share = async (): Promise<{ share: number; mode: string }> =>
+      (
+        JSON.parse(new TextDecoder().decode((await nc.request(`${bucket}.notify.status.${otherInstance}`, new Uint8Array(), { timeout: 2_000 })).data)) as {
+          budget: { share: number; mode: string };
+        }
+      ).budget;
     assert.ok((await share()).share <= 60, 'the budget was split between two processes');
     leader.kill('SIGTERM');
     await leader.exited;
@@ -186,14 +194,22 @@ describe('rate control across real processes: formation and handoff', function (
     await waitFor(async () => (await count('sent')) === n, 90_000, 200, 'all sent');
     const d = sandbox.delivered();
     const r429 = sandbox.stats().rateLimited;
-    const floods = ws.flatMap((w) => w.lines.filter((l) => /lowering the bot rate for the whole cluster/.test(l)).map((l) => JSON.parse(l) as { rate: number; counted: boolean; time: string })).sort((x, y) => x.time.localeCompare(y.time));
+    const floods = ws
+      .flatMap((w) =>
+        w.lines
+          .filter((l) => /lowering the bot rate for the whole cluster/.test(l))
+          .map((l) => JSON.parse(l) as { rate: number; counted: boolean; time: string }),
+      )
+      .sort((x, y) => x.time.localeCompare(y.time));
     const lowered = floods.map((f) => f.rate);
     const half = d.slice(Math.floor(n / 2));
     const settled = ((half.length - 1) / (half[half.length - 1]!.at - half[0]!.at)) * 1000;
-    console.log(`      stricter global, 3 processes: 429s ${JSON.stringify(r429)}; coordinator rates ${lowered.join(', ')}; second half ${settled.toFixed(1)}/s of the server's 100/s`);
+    console.log(
+      `      stricter global, 3 processes: 429s ${JSON.stringify(r429)}; coordinator rates ${lowered.join(', ')}; second half ${settled.toFixed(1)}/s of the server's 100/s`,
+    );
     assert.equal(new Set(d.map((x) => x.text)).size, n, 'every row delivered');
     assert.equal(r429.chat + r429.group, 0);
-    assert.ok(lowered.length > 0 && lowered.every((r) => r <= 100), 'the coordinator lowered the bot rate below the server\'s');
+    assert.ok(lowered.length > 0 && lowered.every((r) => r <= 100), "the coordinator lowered the bot rate below the server's");
     // Every process counted what it got accepted in the window ending at the 429: the first flood
     // lands just under the server's real rate (a lagging sum took three or four floods to get there).
     assert.ok(floods[0]!.counted, 'the first flood summed counts taken at its instant');

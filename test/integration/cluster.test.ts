@@ -36,8 +36,14 @@ describe('scale-out across real processes (NATS KV leases, shared budget)', func
       w.kill('SIGKILL');
       await w.exited;
     }
-    await nc?.jetstreamManager().then((jsm) => jsm.streams.delete(`KV_${bucket}`)).catch(() => undefined);
-    await nc?.jetstreamManager().then((jsm) => jsm.streams.delete(`KV_${bucket}_handoff`)).catch(() => undefined);
+    await nc
+      ?.jetstreamManager()
+      .then((jsm) => jsm.streams.delete(`KV_${bucket}`))
+      .catch(() => undefined);
+    await nc
+      ?.jetstreamManager()
+      .then((jsm) => jsm.streams.delete(`KV_${bucket}_handoff`))
+      .catch(() => undefined);
     await nc?.close().catch(() => undefined);
     await sandbox?.stop();
     await tdb?.drop();
@@ -63,7 +69,8 @@ describe('scale-out across real processes (NATS KV leases, shared budget)', func
     await w.waitForLine(/delivery pipeline running/);
     return w;
   };
-  const clusterStatus = async (): Promise<ClusterStatus> => JSON.parse(new TextDecoder().decode((await nc.request(`${bucket}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
+  const clusterStatus = async (): Promise<ClusterStatus> =>
+    JSON.parse(new TextDecoder().decode((await nc.request(`${bucket}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
   const balanced = async (n: number): Promise<ClusterStatus> => {
     let last: ClusterStatus | undefined;
     await waitFor(
@@ -84,16 +91,23 @@ describe('scale-out across real processes (NATS KV leases, shared budget)', func
     return last!;
   };
   const insert = async (rows: Array<{ chat: number; text: string }>): Promise<void> => {
-    for (let i = 0; i < rows.length; i += 500) await tdb.db('telegram_notifications').insert(rows.slice(i, i + 500).map((r) => ({ telegram_id: r.chat, message_text: r.text })));
+    for (let i = 0; i < rows.length; i += 500)
+      await tdb.db('telegram_notifications').insert(rows.slice(i, i + 500).map((r) => ({ telegram_id: r.chat, message_text: r.text })));
   };
-  const count = async (status: string): Promise<number> => Number(((await tdb.db('telegram_notifications').where({ status }).count({ n: '*' }))[0] as { n: number }).n);
+  const count = async (status: string): Promise<number> =>
+    Number(((await tdb.db('telegram_notifications').where({ status }).count({ n: '*' }))[0] as { n: number }).n);
   const assertExactlyOnceInOrder = (n: number): void => {
     const d = sandbox.delivered();
     assert.equal(new Set(d.map((x) => x.text)).size, n, 'every row delivered');
     assert.equal(d.length, n, 'no duplicates');
     const byChat = new Map<number, number[]>();
     for (const x of d) byChat.set(x.chatId, [...(byChat.get(x.chatId) ?? []), Number(x.text!.split('-')[1])]);
-    for (const [chat, seq] of byChat) assert.deepEqual(seq, [...seq].sort((a, b) => a - b), `chat ${chat} in order`);
+    for (const [chat, seq] of byChat)
+      assert.deepEqual(
+        seq,
+        [...seq].sort((a, b) => a - b),
+        `chat ${chat} in order`,
+      );
   };
 
   it('3 processes: shards balanced, every row delivered exactly once, per-chat order kept', async () => {
@@ -153,9 +167,15 @@ describe('scale-out across real processes (NATS KV leases, shared budget)', func
     await waitFor(async () => (await count('sent')) === 800, 60_000, 200, 'all sent');
     const texts = sandbox.delivered().map((d) => d.text);
     assert.equal(new Set(texts).size, 800, 'none lost');
-    assert.ok(texts.length - 800 <= deliveredAtKill - recordedAtKill, `duplicates (${texts.length - 800}) only among rows in flight at the kill (${deliveredAtKill - recordedAtKill})`);
+    assert.ok(
+      texts.length - 800 <= deliveredAtKill - recordedAtKill,
+      `duplicates (${texts.length - 800}) only among rows in flight at the kill (${deliveredAtKill - recordedAtKill})`,
+    );
     const status = await clusterStatus();
-    assert.ok(status.takeovers.some((t) => t.from.startsWith('a-')), 'the takeover is reported by cluster status');
+    assert.ok(
+      status.takeovers.some((t) => t.from.startsWith('a-')),
+      'the takeover is reported by cluster status',
+    );
   });
 
   it('cluster-wide budget: all backlog in one process never exceeds the global window', async () => {

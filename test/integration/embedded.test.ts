@@ -13,9 +13,17 @@ import { dropStream, isolatedAdsEnv } from '../helpers/isolation';
 
 async function freePort(): Promise<number> {
   const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => { r(); }));
+  await new Promise<void>((r) =>
+    s.listen(0, '127.0.0.1', () => {
+      r();
+    }),
+  );
   const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => { r(); }));
+  await new Promise<void>((r) =>
+    s.close(() => {
+      r();
+    }),
+  );
   return port;
 }
 
@@ -49,14 +57,26 @@ describe('embedded servers for a laptop (real mariadbd and nats-server on privat
     const [dbPort, natsPort] = [await freePort(), await freePort()];
     const dataDir = tmp();
     // Not the shared 3306/4222: the default ports are moved for the test.
-    const w = startWorker({ EMBEDDED_MARIADB_PORT: String(dbPort), EMBEDDED_NATS_PORT: String(natsPort), EMBEDDED_DATA_DIR: dataDir, ROLE: 'all', GATEWAY_PORT: '0', INSTANCE_ID: uniq('emb') });
+    const w = startWorker({
+      EMBEDDED_MARIADB_PORT: String(dbPort),
+      EMBEDDED_NATS_PORT: String(natsPort),
+      EMBEDDED_DATA_DIR: dataDir,
+      ROLE: 'all',
+      GATEWAY_PORT: '0',
+      INSTANCE_ID: uniq('emb'),
+    });
     workers.push(w);
     await w.waitForLine(/"msg":"ready"/, 90_000);
-    const started = w.lines.filter((l) => l.includes('started embedded')).map((l) => JSON.parse(l) as { server: string; pid: number; port: number; logFile: string });
-    assert.deepEqual(started.map((s) => [s.server, s.port]), [
-      ['mariadbd', dbPort],
-      ['nats-server', natsPort],
-    ]);
+    const started = w.lines
+      .filter((l) => l.includes('started embedded'))
+      .map((l) => JSON.parse(l) as { server: string; pid: number; port: number; logFile: string });
+    assert.deepEqual(
+      started.map((s) => [s.server, s.port]),
+      [
+        ['mariadbd', dbPort],
+        ['nats-server', natsPort],
+      ],
+    );
     assert.ok(started.every((s) => s.logFile.startsWith(dataDir) && alive(s.pid)));
     assert.ok(!w.lines.some((l) => l.includes('cannot reach')), 'no "cannot reach" warning for servers we started ourselves');
     const conn = await createConnection({ host: '127.0.0.1', port: dbPort, user: 'root', database: 'shop_notify' });
@@ -68,7 +88,10 @@ describe('embedded servers for a laptop (real mariadbd and nats-server on privat
     }
     w.kill('SIGTERM');
     assert.equal(await w.exited, 0);
-    assert.ok(started.every((s) => !alive(s.pid)), 'both servers stopped with us');
+    assert.ok(
+      started.every((s) => !alive(s.pid)),
+      'both servers stopped with us',
+    );
     assert.equal(await answers(dbPort), false);
     assert.equal(await answers(natsPort), false);
   });
@@ -80,8 +103,23 @@ describe('embedded servers for a laptop (real mariadbd and nats-server on privat
       const [dbPort, natsPort] = [await freePort(), await freePort()];
       const bucket = uniq('emb');
       const ads = isolatedAdsEnv();
-      cleanups.push(() => dropBucket(bucket), () => dropStream(ads.VIEWS_STREAM));
-      const w = startWorker({ ...ads, DATABASE_URL: tdb.url, NATS_URL, TELEGRAM_SANDBOX: '1', EMBEDDED_MARIADB_PORT: String(dbPort), EMBEDDED_NATS_PORT: String(natsPort), EMBEDDED_DATA_DIR: tmp(), ROLE: 'worker', CLUSTER_BUCKET: bucket, NATS_SUBJECT_PREFIX: `${bucket}.`, INSTANCE_ID: bucket });
+      cleanups.push(
+        () => dropBucket(bucket),
+        () => dropStream(ads.VIEWS_STREAM),
+      );
+      const w = startWorker({
+        ...ads,
+        DATABASE_URL: tdb.url,
+        NATS_URL,
+        TELEGRAM_SANDBOX: '1',
+        EMBEDDED_MARIADB_PORT: String(dbPort),
+        EMBEDDED_NATS_PORT: String(natsPort),
+        EMBEDDED_DATA_DIR: tmp(),
+        ROLE: 'worker',
+        CLUSTER_BUCKET: bucket,
+        NATS_SUBJECT_PREFIX: `${bucket}.`,
+        INSTANCE_ID: bucket,
+      });
       workers.push(w);
       await w.waitForLine(/"msg":"ready"/, 30_000);
       assert.ok(!w.lines.some((l) => l.includes('started embedded')), 'no embedded server');
@@ -97,14 +135,20 @@ describe('embedded servers for a laptop (real mariadbd and nats-server on privat
   it('not installed: the error names the variable and the one command that installs them', async () => {
     const { log } = captureLogger();
     const port = await freePort();
-    await assert.rejects(startEmbedded({ log, mariadb: true, nats: false, mariadbPort: port, natsPort: 1, dataDir: tmp(), env: { PATH: tmp() }, searchDirs: [] }), (e: unknown) => {
-      assert.ok(e instanceof StartupError);
-      assert.equal(e.code, 'DEPENDENCY_MISSING');
-      assert.equal(e.variable, 'DATABASE_URL');
-      assert.ok(e.message.includes(INSTALL_COMMAND), e.message);
-      return true;
-    });
-    await assert.rejects(startEmbedded({ log, mariadb: false, nats: true, mariadbPort: 1, natsPort: port, dataDir: tmp(), env: { PATH: '' }, searchDirs: [] }), /NATS_URL: nothing answers .* nats-server is not installed/);
+    await assert.rejects(
+      startEmbedded({ log, mariadb: true, nats: false, mariadbPort: port, natsPort: 1, dataDir: tmp(), env: { PATH: tmp() }, searchDirs: [] }),
+      (e: unknown) => {
+        assert.ok(e instanceof StartupError);
+        assert.equal(e.code, 'DEPENDENCY_MISSING');
+        assert.equal(e.variable, 'DATABASE_URL');
+        assert.ok(e.message.includes(INSTALL_COMMAND), e.message);
+        return true;
+      },
+    );
+    await assert.rejects(
+      startEmbedded({ log, mariadb: false, nats: true, mariadbPort: 1, natsPort: port, dataDir: tmp(), env: { PATH: '' }, searchDirs: [] }),
+      /NATS_URL: nothing answers .* nats-server is not installed/,
+    );
   });
 
   it('findBinary searches the PATH, then the extra directories, executables only', () => {

@@ -40,7 +40,14 @@ describe('enqueue integrity: exact keys, bounded numbers, visible text, quiet lo
     });
     return { status: r.status, body: (await r.json()) as Record<string, unknown> };
   };
-  const rows = async (where: Record<string, unknown> = {}) => (await h.tdb.db('telegram_notifications').where(where).orderBy('id').select('id', 'telegram_id', 'message_text', 'idempotency_key', 'order_id')) as Array<{ id: number; telegram_id: number | string; message_text: string; idempotency_key: string | null; order_id: number | null }>;
+  const rows = async (where: Record<string, unknown> = {}) =>
+    (await h.tdb.db('telegram_notifications').where(where).orderBy('id').select('id', 'telegram_id', 'message_text', 'idempotency_key', 'order_id')) as Array<{
+      id: number;
+      telegram_id: number | string;
+      message_text: string;
+      idempotency_key: string | null;
+      order_id: number | null;
+    }>;
 
   it('item 1: keys that differ only in case, accents or a trailing space are different keys; each notification is stored and delivered', async () => {
     const pairs: Array<[string, string]> = [
@@ -67,7 +74,12 @@ describe('enqueue integrity: exact keys, bounded numbers, visible text, quiet lo
       assert.equal(stored.find((r) => r.id === ids[2 * i])!.idempotency_key, k1);
       assert.equal(stored.find((r) => r.id === ids[2 * i + 1])!.idempotency_key, k2);
     }
-    await waitFor(async () => (await h.tdb.db('telegram_notifications').whereIn('id', ids).where({ status: 'sent' }).count({ n: '*' }))[0]!.n == ids.length, 15_000, 50, 'all eight sent');
+    await waitFor(
+      async () => (await h.tdb.db('telegram_notifications').whereIn('id', ids).where({ status: 'sent' }).count({ n: '*' }))[0]!.n == ids.length,
+      15_000,
+      50,
+      'all eight sent',
+    );
     for (let c = 810_001; c < chat; c++) assert.equal(h.sandbox.delivered(c).length, 1, `chat ${c}`);
   });
 
@@ -143,10 +155,22 @@ describe('enqueue integrity: exact keys, bounded numbers, visible text, quiet lo
 
   it('item 2: rows written straight into the table with numbers beyond the safe range are failed unsent, never rounded', async () => {
     await h.tdb.db.raw("INSERT INTO telegram_notifications (telegram_id, message_text) VALUES (9007199254740993, 'legacy: chat beyond 2^53')");
-    await h.tdb.db.raw("INSERT INTO telegram_notifications (telegram_id, message_text, order_id) VALUES (860001, 'legacy: order beyond 2^53', 18446744073709551615)");
+    await h.tdb.db.raw(
+      "INSERT INTO telegram_notifications (telegram_id, message_text, order_id) VALUES (860001, 'legacy: order beyond 2^53', 18446744073709551615)",
+    );
     await h.tdb.db.raw("INSERT INTO telegram_notifications (telegram_id, message_text) VALUES (860002, 'legacy: fine')");
-    await waitFor(async () => (await h.tdb.db('telegram_notifications').where('message_text', 'like', 'legacy:%').whereIn('status', ['sent', 'failed']).count({ n: '*' }))[0]!.n == 3, 15_000, 50, 'legacy rows settled');
-    const got = (await h.tdb.db('telegram_notifications').where('message_text', 'like', 'legacy:%').orderBy('id').select('status', 'error_code', 'error_message')) as Array<{ status: string; error_code: string | null; error_message: string | null }>;
+    await waitFor(
+      async () =>
+        (await h.tdb.db('telegram_notifications').where('message_text', 'like', 'legacy:%').whereIn('status', ['sent', 'failed']).count({ n: '*' }))[0]!.n == 3,
+      15_000,
+      50,
+      'legacy rows settled',
+    );
+    const got = (await h.tdb
+      .db('telegram_notifications')
+      .where('message_text', 'like', 'legacy:%')
+      .orderBy('id')
+      .select('status', 'error_code', 'error_message')) as Array<{ status: string; error_code: string | null; error_message: string | null }>;
     assert.equal(got[0]!.status, 'failed');
     assert.equal(got[0]!.error_code, 'BAD_PAYLOAD');
     assert.match(got[0]!.error_message!, /telegram_id 9007199254740993 is outside Telegram's range/);
@@ -160,7 +184,13 @@ describe('enqueue integrity: exact keys, bounded numbers, visible text, quiet lo
 
   it('item 9: empty or whitespace-only text (also once HTML tags are removed) is refused over NATS and HTTP', async () => {
     const before = (await rows()).length;
-    for (const body of [{ chat_id: 5, text: '   ' }, { chat_id: 5, text: '\n\t \u00a0' }, { chat_id: 5, text: '<b> </b>' }, { chat_id: 5, text: '' }, { chat_id: 5, text: ' ', parse_mode: null }]) {
+    for (const body of [
+      { chat_id: 5, text: '   ' },
+      { chat_id: 5, text: '\n\t \u00a0' },
+      { chat_id: 5, text: '<b> </b>' },
+      { chat_id: 5, text: '' },
+      { chat_id: 5, text: ' ', parse_mode: null },
+    ]) {
       const r = await ask(body);
       assert.equal(r.ok, false, JSON.stringify(body));
       assert.equal(r.error!.code, 'BAD_PAYLOAD');

@@ -20,7 +20,9 @@ describe('logs of a failed enqueue carry ids and codes, never SQL or message tex
     const secret = 'Your parcel code is SECRET-7781 <b>do not share</b>';
     await h.tdb.db.raw('RENAME TABLE telegram_notifications TO telegram_notifications_away');
     try {
-      const r = (await h.nc.request(h.subjects.enqueue, encodeJson({ chat_id: 8080, text: secret, idempotency_key: 'key-SECRET-7781' }), { timeout: 5_000 })).json<EnqueueReply>();
+      const r = (
+        await h.nc.request(h.subjects.enqueue, encodeJson({ chat_id: 8080, text: secret, idempotency_key: 'key-SECRET-7781' }), { timeout: 5_000 })
+      ).json<EnqueueReply>();
       assert.equal(r.ok, false);
       if (!r.ok) {
         assert.equal(r.error.code, 'INTERNAL');

@@ -109,7 +109,8 @@ describe('ads gateway: the HTTP edge (timeouts, framework errors, outages, metri
       // the timeout, plus Node's check interval (timeout / 4), plus slack for a loaded machine
       assert.ok(r.ms >= timeoutMs - 50 && r.ms < timeoutMs + 1_500, `cut after ${r.ms} ms`);
     }
-    const counted = (await h.metrics.registry.getSingleMetric('ads_gateway_client_errors_total')?.get())?.values.find((v) => v.labels.code === 'REQUEST_TIMEOUT')?.value ?? 0;
+    const counted =
+      (await h.metrics.registry.getSingleMetric('ads_gateway_client_errors_total')?.get())?.values.find((v) => v.labels.code === 'REQUEST_TIMEOUT')?.value ?? 0;
     assert.ok(counted >= 30, `counted ${counted}`);
     // Shutdown with 30 clients trickling: not held until their timeout.
     const g2 = await start({ gatewayRequestTimeoutMs: 30_000 });
@@ -126,7 +127,9 @@ describe('ads gateway: the HTTP edge (timeouts, framework errors, outages, metri
   it('GATEWAY_REQUEST_TIMEOUT bounds receiving the request, not answering it: a slow upstream answer still arrives', async () => {
     const prefix = `${uniq('s')}.`;
     const g = await start({ subjectPrefix: prefix, gatewayRequestTimeoutMs: 300, requestTimeoutMs: 3_000 });
-    const sub = h.nc.subscribe(Subjects.adsUnreadGet(prefix), { callback: (_e, m) => setTimeout(() => m.respond(encodeJson({ ok: true, user_id: 1, unread: 2 })), 1_000) });
+    const sub = h.nc.subscribe(Subjects.adsUnreadGet(prefix), {
+      callback: (_e, m) => setTimeout(() => m.respond(encodeJson({ ok: true, user_id: 1, unread: 2 })), 1_000),
+    });
     await h.nc.flush();
     try {
       const r = await call(g.port, 'GET', '/users/1/unread');
@@ -140,7 +143,9 @@ describe('ads gateway: the HTTP edge (timeouts, framework errors, outages, metri
     const prefix = `${uniq('c')}.`;
     const g = await start({ subjectPrefix: prefix });
     // A slow unread cache keeps the first request in flight while close() starts.
-    const sub = h.nc.subscribe(Subjects.adsUnreadGet(prefix), { callback: (_e, m) => setTimeout(() => m.respond(encodeJson({ ok: true, user_id: 1, unread: 4 })), 400) });
+    const sub = h.nc.subscribe(Subjects.adsUnreadGet(prefix), {
+      callback: (_e, m) => setTimeout(() => m.respond(encodeJson({ ok: true, user_id: 1, unread: 4 })), 400),
+    });
     await h.nc.flush();
     try {
       const inFlight = raw(g.port, 'GET /users/1/unread HTTP/1.1\r\nHost: x\r\n\r\n');
@@ -184,7 +189,15 @@ describe('ads gateway: the HTTP edge (timeouts, framework errors, outages, metri
       }
       // The actors behind /users/:id/unread and /ads/bump on the same dead database answer errors; the gateway turns them into 503s too.
       const prefix = `${uniq('d')}.`;
-      const downAds = await startAds({ parent: h.system, db: down, nc: h.nc, config: { ...h.config, subjectPrefix: prefix }, log: h.logs.log, metrics: h.metrics, parts: { unread: true, bump: true } });
+      const downAds = await startAds({
+        parent: h.system,
+        db: down,
+        nc: h.nc,
+        config: { ...h.config, subjectPrefix: prefix },
+        log: h.logs.log,
+        metrics: h.metrics,
+        parts: { unread: true, bump: true },
+      });
       try {
         const g2 = await start({ gatewayRetryAfterS: 7, subjectPrefix: prefix }, down);
         for (const [method, path] of [
@@ -204,13 +217,19 @@ describe('ads gateway: the HTTP edge (timeouts, framework errors, outages, metri
       assert.deepEqual(ready.body, { code: 'UNAVAILABLE', message: 'not ready: db unavailable', db: 'UNAVAILABLE', nats: 'ok' });
       const lines = h.logs.lines().slice(before);
       const failed = lines.filter((l) => l.msg === 'gateway request failed');
-      assert.deepEqual(failed.map((l) => l.route), ['/ads/:id/views', '/ads/:id/views', '/users/:id/unread', '/ads/bump']);
+      assert.deepEqual(
+        failed.map((l) => l.route),
+        ['/ads/:id/views', '/ads/:id/views', '/users/:id/unread', '/ads/bump'],
+      );
       for (const l of failed) {
         assert.equal(l.code, 'UNAVAILABLE');
         assert.ok(typeof l.reqId === 'string' && l.reqId !== '');
       }
       // Our own database calls keep the driver's code (not its text) as the cause.
-      assert.deepEqual(failed.slice(0, 2).map((l) => (l.err as { cause: { code: string } }).cause.code), ['ECONNREFUSED', 'ECONNREFUSED']);
+      assert.deepEqual(
+        failed.slice(0, 2).map((l) => (l.err as { cause: { code: string } }).cause.code),
+        ['ECONNREFUSED', 'ECONNREFUSED'],
+      );
       assert.ok(!/select|advertisements/i.test(JSON.stringify(lines)), JSON.stringify(lines));
     } finally {
       await down.destroy();
@@ -222,7 +241,13 @@ describe('ads gateway: the HTTP edge (timeouts, framework errors, outages, metri
     const prefix = `${uniq('b')}.`;
     const g = await start({ subjectPrefix: prefix });
     const sub: Subscription = h.nc.subscribe(Subjects.adsBumpRun(prefix), {
-      callback: (_e, m) => m.respond(encodeJson({ ok: false, error: { code: 'INTERNAL', message: "update `advertisements` set `bumped_at` = '2026-01-01' where id in (1,2) - Deadlock found" } })),
+      callback: (_e, m) =>
+        m.respond(
+          encodeJson({
+            ok: false,
+            error: { code: 'INTERNAL', message: "update `advertisements` set `bumped_at` = '2026-01-01' where id in (1,2) - Deadlock found" },
+          }),
+        ),
     });
     await h.nc.flush();
     try {
@@ -234,14 +259,21 @@ describe('ads gateway: the HTTP edge (timeouts, framework errors, outages, metri
       sub.unsubscribe();
     }
     // Replies are validated like requests: an ok reply of the wrong shape is not passed on.
-    const odd = h.nc.subscribe(Subjects.adsUnreadGet(prefix), { callback: (_e, m) => m.respond(encodeJson({ ok: true, user_id: 1, unread: 'lots; DROP TABLE' })) });
-    const conflict = h.nc.subscribe(h.config.enqueueSubject, { callback: (_e, m) => m.respond(encodeJson({ ok: false, error: { code: 'IDEMPOTENCY_CONFLICT', message: 'key k1 was used for another notification' } })) });
+    const odd = h.nc.subscribe(Subjects.adsUnreadGet(prefix), {
+      callback: (_e, m) => m.respond(encodeJson({ ok: true, user_id: 1, unread: 'lots; DROP TABLE' })),
+    });
+    const conflict = h.nc.subscribe(h.config.enqueueSubject, {
+      callback: (_e, m) => m.respond(encodeJson({ ok: false, error: { code: 'IDEMPOTENCY_CONFLICT', message: 'key k1 was used for another notification' } })),
+    });
     await h.nc.flush();
     try {
       const u = await call(g.port, 'GET', '/users/1/unread');
       assert.deepEqual([u.status, u.body.code], [503, 'UNAVAILABLE']);
       assert.ok(!u.text.includes('DROP'), u.text);
-      const n = await call(g.port, 'POST', '/notifications', { body: JSON.stringify({ chat_id: 5, text: 'x', idempotency_key: 'k1' }), headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` } });
+      const n = await call(g.port, 'POST', '/notifications', {
+        body: JSON.stringify({ chat_id: 5, text: 'x', idempotency_key: 'k1' }),
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+      });
       assert.deepEqual([n.status, n.body.code], [409, 'IDEMPOTENCY_CONFLICT']);
     } finally {
       odd.unsubscribe();
@@ -264,11 +296,18 @@ describe('ads gateway: the HTTP edge (timeouts, framework errors, outages, metri
     const [ad] = (await insertAds(tdb.db, 1)) as [number];
     const g = await start({ viewVisitorsPerIp: 3 });
     const answers: Array<Record<string, unknown>> = [];
-    for (let i = 0; i < 10; i++) answers.push((await call(g.port, 'POST', `/ads/${ad}/views`, { body: JSON.stringify({ visitor_id: `v${i}` }), headers: { 'content-type': 'application/json' } })).body);
+    for (let i = 0; i < 10; i++)
+      answers.push(
+        (await call(g.port, 'POST', `/ads/${ad}/views`, { body: JSON.stringify({ visitor_id: `v${i}` }), headers: { 'content-type': 'application/json' } }))
+          .body,
+      );
     assert.deepEqual(answers.slice(0, 3), [{ accepted: true }, { accepted: true }, { accepted: true }]);
     assert.deepEqual(answers.slice(3), Array(7).fill({ accepted: true, counted: false }));
     // A visitor already counted may come back (deduplicated downstream), not capped.
-    assert.deepEqual((await call(g.port, 'POST', `/ads/${ad}/views`, { body: JSON.stringify({ visitor_id: 'v1' }), headers: { 'content-type': 'application/json' } })).body, { accepted: true });
+    assert.deepEqual(
+      (await call(g.port, 'POST', `/ads/${ad}/views`, { body: JSON.stringify({ visitor_id: 'v1' }), headers: { 'content-type': 'application/json' } })).body,
+      { accepted: true },
+    );
     await waitFor(async () => (await viewCounts(tdb.db, [ad])).get(ad) === 3, 10_000, 50, '3 views counted');
     await new Promise((r) => setTimeout(r, 3 * h.config.viewFlushMs));
     assert.equal((await viewCounts(tdb.db, [ad])).get(ad), 3);
@@ -282,7 +321,10 @@ describe('ads gateway: the HTTP edge (timeouts, framework errors, outages, metri
     try {
       const missing = await call(g.port, 'POST', `/ads/${adId + 100_000}/views`, { body: '{}', headers: { 'content-type': 'application/json' } });
       assert.deepEqual([missing.status, missing.body.code], [404, 'NOT_FOUND']);
-      assert.equal((await call(g.port, 'POST', `/ads/${adId}/views`, { body: '{"visitor_id":"marker"}', headers: { 'content-type': 'application/json' } })).status, 202);
+      assert.equal(
+        (await call(g.port, 'POST', `/ads/${adId}/views`, { body: '{"visitor_id":"marker"}', headers: { 'content-type': 'application/json' } })).status,
+        202,
+      );
       await waitFor(() => seen.length >= 1, 5_000, 10, 'the good view on the bus');
       assert.equal(seen.length, 1);
       assert.ok(!seen[0]!.includes(String(adId + 100_000)));

@@ -15,7 +15,14 @@ describe('images: fetcher actor', () => {
   let system: ActorSystem;
   let metrics: Metrics;
   let logs: ReturnType<typeof captureLogger>;
-  const base: FetcherConfig = { allowedHosts: ['127.0.0.1'], cacheMaxBytes: 1_000_000, cacheTtlMs: 60_000, fetchTimeoutMs: 2_000, maxBytes: 500_000, fetchConcurrency: 8 };
+  const base: FetcherConfig = {
+    allowedHosts: ['127.0.0.1'],
+    cacheMaxBytes: 1_000_000,
+    cacheTtlMs: 60_000,
+    fetchTimeoutMs: 2_000,
+    maxBytes: 500_000,
+    fetchConcurrency: 8,
+  };
 
   before(async () => {
     srv = await startImageServer();
@@ -29,8 +36,13 @@ describe('images: fetcher actor', () => {
   afterEach(() => stopActorSystem(system));
 
   const fetchVia = (f: ActorRef<FetcherMessage>, url: string, productId?: number): Promise<FetchResult> =>
-    query<FetcherMessage, FetchResult>(f, (replyTo) => (productId === undefined ? { type: 'fetch', url, replyTo } : { type: 'fetch', url, productId, replyTo }), 5_000);
-  const stats = (f: ActorRef<FetcherMessage>): Promise<FetcherStats> => query<FetcherMessage, FetcherStats>(f, (replyTo) => ({ type: 'stats', replyTo }), 5_000);
+    query<FetcherMessage, FetchResult>(
+      f,
+      (replyTo) => (productId === undefined ? { type: 'fetch', url, replyTo } : { type: 'fetch', url, productId, replyTo }),
+      5_000,
+    );
+  const stats = (f: ActorRef<FetcherMessage>): Promise<FetcherStats> =>
+    query<FetcherMessage, FetcherStats>(f, (replyTo) => ({ type: 'stats', replyTo }), 5_000);
   const invalidate = (f: ActorRef<FetcherMessage>, target: { url: string } | { productId: number } | { all: true }): Promise<InvalidateResult> =>
     query<FetcherMessage, InvalidateResult>(f, (replyTo) => ({ type: 'invalidate', target, replyTo }), 5_000);
   async function metric(name: string, labels: Record<string, string> = {}): Promise<number> {

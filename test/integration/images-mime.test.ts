@@ -38,7 +38,14 @@ describe('images: only photo formats Telegram takes (real HTTP server)', () => {
   });
   after(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
-  for (const [path, type] of [['/a.jpg', 'image/jpeg'], ['/a-alias.jpg', 'image/jpeg'], ['/a.png', 'image/png'], ['/a.gif', 'image/gif'], ['/a.webp', 'image/webp'], ['/png-as-jpeg', 'image/png']] as const) {
+  for (const [path, type] of [
+    ['/a.jpg', 'image/jpeg'],
+    ['/a-alias.jpg', 'image/jpeg'],
+    ['/a.png', 'image/png'],
+    ['/a.gif', 'image/gif'],
+    ['/a.webp', 'image/webp'],
+    ['/png-as-jpeg', 'image/png'],
+  ] as const) {
     it(`accepts ${path} as ${type} (the signature decides the reported type)`, async () => {
       const r = await downloadImage(`${base}${path}`, opts);
       assert.ok(r.ok, r.ok ? '' : r.message);
@@ -47,7 +54,12 @@ describe('images: only photo formats Telegram takes (real HTTP server)', () => {
     });
   }
 
-  for (const [path, why] of [['/a.svg', /image\/svg\+xml.*not a photo type/], ['/a.bmp', /image\/bmp.*not a photo type/], ['/svg-as-png', /does not start with a JPEG, PNG, WebP or GIF signature/], ['/empty.png', /signature/]] as const) {
+  for (const [path, why] of [
+    ['/a.svg', /image\/svg\+xml.*not a photo type/],
+    ['/a.bmp', /image\/bmp.*not a photo type/],
+    ['/svg-as-png', /does not start with a JPEG, PNG, WebP or GIF signature/],
+    ['/empty.png', /signature/],
+  ] as const) {
     it(`refuses ${path} as not_image`, async () => {
       const r = await downloadImage(`${base}${path}`, opts);
       assert.equal(r.ok, false);

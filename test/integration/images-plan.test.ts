@@ -61,7 +61,8 @@ describe('orders: new-order plan over MariaDB, the fetcher actor and a local ima
       productIds.push(prod.id);
     }
     const o = await Order.query(tdb.db).insert({ customer_chat_id: 42, customer_user_id: 42, total: '0', status: 'new' });
-    for (const [i, id] of productIds.entries()) await OrderItem.query(tdb.db).insert({ order_id: o.id, product_id: id, quantity: i + 1, price: `${(i + 1) * 10}.50` });
+    for (const [i, id] of productIds.entries())
+      await OrderItem.query(tdb.db).insert({ order_id: o.id, product_id: id, quantity: i + 1, price: `${(i + 1) * 10}.50` });
     return { orderId: o.id, productIds };
   }
 
@@ -73,7 +74,10 @@ describe('orders: new-order plan over MariaDB, the fetcher actor and a local ima
     const { orderId, productIds } = await order(['png/100/m1', 'png/100/m2'], 'm');
     const o = await Order.query(tdb.db).findById(orderId).withGraphFetched('items.product');
     assert.equal(o?.items?.length, 2);
-    assert.deepEqual(o?.items?.map((i) => i.product?.id), productIds);
+    assert.deepEqual(
+      o?.items?.map((i) => i.product?.id),
+      productIds,
+    );
     assert.equal(o?.items?.[1]?.price, '20.50');
   });
 
@@ -96,8 +100,15 @@ describe('orders: new-order plan over MariaDB, the fetcher actor and a local ima
   it('1 product → sendPhoto; 11 products → an album of 10 and a sendPhoto', async () => {
     const one = await order(['jpeg/2000/one'], 'one');
     assert.deepEqual(shape(await planOrderNotification(deps(), { text: 'T', parseMode: null, orderId: one.orderId })), ['sendMessage', 'sendPhoto']);
-    const eleven = await order(Array.from({ length: 11 }, (_, i) => `png/${500 + i}/p11-${i}`), 'p11');
-    assert.deepEqual(shape(await planOrderNotification(deps(), { text: 'T', parseMode: null, orderId: eleven.orderId })), ['sendMessage', 'album:10', 'sendPhoto']);
+    const eleven = await order(
+      Array.from({ length: 11 }, (_, i) => `png/${500 + i}/p11-${i}`),
+      'p11',
+    );
+    assert.deepEqual(shape(await planOrderNotification(deps(), { text: 'T', parseMode: null, orderId: eleven.orderId })), [
+      'sendMessage',
+      'album:10',
+      'sendPhoto',
+    ]);
   });
 
   it('failing images (404, html, timeout, oversized, disallowed host, redirect to it) → a text line each, the rest delivered, reasons logged', async () => {
@@ -117,7 +128,8 @@ describe('orders: new-order plan over MariaDB, the fetcher actor and a local ima
     assert.deepEqual(shape(parts), ['sendMessage', 'album:2', 'sendMessage']);
     assert.deepEqual(captions(parts), ['Товар: f товар 1\nЦена: 10.50 руб.', 'Товар: f товар 8\nЦена: 80.50 руб.']);
     const text = parts[2]?.method === 'sendMessage' ? parts[2].text : '';
-    for (const i of [2, 3, 4, 5, 6, 7]) assert.ok(text.includes(`Товар: f товар ${i}\nЦена: ${i * 10}.50 руб.\n(изображение недоступно)`), `product ${i} listed`);
+    for (const i of [2, 3, 4, 5, 6, 7])
+      assert.ok(text.includes(`Товар: f товар ${i}\nЦена: ${i * 10}.50 руб.\n(изображение недоступно)`), `product ${i} listed`);
     const reasons = logs
       .lines()
       .filter((l) => l.msg === 'product photo unavailable')
@@ -154,9 +166,13 @@ describe('orders: new-order plan over MariaDB, the fetcher actor and a local ima
   });
 
   it('migrations are idempotent over existing tables', async () => {
-    const counts = async () => Promise.all(['products', 'orders', 'order_items'].map(async (t) => Number(((await tdb.db(t).count({ n: '*' }))[0] as { n: number }).n)));
+    const counts = async () =>
+      Promise.all(['products', 'orders', 'order_items'].map(async (t) => Number(((await tdb.db(t).count({ n: '*' }))[0] as { n: number }).n)));
     const before = await counts();
-    assert.ok(before.every((n) => n > 0), 'earlier tests left rows to keep');
+    assert.ok(
+      before.every((n) => n > 0),
+      'earlier tests left rows to keep',
+    );
     await migrateShop(tdb.db);
     assert.deepEqual(await counts(), before, 'rows kept');
     assert.ok(await tdb.db.schema.hasColumn('order_items', 'price'));
@@ -172,7 +188,9 @@ describe('orders: migrations over a legacy shop schema', function () {
   after(() => tdb?.drop());
 
   it('keeps legacy products/orders tables with INT ids, adds missing columns, and links order_items to them', async () => {
-    await tdb.db.raw('CREATE TABLE products (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, name VARCHAR(100) NOT NULL, price DECIMAL(10,2) NOT NULL) ENGINE=InnoDB');
+    await tdb.db.raw(
+      'CREATE TABLE products (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, name VARCHAR(100) NOT NULL, price DECIMAL(10,2) NOT NULL) ENGINE=InnoDB',
+    );
     await tdb.db.raw('CREATE TABLE orders (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, user_id BIGINT NULL) ENGINE=InnoDB');
     await tdb.db('products').insert({ name: 'old', price: '5.00' });
     await migrateShop(tdb.db);

@@ -31,7 +31,20 @@ describe('images: NATS stats and invalidation', () => {
     // Two "processes": each its own fetcher and subscriptions (here on one connection).
     for (let i = 0; i < 2; i++) {
       const instance = uniq(`img${i}-`);
-      const fetcher = spawnFetcher(system, { config: { allowedHosts: ['127.0.0.1'], cacheMaxBytes: 1_000_000, cacheTtlMs: 60_000, fetchTimeoutMs: 2_000, maxBytes: 1_000_000, fetchConcurrency: 4 } }, { name: `fetcher-${i}` });
+      const fetcher = spawnFetcher(
+        system,
+        {
+          config: {
+            allowedHosts: ['127.0.0.1'],
+            cacheMaxBytes: 1_000_000,
+            cacheTtlMs: 60_000,
+            fetchTimeoutMs: 2_000,
+            maxBytes: 1_000_000,
+            fetchConcurrency: 4,
+          },
+        },
+        { name: `fetcher-${i}` },
+      );
       const service = new ImagesService({ nc, fetcher, instanceId: instance, log });
       service.start();
       procs.push({ instance, fetcher, service });
@@ -43,12 +56,18 @@ describe('images: NATS stats and invalidation', () => {
   });
 
   const fetchVia = (f: ActorRef<FetcherMessage>, url: string, productId?: number): Promise<FetchResult> =>
-    query<FetcherMessage, FetchResult>(f, (replyTo) => (productId === undefined ? { type: 'fetch', url, replyTo } : { type: 'fetch', url, productId, replyTo }), 5_000);
-  const request = async (subject: string, body?: unknown): Promise<ImagesReply> => JSON.parse(dec.decode((await nc.request(subject, body === undefined ? new Uint8Array() : encodeJson(body), { timeout: 2_000 })).data)) as ImagesReply;
+    query<FetcherMessage, FetchResult>(
+      f,
+      (replyTo) => (productId === undefined ? { type: 'fetch', url, replyTo } : { type: 'fetch', url, productId, replyTo }),
+      5_000,
+    );
+  const request = async (subject: string, body?: unknown): Promise<ImagesReply> =>
+    JSON.parse(dec.decode((await nc.request(subject, body === undefined ? new Uint8Array() : encodeJson(body), { timeout: 2_000 })).data)) as ImagesReply;
   async function requestAll(subject: string, body: unknown): Promise<ImagesReply[]> {
     const out: ImagesReply[] = [];
     // Both services here share one connection and answer; collect until 2 replies (or timeout).
-    for await (const m of await nc.requestMany(subject, encodeJson(body), { strategy: RequestStrategy.Count, maxWait: 2_000, maxMessages: procs.length })) out.push(JSON.parse(dec.decode(m.data)) as ImagesReply);
+    for await (const m of await nc.requestMany(subject, encodeJson(body), { strategy: RequestStrategy.Count, maxWait: 2_000, maxMessages: procs.length }))
+      out.push(JSON.parse(dec.decode(m.data)) as ImagesReply);
     return out;
   }
 
@@ -79,13 +98,18 @@ describe('images: NATS stats and invalidation', () => {
     assert.equal(srv.hits('/png/1000/svc-inv'), 4, 'both downloaded again');
     // Fire-and-forget broadcast (no reply subject): still applied everywhere.
     nc.publish(Subjects.imagesCacheInvalidate, encodeJson({ product_id: 77 }));
-    await waitFor(async () => {
-      for (const p of procs) {
-        const r = await request(Subjects.imagesCacheStats(p.instance));
-        if (!(r.ok && 'stats' in r && r.stats.entries === 0)) return false;
-      }
-      return true;
-    }, 5_000, 20, 'both caches empty');
+    await waitFor(
+      async () => {
+        for (const p of procs) {
+          const r = await request(Subjects.imagesCacheStats(p.instance));
+          if (!(r.ok && 'stats' in r && r.stats.entries === 0)) return false;
+        }
+        return true;
+      },
+      5_000,
+      20,
+      'both caches empty',
+    );
   });
 
   it('bad payloads get a precise error reply', async () => {

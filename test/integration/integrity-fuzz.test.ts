@@ -51,8 +51,13 @@ describe('fuzz: enqueue payloads (NATS and HTTP) and view messages (fast-check)'
 
     /** The same request over NATS, or over HTTP through the gateway (answers mapped to the NATS reply shape). */
     const send = async (via: 'nats' | 'http', json: string): Promise<Reply> => {
-      if (via === 'nats') return JSON.parse(new TextDecoder().decode((await h.nc.request(h.subjects.enqueue, enc.encode(json), { timeout: 5_000 })).data)) as Reply;
-      const res = await fetch(`http://127.0.0.1:${gw.port}/notifications`, { method: 'POST', headers: { authorization: `Bearer ${gwConfig.apiToken}`, 'content-type': 'application/json' }, body: json });
+      if (via === 'nats')
+        return JSON.parse(new TextDecoder().decode((await h.nc.request(h.subjects.enqueue, enc.encode(json), { timeout: 5_000 })).data)) as Reply;
+      const res = await fetch(`http://127.0.0.1:${gw.port}/notifications`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${gwConfig.apiToken}`, 'content-type': 'application/json' },
+        body: json,
+      });
       const body = (await res.json()) as { id?: number; duplicate?: boolean; code?: string; message?: string };
       assert.ok(res.status < 500, `HTTP ${res.status} for ${json}: ${JSON.stringify(body)}`);
       if (res.status === 202) return { ok: true, id: body.id!, duplicate: body.duplicate! };
@@ -68,26 +73,51 @@ describe('fuzz: enqueue payloads (NATS and HTTP) and view messages (fast-check)'
         { weight: 6, arbitrary: int(-MAX_CHAT_ID, MAX_CHAT_ID) },
         { weight: 1, arbitrary: fc.constantFrom('0', '4503599627370496', '-4503599627370496', '9007199254740993', '1e20', '1.5', '"123"', 'null', 'true') },
       );
-      const text = fc.oneof(
-        { weight: 5, arbitrary: fc.string({ minLength: 1, maxLength: 40 }) },
-        { weight: 2, arbitrary: fc.constantFrom('if a<b and c>d then', '<b>bold</b> &amp; <i>it', '  ', '\n\t', '<b> </b>', '', 'café', 'Inv-XYZ') },
-        { weight: 1, arbitrary: fc.string({ unit: 'grapheme', minLength: 1, maxLength: 20 }) },
-      ).map((s) => JSON.stringify(s));
+      const text = fc
+        .oneof(
+          { weight: 5, arbitrary: fc.string({ minLength: 1, maxLength: 40 }) },
+          { weight: 2, arbitrary: fc.constantFrom('if a<b and c>d then', '<b>bold</b> &amp; <i>it', '  ', '\n\t', '<b> </b>', '', 'café', 'Inv-XYZ') },
+          { weight: 1, arbitrary: fc.string({ unit: 'grapheme', minLength: 1, maxLength: 20 }) },
+        )
+        .map((s) => JSON.stringify(s));
       /** Present `present` times out of `present + 1`. */
       const optional = <T>(a: fc.Arbitrary<T>, present = 1) => fc.oneof({ weight: present, arbitrary: a }, { weight: 1, arbitrary: fc.constant(undefined) });
       const payload = fc.record({
         chat_id: optional(chatId, 30),
         text: optional(text, 30),
-        parse_mode: optional(fc.oneof({ weight: 4, arbitrary: fc.constantFrom('"HTML"', 'null', '"MarkdownV2"') }, { weight: 1, arbitrary: fc.constantFrom('"html"', '7') })),
-        kind: optional(fc.oneof({ weight: 4, arbitrary: fc.constantFrom('"order_paid"', '"new_order"') }, { weight: 1, arbitrary: fc.constantFrom('"Bad Kind"', '""') })),
-        order_id: optional(fc.oneof({ weight: 4, arbitrary: int(1, Number.MAX_SAFE_INTEGER) }, { weight: 1, arbitrary: fc.constantFrom('0', '-1', '9007199254740992', '18446744073709551615', '1e20', '2.5') })),
+        parse_mode: optional(
+          fc.oneof({ weight: 4, arbitrary: fc.constantFrom('"HTML"', 'null', '"MarkdownV2"') }, { weight: 1, arbitrary: fc.constantFrom('"html"', '7') }),
+        ),
+        kind: optional(
+          fc.oneof({ weight: 4, arbitrary: fc.constantFrom('"order_paid"', '"new_order"') }, { weight: 1, arbitrary: fc.constantFrom('"Bad Kind"', '""') }),
+        ),
+        order_id: optional(
+          fc.oneof(
+            { weight: 4, arbitrary: int(1, Number.MAX_SAFE_INTEGER) },
+            { weight: 1, arbitrary: fc.constantFrom('0', '-1', '9007199254740992', '18446744073709551615', '1e20', '2.5') },
+          ),
+        ),
         priority: optional(fc.oneof({ weight: 4, arbitrary: int(-100, 100) }, { weight: 1, arbitrary: fc.constantFrom('101', '1e3') })),
         // A small pool, case/accent/space variants included, so repeats and conflicts happen.
-        idempotency_key: optional(fc.oneof({ weight: 6, arbitrary: fc.constantFrom('"k1"', '"K1"', '"k1 "', '"café"', '"cafe"', '"k2"') }, { weight: 1, arbitrary: fc.constantFrom('""', JSON.stringify('x'.repeat(129))) })),
+        idempotency_key: optional(
+          fc.oneof(
+            { weight: 6, arbitrary: fc.constantFrom('"k1"', '"K1"', '"k1 "', '"café"', '"cafe"', '"k2"') },
+            { weight: 1, arbitrary: fc.constantFrom('""', JSON.stringify('x'.repeat(129))) },
+          ),
+        ),
         extra: fc.oneof({ weight: 1, arbitrary: fc.constant('1') }, { weight: 30, arbitrary: fc.constant(undefined) }),
       });
       const message = fc.oneof(
-        { weight: 12, arbitrary: payload.map((p) => `{${Object.entries(p).filter(([, v]) => v !== undefined).map(([k, v]) => `"${k}":${v}`).join(',')}}`) },
+        {
+          weight: 12,
+          arbitrary: payload.map(
+            (p) =>
+              `{${Object.entries(p)
+                .filter(([, v]) => v !== undefined)
+                .map(([k, v]) => `"${k}":${v}`)
+                .join(',')}}`,
+          ),
+        },
         { weight: 1, arbitrary: fc.constantFrom('', 'not json', '[]', 'null', '{"chat_id":1,"text":"x"', '\u0000') },
       );
 
@@ -105,7 +135,10 @@ describe('fuzz: enqueue payloads (NATS and HTTP) and view messages (fast-check)'
               const req = JSON.parse(json) as Record<string, unknown>;
               const first = accepted.get(byKey.get(req.idempotency_key as string)!);
               assert.ok(first, 'a conflict names a key that was accepted');
-              assert.ok(['chat_id', 'text', 'kind', 'order_id', 'parse_mode'].some((f) => JSON.stringify(first[f]) !== JSON.stringify(req[f])), `conflict for an identical body: ${json}`);
+              assert.ok(
+                ['chat_id', 'text', 'kind', 'order_id', 'parse_mode'].some((f) => JSON.stringify(first[f]) !== JSON.stringify(req[f])),
+                `conflict for an identical body: ${json}`,
+              );
             }
             return;
           }
@@ -131,7 +164,9 @@ describe('fuzz: enqueue payloads (NATS and HTTP) and view messages (fast-check)'
         { numRuns: 150, seed: SEED, endOnFailure: true },
       );
 
-      const rows = (await h.tdb.db('telegram_notifications').select('id', 'telegram_id', 'message_text', 'parse_mode', 'kind', 'order_id', 'priority', 'idempotency_key')) as Array<Record<string, unknown>>;
+      const rows = (await h.tdb
+        .db('telegram_notifications')
+        .select('id', 'telegram_id', 'message_text', 'parse_mode', 'kind', 'order_id', 'priority', 'idempotency_key')) as Array<Record<string, unknown>>;
       assert.equal(rows.length, accepted.size, 'exactly the accepted notifications are stored');
       for (const row of rows) {
         const req = accepted.get(Number(row.id));
@@ -185,8 +220,23 @@ describe('fuzz: enqueue payloads (NATS and HTTP) and view messages (fast-check)'
       const windowKey = (ad: number, v: string, t: number): string => `${ad}.${v}.${Math.floor(t / 1000)}`;
       const element = (ad: number): fc.Arbitrary<El> =>
         fc.oneof(
-          { weight: 6, arbitrary: fc.tuple(hex, ts).map(([v, t]): El => ({ json: JSON.stringify({ ad_id: ad, visitor: v, ts: t }), kind: 'good', key: windowKey(ad, v, t), ad })) },
-          { weight: 1, arbitrary: fc.tuple(hex, ts).map(([v, t]): El => ({ json: JSON.stringify({ ad_id: missingAd, visitor: v, ts: t }), kind: 'missing', key: windowKey(missingAd, v, t), ad: missingAd })) },
+          {
+            weight: 6,
+            arbitrary: fc
+              .tuple(hex, ts)
+              .map(([v, t]): El => ({ json: JSON.stringify({ ad_id: ad, visitor: v, ts: t }), kind: 'good', key: windowKey(ad, v, t), ad })),
+          },
+          {
+            weight: 1,
+            arbitrary: fc
+              .tuple(hex, ts)
+              .map(([v, t]): El => ({
+                json: JSON.stringify({ ad_id: missingAd, visitor: v, ts: t }),
+                kind: 'missing',
+                key: windowKey(missingAd, v, t),
+                ad: missingAd,
+              })),
+          },
           { weight: 1, arbitrary: hex.map((v): El => ({ json: JSON.stringify({ ad_id: ad, visitor: v, ts: 5_000_000_000_000 }), kind: 'overflow', ad })) },
           {
             weight: 2,
@@ -208,7 +258,8 @@ describe('fuzz: enqueue payloads (NATS and HTTP) and view messages (fast-check)'
       type Msg = { subject: string; data: string; expect: { good: El[]; dead: Record<string, number>; missing: El[] } };
       const single: fc.Arbitrary<Msg> = fc.tuple(adArb, fc.constantFrom('same', 'other', 'word', 'unsafe'), adArb).chain(([ad, subj, other]) =>
         element(ad).map((el): Msg => {
-          const token = subj === 'same' ? String(ad) : subj === 'other' ? String(other === ad ? ad + 1_000_000 : other) : subj === 'word' ? 'x1' : '9007199254740993';
+          const token =
+            subj === 'same' ? String(ad) : subj === 'other' ? String(other === ad ? ad + 1_000_000 : other) : subj === 'word' ? 'x1' : '9007199254740993';
           const dead: Record<string, number> = {};
           const r: Msg = { subject: `${config.subjectPrefix}ads.views.${token}`, data: el.json, expect: { good: [], dead, missing: [] } };
           if (subj === 'word' || subj === 'unsafe') dead.BAD_SUBJECT = 1;
@@ -225,7 +276,11 @@ describe('fuzz: enqueue payloads (NATS and HTTP) and view messages (fast-check)'
           weight: 5,
           arbitrary: fc.array(adArb.chain(element), { minLength: 1, maxLength: 6 }).map((els): Msg => {
             const dead: Record<string, number> = {};
-            const r: Msg = { subject: Subjects.adsViewBatch(config.subjectPrefix), data: `{"views":[${els.map((e) => e.json).join(',')}]}`, expect: { good: [], dead, missing: [] } };
+            const r: Msg = {
+              subject: Subjects.adsViewBatch(config.subjectPrefix),
+              data: `{"views":[${els.map((e) => e.json).join(',')}]}`,
+              expect: { good: [], dead, missing: [] },
+            };
             for (const el of els) {
               if (el.kind === 'bad') dead.BAD_PAYLOAD = (dead.BAD_PAYLOAD ?? 0) + 1;
               else if (el.kind === 'overflow') dead.TS_OUT_OF_RANGE = (dead.TS_OUT_OF_RANGE ?? 0) + 1;
@@ -235,7 +290,21 @@ describe('fuzz: enqueue payloads (NATS and HTTP) and view messages (fast-check)'
             return r;
           }),
         },
-        { weight: 1, arbitrary: fc.constantFrom<[string, string]>(['{"views":[]}', 'BAD_PAYLOAD'], ['{"views":[],"x":1}', 'BAD_PAYLOAD'], ['not json', 'BAD_JSON'], ['[1,2]', 'BAD_PAYLOAD']).map(([data, code]): Msg => ({ subject: Subjects.adsViewBatch(config.subjectPrefix), data, expect: { good: [], dead: { [code]: 1 }, missing: [] } })) },
+        {
+          weight: 1,
+          arbitrary: fc
+            .constantFrom<[string, string]>(
+              ['{"views":[]}', 'BAD_PAYLOAD'],
+              ['{"views":[],"x":1}', 'BAD_PAYLOAD'],
+              ['not json', 'BAD_JSON'],
+              ['[1,2]', 'BAD_PAYLOAD'],
+            )
+            .map(([data, code]): Msg => ({
+              subject: Subjects.adsViewBatch(config.subjectPrefix),
+              data,
+              expect: { good: [], dead: { [code]: 1 }, missing: [] },
+            })),
+        },
       );
 
       const js = nc.jetstream();
@@ -259,10 +328,15 @@ describe('fuzz: enqueue payloads (NATS and HTTP) and view messages (fast-check)'
         { numRuns: 120, seed: SEED, endOnFailure: true },
       );
 
-      await waitFor(async () => {
-        const i = await (await nc.jetstreamManager()).consumers.info(config.viewsStream, config.viewsConsumer);
-        return i.num_pending + i.num_ack_pending === 0;
-      }, 20_000, 25, 'every view message acked');
+      await waitFor(
+        async () => {
+          const i = await (await nc.jetstreamManager()).consumers.info(config.viewsStream, config.viewsConsumer);
+          return i.num_pending + i.num_ack_pending === 0;
+        },
+        20_000,
+        25,
+        'every view message acked',
+      );
 
       const stored = (await h.tdb.db('ad_views').count({ n: '*' }))[0] as { n: number };
       assert.equal(Number(stored.n), goodKeys.size, 'exactly the distinct valid views are stored');

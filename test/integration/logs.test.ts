@@ -11,9 +11,17 @@ import { TEST_TOKEN } from '../helpers/pipeline';
 
 async function freePort(): Promise<number> {
   const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => { r(); }));
+  await new Promise<void>((r) =>
+    s.listen(0, '127.0.0.1', () => {
+      r();
+    }),
+  );
   const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => { r(); }));
+  await new Promise<void>((r) =>
+    s.close(() => {
+      r();
+    }),
+  );
   return port;
 }
 
@@ -101,11 +109,13 @@ describe('logs speak when it matters, once (real worker, private nats-server, sa
   });
 
   it('failures, unreachable recipients and plain-text fallbacks: at most one line per kind per 10 s, counts add up; the shutdown line counts the rows it gave back', async () => {
-    await tdb.db('telegram_notifications').insert([
-      ...BLOCKED.map((c) => ({ telegram_id: c, message_text: `to blocked ${c}` })),
-      ...[1, 2, 3].map((i) => ({ telegram_id: 6200 + i, message_text: `bad <b>html ${i}`, parse_mode: 'HTML' })),
-      ...SLOW.flatMap((c) => Array.from({ length: 20 }, (_, i) => ({ telegram_id: c, message_text: `slow ${c} ${i}` }))),
-    ]);
+    await tdb
+      .db('telegram_notifications')
+      .insert([
+        ...BLOCKED.map((c) => ({ telegram_id: c, message_text: `to blocked ${c}` })),
+        ...[1, 2, 3].map((i) => ({ telegram_id: 6200 + i, message_text: `bad <b>html ${i}`, parse_mode: 'HTML' })),
+        ...SLOW.flatMap((c) => Array.from({ length: 20 }, (_, i) => ({ telegram_id: c, message_text: `slow ${c} ${i}` }))),
+      ]);
     await waitFor(async () => (await count("status = 'failed'")) === 20, 30_000, 100, '20 failed');
     await waitFor(async () => (await count("telegram_id IN (6201, 6202, 6203) AND status = 'sent'")) === 3, 30_000, 100, 'fallbacks sent');
     await waitFor(async () => (await count(`telegram_id IN (${SLOW.join(',')}) AND status = 'pending'`)) === 0, 30_000, 100, 'slow rows all claimed');

@@ -60,12 +60,18 @@ describe('migrations', function () {
 
     it('applies every migration, in order', async () => {
       const applied = await migrateLatest(t.db);
-      assert.deepEqual(applied, migrations.map((m) => m.name));
+      assert.deepEqual(
+        applied,
+        migrations.map((m) => m.name),
+      );
       for (const table of ['telegram_notifications', 'telegram_recipients']) {
         assert.equal(await t.db.schema.hasTable(table), true, `${table} missing`);
       }
       const done = (await t.db('knex_migrations').orderBy('id').pluck('name')) as string[];
-      assert.deepEqual(done, migrations.map((m) => m.name));
+      assert.deepEqual(
+        done,
+        migrations.map((m) => m.name),
+      );
     });
 
     it('a second run applies nothing', async () => {
@@ -96,7 +102,10 @@ describe('migrations', function () {
       assert.equal(r.claim_expires_at, null);
       assert.equal(r.error_message, null);
       assert.ok(r.next_attempt_at instanceof Date, 'next_attempt_at not set');
-      assert.ok(r.next_attempt_at >= before && r.next_attempt_at.getTime() <= Date.now() + 2_000, `next_attempt_at ${r.next_attempt_at.toISOString()} is not now`);
+      assert.ok(
+        r.next_attempt_at >= before && r.next_attempt_at.getTime() <= Date.now() + 2_000,
+        `next_attempt_at ${r.next_attempt_at.toISOString()} is not now`,
+      );
       assert.ok(r.created_at instanceof Date);
       assert.equal(r.shard, shardOf(123456789, 64));
     });
@@ -114,7 +123,10 @@ describe('migrations', function () {
       const ids = [-1001234567890, -4242, 1, 7, 2 ** 40 + 3, 987654321, -1];
       for (let i = 0; i < 50; i++) ids.push(1_000_000 + i * 7919);
       await t.db('telegram_notifications').insert(ids.map((id) => ({ telegram_id: id, message_text: `shard ${id}` })));
-      const rows = (await t.db('telegram_notifications').whereIn('telegram_id', ids).select('telegram_id', 'shard')) as Array<{ telegram_id: number; shard: number }>;
+      const rows = (await t.db('telegram_notifications').whereIn('telegram_id', ids).select('telegram_id', 'shard')) as Array<{
+        telegram_id: number;
+        shard: number;
+      }>;
       assert.equal(rows.length, ids.length);
       for (const r of rows) assert.equal(r.shard, shardOf(Number(r.telegram_id), 64), `chat ${r.telegram_id}`);
       const shards = new Set(rows.map((r) => r.shard));
@@ -146,7 +158,9 @@ describe('migrations', function () {
     });
 
     it('the claim index exists on (status, shard, …)', async () => {
-      const [idx] = (await t.db.raw("SHOW INDEX FROM telegram_notifications WHERE Key_name = 'ix_tn_claim'")) as [Array<{ Column_name: string; Seq_in_index: number }>];
+      const [idx] = (await t.db.raw("SHOW INDEX FROM telegram_notifications WHERE Key_name = 'ix_tn_claim'")) as [
+        Array<{ Column_name: string; Seq_in_index: number }>,
+      ];
       const cols = idx.sort((a, b) => a.Seq_in_index - b.Seq_in_index).map((r) => r.Column_name);
       assert.deepEqual(cols.slice(0, 2), ['status', 'shard']);
     });
@@ -162,7 +176,15 @@ describe('migrations', function () {
       assert.equal(n.kind, 'order');
       assert.equal(n.shard, shardOf(-777, 64));
 
-      await t.db('telegram_recipients').insert({ chat_id: 31337, status: 'blocked', reason: 'Forbidden: bot was blocked by the user', error_code: 'TG_PERMANENT', unreachable_since: new Date() });
+      await t
+        .db('telegram_recipients')
+        .insert({
+          chat_id: 31337,
+          status: 'blocked',
+          reason: 'Forbidden: bot was blocked by the user',
+          error_code: 'TG_PERMANENT',
+          unreachable_since: new Date(),
+        });
       const r = await Recipient.query(t.db).findById(31337);
       assert.ok(r instanceof Recipient);
       assert.equal(r.chat_id, 31337);
@@ -205,7 +227,10 @@ describe('migrations', function () {
       );
 
       const applied = await migrateLatest(t.db);
-      assert.deepEqual(applied, migrations.map((m) => m.name));
+      assert.deepEqual(
+        applied,
+        migrations.map((m) => m.name),
+      );
 
       const rows = (await t.db('telegram_notifications').orderBy('id')) as Row[];
       assert.equal(rows.length, 2);

@@ -12,7 +12,16 @@ import { startPrivateNats, type PrivateNats } from '../helpers/nats-private';
 import { decentralized, nk } from '../helpers/nats-jwt';
 
 const sh = promisify(execFile);
-const NONE: NatsAuthSettings = { natsUser: undefined, natsPassword: undefined, natsToken: undefined, natsNkeySeedFile: undefined, natsCredsFile: undefined, natsTlsCaFile: undefined, natsTlsCertFile: undefined, natsTlsKeyFile: undefined };
+const NONE: NatsAuthSettings = {
+  natsUser: undefined,
+  natsPassword: undefined,
+  natsToken: undefined,
+  natsNkeySeedFile: undefined,
+  natsCredsFile: undefined,
+  natsTlsCaFile: undefined,
+  natsTlsCertFile: undefined,
+  natsTlsKeyFile: undefined,
+};
 
 /** Publishes on one connection and receives on another: the server let both in. */
 async function roundTrip(nc: NatsConnection, subject = 'auth.check'): Promise<void> {
@@ -99,7 +108,10 @@ describe('NATS authentication: NKEY seed, .creds (JWT) and TLS from the environm
     const d = decentralized();
     const s = await startPrivateNats(d.serverConf, {});
     servers.push(s);
-    const credsPath = file('producer.creds', d.creds('producer', { pub: { allow: ['notify.enqueue', 'auth.check'] }, sub: { allow: ['_INBOX.>', 'auth.check'] } }));
+    const credsPath = file(
+      'producer.creds',
+      d.creds('producer', { pub: { allow: ['notify.enqueue', 'auth.check'] }, sub: { allow: ['_INBOX.>', 'auth.check'] } }),
+    );
     const cfg = loadConfig({ NATS_URL: s.url, NATS_CREDS_FILE: credsPath });
     const logs = captureLogger();
     const nc = await connectNats({ url: cfg.natsUrl, name: 'creds-test', auth: cfg }, logs.log);
@@ -113,7 +125,10 @@ describe('NATS authentication: NKEY seed, .creds (JWT) and TLS from the environm
       await nc.close();
     }
     const stranger = file('stranger.creds', decentralized().creds('stranger'));
-    await assert.rejects(connectNats({ url: s.url, name: 'stranger', waitOnFirstConnect: false, auth: { ...NONE, natsCredsFile: stranger } }, logs.log), /Authorization Violation/i);
+    await assert.rejects(
+      connectNats({ url: s.url, name: 'stranger', waitOnFirstConnect: false, auth: { ...NONE, natsCredsFile: stranger } }, logs.log),
+      /Authorization Violation/i,
+    );
   });
 
   it('TLS: CA + client certificate from the environment connect to a server that verifies clients; no client certificate is refused', async () => {
@@ -126,12 +141,36 @@ describe('NATS authentication: NKEY seed, .creds (JWT) and TLS from the environm
     ] as const) {
       await ossl('req', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
       file(`${name}.ext`, `${ext}\n`);
-      await ossl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.pem`, '-days', '1', '-extfile', `${name}.ext`);
+      await ossl(
+        'x509',
+        '-req',
+        '-in',
+        `${name}.csr`,
+        '-CA',
+        'ca.pem',
+        '-CAkey',
+        'ca.key',
+        '-CAcreateserial',
+        '-out',
+        `${name}.pem`,
+        '-days',
+        '1',
+        '-extfile',
+        `${name}.ext`,
+      );
     }
     const p = (f: string): string => JSON.stringify(join(dir, f));
-    const s = await startPrivateNats(`tls {\n  cert_file: ${p('server.pem')}\n  key_file: ${p('server.key')}\n  ca_file: ${p('ca.pem')}\n  verify: true\n}\n`, {});
+    const s = await startPrivateNats(
+      `tls {\n  cert_file: ${p('server.pem')}\n  key_file: ${p('server.key')}\n  ca_file: ${p('ca.pem')}\n  verify: true\n}\n`,
+      {},
+    );
     servers.push(s);
-    const cfg = loadConfig({ NATS_URL: s.url, NATS_TLS_CA_FILE: join(dir, 'ca.pem'), NATS_TLS_CERT_FILE: join(dir, 'client.pem'), NATS_TLS_KEY_FILE: join(dir, 'client.key') });
+    const cfg = loadConfig({
+      NATS_URL: s.url,
+      NATS_TLS_CA_FILE: join(dir, 'ca.pem'),
+      NATS_TLS_CERT_FILE: join(dir, 'client.pem'),
+      NATS_TLS_KEY_FILE: join(dir, 'client.key'),
+    });
     const logs = captureLogger();
     const nc = await connectNats({ url: cfg.natsUrl, name: 'tls-test', auth: cfg }, logs.log);
     try {

@@ -70,8 +70,10 @@ describe('three-node NATS cluster, R3: a node dies (SIGKILL)', function () {
     await w.waitForLine(/delivery pipeline running/, 60_000);
     return w;
   };
-  const clusterStatus = async (): Promise<ClusterStatus> => JSON.parse(new TextDecoder().decode((await nc!.request(`${bucket}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
-  const count = async (status: string): Promise<number> => Number(((await tdb!.db('telegram_notifications').where({ status }).count({ n: '*' }))[0] as { n: number | string }).n);
+  const clusterStatus = async (): Promise<ClusterStatus> =>
+    JSON.parse(new TextDecoder().decode((await nc!.request(`${bucket}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
+  const count = async (status: string): Promise<number> =>
+    Number(((await tdb!.db('telegram_notifications').where({ status }).count({ n: '*' }))[0] as { n: number | string }).n);
 
   it('kill -9 of the meta + lease-bucket leader, then of a non-leader: every row delivered, duplicates only in flight, no shard changes owner', async () => {
     cluster = await NatsCluster.start();
@@ -100,7 +102,9 @@ describe('three-node NATS cluster, R3: a node dies (SIGKILL)', function () {
 
     const N = 4_500;
     for (let i = 0; i < N; i += 500) {
-      await tdb.db('telegram_notifications').insert(Array.from({ length: Math.min(500, N - i) }, (_, k) => ({ telegram_id: 20_000 + ((i + k) % 150), message_text: `f-${i + k}` })));
+      await tdb
+        .db('telegram_notifications')
+        .insert(Array.from({ length: Math.min(500, N - i) }, (_, k) => ({ telegram_id: 20_000 + ((i + k) % 150), message_text: `f-${i + k}` })));
     }
     await sandbox.waitForDelivered(300, 20_000);
     const firstKill = Date.now();
@@ -123,7 +127,9 @@ describe('three-node NATS cluster, R3: a node dies (SIGKILL)', function () {
     const texts = sandbox.delivered().map((d) => d.text);
     const duplicates = texts.length - N;
     const stats = sandbox.stats();
-    console.log(`      killed ${meta} (meta leader; lease-bucket leader ${kvLeader}), then ${bystander}: ${atFirstKill + 600} delivered ${resumedMs} ms after the first kill; ${duplicates} duplicates; 429s ${JSON.stringify(stats.rateLimited)}`);
+    console.log(
+      `      killed ${meta} (meta leader; lease-bucket leader ${kvLeader}), then ${bystander}: ${atFirstKill + 600} delivered ${resumedMs} ms after the first kill; ${duplicates} duplicates; 429s ${JSON.stringify(stats.rateLimited)}`,
+    );
     assert.equal(new Set(texts).size, N, 'every row delivered');
     assert.ok(duplicates <= GLOBAL, `duplicates (${duplicates}) at most one global window of sends in flight`);
     // 429s are printed, not asserted: issue 13 asks for ≤ 0.1 % and this is not met yet. They come
@@ -131,7 +137,9 @@ describe('three-node NATS cluster, R3: a node dies (SIGKILL)', function () {
     // every process resumes with a whole window at once (docs/deploy.md, "Measured").
     const after = await clusterStatus();
     const moved = Object.entries(before!.map).filter(([shard, holder]) => after.map[Number(shard)] !== holder);
-    const leaseLines = workers.flatMap((w) => w.lines.filter((l) => /shards acquired|handed off|another process holds|lease not renewed/.test(l))).map((l) => l.slice(0, 400));
+    const leaseLines = workers
+      .flatMap((w) => w.lines.filter((l) => /shards acquired|handed off|another process holds|lease not renewed/.test(l)))
+      .map((l) => l.slice(0, 400));
     assert.deepEqual(moved, [], `every shard is held by the process that held it before the kills; lease events:\n${leaseLines.join('\n')}`);
     assert.deepEqual(after.takeovers, [], 'no takeover among live processes');
   });
@@ -140,7 +148,15 @@ describe('three-node NATS cluster, R3: a node dies (SIGKILL)', function () {
     cluster = await NatsCluster.start();
     tdb = await createTestDb('fov');
     const adIds = await insertAds(tdb.db, 10);
-    const env = adsTestEnv({ DATABASE_URL: tdb.url, NATS_URL: cluster.urls, NATS_REPLICAS: '3', ADS_PARTS: 'views', VIEW_FLUSH_MS: '100', INSTANCE_ID: uniq('v'), VIEW_ACK_WAIT_MS: '5000' });
+    const env = adsTestEnv({
+      DATABASE_URL: tdb.url,
+      NATS_URL: cluster.urls,
+      NATS_REPLICAS: '3',
+      ADS_PARTS: 'views',
+      VIEW_FLUSH_MS: '100',
+      INSTANCE_ID: uniq('v'),
+      VIEW_ACK_WAIT_MS: '5000',
+    });
     // A view the dying node had handed out but the counter never received comes back after the ack wait (default 30 s).
     const counter = spawnWorker(env);
     cleanups.push(async () => {
@@ -171,7 +187,12 @@ describe('three-node NATS cluster, R3: a node dies (SIGKILL)', function () {
       for (;;) {
         let res: Response;
         try {
-          res = await fetch(`http://127.0.0.1:${gw.port}/ads/${ad}/views`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ visitor_id: visitor }), signal: AbortSignal.timeout(10_000) });
+          res = await fetch(`http://127.0.0.1:${gw.port}/ads/${ad}/views`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ visitor_id: visitor }),
+            signal: AbortSignal.timeout(10_000),
+          });
         } catch (e) {
           tally.hung++;
           tally.other.push(String(e));
@@ -212,10 +233,14 @@ describe('three-node NATS cluster, R3: a node dies (SIGKILL)', function () {
       100,
       'every accepted view counted',
     ).catch((e: unknown) => {
-      throw new Error(`${e instanceof Error ? e.message : String(e)}: ${counted} of ${total} counted; 202: ${tally.ok}, 503: ${tally.unavailable}; counter stderr: ${counter.stderr().slice(-500)}; last lines: ${JSON.stringify(counter.lines.slice(-3))}`);
+      throw new Error(
+        `${e instanceof Error ? e.message : String(e)}: ${counted} of ${total} counted; 202: ${tally.ok}, 503: ${tally.unavailable}; counter stderr: ${counter.stderr().slice(-500)}; last lines: ${JSON.stringify(counter.lines.slice(-3))}`,
+      );
     });
     assert.equal(cluster.node(meta).proc, undefined, 'the node is still down');
-    console.log(`      killed ${meta} (meta leader; views stream leader ${leader}) ${Date.now() - killedAt} ms ago: ${tally.ok} beacons answered 202, ${tally.unavailable} answered 503 (${tally.withRetryAfter} with Retry-After) and retried, other: ${JSON.stringify(tally.other.slice(0, 5))}`);
+    console.log(
+      `      killed ${meta} (meta leader; views stream leader ${leader}) ${Date.now() - killedAt} ms ago: ${tally.ok} beacons answered 202, ${tally.unavailable} answered 503 (${tally.withRetryAfter} with Retry-After) and retried, other: ${JSON.stringify(tally.other.slice(0, 5))}`,
+    );
     assert.deepEqual(await viewCounts(tdb.db, adIds), expected, 'exact counts');
     assert.deepEqual(tally.other, [], 'only 202 and 503');
     assert.equal(tally.hung, 0, 'no request hung');

@@ -20,7 +20,12 @@ import { freePort, renderDeployConf, startPrivateNats, type PrivateNats } from '
 
 const run = promisify(execFile);
 const PREFIX = 'perm1.';
-const PASSWORDS = { NOTIFY_PRODUCER_PASSWORD: 'producer-pw-0123', NOTIFY_GATEWAY_PASSWORD: 'gateway-pw-0123', NOTIFY_WORKER_PASSWORD: 'worker-pw-0123', NOTIFY_SITE_PASSWORD: 'site-pw-0123' };
+const PASSWORDS = {
+  NOTIFY_PRODUCER_PASSWORD: 'producer-pw-0123',
+  NOTIFY_GATEWAY_PASSWORD: 'gateway-pw-0123',
+  NOTIFY_WORKER_PASSWORD: 'worker-pw-0123',
+  NOTIFY_SITE_PASSWORD: 'site-pw-0123',
+};
 const API_TOKEN = 'perm-test-token-0123456789';
 
 /** Resolves with the permissions-violation status the server sends for `subject`. */
@@ -67,10 +72,33 @@ describe('deploy/nats-server.conf: one NATS user per role on a real nats-server'
     common = { DATABASE_URL: tdb.url, NATS_URL: nats.url, NATS_SUBJECT_PREFIX: PREFIX, SHARD_LEASE_TTL_MS: '3000', VIEW_FLUSH_MS: '100' };
     // ROLE=all: the worker user must also cover the in-process gateway.
     allGatewayPort = await freePort();
-    worker = startWorker({ ...common, ROLE: 'all', GATEWAY_HOST: '127.0.0.1', GATEWAY_PORT: String(allGatewayPort), ADS_API_TOKEN: API_TOKEN, INSTANCE_ID: 'perm-worker', NATS_USER: 'worker', NATS_PASSWORD: PASSWORDS.NOTIFY_WORKER_PASSWORD, TELEGRAM_BOT_TOKEN: TEST_TOKEN, TELEGRAM_API_ROOT: sandbox.apiRoot, TELEGRAM_GLOBAL_RATE: '300', TELEGRAM_CHAT_RATE: '10' });
+    worker = startWorker({
+      ...common,
+      ROLE: 'all',
+      GATEWAY_HOST: '127.0.0.1',
+      GATEWAY_PORT: String(allGatewayPort),
+      ADS_API_TOKEN: API_TOKEN,
+      INSTANCE_ID: 'perm-worker',
+      NATS_USER: 'worker',
+      NATS_PASSWORD: PASSWORDS.NOTIFY_WORKER_PASSWORD,
+      TELEGRAM_BOT_TOKEN: TEST_TOKEN,
+      TELEGRAM_API_ROOT: sandbox.apiRoot,
+      TELEGRAM_GLOBAL_RATE: '300',
+      TELEGRAM_CHAT_RATE: '10',
+    });
     await worker.waitForLine(/shards acquired/, 45_000);
     gatewayPort = await freePort();
-    gateway = startWorker({ ...common, ROLE: 'gateway', INSTANCE_ID: 'perm-gateway', MIGRATE_ON_START: 'false', NATS_USER: 'gateway', NATS_PASSWORD: PASSWORDS.NOTIFY_GATEWAY_PASSWORD, GATEWAY_HOST: '127.0.0.1', GATEWAY_PORT: String(gatewayPort), ADS_API_TOKEN: API_TOKEN });
+    gateway = startWorker({
+      ...common,
+      ROLE: 'gateway',
+      INSTANCE_ID: 'perm-gateway',
+      MIGRATE_ON_START: 'false',
+      NATS_USER: 'gateway',
+      NATS_PASSWORD: PASSWORDS.NOTIFY_GATEWAY_PASSWORD,
+      GATEWAY_HOST: '127.0.0.1',
+      GATEWAY_PORT: String(gatewayPort),
+      ADS_API_TOKEN: API_TOKEN,
+    });
     await gateway.waitForLine(/ads gateway listening/, 45_000);
   });
   after(async () => {
@@ -85,7 +113,9 @@ describe('deploy/nats-server.conf: one NATS user per role on a real nats-server'
 
   const cli = async (...args: string[]): Promise<{ out: string; code: number }> => {
     try {
-      const r = await run(process.execPath, ['--import', 'tsx', resolve(__dirname, '../../src/cli.ts'), ...args], { env: { PATH: process.env.PATH ?? '', ...common, NATS_NKEY_SEED_FILE: seedFile } });
+      const r = await run(process.execPath, ['--import', 'tsx', resolve(__dirname, '../../src/cli.ts'), ...args], {
+        env: { PATH: process.env.PATH ?? '', ...common, NATS_NKEY_SEED_FILE: seedFile },
+      });
       return { out: r.stdout + r.stderr, code: 0 };
     } catch (e) {
       const err = e as { stdout: string; stderr: string; code: number };
@@ -114,9 +144,17 @@ describe('deploy/nats-server.conf: one NATS user per role on a real nats-server'
   it('producer: a publish to notify.budget.flood, notify.budget.grant.* or notify.recipient.changed is refused by the server', async () => {
     const nc = await producer();
     try {
-      for (const subject of [`${PREFIX}notify.budget.flood`, `${PREFIX}notify.budget.grant.perm-worker_x`, `${PREFIX}notify.recipient.changed`, `${PREFIX}notify.wake.3`]) {
+      for (const subject of [
+        `${PREFIX}notify.budget.flood`,
+        `${PREFIX}notify.budget.grant.perm-worker_x`,
+        `${PREFIX}notify.recipient.changed`,
+        `${PREFIX}notify.wake.3`,
+      ]) {
         const denied = permissionDenied(nc, subject);
-        nc.publish(subject, encodeJson({ until: Date.now() + 30 * 86_400_000, instance: 'forged', chat_id: 5001, status: 'migrated', migrated_to_chat_id: 666 }));
+        nc.publish(
+          subject,
+          encodeJson({ until: Date.now() + 30 * 86_400_000, instance: 'forged', chat_id: 5001, status: 'migrated', migrated_to_chat_id: 666 }),
+        );
         assert.deepEqual(await denied, { operation: 'publish', subject, queue: undefined });
       }
       const deniedSub = permissionDenied(nc, `${PREFIX}notify.outcome.>`);
@@ -136,11 +174,19 @@ describe('deploy/nats-server.conf: one NATS user per role on a real nats-server'
     it(`${which}: POST /notifications, views (JetStream → worker counter), view counts and unread work`, async () => {
       const base = `http://127.0.0.1:${which.startsWith('gateway') ? gatewayPort : allGatewayPort}`;
       const chat = which.startsWith('gateway') ? 5002 : 5012;
-      const post = await fetch(`${base}/notifications`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${API_TOKEN}` }, body: JSON.stringify({ chat_id: chat, text: 'via the gateway' }) });
+      const post = await fetch(`${base}/notifications`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${API_TOKEN}` },
+        body: JSON.stringify({ chat_id: chat, text: 'via the gateway' }),
+      });
       assert.equal(post.status, 202, await post.clone().text());
       await waitFor(() => sandbox.delivered(chat).length === 1, 15_000, 50, `delivery to ${chat}`);
       const [adId] = (await insertAds(tdb.db, 1)) as [number];
-      const view = await fetch(`${base}/ads/${adId}/views`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ visitor_id: 'v1' }) });
+      const view = await fetch(`${base}/ads/${adId}/views`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ visitor_id: 'v1' }),
+      });
       assert.equal(view.status, 202, await view.clone().text());
       await waitFor(async () => (await viewCounts(tdb.db, [adId])).get(adId) === 1, 15_000, 100, 'view counted by the worker');
       const views = await fetch(`${base}/ads/${adId}/views`);
@@ -208,7 +254,10 @@ describe('deploy/nats-server.conf: one NATS user per role on a real nats-server'
     try {
       const infos = [];
       for await (const i of await nc.services.client().info('notify-worker')) infos.push(i);
-      assert.deepEqual(infos.map((i) => i.metadata?.instance), ['perm-worker']);
+      assert.deepEqual(
+        infos.map((i) => i.metadata?.instance),
+        ['perm-worker'],
+      );
     } finally {
       await nc.close();
     }

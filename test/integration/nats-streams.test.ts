@@ -43,8 +43,14 @@ describe('JetStream streams: NATS_REPLICAS and the start-up check of existing st
   it('other subjects (NATS_SUBJECT_PREFIX) or another max age are refused too, not silently applied', async () => {
     const jsm = await nc.jetstreamManager();
     await ensureViewsStream(jsm, loadAdsConfig(adsTestEnv({ VIEWS_STREAM: stream, NATS_SUBJECT_PREFIX: `${stream}.` })));
-    await assert.rejects(ensureViewsStream(jsm, loadAdsConfig(adsTestEnv({ VIEWS_STREAM: stream, NATS_SUBJECT_PREFIX: `${stream}x.` }))), /subjects .* but NATS_SUBJECT_PREFIX asks for/);
-    await assert.rejects(ensureViewsStream(jsm, loadAdsConfig(adsTestEnv({ VIEWS_STREAM: stream, NATS_SUBJECT_PREFIX: `${stream}.`, VIEW_STREAM_MAX_AGE: '1d' }))), /max_age 604800000 ms but VIEW_STREAM_MAX_AGE asks for 86400000 ms/);
+    await assert.rejects(
+      ensureViewsStream(jsm, loadAdsConfig(adsTestEnv({ VIEWS_STREAM: stream, NATS_SUBJECT_PREFIX: `${stream}x.` }))),
+      /subjects .* but NATS_SUBJECT_PREFIX asks for/,
+    );
+    await assert.rejects(
+      ensureViewsStream(jsm, loadAdsConfig(adsTestEnv({ VIEWS_STREAM: stream, NATS_SUBJECT_PREFIX: `${stream}.`, VIEW_STREAM_MAX_AGE: '1d' }))),
+      /max_age 604800000 ms but VIEW_STREAM_MAX_AGE asks for 86400000 ms/,
+    );
   });
 
   it('NATS_REPLICAS is validated at start-up', () => {

@@ -66,14 +66,32 @@ describe('npm start: a signal to the npm process reaches the worker (real proces
       const npm = spawn('npm', ['start', '--silent'], {
         detached: group,
         cwd: ROOT,
-        env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', DATABASE_URL: tdb.url, NATS_URL, TELEGRAM_SANDBOX: '1', TELEGRAM_SANDBOX_PORT: '0', METRICS_PORT: '0', GATEWAY_PORT: '0', ROLE: 'all', CLUSTER_BUCKET: bucket, NATS_SUBJECT_PREFIX: `${bucket}.`, INSTANCE_ID: uniq('npm'), ...ads },
+        env: {
+          PATH: process.env.PATH ?? '',
+          HOME: process.env.HOME ?? '/tmp',
+          DATABASE_URL: tdb.url,
+          NATS_URL,
+          TELEGRAM_SANDBOX: '1',
+          TELEGRAM_SANDBOX_PORT: '0',
+          METRICS_PORT: '0',
+          GATEWAY_PORT: '0',
+          ROLE: 'all',
+          CLUSTER_BUCKET: bucket,
+          NATS_SUBJECT_PREFIX: `${bucket}.`,
+          INSTANCE_ID: uniq('npm'),
+          ...ads,
+        },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       const lines: string[] = [];
       const onData = (b: Buffer): void => void lines.push(...b.toString('utf8').split('\n').filter(Boolean));
       npm.stdout.on('data', onData);
       npm.stderr.on('data', onData);
-      const exited = new Promise<number | null>((r) => npm.once('exit', (code) => { r(code); }));
+      const exited = new Promise<number | null>((r) =>
+        npm.once('exit', (code) => {
+          r(code);
+        }),
+      );
       await waitFor(() => lines.some((l) => l.includes('delivery pipeline running')), 30_000, 50, 'the system to start');
       const tree = descendants(npm.pid!);
       assert.ok(tree.length >= 1, 'npm started the worker');
@@ -84,8 +102,14 @@ describe('npm start: a signal to the npm process reaches the worker (real proces
       const code = await exited;
       await waitFor(() => tree.every((p) => !alive(p)), 10_000, 50, 'every descendant to exit');
       assert.equal(code, 0, lines.slice(-5).join('\n'));
-      assert.ok(lines.some((l) => /"msg":"shutting down/.test(l) && l.includes(signal)), 'the worker itself saw the signal');
-      assert.ok(lines.some((l) => /"msg":"stopped/.test(l)), 'and finished its shutdown');
+      assert.ok(
+        lines.some((l) => /"msg":"shutting down/.test(l) && l.includes(signal)),
+        'the worker itself saw the signal',
+      );
+      assert.ok(
+        lines.some((l) => /"msg":"stopped/.test(l)),
+        'and finished its shutdown',
+      );
     });
   }
 });

@@ -48,7 +48,9 @@ describe('new-order notifications through the pipeline (sandbox, image server, M
   };
 
   const insertOrderRow = async (orderId: number, kind: string | null = 'new_order'): Promise<number> => {
-    const [id] = (await h.tdb.db('telegram_notifications').insert({ telegram_id: ADMIN, message_text: `🛒 НОВЫЙ ЗАКАЗ #${orderId}\nСумма: 1000 руб.`, kind, order_id: kind ? orderId : null })) as number[];
+    const [id] = (await h.tdb
+      .db('telegram_notifications')
+      .insert({ telegram_id: ADMIN, message_text: `🛒 НОВЫЙ ЗАКАЗ #${orderId}\nСумма: 1000 руб.`, kind, order_id: kind ? orderId : null })) as number[];
     return Number(id);
   };
   const status = async (id: number) => (await h.tdb.db('telegram_notifications').where({ id }).first()).status as string;
@@ -59,10 +61,20 @@ describe('new-order notifications through the pipeline (sandbox, image server, M
     await start();
     await waitFor(async () => (await status(id)) === 'sent', 20_000, 50, 'order sent');
     const d = h.sandbox.delivered(ADMIN);
-    assert.deepEqual(d.map((x) => [x.method, x.mediaCount]), [['sendMessage', 1], ['sendMediaGroup', 10], ['sendMediaGroup', 2]]);
+    assert.deepEqual(
+      d.map((x) => [x.method, x.mediaCount]),
+      [
+        ['sendMessage', 1],
+        ['sendMediaGroup', 10],
+        ['sendMediaGroup', 2],
+      ],
+    );
     assert.match(d[0]!.text!, /НОВЫЙ ЗАКАЗ/);
     const captions = d.slice(1).flatMap((x) => x.media!.map((m) => m.caption));
-    assert.deepEqual(captions, Array.from({ length: 12 }, (_, i) => `Товар: Товар-${i + 1}\nЦена: ${100 + i} руб.`));
+    assert.deepEqual(
+      captions,
+      Array.from({ length: 12 }, (_, i) => `Товар: Товар-${i + 1}\nЦена: ${100 + i} руб.`),
+    );
     assert.ok(d[1]!.media!.every((m) => m.source === 'upload'));
   });
 
@@ -70,7 +82,10 @@ describe('new-order notifications through the pipeline (sandbox, image server, M
     const id = await insertOrderRow(await makeOrder(1, 'Solo'));
     await start();
     await waitFor(async () => (await status(id)) === 'sent', 20_000, 50, 'sent');
-    assert.deepEqual(h.sandbox.delivered(ADMIN).map((x) => x.method), ['sendMessage', 'sendPhoto']);
+    assert.deepEqual(
+      h.sandbox.delivered(ADMIN).map((x) => x.method),
+      ['sendMessage', 'sendPhoto'],
+    );
   });
 
   it('a 5xx on the second album: the retry sends only the second album', async () => {
@@ -88,7 +103,14 @@ describe('new-order notifications through the pipeline (sandbox, image server, M
     const d = h.sandbox.delivered(ADMIN);
     assert.equal(h.sandbox.stats().injected, 1, 'the second album was rejected once');
     // Neither the text nor the first album was sent again.
-    assert.deepEqual(d.map((x) => [x.method, x.mediaCount]), [['sendMessage', 1], ['sendMediaGroup', 10], ['sendMediaGroup', 2]]);
+    assert.deepEqual(
+      d.map((x) => [x.method, x.mediaCount]),
+      [
+        ['sendMessage', 1],
+        ['sendMediaGroup', 10],
+        ['sendMediaGroup', 2],
+      ],
+    );
     const row = await h.tdb.db('telegram_notifications').where({ id }).first();
     assert.equal(row.retry_count, 1);
     assert.deepEqual(JSON.parse(row.progress), { done: 3, total: 3 });
@@ -98,6 +120,12 @@ describe('new-order notifications through the pipeline (sandbox, image server, M
     const id = await insertOrderRow(await makeOrder(3, 'L'), null);
     await start();
     await waitFor(async () => (await status(id)) === 'sent', 20_000, 50, 'sent');
-    assert.deepEqual(h.sandbox.delivered(ADMIN).map((x) => [x.method, x.mediaCount]), [['sendMessage', 1], ['sendMediaGroup', 3]]);
+    assert.deepEqual(
+      h.sandbox.delivered(ADMIN).map((x) => [x.method, x.mediaCount]),
+      [
+        ['sendMessage', 1],
+        ['sendMediaGroup', 3],
+      ],
+    );
   });
 });

@@ -31,12 +31,19 @@ describe('outbox claim (MariaDB, SKIP LOCKED)', function () {
     try {
       await trx.raw('SELECT id FROM telegram_notifications WHERE id = ? FOR UPDATE', [first.id]);
       const got = await repo.claim(claimReq);
-      assert.deepEqual(got.map((r) => r.text), ['b1'], 'chat 111 sits this claim out instead of sending a2 first');
+      assert.deepEqual(
+        got.map((r) => r.text),
+        ['b1'],
+        'chat 111 sits this claim out instead of sending a2 first',
+      );
     } finally {
       await trx.rollback();
     }
     const later = await repo.claim(claimReq);
-    assert.deepEqual(later.map((r) => r.text), ['a1', 'a2']);
+    assert.deepEqual(
+      later.map((r) => r.text),
+      ['a1', 'a2'],
+    );
   });
 
   it('claims only the shards this process is the fenced owner of', async () => {
@@ -58,6 +65,10 @@ describe('outbox claim (MariaDB, SKIP LOCKED)', function () {
     const t = await b.takeShards(shards);
     assert.equal(t.reclaimed, 1);
     assert.ok([...t.previous.values()].every((o) => o === 'a:2'));
-    assert.equal((await a.writeOutcomes([{ id: (await b.claim(claimReq))[0]!.id, kind: 'sent', at: Date.now(), attempts: 1, retryCount: 0 }])), 0, "a's late outcome is fenced off");
+    assert.equal(
+      await a.writeOutcomes([{ id: (await b.claim(claimReq))[0]!.id, kind: 'sent', at: Date.now(), attempts: 1, retryCount: 0 }]),
+      0,
+      "a's late outcome is fenced off",
+    );
   });
 });

@@ -29,13 +29,21 @@ describe('outcome writer: a batch never dies for one outcome (real MariaDB)', fu
   async function claimedRows(n: number): Promise<number[]> {
     const ids: number[] = [];
     for (let i = 0; i < n; i++) {
-      const [id] = (await tdb.db('telegram_notifications').insert({ telegram_id: 1000 + i, message_text: `m${i}`, status: 'claimed', claimed_by: owner })) as number[];
+      const [id] = (await tdb
+        .db('telegram_notifications')
+        .insert({ telegram_id: 1000 + i, message_text: `m${i}`, status: 'claimed', claimed_by: owner })) as number[];
       ids.push(Number(id));
     }
     return ids;
   }
 
-  function writer(): { ref: ReturnType<typeof spawnOutcomeWriter>; events: OutcomeEvent[]; metrics: Metrics; logs: ReturnType<typeof captureLogger>; queue: OutcomeQueue } {
+  function writer(): {
+    ref: ReturnType<typeof spawnOutcomeWriter>;
+    events: OutcomeEvent[];
+    metrics: Metrics;
+    logs: ReturnType<typeof captureLogger>;
+    queue: OutcomeQueue;
+  } {
     const logs = captureLogger('debug');
     const metrics = new Metrics();
     system = startActorSystem('outcomes-test', logs.log);
@@ -68,14 +76,31 @@ describe('outcome writer: a batch never dies for one outcome (real MariaDB)', fu
     assert.equal(r.written, 5, 'every queued outcome was handled');
     assert.equal(w.queue.items.length, 0, 'nothing left blocking the queue');
 
-    const rows = (await tdb.db('telegram_notifications').whereIn('id', ids).orderBy('id').select('id', 'status', 'sent', 'notes', 'claimed_by')) as Array<{ id: number; status: string; sent: number; notes: string | null; claimed_by: string | null }>;
+    const rows = (await tdb.db('telegram_notifications').whereIn('id', ids).orderBy('id').select('id', 'status', 'sent', 'notes', 'claimed_by')) as Array<{
+      id: number;
+      status: string;
+      sent: number;
+      notes: string | null;
+      claimed_by: string | null;
+    }>;
     const byId = new Map(rows.map((x) => [Number(x.id), x]));
-    for (const id of [a, b, e]) assert.deepEqual({ ...byId.get(id)!, id: 0 }, { id: 0, status: 'sent', sent: 1, notes: `note ${id} secret-detail`, claimed_by: null });
+    for (const id of [a, b, e])
+      assert.deepEqual({ ...byId.get(id)!, id: 0 }, { id: 0, status: 'sent', sent: 1, notes: `note ${id} secret-detail`, claimed_by: null });
     assert.deepEqual({ ...byId.get(c)!, id: 0 }, { id: 0, status: 'sent', sent: 1, notes: null, claimed_by: null }, 'c: state written without notes');
-    assert.deepEqual({ ...byId.get(d)!, id: 0 }, { id: 0, status: 'claimed', sent: 0, notes: null, claimed_by: owner }, 'd: dropped, still claimed (its lease will be reaped)');
+    assert.deepEqual(
+      { ...byId.get(d)!, id: 0 },
+      { id: 0, status: 'claimed', sent: 0, notes: null, claimed_by: owner },
+      'd: dropped, still claimed (its lease will be reaped)',
+    );
 
-    assert.deepEqual(w.events.map((x) => x.id).sort((x, y) => x - y), [a, b, c, e].sort((x, y) => x - y), 'events only for committed outcomes');
-    const dl = (await w.metrics.registry.getSingleMetric('outbox_outcomes_dead_lettered_total')!.get()).values.map((v) => `${v.labels.kind}/${v.labels.result}=${v.value}`).sort();
+    assert.deepEqual(
+      w.events.map((x) => x.id).sort((x, y) => x - y),
+      [a, b, c, e].sort((x, y) => x - y),
+      'events only for committed outcomes',
+    );
+    const dl = (await w.metrics.registry.getSingleMetric('outbox_outcomes_dead_lettered_total')!.get()).values
+      .map((v) => `${v.labels.kind}/${v.labels.result}=${v.value}`)
+      .sort();
     assert.deepEqual(dl, ['sent/dropped=1', 'sent/state_only=1']);
     const dropped = w.logs.lines().find((l) => String(l.msg).includes('dropped'))!;
     assert.equal(dropped.id, d);
@@ -87,7 +112,15 @@ describe('outcome writer: a batch never dies for one outcome (real MariaDB)', fu
   it('values MariaDB would refuse are made storable before the batch is written (no batch error at all)', async () => {
     const [x, y] = (await claimedRows(2)) as [number, number];
     const w = writer();
-    const bad: Outcome = { id: x, kind: 'retry', attempts: -3, retryCount: Number.NaN, nextAttemptAt: Number.NaN, code: 'C'.repeat(100), reason: '😀'.repeat(3000) };
+    const bad: Outcome = {
+      id: x,
+      kind: 'retry',
+      attempts: -3,
+      retryCount: Number.NaN,
+      nextAttemptAt: Number.NaN,
+      code: 'C'.repeat(100),
+      reason: '😀'.repeat(3000),
+    };
     dispatch(w.ref, { type: 'outcome', outcome: bad });
     dispatch(w.ref, { type: 'outcome', outcome: { ...sent(y), notes: '😀'.repeat(300) } } as OutcomeWriterMsg);
     const r = await query<OutcomeWriterMsg, { written: number }>(w.ref, (replyTo) => ({ type: 'flush', replyTo }), 20_000);
@@ -101,6 +134,9 @@ describe('outcome writer: a batch never dies for one outcome (real MariaDB)', fu
     assert.equal(ry.status, 'sent');
     assert.equal([...ry.notes].length, 255);
     const errors = await w.metrics.registry.getSingleMetric('outbox_outcome_write_errors_total')!.get();
-    assert.equal(errors.values.reduce((s, v) => s + v.value, 0), 0);
+    assert.equal(
+      errors.values.reduce((s, v) => s + v.value, 0),
+      0,
+    );
   });
 });

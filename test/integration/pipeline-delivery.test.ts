@@ -23,7 +23,11 @@ describe('delivery pipeline (MariaDB + NATS + sandbox over HTTP)', function () {
     assert.equal(new Set(delivered.map((d) => d.text)).size, 400, 'no duplicates');
     for (let c = 0; c < 40; c++) {
       const texts = h.sandbox.delivered(1000 + c).map((d) => Number(d.text!.slice(1)));
-      assert.deepEqual(texts, [...texts].sort((a, b) => a - b), `chat ${1000 + c} in order`);
+      assert.deepEqual(
+        texts,
+        [...texts].sort((a, b) => a - b),
+        `chat ${1000 + c} in order`,
+      );
     }
     const stats = h.sandbox.stats();
     assert.equal(stats.rejected['429'] ?? 0, 0);
@@ -33,7 +37,10 @@ describe('delivery pipeline (MariaDB + NATS + sandbox over HTTP)', function () {
 
   it('keeps per-chat order when the sandbox injects 5xx into a chat mid-sequence', async () => {
     h = await harness({ sandbox: { globalRate: 300, chatRate: 10 } });
-    await insertLegacy(h, Array.from({ length: 10 }, (_, i) => ({ chat: 777, text: `n${i}` })));
+    await insertLegacy(
+      h,
+      Array.from({ length: 10 }, (_, i) => ({ chat: 777, text: `n${i}` })),
+    );
     h.sandbox.injectFailure({ chatId: 777, status: 502, count: 2 });
     await h.start();
     await waitFor(async () => (await rowsByStatus(h)).sent === 10, 20_000, 50, 'all sent');
@@ -56,14 +63,23 @@ describe('pipeline metrics', function () {
 
   it('exposes per-shard queue depth, the delivery counters and the gate on the registry', async () => {
     h = await harness({ sandbox: { globalRate: 300, chatRate: 2 } });
-    await insertLegacy(h, Array.from({ length: 40 }, (_, i) => ({ chat: 12345, text: `q${i}` })));
+    await insertLegacy(
+      h,
+      Array.from({ length: 40 }, (_, i) => ({ chat: 12345, text: `q${i}` })),
+    );
     const metrics = new Metrics();
     await h.start(undefined, undefined, undefined, metrics);
     // One chat at 2 msg/s: most rows wait in its shard's queue for a while.
     await h.sandbox.waitForDelivered(3, 10_000);
     const text = await metrics.text();
     const depth = /sender_queue_depth\{shard="28"\} (\d+)/.exec(text);
-    assert.ok(depth && Number(depth[1]) > 0 && Number(depth[1]) <= 40, text.split('\n').filter((l) => l.startsWith('sender_queue_depth')).join('\n'));
+    assert.ok(
+      depth && Number(depth[1]) > 0 && Number(depth[1]) <= 40,
+      text
+        .split('\n')
+        .filter((l) => l.startsWith('sender_queue_depth'))
+        .join('\n'),
+    );
     assert.match(text, /telegram_sent_total\{shard="28"\} [1-9]/);
     assert.match(text, /gate_limit_per_window 300/);
   });

@@ -95,7 +95,12 @@ describe('delivery pipeline: each Telegram answer', function () {
     await waitFor(async () => (await row(h, id!)).status === 'sent', 15_000, 50, 'sent');
     assert.equal(h.sandbox.delivered(-1001000004700).length, 1);
     assert.equal(h.sandbox.delivered(-4700).length, 0);
-    await waitFor(async () => (await h.tdb.db('telegram_recipients').where({ chat_id: -4700 }).first())?.migrated_to_chat_id === -1001000004700, 5_000, 50, 'recipient migrated');
+    await waitFor(
+      async () => (await h.tdb.db('telegram_recipients').where({ chat_id: -4700 }).first())?.migrated_to_chat_id === -1001000004700,
+      5_000,
+      50,
+      'recipient migrated',
+    );
   });
 });
 
@@ -106,7 +111,13 @@ describe('notify.enqueue over NATS', function () {
     await h?.close();
   });
 
-  const ask = async (payload: Uint8Array) => JSON.parse(new TextDecoder().decode((await h.nc.request(h.subjects.enqueue, payload, { timeout: 5_000 })).data)) as { ok: boolean; id?: number; duplicate?: boolean; error?: { code: string; message: string } };
+  const ask = async (payload: Uint8Array) =>
+    JSON.parse(new TextDecoder().decode((await h.nc.request(h.subjects.enqueue, payload, { timeout: 5_000 })).data)) as {
+      ok: boolean;
+      id?: number;
+      duplicate?: boolean;
+      error?: { code: string; message: string };
+    };
 
   it('rejects bad payloads with a code and a precise message, and keeps serving', async () => {
     h = await harness();
@@ -162,7 +173,10 @@ describe('graceful shutdown', function () {
 
   it('leaves no row claimed and no outcome unwritten', async () => {
     h = await harness({ sandbox: { globalRate: 300, chatRate: 5 } });
-    await insertLegacy(h, Array.from({ length: 200 }, (_, i) => ({ chat: 2000 + (i % 4), text: `s${i}` })));
+    await insertLegacy(
+      h,
+      Array.from({ length: 200 }, (_, i) => ({ chat: 2000 + (i % 4), text: `s${i}` })),
+    );
     await h.start();
     await h.sandbox.waitForDelivered(30, 10_000);
     await h.stopPipeline();

@@ -53,7 +53,8 @@ describe('delivery pipeline across real processes', function () {
     const rows = Array.from({ length: n }, (_, i) => ({ telegram_id: 3000 + (i % chats), message_text: `${prefix}${i}` }));
     for (let i = 0; i < rows.length; i += 500) await tdb.db('telegram_notifications').insert(rows.slice(i, i + 500));
   };
-  const count = async (where: Record<string, unknown>): Promise<number> => Number(((await tdb.db('telegram_notifications').where(where).count({ n: '*' }))[0] as { n: number }).n);
+  const count = async (where: Record<string, unknown>): Promise<number> =>
+    Number(((await tdb.db('telegram_notifications').where(where).count({ n: '*' }))[0] as { n: number }).n);
 
   it('two workers on one table never send a row twice', async () => {
     await insert(600, 60, 'two-');
@@ -81,6 +82,9 @@ describe('delivery pipeline across real processes', function () {
     const texts = sandbox.delivered().map((d) => d.text!);
     assert.equal(new Set(texts).size, 300, 'every row delivered');
     const duplicates = texts.length - 300;
-    assert.ok(duplicates <= deliveredAtKill - recordedAtKill, `duplicates (${duplicates}) only among rows sent but not yet recorded at the kill (${deliveredAtKill - recordedAtKill})`);
+    assert.ok(
+      duplicates <= deliveredAtKill - recordedAtKill,
+      `duplicates (${duplicates}) only among rows sent but not yet recorded at the kill (${deliveredAtKill - recordedAtKill})`,
+    );
   });
 });

@@ -18,7 +18,10 @@ describe('adaptive limits against a stricter server (sandbox over HTTP)', functi
   it('global: server at 80/s while told 120/s → the bot rate settles below 80/s, few 429s, all delivered once', async () => {
     h = await harness({ sandbox: { globalRate: 80, chatRate: 10 }, env: { TELEGRAM_GLOBAL_RATE: '120' } });
     const n = 1200;
-    await insertLegacy(h, Array.from({ length: n }, (_, i) => ({ chat: 20_000 + (i % 600), text: `s${i}` })));
+    await insertLegacy(
+      h,
+      Array.from({ length: n }, (_, i) => ({ chat: 20_000 + (i % 600), text: `s${i}` })),
+    );
     const started = Date.now();
     const pipeline = await h.start();
     await waitFor(async () => (await rowsByStatus(h)).sent === n, 80_000, 200, 'all sent');
@@ -32,7 +35,9 @@ describe('adaptive limits against a stricter server (sandbox over HTTP)', functi
     const half = d.slice(Math.floor(n / 2));
     const settled = ((half.length - 1) / (half[half.length - 1]!.at - half[0]!.at)) * 1000;
     const r429 = stats.rateLimited;
-    console.log(`      stricter global: ${n} in ${wallS.toFixed(1)} s; 429s ${JSON.stringify(r429)} (${((r429.global * 100) / n).toFixed(2)} % of sends); gate now ${rate.toFixed(1)}/s; second half ${settled.toFixed(1)}/s of the server's 80/s`);
+    console.log(
+      `      stricter global: ${n} in ${wallS.toFixed(1)} s; 429s ${JSON.stringify(r429)} (${((r429.global * 100) / n).toFixed(2)} % of sends); gate now ${rate.toFixed(1)}/s; second half ${settled.toFixed(1)}/s of the server's 80/s`,
+    );
     assert.equal(r429.chat + r429.group, 0, 'no chat was blamed: the chats were far below their own limit');
     assert.ok(rate <= 80, `the effective bot rate (${rate.toFixed(1)}/s) is below the server's`);
     assert.ok(settled >= 0.9 * 80, `settled at ${settled.toFixed(1)}/s`);

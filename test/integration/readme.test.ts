@@ -32,9 +32,17 @@ export function tryItExamples(readme: string): Array<{ command: string; expect: 
 
 async function freePort(): Promise<number> {
   const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => { r(); }));
+  await new Promise<void>((r) =>
+    s.listen(0, '127.0.0.1', () => {
+      r();
+    }),
+  );
   const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => { r(); }));
+  await new Promise<void>((r) =>
+    s.close(() => {
+      r();
+    }),
+  );
   return port;
 }
 
@@ -58,7 +66,14 @@ describe("README: every 'Try it' example works on a fresh setup (real system, re
       CLUSTER_BUCKET: p,
       VIEWS_STREAM: `V${p}`,
     };
-    worker = startWorker({ ...env, ROLE: 'all', INSTANCE_ID: p, GATEWAY_HOST: '127.0.0.1', GATEWAY_PORT: String(ports.gateway), TELEGRAM_SANDBOX_PORT: String(ports.sandbox) });
+    worker = startWorker({
+      ...env,
+      ROLE: 'all',
+      INSTANCE_ID: p,
+      GATEWAY_HOST: '127.0.0.1',
+      GATEWAY_PORT: String(ports.gateway),
+      TELEGRAM_SANDBOX_PORT: String(ports.sandbox),
+    });
     await worker.waitForLine(/"msg":"ready"/, 60_000);
   });
   after(async () => {
@@ -85,10 +100,12 @@ describe("README: every 'Try it' example works on a fresh setup (real system, re
       let last = '';
       await waitFor(
         async () => {
-          const r = await run(command, { cwd: ROOT, env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env }, timeout: 60_000 }).catch((e: unknown) => {
-            const err = e as { stdout?: string; stderr?: string; code?: number };
-            throw new Error(`exit ${String(err.code)}: ${err.stdout ?? ''}${err.stderr ?? ''}`);
-          });
+          const r = await run(command, { cwd: ROOT, env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env }, timeout: 60_000 }).catch(
+            (e: unknown) => {
+              const err = e as { stdout?: string; stderr?: string; code?: number };
+              throw new Error(`exit ${String(err.code)}: ${err.stdout ?? ''}${err.stderr ?? ''}`);
+            },
+          );
           last = r.stdout;
           return r.stdout.includes(ex.expect);
         },

@@ -26,7 +26,15 @@ describe('recipients: notify.recipient.changed is validated and checked against 
     h.nc.publish(h.subjects.recipientChanged, encodeJson({ chat_id: 7001, status: 'migrated', migrated_to_chat_id: -1006660000001 }));
     h.nc.publish(h.subjects.recipientChanged, encodeJson({ chat_id: 7002, status: 'blocked' }));
     await waitFor(() => logged((l) => l.code === 'RECIPIENT_MISMATCH').length === 2, 5_000, 20, 'both events checked against the database');
-    assert.deepEqual(logged((l) => l.code === 'RECIPIENT_MISMATCH').map((l) => [l.chatId, l.announced, l.stored]).sort(), [[7001, 'migrated', 'ok'], [7002, 'blocked', 'ok']]);
+    assert.deepEqual(
+      logged((l) => l.code === 'RECIPIENT_MISMATCH')
+        .map((l) => [l.chatId, l.announced, l.stored])
+        .sort(),
+      [
+        [7001, 'migrated', 'ok'],
+        [7002, 'blocked', 'ok'],
+      ],
+    );
     assert.equal(h.pipeline!.recipients.target(7001), 7001);
     assert.equal(h.pipeline!.recipients.unreachable(7002), undefined);
     await enqueue(7001, 'to 7001');
@@ -36,7 +44,9 @@ describe('recipients: notify.recipient.changed is validated and checked against 
   });
 
   it('an operator change that is in the database applies (block, then clear)', async () => {
-    await h.tdb.db('telegram_recipients').insert({ chat_id: 7005, status: 'blocked', reason: 'operator', error_code: 'TG_PERMANENT', unreachable_since: new Date() });
+    await h.tdb
+      .db('telegram_recipients')
+      .insert({ chat_id: 7005, status: 'blocked', reason: 'operator', error_code: 'TG_PERMANENT', unreachable_since: new Date() });
     h.nc.publish(h.subjects.recipientChanged, encodeJson({ chat_id: 7005, status: 'blocked' }));
     await waitFor(() => h.pipeline!.recipients.unreachable(7005) !== undefined, 5_000, 20, 'blocked from the database');
     await h.tdb.db('telegram_recipients').where({ chat_id: 7005 }).update({ status: 'ok', reason: null, error_code: null, unreachable_since: null });
@@ -78,7 +88,9 @@ describe('recipients: notify.recipient.changed is validated and checked against 
     for (const b of bad) h.nc.publish(h.subjects.recipientChanged, encodeJson(b));
     h.nc.publish(h.subjects.recipientChanged, new TextEncoder().encode('not json'));
     await waitFor(() => logged((l) => l.msg === 'bad recipient event ignored').length === before + bad.length + 1, 5_000, 20, 'every bad event refused');
-    const codes = logged((l) => l.msg === 'bad recipient event ignored').slice(before).map((l) => l.code);
+    const codes = logged((l) => l.msg === 'bad recipient event ignored')
+      .slice(before)
+      .map((l) => l.code);
     assert.deepEqual(codes, ['BAD_PAYLOAD', 'BAD_PAYLOAD', 'BAD_PAYLOAD', 'BAD_PAYLOAD', 'BAD_PAYLOAD', 'BAD_JSON']);
     assert.equal(h.pipeline!.recipients.target(7020), 7020);
   });

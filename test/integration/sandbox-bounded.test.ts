@@ -9,7 +9,11 @@ describe('TelegramSandbox: the delivered log is bounded (HTTP)', () => {
     sandbox = new TelegramSandbox({ maxDelivered: 5, globalRate: 1000, chatRate: 1000 });
     const { apiRoot } = await sandbox.start();
     for (let i = 1; i <= 12; i++) {
-      const r = (await fetch(`${apiRoot}bot1:x/sendMessage`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ chat_id: 100 + i, text: `m${i}` }) }).then((x) => x.json())) as { ok: boolean };
+      const r = (await fetch(`${apiRoot}bot1:x/sendMessage`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ chat_id: 100 + i, text: `m${i}` }),
+      }).then((x) => x.json())) as { ok: boolean };
       assert.equal(r.ok, true);
     }
     await sandbox.waitForDelivered(12, 1_000);

@@ -7,8 +7,7 @@ const TOKEN = '123456:SECRET-sandbox-token-x9';
 const PHOTO = Buffer.from('ffd8ffe000104a464946', 'hex'); // a JPEG's first bytes; the sandbox does not decode
 
 /** sendMediaGroup's `media` for an album of n photos given by URL. */
-const urlAlbum = (n: number): string =>
-  JSON.stringify(Array.from({ length: n }, (_, i) => ({ type: 'photo', media: `https://x.y/${i}.jpg` })));
+const urlAlbum = (n: number): string => JSON.stringify(Array.from({ length: n }, (_, i) => ({ type: 'photo', media: `https://x.y/${i}.jpg` })));
 
 interface Reply {
   status: number;
@@ -49,8 +48,7 @@ describe('TelegramSandbox (HTTP)', function () {
   }
 
   function control(path: string, body?: unknown): Promise<Reply> {
-    const init: RequestInit =
-      body === undefined ? {} : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
+    const init: RequestInit = body === undefined ? {} : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
     return fetch(`${apiRoot}sandbox/${path}`, init).then(reply);
   }
 
@@ -107,7 +105,12 @@ describe('TelegramSandbox (HTTP)', function () {
       });
       assert.deepEqual(
         sandbox.delivered().map((e) => [e.seq, e.messageId, e.text]),
-        [[1, 1, 'json'], [2, 2, 'form'], [3, 3, 'query'], [4, 4, 'multipart']],
+        [
+          [1, 1, 'json'],
+          [2, 2, 'form'],
+          [3, 3, 'query'],
+          [4, 4, 'multipart'],
+        ],
       );
     });
 
@@ -155,16 +158,8 @@ describe('TelegramSandbox (HTTP)', function () {
         400,
         'Bad Request: there is no photo in the request',
       );
-      expectError(
-        await call('sendPhoto', { chat_id: 7, photo: 'AgADunknown' }),
-        400,
-        'Bad Request: wrong file identifier/HTTP URL specified',
-      );
-      expectError(
-        await multipart('sendPhoto', { chat_id: '7' }, { photo: Buffer.alloc(0) }),
-        400,
-        'Bad Request: file must be non-empty',
-      );
+      expectError(await call('sendPhoto', { chat_id: 7, photo: 'AgADunknown' }), 400, 'Bad Request: wrong file identifier/HTTP URL specified');
+      expectError(await multipart('sendPhoto', { chat_id: '7' }, { photo: Buffer.alloc(0) }), 400, 'Bad Request: file must be non-empty');
       expectError(
         await call('sendPhoto', { chat_id: 7, photo: 'https://x.y/a.jpg', caption: 'c'.repeat(1025) }),
         400,
@@ -189,32 +184,29 @@ describe('TelegramSandbox (HTTP)', function () {
       }
       assert.deepEqual(
         sandbox.delivered().map((e) => [e.messageId, e.mediaCount]),
-        [[1, 2], [3, 10]],
+        [
+          [1, 2],
+          [3, 10],
+        ],
       );
       assert.equal(sandbox.stats().accepted.messages, 12);
     });
 
     it('refuses albums of 0, 1 and 11 items and missing attachments', async () => {
       await setup({ chatRate: 100 });
-      expectError(
-        await call('sendMediaGroup', { chat_id: 7, media: urlAlbum(0) }),
-        400,
-        'Bad Request: there are no messages to send',
-      );
-      expectError(
-        await call('sendMediaGroup', { chat_id: 7, media: urlAlbum(1) }),
-        400,
-        'Bad Request: media group must contain 2-10 items',
-      );
-      expectError(
-        await call('sendMediaGroup', { chat_id: 7, media: urlAlbum(11) }),
-        400,
-        'Bad Request: too many messages to send as an album',
-      );
+      expectError(await call('sendMediaGroup', { chat_id: 7, media: urlAlbum(0) }), 400, 'Bad Request: there are no messages to send');
+      expectError(await call('sendMediaGroup', { chat_id: 7, media: urlAlbum(1) }), 400, 'Bad Request: media group must contain 2-10 items');
+      expectError(await call('sendMediaGroup', { chat_id: 7, media: urlAlbum(11) }), 400, 'Bad Request: too many messages to send as an album');
       expectError(
         await multipart(
           'sendMediaGroup',
-          { chat_id: '7', media: JSON.stringify([{ type: 'photo', media: 'attach://a' }, { type: 'photo', media: 'attach://b' }]) },
+          {
+            chat_id: '7',
+            media: JSON.stringify([
+              { type: 'photo', media: 'attach://a' },
+              { type: 'photo', media: 'attach://b' },
+            ]),
+          },
           { a: PHOTO },
         ),
         400,
@@ -236,7 +228,10 @@ describe('TelegramSandbox (HTTP)', function () {
         { type: 'photo', media: Input.fromBuffer(PHOTO, 'a.jpg'), caption: 'a' },
         { type: 'photo', media: photo.photo[0]?.file_id ?? '' },
       ]);
-      assert.deepEqual(album.map((m) => m.message_id), [1, 2]);
+      assert.deepEqual(
+        album.map((m) => m.message_id),
+        [1, 2],
+      );
       const error: unknown = await telegram.sendMessage(1, 'too soon').catch((e: unknown) => e);
       assert.ok(error instanceof TelegramError);
       assert.equal(error.code, 429);
@@ -273,7 +268,10 @@ describe('TelegramSandbox (HTTP)', function () {
       await setup({ groupRatePerMin: 3 });
       const replies = [];
       for (let i = 0; i < 5; i++) replies.push(await call('sendMessage', { chat_id: -42, text: `g${i}` }));
-      assert.deepEqual(replies.map((r) => r.status), [200, 200, 200, 429, 429]);
+      assert.deepEqual(
+        replies.map((r) => r.status),
+        [200, 200, 200, 429, 429],
+      );
       const retryAfter = (replies[3]?.body.parameters as { retry_after: number }).retry_after;
       assert.ok(retryAfter >= 59 && retryAfter <= 60, `retry_after ${retryAfter}`);
       assert.deepEqual(sandbox.stats().rateLimited, { global: 0, chat: 0, group: 2 });
@@ -292,8 +290,7 @@ describe('TelegramSandbox (HTTP)', function () {
 
     it('counts an album as n messages in every window', async () => {
       await setup({ chatRate: 5 });
-      const album = (n: number): Promise<Reply> =>
-        call('sendMediaGroup', { chat_id: 3, media: urlAlbum(n) });
+      const album = (n: number): Promise<Reply> => call('sendMediaGroup', { chat_id: 3, media: urlAlbum(n) });
       assert.equal((await album(3)).status, 200);
       assert.equal((await album(3)).status, 429, '3 + 3 > 5: the whole album is refused');
       assert.equal((await album(2)).status, 200);
@@ -317,11 +314,7 @@ describe('TelegramSandbox (HTTP)', function () {
         400,
         `Bad Request: can't parse entities: Can't find end tag corresponding to start tag "b"`,
       );
-      expectError(
-        await call('sendMessage', { chat_id: 8, text: 'x'.repeat(4097) }),
-        400,
-        'Bad Request: message is too long',
-      );
+      expectError(await call('sendMessage', { chat_id: 8, text: 'x'.repeat(4097) }), 400, 'Bad Request: message is too long');
       expectError(await call('sendMessage', { chat_id: 6, text: 'x' }), 403, 'Forbidden: bot was blocked by the user');
       sandbox.injectFailure({ status: 502, chatId: 8 });
       assert.equal((await call('sendMessage', { chat_id: 8, text: 'x' })).status, 502);
@@ -348,20 +341,17 @@ describe('TelegramSandbox (HTTP)', function () {
       });
       expectError(await call('sendMessage', { chat_id: 11, text: 'x' }), 403, 'Forbidden: bot was blocked by the user');
       expectError(await call('sendMessage', { chat_id: 12, text: 'x' }), 403, 'Forbidden: user is deactivated');
-      expectError(
-        await call('sendMessage', { chat_id: -13, text: 'x' }),
-        403,
-        'Forbidden: bot was kicked from the group chat',
-      );
-      expectError(
-        await call('sendMessage', { chat_id: -1_000_000_000_014, text: 'x' }),
-        403,
-        'Forbidden: bot was kicked from the supergroup chat',
-      );
+      expectError(await call('sendMessage', { chat_id: -13, text: 'x' }), 403, 'Forbidden: bot was kicked from the group chat');
+      expectError(await call('sendMessage', { chat_id: -1_000_000_000_014, text: 'x' }), 403, 'Forbidden: bot was kicked from the supergroup chat');
     });
 
     it('answers 400 for unknown, migrated and missing chats', async () => {
-      await setup({ chats: [{ chatId: 21, state: 'unknown' }, { chatId: -22, state: 'migrated', migrateToChatId: -1_000_000_000_022 }] });
+      await setup({
+        chats: [
+          { chatId: 21, state: 'unknown' },
+          { chatId: -22, state: 'migrated', migrateToChatId: -1_000_000_000_022 },
+        ],
+      });
       expectError(await call('sendMessage', { chat_id: 21, text: 'x' }), 400, 'Bad Request: chat not found');
       expectError(await call('sendMessage', { chat_id: '@nobody', text: 'x' }), 400, 'Bad Request: chat not found');
       expectError(await call('sendMessage', { text: 'x' }), 400, 'Bad Request: chat_id is empty');
@@ -378,28 +368,12 @@ describe('TelegramSandbox (HTTP)', function () {
       await setup({ chatRate: 100 });
       expectError(await call('sendMessage', { chat_id: 1 }), 400, 'Bad Request: message text is empty');
       expectError(await call('sendMessage', { chat_id: 1, text: '' }), 400, 'Bad Request: message text is empty');
-      expectError(
-        await call('sendMessage', { chat_id: 1, text: ' \n <b></b>', parse_mode: 'HTML' }),
-        400,
-        'Bad Request: text must be non-empty',
-      );
-      expectError(
-        await call('sendMessage', { chat_id: 1, text: '😀'.repeat(2049) }),
-        400,
-        'Bad Request: message is too long',
-      );
+      expectError(await call('sendMessage', { chat_id: 1, text: ' \n <b></b>', parse_mode: 'HTML' }), 400, 'Bad Request: text must be non-empty');
+      expectError(await call('sendMessage', { chat_id: 1, text: '😀'.repeat(2049) }), 400, 'Bad Request: message is too long');
       message(await call('sendMessage', { chat_id: 1, text: '😀'.repeat(2048) })); // 4096 UTF-16 units
       message(await call('sendMessage', { chat_id: 1, text: `<i>${'&amp;'.repeat(4096)}</i>`, parse_mode: 'HTML' }));
-      expectError(
-        await call('sendMessage', { chat_id: 1, text: 'x', parse_mode: 'BBCode' }),
-        400,
-        'Bad Request: unsupported parse_mode',
-      );
-      expectError(
-        await call('sendMessage', { chat_id: 1, text: 'x', reply_markup: '{' }),
-        400,
-        "Bad Request: can't parse reply keyboard markup JSON object",
-      );
+      expectError(await call('sendMessage', { chat_id: 1, text: 'x', parse_mode: 'BBCode' }), 400, 'Bad Request: unsupported parse_mode');
+      expectError(await call('sendMessage', { chat_id: 1, text: 'x', reply_markup: '{' }), 400, "Bad Request: can't parse reply keyboard markup JSON object");
     });
 
     it('reports HTML errors with Telegram wording and UTF-8 byte offsets', async () => {
@@ -417,11 +391,7 @@ describe('TelegramSandbox (HTTP)', function () {
         ['&#xD800;', 'Text contains invalid Unicode characters after decoding HTML entities, check for unmatched surrogate code units'],
       ];
       for (const [text, error] of cases) {
-        expectError(
-          await call('sendMessage', { chat_id: 1, text, parse_mode: 'HTML' }),
-          400,
-          `Bad Request: can't parse entities: ${error}`,
-        );
+        expectError(await call('sendMessage', { chat_id: 1, text, parse_mode: 'HTML' }), 400, `Bad Request: can't parse entities: ${error}`);
       }
       const ok = message(
         await call('sendMessage', {
@@ -433,7 +403,10 @@ describe('TelegramSandbox (HTTP)', function () {
         }),
       );
       assert.equal(ok.text, 's t q &nbsp; & c d');
-      assert.deepEqual(ok.entities?.map((e) => e.type), ['spoiler', 'spoiler', 'expandable_blockquote', 'pre', 'date_time']);
+      assert.deepEqual(
+        ok.entities?.map((e) => e.type),
+        ['spoiler', 'spoiler', 'expandable_blockquote', 'pre', 'date_time'],
+      );
       assert.equal(ok.entities?.[3]?.language, 'ts');
       assert.deepEqual(ok.entities?.[4], { type: 'date_time', offset: 17, length: 1, unix_time: 1_700_000_000, date_time_format: 'wDT' });
     });
@@ -454,12 +427,7 @@ describe('TelegramSandbox (HTTP)', function () {
       expectError(await call('sendMessage', { chat_id: 1, text: 'x' }), 502, 'Bad Gateway');
       expectError(await call('sendMessage', { chat_id: 99, text: 'x' }), 502, 'Bad Gateway');
       assert.equal((await call('sendMessage', { chat_id: 1, text: 'x' })).status, 200);
-      expectError(
-        await call('sendMessage', { chat_id: 99, text: 'x' }),
-        429,
-        'Too Many Requests: retry after 7',
-        { retry_after: 7 },
-      );
+      expectError(await call('sendMessage', { chat_id: 99, text: 'x' }), 429, 'Too Many Requests: retry after 7', { retry_after: 7 });
       assert.equal((await call('sendMessage', { chat_id: 99, text: 'x' })).status, 200);
       const stats = sandbox.stats();
       assert.equal(stats.injected, 3);
@@ -470,10 +438,7 @@ describe('TelegramSandbox (HTTP)', function () {
     it('hangs until the client gives up, and stop() ends requests still hanging', async () => {
       await setup();
       sandbox.injectFailure({ hang: true, count: 2 });
-      await assert.rejects(
-        fetch(`${apiRoot}bot${TOKEN}/getMe`, { signal: AbortSignal.timeout(200) }),
-        (error: Error) => error.name === 'TimeoutError',
-      );
+      await assert.rejects(fetch(`${apiRoot}bot${TOKEN}/getMe`, { signal: AbortSignal.timeout(200) }), (error: Error) => error.name === 'TimeoutError');
       const hanging = fetch(`${apiRoot}bot${TOKEN}/getMe`);
       while (sandbox.stats().hanging === 0) await new Promise((resolve) => setTimeout(resolve, 10));
       const started = Date.now();
@@ -502,7 +467,14 @@ describe('TelegramSandbox (HTTP)', function () {
       await call('sendMessage', { chat_id: 1, text: 'c', parse_mode: 'HTML' });
       const all = await control('delivered');
       const entries = all.body.result as Array<{ seq: number; text: string }>;
-      assert.deepEqual(entries.map((e) => [e.seq, e.text]), [[1, 'a'], [2, 'b'], [3, 'c']]);
+      assert.deepEqual(
+        entries.map((e) => [e.seq, e.text]),
+        [
+          [1, 'a'],
+          [2, 'b'],
+          [3, 'c'],
+        ],
+      );
       const one = await control('delivered?chat_id=1');
       assert.deepEqual(one.body.result, sandbox.delivered(1));
       assert.equal(sandbox.delivered(1)[1]?.parseMode, 'HTML');
@@ -529,26 +501,14 @@ describe('TelegramSandbox (HTTP)', function () {
 
     it('refuses invalid control requests with a reason', async () => {
       await setup();
-      expectError(
-        await control('chats', { chat_id: 5, state: 'kicked' }),
-        400,
-        'Bad Request: state "kicked" is for groups (id < 0); use "blocked" for 5',
-      );
+      expectError(await control('chats', { chat_id: 5, state: 'kicked' }), 400, 'Bad Request: state "kicked" is for groups (id < 0); use "blocked" for 5');
       expectError(
         await control('chats', { chat_id: -5, state: 'migrated' }),
         400,
         'Bad Request: state "migrated" needs a supergroup id (-100…) to migrate to, got undefined',
       );
-      expectError(
-        await control('failures', { status: 418 }),
-        400,
-        'Bad Request: failure status must be 429, 500, 502 or 503 (or hang: true); got 418',
-      );
-      expectError(
-        await control('limits', { chat_rate: -1 }),
-        400,
-        'Bad Request: chatRate must be a positive number, got -1',
-      );
+      expectError(await control('failures', { status: 418 }), 400, 'Bad Request: failure status must be 429, 500, 502 or 503 (or hang: true); got 418');
+      expectError(await control('limits', { chat_rate: -1 }), 400, 'Bad Request: chatRate must be a positive number, got -1');
       expectError(await control('latency', {}), 400, 'Bad Request: "min_ms" is required (a number of ms)');
       assert.equal((await control('nothing')).status, 404);
     });

@@ -7,15 +7,27 @@ import { isolatedAdsEnv } from '../helpers/isolation';
 /** A port nothing listens on (bound once by us, then released). */
 async function closedPort(): Promise<number> {
   const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => { r(); }));
+  await new Promise<void>((r) =>
+    s.listen(0, '127.0.0.1', () => {
+      r();
+    }),
+  );
   const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => { r(); }));
+  await new Promise<void>((r) =>
+    s.close(() => {
+      r();
+    }),
+  );
   return port;
 }
 
 async function occupiedPort(): Promise<{ port: number; server: Server }> {
   const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '0.0.0.0', () => { r(); }));
+  await new Promise<void>((r) =>
+    server.listen(0, '0.0.0.0', () => {
+      r();
+    }),
+  );
   return { port: (server.address() as { port: number }).port, server };
 }
 
@@ -109,7 +121,15 @@ describe('start-up: never hangs in silence, never starts half-way (real processe
       const fresh = await createTestDb('startup_port', { migrate: false });
       const { port, server } = await occupiedPort();
       try {
-        const w = start({ ROLE: 'all', DATABASE_URL: fresh.url, NATS_URL, TELEGRAM_SANDBOX: '1', GATEWAY_PORT: '0', METRICS_HOST: '0.0.0.0', [variable]: String(port) });
+        const w = start({
+          ROLE: 'all',
+          DATABASE_URL: fresh.url,
+          NATS_URL,
+          TELEGRAM_SANDBOX: '1',
+          GATEWAY_PORT: '0',
+          METRICS_HOST: '0.0.0.0',
+          [variable]: String(port),
+        });
         assert.equal(await w.exited, 1);
         const fatal = fatalLine(w);
         assert.equal(fatal.code, 'PORT_IN_USE');

@@ -88,7 +88,8 @@ describe('telegram client against the sandbox over HTTP', function () {
 
   it('keeps its connections alive over http:// through bursts wider than Node’s free-socket pool (3 × 300 calls at once)', async () => {
     const fresh = new TelegrafClient({ token: TOKEN, apiRoot: sandbox.apiRoot, timeoutMs: 5_000 });
-    for (let round = 0; round < 3; round++) await Promise.all(Array.from({ length: 300 }, (_, i) => fresh.sendMessage(2000 + round * 300 + i, `k${round}.${i}`)));
+    for (let round = 0; round < 3; round++)
+      await Promise.all(Array.from({ length: 300 }, (_, i) => fresh.sendMessage(2000 + round * 300 + i, `k${round}.${i}`)));
     const s = sandbox.stats();
     assert.equal(s.accepted.requests, 900);
     // telegraf passes no agent for http://, and Node's global agent keeps at most 256 idle sockets: each
@@ -312,7 +313,10 @@ describe('telegram client against the sandbox over HTTP', function () {
       await client.sendPhoto(7003, item);
       const [entry] = sandbox.delivered(7003);
       assert.equal(entry?.caption, 'photo');
-      assert.deepEqual(entry?.media?.map((m) => [m.source, m.bytes]), [['upload', 4321]]);
+      assert.deepEqual(
+        entry?.media?.map((m) => [m.source, m.bytes]),
+        [['upload', 4321]],
+      );
     });
   });
 

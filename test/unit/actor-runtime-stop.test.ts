@@ -1,5 +1,16 @@
 import assert from 'node:assert/strict';
-import { Supervision, dispatch, isStopped, spawn, startActorSystem, stop, stopActorSystem, type ActorRef, type ActorSystem, type Parent } from '../../src/runtime/actor';
+import {
+  Supervision,
+  dispatch,
+  isStopped,
+  spawn,
+  startActorSystem,
+  stop,
+  stopActorSystem,
+  type ActorRef,
+  type ActorSystem,
+  type Parent,
+} from '../../src/runtime/actor';
 import { captureLogger, waitFor } from '../helpers/services';
 
 /**

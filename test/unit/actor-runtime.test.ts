@@ -18,11 +18,7 @@ import {
 } from '../../src/runtime/actor';
 import { captureLogger, uniq, waitFor } from '../helpers/services';
 
-type CounterMsg =
-  | { type: 'add'; n: number }
-  | { type: 'get'; replyTo: ReplyTo<number> }
-  | { type: 'crash' }
-  | { type: 'record'; v: number };
+type CounterMsg = { type: 'add'; n: number } | { type: 'get'; replyTo: ReplyTo<number> } | { type: 'crash' } | { type: 'record'; v: number };
 
 interface Probe {
   inits: number;
@@ -108,7 +104,10 @@ describe('runtime/actor', () => {
     dispatch(ref, { type: 'record', v: 1 });
     dispatch(ref, { type: 'record', v: 2 });
     await waitFor(() => probe.processed.length === 3, 5_000, 5, 'queued messages after the restart');
-    assert.deepEqual(probe.processed.map((p) => p.v), [0, 1, 2]);
+    assert.deepEqual(
+      probe.processed.map((p) => p.v),
+      [0, 1, 2],
+    );
     assert.equal(probe.inits, 2, 'init ran again');
     assert.equal(probe.processed[1]!.sinceInit, 1, 'state was rebuilt by init');
     assert.ok(probe.processed[1]!.at - crashedAt >= 140, `restarted after ${probe.processed[1]!.at - crashedAt} ms, before the backoff`);
@@ -131,9 +130,17 @@ describe('runtime/actor', () => {
     dispatch(ref, { type: 'record', v: 9 });
     await waitFor(() => probe.processed.length === 1, 5_000, 5, 'message after four restarts');
     const delays = events.filter((e) => e.kind === 'restarting').map((e) => e.detail as { attempt: number; delayMs: number });
-    assert.deepEqual(delays.map((d) => d.attempt), [1, 2, 3, 4]);
+    assert.deepEqual(
+      delays.map((d) => d.attempt),
+      [1, 2, 3, 4],
+    );
     // Attempt n waits between min·2^(n-1) and min·2^n ("equal jitter"), never above the cap.
-    const bounds = [[20, 40], [40, 80], [50, 100], [50, 100]];
+    const bounds = [
+      [20, 40],
+      [40, 80],
+      [50, 100],
+      [50, 100],
+    ];
     delays.forEach((d, i) => assert.ok(d.delayMs >= bounds[i]![0]! && d.delayMs <= bounds[i]![1]!, `attempt ${d.attempt}: ${d.delayMs} ms`));
     assert.equal(probe.inits, 5);
   });
@@ -158,11 +165,11 @@ describe('runtime/actor', () => {
     assert.equal(system.deadLetters, 0);
     assert.equal(dispatch(ref, { type: 'add', n: 1 }), false);
     assert.equal(system.deadLetters, 1);
-    assert.deepEqual(events.filter((e) => e.kind === 'deadLetter').map((e) => e.detail), ['add']);
-    await assert.rejects(
-      query(ref, get, 100),
-      (e: unknown) => e instanceof AppError && e.code === 'ACTOR_STOPPED',
+    assert.deepEqual(
+      events.filter((e) => e.kind === 'deadLetter').map((e) => e.detail),
+      ['add'],
     );
+    await assert.rejects(query(ref, get, 100), (e: unknown) => e instanceof AppError && e.code === 'ACTOR_STOPPED');
   });
 
   it('the stop policy stops a crashing actor; later dispatches are dead letters', async () => {

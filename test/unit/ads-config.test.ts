@@ -101,10 +101,17 @@ describe('ads gateway error mapping', () => {
     assert.equal(classifyHttpError({ code: 'FST_ERR_CTP_INVALID_JSON_BODY', statusCode: 400, message: 'bad' }).code, 'BAD_JSON');
     assert.equal(classifyHttpError({ statusCode: 429, message: 'slow down' }).code, 'RATE_LIMITED');
     assert.equal(classifyHttpError({ validation: [], message: 'body/x' }).status, 400);
-    assert.deepEqual(classifyHttpError({ code: 'FST_ERR_MAX_PARAM_LENGTH', statusCode: 414, message: "'/ads/1111' is exceeding" }), { status: 414, code: 'URI_TOO_LONG', message: 'a path parameter is too long' });
+    assert.deepEqual(classifyHttpError({ code: 'FST_ERR_MAX_PARAM_LENGTH', statusCode: 414, message: "'/ads/1111' is exceeding" }), {
+      status: 414,
+      code: 'URI_TOO_LONG',
+      message: 'a path parameter is too long',
+    });
     assert.equal(classifyHttpError({ code: 'FST_ERR_BAD_URL', statusCode: 400, message: "'%zz' is not a valid url component" }).code, 'BAD_REQUEST');
     // parser text never echoed
-    assert.deepEqual(classifyHttpError({ code: 'FST_ERR_CTP_INVALID_JSON_BODY', statusCode: 400, message: "Unexpected token '}'" }).message, 'body is not valid JSON');
+    assert.deepEqual(
+      classifyHttpError({ code: 'FST_ERR_CTP_INVALID_JSON_BODY', statusCode: 400, message: "Unexpected token '}'" }).message,
+      'body is not valid JSON',
+    );
     const internal = classifyHttpError(new Error('db password=hunter2'));
     assert.equal(internal.status, 500);
     assert.ok(!internal.message.includes('hunter2'), 'internal details stay in the log');
@@ -131,4 +138,3 @@ describe('config: one prefix, one duration syntax', () => {
     assert.equal(loadAdsConfig({ VIEW_FLUSH_MS: '250' }).viewFlushMs, 250);
   });
 });
-

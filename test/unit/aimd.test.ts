@@ -141,7 +141,21 @@ describe('flood detector', () => {
 
   it('nearLimit: a group told 20/min with 5 sends in the last minute is near (a server may allow it 5); with 4 it is not', () => {
     const lim = { count: 20, windowMs: 60_000 };
-    assert.equal(nearLimit(Array.from({ length: 5 }, (_, i) => T0 - 1_000 * (i + 1)), T0, lim), true);
-    assert.equal(nearLimit(Array.from({ length: 4 }, (_, i) => T0 - 1_000 * (i + 1)), T0, lim), false);
+    assert.equal(
+      nearLimit(
+        Array.from({ length: 5 }, (_, i) => T0 - 1_000 * (i + 1)),
+        T0,
+        lim,
+      ),
+      true,
+    );
+    assert.equal(
+      nearLimit(
+        Array.from({ length: 4 }, (_, i) => T0 - 1_000 * (i + 1)),
+        T0,
+        lim,
+      ),
+      false,
+    );
   });
 });

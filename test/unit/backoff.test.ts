@@ -11,7 +11,11 @@ describe('limits/backoff', () => {
       const exp = base * 2 ** (k - 1);
       assert.equal(backoffDelay(k, base, 1e9, zero), exp / 2, `attempt ${k}, random 0`);
       assert.equal(backoffDelay(k, base, 1e9, one), exp, `attempt ${k}, random 1`);
-      assert.equal(backoffDelay(k, base, 1e9, () => 0.5), (exp * 3) / 4, `attempt ${k}, random 0.5`);
+      assert.equal(
+        backoffDelay(k, base, 1e9, () => 0.5),
+        (exp * 3) / 4,
+        `attempt ${k}, random 0.5`,
+      );
     }
   });
 

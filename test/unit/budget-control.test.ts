@@ -14,7 +14,10 @@ const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
 function fakeKv(state: { coordinator: { holder: string; revision: number } | null; members: string[] }): KV {
   return {
     get: async (key: string) => {
-      if (key === COORDINATOR_KEY) return state.coordinator ? { operation: 'PUT', value: enc({ holder: state.coordinator.holder, instance: 'x', since: 0 }), revision: state.coordinator.revision } : null;
+      if (key === COORDINATOR_KEY)
+        return state.coordinator
+          ? { operation: 'PUT', value: enc({ holder: state.coordinator.holder, instance: 'x', since: 0 }), revision: state.coordinator.revision }
+          : null;
       const m = state.members.find((h) => `member.${h}` === key);
       return m ? { operation: 'PUT', value: enc({ holder: m, instance: 'x', since: 0 }), revision: 1 } : null;
     },
@@ -29,7 +32,10 @@ function client(kvState: Parameters<typeof fakeKv>[0], now = () => NOW) {
   const gate = new GlobalGate({ count: 30, windowMs: 1000 }, { now });
   const logs = captureLogger('info');
   const published: unknown[] = [];
-  const nc = { publish: (_s: string, d: Uint8Array) => published.push(JSON.parse(new TextDecoder().decode(d))), subscribe: () => ({ unsubscribe() {} }) } as unknown as NatsConnection;
+  const nc = {
+    publish: (_s: string, d: Uint8Array) => published.push(JSON.parse(new TextDecoder().decode(d))),
+    subscribe: () => ({ unsubscribe() {} }),
+  } as unknown as NatsConnection;
   const c = new BudgetClient({
     subjects: makeSubjects('t.'),
     nc,
@@ -49,7 +55,16 @@ function client(kvState: Parameters<typeof fakeKv>[0], now = () => NOW) {
   return { c, gate, logs, published };
 }
 
-const grant = (over: Partial<BudgetGrant> = {}): BudgetGrant => ({ share: 10, window_ms: 1000, issued_at: NOW, expires_at: NOW + 500, coordinator: 'boss:1', lease_revision: 7, rate: 30, ...over });
+const grant = (over: Partial<BudgetGrant> = {}): BudgetGrant => ({
+  share: 10,
+  window_ms: 1000,
+  issued_at: NOW,
+  expires_at: NOW + 500,
+  coordinator: 'boss:1',
+  lease_revision: 7,
+  rate: 30,
+  ...over,
+});
 
 describe('budget control messages (issue 10 item 5)', () => {
   it('a grant from the coordinator holding the lease at that revision is accepted', async () => {
@@ -173,7 +188,8 @@ describe('GlobalGate pacing', () => {
     const clock = { now: () => t };
     const gate = new GlobalGate({ count: 100, windowMs: 1000 }, clock, 0.1);
     const grants: number[] = [];
-    for (let i = 0; i < 100; i++) gate.request({ priority: 0, backlogMs: 0, readySince: NOW, cost: 1, grant: (r) => (grants.push(t), gate.settle(r, t, true)) });
+    for (let i = 0; i < 100; i++)
+      gate.request({ priority: 0, backlogMs: 0, readySince: NOW, cost: 1, grant: (r) => (grants.push(t), gate.settle(r, t, true)) });
     assert.equal(grants.length, 10, 'a burst of 10 at once, not 100');
     for (let step = 0; step < 90; step++) {
       t += 10;

@@ -59,7 +59,7 @@ describe('per-chat limits (ChatLimiter)', () => {
     assert.equal(l.lowered().length, 0, 'back at the ceiling');
   });
 
-  it('handoff: the new owner seeded with the old owner\'s sends waits for the window; a blind seed waits a full window', () => {
+  it("handoff: the new owner seeded with the old owner's sends waits for the window; a blind seed waits a full window", () => {
     const old = new ChatLimiter(settings);
     send(old, 42, T0);
     const windows = old.handoff(T0 + 10);
@@ -80,7 +80,7 @@ describe('per-chat limits (ChatLimiter)', () => {
     assert.deepEqual(seedFor(0, undefined, 'a:1', 'b:1', T0 + 5), { kind: 'blind', at: T0 + 5 });
   });
 
-  it('windowAt keeps the ceiling\'s window length', () => {
+  it("windowAt keeps the ceiling's window length", () => {
     assert.deepEqual(windowAt(10 / 60, { count: 20, windowMs: 60_000 }), { count: 10, windowMs: 60_000 });
     assert.deepEqual(windowAt(9.8 / 60, { count: 20, windowMs: 60_000 }), { count: 9, windowMs: 60_000 });
     assert.deepEqual(windowAt(0.5, { count: 1, windowMs: 1_000 }), { count: 1, windowMs: 2_000 });

@@ -8,8 +8,30 @@ const snap = (at: number, sent: [number, number], backlog: Array<[number, number
   windowMs: 1_000,
   botRate: { now: 27.5, ceiling: 30 },
   processes: [
-    { instance: 'a', holder: 'a:1', owned: [0, 1], queued: 5, inFlight: 1, sent: sent[0], failed: 2, throttled: 3, throttledByScope: { chat: 2, group: 0, global: 1 }, budget: { share: 20, mode: 'granted' } },
-    { instance: 'b', holder: 'b:1', owned: [2], queued: 0, inFlight: 0, sent: sent[1], failed: 0, throttled: 4, rateLimitedChats: 2, budget: { share: 10, mode: 'fallback' } },
+    {
+      instance: 'a',
+      holder: 'a:1',
+      owned: [0, 1],
+      queued: 5,
+      inFlight: 1,
+      sent: sent[0],
+      failed: 2,
+      throttled: 3,
+      throttledByScope: { chat: 2, group: 0, global: 1 },
+      budget: { share: 20, mode: 'granted' },
+    },
+    {
+      instance: 'b',
+      holder: 'b:1',
+      owned: [2],
+      queued: 0,
+      inFlight: 0,
+      sent: sent[1],
+      failed: 0,
+      throttled: 4,
+      rateLimitedChats: 2,
+      budget: { share: 10, mode: 'fallback' },
+    },
   ],
   backlogByShard: new Map(backlog),
   oldestByShard: new Map(backlog.map(([s]) => [s, at - 90_000 + s * 1000])),
@@ -17,23 +39,34 @@ const snap = (at: number, sent: [number, number], backlog: Array<[number, number
 
 describe('cli top: rendering (pure)', () => {
   it('plain text when not a terminal: no escape codes, ASCII bars, rates vs shares, backlog with ETA', () => {
-    const a = snap(0, [100, 50], [
-      [0, 300],
-      [1, 100],
-      [2, 200],
-      [3, 10],
-    ]);
-    const b = snap(2_000, [140, 60], [
-      [0, 280],
-      [1, 80],
-      [2, 190],
-      [3, 10],
-    ]);
+    const a = snap(
+      0,
+      [100, 50],
+      [
+        [0, 300],
+        [1, 100],
+        [2, 200],
+        [3, 10],
+      ],
+    );
+    const b = snap(
+      2_000,
+      [140, 60],
+      [
+        [0, 280],
+        [1, 80],
+        [2, 190],
+        [3, 10],
+      ],
+    );
     const r = rates(a, b);
-    assert.deepEqual([...r], [
-      ['a:1', 20],
-      ['b:1', 5],
-    ]);
+    assert.deepEqual(
+      [...r],
+      [
+        ['a:1', 20],
+        ['b:1', 5],
+      ],
+    );
     const lines = renderFrame(b, r, { tty: false, width: 100, sentSinceStart: 50 });
     const text = lines.join('\n');
     assert.ok(!text.includes('\u001b'), 'no escape codes');

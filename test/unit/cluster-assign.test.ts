@@ -33,7 +33,7 @@ describe('assignShards', () => {
     for (const [s, o] of before) if (o !== 'b') assert.equal(after.get(s), o);
     assert.ok(![...after.values()].includes('b'));
     assert.equal(after.size, 64, 'every shard placed');
-    assert.deepEqual([...counts(after).values()].sort(), [32, 32], 'b\'s shards split between the living');
+    assert.deepEqual([...counts(after).values()].sort(), [32, 32], "b's shards split between the living");
   });
 
   it('is the same whatever order members are listed in', () => {
@@ -45,23 +45,61 @@ describe('computeShares', () => {
   const sum = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0);
 
   it('never exceeds the capacity, and uses all of it when demand does', () => {
-    for (const demands of [[300, 0, 0], [100, 100, 100], [500, 500, 1], [5, 7, 3000]]) {
+    for (const demands of [
+      [300, 0, 0],
+      [100, 100, 100],
+      [500, 500, 1],
+      [5, 7, 3000],
+    ]) {
       const m = new Map(demands.map((d, i) => [`p${i}`, d]));
       assert.equal(sum(computeShares(300, m)), 300, JSON.stringify(demands));
     }
-    const idle = computeShares(300, new Map([['a', 0], ['b', 0], ['c', 0]]));
+    const idle = computeShares(
+      300,
+      new Map([
+        ['a', 0],
+        ['b', 0],
+        ['c', 0],
+      ]),
+    );
     assert.deepEqual([...idle.values()], [1, 1, 1], 'idle: floors only, the rest unallocated');
   });
 
   it('gives all but a small floor to the one process with demand', () => {
-    const s = computeShares(300, new Map([['a', 300], ['b', 0], ['c', 0]]));
+    const s = computeShares(
+      300,
+      new Map([
+        ['a', 300],
+        ['b', 0],
+        ['c', 0],
+      ]),
+    );
     assert.ok(s.get('a')! >= 0.95 * 300, `a got ${s.get('a')}`);
     assert.ok(s.get('b')! >= 1 && s.get('c')! >= 1, 'idle processes keep a floor');
   });
 
   it('splits evenly under equal demand, max-min fair under unequal demand', () => {
-    assert.deepEqual([...computeShares(300, new Map([['a', 300], ['b', 300], ['c', 300]])).values()], [100, 100, 100]);
-    const s = computeShares(300, new Map([['a', 20], ['b', 1000], ['c', 1000]]));
+    assert.deepEqual(
+      [
+        ...computeShares(
+          300,
+          new Map([
+            ['a', 300],
+            ['b', 300],
+            ['c', 300],
+          ]),
+        ).values(),
+      ],
+      [100, 100, 100],
+    );
+    const s = computeShares(
+      300,
+      new Map([
+        ['a', 20],
+        ['b', 1000],
+        ['c', 1000],
+      ]),
+    );
     assert.equal(s.get('a'), 20);
     assert.equal(s.get('b')! + s.get('c')!, 280);
     assert.ok(Math.abs(s.get('b')! - s.get('c')!) <= 1);

@@ -117,7 +117,11 @@ describe('config: loadConfig', () => {
     });
 
     it('DATABASE_URL=postgres://… (wrong scheme)', () => {
-      const e = assertNames({ DATABASE_URL: 'postgres://u:pg-secret@h:5432/db' }, 'DATABASE_URL', /expected a URL with scheme mysql: or mariadb:, got "postgres:"/);
+      const e = assertNames(
+        { DATABASE_URL: 'postgres://u:pg-secret@h:5432/db' },
+        'DATABASE_URL',
+        /expected a URL with scheme mysql: or mariadb:, got "postgres:"/,
+      );
       assert.ok(!e.message.includes('pg-secret'), e.message);
     });
 
@@ -237,7 +241,9 @@ describe('config: durations', () => {
       () => loadConfig({ OUTBOX_POLL_MS: '2 fortnights' }),
       (e: unknown) => e instanceof ConfigError && e.variable === 'OUTBOX_POLL_MS' && /between 10 ms and 1 m .*1500ms, 30s/.test(e.message),
     );
-    assert.throws(() => loadConfig({ CLAIM_LEASE_MS: '2d' }), (e: unknown) => e instanceof ConfigError && e.variable === 'CLAIM_LEASE_MS');
+    assert.throws(
+      () => loadConfig({ CLAIM_LEASE_MS: '2d' }),
+      (e: unknown) => e instanceof ConfigError && e.variable === 'CLAIM_LEASE_MS',
+    );
   });
 });
-

@@ -33,7 +33,7 @@ describe('outbox/html-text: the plain-text fallback keeps every visible characte
     assert.equal(htmlToPlain('<b>x</b>', 'MarkdownV2'), '<b>x</b>');
   });
 
-  it('agrees with Telegram\'s parser on valid HTML (the sandbox follows TDLib)', () => {
+  it("agrees with Telegram's parser on valid HTML (the sandbox follows TDLib)", () => {
     for (const html of ['<b>bold</b> &lt;x&gt;', '<a href="u">l</a> &#128512; <code>c&amp;d</code>', '<tg-spoiler>s</tg-spoiler> <u>u</u> <s>s</s>']) {
       const r = formatText(html, 'HTML');
       assert.ok(r.ok);
@@ -58,7 +58,13 @@ describe('outbox/html-text: the plain-text fallback keeps every visible characte
   });
 
   it('tokens reproduce the input exactly', () => {
-    for (const [html] of cases) assert.equal(tokenizeTelegramHtml(html).map((t) => t.raw).join(''), html);
+    for (const [html] of cases)
+      assert.equal(
+        tokenizeTelegramHtml(html)
+          .map((t) => t.raw)
+          .join(''),
+        html,
+      );
   });
 });
 
@@ -70,7 +76,7 @@ describe('outbox/html-text: linear time on hostile input', () => {
     ['names', '<bbbbbbbbbbbbbbbbbbbb'.repeat(3_000)],
     ['attribute names', `${'<b a'.repeat(16_000)}=1>`],
     ['open quotes', '<a x="'.repeat(10_900)],
-    ['mixed quotes', `<a x="${'<a x=\''.repeat(10_900)}`],
+    ['mixed quotes', `<a x="${"<a x='".repeat(10_900)}`],
     ['end tags', '</'.repeat(32_768)],
     ['end tags with spaces', '</ '.repeat(21_845)],
     ['entities', '&#1'.repeat(21_845)],

@@ -29,7 +29,11 @@ describe('images: loadImagesConfig', () => {
   });
 
   it('explicit allowed hosts, url mode, \\n in the template', () => {
-    const c = loadImagesConfig({ IMAGE_ALLOWED_HOSTS: 'cdn.example.com, *.img.example.com,localhost:8080', IMAGE_SEND_MODE: 'URL', ORDER_CAPTION_TEMPLATE: '{name}\\n{price} ₽ x{quantity}' });
+    const c = loadImagesConfig({
+      IMAGE_ALLOWED_HOSTS: 'cdn.example.com, *.img.example.com,localhost:8080',
+      IMAGE_SEND_MODE: 'URL',
+      ORDER_CAPTION_TEMPLATE: '{name}\\n{price} ₽ x{quantity}',
+    });
     assert.deepEqual(c.allowedHosts, ['cdn.example.com', '*.img.example.com', 'localhost:8080']);
     assert.equal(c.sendMode, 'url');
     assert.equal(c.orderCaptionTemplate, '{name}\n{price} ₽ x{quantity}');

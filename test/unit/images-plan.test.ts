@@ -21,7 +21,10 @@ function lines(n: number): OrderLine[] {
   return Array.from({ length: n }, (_, i) => ({ productId: i + 1, name: `P${i + 1}`, price: `${(i + 1) * 100}.00`, quantity: 1, imagePath: `p${i + 1}.jpg` }));
 }
 
-function deps(orderLines: OrderLine[] | null, opts: { fail?: Set<string>; mode?: 'upload' | 'url'; size?: number } = {}): PlanDeps & { logs: ReturnType<typeof captureLogger>; asked: string[] } {
+function deps(
+  orderLines: OrderLine[] | null,
+  opts: { fail?: Set<string>; mode?: 'upload' | 'url'; size?: number } = {},
+): PlanDeps & { logs: ReturnType<typeof captureLogger>; asked: string[] } {
   const logs = captureLogger();
   const asked: string[] = [];
   return {
@@ -45,9 +48,17 @@ const shape = (parts: Part[]): string[] => parts.map((p) => (p.method === 'sendM
 describe('orders: planOrderNotification (stubbed repository and images)', () => {
   it('text first, then albums of 10, a trailing single as sendPhoto', async () => {
     assert.deepEqual(shape(await planOrderNotification(deps(lines(12)), { text: 'T', parseMode: 'HTML', orderId: 1 })), ['sendMessage', 'album:10', 'album:2']);
-    assert.deepEqual(shape(await planOrderNotification(deps(lines(11)), { text: 'T', parseMode: 'HTML', orderId: 1 })), ['sendMessage', 'album:10', 'sendPhoto']);
+    assert.deepEqual(shape(await planOrderNotification(deps(lines(11)), { text: 'T', parseMode: 'HTML', orderId: 1 })), [
+      'sendMessage',
+      'album:10',
+      'sendPhoto',
+    ]);
     assert.deepEqual(shape(await planOrderNotification(deps(lines(1)), { text: 'T', parseMode: 'HTML', orderId: 1 })), ['sendMessage', 'sendPhoto']);
-    assert.deepEqual(shape(await planOrderNotification(deps(lines(20)), { text: 'T', parseMode: 'HTML', orderId: 1 })), ['sendMessage', 'album:10', 'album:10']);
+    assert.deepEqual(shape(await planOrderNotification(deps(lines(20)), { text: 'T', parseMode: 'HTML', orderId: 1 })), [
+      'sendMessage',
+      'album:10',
+      'album:10',
+    ]);
     assert.deepEqual(shape(await planOrderNotification(deps([]), { text: 'T', parseMode: 'HTML', orderId: 1 })), ['sendMessage']);
   });
 
@@ -81,7 +92,10 @@ describe('orders: planOrderNotification (stubbed repository and images)', () => 
     assert.equal(last.text, 'Товар: P2\nЦена: 200 руб.\n(изображение недоступно)\n\nТовар: P5\nЦена: 500 руб.\n(изображение недоступно)');
     assert.equal(last.parseMode, null);
     const warned = d.logs.lines().filter((l) => l.msg === 'product photo unavailable');
-    assert.deepEqual(warned.map((l) => [l.productId, l.reason]).sort(), [[2, 'http_status'], [5, 'http_status']]);
+    assert.deepEqual(warned.map((l) => [l.productId, l.reason]).sort(), [
+      [2, 'http_status'],
+      [5, 'http_status'],
+    ]);
   });
 
   it('a product without an image path is listed too', async () => {
@@ -106,7 +120,13 @@ describe('orders: planOrderNotification (stubbed repository and images)', () => 
     const texts = parts.slice(1);
     assert.ok(texts.length > 1);
     assert.ok(texts.every((p) => p.method === 'sendMessage' && p.text.length <= 4096));
-    assert.equal(texts.map((p) => (p.method === 'sendMessage' ? p.text : '')).join('\n\n').split('(изображение недоступно)').length - 1, 300);
+    assert.equal(
+      texts
+        .map((p) => (p.method === 'sendMessage' ? p.text : ''))
+        .join('\n\n')
+        .split('(изображение недоступно)').length - 1,
+      300,
+    );
   });
 });
 
@@ -148,8 +168,14 @@ describe('orders: plan helpers', () => {
   });
 
   it('chunkPhotos', () => {
-    assert.deepEqual(chunkPhotos([1, 2, 3]).map((c) => c.length), [3]);
-    assert.deepEqual(chunkPhotos(Array.from({ length: 21 }, (_, i) => i)).map((c) => c.length), [10, 10, 1]);
+    assert.deepEqual(
+      chunkPhotos([1, 2, 3]).map((c) => c.length),
+      [3],
+    );
+    assert.deepEqual(
+      chunkPhotos(Array.from({ length: 21 }, (_, i) => i)).map((c) => c.length),
+      [10, 10, 1],
+    );
     assert.deepEqual(chunkPhotos([]), []);
   });
 });

@@ -66,25 +66,41 @@ describe('layout: dependencies point one way', () => {
 
   it('libraries (src/ but entry points and roles) never import actors, roles or entry points', () => {
     const bad = all.filter((e) => isLibrary(e.from) && (isActor(e.to) || isRole(e.to) || isEntry(e.to)));
-    assert.deepEqual(bad.map((e) => `${e.from} → ${e.to}`), []);
+    assert.deepEqual(
+      bad.map((e) => `${e.from} → ${e.to}`),
+      [],
+    );
   });
 
   it('actors never import roles or entry points', () => {
     const bad = all.filter((e) => isActor(e.from) && (isRole(e.to) || isEntry(e.to)));
-    assert.deepEqual(bad.map((e) => `${e.from} → ${e.to}`), []);
+    assert.deepEqual(
+      bad.map((e) => `${e.from} → ${e.to}`),
+      [],
+    );
   });
 
   it('roles never import entry points, nor each other except for types', () => {
     const bad = all.filter((e) => isRole(e.from) && (isEntry(e.to) || (isRole(e.to) && !e.typeOnly)));
-    assert.deepEqual(bad.map((e) => `${e.from} → ${e.to}`), []);
+    assert.deepEqual(
+      bad.map((e) => `${e.from} → ${e.to}`),
+      [],
+    );
   });
 
   it('the sandbox is loaded only by a dynamic import (production never loads its code)', () => {
     const bad = all.filter((e) => !e.from.startsWith('sandbox/') && e.to.startsWith('sandbox/') && !e.dynamic && !e.typeOnly);
-    assert.deepEqual(bad.map((e) => `${e.from} → ${e.to}`), []);
+    assert.deepEqual(
+      bad.map((e) => `${e.from} → ${e.to}`),
+      [],
+    );
     // The sandbox shares only the rate-to-window mapping (src/limits/window.ts), so it enforces the windows the senders plan for.
     const sandboxOut = all.filter((e) => e.from.startsWith('sandbox/') && !e.to.startsWith('sandbox/') && e.to !== 'src/limits/window.ts');
-    assert.deepEqual(sandboxOut.map((e) => `${e.from} → ${e.to}`), [], 'the sandbox stands alone');
+    assert.deepEqual(
+      sandboxOut.map((e) => `${e.from} → ${e.to}`),
+      [],
+      'the sandbox stands alone',
+    );
   });
 
   it('no import loop between library folders', () => {

@@ -12,7 +12,10 @@ import { migrations } from '../../migrations';
  */
 const DIR = resolve(__dirname, '../../migrations');
 const landed = JSON.parse(readFileSync(join(DIR, 'landed.json'), 'utf8')) as Record<string, string>;
-const sha256 = (file: string): string => createHash('sha256').update(readFileSync(join(DIR, file))).digest('hex');
+const sha256 = (file: string): string =>
+  createHash('sha256')
+    .update(readFileSync(join(DIR, file)))
+    .digest('hex');
 
 describe('landed migrations are never edited', () => {
   it('every landed migration file still has the hash recorded when it landed', () => {
@@ -24,8 +27,15 @@ describe('landed migrations are never edited', () => {
 
   it('every migration file and every entry of the ordered list has a recorded hash', () => {
     const files = readdirSync(DIR).filter((f) => /^\d{4}_.+\.ts$/.test(f));
-    assert.deepEqual(files.filter((f) => !(f in landed)), [], 'record new migrations in migrations/landed.json');
-    assert.deepEqual(migrations.map((m) => `${m.name}.ts`).filter((f) => !(f in landed)), []);
+    assert.deepEqual(
+      files.filter((f) => !(f in landed)),
+      [],
+      'record new migrations in migrations/landed.json',
+    );
+    assert.deepEqual(
+      migrations.map((m) => `${m.name}.ts`).filter((f) => !(f in landed)),
+      [],
+    );
   });
 
   it('the ordered list is append-only: names strictly increase', () => {

@@ -53,7 +53,12 @@ describe('policy: the decision table (one row per test)', () => {
   it('429 for a second chat that is near its own limit → that chat, not global', () => {
     const first = decide(new TelegramRateLimited('sendMessage', 'x', 1), job({ chatId: 1 }), limits, view());
     if (first.kind !== 'throttled') return assert.fail(first.kind);
-    const second = decide(new TelegramRateLimited('sendMessage', 'x', 1), job({ chatId: 2 }), limits, view({ now: NOW + 500, flood: first.flood, chatNearLimit: true }));
+    const second = decide(
+      new TelegramRateLimited('sendMessage', 'x', 1),
+      job({ chatId: 2 }),
+      limits,
+      view({ now: NOW + 500, flood: first.flood, chatNearLimit: true }),
+    );
     assert.equal(second.kind === 'throttled' && second.scope, 'chat');
   });
 
@@ -90,12 +95,22 @@ describe('policy: the decision table (one row per test)', () => {
   });
 
   it('text too long → split the current part', () => {
-    const a = decide(new TelegramTooLong('sendMessage', 'message is too long', 'text'), job({ part: { method: 'sendMessage', textLength: 4096 } }), limits, view());
+    const a = decide(
+      new TelegramTooLong('sendMessage', 'message is too long', 'text'),
+      job({ part: { method: 'sendMessage', textLength: 4096 } }),
+      limits,
+      view(),
+    );
     assert.equal(a.kind, 'split');
   });
 
   it('text too long for a tiny text → fail (splitting would not help)', () => {
-    const a = decide(new TelegramTooLong('sendMessage', 'message is too long', 'text'), job({ part: { method: 'sendMessage', textLength: 10 } }), limits, view());
+    const a = decide(
+      new TelegramTooLong('sendMessage', 'message is too long', 'text'),
+      job({ part: { method: 'sendMessage', textLength: 10 } }),
+      limits,
+      view(),
+    );
     assert.equal(a.kind, 'fail');
   });
 

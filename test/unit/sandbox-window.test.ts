@@ -48,7 +48,7 @@ describe('sandbox sliding window', () => {
 
     it('never exceeds count in any window, and rejects only when the window is full', () => {
       let seed = 42;
-      const random = (): number => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31);
+      const random = (): number => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31;
       const limit = windowLimit(7);
       const window = new WindowCounter();
       let t = 0;

@@ -9,7 +9,11 @@ describe('startup: waitUntilReachable', () => {
   it('retries until the attempt succeeds; the first failure is reported at once, recovery once', async () => {
     const { log, lines } = captureLogger('info');
     let n = 0;
-    const r = await waitUntilReachable(dep, () => (++n < 4 ? Promise.reject(Object.assign(new Error('CONNECTION_REFUSED'), { code: 'CONNECTION_REFUSED' })) : Promise.resolve('up')), { log, deadline: Date.now() + 5_000, retryEveryMs: 10, reportEveryMs: 60_000 });
+    const r = await waitUntilReachable(
+      dep,
+      () => (++n < 4 ? Promise.reject(Object.assign(new Error('CONNECTION_REFUSED'), { code: 'CONNECTION_REFUSED' })) : Promise.resolve('up')),
+      { log, deadline: Date.now() + 5_000, retryEveryMs: 10, reportEveryMs: 60_000 },
+    );
     assert.equal(r, 'up');
     assert.equal(n, 4);
     assert.deepEqual(
@@ -25,13 +29,24 @@ describe('startup: waitUntilReachable', () => {
     const { log } = captureLogger('info');
     const late: unknown[] = [];
     let n = 0;
-    const r = await waitUntilReachable(dep, () => (++n === 1 ? new Promise((res) => setTimeout(() => { res('late connection'); }, 100)) : Promise.resolve('second')), {
-      log,
-      deadline: Date.now() + 5_000,
-      attemptTimeoutMs: 30,
-      retryEveryMs: 10,
-      discardLate: (x) => late.push(x),
-    });
+    const r = await waitUntilReachable(
+      dep,
+      () =>
+        ++n === 1
+          ? new Promise((res) =>
+              setTimeout(() => {
+                res('late connection');
+              }, 100),
+            )
+          : Promise.resolve('second'),
+      {
+        log,
+        deadline: Date.now() + 5_000,
+        attemptTimeoutMs: 30,
+        retryEveryMs: 10,
+        discardLate: (x) => late.push(x),
+      },
+    );
     assert.equal(r, 'second');
     await new Promise((res) => setTimeout(res, 150));
     assert.deepEqual(late, ['late connection']);
@@ -49,8 +64,19 @@ describe('startup: waitUntilReachable', () => {
     const { log, lines } = captureLogger('info');
     const ac = new AbortController();
     const t0 = Date.now();
-    setTimeout(() => { ac.abort(); }, 100);
-    await assert.rejects(waitUntilReachable(dep, () => Promise.reject(new Error('refused')), { log, deadline: Date.now() + 60_000, retryEveryMs: 1_000, quietForMs: 4_000, signal: ac.signal }), /start-up aborted while waiting for NATS_URL/);
+    setTimeout(() => {
+      ac.abort();
+    }, 100);
+    await assert.rejects(
+      waitUntilReachable(dep, () => Promise.reject(new Error('refused')), {
+        log,
+        deadline: Date.now() + 60_000,
+        retryEveryMs: 1_000,
+        quietForMs: 4_000,
+        signal: ac.signal,
+      }),
+      /start-up aborted while waiting for NATS_URL/,
+    );
     assert.ok(Date.now() - t0 < 1_000, 'the abort ended the pause between attempts');
     assert.deepEqual(lines(), [], 'nothing reported within quietForMs');
   });

@@ -56,16 +56,39 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
     retried: metrics.counter('telegram_retries_total', 'Transient failures retried', ['shard']),
     throttled: metrics.counter('telegram_rate_limited_total', '429 answers received, by the scope they were attributed to', ['shard', 'scope']),
     calls: metrics.counter('telegram_calls_total', 'Telegram API calls', ['method', 'result']),
-    latency: metrics.histogram('notification_delivery_seconds', 'From claim to accepted, per notification', [], [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300]),
-    age: metrics.histogram('notification_age_seconds', 'From created_at to accepted, per notification', [], [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 3600]),
-    callLatency: metrics.histogram('telegram_call_seconds', 'Telegram API call latency', ['method'], [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 15]),
+    latency: metrics.histogram(
+      'notification_delivery_seconds',
+      'From claim to accepted, per notification',
+      [],
+      [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    ),
+    age: metrics.histogram(
+      'notification_age_seconds',
+      'From created_at to accepted, per notification',
+      [],
+      [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 3600],
+    ),
+    callLatency: metrics.histogram(
+      'telegram_call_seconds',
+      'Telegram API call latency',
+      ['method'],
+      [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 15],
+    ),
   };
-  const policyLimits = { maxAttempts: settings.maxAttempts, retryBaseMs: settings.retryBaseMs, retryMaxMs: settings.retryMaxMs, maxRetryAfterMs: settings.maxRetryAfterMs ?? DEFAULTS.TELEGRAM_MAX_RETRY_AFTER_MS, unauthorizedPauseMs: 60_000 };
+  const policyLimits = {
+    maxAttempts: settings.maxAttempts,
+    retryBaseMs: settings.retryBaseMs,
+    retryMaxMs: settings.retryMaxMs,
+    maxRetryAfterMs: settings.maxRetryAfterMs ?? DEFAULTS.TELEGRAM_MAX_RETRY_AFTER_MS,
+    unauthorizedPauseMs: 60_000,
+  };
 
   const emit = (outcome: Outcome, event?: OutcomeEvent): void => {
-    if (!dispatch(opts.outcomes, { type: 'outcome', outcome, event })) log.error({ id: outcome.id }, 'outcome writer is stopped: outcome kept in the database lease only');
+    if (!dispatch(opts.outcomes, { type: 'outcome', outcome, event }))
+      log.error({ id: outcome.id }, 'outcome writer is stopped: outcome kept in the database lease only');
   };
-  const progressOf = (job: Job): Progress | undefined => (job.done > 0 || job.plain ? { done: job.done, total: job.parts?.length ?? 0, ...(job.plain ? { plain: true } : {}) } : undefined);
+  const progressOf = (job: Job): Progress | undefined =>
+    job.done > 0 || job.plain ? { done: job.done, total: job.parts?.length ?? 0, ...(job.plain ? { plain: true } : {}) } : undefined;
   const notes = (job: Job) => job.notes.join('; ') || undefined;
 
   const addRows = (state: SenderState, rows: OutboxRow[], self: ActorRef<SenderMsg>): void => {
@@ -74,7 +97,11 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
     for (const row of rows) {
       if (!state.rows.admit(row.id, row.fetchedAt)) continue;
       let c = state.chats.get(row.chatId);
-      if (!c) state.chats.set(row.chatId, (c = { id: row.chatId, queue: [], pausedUntil: 0, pauseKind: 'none', phase: 'idle', cancelBid: undefined, bidRowId: 0, timer: undefined }));
+      if (!c)
+        state.chats.set(
+          row.chatId,
+          (c = { id: row.chatId, queue: [], pausedUntil: 0, pauseKind: 'none', phase: 'idle', cancelBid: undefined, bidRowId: 0, timer: undefined }),
+        );
       insertInOrder(c.queue, newJob(row, now));
       book.add(opts.shard, row.chatId, 1);
       touched.add(c);
@@ -94,8 +121,26 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
     m.failed.inc({ ...shardLabel, code });
     const now = clock.now();
     emit(
-      { id: job.row.id, kind: 'failed', at: now, attempts: job.attempts, retryCount: job.retryCount, code, reason, notes: notes(job), progress: progressOf(job) },
-      { id: job.row.id, chat_id: job.row.chatId, status: 'failed', error_code: code, error: reason, attempts: job.attempts, latency_ms: now - job.row.createdAt },
+      {
+        id: job.row.id,
+        kind: 'failed',
+        at: now,
+        attempts: job.attempts,
+        retryCount: job.retryCount,
+        code,
+        reason,
+        notes: notes(job),
+        progress: progressOf(job),
+      },
+      {
+        id: job.row.id,
+        chat_id: job.row.chatId,
+        status: 'failed',
+        error_code: code,
+        error: reason,
+        attempts: job.attempts,
+        latency_ms: now - job.row.createdAt,
+      },
     );
     finishJob(state, c, job);
   };
@@ -107,7 +152,15 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
     m.latency.observe((now - job.claimedAt) / 1000);
     m.age.observe(Math.max(0, now - job.row.createdAt) / 1000);
     emit(
-      { id: job.row.id, kind: 'sent', at: now, attempts: job.attempts + 1, retryCount: job.retryCount, notes: notes(job), progress: job.parts && job.parts.length > 1 ? progressOf(job) : undefined },
+      {
+        id: job.row.id,
+        kind: 'sent',
+        at: now,
+        attempts: job.attempts + 1,
+        retryCount: job.retryCount,
+        notes: notes(job),
+        progress: job.parts && job.parts.length > 1 ? progressOf(job) : undefined,
+      },
       { id: job.row.id, chat_id: job.row.chatId, status: 'sent', attempts: job.attempts + 1, latency_ms: now - job.row.createdAt },
     );
     finishJob(state, c, job);
@@ -184,7 +237,12 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
     const done = (result: SendResult) => dispatch(self, { type: 'sendDone', chatId: c.id, rowId: job.row.id, result, gen });
     let p: Promise<unknown>;
     try {
-      p = part.method === 'sendMessage' ? telegram.sendMessage(target, part.text, part.parseMode) : part.method === 'sendPhoto' ? telegram.sendPhoto(target, part.item) : telegram.sendMediaGroup(target, part.items);
+      p =
+        part.method === 'sendMessage'
+          ? telegram.sendMessage(target, part.text, part.parseMode)
+          : part.method === 'sendPhoto'
+            ? telegram.sendPhoto(target, part.item)
+            : telegram.sendMediaGroup(target, part.items);
     } catch (e) {
       p = Promise.reject(e);
     }
@@ -213,7 +271,8 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
         m.throttled.inc({ ...shardLabel, scope: a.scope });
         c.pausedUntil = a.until;
         c.pauseKind = 'rate';
-        if (a.clampedFromMs !== undefined) log.warn({ chatId: c.id, retryAfterMs: a.clampedFromMs, clampedToMs: a.retryAfterMs }, 'retry_after above TELEGRAM_MAX_RETRY_AFTER_MS: clamped');
+        if (a.clampedFromMs !== undefined)
+          log.warn({ chatId: c.id, retryAfterMs: a.clampedFromMs, clampedToMs: a.retryAfterMs }, 'retry_after above TELEGRAM_MAX_RETRY_AFTER_MS: clamped');
         if (a.scope === 'global') {
           log.warn({ retryAfterMs: a.retryAfterMs }, 'bot-wide flood control: pausing all sends, lowering the bot rate');
           gate.pause(a.until);
@@ -258,7 +317,16 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
         m.retried.inc(shardLabel);
         c.pausedUntil = a.at;
         c.pauseKind = 'retry';
-        emit({ id: job.row.id, kind: 'retry', attempts: job.attempts, retryCount: job.retryCount, nextAttemptAt: a.at, code: a.code, reason: a.reason, progress: progressOf(job) });
+        emit({
+          id: job.row.id,
+          kind: 'retry',
+          attempts: job.attempts,
+          retryCount: job.retryCount,
+          nextAttemptAt: a.at,
+          code: a.code,
+          reason: a.reason,
+          progress: progressOf(job),
+        });
         return;
       case 'fail':
         job.attempts++;
@@ -278,7 +346,17 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
     const now = clock.now();
     const view = { now, chatNearLimit: state.limiter.nearLimit(c.id, result.sentAt), flood: opts.flood.state };
     const part = job.parts![job.done]!;
-    const action = decide(result.error, { chatId: c.id, part: { method: part.method, textLength: part.method === 'sendMessage' ? part.text.length : undefined }, plain: job.plain, attempts: job.attempts }, policyLimits, view);
+    const action = decide(
+      result.error,
+      {
+        chatId: c.id,
+        part: { method: part.method, textLength: part.method === 'sendMessage' ? part.text.length : undefined },
+        plain: job.plain,
+        attempts: job.attempts,
+      },
+      policyLimits,
+      view,
+    );
     if (action.kind === 'throttled') opts.flood.state = action.flood;
     apply(state, c, job, action, now, result.answeredAt);
   };
@@ -318,8 +396,25 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
       if (c.pausedUntil > now && c.pauseKind === 'retry') waitingRetry++;
     }
     const t = state.counts.throttled;
-    const lowered = state.limiter.lowered().sort((a, b) => a.rate / a.ceiling - b.rate / b.ceiling).slice(0, 20);
-    return { shard: opts.shard, chats: state.chats.size, queued, inFlight: state.inFlight, rateLimited, lowered, waitingRetry, sent: state.counts.sent, failed: state.counts.failed, retried: state.counts.retried, throttled: t.chat + t.group + t.global, throttledByScope: { ...t }, draining: state.draining !== null };
+    const lowered = state.limiter
+      .lowered()
+      .sort((a, b) => a.rate / a.ceiling - b.rate / b.ceiling)
+      .slice(0, 20);
+    return {
+      shard: opts.shard,
+      chats: state.chats.size,
+      queued,
+      inFlight: state.inFlight,
+      rateLimited,
+      lowered,
+      waitingRetry,
+      sent: state.counts.sent,
+      failed: state.counts.failed,
+      retried: state.counts.retried,
+      throttled: t.chat + t.group + t.global,
+      throttledByScope: { ...t },
+      draining: state.draining !== null,
+    };
   };
 
   return { addRows, schedule, startSend, onSendDone, maybeFinishDrain, stopChat, failJob, status, emit };

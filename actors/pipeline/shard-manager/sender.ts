@@ -40,7 +40,9 @@ export interface DrainResult {
   windows: Record<string, number[]>;
 }
 
-export type SendResult = { ok: true; sentAt: number; answeredAt: number; chatRes: Reservation; globalRes: Reservation } | { ok: false; error: TelegramApiError; sentAt: number; answeredAt: number; chatRes: Reservation; globalRes: Reservation };
+export type SendResult =
+  | { ok: true; sentAt: number; answeredAt: number; chatRes: Reservation; globalRes: Reservation }
+  | { ok: false; error: TelegramApiError; sentAt: number; answeredAt: number; chatRes: Reservation; globalRes: Reservation };
 
 export interface SenderStatus {
   shard: number;
@@ -84,7 +86,19 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
       setImmediate(() => dispatch(ctx.self, { type: 'recover' }));
       // After a crash the windows of the sends made before it are gone: wait a full window, as after a takeover.
       const limiter = new ChatLimiter(settings, starts++ === 0 ? opts.seed : { kind: 'blind', at: clock.now() }, deps.lowered);
-      return { shard: opts.shard, gen, chats: new Map(), limiter, rows: new RowLedger(), inFlight: 0, counts: { sent: 0, failed: 0, retried: 0, throttled: { chat: 0, group: 0, global: 0 } }, draining: null, recovering: true, early: [], lastTick: clock.now() };
+      return {
+        shard: opts.shard,
+        gen,
+        chats: new Map(),
+        limiter,
+        rows: new RowLedger(),
+        inFlight: 0,
+        counts: { sent: 0, failed: 0, retried: 0, throttled: { chat: 0, group: 0, global: 0 } },
+        draining: null,
+        recovering: true,
+        early: [],
+        lastTick: clock.now(),
+      };
     },
     afterStop: (state) => {
       for (const c of state.chats.values()) stopChat(c);

@@ -39,7 +39,9 @@ export function spawnShardManager(parent: Parent, deps: PipelineDeps, outcomes: 
   const owned = metrics.gauge('shards_owned', 'Shards this process sends for');
 
   const drain = async (senders: Array<[number, ActorRef<SenderMsg>]>, timeoutMs: number): Promise<Drained> => {
-    const results = await Promise.allSettled(senders.map(([, ref]) => query<SenderMsg, DrainResult>(ref, (replyTo) => ({ type: 'drain' as const, replyTo }), timeoutMs)));
+    const results = await Promise.allSettled(
+      senders.map(([, ref]) => query<SenderMsg, DrainResult>(ref, (replyTo) => ({ type: 'drain' as const, replyTo }), timeoutMs)),
+    );
     let released = 0;
     const windows = new Map<number, Record<string, number[]>>();
     results.forEach((r, i) => {
@@ -62,7 +64,8 @@ export function spawnShardManager(parent: Parent, deps: PipelineDeps, outcomes: 
         case 'own': {
           const want = new Set(msg.shards);
           for (const shard of want) {
-            if (!state.senders.has(shard)) state.senders.set(shard, spawnSender(ctx.self, deps, { shard, outcomes, flood: state.flood, seed: msg.seeds?.get(shard) }));
+            if (!state.senders.has(shard))
+              state.senders.set(shard, spawnSender(ctx.self, deps, { shard, outcomes, flood: state.flood, seed: msg.seeds?.get(shard) }));
           }
           const gone = [...state.senders].filter(([s]) => !want.has(s));
           for (const [s, ref] of gone) {
@@ -88,7 +91,9 @@ export function spawnShardManager(parent: Parent, deps: PipelineDeps, outcomes: 
           }
           if (orphans.length) {
             // Claimed for a shard we no longer own: give them back now, not after the lease.
-            repo.release(orphans).catch((e: unknown) => log.warn({ err: describeError(e), rows: orphans.length }, 'could not release orphan rows; they return after their lease'));
+            repo
+              .release(orphans)
+              .catch((e: unknown) => log.warn({ err: describeError(e), rows: orphans.length }, 'could not release orphan rows; they return after their lease'));
           }
           return state;
         }
@@ -114,7 +119,9 @@ export function spawnShardManager(parent: Parent, deps: PipelineDeps, outcomes: 
         }
         case 'status': {
           const replyTo = msg.replyTo;
-          Promise.allSettled([...state.senders.values()].map((ref) => query<SenderMsg, SenderStatus>(ref, (r) => ({ type: 'status' as const, replyTo: r }), 2_000))).then((rs) =>
+          Promise.allSettled(
+            [...state.senders.values()].map((ref) => query<SenderMsg, SenderStatus>(ref, (r) => ({ type: 'status' as const, replyTo: r }), 2_000)),
+          ).then((rs) =>
             reply(
               replyTo,
               rs.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : [])).sort((a, b) => a.shard - b.shard),
@@ -123,7 +130,10 @@ export function spawnShardManager(parent: Parent, deps: PipelineDeps, outcomes: 
           return state;
         }
         case 'owned':
-          reply(msg.replyTo, [...state.senders.keys()].sort((a, b) => a - b));
+          reply(
+            msg.replyTo,
+            [...state.senders.keys()].sort((a, b) => a - b),
+          );
           return state;
         default:
           return assertNever(msg);

@@ -54,7 +54,10 @@ describe('the NATS intake (real nats-server)', () => {
       assert.equal(r.error.code, code);
     }
     const bad = await counted('nats_bad_payloads_total');
-    assert.equal(bad.reduce((s, v) => s + v.value, 0), cases.length);
+    assert.equal(
+      bad.reduce((s, v) => s + v.value, 0),
+      cases.length,
+    );
     assert.ok(bad.every((v) => v.labels.subject === subject));
     // One warning per subject and code, however many arrive (a hostile client cannot flood the log).
     const warned = cap.lines().filter((l) => l.msg === 'bad NATS payload rejected' && l.subject === subject);
@@ -85,8 +88,14 @@ describe('the NATS intake (real nats-server)', () => {
     nc.publish(subject, encodeJson({ n: 2 }));
     await waitFor(() => seen.length === 2, 2000, 10, 'the good events');
     assert.deepEqual(seen, [1, 2]);
-    assert.equal((await counted('nats_bad_payloads_total')).reduce((s, v) => s + v.value, 0), 1);
-    assert.equal((await counted('nats_handler_errors_total')).reduce((s, v) => s + v.value, 0), 1);
+    assert.equal(
+      (await counted('nats_bad_payloads_total')).reduce((s, v) => s + v.value, 0),
+      1,
+    );
+    assert.equal(
+      (await counted('nats_handler_errors_total')).reduce((s, v) => s + v.value, 0),
+      1,
+    );
   });
 
   it('validates replies: a reply of the wrong shape is BAD_PAYLOAD, not a value', async () => {
@@ -105,7 +114,10 @@ describe('the NATS intake (real nats-server)', () => {
       assert.equal(decodeKvValue(await kv.get('missing'), decodePing), undefined);
       assert.equal(decodeKvValue(null, decodePing), undefined);
       const badEntry = await kv.get('bad');
-      assert.throws(() => decodeKvValue(badEntry, decodePing), (e: unknown) => isAppError(e) && e.code === 'BAD_PAYLOAD' && e.message.includes(`${bucket}/bad`));
+      assert.throws(
+        () => decodeKvValue(badEntry, decodePing),
+        (e: unknown) => isAppError(e) && e.code === 'BAD_PAYLOAD' && e.message.includes(`${bucket}/bad`),
+      );
     } finally {
       await kv.destroy();
     }

@@ -67,7 +67,11 @@ describe('image-fetcher actor (fake download)', () => {
     await waitFor(() => downloads.length === 1, 1000, 2, 'the download');
     downloads[0]!.d.resolve(png(7));
     await first;
-    const inv = await query<FetcherMessage, { removed: number }>(fetcher, (replyTo) => ({ type: 'invalidate', target: { url: 'http://img.test/x.png' }, replyTo }), 1000);
+    const inv = await query<FetcherMessage, { removed: number }>(
+      fetcher,
+      (replyTo) => ({ type: 'invalidate', target: { url: 'http://img.test/x.png' }, replyTo }),
+      1000,
+    );
     assert.equal(inv.removed, 1);
     void source.get('http://img.test/x.png');
     await waitFor(() => downloads.length === 2, 1000, 2, 'a fresh download after invalidation');

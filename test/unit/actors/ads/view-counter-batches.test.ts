@@ -101,7 +101,11 @@ describe('view-counter actor: batches written outside the mailbox (fake reposito
     dispatch<ViewCounterMsg>(counter, { type: 'delivery', msg: wrongAd });
     await waitFor(() => writes.length === 1, 1000, 2, 'the batch');
     assert.equal(writes[0]!.views, 1, 'only the good view is written as a view');
-    assert.deepEqual(writes[0]!.dead.map((d) => [d.reason, d.seq]), [['SUBJECT_MISMATCH', 2]], 'the other goes to the dead letters, in the same transaction');
+    assert.deepEqual(
+      writes[0]!.dead.map((d) => [d.reason, d.seq]),
+      [['SUBJECT_MISMATCH', 2]],
+      'the other goes to the dead letters, in the same transaction',
+    );
     writes[0]!.d.resolve({ counted: 1, dead: [] });
     await waitFor(() => good.acked, 1000, 2, 'acked');
   });

@@ -23,7 +23,11 @@ interface FakeMsg {
 
 describe('view-counter actor (fake messages and repository): timer, batch contents, restart', () => {
   let system: ActorSystem;
-  let writes: Array<{ views: ReadonlyArray<{ adId: number; visitor: string }>; dead: readonly DeadLetter[]; d: Deferred<{ counted: number; dead: DeadLetter[] }> }>;
+  let writes: Array<{
+    views: ReadonlyArray<{ adId: number; visitor: string }>;
+    dead: readonly DeadLetter[];
+    d: Deferred<{ counted: number; dead: DeadLetter[] }>;
+  }>;
   let counter: ActorRef<ViewCounterMsg>;
   let seq: number;
 
@@ -80,12 +84,27 @@ describe('view-counter actor (fake messages and repository): timer, batch conten
     const a = view(5, 1);
     const repeat = view(5, 1, 1_000_500); // same ad, visitor and dedup window
     const badJson = msg('ads.views.5', '{not json');
-    const batch = msg('ads.views.batch', { views: [{ ad_id: 6, visitor: visitor(2), ts: 2 }, { ad_id: 6, visitor: 'nothex', ts: 3 }] });
+    const batch = msg('ads.views.batch', {
+      views: [
+        { ad_id: 6, visitor: visitor(2), ts: 2 },
+        { ad_id: 6, visitor: 'nothex', ts: 3 },
+      ],
+    });
     // 1 + 1 + 2 views reach flushMax (3): one batch.
     deliver(a, repeat, batch);
     await waitFor(() => writes.length === 1, 1000, 1, 'the batch');
-    assert.deepEqual(writes[0]!.views.map((v) => [v.adId, v.visitor]), [[5, visitor(1)], [6, visitor(2)]]);
-    assert.deepEqual(writes[0]!.dead.map((d) => [d.reason, d.seq]), [['BAD_PAYLOAD', batch.seq]], 'the bad element of the batch message, written with the good one');
+    assert.deepEqual(
+      writes[0]!.views.map((v) => [v.adId, v.visitor]),
+      [
+        [5, visitor(1)],
+        [6, visitor(2)],
+      ],
+    );
+    assert.deepEqual(
+      writes[0]!.dead.map((d) => [d.reason, d.seq]),
+      [['BAD_PAYLOAD', batch.seq]],
+      'the bad element of the batch message, written with the good one',
+    );
     writes[0]!.d.resolve({ counted: 2, dead: [...writes[0]!.dead] });
     await waitFor(() => batch.acked === 1, 1000, 1, 'the batch acked');
     // An unreadable message alone: a write with no view and its dead letter.
@@ -93,7 +112,10 @@ describe('view-counter actor (fake messages and repository): timer, batch conten
     const flushed = query<ViewCounterMsg, FlushResult>(counter, (replyTo) => ({ type: 'flush', replyTo }), 1000);
     await waitFor(() => writes.length === 2, 1000, 1, 'the second batch');
     assert.deepEqual(writes[1]!.views, []);
-    assert.deepEqual(writes[1]!.dead.map((d) => [d.reason, d.seq]), [['BAD_JSON', badJson.seq]]);
+    assert.deepEqual(
+      writes[1]!.dead.map((d) => [d.reason, d.seq]),
+      [['BAD_JSON', badJson.seq]],
+    );
     writes[1]!.d.resolve({ counted: 0, dead: [...writes[1]!.dead] });
     assert.deepEqual(await flushed, { messages: 1, distinct: 0, counted: 0, deadLettered: 1 });
     assert.ok([a, repeat, badJson, batch].every((m) => m.acked === 1));
@@ -112,9 +134,15 @@ describe('view-counter actor (fake messages and repository): timer, batch conten
     writes[0]!.d.resolve({ counted: 3, dead: [] });
     await new Promise((r) => setImmediate(r));
     await query<ViewCounterMsg, number>(counter, (replyTo) => ({ type: 'pending', adId: 2, replyTo }), 1000);
-    assert.ok(fresh.every((m) => m.acked === 0), 'the new batch is acked only after its own commit');
+    assert.ok(
+      fresh.every((m) => m.acked === 0),
+      'the new batch is acked only after its own commit',
+    );
     writes[1]!.d.reject(Object.assign(new Error('Deadlock found'), { errno: 1213 }));
     await waitFor(() => fresh.every((m) => m.naks.length === 1), 1000, 2, 'the new batch nak-ed');
-    assert.ok(fresh.every((m) => m.acked === 0), 'a failed write is never acked');
+    assert.ok(
+      fresh.every((m) => m.acked === 0),
+      'a failed write is never acked',
+    );
   });
 });

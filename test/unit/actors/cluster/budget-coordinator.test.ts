@@ -101,7 +101,11 @@ describe('budget-coordinator actor (fake members, NATS and KV on the local nats-
         },
       }),
     );
-    const report = () => nc.publish(subjects.budgetDemand, encodeJson({ holder, instance: holder, demand, share: held.get(holder) ?? 1, at: Date.now(), granted: held.has(holder) }));
+    const report = () =>
+      nc.publish(
+        subjects.budgetDemand,
+        encodeJson({ holder, instance: holder, demand, share: held.get(holder) ?? 1, at: Date.now(), granted: held.has(holder) }),
+      );
     report();
     reports.push(setInterval(report, 100));
     await nc.flush();
@@ -130,7 +134,12 @@ describe('budget-coordinator actor (fake members, NATS and KV on the local nats-
     // A report that does not match the schema is counted and ignored.
     nc.publish(subjects.budgetDemand, encodeJson({ holder: 'x', demand: -1 }));
     await nc.flush();
-    await waitFor(async () => /nats_bad_payloads_total\{[^}]*code="BAD_PAYLOAD"[^}]*\} 1/.test(await metrics.registry.metrics()), 2000, 10, 'the bad report counted');
+    await waitFor(
+      async () => /nats_bad_payloads_total\{[^}]*code="BAD_PAYLOAD"[^}]*\} 1/.test(await metrics.registry.metrics()),
+      2000,
+      10,
+      'the bad report counted',
+    );
     assert.deepEqual((await status()).processes.map((p) => p.holder).sort(), ['a:1', 'b:1']);
   });
 
@@ -145,7 +154,10 @@ describe('budget-coordinator actor (fake members, NATS and KV on the local nats-
     const raise = grants.find((x) => x.holder === 'b:1' && x.g.share > 1)!;
     assert.ok(decrease, 'a was shrunk first');
     assert.ok(decrease.at <= raise.at);
-    assert.ok(raise.g.issued_at >= decrease.freeAt! + 50, `b raised at ${raise.g.issued_at}, a's sends under its old share left its window at ${decrease.freeAt}`);
+    assert.ok(
+      raise.g.issued_at >= decrease.freeAt! + 50,
+      `b raised at ${raise.g.issued_at}, a's sends under its old share left its window at ${decrease.freeAt}`,
+    );
     for (const x of grants) assert.ok(sumHeld(x.held) <= GLOBAL.count, `shares held ${JSON.stringify([...x.held])} above the limit`);
   });
 

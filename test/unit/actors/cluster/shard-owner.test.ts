@@ -70,7 +70,8 @@ describe('shard-owner actor (fake pipeline, KV on the local nats-server)', funct
   });
 
   const status = () => query<ShardOwnerMsg, ShardOwnerStatus>(owner, (replyTo) => ({ type: 'status', replyTo }), 3000);
-  const member = (holder: string) => kv.put(`member.${holder.replace(/[^-/_=.a-zA-Z0-9]/g, '_')}`, encodeValue({ holder, instance: holder, since: Date.now() }));
+  const member = (holder: string) =>
+    kv.put(`member.${holder.replace(/[^-/_=.a-zA-Z0-9]/g, '_')}`, encodeValue({ holder, instance: holder, since: Date.now() }));
 
   it('alone, it leases every shard, fences them in the pipeline, and reports the takeovers the pipeline found', async () => {
     previousOwners = [{ shard: 2, owner: 'dead:7' }];
@@ -80,7 +81,10 @@ describe('shard-owner actor (fake pipeline, KV on the local nats-server)', funct
     const s = await status();
     assert.deepEqual(s.owned, [0, 1, 2, 3]);
     assert.ok(s.members.includes('a:1'));
-    assert.deepEqual(s.takeovers.map((t) => [t.shard, t.from]), [[2, 'dead:7']]);
+    assert.deepEqual(
+      s.takeovers.map((t) => [t.shard, t.from]),
+      [[2, 'dead:7']],
+    );
     assert.equal((await kv.get('member.a_1'))?.operation, 'PUT', 'its member key heartbeats');
   });
 

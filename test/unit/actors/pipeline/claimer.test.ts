@@ -28,7 +28,22 @@ const settings: PipelineSettings = {
   drainTimeoutMs: 1000,
 };
 
-const row = (id: number, shard: number): OutboxRow => ({ id, chatId: 100 + id, text: 't', parseMode: null, kind: null, orderId: null, priority: 0, attempts: 0, retryCount: 0, shard, createdAt: 0, progress: null, plainText: false, fetchedAt: 0 });
+const row = (id: number, shard: number): OutboxRow => ({
+  id,
+  chatId: 100 + id,
+  text: 't',
+  parseMode: null,
+  kind: null,
+  orderId: null,
+  priority: 0,
+  attempts: 0,
+  retryCount: 0,
+  shard,
+  createdAt: 0,
+  progress: null,
+  plainText: false,
+  fetchedAt: 0,
+});
 
 class FakeRepo {
   claims: Array<{ req: ClaimRequest; d: Deferred<OutboxRow[]> }> = [];
@@ -115,7 +130,10 @@ describe('claimer actor (fake repository)', () => {
     assert.equal(paused, true);
     // The rows were dispatched to the shard manager before the pause was answered.
     await waitFor(() => received.length === 1, 2000, 5, 'rows at the shard manager');
-    assert.deepEqual(received.map((m) => (m.type === 'rows' ? m.rows.map((r) => r.id) : [])), [[7]]);
+    assert.deepEqual(
+      received.map((m) => (m.type === 'rows' ? m.rows.map((r) => r.id) : [])),
+      [[7]],
+    );
   });
 
   it('a slow lease renewal or poll never holds the mailbox (I/O runs outside it)', async () => {

@@ -55,7 +55,10 @@ describe('outcome-writer actor (fake repository)', () => {
     assert.equal(events.length, 0, 'no event before the batch committed');
     writes[0]!.d.resolve(3);
     await waitFor(() => events.length === 3, 1000, 1, 'events after the commit');
-    assert.deepEqual(events.map((e) => e.id), [1, 2, 3]);
+    assert.deepEqual(
+      events.map((e) => e.id),
+      [1, 2, 3],
+    );
     assert.equal(queue.written, 3);
     assert.equal(queue.items.length, 0);
   });
@@ -86,7 +89,10 @@ describe('outcome-writer actor (fake repository)', () => {
     assert.deepEqual(ids(writes[2]!.outcomes), [4]);
     writes[2]!.d.resolve(1);
     await waitFor(() => queue.written === 4, 1000, 1, 'all written');
-    assert.deepEqual(events.map((e) => e.id), [1, 2, 3, 4]);
+    assert.deepEqual(
+      events.map((e) => e.id),
+      [1, 2, 3, 4],
+    );
   });
 
   it('a batch refused for its data is written one by one; the refused outcome goes in without notes, then is dropped only if that fails too', async () => {
@@ -109,7 +115,10 @@ describe('outcome-writer actor (fake repository)', () => {
     // A progress outcome has no state-only form: dropped (logged, counted), the queue moves on.
     await waitFor(() => queue.items.length === 0, 1000, 1, 'queue empty');
     assert.equal(writes.length, 5);
-    assert.deepEqual(events.map((e) => e.id), [1, 2]);
+    assert.deepEqual(
+      events.map((e) => e.id),
+      [1, 2],
+    );
     put(4);
     await waitFor(() => writes.length === 6, 1000, 1, 'the next batch is not blocked');
     writes[5]!.d.resolve(1);

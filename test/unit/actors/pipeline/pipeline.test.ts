@@ -96,7 +96,13 @@ describe('pipeline actor (real children, fake repository, handoff and Telegram)'
     answerAll();
     await waitFor(() => written.filter((o) => o.kind === 'sent').length === 2, 1500, 1, 'outcomes written');
     const st = await query<PipelineMsg, PipelineStatus>(pipeline, (replyTo) => ({ type: 'status', replyTo }), 1500);
-    assert.deepEqual(st.shards.map((s) => [s.shard, s.sent]), [[0, 1], [1, 1]]);
+    assert.deepEqual(
+      st.shards.map((s) => [s.shard, s.sent]),
+      [
+        [0, 1],
+        [1, 1],
+      ],
+    );
     assert.equal(st.gate.limitPerWindow, 1000);
   });
 
@@ -137,7 +143,12 @@ describe('pipeline actor (real children, fake repository, handoff and Telegram)'
     calls.length = 0;
     const done = query<PipelineMsg, { released: number }>(pipeline, (replyTo) => ({ type: 'shutdown', replyTo }), 1500);
     // The send in flight finishes during the drain.
-    await waitFor(async () => (await query<PipelineMsg, PipelineStatus>(pipeline, (replyTo) => ({ type: 'status', replyTo }), 1000)).shards.every((s) => s.draining), 1000, 2, 'draining');
+    await waitFor(
+      async () => (await query<PipelineMsg, PipelineStatus>(pipeline, (replyTo) => ({ type: 'status', replyTo }), 1000)).shards.every((s) => s.draining),
+      1000,
+      2,
+      'draining',
+    );
     answerAll();
     assert.deepEqual(await done, { released: 1 });
     const w = calls.findIndex((c) => c.includes('release:2'));

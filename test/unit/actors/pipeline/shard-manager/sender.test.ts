@@ -71,14 +71,20 @@ describe('sender actor (fake Telegram, recipients and outcome writer)', () => {
     fp.telegram.ok(fp.telegram.calls.indexOf(fp.telegram.open(10)[0]!));
     assert.deepEqual(texts(10), ['r1', 'r2', 'r3']);
     await waitOutcome(3, 'sent');
-    assert.deepEqual(outcomes.filter((o) => o.kind === 'sent').map((o) => o.id).sort(), [1, 2, 3, 4]);
+    assert.deepEqual(
+      outcomes
+        .filter((o) => o.kind === 'sent')
+        .map((o) => o.id)
+        .sort(),
+      [1, 2, 3, 4],
+    );
     const s = await status();
     assert.equal(s.sent, 4);
     assert.equal(s.queued, 0);
     assert.equal(fp.book.total, 0, 'the buffer book is back to empty');
   });
 
-  it("holds a chat to its window: the next send waits a window after the previous answer", async () => {
+  it('holds a chat to its window: the next send waits a window after the previous answer', async () => {
     start({ chatLimit: { count: 1, windowMs: 40 }, groupLimit: { count: 2, windowMs: 60 } });
     send(row(1, 10), row(2, 10), row(3, 10), row(4, -30), row(5, -30), row(6, -30));
     for (let i = 0; i < 3; i++) {
@@ -86,7 +92,8 @@ describe('sender actor (fake Telegram, recipients and outcome writer)', () => {
       fp.telegram.ok(fp.telegram.calls.indexOf(fp.telegram.of(10)[i]!));
     }
     const c = fp.telegram.of(10);
-    for (let i = 1; i < 3; i++) assert.ok(c[i]!.at - c[i - 1]!.answeredAt! >= 40, `private chat: gap ${c[i]!.at - c[i - 1]!.answeredAt!} ms < its 40 ms window`);
+    for (let i = 1; i < 3; i++)
+      assert.ok(c[i]!.at - c[i - 1]!.answeredAt! >= 40, `private chat: gap ${c[i]!.at - c[i - 1]!.answeredAt!} ms < its 40 ms window`);
     // A group's window holds 2 (still one call at a time): the third send waits a window after the FIRST answer.
     for (let i = 0; i < 3; i++) {
       await waitFor(() => fp.telegram.of(-30).length === i + 1, 1500, 1, `call ${i + 1} of the group`);
@@ -105,7 +112,10 @@ describe('sender actor (fake Telegram, recipients and outcome writer)', () => {
     fp.telegram.fail(fp.telegram.calls.indexOf(first10), new TelegramRateLimited('sendMessage', 'Too Many Requests: retry after 0.15', 0.15));
     await waitFor(async () => (await status()).rateLimited.length === 1, 1500, 1, 'chat 10 rate-limited');
     const s = await status();
-    assert.deepEqual(s.rateLimited.map((r) => r.chatId), [10]);
+    assert.deepEqual(
+      s.rateLimited.map((r) => r.chatId),
+      [10],
+    );
     assert.ok(s.rateLimited[0]!.until >= first10.answeredAt! + 150);
     assert.equal(s.throttledByScope.chat, 1);
     // Chat 20 goes on meanwhile.
@@ -122,7 +132,10 @@ describe('sender actor (fake Telegram, recipients and outcome writer)', () => {
     fp.telegram.ok(fp.telegram.calls.indexOf(again));
     const sent = await waitOutcome(1, 'sent');
     assert.equal(sent.kind === 'sent' && sent.attempts, 1, 'a 429 is not a failed attempt');
-    assert.equal(outcomes.some((o) => o.id === 1 && (o.kind === 'retry' || o.kind === 'failed')), false);
+    assert.equal(
+      outcomes.some((o) => o.id === 1 && (o.kind === 'retry' || o.kind === 'failed')),
+      false,
+    );
     assert.deepEqual(fp.floods, [], 'one chat’s 429 is not a bot-wide flood');
     assert.equal(fp.gate.pausedUntilMs, 0);
     await waitFor(() => fp.telegram.of(10).length === 3, 1500, 1, 'row 2 of chat 10');
@@ -169,12 +182,18 @@ describe('sender actor (fake Telegram, recipients and outcome writer)', () => {
     start();
     send(row(1, 10), row(2, 10), row(3, 20));
     await calls(2);
-    fp.telegram.fail(fp.telegram.calls.indexOf(fp.telegram.of(10)[0]!), new TelegramPermanent('sendMessage', 403, 'Forbidden: bot was blocked by the user', 'blocked'));
+    fp.telegram.fail(
+      fp.telegram.calls.indexOf(fp.telegram.of(10)[0]!),
+      new TelegramPermanent('sendMessage', 403, 'Forbidden: bot was blocked by the user', 'blocked'),
+    );
     const f1 = await waitOutcome(1, 'failed');
     assert.ok(f1.kind === 'failed');
     assert.equal(f1.code, 'TG_PERMANENT');
     assert.equal(f1.attempts, 1);
-    assert.deepEqual(fp.recipients.marked.map((m) => [m.chatId, m.status, m.code]), [[10, 'blocked', 'TG_PERMANENT']]);
+    assert.deepEqual(
+      fp.recipients.marked.map((m) => [m.chatId, m.status, m.code]),
+      [[10, 'blocked', 'TG_PERMANENT']],
+    );
     assert.deepEqual(fp.recipientEvents, [{ chatId: 10, status: 'blocked', migratedTo: null }]);
     const f2 = await waitOutcome(2, 'failed');
     assert.ok(f2.kind === 'failed');
@@ -199,7 +218,13 @@ describe('sender actor (fake Telegram, recipients and outcome writer)', () => {
     await p;
     assert.equal(drained!.released, 2);
     await waitOutcome(3, 'release');
-    assert.deepEqual(outcomes.filter((o) => o.kind === 'release').map((o) => o.id).sort(), [2, 3, 9]);
+    assert.deepEqual(
+      outcomes
+        .filter((o) => o.kind === 'release')
+        .map((o) => o.id)
+        .sort(),
+      [2, 3, 9],
+    );
     assert.ok(outcome(1, 'sent'), 'the send in flight finished and was recorded');
     assert.equal(fp.telegram.calls.length, 1, 'nothing more was sent');
     assert.deepEqual(Object.keys(drained!.windows), ['10'], 'the chat that sent has a window to hand over');
@@ -265,7 +290,9 @@ describe('sender actor (fake Telegram, recipients and outcome writer)', () => {
 
   it('a row the planner cannot plan fails with BAD_PAYLOAD without a call; the chat goes on', async () => {
     start({}, [], (f) => {
-      f.deps.planner = { plan: (r) => (r.id === 1 ? Promise.reject(new Error('template missing')) : Promise.resolve([{ method: 'sendMessage', text: r.text, parseMode: null }])) };
+      f.deps.planner = {
+        plan: (r) => (r.id === 1 ? Promise.reject(new Error('template missing')) : Promise.resolve([{ method: 'sendMessage', text: r.text, parseMode: null }])),
+      };
     });
     send(row(1, 10), row(2, 10));
     const failed = await waitOutcome(1, 'failed');

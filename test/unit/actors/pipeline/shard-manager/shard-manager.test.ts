@@ -40,7 +40,13 @@ describe('shard-manager actor (real senders, fake Telegram and repository)', () 
     await waitFor(() => fp.released.length === 1, 1500, 1, 'orphans released');
     assert.deepEqual(fp.released, [[3, 4]]);
     const s = await status();
-    assert.deepEqual(s.map((x) => [x.shard, x.inFlight]), [[0, 1], [2, 1]]);
+    assert.deepEqual(
+      s.map((x) => [x.shard, x.inFlight]),
+      [
+        [0, 1],
+        [2, 1],
+      ],
+    );
   });
 
   it('release drains only the given shards: in-flight sends finish, unsent rows come back, windows are handed over', async () => {
@@ -81,6 +87,9 @@ describe('shard-manager actor (real senders, fake Telegram and repository)', () 
     assert.ok((await status()).every((s) => s.draining));
     dispatch<ShardManagerMsg>(manager, { type: 'own', shards: [1] });
     assert.deepEqual(await owned(), [1]);
-    assert.deepEqual((await status()).map((s) => s.shard), [1]);
+    assert.deepEqual(
+      (await status()).map((s) => s.shard),
+      [1],
+    );
   });
 });
