@@ -69,7 +69,14 @@ describe('deploy/nats-server.conf: one NATS user per role on a real nats-server'
     nats = await startPrivateNats(renderDeployConf(storeDir, PREFIX), { ...PASSWORDS, NOTIFY_OPERATOR_NKEY: operator.getPublicKey() }, storeDir);
     sandbox = new TelegramSandbox({ globalRate: 300, chatRate: 10 });
     await sandbox.start();
-    common = { DATABASE_URL: tdb.url, NATS_URL: nats.url, NATS_SUBJECT_PREFIX: PREFIX, SHARD_LEASE_TTL_MS: '3000', VIEW_FLUSH_MS: '100' };
+    common = {
+      DATABASE_URL: tdb.url,
+      NATS_URL: nats.url,
+      NATS_SUBJECT_PREFIX: PREFIX,
+      VIEWS_STREAM: 'ADS_VIEWS',
+      SHARD_LEASE_TTL_MS: '3000',
+      VIEW_FLUSH_MS: '100',
+    };
     // ROLE=all: the worker user must also cover the in-process gateway.
     allGatewayPort = await freePort();
     worker = startWorker({
@@ -204,7 +211,7 @@ describe('deploy/nats-server.conf: one NATS user per role on a real nats-server'
       const jsm = await nc.jetstreamManager();
       // The update paths a config change takes at the next start (VIEW_DUPLICATE_WINDOW, VIEW_ACK_WAIT_MS;
       // another max age, replica count or subject set is a start-up error instead: docs/deploy.md).
-      const changed = loadAdsConfig({ NATS_SUBJECT_PREFIX: PREFIX, VIEW_DUPLICATE_WINDOW: '3m', VIEW_ACK_WAIT_MS: '45s' });
+      const changed = loadAdsConfig({ NATS_SUBJECT_PREFIX: PREFIX, VIEWS_STREAM: 'ADS_VIEWS', VIEW_DUPLICATE_WINDOW: '3m', VIEW_ACK_WAIT_MS: '45s' });
       await ensureViewsStream(jsm, changed);
       await ensureViewsConsumer(jsm, changed);
       assert.equal((await jsm.streams.info('ADS_VIEWS')).config.duplicate_window, 180 * 1e9);
