@@ -20,7 +20,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
-import { connect, type NatsConnection } from 'nats';
+import { connect } from 'nats';
 import { createDb } from '../src/db/knex';
 import { migrateLatest } from '../src/db/migrate';
 import { shardOf } from '../src/outbox/shard';
@@ -107,7 +107,7 @@ async function formationRun(
       waitBalanced: (k: number) => Promise<void>;
       status: () => Promise<ClusterStatus>;
       unsentIn: (shards: number[]) => Promise<number>;
-    }) => Promise<Waits | void>;
+    }) => Promise<Waits> | Promise<void>;
   },
 ): Promise<Array<string | number>> {
   const t = `${tag}${name
@@ -148,11 +148,11 @@ async function formationRun(
     return p;
   };
   const sentCount = async (): Promise<number> =>
-    Number(((await db('telegram_notifications').where({ status: 'sent' }).count({ n: '*' }))[0] as { n: number }).n);
+    Number(((await db('telegram_notifications').where({ status: 'sent' }).count({ n: '*' }))[0] as { n: number | string }).n);
   const status = async (): Promise<ClusterStatus> =>
     JSON.parse(new TextDecoder().decode((await nc.request(`${t}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
   const unsentIn = async (shards: number[]): Promise<number> =>
-    Number(((await db('telegram_notifications').whereIn('shard', shards).whereNot({ status: 'sent' }).count({ n: '*' }))[0] as { n: number }).n);
+    Number(((await db('telegram_notifications').whereIn('shard', shards).whereNot({ status: 'sent' }).count({ n: '*' }))[0] as { n: number | string }).n);
   const waitBalanced = async (k: number): Promise<void> => {
     for (;;) {
       try {
@@ -312,7 +312,7 @@ async function steady(): Promise<void> {
   const nc = await connect({ servers: NATS_URL });
   const procs: Proc[] = [];
   const rows: Array<Array<string | number>> = [];
-  let takeoverRow: Array<string | number> = [];
+  let takeoverRow: Array<string | number>;
   const launch = (name: string): Proc => {
     const child = spawn(process.execPath, ['--import', 'tsx', WORKER_MAIN], {
       env: {
@@ -352,7 +352,8 @@ async function steady(): Promise<void> {
       await new Promise((r) => setTimeout(r, 200));
     }
   };
-  const sent = async (): Promise<number> => Number(((await db('telegram_notifications').where({ status: 'sent' }).count({ n: '*' }))[0] as { n: number }).n);
+  const sent = async (): Promise<number> =>
+    Number(((await db('telegram_notifications').where({ status: 'sent' }).count({ n: '*' }))[0] as { n: number | string }).n);
   const runWorkload = async (name: string, chats: number[]): Promise<void> => {
     await fetch(`${sandbox.apiRoot}sandbox/reset`, { method: 'POST' });
     await db.raw('TRUNCATE telegram_notifications');

@@ -161,7 +161,7 @@ async function main(): Promise<void> {
         telegram: new TelegrafClient({ token: TOKEN, apiRoot: sandbox.apiRoot, timeoutMs: 10_000 }),
       });
       for (;;) {
-        const [[r]] = (await loader.raw("SELECT COUNT(*) AS n FROM telegram_notifications WHERE status IN ('sent','failed')")) as [[{ n: number }]];
+        const [[r]] = (await loader.raw("SELECT COUNT(*) AS n FROM telegram_notifications WHERE status IN ('sent','failed')")) as [[{ n: number | string }]];
         if (Number(r.n) >= n) break;
         await new Promise((res) => setTimeout(res, 100));
       }
@@ -175,7 +175,7 @@ async function main(): Promise<void> {
       await sandbox.stop();
       sandbox = undefined;
       const distinct = new Set(delivered.map((d) => d.text)).size;
-      const [[sentRow]] = (await loader.raw("SELECT COUNT(*) AS n FROM telegram_notifications WHERE status = 'sent'")) as [[{ n: number }]];
+      const [[sentRow]] = (await loader.raw("SELECT COUNT(*) AS n FROM telegram_notifications WHERE status = 'sent'")) as [[{ n: number | string }]];
       const rl = stats.rateLimited;
       const r429 = rl.global + rl.chat + rl.group;
       results.push([
@@ -194,7 +194,10 @@ async function main(): Promise<void> {
       ]);
       console.log(`  ${sc.name}: ${results[results.length - 1]!.join(' | ')}`);
     }
-    if (!only.has('idle')) return print(results, latencyRow);
+    if (!only.has('idle')) {
+      print(results, latencyRow);
+      return;
+    }
     sandbox = await startSandboxProcess(['--global-rate', String(GLOBAL), '--chat-rate', String(CHAT)]);
     // Idle latency: one enqueue at a time on an idle system, until the sandbox received it.
     await loader.raw('TRUNCATE telegram_notifications');

@@ -135,10 +135,10 @@ async function worker(input: WorkerInput): Promise<WorkerResult> {
     planner,
     system,
   });
-  let sent = 0;
-  let failed = 0;
+  let sent: number;
+  let failed: number;
   for (;;) {
-    const rows = (await db('telegram_notifications').select('status').count({ n: '*' }).groupBy('status')) as Array<{ status: string; n: number }>;
+    const rows = await db('telegram_notifications').select('status').count<Array<{ status: string; n: number | string }>>({ n: '*' }).groupBy('status');
     sent = Number(rows.find((r) => r.status === 'sent')?.n ?? 0);
     failed = Number(rows.find((r) => r.status === 'failed')?.n ?? 0);
     if (sent + failed >= input.notifications) break;
@@ -308,13 +308,13 @@ async function main(): Promise<void> {
   const srv = await startImageServer();
   const sandbox = await startSandboxProcess(['--global-rate', String(GLOBAL), '--chat-rate', String(CHAT), '--group-rate-per-min', String(GROUP_PER_MIN)]);
   const out: Array<Array<string | number>> = [];
-  let header = '';
+  let header: string;
   let idealNote = '';
   try {
     await migrateLatest(db);
     const { orders, sizes, photoRequests, rows } = await seed(db, nOrders, nProducts, chats);
     const catalogueBytes = sizes.reduce((a, b) => a + b, 0);
-    const distinct = new Set(((await db('order_items').distinct('product_id')) as Array<{ product_id: number }>).map((r) => r.product_id)).size;
+    const distinct = new Set((await db('order_items').distinct<Array<{ product_id: number }>>('product_id')).map((r) => r.product_id)).size;
     header = `${nOrders} orders (${photoRequests} photo lines) over ${nProducts} products of 50 KB–2 MB (catalogue ${mb(catalogueBytes)}, ${distinct} distinct images ordered), ${nOrders} notifications to ${nChats} admin groups`;
 
     for (const cacheMaxBytes of bounds) {

@@ -9,6 +9,7 @@
  * BENCH_SECONDS (default 10), BENCH_CONNECTIONS (default 64), BENCH_VIEWS (default 200000).
  */
 import { randomBytes } from 'node:crypto';
+import autocannon from 'autocannon';
 import { spawn } from 'node:child_process';
 import { createDb, countStatements } from '../src/db/knex';
 import { migrateLatest } from '../src/db/migrate';
@@ -21,16 +22,6 @@ import { startActorSystem, stopActorSystem } from '../src/runtime/actor';
 import { loadAdsConfig, startAds, startGatewayRole } from '../src/roles/ads';
 import { ensureViewsConsumer, ensureViewsStream } from '../src/ads/views-stream';
 import { machine, table } from './lib';
-
-interface CannonResult {
-  requests: { average: number; total: number };
-  latency: { p99: number; average: number };
-  non2xx: number;
-  errors: number;
-  timeouts: number;
-}
-// autocannon ships no types.
-const autocannon = require('autocannon') as (o: Record<string, unknown>) => Promise<CannonResult>;
 
 const ROOT_URL = process.env.DATABASE_URL ?? 'mysql://root@127.0.0.1:3306/test';
 const NATS_URL = process.env.NATS_URL ?? 'nats://127.0.0.1:4222';
@@ -185,7 +176,7 @@ async function main(): Promise<void> {
 
 if (process.argv.includes('--serve-gateway')) void serveGateway();
 else
-  main().catch((e) => {
+  main().catch((e: unknown) => {
     console.error(e);
     process.exit(1);
   });

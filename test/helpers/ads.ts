@@ -144,6 +144,6 @@ export function lcg(seed: number): () => number {
 
 /** views_count per ad id. */
 export async function viewCounts(db: Knex, ids: number[]): Promise<Map<number, number>> {
-  const rows = (await db('advertisements').whereIn('id', ids).select('id', 'views_count')) as Array<{ id: number; views_count: number }>;
+  const rows = await db('advertisements').whereIn('id', ids).select<Array<{ id: number | string; views_count: number | string }>>('id', 'views_count');
   return new Map(rows.map((r) => [Number(r.id), Number(r.views_count)]));
 }

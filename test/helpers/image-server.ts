@@ -95,7 +95,8 @@ function handle(_req: IncomingMessage, res: ServerResponse, u: URL): void {
     case 'png':
     case 'jpeg': {
       const size = Number(seg[1]);
-      return sendImage(seg[0] === 'png' ? 'image/png' : 'image/jpeg', imageBytes(seg[0], size));
+      sendImage(seg[0] === 'png' ? 'image/png' : 'image/jpeg', imageBytes(seg[0], size));
+      return;
     }
     case '404':
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
@@ -107,7 +108,8 @@ function handle(_req: IncomingMessage, res: ServerResponse, u: URL): void {
       res.writeHead(200).end(imageBytes('png', 100));
       return;
     case 'big-announced':
-      return sendImage('image/png', imageBytes('png', Number(seg[1])));
+      sendImage('image/png', imageBytes('png', Number(seg[1])));
+      return;
     case 'big-chunked': {
       const body = imageBytes('png', Number(seg[1]));
       res.writeHead(200, { 'content-type': 'image/png' });

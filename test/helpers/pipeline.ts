@@ -92,14 +92,14 @@ export async function insertLegacy(h: Harness, rows: Array<{ chat: number; text:
   const ids: number[] = [];
   for (let i = 0; i < rows.length; i += 500) {
     const chunk = rows.slice(i, i + 500);
-    const [first] = (await h.tdb.db('telegram_notifications').insert(chunk.map((r) => ({ telegram_id: r.chat, message_text: r.text })))) as number[];
+    const [first] = await h.tdb.db('telegram_notifications').insert(chunk.map((r) => ({ telegram_id: r.chat, message_text: r.text })));
     for (let k = 0; k < chunk.length; k++) ids.push(Number(first) + k);
   }
   return ids;
 }
 
 export async function rowsByStatus(h: Harness): Promise<Record<string, number>> {
-  const rows = (await h.tdb.db('telegram_notifications').select('status').count({ n: '*' }).groupBy('status')) as Array<{ status: string; n: number }>;
+  const rows = await h.tdb.db('telegram_notifications').select('status').count<Array<{ status: string; n: number | string }>>({ n: '*' }).groupBy('status');
   return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]));
 }
 

@@ -203,7 +203,7 @@ describe('ads: HTTP gateway', function () {
       [Subjects.adsUnreadGet(p), 'garbage'],
     ] as const) {
       const m = await h.nc.request(subject, new TextEncoder().encode(payload), { timeout: 2_000 });
-      const r = m.json() as { ok: boolean; error: { code: string } };
+      const r = m.json<{ ok: boolean; error: { code: string } }>();
       assert.equal(r.ok, false);
       assert.ok(['BAD_PAYLOAD', 'BAD_JSON'].includes(r.error.code), subject);
     }

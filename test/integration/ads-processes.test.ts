@@ -87,7 +87,7 @@ describe('ads: several processes', function () {
         let sum = 0;
         for (const ad of adIds) {
           const m = await nc.request(Subjects.adsPending(c.subjectPrefix), encodeJson({ ad_id: ad }), { timeout: 1_000 });
-          sum += (m.json() as { pending: number }).pending;
+          sum += m.json<{ pending: number }>().pending;
         }
         return sum === [...expected.values()].reduce((a, b) => a + b, 0);
       },
@@ -125,7 +125,7 @@ describe('ads: several processes', function () {
     const expected = await publishViews(c, adIds, 3_000, 11);
     await waitFor(async () => consumerIdle(c), 30_000, 50, 'stream consumed');
     const [sa, sb] = await Promise.all([stopGracefully(a), stopGracefully(b)]);
-    assert.ok(Number(sa.deliveries) > 0 && Number(sb.deliveries) > 0, `both consumed: ${sa.deliveries} + ${sb.deliveries}`);
+    assert.ok(Number(sa.deliveries) > 0 && Number(sb.deliveries) > 0, `both consumed: ${Number(sa.deliveries)} + ${Number(sb.deliveries)}`);
     assert.equal(Number(sa.deliveries) + Number(sb.deliveries) >= 3_000, true);
     assert.deepEqual(await viewCounts(tdb.db, adIds), expected);
     assert.equal(
@@ -150,9 +150,11 @@ describe('ads: several processes', function () {
     const env = adsTestEnv({ ADS_PARTS: 'bump', BUMP_INTERVAL: '6s', BUMP_CHECK_MS: '100', BUMP_LEASE_MS: '1000' });
     const bumped = async (ids: number[]): Promise<Array<string | null>> =>
       (
-        (await tdb.db('advertisements').whereIn('id', ids).orderBy('id').select(tdb.db.raw("DATE_FORMAT(bumped_at, '%Y-%m-%d %H:%i:%s.%f') AS b"))) as Array<{
-          b: string | null;
-        }>
+        await tdb
+          .db('advertisements')
+          .whereIn('id', ids)
+          .orderBy('id')
+          .select<Array<{ b: string | null }>>(tdb.db.raw("DATE_FORMAT(bumped_at, '%Y-%m-%d %H:%i:%s.%f') AS b"))
       ).map((r) => r.b);
     const timerRuns = async (): Promise<Array<{ bumped: number; finished_at: Date | null }>> =>
       tdb.db('bump_runs').where({ trigger: 'timer' }).orderBy('id').select('bumped', 'finished_at');

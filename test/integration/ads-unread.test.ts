@@ -57,7 +57,7 @@ describe('ads: unread-count cache', function () {
     await waitFor(async () => (await unread(user)) === 2, 5_000, 20, 'read applied');
     assert.equal(await lookups('miss'), 1, 'served from the cache since');
     // The cache agrees with the database.
-    const [row] = (await tdb.db('messages').where({ recipient_id: user, is_read: 0 }).count({ n: '*' })) as Array<{ n: number }>;
+    const [row] = await tdb.db('messages').where({ recipient_id: user, is_read: 0 }).count<Array<{ n: number | string }>>({ n: '*' });
     assert.equal(Number(row!.n), await unread(user));
   });
 
@@ -81,7 +81,7 @@ describe('ads: unread-count cache', function () {
     ];
     for (const [s, payload] of bad) publish(s, payload);
     const r = await h.nc.request(Subjects.adsUnreadGet(p), encodeJson({ user_id: 'x' }), { timeout: 2_000 });
-    assert.equal((r.json() as { ok: boolean; error: { code: string } }).error.code, 'BAD_PAYLOAD');
+    assert.equal(r.json<{ ok: boolean; error: { code: string } }>().error.code, 'BAD_PAYLOAD');
     const rejected = async (): Promise<number> =>
       (await h.metrics.registry.getSingleMetric('nats_bad_payloads_total')!.get()).values.reduce((s, v) => s + v.value, 0);
     await waitFor(async () => (await rejected()) === bad.length + 1, 5_000, 20, 'all rejected');

@@ -85,7 +85,7 @@ describe('ads: a view batch never dies for one element (issue 10 item 3)', funct
     const counts = await viewCounts(tdb.db, [a, b]);
     assert.equal(counts.get(a), 2, 'ad a: visitors 1 and 3');
     assert.equal(counts.get(b), 2, 'ad b: visitor 6 (batch) and 10 (single)');
-    const stored = (await tdb.db('ad_views').select('ad_id')) as Array<{ ad_id: number }>;
+    const stored = await tdb.db('ad_views').select<Array<{ ad_id: number | string }>>('ad_id');
     assert.deepEqual(stored.map((r) => Number(r.ad_id)).sort(), [a, a, b, b].sort(), 'nothing stored for a missing ad');
 
     const dead = await deadLetters();

@@ -65,7 +65,7 @@ describe('rate control across real processes: formation and handoff', function (
       await tdb.db('telegram_notifications').insert(rows.slice(i, i + 500).map((r) => ({ telegram_id: r.chat, message_text: r.text })));
   };
   const count = async (status: string): Promise<number> =>
-    Number(((await tdb.db('telegram_notifications').where({ status }).count({ n: '*' }))[0] as { n: number }).n);
+    Number(((await tdb.db('telegram_notifications').where({ status }).count({ n: '*' }))[0] as { n: number | string }).n);
   const clusterStatus = async (): Promise<ClusterStatus> =>
     JSON.parse(new TextDecoder().decode((await nc.request(`${bucket}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
   const balanced = async (n: number): Promise<ClusterStatus> => {

@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer } from 'node:net';
+import { createConnection, createServer } from 'node:net';
 import { connect, type NatsConnection } from 'nats';
 import { TelegramSandbox } from '../../sandbox/server';
 import { shardOf } from '../../src/outbox/shard';
@@ -95,7 +95,7 @@ describe('scale-out across real processes (NATS KV leases, shared budget)', func
       await tdb.db('telegram_notifications').insert(rows.slice(i, i + 500).map((r) => ({ telegram_id: r.chat, message_text: r.text })));
   };
   const count = async (status: string): Promise<number> =>
-    Number(((await tdb.db('telegram_notifications').where({ status }).count({ n: '*' }))[0] as { n: number }).n);
+    Number(((await tdb.db('telegram_notifications').where({ status }).count({ n: '*' }))[0] as { n: number | string }).n);
   const assertExactlyOnceInOrder = (n: number): void => {
     const d = sandbox.delivered();
     assert.equal(new Set(d.map((x) => x.text)).size, n, 'every row delivered');
@@ -239,7 +239,7 @@ function freePort(): Promise<number> {
 
 function portOpen(port: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = require('node:net').connect(port, '127.0.0.1') as import('node:net').Socket;
+    const s = createConnection(port, '127.0.0.1');
     s.once('connect', () => {
       s.destroy();
       resolve(true);

@@ -41,13 +41,15 @@ describe('enqueue integrity: exact keys, bounded numbers, visible text, quiet lo
     return { status: r.status, body: (await r.json()) as Record<string, unknown> };
   };
   const rows = async (where: Record<string, unknown> = {}) =>
-    (await h.tdb.db('telegram_notifications').where(where).orderBy('id').select('id', 'telegram_id', 'message_text', 'idempotency_key', 'order_id')) as Array<{
-      id: number;
-      telegram_id: number | string;
-      message_text: string;
-      idempotency_key: string | null;
-      order_id: number | null;
-    }>;
+    h.tdb.db('telegram_notifications').where(where).orderBy('id').select<
+      Array<{
+        id: number;
+        telegram_id: number | string;
+        message_text: string;
+        idempotency_key: string | null;
+        order_id: number | null;
+      }>
+    >('id', 'telegram_id', 'message_text', 'idempotency_key', 'order_id');
 
   it('item 1: keys that differ only in case, accents or a trailing space are different keys; each notification is stored and delivered', async () => {
     const pairs: Array<[string, string]> = [
@@ -166,11 +168,11 @@ describe('enqueue integrity: exact keys, bounded numbers, visible text, quiet lo
       50,
       'legacy rows settled',
     );
-    const got = (await h.tdb
+    const got = await h.tdb
       .db('telegram_notifications')
       .where('message_text', 'like', 'legacy:%')
       .orderBy('id')
-      .select('status', 'error_code', 'error_message')) as Array<{ status: string; error_code: string | null; error_message: string | null }>;
+      .select<Array<{ status: string; error_code: string | null; error_message: string | null }>>('status', 'error_code', 'error_message');
     assert.equal(got[0]!.status, 'failed');
     assert.equal(got[0]!.error_code, 'BAD_PAYLOAD');
     assert.match(got[0]!.error_message!, /telegram_id 9007199254740993 is outside Telegram's range/);

@@ -28,7 +28,7 @@ describe('POST /notifications end to end: gateway → notify.enqueue → pipelin
         });
       const first = await post();
       assert.equal(first.statusCode, 202, first.body);
-      const body = first.json() as { id: number; duplicate: boolean };
+      const body = first.json<{ id: number; duplicate: boolean }>();
       assert.equal(body.duplicate, false);
       await h.sandbox.waitForDelivered(1, 10_000);
       assert.equal(h.sandbox.delivered(777001)[0]!.text, 'Your ad got a reply');

@@ -164,9 +164,9 @@ describe('fuzz: enqueue payloads (NATS and HTTP) and view messages (fast-check)'
         { numRuns: 150, seed: SEED, endOnFailure: true },
       );
 
-      const rows = (await h.tdb
+      const rows = await h.tdb
         .db('telegram_notifications')
-        .select('id', 'telegram_id', 'message_text', 'parse_mode', 'kind', 'order_id', 'priority', 'idempotency_key')) as Array<Record<string, unknown>>;
+        .select<Array<Record<string, unknown>>>('id', 'telegram_id', 'message_text', 'parse_mode', 'kind', 'order_id', 'priority', 'idempotency_key');
       assert.equal(rows.length, accepted.size, 'exactly the accepted notifications are stored');
       for (const row of rows) {
         const req = accepted.get(Number(row.id));
@@ -175,7 +175,10 @@ describe('fuzz: enqueue payloads (NATS and HTTP) and view messages (fast-check)'
         assert.equal(row.message_text, req.text);
         assert.equal(row.parse_mode, req.parse_mode === undefined ? 'HTML' : req.parse_mode);
         assert.equal(row.kind, req.kind ?? null);
-        assert.equal(row.order_id === null ? null : String(row.order_id), req.order_id === undefined ? null : String(req.order_id));
+        assert.equal(
+          row.order_id === null ? null : String(row.order_id as number | string),
+          req.order_id === undefined ? null : String(req.order_id as number),
+        );
         assert.equal(row.idempotency_key, req.idempotency_key ?? null);
       }
       assert.ok(refusals > 10 && accepted.size > 10, `both sides exercised (${refusals} refused, ${accepted.size} stored)`);
@@ -228,14 +231,12 @@ describe('fuzz: enqueue payloads (NATS and HTTP) and view messages (fast-check)'
           },
           {
             weight: 1,
-            arbitrary: fc
-              .tuple(hex, ts)
-              .map(([v, t]): El => ({
-                json: JSON.stringify({ ad_id: missingAd, visitor: v, ts: t }),
-                kind: 'missing',
-                key: windowKey(missingAd, v, t),
-                ad: missingAd,
-              })),
+            arbitrary: fc.tuple(hex, ts).map(([v, t]): El => ({
+              json: JSON.stringify({ ad_id: missingAd, visitor: v, ts: t }),
+              kind: 'missing',
+              key: windowKey(missingAd, v, t),
+              ad: missingAd,
+            })),
           },
           { weight: 1, arbitrary: hex.map((v): El => ({ json: JSON.stringify({ ad_id: ad, visitor: v, ts: 5_000_000_000_000 }), kind: 'overflow', ad })) },
           {
@@ -338,11 +339,11 @@ describe('fuzz: enqueue payloads (NATS and HTTP) and view messages (fast-check)'
         'every view message acked',
       );
 
-      const stored = (await h.tdb.db('ad_views').count({ n: '*' }))[0] as { n: number };
+      const stored = (await h.tdb.db('ad_views').count({ n: '*' }))[0] as { n: number | string };
       assert.equal(Number(stored.n), goodKeys.size, 'exactly the distinct valid views are stored');
-      const counts = (await h.tdb.db('advertisements').select('id', 'views_count')) as Array<{ id: number; views_count: number | string }>;
+      const counts = await h.tdb.db('advertisements').select<Array<{ id: number | string; views_count: number | string }>>('id', 'views_count');
       for (const c of counts) assert.equal(Number(c.views_count), perAd.get(Number(c.id))?.size ?? 0, `ad ${c.id}`);
-      const dl = (await h.tdb.db('ad_view_dead_letters').select('reason').count({ n: '*' }).groupBy('reason')) as Array<{ reason: string; n: number }>;
+      const dl = await h.tdb.db('ad_view_dead_letters').select('reason').count<Array<{ reason: string; n: number | string }>>({ n: '*' }).groupBy('reason');
       const got = Object.fromEntries(dl.map((r) => [r.reason, Number(r.n)]));
       const notFound = got.AD_NOT_FOUND ?? 0;
       delete got.AD_NOT_FOUND;

@@ -48,9 +48,9 @@ describe('new-order notifications through the pipeline (sandbox, image server, M
   };
 
   const insertOrderRow = async (orderId: number, kind: string | null = 'new_order'): Promise<number> => {
-    const [id] = (await h.tdb
+    const [id] = await h.tdb
       .db('telegram_notifications')
-      .insert({ telegram_id: ADMIN, message_text: `🛒 НОВЫЙ ЗАКАЗ #${orderId}\nСумма: 1000 руб.`, kind, order_id: kind ? orderId : null })) as number[];
+      .insert({ telegram_id: ADMIN, message_text: `🛒 НОВЫЙ ЗАКАЗ #${orderId}\nСумма: 1000 руб.`, kind, order_id: kind ? orderId : null });
     return Number(id);
   };
   const status = async (id: number) => (await h.tdb.db('telegram_notifications').where({ id }).first()).status as string;

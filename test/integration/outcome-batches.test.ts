@@ -29,9 +29,7 @@ describe('outcome writer: a batch never dies for one outcome (real MariaDB)', fu
   async function claimedRows(n: number): Promise<number[]> {
     const ids: number[] = [];
     for (let i = 0; i < n; i++) {
-      const [id] = (await tdb
-        .db('telegram_notifications')
-        .insert({ telegram_id: 1000 + i, message_text: `m${i}`, status: 'claimed', claimed_by: owner })) as number[];
+      const [id] = await tdb.db('telegram_notifications').insert({ telegram_id: 1000 + i, message_text: `m${i}`, status: 'claimed', claimed_by: owner });
       ids.push(Number(id));
     }
     return ids;
@@ -76,13 +74,15 @@ describe('outcome writer: a batch never dies for one outcome (real MariaDB)', fu
     assert.equal(r.written, 5, 'every queued outcome was handled');
     assert.equal(w.queue.items.length, 0, 'nothing left blocking the queue');
 
-    const rows = (await tdb.db('telegram_notifications').whereIn('id', ids).orderBy('id').select('id', 'status', 'sent', 'notes', 'claimed_by')) as Array<{
-      id: number;
-      status: string;
-      sent: number;
-      notes: string | null;
-      claimed_by: string | null;
-    }>;
+    const rows = await tdb.db('telegram_notifications').whereIn('id', ids).orderBy('id').select<
+      Array<{
+        id: number | string;
+        status: string;
+        sent: number;
+        notes: string | null;
+        claimed_by: string | null;
+      }>
+    >('id', 'status', 'sent', 'notes', 'claimed_by');
     const byId = new Map(rows.map((x) => [Number(x.id), x]));
     for (const id of [a, b, e])
       assert.deepEqual({ ...byId.get(id)!, id: 0 }, { id: 0, status: 'sent', sent: 1, notes: `note ${id} secret-detail`, claimed_by: null });

@@ -32,7 +32,7 @@ describe('delivery pipeline (MariaDB + NATS + sandbox over HTTP)', function () {
     const stats = h.sandbox.stats();
     assert.equal(stats.rejected['429'] ?? 0, 0);
     const unsent = await h.tdb.db('telegram_notifications').where('sent', 0).orWhereNull('sent_at').count({ n: '*' });
-    assert.equal(Number((unsent[0] as { n: number }).n), 0);
+    assert.equal(Number((unsent[0] as { n: number | string }).n), 0);
   });
 
   it('keeps per-chat order when the sandbox injects 5xx into a chat mid-sequence', async () => {

@@ -145,7 +145,7 @@ describe('notify.enqueue over NATS', function () {
     assert.equal(Number(stored.telegram_id), 99);
     assert.equal(stored.message_text, 'still alive');
     const count = await h.tdb.db('telegram_notifications').count({ n: '*' });
-    assert.equal(Number((count[0] as { n: number }).n), 1, 'only the good one was stored');
+    assert.equal(Number((count[0] as { n: number | string }).n), 1, 'only the good one was stored');
   });
 
   it('wakes the owner at once (no poll needed) and honours idempotency keys', async () => {
@@ -185,6 +185,6 @@ describe('graceful shutdown', function () {
     assert.ok((byStatus.pending ?? 0) > 0, 'the test stopped mid-run');
     assert.equal(byStatus.sent, h.sandbox.delivered().length, 'every accepted send is recorded as sent');
     const marked = await h.tdb.db('telegram_notifications').where({ status: 'sent', sent: 1 }).count({ n: '*' });
-    assert.equal(Number((marked[0] as { n: number }).n), byStatus.sent);
+    assert.equal(Number((marked[0] as { n: number | string }).n), byStatus.sent);
   });
 });

@@ -54,7 +54,7 @@ describe('delivery pipeline across real processes', function () {
     for (let i = 0; i < rows.length; i += 500) await tdb.db('telegram_notifications').insert(rows.slice(i, i + 500));
   };
   const count = async (where: Record<string, unknown>): Promise<number> =>
-    Number(((await tdb.db('telegram_notifications').where(where).count({ n: '*' }))[0] as { n: number }).n);
+    Number(((await tdb.db('telegram_notifications').where(where).count({ n: '*' }))[0] as { n: number | string }).n);
 
   it('two workers on one table never send a row twice', async () => {
     await insert(600, 60, 'two-');

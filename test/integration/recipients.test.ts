@@ -68,7 +68,7 @@ describe('recipients: notify.recipient.changed is validated and checked against 
     sub.unsubscribe();
     assert.match(event, /"status":"blocked"/);
     // The row was already there when the event went out.
-    const row = (await h.tdb.db('telegram_recipients').where({ chat_id: 7010 }).first('status')) as { status: string } | undefined;
+    const row = await h.tdb.db('telegram_recipients').where({ chat_id: 7010 }).first<{ status: string } | undefined>('status');
     assert.equal(row?.status, 'blocked');
     // Refreshes of one chat run in order: once ours is done, the pipeline's refresh of the echo is too.
     assert.equal(await h.pipeline!.recipients.refresh(7010), 'blocked');

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { inspect } from 'node:util';
 import { TelegramSandbox } from '../../sandbox/server';
 import { TelegrafClient, type PhotoItem } from '../../src/telegram/client';
 import {
@@ -29,7 +30,7 @@ async function rejection<T extends TelegramApiError>(p: Promise<unknown>, cls: a
     caught = e;
   }
   assert.ok(caught !== undefined, 'the call resolved but should have been rejected');
-  assert.ok(caught instanceof TelegramApiError, `not a TelegramApiError: ${String(caught)}`);
+  assert.ok(caught instanceof TelegramApiError, `not a TelegramApiError: ${inspect(caught)}`);
   seen.push(caught);
   assert.ok(caught instanceof cls, `expected ${cls.name}, got ${caught.constructor.name}: ${caught.message}`);
   assertNoToken(caught);

@@ -189,7 +189,16 @@ describe('GlobalGate pacing', () => {
     const gate = new GlobalGate({ count: 100, windowMs: 1000 }, clock, 0.1);
     const grants: number[] = [];
     for (let i = 0; i < 100; i++)
-      gate.request({ priority: 0, backlogMs: 0, readySince: NOW, cost: 1, grant: (r) => (grants.push(t), gate.settle(r, t, true)) });
+      gate.request({
+        priority: 0,
+        backlogMs: 0,
+        readySince: NOW,
+        cost: 1,
+        grant: (r) => {
+          grants.push(t);
+          gate.settle(r, t, true);
+        },
+      });
     assert.equal(grants.length, 10, 'a burst of 10 at once, not 100');
     for (let step = 0; step < 90; step++) {
       t += 10;

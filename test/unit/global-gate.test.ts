@@ -127,7 +127,16 @@ describe('limits/global-gate', () => {
     const until = Date.now() + 150;
     gate.pause(until);
     const grantedAt = await new Promise<number>((resolve) =>
-      gate.request({ priority: 0, backlogMs: 0, readySince: Date.now(), cost: 1, grant: (r) => (gate.cancel(r), resolve(Date.now())) }),
+      gate.request({
+        priority: 0,
+        backlogMs: 0,
+        readySince: Date.now(),
+        cost: 1,
+        grant: (r) => {
+          gate.cancel(r);
+          resolve(Date.now());
+        },
+      }),
     );
     assert.ok(grantedAt >= until, `granted ${until - grantedAt} ms before the pause ended`);
   });

@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { loadImagesConfig, hostAllowed, IMAGES_DEFAULTS } from '../../src/config/images';
+import { loadImagesConfig, hostAllowed } from '../../src/config/images';
 import { ConfigError } from '../../src/errors';
 
 function throwsNaming(env: Record<string, string>, variable: string): void {

@@ -40,9 +40,9 @@ describe('view-counter actor: batches written outside the mailbox (fake reposito
       system,
       {
         repo: {
-          writeViews: (views, dead = []) => {
+          writeViews: (views, dead) => {
             const d = deferred<{ counted: number; dead: DeadLetter[] }>();
-            writes.push({ views: views.length, dead, d });
+            writes.push({ views: views.length, dead: dead ?? [], d });
             return d.promise;
           },
         },

@@ -40,9 +40,9 @@ describe('view-counter actor (fake messages and repository): timer, batch conten
       system,
       {
         repo: {
-          writeViews: (views, dead = []) => {
+          writeViews: (views, dead) => {
             const d = deferred<{ counted: number; dead: DeadLetter[] }>();
-            writes.push({ views, dead, d });
+            writes.push({ views, dead: dead ?? [], d });
             return d.promise;
           },
         },
@@ -61,7 +61,9 @@ describe('view-counter actor (fake messages and repository): timer, batch conten
       data: Buffer.from(typeof body === 'string' ? body : JSON.stringify(body)),
       acked: 0,
       naks: [],
-      ack: () => void m.acked++,
+      ack: () => {
+        m.acked++;
+      },
       nak: (ms?: number) => void m.naks.push(ms ?? -1),
     };
     return m;

@@ -7,7 +7,7 @@ import { leaseHolder } from '../../../../src/cluster/lease';
 import { Metrics } from '../../../../src/metrics';
 import { encodeJson } from '../../../../src/nats/codec';
 import { makeSubjects, type SubjectSet } from '../../../../src/nats/subjects';
-import { dispatch, query, startActorSystem, stopActorSystem, type ActorRef, type ActorSystem } from '../../../../src/runtime/actor';
+import { dispatch, query, startActorSystem, stopActorSystem, type ActorRef, type ActorSystem, type ReplyTo } from '../../../../src/runtime/actor';
 import { NATS_URL, captureLogger, uniq, waitFor } from '../../../helpers/services';
 
 interface Grant {
@@ -181,7 +181,7 @@ describe('budget-coordinator actor (fake members, NATS and KV on the local nats-
     const second = spawn('coord:2', other);
     for (let i = 0; i < 5; i++) tick(second);
     assert.equal((await status(second)).leader, false, 'one coordinator at a time');
-    await query<BudgetCoordinatorMsg, void>(coordinator, (replyTo) => ({ type: 'stepDown', replyTo }), 2000);
+    await query(coordinator, (replyTo: ReplyTo<void>): BudgetCoordinatorMsg => ({ type: 'stepDown', replyTo }), 2000);
     assert.equal((await status()).leader, false);
     assert.equal(await leaseHolder(kv, COORDINATOR_KEY), undefined, 'the lease was deleted, not left to expire');
     await tickUntil(async () => (await status(second)).leader, 'second elected', second);

@@ -6,7 +6,7 @@ import { encodeValue } from '../../../../src/cluster/kv';
 import { openClusterBucket } from '../../../../src/cluster/kv';
 import { leaseHolder } from '../../../../src/cluster/lease';
 import { Metrics } from '../../../../src/metrics';
-import { query, startActorSystem, stopActorSystem, type ActorRef, type ActorSystem } from '../../../../src/runtime/actor';
+import { query, startActorSystem, stopActorSystem, type ActorRef, type ActorSystem, type ReplyTo } from '../../../../src/runtime/actor';
 import { NATS_URL, captureLogger, uniq, waitFor } from '../../../helpers/services';
 import { deferred, type Deferred } from '../../../helpers/deferred';
 
@@ -115,7 +115,7 @@ describe('shard-owner actor (fake pipeline, KV on the local nats-server)', funct
   it('leave: the pipeline gives everything back, then the leases and the member key are deleted', async () => {
     await waitFor(async () => (await status()).owned.length === 4, 3000, 5, 'all four owned');
     const n = owns.length;
-    await query<ShardOwnerMsg, void>(owner, (replyTo) => ({ type: 'leave', replyTo }), 3000);
+    await query(owner, (replyTo: ReplyTo<void>): ShardOwnerMsg => ({ type: 'leave', replyTo }), 3000);
     assert.deepEqual(owns[n]!.shards, []);
     assert.equal(owns[n]!.kvAtCall.length, 4, 'leases still held while the pipeline drained');
     assert.deepEqual(await heldKeys(), []);

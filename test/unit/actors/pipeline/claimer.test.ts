@@ -6,7 +6,7 @@ import { BufferBook } from '../../../../src/outbox/buffer-book';
 import type { ClaimRequest } from '../../../../src/outbox/repository';
 import type { OutboxRow } from '../../../../src/outbox/types';
 import { Metrics } from '../../../../src/metrics';
-import { dispatch, query, spawn, startActorSystem, stopActorSystem, type ActorSystem } from '../../../../src/runtime/actor';
+import { dispatch, query, spawn, startActorSystem, stopActorSystem, type ActorSystem, type ReplyTo } from '../../../../src/runtime/actor';
 import { captureLogger, waitFor } from '../../../helpers/services';
 import { deferred, type Deferred } from '../../../helpers/deferred';
 
@@ -112,7 +112,7 @@ describe('claimer actor (fake repository)', () => {
     await waitFor(() => repo.claims.length === 2, 2000, 5, 'the claim the wakes asked for');
     repo.claims[1]!.d.resolve([]);
     // Two wakes during one claim make one more claim, not two; an empty batch ends the run.
-    await query<ClaimerMsg, void>(claimer, (replyTo) => ({ type: 'pause', replyTo }), 1000);
+    await query(claimer, (replyTo: ReplyTo<void>): ClaimerMsg => ({ type: 'pause', replyTo }), 1000);
     assert.equal(repo.claims.length, 2);
   });
 
@@ -120,7 +120,7 @@ describe('claimer actor (fake repository)', () => {
     dispatch<ClaimerMsg>(claimer, { type: 'own', shards: [0] });
     await waitFor(() => repo.claims.length === 1, 2000, 5, 'a claim');
     let paused = false;
-    const p = query<ClaimerMsg, void>(claimer, (replyTo) => ({ type: 'pause', replyTo }), 2000).then(() => (paused = true));
+    const p = query(claimer, (replyTo: ReplyTo<void>): ClaimerMsg => ({ type: 'pause', replyTo }), 2000).then(() => (paused = true));
     // A renewal dispatched after the pause starts: the mailbox handled the pause, which still waits.
     dispatch<ClaimerMsg>(claimer, { type: 'renew' });
     await waitFor(() => repo.renewals.length === 1, 2000, 5, 'the renewal after the pause');
@@ -146,7 +146,7 @@ describe('claimer actor (fake repository)', () => {
     // A second renewal while one runs is not stacked on it.
     dispatch<ClaimerMsg>(claimer, { type: 'renew' });
     repo.claims[0]!.d.resolve([]);
-    await query<ClaimerMsg, void>(claimer, (replyTo) => ({ type: 'pause', replyTo }), 1000);
+    await query(claimer, (replyTo: ReplyTo<void>): ClaimerMsg => ({ type: 'pause', replyTo }), 1000);
     assert.equal(repo.renewals.length, 1);
     repo.renewals[0]!.resolve(3);
     repo.polls[0]!.resolve(false);
