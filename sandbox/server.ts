@@ -673,7 +673,10 @@ export class TelegramSandbox {
     if (req.method === 'GET' && url.pathname.startsWith('/sandbox/images/')) {
       const png = demoImage(url.pathname);
       req.resume();
-      if (!png) return writeJson(res, Errors.notFound());
+      if (!png) {
+        writeJson(res, Errors.notFound());
+        return;
+      }
       res.writeHead(200, { 'content-type': 'image/png', 'content-length': png.length }).end(png);
       return;
     }
@@ -681,7 +684,8 @@ export class TelegramSandbox {
     const route = BOT_ROUTE.exec(url.pathname);
     if (route === null) {
       req.resume();
-      return writeJson(res, Errors.notFound());
+      writeJson(res, Errors.notFound());
+      return;
     }
     const [, token = '', method = ''] = route;
     let outcome: Outcome;
@@ -719,8 +723,14 @@ export class TelegramSandbox {
       const body = parseControlBody(await readBody(req));
       writeJson(res, { ok: true, result: this.control(`${req.method ?? 'GET'} ${url.pathname}`, url, body) });
     } catch (error) {
-      if (error instanceof SandboxInputError) return writeJson(res, apiError(400, `Bad Request: ${error.message}`));
-      if (error instanceof RequestError) return writeJson(res, error.reply);
+      if (error instanceof SandboxInputError) {
+        writeJson(res, apiError(400, `Bad Request: ${error.message}`));
+        return;
+      }
+      if (error instanceof RequestError) {
+        writeJson(res, error.reply);
+        return;
+      }
       throw error;
     }
   }

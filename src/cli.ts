@@ -181,7 +181,7 @@ async function main(argv: string[]): Promise<number> {
             throw new CliError(`--since expects an ISO time such as 2026-11-30T01:00:00Z, got ${JSON.stringify(values.since)}`, 2);
           q.andWhere('updated_at', '>=', since);
         }
-        const rows = (await q.clone().select('id', 'telegram_id', 'shard')) as Array<{ id: number; telegram_id: number; shard: number }>;
+        const rows = await q.clone().select<Array<{ id: number; telegram_id: number; shard: number }>>('id', 'telegram_id', 'shard');
         if (values['dry-run']) {
           console.log(`${rows.length} failed notification(s) would be retried`);
           return 0;
@@ -233,10 +233,11 @@ async function main(argv: string[]): Promise<number> {
         }>('telegram_recipients')
           .where({ chat_id: chatId })
           .first();
-        const counts = (await db('telegram_notifications').where({ telegram_id: chatId }).select('status').count({ n: '*' }).groupBy('status')) as Array<{
-          status: string;
-          n: number;
-        }>;
+        const counts = await db('telegram_notifications')
+          .where({ telegram_id: chatId })
+          .select('status')
+          .count<Array<{ status: string; n: number }>>({ n: '*' })
+          .groupBy('status');
         console.log(`chat ${chatId} (shard ${shardOf(chatId, config.shardCount)})`);
         console.log(
           r

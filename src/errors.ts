@@ -79,6 +79,7 @@ export class StartupError extends AppError {
 
 /** Input rejected at an edge (NATS payload, HTTP body). Counted, answered, never a crash. */
 export class InputError extends AppError {
+  // eslint-disable-next-line @typescript-eslint/no-useless-constructor -- not useless: it narrows `code` to the input codes and leaves out `options`
   constructor(code: 'BAD_JSON' | 'BAD_PAYLOAD' | 'PAYLOAD_TOO_LARGE' | 'NOT_FOUND' | 'UNAUTHORIZED', message: string, details?: Record<string, unknown>) {
     super(code, message, details);
   }

@@ -15,6 +15,7 @@ export class Metrics {
   }
 
   counter<L extends string = string>(name: string, help: string, labelNames: readonly L[] = []): Counter<L> {
+    // eslint-disable-next-line @typescript-eslint/no-unsafe-class-instance-assignment -- prom-client types the lookup as any metric kind; a name declared through counter() holds a Counter (as gauge() and histogram() assume for theirs)
     return (this.registry.getSingleMetric(name) as Counter<L> | undefined) ?? new Counter({ name, help, labelNames, registers: [this.registry] });
   }
 

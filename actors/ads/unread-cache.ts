@@ -100,7 +100,10 @@ export function spawnUnreadCache(parent: Parent, deps: UnreadCacheDeps, options:
           }
           state.cache.set(msg.userId, msg.entry);
           // Events that arrived during the load, in order; the watermark skips those it already counted.
-          for (const ev of loading.events) ev.type === 'created' ? applyCreated(ev.event) : applyRead(ev.event);
+          for (const ev of loading.events) {
+            if (ev.type === 'created') applyCreated(ev.event);
+            else applyRead(ev.event);
+          }
           const entry = state.cache.get(msg.userId, { updateAgeOnGet: false }) ?? msg.entry;
           lookups.inc({ result: 'miss' }, loading.waiters.length);
           for (const w of loading.waiters) reply(w, { ok: true, unread: entry.count, cached: false });

@@ -119,7 +119,10 @@ export function spawnViewCounter(parent: Parent, deps: ViewCounterDeps, options:
   const writeNext = (state: ViewCounterState, self: ActorRef<ViewCounterMsg>): void => {
     if (state.writing) return;
     const b = state.queue.shift();
-    if (!b) return settleWaiters(state);
+    if (!b) {
+      settleWaiters(state);
+      return;
+    }
     state.writing = b;
     const started = process.hrtime.bigint();
     deps.repo.writeViews([...b.views.values()], b.dead).then(

@@ -126,7 +126,8 @@ export function spawnOutcomeWriter(parent: Parent, deps: PipelineDeps, queue: Ou
         queue.done += batch.length;
         committed(batch, n);
         total += batch.length;
-      } catch (e) {
+      } catch (batchError) {
+        let e = batchError;
         if (isDataError(e)) {
           // One outcome's values were refused: the batch must not die for it. Write them one by one.
           log.warn({ batch: batch.length, ...dbErrorFields(e) }, 'outcome batch refused for its data; writing its outcomes one by one');

@@ -76,7 +76,7 @@ export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<Pipe
             const keep = state.shards.filter((s) => !removed.includes(s));
             state.shards = keep;
             // No claim for the removed shards may still be running when their senders drain.
-            await query<ClaimerMsg, void>(state.claimer, (replyTo) => ({ type: 'own', shards: keep, replyTo }), timeout).catch((e: unknown) =>
+            await query(state.claimer, (replyTo: ReplyTo<void>): ClaimerMsg => ({ type: 'own', shards: keep, replyTo }), timeout).catch((e: unknown) =>
               deps.log.warn({ err: describeError(e) }, 'claimer did not confirm the new shard set'),
             );
             const r = await query<ShardManagerMsg, Drained>(state.shardManager, (replyTo) => ({ type: 'release', shards: removed, replyTo }), timeout).catch(
@@ -114,7 +114,7 @@ export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<Pipe
           return state;
         case 'status': {
           const replyTo = msg.replyTo;
-          query<ShardManagerMsg, SenderStatus[]>(state.shardManager, (r) => ({ type: 'status', replyTo: r }), 3_000)
+          void query<ShardManagerMsg, SenderStatus[]>(state.shardManager, (r) => ({ type: 'status', replyTo: r }), 3_000)
             .catch(() => [] as SenderStatus[])
             .then((shards) =>
               reply(replyTo, {
@@ -152,7 +152,7 @@ export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<Pipe
         case 'shutdown': {
           const replyTo = msg.replyTo;
           const run = async (): Promise<number> => {
-            await query<ClaimerMsg, void>(state.claimer, (r) => ({ type: 'pause', replyTo: r }), timeout).catch((e: unknown) =>
+            await query(state.claimer, (r: ReplyTo<void>): ClaimerMsg => ({ type: 'pause', replyTo: r }), timeout).catch((e: unknown) =>
               deps.log.warn({ err: describeError(e) }, 'claimer did not pause'),
             );
             const { released, windows } = await query<ShardManagerMsg, Drained>(state.shardManager, (r) => ({ type: 'drainAll', replyTo: r }), timeout).catch(
@@ -169,7 +169,7 @@ export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<Pipe
               .catch((e: unknown) => deps.log.warn({ err: describeError(e) }, 'could not clear shard fencing rows'));
             return released;
           };
-          run().then((released) => reply(replyTo, { released }));
+          void run().then((released) => reply(replyTo, { released }));
           return state;
         }
         default:
@@ -185,8 +185,7 @@ export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<Pipe
  * database still names another owner (it died or was fenced without handing over);
  * nothing when the shard was released cleanly (or never owned).
  */
-export function seedFor(shard: number, record: HandoffRecord | undefined, previous: string | null, self: string, now: number): WindowSeed {
-  shard;
+export function seedFor(_shard: number, record: HandoffRecord | undefined, previous: string | null, self: string, now: number): WindowSeed {
   // The database still names another owner: it did not hand over (a crash, a fence, a failed record).
   if (previous && previous !== self) return { kind: 'blind', at: now };
   if (record) return { kind: 'exact', at: record.at, chats: record.chats, complete: record.complete };

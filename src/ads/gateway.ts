@@ -122,9 +122,9 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
     res.once('close', done);
   });
   let closing = false;
-  app.addHook('onRequest', async () => {
-    if (closing) throw new AppError('UNAVAILABLE', 'the gateway is shutting down; retry (another instance will answer)');
-  });
+  app.addHook('onRequest', () =>
+    closing ? Promise.reject(new AppError('UNAVAILABLE', 'the gateway is shutting down; retry (another instance will answer)')) : Promise.resolve(),
+  );
   // Answers finished while closing end their connection, so a kept-alive client does not hold close() for GATEWAY_KEEPALIVE_TIMEOUT.
   app.addHook('onSend', async (_req, reply) => {
     if (closing) void reply.header('connection', 'close');
@@ -171,8 +171,9 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
     void reply.code(404).send({ code: 'NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]!.slice(0, 200)}; see docs/ads.md` });
   });
   // A POST without a body (a bare beacon, a bump) validates as `{}`.
-  app.addHook('preValidation', async (req) => {
+  app.addHook('preValidation', (req) => {
     if (req.body === undefined && req.method === 'POST') req.body = {};
+    return Promise.resolve();
   });
   app.addHook('onResponse', (req, reply, done) => {
     const route = req.routeOptions.url ?? 'unmatched';
@@ -182,11 +183,12 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
   });
 
   /** Bearer token check before the body is read; digests of equal length compared in constant time. */
-  const requireToken = async (req: FastifyRequest): Promise<void> => {
-    if (!tokenDigest) throw new InputError('UNAUTHORIZED', 'this endpoint is disabled: ADS_API_TOKEN is not set on the gateway');
+  const requireToken = (req: FastifyRequest): Promise<void> => {
+    if (!tokenDigest) return Promise.reject(new InputError('UNAUTHORIZED', 'this endpoint is disabled: ADS_API_TOKEN is not set on the gateway'));
     const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
-    if (!m) throw new InputError('UNAUTHORIZED', 'missing "Authorization: Bearer <token>" header');
-    if (!timingSafeEqual(sha256(m[1]!), tokenDigest)) throw new InputError('UNAUTHORIZED', 'wrong bearer token');
+    if (!m) return Promise.reject(new InputError('UNAUTHORIZED', 'missing "Authorization: Bearer <token>" header'));
+    if (!timingSafeEqual(sha256(m[1]!), tokenDigest)) return Promise.reject(new InputError('UNAUTHORIZED', 'wrong bearer token'));
+    return Promise.resolve();
   };
 
   /** A database call whose failure is a 503, never its text. */
@@ -201,7 +203,7 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
   const adExists = async (id: number): Promise<boolean> => {
     const cached = known.get(id);
     if (cached !== undefined) return cached;
-    const row = await fromDb(() => db('advertisements').where({ id }).first('id'));
+    const row: unknown = await fromDb(() => db('advertisements').where({ id }).first('id'));
     known.set(id, !!row, row ? {} : { ttl: Math.min(5_000, Math.max(1, c.adCacheTtlMs)) });
     return !!row;
   };
@@ -235,7 +237,7 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
     }
   };
 
-  app.get('/healthz', { config: { rateLimit: false } }, async () => ({ ok: true }));
+  app.get('/healthz', { config: { rateLimit: false } }, () => Promise.resolve({ ok: true }));
 
   /** Names the failing dependency and a code; never the driver's text. */
   app.get('/readyz', { config: { rateLimit: false } }, async (_req, reply) => {
@@ -285,7 +287,7 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
 
   app.get<{ Params: IdParams }>('/ads/:id/views', { schema: { params: IdParams } }, async (req) => {
     const adId = parseDecimalId(req.params.id, 'params/id');
-    const row = (await fromDb(() => db('advertisements').where({ id: adId }).first('views_count'))) as { views_count: number | string } | undefined;
+    const row = await fromDb<{ views_count: number | string } | undefined>(() => db('advertisements').where({ id: adId }).first('views_count'));
     if (!row) throw new InputError('NOT_FOUND', `ad ${adId} does not exist`);
     const persisted = Number(row.views_count);
     const pending = await pendingViews(nc, c, adId, log);
@@ -309,7 +311,7 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
     return reply.code(202).send({ id: r.id, duplicate: r.duplicate });
   });
 
-  app.post<{ Body: Static<typeof Empty> | undefined }>('/ads/bump', { onRequest: requireToken, schema: { body: Empty } }, async () => {
+  app.post('/ads/bump', { onRequest: requireToken, schema: { body: Empty } }, async () => {
     const r = await request(Subjects.adsBumpRun(c.subjectPrefix), {}, 'bump actor', BumpOk, 'the bump run failed; retry later');
     return { run_id: r.run_id, bumped: r.bumped };
   });

@@ -45,7 +45,7 @@ export class AdsRepository {
     const [ins] = (await db.raw('INSERT INTO bump_runs (`trigger`, instance_id, started_at) VALUES (?, ?, NOW(3))', [o.trigger, o.instanceId])) as unknown as [
       { insertId: number },
     ];
-    const runId = Number(ins.insertId);
+    const runId = ins.insertId;
     const [rows] = (await db.raw("SELECT DATE_FORMAT(started_at, '%Y-%m-%d %H:%i:%s.%f') AS s FROM bump_runs WHERE id = ?", [runId])) as unknown as [
       Array<{ s: string }>,
     ];
@@ -109,7 +109,7 @@ export class AdsRepository {
             ];
             if (inserted.length > 0) {
               const perAd = new Map<number, number>();
-              for (const r of inserted) perAd.set(Number(r.ad_id), (perAd.get(Number(r.ad_id)) ?? 0) + 1);
+              for (const r of inserted) perAd.set(r.ad_id, (perAd.get(r.ad_id) ?? 0) + 1);
               const ids = [...perAd.keys()].sort((a, b) => a - b);
               const cases = ids.map((id) => `WHEN ${id} THEN ${perAd.get(id)}`).join(' ');
               await trx.raw(`UPDATE advertisements SET views_count = views_count + CASE id ${cases} ELSE 0 END WHERE id IN (${ids.join(',')})`);
@@ -118,16 +118,14 @@ export class AdsRepository {
           }
         }
         for (let i = 0; i < dead.length; i += 500) {
-          const rows = dead
-            .slice(i, i + 500)
-            .map((d) => ({
-              reason: d.reason,
-              detail: d.detail.slice(0, 255),
-              ad_id: d.adId,
-              subject: d.subject.slice(0, 255),
-              stream_seq: d.seq,
-              payload: d.payload,
-            }));
+          const rows = dead.slice(i, i + 500).map((d) => ({
+            reason: d.reason,
+            detail: d.detail.slice(0, 255),
+            ad_id: d.adId,
+            subject: d.subject.slice(0, 255),
+            stream_seq: d.seq,
+            payload: d.payload,
+          }));
           await trx('ad_view_dead_letters').insert(rows);
         }
         return { counted, dead };

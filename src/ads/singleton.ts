@@ -43,7 +43,7 @@ export class DbLeaseSingleton implements Singleton {
   release(): Promise<void> {
     this.released ??= this.db.raw('DELETE FROM ads_leases WHERE name = ? AND owner = ?', [this.name, this.owner]).then(
       () => undefined,
-      (e) => this.onError(e),
+      (e: unknown) => this.onError(e),
     );
     return this.released;
   }

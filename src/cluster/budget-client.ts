@@ -280,7 +280,7 @@ export class BudgetClient {
 
   private async readCoordinator(): Promise<void> {
     const e = await this.o.kv.get(COORDINATOR_KEY);
-    const v = e && e.operation === 'PUT' ? decodeValue<LeaseValue>(e.value) : undefined;
+    const v = e && e.operation === 'PUT' ? (decodeValue(e.value) as LeaseValue | undefined) : undefined;
     const holder = v?.holder;
     const revisions =
       holder !== undefined && holder === this.coordinator.holder
@@ -300,7 +300,7 @@ export class BudgetClient {
       const values = await Promise.all(keys.map((k) => this.o.kv.get(k)));
       const members = new Set<string>();
       for (const e of values) {
-        const v = e && e.operation === 'PUT' ? decodeValue<LeaseValue>(e.value) : undefined;
+        const v = e && e.operation === 'PUT' ? (decodeValue(e.value) as LeaseValue | undefined) : undefined;
         if (v?.holder) members.add(v.holder);
       }
       this.members = members;

@@ -31,8 +31,8 @@ export interface HandoffStore {
  * (a restart can come back within a group's minute).
  */
 export const noHandoff: HandoffStore = {
-  save: async () => new Set(),
-  load: async () => new Map(),
+  save: () => Promise.resolve(new Set()),
+  load: () => Promise.resolve(new Map()),
 };
 
 /** Chats per record at most (about 40 bytes each, far below NATS's 1 MiB payload). */
@@ -80,7 +80,7 @@ export class KvHandoffStore implements HandoffStore {
         try {
           const e = await this.kv.get(`shard.${shard}`);
           if (!e || e.operation !== 'PUT') return;
-          const r = decodeValue<HandoffRecord>(e.value);
+          const r = decodeValue(e.value) as HandoffRecord | undefined;
           if (r && typeof r.at === 'number' && r.chats && typeof r.chats === 'object') out.set(shard, r);
         } catch (err) {
           this.log.warn({ shard, err: describeError(err) }, 'could not read the handoff record; waiting a full window instead');

@@ -140,9 +140,9 @@ export function encodeValue(v: unknown): Uint8Array {
   return enc.encode(JSON.stringify(v));
 }
 
-export function decodeValue<T>(data: Uint8Array): T | undefined {
+export function decodeValue(data: Uint8Array): unknown {
   try {
-    return JSON.parse(dec.decode(data)) as T;
+    return JSON.parse(dec.decode(data));
   } catch {
     return undefined;
   }

@@ -90,7 +90,7 @@ export class KvLease {
     // A failed read is no sign that writes fail for everyone: it does not restart the counts.
     const entry = await this.kv.get(this.key);
     if (!entry || entry.operation !== 'PUT') return false; // changed meanwhile: next time
-    const current = decodeValue<LeaseValue>(entry.value);
+    const current = decodeValue(entry.value) as LeaseValue | undefined;
     const ours = current?.holder === this.value.holder;
     if (ours ? !clock.mayRetake(this.key, entry.revision) : !clock.stale(this.key, entry.revision)) return false;
     // Compare-and-set over the newest revision seen (the read may come from a lagging replica).
@@ -163,7 +163,7 @@ export class KvLease {
 export async function leaseHolder(kv: KV, key: string): Promise<LeaseValue | undefined> {
   const e = await kv.get(key);
   if (!e || e.operation !== 'PUT') return undefined;
-  return decodeValue<LeaseValue>(e.value);
+  return decodeValue(e.value) as LeaseValue | undefined;
 }
 
 export interface ClusterView {
@@ -237,7 +237,7 @@ export async function readClusterView(kv: KV, opts: { shardCount?: number; listT
     keys.map(async (k) => {
       const e = await kv.get(k);
       if (!e || e.operation !== 'PUT') return;
-      const v = decodeValue<LeaseValue>(e.value);
+      const v = decodeValue(e.value) as LeaseValue | undefined;
       if (!v) return;
       const silent = clock.stale(k, e.revision);
       if (k.startsWith('member.')) {

@@ -3,16 +3,16 @@ import { migrations } from '../../migrations';
 
 /** knex migration source over the explicit, append-only list in migrations/index.ts. */
 class ListSource implements Knex.MigrationSource<string> {
-  async getMigrations(): Promise<string[]> {
-    return migrations.map((m) => m.name);
+  getMigrations(): Promise<string[]> {
+    return Promise.resolve(migrations.map((m) => m.name));
   }
   getMigrationName(name: string): string {
     return name;
   }
-  async getMigration(name: string): Promise<Knex.Migration> {
+  getMigration(name: string): Promise<Knex.Migration> {
     const m = migrations.find((x) => x.name === name);
-    if (!m) throw new Error(`unknown migration ${name}`);
-    return { up: m.up, down: m.down };
+    if (!m) return Promise.reject(new Error(`unknown migration ${name}`));
+    return Promise.resolve({ up: m.up, down: m.down });
   }
 }
 

@@ -157,7 +157,8 @@ export async function downloadImage(url: string, opts: DownloadOptions): Promise
     const chunks: Buffer[] = [];
     let total = 0;
     if (res.body) {
-      const reader = res.body.getReader();
+      // A fetch body is bytes; node's typings leave its chunk type `any`.
+      const reader = (res.body as ReadableStream<Uint8Array>).getReader();
       for (;;) {
         const { done, value } = await reader.read();
         if (done) break;

@@ -173,7 +173,10 @@ export class GlobalGate {
   private pump(): void {
     if (this.stopped) return;
     const now = this.clock.now();
-    if (now < this.pausedUntil) return this.wakeAt(this.pausedUntil);
+    if (now < this.pausedUntil) {
+      this.wakeAt(this.pausedUntil);
+      return;
+    }
     // A share of 0 (waiting for a grant) grants nothing: a cost capped at 0 would pass any window.
     if (this.window.current.count <= 0) return;
     for (;;) {
@@ -194,7 +197,8 @@ export class GlobalGate {
       const tokens = this.refill(now);
       if (tokens < need - 1e-9) {
         const l = this.window.current;
-        return this.wakeAt(now + Math.ceil(((need - tokens) * l.windowMs) / l.count));
+        this.wakeAt(now + Math.ceil(((need - tokens) * l.windowMs) / l.count));
+        return;
       }
       if (this.pacing > 0) this.tokens -= need;
       this.bids.pop();

@@ -99,27 +99,38 @@ export function natsStatusLog(log: Logger, now: () => number = Date.now): (type:
       case 'pingTimer':
         return;
       case 'disconnect':
-        if (downSince !== undefined) return log.debug({ nats: type, data: detail }, 'nats connection status');
+        if (downSince !== undefined) {
+          log.debug({ nats: type, data: detail }, 'nats connection status');
+          return;
+        }
         downSince = now();
-        return log.warn({ nats: type, server: detail }, 'NATS connection lost; reconnecting (one line again when it is back)');
+        log.warn({ nats: type, server: detail }, 'NATS connection lost; reconnecting (one line again when it is back)');
+        return;
       case 'reconnect': {
         const outageMs = downSince === undefined ? undefined : now() - downSince;
         downSince = undefined;
-        return log.info(
+        log.info(
           { nats: type, server: detail, outageMs },
           `NATS connection restored${outageMs === undefined ? '' : ` after ${(outageMs / 1000).toFixed(1)} s`}`,
         );
+        return;
       }
       case 'reconnecting':
       case 'staleConnection':
       case 'update':
-        return log.debug({ nats: type, data: detail }, 'nats connection status');
+        log.debug({ nats: type, data: detail }, 'nats connection status');
+        return;
       case 'error':
         // While down, each failed attempt may report an error: the outage line already said it.
-        if (downSince !== undefined) return log.debug({ nats: type, data: detail }, 'nats connection status');
-        return log.warn({ nats: type, data: detail }, 'nats connection error');
+        if (downSince !== undefined) {
+          log.debug({ nats: type, data: detail }, 'nats connection status');
+          return;
+        }
+        log.warn({ nats: type, data: detail }, 'nats connection error');
+        return;
       default:
-        return log.info({ nats: type, data: detail }, 'nats connection status');
+        log.info({ nats: type, data: detail }, 'nats connection status');
+        return;
     }
   };
 }

@@ -72,12 +72,10 @@ export class NatsIntake {
         this.respond(msg, errorReply(e));
         return;
       }
-      let result: Promise<R>;
-      try {
-        result = Promise.resolve(handler(payload, msg));
-      } catch (e) {
-        result = Promise.reject(e);
-      }
+      // A synchronous throw from the handler becomes a rejection, like an async handler's.
+      const result = new Promise<R>((resolve) => {
+        resolve(handler(payload, msg));
+      });
       result.then(
         (value) => this.respond(msg, value),
         (e: unknown) => {

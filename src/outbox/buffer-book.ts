@@ -36,7 +36,7 @@ export class BufferBook {
 
   add(shard: number, chatId: number, n: number): void {
     let m = this.shards.get(shard);
-    if (!m) this.shards.set(shard, (m = new Map()));
+    if (!m) this.shards.set(shard, (m = new Map<number, number>()));
     const v = (m.get(chatId) ?? 0) + n;
     if (v <= 0) m.delete(chatId);
     else m.set(chatId, v);

@@ -42,9 +42,9 @@ export class RecipientDirectory {
   ) {}
 
   async load(): Promise<void> {
-    const rows = (await this.db('telegram_recipients')
+    const rows = await this.db('telegram_recipients')
       .whereNot('status', 'ok')
-      .select(...COLUMNS)) as RecipientRow[];
+      .select<RecipientRow[]>(...COLUMNS);
     this.map.clear();
     for (const r of rows) this.map.set(Number(r.chat_id), fromRow(r));
   }
@@ -97,9 +97,9 @@ export class RecipientDirectory {
     const next = prev
       .catch(() => undefined)
       .then(async () => {
-        const row = (await this.db('telegram_recipients')
+        const row = await this.db('telegram_recipients')
           .where({ chat_id: chatId })
-          .first(...COLUMNS)) as RecipientRow | undefined;
+          .first<RecipientRow | undefined>(...COLUMNS);
         if (!row || row.status === 'ok') {
           this.map.delete(chatId);
           return 'ok' as const;

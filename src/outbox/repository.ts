@@ -98,7 +98,7 @@ export class OutboxRepository {
         const firstClaimed = new Map<number, number>();
         for (const r of rows) {
           const chat = Number(r.telegram_id);
-          const id = Number(r.id);
+          const id = r.id;
           if (!firstClaimed.has(chat) || id < firstClaimed.get(chat)!) firstClaimed.set(chat, id);
         }
         const skipped = new Set<number>();
@@ -111,7 +111,7 @@ export class OutboxRepository {
           )) as [Array<{ telegram_id: number | string; first: number }>];
           for (const f of firsts) {
             const chat = Number(f.telegram_id);
-            if (Number(f.first) < firstClaimed.get(chat)!) skipped.add(chat);
+            if (f.first < firstClaimed.get(chat)!) skipped.add(chat);
           }
         }
         // Top each chat up to its cap; the rest stay pending (unlocked at commit).
@@ -301,13 +301,11 @@ export class OutboxRepository {
       idempotency_key: req.idempotency_key ?? null,
     };
     try {
-      const [id] = (await this.db('telegram_notifications').insert(row)) as number[];
+      const [id] = await this.db('telegram_notifications').insert(row);
       return { id: Number(id), shard, duplicate: false };
     } catch (e) {
       if ((e as { code?: string }).code === 'ER_DUP_ENTRY' && req.idempotency_key) {
-        const existing = (await this.db('telegram_notifications')
-          .where({ idempotency_key: req.idempotency_key })
-          .first('id', 'shard', 'telegram_id', 'message_text', 'parse_mode', 'kind', 'order_id')) as
+        const existing = await this.db('telegram_notifications').where({ idempotency_key: req.idempotency_key }).first<
           | {
               id: number;
               shard: number;
@@ -317,7 +315,8 @@ export class OutboxRepository {
               kind: string | null;
               order_id: number | string | null;
             }
-          | undefined;
+          | undefined
+        >('id', 'shard', 'telegram_id', 'message_text', 'parse_mode', 'kind', 'order_id');
         if (existing) {
           const differing: string[] = [];
           if (Number(existing.telegram_id) !== row.telegram_id) differing.push('chat_id');
@@ -328,11 +327,11 @@ export class OutboxRepository {
           if (differing.length > 0) {
             throw new AppError(
               'IDEMPOTENCY_CONFLICT',
-              `idempotency_key is already used by notification ${Number(existing.id)} with a different ${differing.join(', ')}; use a new key for a new notification`,
-              { id: Number(existing.id), fields: differing },
+              `idempotency_key is already used by notification ${existing.id} with a different ${differing.join(', ')}; use a new key for a new notification`,
+              { id: existing.id, fields: differing },
             );
           }
-          return { id: Number(existing.id), shard: existing.shard, duplicate: true };
+          return { id: existing.id, shard: existing.shard, duplicate: true };
         }
       }
       throw e;
@@ -349,7 +348,7 @@ export class OutboxRepository {
 export function sanitizeOutcome(o: Outcome): Outcome {
   const count = (n: number): number => (Number.isFinite(n) ? Math.min(4_294_967_295, Math.max(0, Math.trunc(n))) : 0);
   const time = (ms: number): number => (Number.isFinite(ms) && ms > 0 && ms < 253_402_300_799_000 ? ms : Date.now());
-  const cut = (s: string | undefined, n: number): string | undefined => (s === undefined ? undefined : [...s].slice(0, n).join(''));
+  const cut = (s: string | undefined, n: number): string | undefined => (s === undefined ? undefined : Array.from(s).slice(0, n).join(''));
   const progress = (p: Progress | undefined): Progress | undefined =>
     p === undefined ? undefined : { done: count(p.done), total: count(p.total), ...(p.plain ? { plain: true } : {}) };
   switch (o.kind) {
@@ -432,7 +431,7 @@ function toRow(r: RawRow, fetchedAt: number): OutboxRow {
     }
   }
   return {
-    id: Number(r.id),
+    id: r.id,
     chatId: Number(r.telegram_id),
     text: r.message_text,
     parseMode: r.parse_mode,

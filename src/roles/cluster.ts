@@ -2,7 +2,7 @@ import type { NatsConnection, Subscription } from 'nats';
 import type { Config } from '../config/core';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
-import { dispatch, query, stop, type ActorRef, type ActorSystem } from '../runtime/actor';
+import { dispatch, query, stop, type ActorRef, type ActorSystem, type ReplyTo } from '../runtime/actor';
 import type { Pipeline } from './pipeline';
 import { perMinuteToWindow, rateToWindow } from '../limits/window';
 import { encodeJson } from '../nats/codec';
@@ -165,7 +165,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     };
   };
   const clusterStatus = async (): Promise<ClusterStatus> => {
-    const [own, fresh, coord, budgetStatus] = await Promise.all([
+    const [, fresh, coord, budgetStatus] = await Promise.all([
       status(),
       readClusterView(kv),
       leaseHolder(kv, COORDINATOR_KEY).catch(() => undefined),
@@ -178,7 +178,6 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     })) {
       try {
         const { pipeline: _omit, ...rest } = JSON.parse(new TextDecoder().decode(m.data)) as ProcessStatus;
-        _omit;
         processes.push(rest);
       } catch {
         /* a process answering garbage is left out */
@@ -232,11 +231,11 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
         clearInterval(pokeTimer);
         subs.forEach((s) => s.unsubscribe());
         try {
-          await query<ShardOwnerMsg, void>(shardOwner, (replyTo) => ({ type: 'leave', replyTo }), config.shutdownTimeoutMs + 10_000);
+          await query(shardOwner, (replyTo: ReplyTo<void>): ShardOwnerMsg => ({ type: 'leave', replyTo }), config.shutdownTimeoutMs + 10_000);
         } catch (e) {
           log.warn({ err: describeError(e) }, 'leaving the cluster failed; leases expire by themselves');
         }
-        await query<BudgetCoordinatorMsg, void>(coordinator, (replyTo) => ({ type: 'stepDown', replyTo }), 5_000).catch(() => undefined);
+        await query(coordinator, (replyTo: ReplyTo<void>): BudgetCoordinatorMsg => ({ type: 'stepDown', replyTo }), 5_000).catch(() => undefined);
         budget.stop();
         stop(shardOwner);
         stop(coordinator);

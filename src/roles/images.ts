@@ -145,11 +145,11 @@ export interface ImagesRole {
  * The images role: spawns the image fetcher, serves its cache over NATS and builds the
  * order-aware planner the delivery pipeline uses.
  */
-export async function startImagesRole(o: ImagesRoleOptions): Promise<ImagesRole> {
+export function startImagesRole(o: ImagesRoleOptions): Promise<ImagesRole> {
   const fetcher = spawnFetcher(o.parent, { config: o.config, metrics: o.metrics });
   const service = new ImagesService({ nc: o.nc, fetcher, instanceId: o.instanceId, log: o.log, metrics: o.metrics, subjects: o.subjects });
   service.start();
   // The planner's wait covers a queue for a download slot plus the download itself.
   const planner = new OrderAwarePlanner(o.db, fetcherImageSource(fetcher, { timeoutMs: o.config.fetchTimeoutMs * 3 }), o.config, o.log);
-  return { planner, stop: () => service.stop() };
+  return Promise.resolve({ planner, stop: () => service.stop() });
 }

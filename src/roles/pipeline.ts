@@ -344,7 +344,7 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
     status: () => query<PipelineMsg, PipelineStatus>(root, (replyTo) => ({ type: 'status', replyTo }), 5_000),
     stop: () =>
       (stopping ??= (async () => {
-        const step = async (name: string, f: () => Promise<unknown> | unknown): Promise<void> => {
+        const step = async (name: string, f: () => unknown): Promise<void> => {
           try {
             await f();
           } catch (e) {

@@ -20,10 +20,14 @@ import type { Logger } from '../log';
 import { AppError, describeError } from '../errors';
 import { backoffDelay } from '../limits/backoff';
 
+/** nact's untyped reference to an actor (its `Ref<T>` is an empty phantom class). */
+// eslint-disable-next-line @typescript-eslint/no-generated-empty-object-type -- nact declares Ref<T> as a memberless class; the handle is opaque on purpose
+type RawRef = nact.Ref<unknown>;
+
 /** A typed handle to an actor accepting messages of type M. */
 export interface ActorRef<M> {
   readonly path: string;
-  /** @internal */ readonly raw: nact.Ref<unknown>;
+  /** @internal */ readonly raw: RawRef;
   /** @internal */ readonly life: { stopped: boolean };
   /** Phantom field that makes ActorRef<A> and ActorRef<B> incompatible. */
   readonly __msg?: (m: M) => void;
@@ -31,7 +35,7 @@ export interface ActorRef<M> {
 
 /** Put one of these in a message to get an answer back (see `query`). */
 export interface ReplyTo<R> {
-  /** @internal */ readonly raw: nact.Ref<unknown>;
+  /** @internal */ readonly raw: RawRef;
   readonly __reply?: (r: R) => void;
 }
 
@@ -44,7 +48,7 @@ export interface ActorObserver {
 
 export interface ActorSystem {
   readonly name: string;
-  /** @internal */ readonly raw: nact.Ref<never>;
+  /** @internal */ readonly raw: nact.ActorSystemRef;
   readonly log: Logger;
   readonly observer: ActorObserver;
   readonly life: { stopped: boolean };
@@ -52,7 +56,7 @@ export interface ActorSystem {
   deadLetters: number;
 }
 
-export type Parent = ActorSystem | ActorRef<never> | ActorRef<any>;
+export type Parent = ActorSystem | ActorRef<never>;
 
 export interface ActorContext<M> {
   readonly self: ActorRef<M>;
@@ -165,13 +169,13 @@ export function spawn<S, M>(parent: Parent, def: ActorDefinition<S, M>): ActorRe
   const crashes: number[] = [];
   const log = system.log.child({ actor: def.name });
   // The ref exists before nact returns it, so `init` can spawn children and dispatch to self.
-  const self = { path: def.name, raw: undefined as unknown as nact.Ref<unknown>, life };
+  const self = { path: def.name, raw: undefined as unknown as RawRef, life };
   systems.set(self, system);
   const siblings = childrenOf.get(parent) ?? new Set<ActorRef<unknown>>();
   childrenOf.set(parent, siblings);
   const ctxOf = (): ActorContext<M> => ({ self, name: def.name, path: self.path, system, log });
 
-  const onCrash = async (msg: unknown, err: unknown, nctx: nact.SupervisionContext<unknown, nact.Ref<unknown>>): Promise<symbol> => {
+  const onCrash = async (msg: unknown, err: unknown, nctx: nact.SupervisionContext<unknown, RawRef>): Promise<symbol> => {
     try {
       safe(() => system.observer.crashed?.(self.path, err));
       log.error({ err: describeError(err), message: messageType(msg) }, 'actor crashed');
@@ -211,7 +215,7 @@ export function spawn<S, M>(parent: Parent, def: ActorDefinition<S, M>): ActorRe
   };
 
   nact.spawn(parent.raw, (state: S, msg: M) => def.receive(state, msg, ctxOf()), def.name, {
-    initialStateFunc: (nctx: { self: nact.Ref<unknown> }) => {
+    initialStateFunc: (nctx: { self: RawRef }) => {
       if (!self.raw) {
         self.raw = nctx.self;
         self.path = pathOf(nctx.self, def.name);
@@ -265,7 +269,7 @@ export function reply<R>(to: ReplyTo<R>, value: R): void {
 export async function query<M, R>(to: ActorRef<M>, build: (replyTo: ReplyTo<R>) => M, timeoutMs: number): Promise<R> {
   if (to.life.stopped) throw new AppError('ACTOR_STOPPED', `actor ${to.path} is stopped`);
   try {
-    return await nact.query(to.raw, ((temp: nact.Ref<unknown>) => build({ raw: temp })) as never, timeoutMs);
+    return await nact.query(to.raw, ((temp: RawRef) => build({ raw: temp })) as never, timeoutMs);
   } catch (e) {
     if (e instanceof Error && /Query Timeout/.test(e.message)) throw new AppError('QUERY_TIMEOUT', `no answer from ${to.path} within ${timeoutMs} ms`);
     throw e;
@@ -286,7 +290,7 @@ export function assertNever(x: never): never {
   throw new AppError('INTERNAL', `unexpected message ${JSON.stringify(x)}`);
 }
 
-function pathOf(raw: nact.Ref<unknown>, fallback: string): string {
+function pathOf(raw: RawRef, fallback: string): string {
   const p = (raw as unknown as { path?: { parts?: string[] } }).path?.parts;
   return p ? `/${p.join('/')}` : fallback;
 }

@@ -32,6 +32,7 @@ export function classifyAnswer(method: string, a: TelegramAnswer): TelegramApiEr
   }
   if (code === 401) return new TelegramUnauthorized(method, d);
   if (code >= 500) return new TelegramTransient(method, code, d, 'server_error');
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-conversion -- the id comes straight from Telegram's JSON: the type is what we expect, Number() what we defend with
   if (a.parameters?.migrate_to_chat_id !== undefined) return new TelegramMigrated(method, d, Number(a.parameters.migrate_to_chat_id));
   if (code === 403) {
     if (/blocked by the user/i.test(d)) return new TelegramPermanent(method, code, d, 'blocked');
@@ -60,6 +61,7 @@ export function classifyThrown(method: string, e: unknown, timedOut: boolean): T
   if (err && typeof err === 'object' && err.response && typeof err.response.error_code === 'number') {
     return classifyAnswer(method, {
       error_code: err.response.error_code,
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-conversion -- a thrown error's response is unchecked JSON: String() keeps a stray non-string description from breaking the classifier
       description: String(err.response.description ?? ''),
       parameters: err.response.parameters,
     });

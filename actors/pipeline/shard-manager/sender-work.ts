@@ -174,9 +174,13 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
       const job = c.queue[0];
       if (!job) {
         state.chats.delete(c.id);
-        return maybeFinishDrain(state);
+        maybeFinishDrain(state);
+        return;
       }
-      if (state.draining) return maybeFinishDrain(state);
+      if (state.draining) {
+        maybeFinishDrain(state);
+        return;
+      }
       const dead = recipients.unreachable(job.row.chatId);
       if (dead) {
         failJob(state, c, job, 'TG_PERMANENT', `recipient ${dead.status} since ${new Date(dead.since).toISOString()}: ${dead.reason} (not sent)`);
@@ -235,17 +239,16 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
     const sentAt = clock.now();
     job.firstSentAt ??= sentAt;
     const done = (result: SendResult) => dispatch(self, { type: 'sendDone', chatId: c.id, rowId: job.row.id, result, gen });
-    let p: Promise<unknown>;
-    try {
-      p =
+    // A synchronous throw from the client becomes a rejection, handled below like any other.
+    const p = new Promise<unknown>((resolve) => {
+      resolve(
         part.method === 'sendMessage'
           ? telegram.sendMessage(target, part.text, part.parseMode)
           : part.method === 'sendPhoto'
             ? telegram.sendPhoto(target, part.item)
-            : telegram.sendMediaGroup(target, part.items);
-    } catch (e) {
-      p = Promise.reject(e);
-    }
+            : telegram.sendMediaGroup(target, part.items),
+      );
+    });
     p.then(
       () => {
         const answeredAt = clock.now();
@@ -302,7 +305,8 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
         recipients.markUnreachable(job.row.chatId, a.reason, a.description, a.code);
         deps.publishRecipientChanged(job.row.chatId, a.reason, null);
         job.attempts++;
-        return failJob(state, c, job, a.code, a.description);
+        failJob(state, c, job, a.code, a.description);
+        return;
       case 'halt':
         // The token is wrong: no message can go out. Stop everyone, loudly; keep the rows.
         log.fatal(a.reason);
@@ -330,7 +334,8 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
         return;
       case 'fail':
         job.attempts++;
-        return failJob(state, c, job, a.code, a.reason);
+        failJob(state, c, job, a.code, a.reason);
+        return;
       default:
         return assertNever(a);
     }

@@ -104,7 +104,7 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
       for (const c of state.chats.values()) stopChat(c);
       state.limiter.close();
     },
-    receive: async (state, msg, ctx) => {
+    receive: (state, msg, ctx) => {
       const now = clock.now();
       if (now - state.lastTick >= 1_000) {
         state.lastTick = now;

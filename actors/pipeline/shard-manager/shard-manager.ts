@@ -59,7 +59,7 @@ export function spawnShardManager(parent: Parent, deps: PipelineDeps, outcomes: 
     name: 'shard-manager',
     supervision: Supervision.restartWithBackoff({ minBackoffMs: 200, maxBackoffMs: 10_000 }),
     init: () => ({ senders: new Map(), flood: new FloodDetector() }),
-    receive: async (state, msg, ctx) => {
+    receive: (state, msg, ctx) => {
       switch (msg.type) {
         case 'own': {
           const want = new Set(msg.shards);
@@ -102,7 +102,7 @@ export function spawnShardManager(parent: Parent, deps: PipelineDeps, outcomes: 
           for (const [s] of list) state.senders.delete(s);
           owned.set(state.senders.size);
           const replyTo = msg.replyTo;
-          drain(list, deps.settings.drainTimeoutMs).then((drained) => {
+          void drain(list, deps.settings.drainTimeoutMs).then((drained) => {
             for (const [s, ref] of list) {
               stop(ref);
               deps.book.clearShard(s);
@@ -114,12 +114,12 @@ export function spawnShardManager(parent: Parent, deps: PipelineDeps, outcomes: 
         case 'drainAll': {
           const list = [...state.senders];
           const replyTo = msg.replyTo;
-          drain(list, deps.settings.drainTimeoutMs).then((drained) => reply(replyTo, drained));
+          void drain(list, deps.settings.drainTimeoutMs).then((drained) => reply(replyTo, drained));
           return state;
         }
         case 'status': {
           const replyTo = msg.replyTo;
-          Promise.allSettled(
+          void Promise.allSettled(
             [...state.senders.values()].map((ref) => query<SenderMsg, SenderStatus>(ref, (r) => ({ type: 'status' as const, replyTo: r }), 2_000)),
           ).then((rs) =>
             reply(
