@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createConnection, createServer } from 'node:net';
+import { createConnection } from 'node:net';
 import { connect, type NatsConnection } from 'nats';
 import { TelegramSandbox } from '../../sandbox/server';
 import { shardOf } from '../../src/outbox/shard';
@@ -11,6 +11,7 @@ import type { ClusterStatus } from '../../src/roles/cluster';
 import { createTestDb, waitFor, uniq, NATS_URL, type TestDb } from '../helpers/services';
 import { startWorker, type Worker } from '../helpers/processes';
 import { TEST_TOKEN, waitForSandboxIdle } from '../helpers/pipeline';
+import { freePort } from '../helpers/ports';
 
 const TTL = 3000;
 
@@ -227,15 +228,6 @@ describe('scale-out across real processes (NATS KV leases, shared budget)', func
     }
   });
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 function portOpen(port: number): Promise<boolean> {
   return new Promise((resolve) => {

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createConnection } from 'mysql2/promise';
@@ -10,22 +9,7 @@ import { captureLogger, createTestDb, NATS_URL, uniq, type TestDb } from '../hel
 import { startWorker, type Worker } from '../helpers/processes';
 import { dropBucket } from '../helpers/pipeline';
 import { dropStream, isolatedAdsEnv } from '../helpers/isolation';
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) =>
-    s.listen(0, '127.0.0.1', () => {
-      r();
-    }),
-  );
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) =>
-    s.close(() => {
-      r();
-    }),
-  );
-  return port;
-}
+import { freePort } from '../helpers/ports';
 
 function alive(pid: number): boolean {
   try {

@@ -1,29 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TelegramSandbox } from '../../sandbox/server';
 import { createTestDb, uniq, waitFor, type TestDb } from '../helpers/services';
 import { startWorker, type Worker } from '../helpers/processes';
 import { TEST_TOKEN } from '../helpers/pipeline';
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) =>
-    s.listen(0, '127.0.0.1', () => {
-      r();
-    }),
-  );
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) =>
-    s.close(() => {
-      r();
-    }),
-  );
-  return port;
-}
+import { freePort } from '../helpers/ports';
 
 /** A private nats-server with JetStream; resolves once it accepts connections. */
 async function startNats(port: number, storeDir: string): Promise<ChildProcess> {

@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { exec } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { connect } from 'nats';
 import { createTestDb, NATS_URL, uniq, waitFor, type TestDb } from '../helpers/services';
 import { startWorker, type Worker } from '../helpers/processes';
 import { dropBucket } from '../helpers/pipeline';
+import { freePort } from '../helpers/ports';
 
 const run = promisify(exec);
 const ROOT = resolve(__dirname, '../..');
@@ -28,22 +28,6 @@ export function tryItExamples(readme: string): Array<{ command: string; expect: 
     out.push({ command: l, expect: next.slice('# → '.length) });
   }
   return out;
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) =>
-    s.listen(0, '127.0.0.1', () => {
-      r();
-    }),
-  );
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) =>
-    s.close(() => {
-      r();
-    }),
-  );
-  return port;
 }
 
 describe("README: every 'Try it' example works on a fresh setup (real system, real CLI, curl)", function () {

@@ -3,23 +3,7 @@ import { createServer, type Server } from 'node:net';
 import { createTestDb, NATS_URL, ROOT_DATABASE_URL, uniq, type TestDb } from '../helpers/services';
 import { startWorker, type Worker } from '../helpers/processes';
 import { isolatedAdsEnv } from '../helpers/isolation';
-
-/** A port nothing listens on (bound once by us, then released). */
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) =>
-    s.listen(0, '127.0.0.1', () => {
-      r();
-    }),
-  );
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) =>
-    s.close(() => {
-      r();
-    }),
-  );
-  return port;
-}
+import { freePort } from '../helpers/ports';
 
 async function occupiedPort(): Promise<{ port: number; server: Server }> {
   const server = createServer();
@@ -70,7 +54,7 @@ describe('start-up: never hangs in silence, never starts half-way (real processe
   });
 
   it('NATS on a closed port: a line naming NATS_URL and the address within 5 s, repeated every 5 s, then exit 1 after STARTUP_TIMEOUT_MS', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const t0 = Date.now();
     const w = start({ DATABASE_URL: tdb.url, NATS_URL: `nats://127.0.0.1:${port}`, TELEGRAM_SANDBOX: '1', STARTUP_TIMEOUT_MS: '7000' });
     const first = await w.waitForLine(/cannot reach/, 5_000);
@@ -92,7 +76,7 @@ describe('start-up: never hangs in silence, never starts half-way (real processe
   });
 
   it('SIGTERM while waiting for NATS stops at once (exit 130), not after STARTUP_TIMEOUT_MS', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const w = start({ DATABASE_URL: tdb.url, NATS_URL: `nats://127.0.0.1:${port}`, TELEGRAM_SANDBOX: '1', STARTUP_TIMEOUT_MS: '60000' });
     await w.waitForLine(/cannot reach/, 5_000);
     const t0 = Date.now();

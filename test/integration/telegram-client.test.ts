@@ -14,6 +14,7 @@ import {
   TelegramTransient,
   TelegramUnauthorized,
 } from '../../src/telegram/errors';
+import { freePort } from '../helpers/ports';
 
 const TOKEN = '424242:CLIENT-test_secret_abcdefghijklmnop';
 const SECRET_HALF = TOKEN.split(':')[1]!;
@@ -48,15 +49,6 @@ function png(size: number, fill: number): Buffer {
   const b = Buffer.alloc(size, fill);
   Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]).copy(b);
   return b;
-}
-
-/** A port on 127.0.0.1 with nothing listening (bound, then closed). */
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 describe('telegram client against the sandbox over HTTP', function () {
@@ -251,7 +243,7 @@ describe('telegram client against the sandbox over HTTP', function () {
     });
 
     it('connection refused → TelegramTransient network', async () => {
-      const port = await closedPort();
+      const port = await freePort();
       const c = new TelegrafClient({ token: TOKEN, apiRoot: `http://127.0.0.1:${port}/`, timeoutMs: 5_000 });
       const started = performance.now();
       const e = await rejection(c.sendMessage(6003, 'hi'), TelegramTransient);
