@@ -3,7 +3,7 @@
  * given parent with their NATS intake; `startGatewayRole` runs the HTTP gateway. Both
  * return an idempotent `stop()`; neither owns the database pool or the NATS connection.
  */
-import type { ConsumerMessages, NatsConnection } from 'nats';
+import { ConsumerEvents, type ConsumerMessages, type NatsConnection } from 'nats';
 import type { Knex } from '../db/knex';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
@@ -14,6 +14,7 @@ import { dispatch, query, stop as stopActor, type ActorRef, type Parent } from '
 import { Subjects } from '../nats/subjects';
 import { decoder, encodeJson } from '../nats/codec';
 import { NatsIntake } from '../nats/intake';
+import { backoffDelay } from '../limits/backoff';
 import {
   MessageCreated,
   MessagesRead,
@@ -81,6 +82,7 @@ export async function startAds(deps: AdsDeps): Promise<RunningAds> {
   let viewCounter: ActorRef<ViewCounterMsg> | undefined;
   let intake: ConsumerMessages | undefined;
   let intakeDone: Promise<void> = Promise.resolve();
+  let intakeStopping = false;
   if (parts.viewCounter) {
     const jsm = await nc.jetstreamManager();
     await ensureViewsStream(jsm, c);
@@ -92,15 +94,43 @@ export async function startAds(deps: AdsDeps): Promise<RunningAds> {
     );
     viewCounter = counter;
     const n = viewsStreamNames(c);
-    const consumer = await nc.jetstream().consumers.get(n.stream, n.consumer);
-    const messages = await consumer.consume({ max_messages: Math.max(100, Math.min(c.viewFlushMax, 2_000)) });
-    intake = messages;
+    const open = async (): Promise<ConsumerMessages> => {
+      const consumer = await nc.jetstream().consumers.get(n.stream, n.consumer);
+      // Short pulls and heartbeats: after a JetStream leader change a pull the old leader held is gone,
+      // and two missed heartbeats (2 s) tell us to pull anew instead of waiting out a 30 s expiry.
+      return consumer.consume({ max_messages: Math.max(100, Math.min(c.viewFlushMax, 2_000)), expires: 5_000, idle_heartbeat: 1_000 });
+    };
+    intake = await open();
     intakeDone = (async () => {
-      for await (const m of messages) {
-        // A stopped counter drops nothing silently: the unacked message is redelivered.
-        dispatch(counter, { type: 'delivery', msg: m });
+      for (let attempt = 0; !intakeStopping; attempt++) {
+        try {
+          const messages = intake ?? (await open());
+          intake = messages;
+          void (async () => {
+            for await (const st of await messages.status()) {
+              const missed = st.type === ConsumerEvents.HeartbeatsMissed && Number(st.data) >= 2;
+              if (missed || st.type === ConsumerEvents.ConsumerNotFound || st.type === ConsumerEvents.ConsumerDeleted) {
+                log.warn({ status: st.type, data: st.data }, 'view intake: pulling anew from the consumer');
+                messages.stop();
+                break;
+              }
+            }
+          })().catch(() => undefined);
+          for await (const m of messages) {
+            attempt = 0;
+            // A stopped counter drops nothing silently: the unacked message is redelivered.
+            dispatch(counter, { type: 'delivery', msg: m });
+          }
+        } catch (e) {
+          log.warn({ err: describeError(e) }, 'view intake interrupted; reopening the consumer');
+        }
+        intake = undefined;
+        if (intakeStopping) break;
+        await new Promise((r) => setTimeout(r, backoffDelay(attempt + 1, 200, 5_000)));
       }
-    })().catch((e: unknown) => log.error({ err: describeError(e) }, 'view intake stopped'));
+    })().catch((e: unknown) => {
+      log.error({ err: describeError(e) }, 'view intake stopped');
+    });
     edge.serve(Subjects.adsPending(p), decodePending, async (req): Promise<PendingReply> => {
       const pending = await query<ViewCounterMsg, number>(counter, (replyTo) => ({ type: 'pending', adId: req.ad_id, replyTo }), 1_000);
       return { instance: c.instanceId, ad_id: req.ad_id, pending };
@@ -167,6 +197,7 @@ export async function startAds(deps: AdsDeps): Promise<RunningAds> {
 
   shutdown
     .add('stop view intake', async () => {
+      intakeStopping = true;
       if (intake) await intake.close();
       await intakeDone;
     })
