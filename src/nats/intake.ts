@@ -61,6 +61,26 @@ export class NatsIntake {
    * `INTERNAL` without its text (no library or database message leaves the process).
    */
   serve<T, R>(subject: string, decode: Decoder<T>, handler: (payload: T, msg: Msg) => Promise<R> | R, opts: EndpointOptions = {}): Subscription {
+    return this.endpoint(subject, decode, handler, opts, true);
+  }
+
+  /**
+   * An event subscription (no reply expected). A bad payload is counted and logged, and
+   * answered with the error if the publisher asked for a reply; the handler's failures
+   * are counted and logged. Never throws into the NATS client.
+   */
+  listen<T>(subject: string, decode: Decoder<T>, handler: (payload: T, msg: Msg) => Promise<void> | void, opts: EndpointOptions = {}): Subscription {
+    return this.endpoint(subject, decode, handler, opts, false);
+  }
+
+  /** Decode, count and answer a bad payload; run the handler; reply with its value (`serve`) or only its error. */
+  private endpoint<T, R>(
+    subject: string,
+    decode: Decoder<T>,
+    handler: (payload: T, msg: Msg) => Promise<R> | R,
+    opts: EndpointOptions,
+    replyValue: boolean,
+  ): Subscription {
     const label = opts.label ?? subject;
     const errorReply = (e: unknown): ErrorReply => ({ ...opts.errorFields, ...errorReplyOf(e) });
     return this.subscribe(subject, opts, (msg) => {
@@ -73,41 +93,17 @@ export class NatsIntake {
         return;
       }
       // A synchronous throw from the handler becomes a rejection, like an async handler's.
-      const result = new Promise<R>((resolve) => {
+      new Promise<R>((resolve) => {
         resolve(handler(payload, msg));
-      });
-      result.then(
-        (value) => this.respond(msg, value),
+      }).then(
+        (value) => {
+          if (replyValue) this.respond(msg, value);
+        },
         (e: unknown) => {
           this.handlerFailed(label, e);
           this.respond(msg, errorReply(e));
         },
       );
-    });
-  }
-
-  /**
-   * An event subscription (no reply expected). A bad payload is counted and logged, and
-   * answered with the error if the publisher asked for a reply; the handler's failures
-   * are counted and logged. Never throws into the NATS client.
-   */
-  listen<T>(subject: string, decode: Decoder<T>, handler: (payload: T, msg: Msg) => Promise<void> | void, opts: EndpointOptions = {}): Subscription {
-    const label = opts.label ?? subject;
-    const errorReply = (e: unknown): ErrorReply => ({ ...opts.errorFields, ...errorReplyOf(e) });
-    return this.subscribe(subject, opts, (msg) => {
-      let payload: T;
-      try {
-        payload = decode(msg.data);
-      } catch (e) {
-        this.rejected(label, e);
-        if (msg.reply) this.respond(msg, errorReply(e));
-        return;
-      }
-      try {
-        void Promise.resolve(handler(payload, msg)).catch((e: unknown) => this.handlerFailed(label, e));
-      } catch (e) {
-        this.handlerFailed(label, e);
-      }
     });
   }
 
