@@ -23,8 +23,10 @@ import { EnqueueRequest } from '../nats/payloads';
 import { parseDecimalId, type PendingReply } from '../nats/ads-payloads';
 import { visitorHash, windowOf } from './views-stream';
 import { ViewBatcher } from './view-batcher';
+import { AdsRepository } from './repository';
 
 export interface GatewayDeps {
+  /** The pool the gateway reads through an `AdsRepository`; the caller owns it. */
   db: Knex;
   nc: NatsConnection;
   config: AdsConfig;
@@ -59,7 +61,8 @@ const sha256 = (s: string): Buffer => createHash('sha256').update(s).digest();
 
 /** Builds the fastify app (not listening). The caller owns `db` and `nc`. */
 export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> {
-  const { config: c, db, nc, metrics } = deps;
+  const { config: c, nc, metrics } = deps;
+  const repo = new AdsRepository(deps.db);
   const log = deps.log.child({ component: 'ads-gateway' });
   const js: JetStreamClient = nc.jetstream({ timeout: c.requestTimeoutMs });
   const tokenDigest = c.apiToken ? sha256(c.apiToken) : undefined;
@@ -203,9 +206,9 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
   const adExists = async (id: number): Promise<boolean> => {
     const cached = known.get(id);
     if (cached !== undefined) return cached;
-    const row: unknown = await fromDb(() => db('advertisements').where({ id }).first('id'));
-    known.set(id, !!row, row ? {} : { ttl: Math.min(5_000, Math.max(1, c.adCacheTtlMs)) });
-    return !!row;
+    const exists = await fromDb(() => repo.adExists(id));
+    known.set(id, exists, exists ? {} : { ttl: Math.min(5_000, Math.max(1, c.adCacheTtlMs)) });
+    return exists;
   };
 
   /**
@@ -242,7 +245,7 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
   /** Names the failing dependency and a code; never the driver's text. */
   app.get('/readyz', { config: { rateLimit: false } }, async (_req, reply) => {
     const [dbs, nats] = await Promise.all([
-      withTimeout(db.raw('SELECT 1'), c.requestTimeoutMs).then(
+      withTimeout(repo.ping(), c.requestTimeoutMs).then(
         () => 'ok',
         (e: unknown) => (log.warn({ dependency: 'db', err: errorFields(e) }, 'readiness check failed'), 'UNAVAILABLE'),
       ),
@@ -287,9 +290,8 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
 
   app.get<{ Params: IdParams }>('/ads/:id/views', { schema: { params: IdParams } }, async (req) => {
     const adId = parseDecimalId(req.params.id, 'params/id');
-    const row = await fromDb<{ views_count: number | string } | undefined>(() => db('advertisements').where({ id: adId }).first('views_count'));
-    if (!row) throw new InputError('NOT_FOUND', `ad ${adId} does not exist`);
-    const persisted = Number(row.views_count);
+    const persisted = await fromDb(() => repo.viewsCount(adId));
+    if (persisted === undefined) throw new InputError('NOT_FOUND', `ad ${adId} does not exist`);
     const pending = await pendingViews(nc, c, adId, log);
     return { ad_id: adId, views: persisted + pending, persisted, pending };
   });

@@ -17,6 +17,46 @@ export interface UnreadEntry {
 export class AdsRepository {
   constructor(private readonly db: Knex) {}
 
+  /** Resolves when the database answers a trivial query (the gateway's readiness check). */
+  async ping(): Promise<void> {
+    await this.db.raw('SELECT 1');
+  }
+
+  /** Whether an ad with this id exists (active or not). */
+  async adExists(adId: number): Promise<boolean> {
+    const row: unknown = await this.db('advertisements').where({ id: adId }).first('id');
+    return !!row;
+  }
+
+  /** The ad's persisted view count (views still in the counters' batches not included); undefined when the ad does not exist. */
+  async viewsCount(adId: number): Promise<number | undefined> {
+    const row = await this.db('advertisements').where({ id: adId }).first<{ views_count: number | string } | undefined>('views_count');
+    return row ? Number(row.views_count) : undefined;
+  }
+
+  /**
+   * Takes the named lease in `ads_leases` when it is free or expired, or renews it when
+   * `owner` holds it, for `ttlMs` from now by the database clock. Returns the holder
+   * after the write: `owner` when this call took or renewed it.
+   */
+  async takeLease(name: string, owner: string, ttlMs: number): Promise<string | undefined> {
+    // Assignments run left to right: `owner` is already the new value when `expires_at` is computed.
+    await this.db.raw(
+      `INSERT INTO ads_leases (name, owner, expires_at) VALUES (?, ?, NOW(3) + INTERVAL ? MICROSECOND)
+       ON DUPLICATE KEY UPDATE
+         owner = IF(owner = VALUES(owner) OR expires_at < NOW(3), VALUES(owner), owner),
+         expires_at = IF(owner = VALUES(owner), VALUES(expires_at), expires_at)`,
+      [name, owner, ttlMs * 1000],
+    );
+    const [rows] = (await this.db.raw('SELECT owner FROM ads_leases WHERE name = ?', [name])) as unknown as [Array<{ owner: string }>];
+    return rows[0]?.owner;
+  }
+
+  /** Deletes the named lease if `owner` holds it (another holder's lease is left alone). */
+  async releaseLease(name: string, owner: string): Promise<void> {
+    await this.db.raw('DELETE FROM ads_leases WHERE name = ? AND owner = ?', [name, owner]);
+  }
+
   /** Unread messages of one user, and the watermark the cache compares events with. */
   async loadUnread(userId: number): Promise<UnreadEntry> {
     const [rows] = (await this.db.raw('SELECT COALESCE(SUM(is_read = 0), 0) AS n, COALESCE(MAX(id), 0) AS w FROM messages WHERE recipient_id = ?', [

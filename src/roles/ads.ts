@@ -142,7 +142,7 @@ export async function startAds(deps: AdsDeps): Promise<RunningAds> {
   let bump: ActorRef<BumpMsg> | undefined;
   const singleton =
     deps.singleton ??
-    new DbLeaseSingleton(deps.db, 'ads-bump', c.instanceId, c.bumpLeaseMs, (e) => log.warn({ err: describeError(e) }, 'bump lease check failed'));
+    new DbLeaseSingleton(adsRepo, 'ads-bump', c.instanceId, c.bumpLeaseMs, (e) => log.warn({ err: describeError(e) }, 'bump lease check failed'));
   if (parts.bump) {
     const ref = spawnBump(
       deps.parent,
