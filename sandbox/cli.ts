@@ -12,6 +12,7 @@ const FLAGS = {
   'global-rate': { type: 'string', default: '30', help: 'messages/s across all chats' },
   'chat-rate': { type: 'string', default: '1', help: 'messages/s per private chat (chat_id > 0)' },
   'group-rate-per-min': { type: 'string', default: '20', help: 'messages/min per group (chat_id < 0)' },
+  'group-window-ms': { type: 'string', default: '60000', help: "length of a group's window in ms (the rate stays per minute)" },
   latency: { type: 'string', default: '0', help: 'answer delay in ms: fixed "50" or uniform range "20-200"' },
   'chat-unknown-by-default': { type: 'boolean', default: false, help: 'chats without a state are "chat not found"' },
   help: { type: 'boolean', default: false, help: 'print this help and exit' },
@@ -53,6 +54,7 @@ function parseOptions(argv: string[]): SandboxOptions | 'help' {
     globalRate: numberFlag('global-rate', values['global-rate'], positive, 'a positive number'),
     chatRate: numberFlag('chat-rate', values['chat-rate'], positive, 'a positive number'),
     groupRatePerMin: numberFlag('group-rate-per-min', values['group-rate-per-min'], positive, 'a positive number'),
+    groupWindowMs: numberFlag('group-window-ms', values['group-window-ms'], positive, 'a positive number of ms'),
     latency: latencyFlag(values.latency),
     chatUnknownByDefault: values['chat-unknown-by-default'],
   };

@@ -30,10 +30,10 @@ import type {
   TgPhotoSize,
   TgUser,
 } from './types';
-import { KeyedWindows, WindowCounter, retryAfterSeconds, windowLimit, type WindowLimit } from './window';
+import { KeyedWindows, WindowCounter, groupWindowLimit, retryAfterSeconds, windowLimit, type WindowLimit } from './window';
 
 const HOST = '127.0.0.1';
-const DEFAULT_LIMITS: RateLimits = { globalRate: 30, chatRate: 1, groupRatePerMin: 20 };
+const DEFAULT_LIMITS: RateLimits = { globalRate: 30, chatRate: 1, groupRatePerMin: 20, groupWindowMs: 60_000 };
 /** api.telegram.org refuses larger requests with 413. */
 /** Newest delivered entries kept by default (see SandboxOptions.maxDelivered). */
 const DEFAULT_MAX_DELIVERED = 100_000;
@@ -495,6 +495,7 @@ export class TelegramSandbox {
       globalRate: options.globalRate ?? DEFAULT_LIMITS.globalRate,
       chatRate: options.chatRate ?? DEFAULT_LIMITS.chatRate,
       groupRatePerMin: options.groupRatePerMin ?? DEFAULT_LIMITS.groupRatePerMin,
+      groupWindowMs: options.groupWindowMs ?? DEFAULT_LIMITS.groupWindowMs,
     });
     this.initialChats = (options.chats ?? []).map(validateChat);
     this.initialFailures = (options.failures ?? []).map(validateFailure);
@@ -502,7 +503,7 @@ export class TelegramSandbox {
     this.limits = this.initialLimits;
     this.globalLimit = windowLimit(this.limits.globalRate);
     this.chatWindows = new KeyedWindows(windowLimit(this.limits.chatRate));
-    this.groupWindows = new KeyedWindows(windowLimit(this.limits.groupRatePerMin, 60_000));
+    this.groupWindows = new KeyedWindows(groupWindowLimit(this.limits.groupRatePerMin, this.limits.groupWindowMs));
     this.latency = this.initialLatency;
     this.reset();
   }
@@ -771,6 +772,7 @@ export class TelegramSandbox {
             globalRate: optional(fields, 'global_rate', isNumber, 'a number of messages per second'),
             chatRate: optional(fields, 'chat_rate', isNumber, 'a number of messages per second'),
             groupRatePerMin: optional(fields, 'group_rate_per_min', isNumber, 'a number of messages per minute'),
+            groupWindowMs: optional(fields, 'group_window_ms', isNumber, 'a number of ms'),
           }),
         );
         return { ...this.limits };
@@ -977,7 +979,7 @@ export class TelegramSandbox {
     this.limits = limits;
     this.globalLimit = windowLimit(limits.globalRate);
     this.chatWindows.limit = windowLimit(limits.chatRate);
-    this.groupWindows.limit = windowLimit(limits.groupRatePerMin, 60_000);
+    this.groupWindows.limit = groupWindowLimit(limits.groupRatePerMin, limits.groupWindowMs);
   }
 }
 

@@ -15,6 +15,12 @@ export interface SandboxOptions {
   chatRate?: number;
   /** Messages per minute to one group or supergroup (chat_id < 0). Default 20. */
   groupRatePerMin?: number;
+  /**
+   * Length of a group's sliding window in ms. Default 60 000 (Telegram's minute). The rate stays per minute; a
+   * shorter window only makes the burst smaller (200/min in 3 000 ms = 10 per 3 s), so a test of a stricter group
+   * limit runs in seconds instead of minutes.
+   */
+  groupWindowMs?: number;
   /** If true, chats without a state set are unknown (400 chat not found) rather than reachable. Default false. */
   chatUnknownByDefault?: boolean;
   /** Chat states in force from the start (and again after reset()). Default none. */
@@ -35,6 +41,8 @@ export interface RateLimits {
   chatRate: number;
   /** Messages per minute per group or supergroup. */
   groupRatePerMin: number;
+  /** Length of a group's window, ms (60 000 unless set). */
+  groupWindowMs: number;
 }
 
 /**

@@ -13,6 +13,14 @@ import { windowLimit, type WindowLimit } from '../src/limits/window';
 
 export { windowLimit, type WindowLimit };
 
+/**
+ * A group's window: `perMin` messages per minute, counted over `windowMs` (Telegram: 20 per 60 000 ms).
+ * A shorter window keeps the rate and scales the count: 200/min over 3 000 ms → 10 per 3 000 ms.
+ */
+export function groupWindowLimit(perMin: number, windowMs = 60_000): WindowLimit {
+  return windowLimit((perMin * windowMs) / 60_000, windowMs);
+}
+
 /** Telegram's `retry_after`: whole seconds, rounded up, at least 1. */
 export function retryAfterSeconds(waitMs: number): number {
   return Math.max(1, Math.ceil(waitMs / 1000));

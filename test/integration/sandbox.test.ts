@@ -278,6 +278,25 @@ describe('TelegramSandbox (HTTP)', function () {
       assert.equal(message(await call('sendMessage', { chat_id: -43, text: 'other group' })).chat.id, -43);
     });
 
+    it('holds a group to a shorter window when told (the rate stays per minute)', async () => {
+      // 200/min over 3 s: 10 per 3 s, so a test of a stricter group limit runs in seconds.
+      await setup({ groupRatePerMin: 200, groupWindowMs: 3_000 });
+      assert.deepEqual(sandbox.stats().limits, { globalRate: 30, chatRate: 1, groupRatePerMin: 200, groupWindowMs: 3_000 });
+      const replies = [];
+      for (let i = 0; i < 11; i++) replies.push(await call('sendMessage', { chat_id: -42, text: `g${i}` }));
+      assert.deepEqual(
+        replies.map((r) => r.status),
+        [...Array<number>(10).fill(200), 429],
+      );
+      assert.equal((replies[10]?.body.parameters as { retry_after: number }).retry_after, 3);
+      assert.deepEqual(sandbox.stats().rateLimited, { global: 0, chat: 0, group: 1 });
+      // Over HTTP too: a 6 s window at the same rate holds 20.
+      assert.equal(((await control('limits', { group_window_ms: 6_000 })).body.result as { groupWindowMs: number }).groupWindowMs, 6_000);
+      for (let i = 0; i < 10; i++) assert.equal((await call('sendMessage', { chat_id: -42, text: `h${i}` })).status, 200);
+      assert.equal((await call('sendMessage', { chat_id: -42, text: 'full' })).status, 429);
+      expectError(await control('limits', { group_window_ms: 0 }), 400, 'Bad Request: groupWindowMs must be a positive number, got 0');
+    });
+
     it('holds all chats together to the global window', async () => {
       await setup({ globalRate: 5, chatRate: 100 });
       const replies = await Promise.all(Array.from({ length: 10 }, (_, i) => call('sendMessage', { chat_id: 1000 + i, text: 'x' })));
@@ -487,7 +506,12 @@ describe('TelegramSandbox (HTTP)', function () {
       expectError(await call('sendMessage', { chat_id: 1, text: 'x' }), 403, 'Forbidden: bot was blocked by the user');
       assert.equal((await control('failures', [{ status: 503, chat_id: 2 }])).status, 200);
       expectError(await call('sendMessage', { chat_id: 2, text: 'x' }), 503, 'Service Unavailable');
-      assert.deepEqual((await control('limits', { chat_rate: 0.5 })).body.result, { globalRate: 30, chatRate: 0.5, groupRatePerMin: 20 });
+      assert.deepEqual((await control('limits', { chat_rate: 0.5 })).body.result, {
+        globalRate: 30,
+        chatRate: 0.5,
+        groupRatePerMin: 20,
+        groupWindowMs: 60_000,
+      });
       assert.equal((await call('sendMessage', { chat_id: 3, text: 'x' })).status, 200);
       assert.equal((await call('sendMessage', { chat_id: 3, text: 'x' })).status, 429);
       assert.deepEqual((await control('latency', { min_ms: 0, max_ms: 5 })).body.result, { min_ms: 0, max_ms: 5 });

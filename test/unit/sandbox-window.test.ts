@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { KeyedWindows, WindowCounter, retryAfterSeconds, windowLimit, type WindowLimit } from '../../sandbox/window';
+import { KeyedWindows, WindowCounter, groupWindowLimit, retryAfterSeconds, windowLimit, type WindowLimit } from '../../sandbox/window';
 
 /** Offers one request of weight `n` at each time; returns the times admitted. */
 function offer(times: number[], limit: WindowLimit, n = 1, window = new WindowCounter()): number[] {
@@ -27,6 +27,13 @@ describe('sandbox sliding window', () => {
       assert.ok(Math.abs(windowLimit(1.5).windowMs - 666.6667) < 0.001);
       assert.deepEqual(windowLimit(30), { count: 30, windowMs: 1000 });
       assert.deepEqual(windowLimit(20, 60_000), { count: 20, windowMs: 60_000 });
+    });
+
+    it("maps a group's per-minute rate to its window, shorter when told", () => {
+      assert.deepEqual(groupWindowLimit(20), { count: 20, windowMs: 60_000 });
+      assert.deepEqual(groupWindowLimit(0.5), { count: 1, windowMs: 120_000 });
+      assert.deepEqual(groupWindowLimit(200, 3_000), { count: 10, windowMs: 3_000 });
+      assert.deepEqual(groupWindowLimit(20, 3_000), { count: 1, windowMs: 3_000 });
     });
 
     it('refuses rates that are not positive and finite', () => {
