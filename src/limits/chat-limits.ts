@@ -25,7 +25,18 @@ interface Entry {
   aimd: AimdState | undefined;
   /** Answer times of recent accepted sends (for `nearLimit` and the handoff). */
   recent: number[];
+  /** How long a rejected rate is remembered before growth probes above it again (ms); doubles while probes find the same limit. */
+  memoryMs: number;
+  /** The limit the last 429 pointed at (per second), kept after the AIMD forgot it: was a probe's 429 at the same level? */
+  known: number | undefined;
 }
+
+/** A probe's 429 within this factor of the known limit found the same limit (the server did not relax or tighten). */
+const SAME_LIMIT = 1.25;
+/** The memory of a rejected rate grows to at most this many times its base (16: a group at 10/min probes every 2.7 h). */
+const MAX_MEMORY_FACTOR = 16;
+/** A rejected rate the window does not explain: return to this fraction of it, not to it (it was refused). */
+const BELOW_REJECTED = 0.9;
 
 /** The window a chat is held to: groups per minute, private chats per second. */
 export function ceilingOf(s: ChatLimitSettings, chatId: number): WindowLimit {
@@ -34,6 +45,12 @@ export function ceilingOf(s: ChatLimitSettings, chatId: number): WindowLimit {
 }
 
 const perSecond = (l: WindowLimit) => (l.count / l.windowMs) * 1000;
+
+/** A clean interval of a chat's AIMD: at least 10 s, at least its window (ms). */
+const cleanMsOf = (ceiling: WindowLimit) => Math.max(10_000, ceiling.windowMs);
+
+/** How long a rejected rate is first remembered: 10 clean intervals, at least a minute (ms). */
+const baseMemoryMs = (ceiling: WindowLimit) => Math.max(60_000, 10 * cleanMsOf(ceiling));
 
 /**
  * Per-chat windows and adaptive rates of one sender (one shard). A window outlives the
@@ -53,17 +70,20 @@ export class ChatLimiter {
     private readonly board: Map<number, number> = new Map(),
   ) {}
 
-  private options(ceiling: WindowLimit): AimdOptions {
-    // A chat's limit is stable and each of its 429s costs up to a whole window (a minute for a group):
-    // settle exactly at what the server was seen to accept, and remember the rejected rate for 10 intervals.
-    const cleanMs = Math.max(10_000, ceiling.windowMs);
-    return aimdOptions(perSecond(ceiling), {
-      cleanMs,
-      holdMs: ceiling.windowMs,
+  /**
+   * A chat's limit is stable and each of its 429s costs up to a whole window (a minute for a group): settle
+   * exactly at what the server was seen to accept, and remember the rejected rate for `memoryMs` (at first
+   * 10 clean intervals; see `throttled` for how it grows), like CUBIC's W_max: back to just below it quickly,
+   * then only a slow probe above it until the memory lapses.
+   */
+  private options(e: Pick<Entry, 'ceiling' | 'memoryMs'>): AimdOptions {
+    return aimdOptions(perSecond(e.ceiling), {
+      cleanMs: cleanMsOf(e.ceiling),
+      holdMs: e.ceiling.windowMs,
       decrease: 0.8,
       fastStep: 0.1,
       settle: 1,
-      forgetMs: Math.max(60_000, 10 * cleanMs),
+      forgetMs: e.memoryMs,
     });
   }
 
@@ -71,7 +91,7 @@ export class ChatLimiter {
     let e = this.entries.get(chatId);
     if (!e) {
       const ceiling = ceilingOf(this.settings, chatId);
-      e = { window: new SlidingWindow(ceiling), ceiling, aimd: undefined, recent: [] };
+      e = { window: new SlidingWindow(ceiling), ceiling, aimd: undefined, recent: [], memoryMs: baseMemoryMs(ceiling), known: undefined };
       const seed = this.seed;
       if (seed.kind === 'blind') e.window.seed(seed.at, ceiling.count);
       else if (seed.kind === 'exact') {
@@ -102,34 +122,56 @@ export class ChatLimiter {
     return e ? nearLimit(e.recent, sentAt, e.window.current) : false;
   }
 
-  /** A 429 in this chat's scope: lower its rate (to just under what it was seen to accept, if lower). */
+  /**
+   * A 429 in this chat's scope: lower its rate to what the server was seen to accept in the chat's window,
+   * when that explains the refusal (a group told 20/min that got 10 in its minute), else to just under the
+   * rate that was refused (a server window longer than ours: 1 per 2 s for a chat told 1/s). A probe's 429
+   * at the limit already known doubles how long it is remembered: probes grow rarer while the server's limit
+   * stays put, and each one costs a 429.
+   */
   throttled(chatId: number, now: number): number {
     const e = this.entry(chatId);
-    const o = this.options(e.ceiling);
-    const cur = e.aimd ?? aimdStart(o, now);
+    const cur = e.aimd ?? aimdStart(this.options(e), now);
     const inWindow = e.recent.filter((t) => t > now - e.ceiling.windowMs && t <= now).length;
-    const observed = inWindow > 0 ? (inWindow / e.ceiling.windowMs) * 1000 : undefined;
-    e.aimd = aimdThrottled(cur, o, now, observed);
-    e.window.setLimit(windowAt(e.aimd.rate, e.ceiling));
-    this.board.set(chatId, e.aimd.rate);
+    const seen = inWindow > 0 ? (inWindow / e.ceiling.windowMs) * 1000 : Infinity;
+    // What the server accepts: what it took in the window when that is below the refused rate, else a bit
+    // under the refused rate (settle = 1 would otherwise lead growth straight back to a rate refused before).
+    const accepted = Math.min(seen, cur.rate * BELOW_REJECTED);
+    const hold = now - cur.lastDecreaseAt < e.ceiling.windowMs;
+    if (!hold) {
+      const probe = e.aimd !== undefined && now - cur.lastDecreaseAt >= e.memoryMs;
+      if (probe && e.known !== undefined && accepted <= e.known * SAME_LIMIT && accepted >= e.known / SAME_LIMIT)
+        e.memoryMs = Math.min(e.memoryMs * 2, baseMemoryMs(e.ceiling) * MAX_MEMORY_FACTOR);
+      else if (probe) e.memoryMs = baseMemoryMs(e.ceiling);
+    }
+    e.aimd = aimdThrottled(cur, this.options(e), now, accepted);
+    if (!hold) e.known = e.aimd.lastBad;
+    this.apply(chatId, e);
     return e.aimd.rate;
+  }
+
+  /** Holds the chat to its current rate, and shows it on the board as the rate its window enforces. */
+  private apply(chatId: number, e: Entry): void {
+    const w = e.aimd ? windowAt(e.aimd.rate, e.ceiling) : e.ceiling;
+    e.window.setLimit(w);
+    if (e.aimd) this.board.set(chatId, perSecond(w));
+    else this.board.delete(chatId);
   }
 
   /** Periodic: raise lowered rates after clean intervals; forget idle chats at their ceiling. */
   tick(now: number): void {
     for (const [id, e] of this.entries) {
       if (e.aimd) {
-        const o = this.options(e.ceiling);
+        const o = this.options(e);
         const busy = e.recent.some((t) => t > now - o.cleanMs);
         e.aimd = aimdTick(e.aimd, o, now, busy);
         if (e.aimd.rate >= o.ceiling) {
+          // Back at the ceiling: the server relaxed. A later 429 starts learning afresh.
           e.aimd = undefined;
-          e.window.setLimit(e.ceiling);
-          this.board.delete(id);
-        } else {
-          e.window.setLimit(windowAt(e.aimd.rate, e.ceiling));
-          this.board.set(id, e.aimd.rate);
+          e.memoryMs = baseMemoryMs(e.ceiling);
+          e.known = undefined;
         }
+        this.apply(id, e);
       }
       if (!e.aimd && e.window.occupied(now) === 0 && !e.recent.some((t) => t > now - e.ceiling.windowMs * 1.5)) this.entries.delete(id);
     }
@@ -155,10 +197,10 @@ export class ChatLimiter {
     for (const id of this.entries.keys()) this.board.delete(id);
   }
 
-  /** Chats whose rate is below its ceiling now (per second). */
+  /** Chats whose rate is below its ceiling now (per second: the rate their window enforces). */
   lowered(): Array<{ chatId: number; rate: number; ceiling: number }> {
     const out: Array<{ chatId: number; rate: number; ceiling: number }> = [];
-    for (const [chatId, e] of this.entries) if (e.aimd) out.push({ chatId, rate: e.aimd.rate, ceiling: perSecond(e.ceiling) });
+    for (const [chatId, e] of this.entries) if (e.aimd) out.push({ chatId, rate: perSecond(e.window.current), ceiling: perSecond(e.ceiling) });
     return out;
   }
 }

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { ChatLimiter, windowAt } from '../../src/limits/chat-limits';
 import { seedFor } from '../../actors/pipeline/pipeline';
+import { WindowCounter, groupWindowLimit, retryAfterSeconds, windowLimit } from '../../sandbox/window';
+import type { WindowLimit } from '../../src/limits/window';
 
 const T0 = 1_700_000_000_000;
 const settings = { chatLimit: { count: 1, windowMs: 1_000 }, groupLimit: { count: 20, windowMs: 60_000 } };
@@ -15,7 +17,106 @@ function send(l: ChatLimiter, chat: number, at: number): boolean {
   return true;
 }
 
+/**
+ * One chat with an endless backlog against a strict server (the sandbox's own window), on a fake clock from 0:
+ * the sender's loop in miniature (send when the chat's window allows, 1 ms answers, honour retry_after, tick
+ * every second). `server(t)` is the server's limit at t.
+ */
+function simulate(chat: number, told: WindowLimit, server: (t: number) => WindowLimit, durationMs: number): { accepted: number[]; refused: number[] } {
+  const l = new ChatLimiter({ chatLimit: told, groupLimit: told });
+  const srv = new WindowCounter();
+  const accepted: number[] = [];
+  const refused: number[] = [];
+  let t = 0;
+  let pausedUntil = 0;
+  let nextTick = 1_000;
+  while (t < durationMs) {
+    const w = l.window(chat);
+    const at = Math.max(t, pausedUntil, w.availableAt(t));
+    if (at > nextTick) {
+      t = nextTick;
+      l.tick(t);
+      nextTick += 1_000;
+      continue;
+    }
+    t = at;
+    const r = w.reserve();
+    const wait = srv.waitMs(1, t, server(t));
+    const answered = t + 1;
+    w.settle(r, answered);
+    if (wait > 0) {
+      refused.push(t);
+      pausedUntil = answered + retryAfterSeconds(wait) * 1_000;
+      l.throttled(chat, answered);
+    } else {
+      srv.add(1, t);
+      accepted.push(t);
+      l.answered(chat, answered);
+    }
+    t = answered;
+  }
+  return { accepted, refused };
+}
+
+const HOUR = 3_600_000;
+
 describe('per-chat limits (ChatLimiter)', () => {
+  describe('a server stricter than configured, over hours (fake clock)', () => {
+    it('a group at 10/min told 20/min: one 429 to learn, then probes ever rarer (10, 20, 40, 80 min apart); ≥ 0.99 of the server rate, ≤ 0.25 % 429s', () => {
+      const { accepted, refused } = simulate(-5, { count: 20, windowMs: 60_000 }, () => groupWindowLimit(10), 4 * HOUR);
+      const gapsMin = refused.slice(1).map((t, i) => Math.round((t - refused[i]!) / 60_000));
+      assert.deepEqual(gapsMin, [10, 20, 40, 80]);
+      const sends = accepted.length + refused.length;
+      assert.ok(refused.length / sends <= 0.0025, `${refused.length} × 429 in ${sends} sends`);
+      assert.ok(accepted.length >= 0.99 * 4 * 60 * 10, `${accepted.length} accepted of ${4 * 60 * 10}`);
+    });
+
+    it('probes stop growing rarer at 16 × the first memory (a group: every 160 min)', () => {
+      const { refused } = simulate(-5, { count: 20, windowMs: 60_000 }, () => groupWindowLimit(10), 12 * HOUR);
+      const gapsMin = refused.slice(1).map((t, i) => Math.round((t - refused[i]!) / 60_000));
+      assert.deepEqual(gapsMin, [10, 20, 40, 80, 160, 160, 160]);
+    });
+
+    it('a server that relaxes (10/min, then 20/min after an hour) is found again: the group is back at its ceiling', () => {
+      const { accepted } = simulate(-5, { count: 20, windowMs: 60_000 }, (t) => groupWindowLimit(t < HOUR ? 10 : 20), 3 * HOUR);
+      const lastHour = accepted.filter((t) => t >= 2 * HOUR).length;
+      assert.equal(lastHour, 20 * 60);
+    });
+
+    it('a group back at its ceiling starts learning afresh when the server tightens again (probes 10, 20 min apart)', () => {
+      const limit = (t: number) => groupWindowLimit(t < HOUR || t >= 3 * HOUR ? 10 : 20);
+      const { refused } = simulate(-5, { count: 20, windowMs: 60_000 }, limit, 4 * HOUR);
+      const after = refused.filter((t) => t >= 3 * HOUR);
+      // Seconds after the change: refused at once, lowered twice within its first windows (what the
+      // server took before it tightened still counted), then probes 10 and 20 min apart.
+      assert.deepEqual(
+        after.map((t) => Math.round((t - 3 * HOUR) / 1_000)),
+        [2, 4, 64, 664, 1865],
+      );
+    });
+
+    it('a short group window (10 per 3 s told 20 per 3 s, as the integration test runs it) behaves the same', () => {
+      const { accepted, refused } = simulate(-5, { count: 20, windowMs: 3_000 }, () => groupWindowLimit(200, 3_000), HOUR);
+      assert.ok(refused.length <= 6, `${refused.length} × 429`);
+      assert.ok(accepted.length >= 0.99 * 1_200 * 10, `${accepted.length} accepted`);
+    });
+
+    it('a private chat held to 1 per 2 s while told 1/s: ≤ 1 % 429s, ≥ 0.9 of the server rate (was 9.6 % and 0.83: growth went back to the refused rate)', () => {
+      const { accepted, refused } = simulate(5, { count: 1, windowMs: 1_000 }, () => windowLimit(0.5), HOUR);
+      const sends = accepted.length + refused.length;
+      assert.ok(refused.length / sends <= 0.01, `${refused.length} × 429 in ${sends} sends`);
+      assert.ok(accepted.length >= 0.9 * 1_800, `${accepted.length} accepted of 1800`);
+    });
+
+    it('a server exactly as configured: no 429, the full rate', () => {
+      const group = simulate(-5, { count: 20, windowMs: 60_000 }, () => groupWindowLimit(20), HOUR);
+      assert.deepEqual([group.refused.length, group.accepted.length], [0, 1_200]);
+      const chat = simulate(5, { count: 1, windowMs: 1_000 }, () => windowLimit(1), HOUR);
+      assert.equal(chat.refused.length, 0);
+      assert.ok(chat.accepted.length >= 0.99 * 3_600);
+    });
+  });
+
   it('a group server at 10/min while told 20/min: after one 429 the group never exceeds 10 in any minute', () => {
     const l = new ChatLimiter(settings);
     const g = -100123;
