@@ -5,7 +5,7 @@ import { waitFor } from '../helpers/services';
 /**
  * Groups stricter than configured (issue 9, items 3 and 6): the sandbox holds each group to half of what the
  * pipeline is told. Telegram's group window is a minute; here it is 3 s (the sandbox's `groupWindowMs` and the
- * pipeline's `groupLimit` override), so the run covers a dozen windows in about 40 s instead of 12 minutes.
+ * pipeline's `groupLimit` override), so the run covers a dozen windows in about 35 s instead of 12 minutes.
  * The client's AIMD, its windows and the sandbox's are the same code whatever the window's length.
  */
 const WINDOW_MS = 3_000;
