@@ -14,11 +14,12 @@ import { connectNats } from './nats/connection';
 import { TelegrafClient } from './telegram/client';
 import { TelegramUnauthorized } from './telegram/errors';
 import type { TelegramSandbox } from '../sandbox/server';
-import { startPipeline, startObservedSystem } from './roles/pipeline';
+import { pipelineShared, preparePipeline, startObservedSystem } from './roles/pipeline';
 import { stopActorSystem } from './runtime/actor';
-import { startImagesRole } from './roles/images';
-import { startAds, startGatewayRole } from './roles/ads';
-import { startCluster } from './roles/cluster';
+import { prepareImages } from './roles/images';
+import { prepareAds, startGatewayRole } from './roles/ads';
+import { prepareCluster } from './roles/cluster';
+import { spawnRoot } from '../actors/root';
 import { makeSubjects } from './nats/subjects';
 import { ConfigError, describeError } from './errors';
 import { waitUntilReachable } from './startup/wait';
@@ -207,8 +208,11 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
       shutdown.add('ads gateway (stop accepting requests)', () => gw.stop());
     }
     if (worker) {
-      const images = await startImagesRole({
-        parent: system,
+      // 1. Prepare: each role builds the ports of its actors; nothing runs yet. The cluster's
+      // budget steers the pipeline's gate, and the pipeline takes the cluster's ports: both
+      // start from what they share.
+      const shared = pipelineShared(config);
+      const images = prepareImages({
         db,
         nc,
         config: imagesConfig,
@@ -217,17 +221,30 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
         log,
         metrics,
       });
-      const planner = images.planner;
-      const pipeline = await startPipeline({ config, log, metrics, db, nc, telegram, planner, system });
-      releasedRows = () => pipeline.releasedRows();
-      const cluster = await startCluster({ config, log, metrics, nc, pipeline, system });
-      shutdown.add('cluster (hand shards back, leave)', () => cluster.stop());
-      shutdown.add('delivery pipeline (stop claiming, drain senders, flush outcomes, release claims)', () => pipeline.stop());
-      shutdown.add('image service', () => images.stop());
-      log.info({ shards: config.shardCount, owner: pipeline.owner }, 'delivery pipeline running');
+      const cluster = await prepareCluster({ config, log, metrics, nc, shared });
+      const pipeline = await preparePipeline({ config, log, metrics, db, nc, telegram, shared, cluster: cluster.ports });
       // The bump timer is a cluster-wide singleton on the same KV leases as the shards.
-      const ads = await startAds({ parent: system, db, nc, config: adsConfig, log, metrics, singleton: cluster.singleton('ads-bump') });
-      shutdown.add('ads actors (flush views, release bump lease)', () => ads.stop());
+      const ads = await prepareAds({ db, nc, config: adsConfig, log, metrics, singleton: cluster.singleton('ads-bump') });
+      // 2. Spawn: the whole supervision tree, in actors/root.ts.
+      const refs = spawnRoot(system, {
+        imageFetcher: images.fetcher,
+        pipeline: (fetcher) => pipeline.deps(fetcher && images.planner(fetcher)),
+        budgetCoordinator: cluster.coordinator,
+        shardOwner: (ref) => cluster.shardOwner(pipeline.shards(ref)),
+        ...ads.actors,
+      });
+      // 3. Wire NATS to the actors; the cluster answers `notify.status.<instance>` for the pipeline.
+      // Each stop is queued as soon as its role runs, so a start-up failure stops what started.
+      const clusterRole = cluster.start(refs, pipeline.service);
+      shutdown.add('cluster (hand shards back, leave)', () => clusterRole.stop());
+      const pipelineRole = pipeline.start(refs, { status: () => clusterRole.processStatus() });
+      releasedRows = () => pipelineRole.releasedRows();
+      shutdown.add('delivery pipeline (stop claiming, drain senders, flush outcomes, release claims)', () => pipelineRole.stop());
+      const imagesRole = images.start(refs);
+      shutdown.add('image service', () => imagesRole.stop());
+      const adsRole = await ads.start(refs);
+      shutdown.add('ads actors (flush views, release bump lease)', () => adsRole.stop());
+      log.info({ shards: config.shardCount, owner: pipelineRole.owner }, 'delivery pipeline running');
     }
     shutdown.add('actor system', () => {
       stopActorSystem(system);

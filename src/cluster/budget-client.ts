@@ -1,13 +1,14 @@
-import type { KV, NatsConnection, Subscription } from 'nats';
+import { Type } from '@sinclair/typebox';
+import type { KV, KvEntry, NatsConnection } from 'nats';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import type { GlobalGate } from '../limits/global-gate';
 import type { WindowLimit } from '../limits/window';
 import type { SubjectSet } from '../nats/subjects';
 import { decoder, encodeJson } from '../nats/codec';
+import { NatsIntake, decodeKvValue } from '../nats/intake';
 import { BudgetGrant, BudgetFlood } from '../nats/payloads';
-import { describeError } from '../errors';
-import { decodeValue } from './kv';
+import { describeError, isAppError } from '../errors';
 import type { LeaseValue } from './lease';
 
 export const COORDINATOR_KEY = 'budget.coordinator';
@@ -38,6 +39,27 @@ export interface BudgetClientOptions {
   now?: () => number;
 }
 
+/** A lease or member key as another process wrote it (src/cluster/lease.ts): read like any input. */
+const LeaseValueSchema = Type.Object({ holder: Type.String({ minLength: 1 }), instance: Type.String(), since: Type.Number() });
+const decodeLease = decoder(LeaseValueSchema, { maxBytes: 4096 });
+const decodeGrant = decoder(BudgetGrant, { maxBytes: 4096 });
+const decodeFlood = decoder(BudgetFlood, { maxBytes: 1024 });
+
+/**
+ * Publishes a bot-wide flood to every process (`notify.budget.flood`); never throws. The
+ * pipeline gets this as its flood port before the budget client exists (the client needs
+ * the coordinator's actor, spawned with the pipeline).
+ */
+export function floodAnnouncer(o: Pick<BudgetClientOptions, 'nc' | 'subjects' | 'instance' | 'holder' | 'log'>): (until: number, at: number) => void {
+  return (until, at) => {
+    try {
+      o.nc.publish(o.subjects.budgetFlood, encodeJson({ until, instance: o.instance, holder: o.holder, at: Math.round(at) }));
+    } catch (e) {
+      o.log.warn({ err: describeError(e) }, 'could not announce the flood');
+    }
+  };
+}
+
 /** The smallest share a process may use on its own: one send per window is enough for a lone message. */
 export function floorShare(capacity: number): number {
   return Math.max(1, Math.floor(capacity * 0.005));
@@ -66,7 +88,11 @@ export class BudgetClient {
   private issuedAt = 0;
   private mode: Mode = 'starting';
   private rate: number;
-  private subs: Subscription[] = [];
+  private started = false;
+  /** Grants and floods arrive through the one NATS edge; drained on stop. */
+  private readonly intake: NatsIntake;
+  private readonly announce: (until: number, at: number) => void;
+  private readonly warnedKeys = new Set<string>();
   private timers: NodeJS.Timeout[] = [];
   private coordinator: { holder: string | undefined; revisions: number[]; at: number } = { holder: undefined, revisions: [], at: 0 };
   private members = new Set<string>();
@@ -80,6 +106,8 @@ export class BudgetClient {
     this.now = o.now ?? Date.now;
     this.rate = (o.global.count / o.global.windowMs) * 1000;
     this.bad = o.metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']);
+    this.intake = new NatsIntake({ nc: o.nc, log: o.log, metrics: o.metrics });
+    this.announce = floodAnnouncer(o);
   }
 
   get current(): { share: number; mode: string; expiresAt: number; demand: number; rate: number } {
@@ -87,61 +115,35 @@ export class BudgetClient {
   }
 
   start(): void {
-    const { nc } = this.o;
-    const decodeGrant = decoder(BudgetGrant, { maxBytes: 4096 });
-    const decodeFlood = decoder(BudgetFlood, { maxBytes: 1024 });
+    if (this.started) return;
+    this.started = true;
     this.setShare(floorShare(this.o.global.count), 'starting');
-    this.subs.push(
-      nc.subscribe(this.o.subjects.budgetGrant(this.o.holder), {
-        callback: (err, m) => {
-          if (err) return;
-          void (async () => {
-            let answer: unknown;
-            try {
-              const g = decodeGrant(m.data);
-              const refused = await this.checkGrant(g);
-              if (refused) {
-                this.bad.inc({ subject: 'notify.budget.grant', code: 'GRANT_REFUSED' });
-                this.o.log.warn({ coordinator: g.coordinator, reason: refused }, 'budget grant refused');
-                answer = { ok: false, error: { code: 'GRANT_REFUSED', message: refused } };
-              } else {
-                if (g.issued_at >= this.issuedAt) {
-                  this.issuedAt = g.issued_at;
-                  this.expiresAt = g.expires_at;
-                  this.rate = g.rate;
-                  this.setShare(g.share, 'granted');
-                }
-                // When our past sends fit the new share: from then on others may use the difference.
-                const freeAt = this.o.gate.heldAtMostAt(this.share);
-                answer = { ok: true, share: this.share, issued_at: this.issuedAt, free_at: Number.isFinite(freeAt) ? freeAt : null };
-              }
-            } catch (e) {
-              this.bad.inc({ subject: 'notify.budget.grant', code: 'BAD_PAYLOAD' });
-              answer = { ok: false, error: { code: 'BAD_PAYLOAD', message: describeError(e) } };
-            }
-            try {
-              m.respond(encodeJson(answer));
-            } catch {
-              /* the coordinator gave up waiting: the grant counts as unacknowledged there */
-            }
-          })();
-        },
-      }),
-      nc.subscribe(this.o.subjects.budgetFlood, {
-        callback: (err, m) => {
-          if (err) return;
-          try {
-            this.onFloodMessage(decodeFlood(m.data));
-          } catch {
-            this.bad.inc({ subject: this.o.subjects.budgetFlood, code: 'BAD_PAYLOAD' });
-          }
-        },
-      }),
-    );
+    // The subject names this process; the metric label keeps the pattern.
+    this.intake.serve(this.o.subjects.budgetGrant(this.o.holder), decodeGrant, (g) => this.onGrant(g), { label: 'notify.budget.grant' });
+    this.intake.listen(this.o.subjects.budgetFlood, decodeFlood, (f) => void this.onFloodMessage(f));
     this.timers.push(setInterval(() => this.check(), 100));
     this.timers.push(setInterval(() => this.report(), 250));
     this.timers.push(setInterval(() => void this.refreshView(), 500));
     void this.refreshView();
+  }
+
+  /** The answer to a grant (the coordinator counts a grant as applied only on `ok: true`). */
+  private async onGrant(g: BudgetGrant): Promise<unknown> {
+    const refused = await this.checkGrant(g);
+    if (refused) {
+      this.bad.inc({ subject: 'notify.budget.grant', code: 'GRANT_REFUSED' });
+      this.o.log.warn({ coordinator: g.coordinator, reason: refused }, 'budget grant refused');
+      return { ok: false, error: { code: 'GRANT_REFUSED', message: refused } };
+    }
+    if (g.issued_at >= this.issuedAt) {
+      this.issuedAt = g.issued_at;
+      this.expiresAt = g.expires_at;
+      this.rate = g.rate;
+      this.setShare(g.share, 'granted');
+    }
+    // When our past sends fit the new share: from then on others may use the difference.
+    const freeAt = this.o.gate.heldAtMostAt(this.share);
+    return { ok: true, share: this.share, issued_at: this.issuedAt, free_at: Number.isFinite(freeAt) ? freeAt : null };
   }
 
   /** Why a grant is refused, or undefined when it may be applied. */
@@ -191,11 +193,7 @@ export class BudgetClient {
   /** Tells every process to pause (a 429 that says the bot, not a chat, is flooded). */
   /** `at`: when the 429 was answered (default now): every process counts its accepted sends in the window ending then. */
   announceFlood(until: number, at = this.now()): void {
-    try {
-      this.o.nc.publish(this.o.subjects.budgetFlood, encodeJson({ until, instance: this.o.instance, holder: this.o.holder, at: Math.round(at) }));
-    } catch (e) {
-      this.o.log.warn({ err: describeError(e) }, 'could not announce the flood');
-    }
+    this.announce(until, at);
   }
 
   /** Reports at once when demand appears, so the coordinator reacts within a tick. */
@@ -211,7 +209,8 @@ export class BudgetClient {
   stop(): void {
     this.timers.forEach((t) => clearInterval(t));
     this.timers = [];
-    if (this.subs.length > 0) {
+    if (this.started) {
+      this.started = false;
       const freeAt = this.o.gate.heldAtMostAt(0);
       try {
         this.o.nc.publish(
@@ -230,8 +229,7 @@ export class BudgetClient {
         /* disconnected: the coordinator drops us when our grant expires */
       }
     }
-    this.subs.forEach((s) => s.unsubscribe());
-    this.subs = [];
+    void this.intake.drain();
   }
 
   /** `acceptedAt`: count the sends accepted in the window ending then (a flood's instant), not now. */
@@ -280,8 +278,7 @@ export class BudgetClient {
 
   private async readCoordinator(): Promise<void> {
     const e = await this.o.kv.get(COORDINATOR_KEY);
-    const v = e && e.operation === 'PUT' ? (decodeValue(e.value) as LeaseValue | undefined) : undefined;
-    const holder = v?.holder;
+    const holder = this.leaseOf(e)?.holder;
     const revisions =
       holder !== undefined && holder === this.coordinator.holder
         ? [...this.coordinator.revisions, e!.revision].slice(-3)
@@ -300,7 +297,7 @@ export class BudgetClient {
       const values = await Promise.all(keys.map((k) => this.o.kv.get(k)));
       const members = new Set<string>();
       for (const e of values) {
-        const v = e && e.operation === 'PUT' ? (decodeValue(e.value) as LeaseValue | undefined) : undefined;
+        const v = this.leaseOf(e);
         if (v?.holder) members.add(v.holder);
       }
       this.members = members;
@@ -308,6 +305,21 @@ export class BudgetClient {
     } catch {
       // NATS unreachable: we know nothing, so we claim nothing beyond what we hold.
       this.coordinator = { holder: 'unknown', revisions: [], at: this.now() };
+    }
+  }
+
+  /** A lease or member value, validated; an invalid one counts as absent (counted and logged, as any bad input). */
+  private leaseOf(e: KvEntry | null): LeaseValue | undefined {
+    try {
+      return decodeKvValue(e, decodeLease);
+    } catch (err) {
+      const code = isAppError(err) ? err.code : 'BAD_PAYLOAD';
+      this.bad.inc({ subject: 'kv.cluster', code });
+      // Read every 500 ms: one line per key, the counter for the rest.
+      const key = e?.key ?? '';
+      if (!this.warnedKeys.has(key)) this.o.log.warn({ key, code, err: describeError(err) }, 'invalid cluster KV value ignored');
+      this.warnedKeys.add(key);
+      return undefined;
     }
   }
 

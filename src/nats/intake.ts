@@ -5,7 +5,7 @@
  * Replies and KV values read from others are validated the same way (`requestValidated`,
  * `decodeKvValue`): a peer is input too.
  */
-import type { KvEntry, Msg, NatsConnection, Subscription } from 'nats';
+import type { KvEntry, Msg, NatsConnection, Service, ServiceConfig, Subscription } from 'nats';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import { AppError, InputError, describeError, isAppError, type ErrorCode } from '../errors';
@@ -44,6 +44,7 @@ export interface EndpointOptions {
  */
 export class NatsIntake {
   private readonly subs: Subscription[] = [];
+  private readonly services: Service[] = [];
   private readonly bad;
   private readonly failed;
   private draining: Promise<void> | undefined;
@@ -73,7 +74,41 @@ export class NatsIntake {
     return this.endpoint(subject, decode, handler, opts, false);
   }
 
-  /** Decode, count and answer a bad payload; run the handler; reply with its value (`serve`) or only its error. */
+  /**
+   * A NATS micro service (what `nats micro info` lists): its endpoints are added with
+   * `serveEndpoint`, and `drain()` stops it. The metadata object is kept by reference,
+   * so changing it later changes what discovery shows.
+   */
+  async addService(config: ServiceConfig): Promise<Service> {
+    if (this.draining) throw new AppError('UNAVAILABLE', `intake is draining: cannot add the service ${config.name}`);
+    const service = await this.o.nc.services.add(config);
+    this.services.push(service);
+    return service;
+  }
+
+  /** `serve` for an endpoint of a micro service (named in `nats micro info`): the same decoding, counting and answers. */
+  serveEndpoint<T, R>(
+    service: Service,
+    name: string,
+    subject: string,
+    decode: Decoder<T>,
+    handler: (payload: T, msg: Msg) => Promise<R> | R,
+    opts: EndpointOptions & { metadata?: Record<string, string> } = {},
+  ): void {
+    const onMsg = this.handle(subject, decode, handler, opts, true);
+    service.addEndpoint(name, {
+      subject,
+      ...(opts.metadata ? { metadata: opts.metadata } : {}),
+      handler: (err, msg) => {
+        if (err) {
+          this.o.log.warn({ subject, err: describeError(err) }, 'service endpoint error');
+          return;
+        }
+        onMsg(msg);
+      },
+    });
+  }
+
   private endpoint<T, R>(
     subject: string,
     decode: Decoder<T>,
@@ -81,9 +116,20 @@ export class NatsIntake {
     opts: EndpointOptions,
     replyValue: boolean,
   ): Subscription {
+    return this.subscribe(subject, opts, this.handle(subject, decode, handler, opts, replyValue));
+  }
+
+  /** Decode, count and answer a bad payload; run the handler; reply with its value (`serve`) or only its error. */
+  private handle<T, R>(
+    subject: string,
+    decode: Decoder<T>,
+    handler: (payload: T, msg: Msg) => Promise<R> | R,
+    opts: EndpointOptions,
+    replyValue: boolean,
+  ): (msg: Msg) => void {
     const label = opts.label ?? subject;
     const errorReply = (e: unknown): ErrorReply => ({ ...opts.errorFields, ...errorReplyOf(e) });
-    return this.subscribe(subject, opts, (msg) => {
+    return (msg) => {
       let payload: T;
       try {
         payload = decode(msg.data);
@@ -104,13 +150,15 @@ export class NatsIntake {
           this.respond(msg, errorReply(e));
         },
       );
-    });
+    };
   }
 
-  /** Stops every subscription, letting messages already received finish. Idempotent. */
+  /** Stops every service and subscription, letting messages already received finish. Idempotent. */
   drain(): Promise<void> {
-    this.draining ??= Promise.allSettled(
-      this.subs.map(async (s) => {
+    this.draining ??= Promise.allSettled([
+      // A service's stop drains its endpoints' subscriptions.
+      ...this.services.map((s) => s.stop()),
+      ...this.subs.map(async (s) => {
         if (s.isClosed()) return;
         try {
           await s.drain();
@@ -119,7 +167,7 @@ export class NatsIntake {
           s.unsubscribe();
         }
       }),
-    ).then(() => undefined);
+    ]).then(() => undefined);
     return this.draining;
   }
 

@@ -1,7 +1,8 @@
 /**
- * The ads roles. `startAds` runs the actors (view counter, bump, unread cache) under a
- * given parent with their NATS intake; `startGatewayRole` runs the HTTP gateway. Both
- * return an idempotent `stop()`; neither owns the database pool or the NATS connection.
+ * The ads roles. `prepareAds` builds the ports of the ads actors (view counter, bump,
+ * unread cache) for actors/root.ts and `start` wires the views stream and NATS to them;
+ * `startAds` does both under a given parent. `startGatewayRole` runs the HTTP gateway.
+ * Both return an idempotent `stop()`; neither owns the database pool or the NATS connection.
  */
 import { ConsumerEvents, type ConsumerMessages, type NatsConnection } from 'nats';
 import type { Knex } from '../db/knex';
@@ -28,10 +29,11 @@ import {
 import { ensureViewsConsumer, ensureViewsStream, viewsStreamNames } from '../ads/views-stream';
 import { DbLeaseSingleton, type Singleton } from '../ads/singleton';
 import { startGateway, type RunningGateway } from '../ads/gateway';
-import { spawnViewCounter, type FlushResult, type ViewCounterMsg } from '../../actors/ads/view-counter';
-import { spawnBump, type BumpMsg, type BumpResult } from '../../actors/ads/bump';
+import type { FlushResult, ViewCounterMsg } from '../../actors/ads/view-counter';
+import type { BumpMsg, BumpResult } from '../../actors/ads/bump';
 import { AdsRepository } from '../ads/repository';
-import { spawnUnreadCache, type UnreadCacheMsg, type UnreadResult } from '../../actors/ads/unread-cache';
+import type { UnreadCacheMsg, UnreadResult } from '../../actors/ads/unread-cache';
+import { spawnRoot, type RootDeps, type RootRefs } from '../../actors/root';
 
 export { loadAdsConfig, describeAdsConfig, type AdsConfig } from '../config/ads';
 export { buildGateway, startGateway } from '../ads/gateway';
@@ -65,34 +67,81 @@ const decodeUnread = decoder(UnreadRequest, { maxBytes: 1_024 });
 const decodeCreated = decoder(MessageCreated, { maxBytes: 4_096 });
 const decodeRead = decoder(MessagesRead, { maxBytes: 256 * 1_024 });
 
-export async function startAds(deps: AdsDeps): Promise<RunningAds> {
+/** The ads actors between `prepareAds` and `start` (the steps of actors/root.ts). */
+export interface PreparedAds {
+  /** The ports of the ads actors this process runs, for `spawnRoot`. */
+  readonly actors: Pick<RootDeps, 'viewCounter' | 'bump' | 'unreadCache'>;
+  /** Wires the views stream and NATS subjects to the spawned actors. */
+  start(refs: RootRefs): Promise<RunningAds>;
+}
+
+/** Makes sure the views stream and consumer exist and builds the actors' ports; spawns nothing. */
+export async function prepareAds(deps: Omit<AdsDeps, 'parent'>): Promise<PreparedAds> {
   const { config: c, nc, log, metrics } = deps;
   const parts = deps.parts
     ? { viewCounter: !!deps.parts.viewCounter, bump: !!deps.parts.bump, unread: !!deps.parts.unread }
     : { viewCounter: true, bump: true, unread: true };
+  const p = c.subjectPrefix;
+  const repo = new AdsRepository(deps.db);
+  if (parts.viewCounter) {
+    const jsm = await nc.jetstreamManager();
+    await ensureViewsStream(jsm, c);
+    await ensureViewsConsumer(jsm, c);
+  }
+  const singleton =
+    deps.singleton ??
+    new DbLeaseSingleton(repo, 'ads-bump', c.instanceId, c.bumpLeaseMs, (e) => log.warn({ err: describeError(e) }, 'bump lease check failed'));
+  const actors: PreparedAds['actors'] = {
+    ...(parts.viewCounter
+      ? { viewCounter: { deps: { repo, log, metrics }, options: { flushMs: c.viewFlushMs, flushMax: c.viewFlushMax, dedupWindowMs: c.viewDedupWindowMs } } }
+      : {}),
+    ...(parts.bump
+      ? {
+          bump: {
+            deps: {
+              repo,
+              log,
+              metrics,
+              singleton,
+              instanceId: c.instanceId,
+              publishBumped: (e) => {
+                try {
+                  nc.publish(Subjects.adsBumped(p), encodeJson(e));
+                } catch (err) {
+                  log.warn({ err: describeError(err) }, 'ads.bumped not published');
+                }
+              },
+            },
+            options: { intervalMs: c.bumpIntervalMs, checkMs: c.bumpCheckMs, chunk: c.bumpChunk },
+          },
+        }
+      : {}),
+    ...(parts.unread ? { unreadCache: { deps: { repo, metrics }, options: { max: c.unreadCacheMax, ttlMs: c.unreadCacheTtlMs } } } : {}),
+  };
+  return { actors, start: (refs) => wireAds(deps, refs, singleton) };
+}
+
+/** Prepares, spawns (actors/root.ts) and wires the ads actors under `deps.parent`. */
+export async function startAds(deps: AdsDeps): Promise<RunningAds> {
+  const prepared = await prepareAds(deps);
+  return prepared.start(spawnRoot(deps.parent, prepared.actors));
+}
+
+async function wireAds(deps: Omit<AdsDeps, 'parent'>, refs: RootRefs, singleton: Singleton): Promise<RunningAds> {
+  const { config: c, nc, log, metrics } = deps;
   const p = c.subjectPrefix;
   // One NATS edge: payloads validated, rejections counted in nats_bad_payloads_total, drained on stop.
   const edge = new NatsIntake({ nc, log, metrics });
   // Steps wait up to 30 s (the final view flush); the sequence must not cut them off sooner.
   const shutdown = new ShutdownSequence(log, 35_000);
 
-  const adsRepo = new AdsRepository(deps.db);
-
   // ---- view counter -------------------------------------------------------------
-  let viewCounter: ActorRef<ViewCounterMsg> | undefined;
+  const viewCounter = refs.viewCounter;
   let intake: ConsumerMessages | undefined;
   let intakeDone: Promise<void> = Promise.resolve();
   let intakeStopping = false;
-  if (parts.viewCounter) {
-    const jsm = await nc.jetstreamManager();
-    await ensureViewsStream(jsm, c);
-    await ensureViewsConsumer(jsm, c);
-    const counter = spawnViewCounter(
-      deps.parent,
-      { repo: adsRepo, log, metrics },
-      { flushMs: c.viewFlushMs, flushMax: c.viewFlushMax, dedupWindowMs: c.viewDedupWindowMs },
-    );
-    viewCounter = counter;
+  if (viewCounter) {
+    const counter = viewCounter;
     const n = viewsStreamNames(c);
     const open = async (): Promise<ConsumerMessages> => {
       const consumer = await nc.jetstream().consumers.get(n.stream, n.consumer);
@@ -139,30 +188,9 @@ export async function startAds(deps: AdsDeps): Promise<RunningAds> {
   }
 
   // ---- bump ---------------------------------------------------------------------
-  let bump: ActorRef<BumpMsg> | undefined;
-  const singleton =
-    deps.singleton ??
-    new DbLeaseSingleton(adsRepo, 'ads-bump', c.instanceId, c.bumpLeaseMs, (e) => log.warn({ err: describeError(e) }, 'bump lease check failed'));
-  if (parts.bump) {
-    const ref = spawnBump(
-      deps.parent,
-      {
-        repo: adsRepo,
-        log,
-        metrics,
-        singleton,
-        instanceId: c.instanceId,
-        publishBumped: (e) => {
-          try {
-            nc.publish(Subjects.adsBumped(p), encodeJson(e));
-          } catch (err) {
-            log.warn({ err: describeError(err) }, 'ads.bumped not published');
-          }
-        },
-      },
-      { intervalMs: c.bumpIntervalMs, checkMs: c.bumpCheckMs, chunk: c.bumpChunk },
-    );
-    bump = ref;
+  const bump = refs.bump;
+  if (bump) {
+    const ref = bump;
     edge.serve(
       Subjects.adsBumpRun(p),
       decodeBumpRun,
@@ -175,10 +203,9 @@ export async function startAds(deps: AdsDeps): Promise<RunningAds> {
   }
 
   // ---- unread cache ---------------------------------------------------------------
-  let unread: ActorRef<UnreadCacheMsg> | undefined;
-  if (parts.unread) {
-    const ref = spawnUnreadCache(deps.parent, { repo: adsRepo, metrics }, { max: c.unreadCacheMax, ttlMs: c.unreadCacheTtlMs });
-    unread = ref;
+  const unread = refs.unreadCache;
+  if (unread) {
+    const ref = unread;
     edge.listen(Subjects.messagesCreated(p), decodeCreated, (event) => void dispatch(ref, { type: 'created', event }));
     edge.listen(Subjects.messagesRead(p), decodeRead, (event) => void dispatch(ref, { type: 'read', event }));
     edge.serve(
@@ -210,7 +237,7 @@ export async function startAds(deps: AdsDeps): Promise<RunningAds> {
     .add('send acks', async () => {
       if (!nc.isClosed()) await nc.flush();
     })
-    .add('release bump lease', () => (parts.bump ? singleton.release() : undefined))
+    .add('release bump lease', () => (bump ? singleton.release() : undefined))
     .add('stop actors', () => {
       if (viewCounter) stopActor(viewCounter as ActorRef<unknown>);
       if (bump) stopActor(bump as ActorRef<unknown>);

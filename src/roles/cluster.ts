@@ -1,19 +1,30 @@
-import type { NatsConnection, Subscription } from 'nats';
+/**
+ * The cluster role, in the three steps of actors/root.ts: `prepareCluster` opens the KV
+ * buckets and makes what the pipeline takes from the cluster (flood announcement, handoff
+ * store) and the ports of the shard owner and budget coordinator; `spawnRoot` spawns them;
+ * `start` runs the budget client and serves `notify.status.all` and `notify.cluster.status`.
+ */
+import { Type } from '@sinclair/typebox';
+import type { KV, NatsConnection, Service } from 'nats';
 import type { Config } from '../config/core';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
-import { dispatch, query, stop, type ActorRef, type ActorSystem, type ReplyTo } from '../runtime/actor';
-import type { Pipeline } from './pipeline';
+import { dispatch, query, stop, type ReplyTo } from '../runtime/actor';
+import type { ClusterPorts, PipelineShared } from './pipeline';
 import { perMinuteToWindow, rateToWindow } from '../limits/window';
-import { encodeJson } from '../nats/codec';
-import { describeError } from '../errors';
-import { spawnShardOwner, type ShardOwnerMsg, type ShardOwnerStatus, type Takeover } from '../../actors/cluster/shard-owner';
-import { spawnBudgetCoordinator, type BudgetCoordinatorMsg, type BudgetStatus } from '../../actors/cluster/budget-coordinator';
-import type { PipelineStatus } from '../../actors/pipeline/pipeline';
+import { decoder, encodeJson } from '../nats/codec';
+import { NatsIntake, orEmpty } from '../nats/intake';
+import { makeSubjects, type SubjectSet } from '../nats/subjects';
+import { ShutdownSequence } from '../lifecycle';
+import { AppError, describeError } from '../errors';
+import { spawned, type RootRefs } from '../../actors/root';
+import type { ShardOwnerDeps, ShardOwnerMsg, ShardOwnerStatus, OwnedShards, Takeover } from '../../actors/cluster/shard-owner';
+import type { BudgetCoordinatorDeps, BudgetCoordinatorMsg, BudgetStatus } from '../../actors/cluster/budget-coordinator';
+import type { PipelineMsg, PipelineStatus } from '../../actors/pipeline/pipeline';
 import { openClusterBucket } from '../cluster/kv';
 import { leaseHolder, readClusterView } from '../cluster/lease';
-import { BudgetClient, COORDINATOR_KEY } from '../cluster/budget-client';
-import { KvHandoffStore } from '../cluster/handoff';
+import { BudgetClient, COORDINATOR_KEY, floodAnnouncer } from '../cluster/budget-client';
+import { KvHandoffStore, noHandoff, type HandoffStore } from '../cluster/handoff';
 import { KvLeaseSingleton } from '../cluster/singleton';
 import type { Singleton } from '../cluster/singleton';
 
@@ -22,8 +33,8 @@ export interface ClusterOptions {
   log: Logger;
   metrics: Metrics;
   nc: NatsConnection;
-  pipeline: Pipeline;
-  system: ActorSystem;
+  /** The gate the budget steers, the demand it reports, the holder name (the pipeline's owner). */
+  shared: PipelineShared;
 }
 
 /** One process's answer to `notify.status.<instance>` / `notify.status.all`. */
@@ -61,9 +72,6 @@ export interface ClusterStatus {
 }
 
 export interface Cluster {
-  /** A cluster-wide singleton (e.g. the ads bump timer) on the same lease machinery. */
-  singleton(name: string): Singleton;
-  readonly shardOwner: ActorRef<ShardOwnerMsg>;
   readonly budget: BudgetClient;
   status(): Promise<ShardOwnerStatus>;
   processStatus(): Promise<ProcessStatus>;
@@ -72,71 +80,107 @@ export interface Cluster {
   stop(): Promise<void>;
 }
 
+/** The cluster between `prepareCluster` and `start`. */
+export interface PreparedCluster {
+  /** What the pipeline takes from the cluster; made before it. */
+  readonly ports: ClusterPorts;
+  /** The budget coordinator's ports, for `spawnRoot`. */
+  readonly coordinator: BudgetCoordinatorDeps;
+  /** The shard owner's ports, for `spawnRoot`: it drives `pipeline`. */
+  shardOwner(pipeline: OwnedShards): ShardOwnerDeps;
+  /** A cluster-wide singleton (e.g. the ads bump timer) on the same lease machinery. */
+  singleton(name: string): Singleton;
+  /** Runs the budget client and serves the status endpoints; `service`: the worker's NATS service. */
+  start(refs: RootRefs, service: Service): Cluster;
+}
+
 /**
  * Joins the cluster: shard leases in the KV bucket decide what the pipeline owns, the
  * budget client runs the gate at this process's share of the bot's limit, and every
  * process can stand for budget coordinator.
  */
-export async function startCluster(o: ClusterOptions): Promise<Cluster> {
-  const { config, log, nc, pipeline } = o;
+export async function prepareCluster(o: ClusterOptions): Promise<PreparedCluster> {
+  const { config, log, nc, shared } = o;
+  const subjects = makeSubjects(config.natsSubjectPrefix);
   const kv = await openClusterBucket(nc, config.clusterBucket, { leaseTtlMs: config.shardLeaseTtlMs, replicas: config.natsReplicas });
   const global = rateToWindow(config.telegramGlobalRate);
-  const holder = pipeline.owner;
-  const budget = new BudgetClient({
-    subjects: pipeline.subjects,
-    nc,
-    kv,
-    gate: pipeline.gate,
-    log,
-    metrics: o.metrics,
-    holder,
-    instance: config.instanceId,
-    global,
-    demand: () => pipeline.demand(),
-    leaseTtlMs: config.shardLeaseTtlMs,
-    maxPauseMs: config.telegramMaxRetryAfterMs,
-    maxSkewMs: config.budgetMaxClockSkewMs,
-    onFlood: (until, from, at) => dispatch(coordinator, { type: 'flood', until, from, at }),
-  });
-  budget.start();
-  pipeline.onBotFlood((until, at) => budget.announceFlood(until, at));
-  // Chat windows travel with a shard; records outlive the longest chat-scope window (a group's minute).
-  const handoffTtlMs = Math.ceil(Math.max(rateToWindow(config.telegramChatRate).windowMs, perMinuteToWindow(config.telegramGroupRatePerMin).windowMs)) + 60_000;
+  const holder = shared.owner;
+  const handoff = await openHandoff(o);
+  return {
+    ports: { announceFlood: floodAnnouncer({ nc, subjects, instance: config.instanceId, holder, log }), handoff },
+    coordinator: { subjects, nc, kv, log, metrics: o.metrics, holder, instance: config.instanceId, global, leaseTtlMs: config.shardLeaseTtlMs },
+    shardOwner: (pipeline) => ({
+      kv,
+      pipeline,
+      log,
+      metrics: o.metrics,
+      holder,
+      instance: config.instanceId,
+      shardCount: config.shardCount,
+      leaseTtlMs: config.shardLeaseTtlMs,
+    }),
+    singleton: (name) =>
+      new KvLeaseSingleton(kv, name, holder, config.instanceId, config.shardLeaseTtlMs, (e) =>
+        log.warn({ singleton: name, err: describeError(e) }, 'singleton lease error'),
+      ),
+    start: (refs, service) => startCluster(o, kv, subjects, refs, service),
+  };
+}
+
+/** Chat windows travel with a shard; records outlive the longest chat-scope window (a group's minute). */
+async function openHandoff(o: ClusterOptions): Promise<HandoffStore> {
+  const { config, log } = o;
+  const ttlMs = Math.ceil(Math.max(rateToWindow(config.telegramChatRate).windowMs, perMinuteToWindow(config.telegramGroupRatePerMin).windowMs)) + 60_000;
   try {
-    pipeline.setHandoffStore(await KvHandoffStore.open(nc, config.clusterBucket, handoffTtlMs, log));
+    return await KvHandoffStore.open(o.nc, config.clusterBucket, ttlMs, log);
   } catch (e) {
     // Safe without it: every shard taken over then waits a full window per chat (as after a crash).
     log.error(
       { bucket: `${config.clusterBucket}_handoff`, err: describeError(e) },
       'cannot open the handoff bucket: chat windows are not handed over (check the NATS permissions)',
     );
+    return noHandoff;
   }
-  const coordinator = spawnBudgetCoordinator(o.system, {
-    subjects: pipeline.subjects,
+}
+
+/** `notify.status.all` and `notify.cluster.status` take nothing (any JSON object is accepted and ignored). */
+const decodeStatusRequest = orEmpty(decoder(Type.Object({}), { maxBytes: 1024 }), {});
+
+/** A status that could not be gathered is answered UNAVAILABLE with the reason. */
+const unavailable = (f: () => Promise<unknown>) => () =>
+  f().catch((e: unknown) => {
+    throw new AppError('UNAVAILABLE', describeError(e));
+  });
+
+function startCluster(o: ClusterOptions, kv: KV, subjects: SubjectSet, refs: RootRefs, service: Service): Cluster {
+  const { config, log, nc, shared } = o;
+  const holder = shared.owner;
+  const shardOwner = spawned(refs, 'shardOwner');
+  const coordinator = spawned(refs, 'budgetCoordinator');
+  const pipeline = spawned(refs, 'pipeline');
+  const budget = new BudgetClient({
+    subjects,
     nc,
     kv,
+    gate: shared.gate,
     log,
     metrics: o.metrics,
     holder,
     instance: config.instanceId,
-    global,
+    global: rateToWindow(config.telegramGlobalRate),
+    demand: () => shared.demand(),
     leaseTtlMs: config.shardLeaseTtlMs,
+    maxPauseMs: config.telegramMaxRetryAfterMs,
+    maxSkewMs: config.budgetMaxClockSkewMs,
+    onFlood: (until, from, at) => dispatch(coordinator, { type: 'flood', until, from, at }),
   });
-  const shardOwner = spawnShardOwner(o.system, {
-    kv,
-    pipeline,
-    log,
-    metrics: o.metrics,
-    holder,
-    instance: config.instanceId,
-    shardCount: config.shardCount,
-    leaseTtlMs: config.shardLeaseTtlMs,
-  });
+  budget.start();
   const pokeTimer = setInterval(() => budget.poke(), 50);
 
   const status = () => query<ShardOwnerMsg, ShardOwnerStatus>(shardOwner, (replyTo) => ({ type: 'status', replyTo }), 5_000);
+  const pipelineStatus = () => query<PipelineMsg, PipelineStatus>(pipeline, (replyTo) => ({ type: 'status', replyTo }), 5_000);
   const processStatus = async (): Promise<ProcessStatus> => {
-    const [own, p] = await Promise.all([status(), pipeline.status()]);
+    const [own, p] = await Promise.all([status(), pipelineStatus()]);
     const sum = (f: (s: PipelineStatus['shards'][number]) => number) => p.shards.reduce((a, s) => a + f(s), 0);
     return {
       instance: config.instanceId,
@@ -172,15 +216,16 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       query<BudgetCoordinatorMsg, BudgetStatus>(coordinator, (replyTo) => ({ type: 'status', replyTo }), 2_000).catch(() => null),
     ]);
     const processes: ClusterStatus['processes'] = [];
-    for await (const m of await nc.requestMany(pipeline.subjects.statusAll, encodeJson({}), {
+    for await (const m of await nc.requestMany(subjects.statusAll, encodeJson({}), {
       maxWait: 1_000,
       maxMessages: Math.max(1, fresh.members.length),
     })) {
       try {
-        const { pipeline: _omit, ...rest } = JSON.parse(new TextDecoder().decode(m.data)) as ProcessStatus;
+        // A peer's reply is input: one that is not a process status (an error, garbage) is left out.
+        const { pipeline: _omit, ...rest } = decodeProcessStatus(m.data);
         processes.push(rest);
       } catch {
-        /* a process answering garbage is left out */
+        /* left out */
       }
     }
     processes.sort((a, b) => a.instance.localeCompare(b.instance));
@@ -199,46 +244,38 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     };
   };
 
-  const subs: Subscription[] = [];
-  const answer = (f: () => Promise<unknown>) => (err: Error | null, m: { respond: (d: Uint8Array) => boolean }) => {
-    if (err) return;
-    f().then(
-      (v) => m.respond(encodeJson(v)),
-      (e: unknown) => m.respond(encodeJson({ error: { code: 'UNAVAILABLE', message: describeError(e) } })),
-    );
-  };
-  subs.push(nc.subscribe(pipeline.subjects.statusAll, { callback: answer(processStatus) }));
-  pipeline.setStatusProvider(processStatus);
-  pipeline.service.addEndpoint('cluster', {
-    subject: pipeline.subjects.clusterStatus,
+  // One NATS edge: validated, counted, drained on stop. `status.all` has no queue: every process answers.
+  const intake = new NatsIntake({ nc, log, metrics: o.metrics });
+  intake.serve(subjects.statusAll, decodeStatusRequest, unavailable(processStatus));
+  intake.serveEndpoint(service, 'cluster', subjects.clusterStatus, decodeStatusRequest, unavailable(clusterStatus), {
     metadata: { reply: 'ClusterStatus JSON' },
-    handler: answer(clusterStatus),
   });
 
-  let stopping: Promise<void> | undefined;
-  return {
-    singleton: (name) =>
-      new KvLeaseSingleton(kv, name, holder, config.instanceId, config.shardLeaseTtlMs, (e) =>
-        log.warn({ singleton: name, err: describeError(e) }, 'singleton lease error'),
-      ),
-    shardOwner,
-    budget,
-    status,
-    processStatus,
-    clusterStatus,
-    stop: () =>
-      (stopping ??= (async () => {
-        clearInterval(pokeTimer);
-        subs.forEach((s) => s.unsubscribe());
-        try {
-          await query(shardOwner, (replyTo: ReplyTo<void>): ShardOwnerMsg => ({ type: 'leave', replyTo }), config.shutdownTimeoutMs + 10_000);
-        } catch (e) {
-          log.warn({ err: describeError(e) }, 'leaving the cluster failed; leases expire by themselves');
-        }
-        await query(coordinator, (replyTo: ReplyTo<void>): BudgetCoordinatorMsg => ({ type: 'stepDown', replyTo }), 5_000).catch(() => undefined);
-        budget.stop();
-        stop(shardOwner);
-        stop(coordinator);
-      })()),
-  };
+  // Each step isolated: a failed leave still steps down and stops the budget.
+  const shutdown = new ShutdownSequence(log, config.shutdownTimeoutMs + 15_000)
+    .add('cluster: status subscriptions', () => {
+      clearInterval(pokeTimer);
+      return intake.drain();
+    })
+    .add('cluster: hand shards back and leave', async () => {
+      try {
+        await query(shardOwner, (replyTo: ReplyTo<void>): ShardOwnerMsg => ({ type: 'leave', replyTo }), config.shutdownTimeoutMs + 10_000);
+      } catch (e) {
+        log.warn({ err: describeError(e) }, 'leaving the cluster failed; leases expire by themselves');
+      }
+    })
+    .add('cluster: step down as budget coordinator', () =>
+      query(coordinator, (replyTo: ReplyTo<void>): BudgetCoordinatorMsg => ({ type: 'stepDown', replyTo }), 5_000).catch(() => undefined),
+    )
+    .add('cluster: budget client', () => budget.stop())
+    .add('cluster: actors', () => {
+      stop(shardOwner);
+      stop(coordinator);
+    });
+
+  return { budget, status, processStatus, clusterStatus, stop: () => shutdown.run() };
 }
+
+/** A peer's `notify.status.all` answer, checked for the fields the cluster status reads (the rest is passed on). */
+const checkProcessStatus = decoder(Type.Object({ instance: Type.String(), takeovers: Type.Array(Type.Unknown()) }), { maxBytes: 1024 * 1024 });
+const decodeProcessStatus = (data: Uint8Array): ProcessStatus => checkProcessStatus(data) as unknown as ProcessStatus;

@@ -3,15 +3,17 @@ import type { NatsConnection } from 'nats';
 import { decoder } from '../nats/codec';
 import { NatsIntake, orEmpty } from '../nats/intake';
 import { InputError } from '../errors';
-import { query, dispatch, type ActorRef, type Parent } from '../runtime/actor';
+import { query, dispatch, type ActorRef } from '../runtime/actor';
 import type { Logger } from '../log';
 import type { Knex } from '../db/knex';
 import { Metrics } from '../metrics';
 import type { ImagesConfig } from '../config/images';
 import { OrderAwarePlanner } from '../orders/planner';
+import type { Planner } from '../outbox/plan';
+import { spawned, type RootRefs } from '../../actors/root';
 import {
-  spawnFetcher,
   fetcherImageSource,
+  type FetcherDeps,
   type FetcherMessage,
   type FetcherStats,
   type InvalidateResult,
@@ -124,7 +126,6 @@ function toTarget(p: ImagesInvalidate): InvalidateTarget {
 }
 
 export interface ImagesRoleOptions {
-  parent: Parent;
   db: Knex;
   nc: NatsConnection;
   config: ImagesConfig;
@@ -134,22 +135,32 @@ export interface ImagesRoleOptions {
   metrics: Metrics;
 }
 
-export interface ImagesRole {
-  /** Plans order notifications with product photos from the fetcher's cache. */
-  planner: OrderAwarePlanner;
-  /** Stops the `images.cache.*` service (the fetcher stops with the actor system). */
-  stop(): Promise<void>;
+/** The images role between `prepareImages` and `start` (the steps of actors/root.ts). */
+export interface PreparedImages {
+  /** The image fetcher's ports, for `spawnRoot`. */
+  readonly fetcher: { deps: FetcherDeps };
+  /** Plans order notifications with product photos from the fetcher's cache (the pipeline's planner). */
+  planner(fetcher: ActorRef<FetcherMessage>): Planner;
+  /** Serves the fetcher's cache over NATS (`images.cache.*`); `stop()` drains it (the fetcher stops with the actor system). */
+  start(refs: RootRefs): { stop(): Promise<void> };
 }
 
-/**
- * The images role: spawns the image fetcher, serves its cache over NATS and builds the
- * order-aware planner the delivery pipeline uses.
- */
-export function startImagesRole(o: ImagesRoleOptions): Promise<ImagesRole> {
-  const fetcher = spawnFetcher(o.parent, { config: o.config, metrics: o.metrics });
-  const service = new ImagesService({ nc: o.nc, fetcher, instanceId: o.instanceId, log: o.log, metrics: o.metrics, subjects: o.subjects });
-  service.start();
-  // The planner's wait covers a queue for a download slot plus the download itself.
-  const planner = new OrderAwarePlanner(o.db, fetcherImageSource(fetcher, { timeoutMs: o.config.fetchTimeoutMs * 3 }), o.config, o.log);
-  return Promise.resolve({ planner, stop: () => service.stop() });
+export function prepareImages(o: ImagesRoleOptions): PreparedImages {
+  return {
+    fetcher: { deps: { config: o.config, metrics: o.metrics } },
+    // The planner's wait covers a queue for a download slot plus the download itself.
+    planner: (fetcher) => new OrderAwarePlanner(o.db, fetcherImageSource(fetcher, { timeoutMs: o.config.fetchTimeoutMs * 3 }), o.config, o.log),
+    start: (refs) => {
+      const service = new ImagesService({
+        nc: o.nc,
+        fetcher: spawned(refs, 'imageFetcher'),
+        instanceId: o.instanceId,
+        log: o.log,
+        metrics: o.metrics,
+        subjects: o.subjects,
+      });
+      service.start();
+      return { stop: () => service.stop() };
+    },
+  };
 }

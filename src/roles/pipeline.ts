@@ -1,10 +1,19 @@
+/**
+ * The delivery pipeline role, in the three steps of actors/root.ts: `pipelineShared` and
+ * `preparePipeline` build the ports (repository, GlobalGate, buffer book, the NATS service),
+ * `spawnRoot` spawns the pipeline actor from `deps()`, and `start` wires the `notify.*`
+ * endpoints and subscriptions to it. `startPipeline` runs the three for one process alone
+ * (tests, benchmarks).
+ */
 import { randomBytes } from 'node:crypto';
+import { Type } from '@sinclair/typebox';
 import type { Knex } from 'knex';
-import type { NatsConnection, Subscription, Service } from 'nats';
+import type { NatsConnection, Service } from 'nats';
 import { startActorSystem, stopActorSystem, dispatch, query, stop, type ActorRef, type ActorSystem } from '../runtime/actor';
 import type { Config } from '../config/core';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
+import { ShutdownSequence } from '../lifecycle';
 import { GlobalGate, systemClock } from '../limits/global-gate';
 import { GlobalRate } from '../limits/global-rate';
 import { noHandoff, type HandoffStore } from '../cluster/handoff';
@@ -15,15 +24,30 @@ import { BufferBook } from '../outbox/buffer-book';
 import { TextPlanner, type Planner } from '../outbox/plan';
 import type { TelegramClient } from '../telegram/client';
 import { makeSubjects, type SubjectSet } from '../nats/subjects';
-import { decoder, encodeJson } from '../nats/codec';
-import { RecipientChanged, WakeEvent, type OutcomeEvent } from '../nats/payloads';
-import { handleEnqueue } from '../outbox/enqueue';
-import { describeError, isAppError } from '../errors';
+import { decoder, encodeJson, type Decoder } from '../nats/codec';
+import { NatsIntake, orEmpty } from '../nats/intake';
+import { RecipientChanged, WakeEvent, type EnqueueReply, type OutcomeEvent } from '../nats/payloads';
+import { decodeEnqueue, enqueue } from '../outbox/enqueue';
+import { AppError, describeError, isAppError } from '../errors';
 import { outcomeLog } from '../outbox/outcome-log';
 import { ranges } from '../outbox/shard';
-import { spawnPipeline, type OwnResult, type PipelineMsg, type PipelineStatus } from '../../actors/pipeline/pipeline';
+import { spawnRoot, spawned, type RootRefs } from '../../actors/root';
+import type { OwnResult, PipelineMsg, PipelineStatus } from '../../actors/pipeline/pipeline';
 import { chatRatePerMs, type PipelineDeps, type PipelineSettings } from '../../actors/pipeline/deps';
+import type { OwnedShards } from '../../actors/cluster/shard-owner';
 import { dbErrorFields } from '../db/error-fields';
+
+/**
+ * What the pipeline takes from the cluster, made before it: the budget's flood
+ * announcement and the handoff store. Given, the cluster's coordinator sets the bot rate
+ * (this process no longer lowers its own gate after a flood).
+ */
+export interface ClusterPorts {
+  /** Tells every process the bot is flooded; `atMs`: when the 429 was answered. */
+  announceFlood: (untilMs: number, atMs: number) => void;
+  /** Where chat windows go at a handoff (the cluster's KV store). */
+  handoff: HandoffStore;
+}
 
 export interface PipelineOptions {
   config: Config;
@@ -40,6 +64,10 @@ export interface PipelineOptions {
   settings?: Partial<PipelineSettings>;
   /** Spawn under this actor system (shared with other roles); otherwise the pipeline starts its own. */
   system?: ActorSystem;
+  /** Made by `pipelineShared` when the cluster needs them first; otherwise made here. */
+  shared?: PipelineShared;
+  /** Absent: this process alone sets its bot rate and keeps no chat windows across handoffs. */
+  cluster?: ClusterPorts;
 }
 
 export interface Pipeline {
@@ -48,7 +76,6 @@ export interface Pipeline {
   readonly gate: GlobalGate;
   readonly recipients: RecipientDirectory;
   readonly root: ActorRef<PipelineMsg>;
-  readonly system: ActorSystem;
   /** Sets the owned shards; resolves when removed ones are drained and new ones fenced. */
   own(shards: number[]): Promise<OwnResult>;
   /** Stops sending for `shards` at once (lost lease); their rows go back to the outbox. */
@@ -56,15 +83,9 @@ export interface Pipeline {
   status(): Promise<PipelineStatus>;
   /** Sends per global window this process could use now (its chats with rows waiting × their rate). */
   demand(): number;
-  /** What `notify.status.<instance>` answers (the cluster adds shards and budget). */
-  setStatusProvider(f: () => Promise<unknown>): void;
-  /** Who hears about bot-wide floods (the cluster budget); from then on the cluster owns the bot rate. */
-  onBotFlood(handler: (untilMs: number, atMs?: number) => void): void;
-  /** Where chat windows go at a handoff (the cluster's KV store). */
-  setHandoffStore(store: HandoffStore): void;
   /** The bot-wide rate this process applies alone (without a cluster), per second. */
   readonly globalRate: GlobalRate;
-  /** The NATS service (other modules add endpoints); its metadata shows in `nats micro info`. */
+  /** The NATS service (the cluster adds an endpoint); its metadata shows in `nats micro info`. */
   readonly service: Service;
   readonly serviceMetadata: Record<string, string>;
   readonly subjects: SubjectSet;
@@ -72,6 +93,56 @@ export interface Pipeline {
   stop(): Promise<void>;
   /** Claimed rows given back to the outbox so far (hand-offs, fencing, shutdown): the shutdown line counts them. */
   releasedRows(): number;
+}
+
+/**
+ * What the pipeline's actors share with the cluster's budget: made first, because the
+ * budget client (made by the cluster role) steers this gate by this demand.
+ */
+export interface PipelineShared {
+  /** `<instance>:<boot id>`: claimed_by of this process's rows, its cluster holder name. */
+  readonly owner: string;
+  readonly settings: PipelineSettings;
+  readonly gate: GlobalGate;
+  readonly book: BufferBook;
+  /** Sends per global window this process could use now (its chats with rows waiting × their rate). */
+  demand(): number;
+}
+
+export function pipelineShared(config: Config, overrides: Partial<PipelineSettings> = {}): PipelineShared {
+  const settings = { ...settingsFromConfig(config), ...overrides };
+  // Paced beyond half a window: a stricter server rejects a few sends, not the excess of a whole window.
+  const gate = new GlobalGate(rateToWindow(config.telegramGlobalRate), systemClock, 0.5);
+  const book = new BufferBook();
+  return {
+    owner: `${config.instanceId}:${randomBytes(4).toString('hex')}`,
+    settings,
+    gate,
+    book,
+    demand: () => {
+      const windowMs = gate.limit.windowMs;
+      let d = 0;
+      for (const [chat, n] of book.perChat()) if (n > 0) d += Math.min(n, chatRatePerMs(settings, chat) * windowMs);
+      return Math.ceil(d);
+    },
+  };
+}
+
+/** The pipeline between `preparePipeline` and `start`. */
+export interface PreparedPipeline {
+  readonly shared: PipelineShared;
+  /** The NATS service `notify-worker`, without endpoints until `start` (the cluster adds one). */
+  readonly service: Service;
+  /** The pipeline actor's ports, for `spawnRoot`; `planner` defaults to text-only plans. */
+  deps(planner?: Planner): PipelineDeps;
+  /** What the shard owner drives: own/fence through the pipeline actor, counted for the shutdown line. */
+  shards(ref: ActorRef<PipelineMsg>): OwnedShards;
+  /**
+   * Wires NATS to the spawned pipeline. `status`: what `notify.status.<instance>` answers
+   * (the cluster's process status; default this pipeline's). `system`: an actor system
+   * that stops with the pipeline (one it was given its own).
+   */
+  start(refs: RootRefs, ports?: { status?: () => Promise<unknown>; system?: ActorSystem }): Pipeline;
 }
 
 export function settingsFromConfig(c: Config): PipelineSettings {
@@ -93,34 +164,262 @@ export function settingsFromConfig(c: Config): PipelineSettings {
   };
 }
 
-/**
- * Builds and starts the delivery pipeline of this process: the actor tree, the NATS
- * service (`enqueue`, `status`), the wake and recipient subscriptions.
- */
-export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
+/** Builds the pipeline's ports: nothing is spawned and no endpoint serves until `start`. */
+export async function preparePipeline(o: PipelineOptions): Promise<PreparedPipeline> {
   const { config, log, metrics, db, nc } = o;
-  const owner = `${config.instanceId}:${randomBytes(4).toString('hex')}`;
+  const shared = o.shared ?? pipelineShared(config, o.settings);
+  const { owner, settings, gate, book } = shared;
   const subjects = makeSubjects(config.natsSubjectPrefix);
-  const settings = { ...settingsFromConfig(config), ...o.settings };
   const repo = new OutboxRepository(db, owner, config.shardCount);
   const recipients = new RecipientDirectory(db, log);
   await recipients.load();
-  // Paced beyond half a window: a stricter server rejects a few sends, not the excess of a whole window.
-  const gate = new GlobalGate(rateToWindow(config.telegramGlobalRate), systemClock, 0.5);
   const lowered = new Map<number, number>();
   const globalRate = new GlobalRate(config.telegramGlobalRate, Date.now());
   // Alone, this process lowers and raises its own gate; a cluster hands that to its coordinator.
-  let localRate = true;
+  const localRate = o.cluster === undefined;
   const applyRate = (rate: number): void => {
     if (!localRate) return;
     // Never a shorter window than the configured one: two bursts would fit in one server window.
     const w = windowAt(rate, rateToWindow(config.telegramGlobalRate));
     if (w.count !== gate.limit.count || Math.abs(w.windowMs - gate.limit.windowMs) > 0.5) gate.setLimit(w);
   };
-  const rateTimer = setInterval(() => applyRate(globalRate.tick(Date.now(), gate.waiting > 0)), 1_000);
-  rateTimer.unref();
-  const book = new BufferBook();
-  // Read at scrape time from live state: queue depth and sends on the wire per shard, the gate.
+  registerGauges(metrics, shared, lowered);
+  const mEnqueued = metrics.counter('notifications_enqueued_total', 'Notifications enqueued over NATS', ['result']);
+  const mBadInput = metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']);
+
+  const safePublish = (subject: string, payload: unknown): void => {
+    try {
+      nc.publish(subject, encodeJson(payload));
+    } catch (e) {
+      log.warn({ subject, err: describeError(e) }, 'publish failed');
+    }
+  };
+
+  // Failures, unreachable recipients, fallbacks: logged once per kind per 10 s, with counts.
+  const outcomes = outcomeLog(log);
+  const announceFlood = o.cluster?.announceFlood;
+  const deps = (planner?: Planner): PipelineDeps => ({
+    settings,
+    log,
+    metrics,
+    clock: systemClock,
+    repo,
+    telegram: o.telegram,
+    gate,
+    recipients,
+    book,
+    planner: planner ?? o.planner ?? new TextPlanner(),
+    publishOutcome: (e: OutcomeEvent) => safePublish(subjects.outcome(e.status), e),
+    observeOutcome: (o, chatId) => outcomes.outcome(o, chatId),
+    // Announced once the row is written: receivers re-read it (RecipientDirectory.refresh).
+    publishRecipientChanged: (chatId, status, migratedTo) => {
+      outcomes.recipient(chatId, status, migratedTo);
+      void recipients.written(chatId).then(() => safePublish(subjects.recipientChanged, { chat_id: chatId, status, migrated_to_chat_id: migratedTo }));
+    },
+    onBotFlood: (until, at) => {
+      // What the server took in the window ending when its 429 was answered (not when we got to it).
+      applyRate(
+        globalRate.throttled(
+          Date.now(),
+          gate.acceptedPerSecond(rateToWindow(config.telegramGlobalRate).windowMs, Math.min(Date.now(), at ?? Date.now())) || undefined,
+        ),
+      );
+      announceFlood?.(until, at ?? Date.now());
+    },
+    handoff: o.cluster?.handoff ?? noHandoff,
+    lowered,
+  });
+
+  // One NATS edge: payloads validated, rejections counted, everything drained on stop.
+  const intake = new NatsIntake({ nc, log, metrics });
+  // Kept by reference in the service: updating it updates `nats micro info`.
+  const serviceMetadata: Record<string, string> = { instance: config.instanceId, owner, shards: '' };
+  const service = await intake.addService({
+    name: subjects.workerService,
+    version: '0.1.0',
+    description: 'Telegram notification worker: outbox → per-shard senders',
+    metadata: serviceMetadata,
+  });
+
+  // What own/fence gave back and hold, for the shutdown line and `nats micro info`.
+  let releasedRows = 0;
+  let owned: number[] = [];
+  const shards = (root: ActorRef<PipelineMsg>): OwnedShards => ({
+    own: async (want) => {
+      const r = await query<PipelineMsg, OwnResult>(root, (replyTo) => ({ type: 'own', shards: want, replyTo }), settings.drainTimeoutMs + 10_000);
+      owned = r.owned;
+      releasedRows += r.released;
+      serviceMetadata.shards = ranges(owned);
+      return r;
+    },
+    fence: async (lost) => {
+      owned = owned.filter((s) => !lost.includes(s));
+      serviceMetadata.shards = ranges(owned);
+      const r = await query<PipelineMsg, { released: number }>(
+        root,
+        (replyTo) => ({ type: 'release', shards: lost, replyTo }),
+        settings.drainTimeoutMs + 10_000,
+      );
+      releasedRows += r.released;
+      return r;
+    },
+  });
+
+  const start = (refs: RootRefs, ports: { status?: () => Promise<unknown>; system?: ActorSystem } = {}): Pipeline => {
+    const root = spawned(refs, 'pipeline');
+    const rateTimer = setInterval(() => applyRate(globalRate.tick(Date.now(), gate.waiting > 0)), 1_000);
+    rateTimer.unref();
+    const pipelineStatus = () => query<PipelineMsg, PipelineStatus>(root, (replyTo) => ({ type: 'status', replyTo }), 5_000);
+    const status =
+      ports.status ??
+      (async () => ({
+        instance: config.instanceId,
+        owner,
+        ...(await pipelineStatus()),
+      }));
+
+    // ---- NATS: wake-ups and recipient changes ---------------------------------------
+    intake.listen(subjects.wakeAll, decodeWake, (w) => void dispatch(root, { type: 'wake', shard: w.shard }), { label: 'notify.wake' });
+    // Each refused event is logged on its own line (the intake's warning is one per code per 10 s).
+    const loggedDecodeRecipient = onReject(decodeRecipient, (e) =>
+      log.warn({ code: isAppError(e) ? e.code : 'INTERNAL', err: describeError(e) }, 'bad recipient event ignored'),
+    );
+    intake.listen(subjects.recipientChanged, loggedDecodeRecipient, (r) => {
+      // The database decides; the event only says which chat to look at again.
+      recipients.refresh(r.chat_id).then(
+        (stored) => {
+          if (stored !== r.status) {
+            mBadInput.inc({ subject: subjects.recipientChanged, code: 'RECIPIENT_MISMATCH' });
+            log.warn(
+              { chatId: r.chat_id, announced: r.status, stored, code: 'RECIPIENT_MISMATCH' },
+              'recipient event does not match the database; the database state applies',
+            );
+          }
+        },
+        (e: unknown) =>
+          log.warn(
+            { chatId: r.chat_id, code: 'UNAVAILABLE', ...dbErrorFields(e) },
+            'recipient event not applied: the database could not be read; the cached state stays',
+          ),
+      );
+    });
+
+    // ---- NATS service: enqueue + status ---------------------------------------------
+    // A refusal is counted under its code, as a bad payload is by the intake.
+    const countedDecode = onReject(decodeEnqueue, () => mEnqueued.inc({ result: 'rejected' }));
+    intake.serveEndpoint(
+      service,
+      'enqueue',
+      subjects.enqueue,
+      countedDecode,
+      async (req): Promise<EnqueueReply> => {
+        try {
+          const res = await enqueue(repo, req, log);
+          mEnqueued.inc({ result: res.duplicate ? 'duplicate' : 'inserted' });
+          if (!res.duplicate) safePublish(subjects.wake(res.shard), { shard: res.shard, id: res.id });
+          return { ok: true, ...res };
+        } catch (e) {
+          // `enqueue` throws only AppErrors with codes a producer may see (and logs the rest itself).
+          const err = isAppError(e) ? e : new AppError('INTERNAL', 'internal error: the notification was not stored; retry');
+          mEnqueued.inc({ result: 'rejected' });
+          mBadInput.inc({ subject: subjects.enqueue, code: err.code });
+          return { ok: false, error: { code: err.code, message: err.message } };
+        }
+      },
+      { metadata: { payload: 'EnqueueRequest JSON', reply: 'EnqueueReply JSON' } },
+    );
+    intake.serveEndpoint(
+      service,
+      'status',
+      subjects.status(config.instanceId),
+      decodeStatus,
+      () =>
+        status().catch((e: unknown) => {
+          throw isAppError(e) ? e : new AppError('INTERNAL', describeError(e));
+        }),
+      { label: subjects.status('<instance>') },
+    );
+
+    const system = ports.system;
+    // Fixed order, each step isolated: stop intake → drain senders → give back → flush.
+    const shutdown = new ShutdownSequence(log, settings.drainTimeoutMs + 10_000)
+      .add('pipeline: NATS service and subscriptions', () => intake.drain())
+      .add('pipeline: drain actors', async () => {
+        const r = await query<PipelineMsg, { released: number }>(root, (replyTo) => ({ type: 'shutdown', replyTo }), settings.drainTimeoutMs + 5_000);
+        releasedRows += r.released;
+        log.info({ releasedAtDrain: r.released }, 'pipeline drained');
+      })
+      // Anything still claimed (a sender that did not drain in time) goes back now.
+      .add('pipeline: release leftovers', async () => {
+        releasedRows += await repo.release();
+      })
+      .add('pipeline: recipients', () => recipients.flush())
+      .add('pipeline: actors', () => {
+        outcomes.stop();
+        if (system) stopActorSystem(system);
+        else stop(root);
+        clearInterval(rateTimer);
+        gate.stop();
+      });
+
+    const control = shards(root);
+    return {
+      owner,
+      repo,
+      gate,
+      recipients,
+      root,
+      service,
+      serviceMetadata,
+      subjects,
+      globalRate,
+      own: (s) => control.own(s),
+      fence: (s) => control.fence(s),
+      demand: () => shared.demand(),
+      releasedRows: () => releasedRows,
+      status: pipelineStatus,
+      stop: () => shutdown.run(),
+    };
+  };
+
+  return { shared, service, deps, shards, start };
+}
+
+/**
+ * Builds and starts the delivery pipeline of one process on its own (tests, benchmarks):
+ * the three steps of actors/root.ts for the pipeline alone.
+ */
+export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
+  const prepared = await preparePipeline(o);
+  const ownSystem = o.system === undefined;
+  const system = o.system ?? startObservedSystem(`pipeline-${o.config.instanceId}`, o.log, o.metrics);
+  const refs = spawnRoot(system, { pipeline: () => prepared.deps() });
+  const pipeline = prepared.start(refs, ownSystem ? { system } : {});
+  if (o.ownAllShards === true) dispatch(pipeline.root, { type: 'own', shards: Array.from({ length: o.config.shardCount }, (_, i) => i) });
+  return pipeline;
+}
+
+const decodeWake = decoder(WakeEvent, { maxBytes: 1024 });
+const decodeRecipient = decoder(RecipientChanged, { maxBytes: 1024 });
+/** `notify.status.*` takes nothing (any JSON object is accepted and ignored). */
+const decodeStatus = orEmpty(decoder(Type.Object({}), { maxBytes: 1024 }), {});
+
+/** A decoder that also reports each payload it refuses (the intake then counts and answers it). */
+function onReject<T>(decode: Decoder<T>, seen: (e: unknown) => void): Decoder<T> {
+  const fn = (data: Uint8Array): T => {
+    try {
+      return decode(data);
+    } catch (e) {
+      seen(e);
+      throw e;
+    }
+  };
+  return Object.assign(fn, { schema: decode.schema });
+}
+
+/** Read at scrape time from live state: queue depth and sends on the wire per shard, the gate. */
+function registerGauges(metrics: Metrics, shared: PipelineShared, lowered: Map<number, number>): void {
+  const { book, gate, settings } = shared;
   metrics.gauge('sender_queue_depth', 'Claimed rows waiting in memory, per shard', ['shard'], (g) => {
     g.reset();
     for (const [shard, n] of book.byShard()) g.set({ shard: String(shard) }, n);
@@ -153,222 +452,6 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
     g.set({ scope: 'group' }, lowered.size - chat);
   });
   metrics.gauge('gate_paused_until_seconds', 'Bot-wide pause after a flood 429 (epoch seconds; 0 = none)', [], (g) => g.set(gate.pausedUntilMs / 1000));
-  const mBadInput = metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']);
-  const mEnqueued = metrics.counter('notifications_enqueued_total', 'Notifications enqueued over NATS', ['result']);
-
-  const safePublish = (subject: string, payload: unknown): void => {
-    try {
-      nc.publish(subject, encodeJson(payload));
-    } catch (e) {
-      log.warn({ subject, err: describeError(e) }, 'publish failed');
-    }
-  };
-
-  // Failures, unreachable recipients, fallbacks: logged once per kind per 10 s, with counts.
-  const outcomes = outcomeLog(log);
-  const deps: PipelineDeps = {
-    settings,
-    log,
-    metrics,
-    clock: systemClock,
-    repo,
-    telegram: o.telegram,
-    gate,
-    recipients,
-    book,
-    planner: o.planner ?? new TextPlanner(),
-    publishOutcome: (e: OutcomeEvent) => safePublish(subjects.outcome(e.status), e),
-    observeOutcome: (o, chatId) => outcomes.outcome(o, chatId),
-    // Announced once the row is written: receivers re-read it (RecipientDirectory.refresh).
-    publishRecipientChanged: (chatId, status, migratedTo) => {
-      outcomes.recipient(chatId, status, migratedTo);
-      void recipients.written(chatId).then(() => safePublish(subjects.recipientChanged, { chat_id: chatId, status, migrated_to_chat_id: migratedTo }));
-    },
-    onBotFlood: (until, at) => {
-      // What the server took in the window ending when its 429 was answered (not when we got to it).
-      applyRate(
-        globalRate.throttled(
-          Date.now(),
-          gate.acceptedPerSecond(rateToWindow(config.telegramGlobalRate).windowMs, Math.min(Date.now(), at ?? Date.now())) || undefined,
-        ),
-      );
-      floodHandler(until, at);
-    },
-    handoff: noHandoff,
-    lowered,
-  };
-  let floodHandler: (untilMs: number, atMs?: number) => void = () => undefined;
-  let statusProvider: () => Promise<unknown> = async () => ({
-    instance: config.instanceId,
-    owner,
-    ...(await query<PipelineMsg, PipelineStatus>(root, (replyTo) => ({ type: 'status', replyTo }), 5_000)),
-  });
-
-  const ownSystem = o.system === undefined;
-  const system = o.system ?? startObservedSystem(`pipeline-${config.instanceId}`, log, metrics);
-  const root = spawnPipeline(system, deps);
-
-  // ---- NATS: wake-ups and recipient changes ---------------------------------------
-  const decodeWake = decoder(WakeEvent, { maxBytes: 1024 });
-  const decodeRecipient = decoder(RecipientChanged, { maxBytes: 1024 });
-  const subs: Subscription[] = [];
-  subs.push(
-    nc.subscribe(subjects.wakeAll, {
-      callback: (err, m) => {
-        if (err) return;
-        try {
-          const w = decodeWake(m.data);
-          dispatch(root, { type: 'wake', shard: w.shard });
-        } catch (e) {
-          mBadInput.inc({ subject: 'notify.wake', code: isAppError(e) ? e.code : 'INTERNAL' });
-        }
-      },
-    }),
-  );
-  subs.push(
-    nc.subscribe(subjects.recipientChanged, {
-      callback: (err, m) => {
-        if (err) return;
-        try {
-          const r = decodeRecipient(m.data);
-          // The database decides; the event only says which chat to look at again.
-          recipients.refresh(r.chat_id).then(
-            (stored) => {
-              if (stored !== r.status) {
-                mBadInput.inc({ subject: subjects.recipientChanged, code: 'RECIPIENT_MISMATCH' });
-                log.warn(
-                  { chatId: r.chat_id, announced: r.status, stored, code: 'RECIPIENT_MISMATCH' },
-                  'recipient event does not match the database; the database state applies',
-                );
-              }
-            },
-            (e: unknown) =>
-              log.warn(
-                { chatId: r.chat_id, code: 'UNAVAILABLE', ...dbErrorFields(e) },
-                'recipient event not applied: the database could not be read; the cached state stays',
-              ),
-          );
-        } catch (e) {
-          mBadInput.inc({ subject: subjects.recipientChanged, code: isAppError(e) ? e.code : 'INTERNAL' });
-          log.warn({ code: isAppError(e) ? e.code : 'INTERNAL', err: describeError(e) }, 'bad recipient event ignored');
-        }
-      },
-    }),
-  );
-
-  // ---- NATS service: enqueue + status ---------------------------------------------
-  // Kept by reference in the service: updating it updates `nats micro info`.
-  const serviceMetadata: Record<string, string> = { instance: config.instanceId, owner, shards: '' };
-  const service: Service = await nc.services.add({
-    name: subjects.workerService,
-    version: '0.1.0',
-    description: 'Telegram notification worker: outbox → per-shard senders',
-    metadata: serviceMetadata,
-  });
-  service.addEndpoint('enqueue', {
-    subject: subjects.enqueue,
-    metadata: { payload: 'EnqueueRequest JSON', reply: 'EnqueueReply JSON' },
-    handler: (err, m) => {
-      if (err) return;
-      void (async () => {
-        const r = await handleEnqueue(repo, m.data, log);
-        mEnqueued.inc({ result: r.result === 'inserted' || r.result === 'duplicate' ? r.result : 'rejected' });
-        if (!r.reply.ok) mBadInput.inc({ subject: subjects.enqueue, code: r.result });
-        if (r.inserted) safePublish(subjects.wake(r.inserted.shard), { shard: r.inserted.shard, id: r.inserted.id });
-        try {
-          m.respond(encodeJson(r.reply));
-        } catch (e) {
-          log.warn({ err: describeError(e) }, 'enqueue reply failed');
-        }
-      })();
-    },
-  });
-  service.addEndpoint('status', {
-    subject: subjects.status(config.instanceId),
-    handler: (err, m) => {
-      if (err) return;
-      statusProvider().then(
-        (s) => m.respond(encodeJson(s)),
-        (e: unknown) => m.respond(encodeJson({ error: { code: isAppError(e) ? e.code : 'INTERNAL', message: describeError(e) } })),
-      );
-    },
-  });
-
-  if (o.ownAllShards === true) dispatch(root, { type: 'own', shards: Array.from({ length: config.shardCount }, (_, i) => i) });
-
-  let stopping: Promise<void> | undefined;
-  let releasedRows = 0;
-  let owned: number[] = [];
-  return {
-    owner,
-    repo,
-    gate,
-    recipients,
-    root,
-    system,
-    service,
-    serviceMetadata,
-    subjects,
-    own: async (shards) => {
-      const r = await query<PipelineMsg, OwnResult>(root, (replyTo) => ({ type: 'own', shards, replyTo }), settings.drainTimeoutMs + 10_000);
-      owned = r.owned;
-      releasedRows += r.released;
-      serviceMetadata.shards = ranges(owned);
-      return r;
-    },
-    demand: () => {
-      const windowMs = gate.limit.windowMs;
-      let d = 0;
-      for (const [chat, n] of book.perChat()) if (n > 0) d += Math.min(n, chatRatePerMs(settings, chat) * windowMs);
-      return Math.ceil(d);
-    },
-    onBotFlood: (handler) => {
-      floodHandler = handler;
-      localRate = false;
-    },
-    setHandoffStore: (store) => {
-      deps.handoff = store;
-    },
-    globalRate,
-    setStatusProvider: (f) => {
-      statusProvider = f;
-    },
-    fence: async (shards) => {
-      owned = owned.filter((s) => !shards.includes(s));
-      serviceMetadata.shards = ranges(owned);
-      const r = await query<PipelineMsg, { released: number }>(root, (replyTo) => ({ type: 'release', shards, replyTo }), settings.drainTimeoutMs + 10_000);
-      releasedRows += r.released;
-      return r;
-    },
-    releasedRows: () => releasedRows,
-    status: () => query<PipelineMsg, PipelineStatus>(root, (replyTo) => ({ type: 'status', replyTo }), 5_000),
-    stop: () =>
-      (stopping ??= (async () => {
-        const step = async (name: string, f: () => unknown): Promise<void> => {
-          try {
-            await f();
-          } catch (e) {
-            log.error({ step: name, err: describeError(e) }, 'pipeline stop step failed; continuing');
-          }
-        };
-        await step('service', () => service.stop());
-        await step('subscriptions', () => subs.forEach((s) => s.unsubscribe()));
-        await step('drain actors', async () => {
-          const r = await query<PipelineMsg, { released: number }>(root, (replyTo) => ({ type: 'shutdown', replyTo }), settings.drainTimeoutMs + 5_000);
-          releasedRows += r.released;
-          log.info({ releasedAtDrain: r.released }, 'pipeline drained');
-        });
-        // Anything still claimed (a sender that did not drain in time) goes back now.
-        await step('release leftovers', async () => {
-          releasedRows += await repo.release();
-        });
-        await step('recipients', () => recipients.flush());
-        outcomes.stop();
-        await step('actors', () => (ownSystem ? stopActorSystem(system) : stop(root)));
-        clearInterval(rateTimer);
-        gate.stop();
-      })()),
-  };
 }
 
 /** An actor system whose crashes, restarts and dead letters show in metrics and logs. */
