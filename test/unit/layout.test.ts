@@ -103,6 +103,26 @@ describe('layout: dependencies point one way', () => {
     );
   });
 
+  it('actors/root.ts is the only place outside an actor’s own folder that spawns a top-level actor', () => {
+    const rootText = readFileSync(join(ROOT, 'actors/root.ts'), 'utf8');
+    const topLevel = [...new Set([...rootText.matchAll(/\b(spawn[A-Z]\w*)\(/g)].map((m) => m[1]!))].filter((f) => f !== 'spawnRoot');
+    // The scanner itself works: the root spawns the pipeline, the cluster's actors, the ads actors and the fetcher.
+    assert.ok(topLevel.length >= 7 && topLevel.includes('spawnPipeline'), `root.ts spawns only ${topLevel.join(', ')}`);
+    const definedIn = new Map<string, string>();
+    for (const f of files) for (const m of readFileSync(join(ROOT, f), 'utf8').matchAll(/export function (spawn[A-Z]\w*)\(/g)) definedIn.set(m[1]!, f);
+    const bad: string[] = [];
+    for (const f of files) {
+      if (f === 'actors/root.ts') continue;
+      const text = readFileSync(join(ROOT, f), 'utf8');
+      for (const name of topLevel) {
+        const calls = [...text.matchAll(new RegExp(`(?<!function )\\b${name}\\(`, 'g'))];
+        const home = definedIn.get(name);
+        if (calls.length > 0 && (!home || dirname(home) !== dirname(f))) bad.push(`${f} calls ${name}`);
+      }
+    }
+    assert.deepEqual(bad, []);
+  });
+
   it('no import loop between library folders', () => {
     const folderOf = (f: string): string => dirname(f);
     const graph = new Map<string, Set<string>>();
