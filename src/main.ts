@@ -1,7 +1,8 @@
 /**
  * Composition root: builds config, logger, metrics, DB pool, NATS connection and the
- * Telegram client, starts the roles of this process, and shuts everything down in a
- * fixed order on SIGTERM/SIGINT (a second signal exits at once; leases cover that case).
+ * Telegram client, starts the roles of this process (prepare their ports, spawn the actor
+ * tree in actors/root.ts, wire NATS to it), and shuts everything down in a fixed order on
+ * SIGTERM/SIGINT (a second signal exits at once; leases cover that case).
  */
 import { loadSettings, loadImagesConfig, describeConfig, describeAdsConfig, redactUrl, type Config } from './config';
 import { createStdoutLogger, knexLog, registerSecret, routeConsole, type Logger } from './log';
