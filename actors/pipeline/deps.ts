@@ -11,6 +11,8 @@ import type { TelegramClient } from '../../src/telegram/client';
 import type { OutcomeEvent } from '../../src/nats/payloads';
 import type { HandoffStore } from '../../src/cluster/handoff';
 import type { Outcome } from '../../src/outbox/types';
+import type { PolicyLimits } from '../../src/telegram/policy';
+import { DEFAULTS } from '../../src/config/core';
 
 /** Settings of the delivery pipeline, taken from Config. */
 export interface PipelineSettings {
@@ -43,6 +45,17 @@ export function chatLimitOf(settings: Pick<PipelineSettings, 'chatLimit' | 'grou
 export function chatRatePerMs(settings: Pick<PipelineSettings, 'chatLimit' | 'groupLimit'>, chatId: number): number {
   const l = chatLimitOf(settings, chatId);
   return l.count / l.windowMs;
+}
+
+/** The limits the Telegram answer policy applies, from the settings (an invalid token pauses everything for a minute). */
+export function policyLimitsOf(settings: PipelineSettings): PolicyLimits {
+  return {
+    maxAttempts: settings.maxAttempts,
+    retryBaseMs: settings.retryBaseMs,
+    retryMaxMs: settings.retryMaxMs,
+    maxRetryAfterMs: settings.maxRetryAfterMs ?? DEFAULTS.TELEGRAM_MAX_RETRY_AFTER_MS,
+    unauthorizedPauseMs: 60_000,
+  };
 }
 
 /** Everything the pipeline's actors share, injected once by the composition root. */

@@ -1,4 +1,5 @@
 import type { Part } from './plan';
+import { asPlainText, splitPart } from './replan';
 import type { OutboxRow } from './types';
 
 /** A row being delivered: its plan, how far it got, what happened on the way. */
@@ -27,6 +28,98 @@ export function newJob(row: OutboxRow, now: number): Job {
     claimedAt: now,
     firstSentAt: null,
   };
+}
+
+/** Where a chat stands in its sender: what it waits for, if anything. */
+export type ChatPhase = 'idle' | 'planning' | 'waiting' | 'bidding' | 'sending';
+
+/** One chat in a sender: its FIFO of jobs (row-id order, retries included) and where it stands. */
+export interface ChatQueue {
+  id: number;
+  queue: Job[];
+  /** Not before this instant: a 429's retry_after or a retry backoff. */
+  pausedUntil: number;
+  pauseKind: 'none' | 'rate' | 'retry';
+  phase: ChatPhase;
+  cancelBid: (() => void) | undefined;
+  /** The row the pending bid was made for (a row with a smaller id may arrive meanwhile). */
+  bidRowId: number;
+  timer: NodeJS.Timeout | undefined;
+}
+
+export function newChatQueue(id: number): ChatQueue {
+  return { id, queue: [], pausedUntil: 0, pauseKind: 'none', phase: 'idle', cancelBid: undefined, bidRowId: 0, timer: undefined };
+}
+
+/**
+ * Queues the rows the ledger admits, each in its chat's FIFO (created on first use).
+ * Returns how many rows each chat received, so the caller counts them and moves those chats.
+ */
+export function queueRows(chats: Map<number, ChatQueue>, ledger: RowLedger, rows: readonly OutboxRow[], now: number): Map<ChatQueue, number> {
+  const touched = new Map<ChatQueue, number>();
+  for (const row of rows) {
+    if (!ledger.admit(row.id, row.fetchedAt)) continue;
+    let c = chats.get(row.chatId);
+    if (!c) chats.set(row.chatId, (c = newChatQueue(row.chatId)));
+    insertInOrder(c.queue, newJob(row, now));
+    touched.set(c, (touched.get(c) ?? 0) + 1);
+  }
+  return touched;
+}
+
+/** Takes a finished job out of its chat's queue and records it in the ledger's finished set. */
+export function finishJob(c: ChatQueue, ledger: RowLedger, job: Job, now: number): void {
+  const i = c.queue.indexOf(job);
+  if (i >= 0) c.queue.splice(i, 1);
+  ledger.finish(job.row.id, now);
+}
+
+/** A job of the chat's queue by row id: usually the head, but an earlier row may have been queued in front. */
+export function jobOf(c: ChatQueue, rowId: number): Job | undefined {
+  return c.queue.find((j) => j.row.id === rowId);
+}
+
+/** Re-plans the rest of a job as plain text (Telegram could not parse its HTML). */
+export function fallBackToPlain(job: Job, note: string): void {
+  job.parts = asPlainText(job.parts!, job.done);
+  job.plain = true;
+  job.notes.push(note);
+}
+
+/** Cuts the job's current text part in two (Telegram found it too long). */
+export function splitCurrent(job: Job, note: string): void {
+  job.parts = splitPart(job.parts!, job.done);
+  job.notes.push(note);
+}
+
+/** Whether a chat waits for something that will come back by itself (a plan or a send's answer): a drain waits for it. */
+export function anyAwaitingAnswer(chats: Iterable<ChatQueue>): boolean {
+  for (const c of chats) if (c.phase === 'sending' || c.phase === 'planning') return true;
+  return false;
+}
+
+/** Cancels what a chat waits for: its window timer and its pending bid for a global slot. */
+export function stopChat(c: ChatQueue): void {
+  if (c.timer) clearTimeout(c.timer);
+  c.timer = undefined;
+  c.cancelBid?.();
+  c.cancelBid = undefined;
+}
+
+/** Totals over a sender's chats for its status: queued jobs, chats paused by a 429 (and until when), chats waiting to retry. */
+export function queueTotals(
+  chats: Iterable<ChatQueue>,
+  now: number,
+): { queued: number; waitingRetry: number; rateLimited: Array<{ chatId: number; until: number }> } {
+  let queued = 0;
+  let waitingRetry = 0;
+  const rateLimited: Array<{ chatId: number; until: number }> = [];
+  for (const c of chats) {
+    queued += c.queue.length;
+    if (c.pausedUntil > now && c.pauseKind === 'rate') rateLimited.push({ chatId: c.id, until: c.pausedUntil });
+    if (c.pausedUntil > now && c.pauseKind === 'retry') waitingRetry++;
+  }
+  return { queued, waitingRetry, rateLimited };
 }
 
 /** How long a finished row is remembered: longer than any claim or reload takes. */

@@ -2,14 +2,24 @@ import { dispatch, reply, assertNever, type ActorRef, type ReplyTo } from '../..
 import { describeError } from '../../../src/errors';
 import type { Reservation } from '../../../src/limits/window';
 import type { ChatLimiter } from '../../../src/limits/chat-limits';
-import { partCost } from '../../../src/outbox/plan';
-import { insertInOrder, newJob, type Job, type RowLedger } from '../../../src/outbox/chat-queues';
-import { asPlainText, splitPart } from '../../../src/outbox/replan';
-import type { OutboxRow, Outcome, Progress } from '../../../src/outbox/types';
+import {
+  anyAwaitingAnswer,
+  fallBackToPlain,
+  finishJob as dequeue,
+  queueRows,
+  queueTotals,
+  splitCurrent,
+  stopChat,
+  type ChatQueue as Chat,
+  type Job,
+  type RowLedger,
+} from '../../../src/outbox/chat-queues';
+import { failedOutcome, progressOutcome, retryOutcome, sentOutcome } from '../../../src/outbox/job-outcomes';
+import { asCallError, chatCost, nextStep, policyJob, sendPart, timerDelay } from '../../../src/outbox/send-step';
+import { sendMetrics } from '../../../src/outbox/send-metrics';
+import type { OutboxRow, Outcome } from '../../../src/outbox/types';
 import type { OutcomeEvent } from '../../../src/nats/payloads';
-import { chatRatePerMs, type PipelineDeps } from '../deps';
-import { TelegramApiError, TelegramTransient } from '../../../src/telegram/errors';
-import { DEFAULTS } from '../../../src/config/core';
+import { chatRatePerMs, policyLimitsOf, type PipelineDeps } from '../deps';
 import { decide, type Action, type ThrottleScope } from '../../../src/telegram/policy';
 import type { DrainResult, SenderMsg, SenderOptions, SendResult, SenderStatus } from './sender';
 
@@ -19,19 +29,6 @@ import type { DrainResult, SenderMsg, SenderOptions, SendResult, SenderStatus } 
  * decided for each answer. The actor (sender.ts) owns the state and the messages and
  * calls these; every asynchronous result comes back to it as a message.
  */
-interface Chat {
-  id: number;
-  queue: Job[];
-  /** Not before this instant: a 429's retry_after or a retry backoff. */
-  pausedUntil: number;
-  pauseKind: 'none' | 'rate' | 'retry';
-  phase: 'idle' | 'planning' | 'waiting' | 'bidding' | 'sending';
-  cancelBid: (() => void) | undefined;
-  /** The row the pending bid was made for (a row with a smaller id may arrive meanwhile). */
-  bidRowId: number;
-  timer: NodeJS.Timeout | undefined;
-}
-
 export interface SenderState {
   shard: number;
   gen: number;
@@ -50,98 +47,29 @@ export interface SenderState {
 export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
   const { settings, gate, recipients, telegram, planner, book, clock, log, metrics } = deps;
   const shardLabel = { shard: String(opts.shard) };
-  const m = {
-    sent: metrics.counter('telegram_sent_total', 'Notifications Telegram accepted (all parts)', ['shard']),
-    failed: metrics.counter('telegram_failed_total', 'Notifications that failed for good', ['shard', 'code']),
-    retried: metrics.counter('telegram_retries_total', 'Transient failures retried', ['shard']),
-    throttled: metrics.counter('telegram_rate_limited_total', '429 answers received, by the scope they were attributed to', ['shard', 'scope']),
-    calls: metrics.counter('telegram_calls_total', 'Telegram API calls', ['method', 'result']),
-    latency: metrics.histogram(
-      'notification_delivery_seconds',
-      'From claim to accepted, per notification',
-      [],
-      [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
-    ),
-    age: metrics.histogram(
-      'notification_age_seconds',
-      'From created_at to accepted, per notification',
-      [],
-      [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 3600],
-    ),
-    callLatency: metrics.histogram(
-      'telegram_call_seconds',
-      'Telegram API call latency',
-      ['method'],
-      [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 15],
-    ),
-  };
-  const policyLimits = {
-    maxAttempts: settings.maxAttempts,
-    retryBaseMs: settings.retryBaseMs,
-    retryMaxMs: settings.retryMaxMs,
-    maxRetryAfterMs: settings.maxRetryAfterMs ?? DEFAULTS.TELEGRAM_MAX_RETRY_AFTER_MS,
-    unauthorizedPauseMs: 60_000,
-  };
+  const m = sendMetrics(metrics);
+  const policyLimits = policyLimitsOf(settings);
 
   const emit = (outcome: Outcome, event?: OutcomeEvent): void => {
     if (!dispatch(opts.outcomes, { type: 'outcome', outcome, event }))
       log.error({ id: outcome.id }, 'outcome writer is stopped: outcome kept in the database lease only');
   };
-  const progressOf = (job: Job): Progress | undefined =>
-    job.done > 0 || job.plain ? { done: job.done, total: job.parts?.length ?? 0, ...(job.plain ? { plain: true } : {}) } : undefined;
-  const notes = (job: Job) => job.notes.join('; ') || undefined;
-
   const addRows = (state: SenderState, rows: OutboxRow[], self: ActorRef<SenderMsg>): void => {
-    const touched = new Set<Chat>();
-    const now = clock.now();
-    for (const row of rows) {
-      if (!state.rows.admit(row.id, row.fetchedAt)) continue;
-      let c = state.chats.get(row.chatId);
-      if (!c)
-        state.chats.set(
-          row.chatId,
-          (c = { id: row.chatId, queue: [], pausedUntil: 0, pauseKind: 'none', phase: 'idle', cancelBid: undefined, bidRowId: 0, timer: undefined }),
-        );
-      insertInOrder(c.queue, newJob(row, now));
-      book.add(opts.shard, row.chatId, 1);
-      touched.add(c);
-    }
-    for (const c of touched) schedule(state, c, self);
+    const touched = queueRows(state.chats, state.rows, rows, clock.now());
+    for (const [c, n] of touched) book.add(opts.shard, c.id, n);
+    for (const c of touched.keys()) schedule(state, c, self);
   };
 
   const finishJob = (state: SenderState, c: Chat, job: Job): void => {
-    const i = c.queue.indexOf(job);
-    if (i >= 0) c.queue.splice(i, 1);
+    dequeue(c, state.rows, job, clock.now());
     book.add(opts.shard, c.id, -1);
-    state.rows.finish(job.row.id, clock.now());
   };
 
   const failJob = (state: SenderState, c: Chat, job: Job, code: string, reason: string): void => {
     state.counts.failed++;
     m.failed.inc({ ...shardLabel, code });
-    const now = clock.now();
-    emit(
-      {
-        id: job.row.id,
-        kind: 'failed',
-        at: now,
-        attempts: job.attempts,
-        retryCount: job.retryCount,
-        code,
-        reason,
-        notes: notes(job),
-        progress: progressOf(job),
-      },
-      {
-        id: job.row.id,
-        chat_id: job.row.chatId,
-        status: 'failed',
-        error_code: code,
-        error: reason,
-        attempts: job.attempts,
-        latency_ms: now - job.row.createdAt,
-      },
-    );
+    const { outcome, event } = failedOutcome(job, code, reason, clock.now());
+    emit(outcome, event);
     finishJob(state, c, job);
   };
 
@@ -151,18 +79,8 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
     m.sent.inc(shardLabel);
     m.latency.observe((now - job.claimedAt) / 1000);
     m.age.observe(Math.max(0, now - job.row.createdAt) / 1000);
-    emit(
-      {
-        id: job.row.id,
-        kind: 'sent',
-        at: now,
-        attempts: job.attempts + 1,
-        retryCount: job.retryCount,
-        notes: notes(job),
-        progress: job.parts && job.parts.length > 1 ? progressOf(job) : undefined,
-      },
-      { id: job.row.id, chat_id: job.row.chatId, status: 'sent', attempts: job.attempts + 1, latency_ms: now - job.row.createdAt },
-    );
+    const { outcome, event } = sentOutcome(job, now);
+    emit(outcome, event);
     finishJob(state, c, job);
   };
 
@@ -186,7 +104,9 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
         failJob(state, c, job, 'TG_PERMANENT', `recipient ${dead.status} since ${new Date(dead.since).toISOString()}: ${dead.reason} (not sent)`);
         continue;
       }
-      if (!job.parts) {
+      const now = clock.now();
+      const step = nextStep(job, () => state.limiter.window(c.id), c.pausedUntil, now);
+      if (step.kind === 'plan') {
         c.phase = 'planning';
         const rowId = job.row.id;
         planner.plan({ ...job.row, plainText: job.plain }).then(
@@ -195,19 +115,14 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
         );
         return;
       }
-      if (job.done >= job.parts.length) {
-        // Everything was accepted before (e.g. progress recorded, outcome lost): done.
+      if (step.kind === 'complete') {
         succeed(state, c, job);
         continue;
       }
-      const window = state.limiter.window(c.id);
-      const cost = Math.min(partCost(job.parts[job.done]!), window.current.count);
-      const now = clock.now();
-      const at = Math.max(c.pausedUntil, window.availableAt(now, cost));
-      if (at > now) {
-        if (at === Infinity) return; // a send of this chat is still settling; its sendDone reschedules
+      if (step.kind === 'settling') return; // its sendDone reschedules
+      if (step.kind === 'wait') {
         c.phase = 'waiting';
-        c.timer = setTimeout(() => dispatch(self, { type: 'chatReady', chatId: c.id, gen }), Math.min(at - now, 2 ** 31 - 1));
+        c.timer = setTimeout(() => dispatch(self, { type: 'chatReady', chatId: c.id, gen }), timerDelay(step.at, now));
         return;
       }
       c.pauseKind = 'none';
@@ -217,7 +132,7 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
         priority: job.row.priority,
         backlogMs: c.queue.length / chatRatePerMs(settings, c.id),
         readySince: now,
-        cost,
+        cost: step.cost,
         grant: (reservation) => {
           if (!dispatch(self, { type: 'granted', chatId: c.id, reservation, gen })) gate.cancel(reservation);
         },
@@ -230,7 +145,7 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
     const job = c.queue[0]!;
     const part = job.parts![job.done]!;
     const window = state.limiter.window(c.id);
-    const chatRes = window.reserve(Math.min(partCost(part), window.current.count));
+    const chatRes = window.reserve(chatCost(part, window.current.count));
     c.phase = 'sending';
     state.inFlight++;
     book.sending(opts.shard, 1);
@@ -239,16 +154,7 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
     const sentAt = clock.now();
     job.firstSentAt ??= sentAt;
     const done = (result: SendResult) => dispatch(self, { type: 'sendDone', chatId: c.id, rowId: job.row.id, result, gen });
-    // A synchronous throw from the client becomes a rejection, handled below like any other.
-    const p = new Promise<unknown>((resolve) => {
-      resolve(
-        part.method === 'sendMessage'
-          ? telegram.sendMessage(target, part.text, part.parseMode)
-          : part.method === 'sendPhoto'
-            ? telegram.sendPhoto(target, part.item)
-            : telegram.sendMediaGroup(target, part.items),
-      );
-    });
+    const p = sendPart(telegram, target, part);
     p.then(
       () => {
         const answeredAt = clock.now();
@@ -258,7 +164,7 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
       },
       (e: unknown) => {
         const answeredAt = clock.now();
-        const error = e instanceof TelegramApiError ? e : new TelegramTransient(part.method, 0, describeError(e), 'network');
+        const error = asCallError(part.method, e);
         m.calls.inc({ method: part.method, result: error.code });
         m.callLatency.observe({ method: part.method }, (answeredAt - sentAt) / 1000);
         if (!done({ ok: false, error, sentAt, answeredAt, chatRes, globalRes })) gate.settle(globalRes, answeredAt);
@@ -292,14 +198,11 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
         job.notes.push(a.note);
         return;
       case 'plainText':
-        job.parts = asPlainText(job.parts!, job.done);
-        job.plain = true;
-        job.notes.push(a.note);
-        emit({ id: job.row.id, kind: 'progress', progress: progressOf(job)!, notes: notes(job) });
+        fallBackToPlain(job, a.note);
+        emit(progressOutcome(job, true));
         return;
       case 'split':
-        job.parts = splitPart(job.parts!, job.done);
-        job.notes.push(a.note);
+        splitCurrent(job, a.note);
         return;
       case 'failRecipient':
         recipients.markUnreachable(job.row.chatId, a.reason, a.description, a.code);
@@ -321,16 +224,7 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
         m.retried.inc(shardLabel);
         c.pausedUntil = a.at;
         c.pauseKind = 'retry';
-        emit({
-          id: job.row.id,
-          kind: 'retry',
-          attempts: job.attempts,
-          retryCount: job.retryCount,
-          nextAttemptAt: a.at,
-          code: a.code,
-          reason: a.reason,
-          progress: progressOf(job),
-        });
+        emit(retryOutcome(job, a.at, a.code, a.reason));
         return;
       case 'fail':
         job.attempts++;
@@ -345,30 +239,19 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
     if (result.ok) {
       job.done++;
       if (job.done >= job.parts!.length) succeed(state, c, job);
-      else if (job.parts!.length > 1) emit({ id: job.row.id, kind: 'progress', progress: progressOf(job)! });
+      else if (job.parts!.length > 1) emit(progressOutcome(job, false));
       return;
     }
     const now = clock.now();
     const view = { now, chatNearLimit: state.limiter.nearLimit(c.id, result.sentAt), flood: opts.flood.state };
-    const part = job.parts![job.done]!;
-    const action = decide(
-      result.error,
-      {
-        chatId: c.id,
-        part: { method: part.method, textLength: part.method === 'sendMessage' ? part.text.length : undefined },
-        plain: job.plain,
-        attempts: job.attempts,
-      },
-      policyLimits,
-      view,
-    );
+    const action = decide(result.error, policyJob(c.id, job), policyLimits, view);
     if (action.kind === 'throttled') opts.flood.state = action.flood;
     apply(state, c, job, action, now, result.answeredAt);
   };
 
   const maybeFinishDrain = (state: SenderState): void => {
     if (!state.draining || state.draining.done || state.inFlight > 0) return;
-    for (const c of state.chats.values()) if (c.phase === 'sending' || c.phase === 'planning') return;
+    if (anyAwaitingAnswer(state.chats.values())) return;
     let released = 0;
     for (const c of state.chats.values()) {
       for (const job of c.queue) {
@@ -383,23 +266,9 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
     reply(state.draining.replyTo, { released, windows: state.limiter.handoff(clock.now()) });
   };
 
-  const stopChat = (c: Chat): void => {
-    if (c.timer) clearTimeout(c.timer);
-    c.timer = undefined;
-    c.cancelBid?.();
-    c.cancelBid = undefined;
-  };
-
   const status = (state: SenderState): SenderStatus => {
     const now = clock.now();
-    let queued = 0;
-    let waitingRetry = 0;
-    const rateLimited: SenderStatus['rateLimited'] = [];
-    for (const c of state.chats.values()) {
-      queued += c.queue.length;
-      if (c.pausedUntil > now && c.pauseKind === 'rate') rateLimited.push({ chatId: c.id, until: c.pausedUntil });
-      if (c.pausedUntil > now && c.pauseKind === 'retry') waitingRetry++;
-    }
+    const { queued, waitingRetry, rateLimited } = queueTotals(state.chats.values(), now);
     const t = state.counts.throttled;
     const lowered = state.limiter
       .lowered()
@@ -422,5 +291,5 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
     };
   };
 
-  return { addRows, schedule, startSend, onSendDone, maybeFinishDrain, stopChat, failJob, status, emit };
+  return { addRows, schedule, startSend, onSendDone, maybeFinishDrain, failJob, status, emit };
 }

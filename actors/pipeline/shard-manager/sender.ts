@@ -4,7 +4,7 @@ import type { Reservation } from '../../../src/limits/window';
 import { ChatLimiter, type WindowSeed } from '../../../src/limits/chat-limits';
 import type { FloodDetector } from '../../../src/limits/flood';
 import type { Part } from '../../../src/outbox/plan';
-import { RowLedger } from '../../../src/outbox/chat-queues';
+import { RowLedger, jobOf, stopChat } from '../../../src/outbox/chat-queues';
 import type { OutboxRow } from '../../../src/outbox/types';
 import type { PipelineDeps } from '../deps';
 import type { TelegramApiError } from '../../../src/telegram/errors';
@@ -75,7 +75,7 @@ let generations = 0;
 export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOptions): ActorRef<SenderMsg> {
   const { settings, gate, book, clock, log } = deps;
   let starts = 0;
-  const { addRows, schedule, startSend, onSendDone, maybeFinishDrain, stopChat, failJob, status, emit } = senderWork(deps, opts);
+  const { addRows, schedule, startSend, onSendDone, maybeFinishDrain, failJob, status, emit } = senderWork(deps, opts);
   return spawn<SenderState, SenderMsg>(parent, {
     name: `sender-${opts.shard}`,
     supervision: Supervision.restartWithBackoff({ minBackoffMs: 100, maxBackoffMs: 10_000 }),
@@ -151,7 +151,7 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
           const c = state.chats.get(msg.chatId);
           if (msg.gen !== state.gen || !c || c.phase !== 'planning') return state;
           c.phase = 'idle';
-          const job = c.queue.find((j) => j.row.id === msg.rowId);
+          const job = jobOf(c, msg.rowId);
           if (job) {
             if (msg.parts && msg.parts.length > 0) job.parts = msg.parts;
             else failJob(state, c, job, 'BAD_PAYLOAD', `nothing to send: ${msg.error ?? 'empty plan'}`);
@@ -194,7 +194,7 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
           if (!c) return state;
           c.phase = 'idle';
           // Usually the head; a row with a smaller id may have been queued in front meanwhile.
-          const job = c.queue.find((j) => j.row.id === msg.rowId);
+          const job = jobOf(c, msg.rowId);
           if (job) onSendDone(state, c, job, result);
           schedule(state, c, ctx.self);
           maybeFinishDrain(state);
