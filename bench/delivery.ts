@@ -11,6 +11,7 @@
  * BENCH_GROUP_WINDOW_MS shortens the group window of the group scenario (sandbox and pipeline alike;
  * the rates stay per minute) to run it in seconds.
  */
+import { readFileSync } from 'node:fs';
 import { connect } from 'nats';
 import { loadConfig } from '../src/config/core';
 import { createLogger } from '../src/log';
@@ -200,6 +201,7 @@ async function main(): Promise<void> {
       db.on('query', () => statements++);
       const t0 = Date.now();
       const groupWindowMs = sc.server.groupWindowMs ?? 60_000;
+      const cpu0 = { worker: process.cpuUsage(), sandbox: procCpuMs(sandbox.proc.pid) };
       const pipeline = await startPipeline({
         ownAllShards: true,
         config,
@@ -220,6 +222,9 @@ async function main(): Promise<void> {
       const stats = await getJson<SandboxStats>(`${sandbox.apiRoot}sandbox/stats`);
       const wall = (Math.max(...delivered.map((d) => d.at)) - t0) / 1000;
       const gateRate = (pipeline.gate.limit.count / pipeline.gate.limit.windowMs) * 1000;
+      // CPU per notification: unlike the rate, it hardly depends on what else the machine runs.
+      const workerCpu = process.cpuUsage(cpu0.worker);
+      const cpuLine = `CPU ms per notification: this process ${((workerCpu.user + workerCpu.system) / 1000 / n).toFixed(3)}, sandbox ${((procCpuMs(sandbox.proc.pid) - cpu0.sandbox) / n).toFixed(3)}`;
       await pipeline.stop();
       const stmts = statements;
       await db.destroy();
@@ -243,7 +248,7 @@ async function main(): Promise<void> {
         (stmts / n).toFixed(3),
         stats.connections,
       ]);
-      console.log(`  ${sc.name}: ${results[results.length - 1]!.join(' | ')}`);
+      console.log(`  ${sc.name}: ${results[results.length - 1]!.join(' | ')}\n  ${cpuLine}`);
     }
     if (!only.has('idle')) {
       print(results, latencyRow);
@@ -304,6 +309,17 @@ async function main(): Promise<void> {
     await root.destroy();
   }
   print(results, latencyRow);
+}
+
+/** User + system CPU time of a process so far (ms), from /proc (0 where there is none). */
+function procCpuMs(pid: number | undefined): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    // utime and stime are fields 14 and 15 of stat(5), in ticks of USER_HZ (100 on Linux); here the list starts at field 3.
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+  } catch {
+    return 0;
+  }
 }
 
 function print(results: Array<Array<string | number>>, latencyRow: Array<string | number>): void {
