@@ -242,6 +242,26 @@ describe('telegram client against the sandbox over HTTP', function () {
       assert.equal(e.reason, 'timeout');
     });
 
+    it('an answer that is not JSON → TelegramTransient bad_response; a bare 502 → server_error', async () => {
+      const odd = createServer((req, res) => {
+        if (req.url?.endsWith('/sendMessage')) res.writeHead(200, { 'content-type': 'text/html' }).end('<html>proxy page</html>');
+        else res.writeHead(502, 'Bad Gateway').end();
+      });
+      await new Promise<void>((r) => odd.listen(0, '127.0.0.1', () => r()));
+      try {
+        const { port } = odd.address() as AddressInfo;
+        const c = new TelegrafClient({ token: TOKEN, apiRoot: `http://127.0.0.1:${port}/`, timeoutMs: 5_000 });
+        const e = await rejection(c.sendMessage(6004, 'hi'), TelegramTransient);
+        assert.equal(e.reason, 'bad_response');
+        const g = await rejection(c.sendPhoto(6004, { photo: { kind: 'url', url: 'http://127.0.0.1:9/x.jpg' } }), TelegramTransient);
+        assert.equal(g.reason, 'server_error');
+        assert.equal(g.status, 502);
+      } finally {
+        odd.closeAllConnections();
+        await new Promise<void>((r) => odd.close(() => r()));
+      }
+    });
+
     it('connection refused → TelegramTransient network', async () => {
       const port = await freePort();
       const c = new TelegrafClient({ token: TOKEN, apiRoot: `http://127.0.0.1:${port}/`, timeoutMs: 5_000 });
@@ -297,6 +317,27 @@ describe('telegram client against the sandbox over HTTP', function () {
       // The caller's items are untouched (telegraf stringifies payloads in place; ours are fresh per call).
       assert.ok(items[0]!.photo.kind === 'bytes' && items[0]!.photo.data.equals(png(1500, 4)));
       assert.equal(items[0]!.caption, 'A');
+    });
+
+    it('photos by URL go as JSON requests (no upload): sendPhoto and sendMediaGroup', async () => {
+      const url = (n: number): PhotoItem => ({ photo: { kind: 'url', url: `http://127.0.0.1:9/p${n}.jpg` }, caption: `<i>c${n}</i>`, parseMode: 'HTML' });
+      const one = await client.sendPhoto(7004, url(1));
+      assert.equal(one.chat.id, 7004);
+      const album = await client.sendMediaGroup(7005, [url(2), { photo: { kind: 'url', url: 'http://127.0.0.1:9/p3.jpg' } }]);
+      assert.equal(album.length, 2);
+      assert.deepEqual(
+        [...sandbox.delivered(7004), ...sandbox.delivered(7005)].map((e) => [e.method, e.media?.map((m) => [m.source, m.caption])]),
+        [
+          ['sendPhoto', [['url', '<i>c1</i>']]],
+          [
+            'sendMediaGroup',
+            [
+              ['url', '<i>c2</i>'],
+              ['url', undefined],
+            ],
+          ],
+        ],
+      );
     });
 
     it('sendPhoto upload re-sent after a failure carries the whole file', async () => {
