@@ -13,12 +13,13 @@
  *   rolling restart: three workers, each SIGTERMed and started again in turn
  *   kill -9: one of three SIGKILLed mid-run (its chats' windows unknown to the new owner)
  *   stricter global: three workers told 300/s, the sandbox at 200/s
- * BENCH_ONLY=formation,steady picks the parts.
+ * BENCH_ONLY=formation,steady picks the parts; BENCH_ONLY=stricter (or cold, rolling, kill) one row of formation.
  *
  * `npm run bench:cluster -- --nats-nodes 3`: a node of a three-node NATS cluster dies instead
  * (bench/cluster-failover.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { openSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { connect } from 'nats';
 import { createDb } from '../src/db/knex';
@@ -73,12 +74,14 @@ interface Proc {
 }
 
 const only = new Set((process.env.BENCH_ONLY ?? 'formation,steady').split(','));
+/** BENCH_LOG_DIR: the formation workers log at info into files there, with each run's deliveries per 100 ms (to see where time went). */
+const LOG_DIR = process.env.BENCH_LOG_DIR;
 
 async function main(): Promise<void> {
   // `-- --nats-nodes 3`: the node-failure scenarios on a three-node NATS cluster (bench/cluster-failover.ts).
   const natsNodes = natsNodesFlag(process.argv);
   if (natsNodes > 1) return runClusterFailover(natsNodes).then(() => process.exit(0));
-  if (only.has('formation')) await formation();
+  if (['formation', 'cold', 'rolling', 'kill', 'stricter'].some((x) => only.has(x))) await formation();
   if (only.has('steady')) await steady();
 }
 
@@ -139,9 +142,9 @@ async function formationRun(
         SHARD_LEASE_TTL_MS: String(TTL),
         ROLE: 'worker',
         METRICS_PORT: '0',
-        LOG_LEVEL: 'warn',
+        LOG_LEVEL: LOG_DIR ? 'info' : 'warn',
       },
-      stdio: 'ignore',
+      stdio: LOG_DIR ? ['ignore', openSync(`${LOG_DIR}/${t}-${pname}-${procs.length}.log`, 'a'), 'inherit'] : 'ignore',
     });
     const p = { name: pname, child, exited: new Promise<void>((r) => child.once('exit', () => r())) };
     procs.push(p);
@@ -169,11 +172,35 @@ async function formationRun(
   try {
     const data = Array.from({ length: opts.n }, (_, i) => ({ telegram_id: 400_000 + (i % opts.chats), message_text: `${name}-${i}` }));
     for (let i = 0; i < data.length; i += 1000) await db('telegram_notifications').insert(data.slice(i, i + 1000));
+    // With BENCH_LOG_DIR: every process's budget (share, mode, demand, rate) four times a second.
+    const trace: string[] = [];
+    let tracing = LOG_DIR !== undefined;
+    const tracer = (async () => {
+      while (tracing) {
+        const st = await status().catch(() => undefined);
+        if (st)
+          trace.push(
+            `${new Date().toISOString()} ${st.processes
+              .map((p) => `${p.instance[0]}:${p.budget.share}/${p.budget.demand}/${p.budget.mode[0]}/${p.queued + p.buffered}`)
+              .join(' ')} rate ${st.budget?.rate.toFixed(1)}`,
+          );
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    })();
     const waits = await opts.run({ launch, procs, sentCount, waitBalanced, status, unsentIn });
     while ((await sentCount()) < opts.n) await new Promise((r) => setTimeout(r, 200));
+    tracing = false;
+    await tracer;
+    if (LOG_DIR) writeFileSync(`${LOG_DIR}/${t}-budget.txt`, `${trace.join('\n')}\n`);
     const d = await getJson<DeliveredEntry[]>(`${sandbox.apiRoot}sandbox/delivered`);
     const st = await getJson<SandboxStats>(`${sandbox.apiRoot}sandbox/stats`);
     const ats = d.map((x) => x.at).sort((a, b) => a - b);
+    if (LOG_DIR) {
+      const per = new Map<number, number>();
+      for (const a of ats) per.set(Math.floor(a / 100), (per.get(Math.floor(a / 100)) ?? 0) + 1);
+      const lines = [...per].map(([k, v]) => `${new Date(k * 100).toISOString()} ${v}`);
+      writeFileSync(`${LOG_DIR}/${t}-delivered.txt`, `${lines.join('\n')}\n`);
+    }
     const wall = (ats[ats.length - 1]! - ats[0]!) / 1000;
     const ideal = Math.max(opts.n / server, Math.ceil(opts.n / opts.chats) / CHAT);
     // The same with the documented waits: the dead process's unsent rows go at the full rate only
@@ -218,7 +245,8 @@ async function formation(): Promise<void> {
   const rows: Array<Array<string | number>> = [];
   const N2 = 3000;
   const CH = 600;
-  for (const k of [3, 5]) {
+  const pick = (row: string): boolean => only.has('formation') || only.has(row);
+  for (const k of pick('cold') ? [3, 5] : []) {
     rows.push(
       await formationRun(`cold start ${k}`, {
         n: N2,
@@ -228,48 +256,51 @@ async function formation(): Promise<void> {
       }),
     );
   }
-  rows.push(
-    await formationRun('rolling restart', {
-      n: 6000,
-      chats: CH,
-      procs: 3,
-      run: async ({ launch, procs, waitBalanced }) => {
-        ['a', 'b', 'c'].forEach((p) => launch(p));
-        await waitBalanced(3);
-        for (const name of ['a', 'b', 'c']) {
-          const p = procs.find((x) => x.name === name && x.child.exitCode === null && x.child.signalCode === null)!;
-          p.child.kill('SIGTERM');
-          await p.exited;
-          launch(name);
+  if (pick('rolling'))
+    rows.push(
+      await formationRun('rolling restart', {
+        n: 6000,
+        chats: CH,
+        procs: 3,
+        run: async ({ launch, procs, waitBalanced }) => {
+          ['a', 'b', 'c'].forEach((p) => launch(p));
           await waitBalanced(3);
-        }
-      },
-    }),
-  );
-  rows.push(
-    await formationRun('kill -9', {
-      n: N2,
-      chats: CH,
-      procs: 3,
-      run: async ({ launch, sentCount, status, unsentIn }) => {
-        const [a] = ['a', 'b', 'c'].map((p) => launch(p));
-        while ((await sentCount()) < N2 / 4) await new Promise((r) => setTimeout(r, 50));
-        const owned = (await status()).processes.find((p) => p.instance.startsWith('a-'))?.owned ?? [];
-        a!.child.kill('SIGKILL');
-        const killAt = Date.now();
-        return { killAt, deadRows: await unsentIn(owned) };
-      },
-    }),
-  );
-  rows.push(
-    await formationRun('stricter global (200/s, told 300/s)', {
-      n: N2,
-      chats: CH,
-      procs: 3,
-      server: 200,
-      run: async ({ launch }) => ['a', 'b', 'c'].forEach((p) => launch(p)),
-    }),
-  );
+          for (const name of ['a', 'b', 'c']) {
+            const p = procs.find((x) => x.name === name && x.child.exitCode === null && x.child.signalCode === null)!;
+            p.child.kill('SIGTERM');
+            await p.exited;
+            launch(name);
+            await waitBalanced(3);
+          }
+        },
+      }),
+    );
+  if (pick('kill'))
+    rows.push(
+      await formationRun('kill -9', {
+        n: N2,
+        chats: CH,
+        procs: 3,
+        run: async ({ launch, sentCount, status, unsentIn }) => {
+          const [a] = ['a', 'b', 'c'].map((p) => launch(p));
+          while ((await sentCount()) < N2 / 4) await new Promise((r) => setTimeout(r, 50));
+          const owned = (await status()).processes.find((p) => p.instance.startsWith('a-'))?.owned ?? [];
+          a!.child.kill('SIGKILL');
+          const killAt = Date.now();
+          return { killAt, deadRows: await unsentIn(owned) };
+        },
+      }),
+    );
+  if (pick('stricter'))
+    rows.push(
+      await formationRun('stricter global (200/s, told 300/s)', {
+        n: N2,
+        chats: CH,
+        procs: 3,
+        server: 200,
+        run: async ({ launch }) => ['a', 'b', 'c'].forEach((p) => launch(p)),
+      }),
+    );
   console.log(
     `\nbench:cluster — formation and change; workers told ${GLOBAL} msg/s global, ${CHAT} msg/s per chat; sandbox at the same limits unless the scenario says; lease TTL ${TTL} ms; ${machine()}\n`,
   );

@@ -18,8 +18,9 @@ import { BudgetDemand } from '../../src/nats/payloads';
  * between the processes that report demand and sends each its grant (valid for a short
  * time, acknowledged). Why the sum never exceeds the limit in any sliding window: a
  * decrease is applied first and acknowledged; increases are handed out only from what
- * nobody may still be using, and only one full window after the last decrease (sends
- * made under the old, larger share are still inside the window until then). An
+ * nobody may still be using: a process shrunk by a grant it acknowledged keeps its old share
+ * reserved until its past sends fit the new one (its free_at); any other decrease (a leaver,
+ * a share we did not know) holds every increase back for one full window. An
  * unacknowledged grant counts as in use until it expires. One floor share stays
  * unallocated for a process that joins and sends its floor before its first grant.
  *
@@ -80,6 +81,11 @@ export interface BudgetCoordinatorState {
   expiry: Map<string, number>;
   /** Increases wait until every shrunk process's past sends have left its window. */
   lastDecreaseAt: number;
+  /**
+   * A process shrunk by a grant it acknowledged may still hold its old share until its window fits the
+   * new one (free_at): one step per shrink, so a process shrinking tick after tick frees its room step by step.
+   */
+  held: Map<string, Array<{ share: number; until: number }>>;
   /** Processes that acknowledged a grant from this coordinator since its election (their share is known). */
   acked: Set<string>;
   ticks: number;
@@ -131,7 +137,9 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
     const p = s.pending.get(h);
     const pend = p && now < p.expiresAt ? p.share : 0;
     const held = now < exp ? (s.cur.get(h) ?? 0) : 0;
-    return Math.max(held, pend);
+    let old = 0;
+    for (const x of s.held.get(h) ?? []) if (now < x.until) old = Math.max(old, x.share);
+    return Math.max(held, pend, old);
   };
 
   /** A 'lead' in `ms` (0: now), unless one is already on its way. */
@@ -152,6 +160,11 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
   const lead = async (s: BudgetCoordinatorState, self: ActorRef<BudgetCoordinatorMsg>): Promise<void> => {
     const now = Date.now();
     for (const [h, m] of s.members) if (now - m.at > 1_500) s.members.delete(h);
+    for (const [h, steps] of s.held) {
+      const live = steps.filter((x) => x.until > now);
+      if (live.length > 0) s.held.set(h, live);
+      else s.held.delete(h);
+    }
     for (const h of [...s.cur.keys()]) if (!s.members.has(h) && reserved(s, h, now) === 0) s.cur.delete(h);
     // A process that joined since: it already uses what it reports (its floor) until we grant it more.
     for (const [h, m] of s.members) {
@@ -173,7 +186,7 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
     const known = [...s.members].every(([h, m]) => s.acked.has(h) || (!m.granted && m.reportedShare > 0));
     const canIncrease = known && now >= s.lastDecreaseAt + W + 50;
     let headroom = capacity - reserve;
-    const everyone = new Set([...s.cur.keys(), ...s.pending.keys(), ...s.members.keys()]);
+    const everyone = new Set([...s.cur.keys(), ...s.pending.keys(), ...s.members.keys(), ...s.held.keys()]);
     for (const h of everyone) headroom -= reserved(s, h, now);
     // Shrink a process only when someone else needs the room: demand that dips for a
     // moment must not cost a full window of waiting before it can grow back.
@@ -200,6 +213,9 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
     await Promise.all(
       [...next].map(async ([h, share]) => {
         const prev = s.cur.get(h) ?? 0;
+        // What it may hold now: our acknowledged share, or a larger grant it may have applied without our hearing.
+        const before = s.pending.get(h);
+        const knew = s.acked.has(h) ? Math.max(prev, before && before.expiresAt + W > now ? before.share : 0) : undefined;
         s.pending.set(h, { share: Math.max(share, s.pending.get(h)?.share ?? 0), expiresAt });
         try {
           const grant = {
@@ -221,7 +237,10 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
             // Its sends under a larger share (ours, or a previous coordinator's we did not know of) count
             // until they leave its window: free_at says when (unknown → a full window from now).
             const freeAt = typeof ack.free_at === 'number' ? ack.free_at : share < prev ? Date.now() + W : 0;
-            if (freeAt > Date.now()) s.lastDecreaseAt = Math.max(s.lastDecreaseAt, freeAt - W);
+            // A shrink we know the size of: its old share stays reserved until then, others may grow from the rest
+            // at once (a global wait here stalled everyone while a draining process shrank tick after tick).
+            if (freeAt > Date.now() && knew !== undefined && share < knew) s.held.set(h, [...(s.held.get(h) ?? []), { share: knew, until: freeAt + 50 }]);
+            else if (freeAt > Date.now()) s.lastDecreaseAt = Math.max(s.lastDecreaseAt, freeAt - W);
           }
         } catch {
           // No answer: the grant may or may not be in force; it stays reserved until it expires.
@@ -235,7 +254,17 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
     // Just after an election the acknowledgements above were what growth waited for: split again now.
     const knownNow = [...s.members].every(([h, m]) => s.acked.has(h) || (!m.granted && m.reportedShare > 0));
     if (waitingToGrow && !known && knownNow) leadIn(s, self, Math.max(0, growAt - t));
-    else if (waitingToGrow && growAt > t && growAt < t + 250) leadIn(s, self, growAt - t);
+    else if (waitingToGrow) {
+      // Or when a shrunk process's old share leaves its window.
+      const at = Math.min(
+        growAt > t ? growAt : Infinity,
+        ...[...s.held.values()]
+          .flat()
+          .map((x) => x.until + 10)
+          .filter((u) => u > t),
+      );
+      if (at < t + 250) leadIn(s, self, at - t);
+    }
   };
 
   /**
@@ -254,13 +283,23 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
       atFlood += at !== undefined && m.atFlood.has(at) ? m.atFlood.get(at)! : m.accepted;
       recent += m.accepted;
     }
+    // The later 429s of the same event (within a window) were announced and counted too: their counts
+    // also hold the answers that were still in flight at the first one (a cold start's burst: 77 for 100).
+    const members = [...s.members.values()];
+    for (const a of at === undefined ? [] : new Set(members.flatMap((m) => [...m.atFlood.keys()])))
+      if (a > at! && a < at! + W && members.every((m) => m.atFlood.has(a)))
+        atFlood = Math.max(
+          atFlood,
+          members.reduce((n, m) => n + m.atFlood.get(a)!, 0),
+        );
     // Two estimates of what the server took: the counts at the flood's instant (low when the announcer
     // read its 429 late, or sends were still in flight) and the last periodic reports (low while the
     // cluster ramps up). The rate goes just under the larger; it caps the remembered rejected rate only
     // when every member answered and the counts at the instant are not the lower one by more than 5 %.
     const accepted = Math.max(atFlood, recent);
     const trusted = counted && atFlood >= 0.95 * recent;
-    const rate = s.rate.throttled(Date.now(), accepted > 0 ? (accepted / W) * 1000 : undefined, trusted);
+    // At the 429's instant, not when we got to it: a late-handled 429 of the same event (a loaded machine) is not a new one.
+    const rate = s.rate.throttled(at ?? Date.now(), accepted > 0 ? (accepted / W) * 1000 : undefined, trusted);
     const missing = counted ? undefined : [...s.members].filter(([, m]) => at === undefined || !m.atFlood.has(at)).map(([, m]) => m.instance);
     if (rate < before)
       log.warn(
@@ -284,6 +323,7 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
         pending: new Map(),
         expiry: new Map(),
         lastDecreaseAt: 0,
+        held: new Map(),
         acked: new Set(),
         ticks: 0,
         timers: [],
@@ -300,7 +340,7 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
             if (d.leaving) {
               // A process that stopped gracefully: its share is free once its past sends leave its window.
               if (d.free_at === undefined || d.free_at > Date.now() + 2 * W) return;
-              for (const map of [state.members, state.cur, state.pending, state.expiry, state.acked]) map.delete(d.holder);
+              for (const map of [state.members, state.cur, state.pending, state.expiry, state.acked, state.held]) map.delete(d.holder);
               state.lastDecreaseAt = Math.max(state.lastDecreaseAt, d.free_at - W);
               return;
             }
@@ -356,6 +396,7 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
                 state.expiry = new Map([...state.members].map(([h]) => [h, now + leaseTtlMs]));
                 state.pending.clear();
                 state.acked.clear();
+                state.held.clear();
                 // Someone may still be sending under an old grant (reports lag) or the fallback: nobody is
                 // raised until every such process has acknowledged one of our grants (see canIncrease),
                 // whose free_at covers what its window still holds. A previous coordinator stopped

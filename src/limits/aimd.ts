@@ -33,6 +33,15 @@ export interface AimdOptions {
    * decrease still uses it, but growth may return towards the rate that was actually rejected.
    */
   trustObserved: boolean;
+  /**
+   * Whether further 429s within `holdMs` of a decrease may raise the rate back to just under the
+   * largest count any of them observed (default false). A 429 read while the answers to sends the
+   * server accepted just before it are still on their way undercounts what the server took: at a
+   * cold start, where a window's sends go out before the first answer, the first count was up to a
+   * quarter low, and the rate then sat that far below the server's limit for a minute. The later
+   * 429s of the same event see those answers. Never above the multiplicative decrease.
+   */
+  refine: boolean;
 }
 
 export interface AimdState {
@@ -43,6 +52,8 @@ export interface AimdState {
   readonly lastDecreaseAt: number;
   /** Start of the current clean interval. */
   readonly cleanSince: number;
+  /** The last decrease (for `refine`): the rate before it, the remembered rate before its observation, the largest observation. */
+  readonly event?: { readonly from: number; readonly bad: number; readonly observed: number };
 }
 
 export function aimdOptions(ceiling: number, o: Partial<Omit<AimdOptions, 'ceiling'>> & { cleanMs: number; holdMs: number }): AimdOptions {
@@ -55,6 +66,7 @@ export function aimdOptions(ceiling: number, o: Partial<Omit<AimdOptions, 'ceili
     settle: o.settle ?? 0.98,
     forgetMs: o.forgetMs ?? 60_000,
     trustObserved: o.trustObserved ?? true,
+    refine: o.refine ?? false,
     cleanMs: o.cleanMs,
     holdMs: o.holdMs,
   };
@@ -71,16 +83,25 @@ export function aimdStart(o: AimdOptions, now: number): AimdState {
  * not a new signal.
  */
 export function aimdThrottled(s: AimdState, o: AimdOptions, now: number, observed?: number): AimdState {
-  if (now - s.lastDecreaseAt < o.holdMs) return { ...s, cleanSince: now };
+  if (now - s.lastDecreaseAt < o.holdMs) {
+    const e = s.event;
+    if (!o.refine || !e || observed === undefined || observed <= e.observed) return { ...s, cleanSince: now };
+    // A later 429 of the same event that saw more accepted sends: the first count was low.
+    const rate = Math.max(s.rate, Math.min(o.ceiling, e.from * o.decrease, observed * o.settle));
+    const lastBad = o.trustObserved ? Math.min(e.bad, observed) : s.lastBad;
+    return { ...s, rate, lastBad, cleanSince: now, event: { ...e, observed } };
+  }
   let rate = s.rate * o.decrease;
   // The lowest rate rejected lately: successive floods narrow it down to just above the real limit.
-  let lastBad = Math.min(now - s.lastDecreaseAt < o.forgetMs ? s.lastBad : Infinity, s.rate);
-  if (observed !== undefined && observed > 0) {
-    rate = Math.min(rate, observed * o.settle);
-    if (o.trustObserved) lastBad = Math.min(lastBad, observed);
+  const bad = Math.min(now - s.lastDecreaseAt < o.forgetMs ? s.lastBad : Infinity, s.rate);
+  let lastBad = bad;
+  const seen = observed !== undefined && observed > 0 ? observed : undefined;
+  if (seen !== undefined) {
+    rate = Math.min(rate, seen * o.settle);
+    if (o.trustObserved) lastBad = Math.min(lastBad, seen);
   }
   rate = Math.min(o.ceiling, Math.max(o.floor, rate));
-  return { rate, lastBad, lastDecreaseAt: now, cleanSince: now };
+  return { rate, lastBad, lastDecreaseAt: now, cleanSince: now, event: { from: s.rate, bad, observed: seen ?? 0 } };
 }
 
 /** Called periodically: each full clean interval adds one step. `busy`: the scope used its rate (an idle scope learns nothing). */

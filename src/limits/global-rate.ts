@@ -13,7 +13,8 @@ export class GlobalRate {
   /** `cluster`: the observed rate is a sum of lagging reports (see AimdOptions.trustObserved). */
   constructor(ceiling: number, now: number, cluster = false) {
     // A flood's retry_after is at least a second: 429s within it answer requests already sent.
-    this.options = aimdOptions(ceiling, { cleanMs: 1_000, holdMs: 1_000, trustObserved: !cluster });
+    // Every 429 of one event carries a count; the largest is the best (see AimdOptions.refine).
+    this.options = aimdOptions(ceiling, { cleanMs: 1_000, holdMs: 1_000, trustObserved: !cluster, refine: true });
     this.s = aimdStart(this.options, now);
   }
 

@@ -91,6 +91,71 @@ describe('AIMD controller', () => {
     assert.equal(aimdTick(s, o, T0 + 1_500).rate, s.rate);
   });
 
+  describe('refine: the later 429s of one event (answers that were still in flight at the first)', () => {
+    const r = aimdOptions(30, { cleanMs: 1_000, holdMs: 1_000, refine: true });
+
+    it('a larger count within the hold raises the rate to just under it and moves the memory with it', () => {
+      let s = aimdThrottled(aimdStart(r, T0), r, T0, 15); // the first 429 read while answers were on their way
+      assert.equal(s.rate, 15 * 0.98);
+      assert.equal(s.lastBad, 15);
+      s = aimdThrottled(s, r, T0 + 30, 20);
+      assert.equal(s.rate, 20 * 0.98);
+      assert.equal(s.lastBad, 20);
+      s = aimdThrottled(s, r, T0 + 60, 18);
+      assert.equal(s.rate, 20 * 0.98, 'a smaller count of the same event changes nothing');
+      assert.equal(s.lastDecreaseAt, T0, 'the event keeps its start: the hold is not extended');
+    });
+
+    it('never above the multiplicative decrease from the rate the event started at', () => {
+      let s = aimdThrottled(aimdStart(r, T0), r, T0, 10);
+      s = aimdThrottled(s, r, T0 + 10, 40);
+      assert.equal(s.rate, 30 * 0.85);
+      assert.equal(s.lastBad, 30);
+    });
+
+    it('an untrusted count raises the rate but leaves the memory of the rejected rate alone', () => {
+      const u = { ...r, trustObserved: false };
+      let s = aimdThrottled(aimdStart(u, T0), u, T0, 15);
+      s = aimdThrottled(s, u, T0 + 30, 20);
+      assert.equal(s.rate, 20 * 0.98);
+      assert.equal(s.lastBad, 30);
+    });
+
+    it('after the hold a 429 is a new event again (a decrease, not a refinement)', () => {
+      let s = aimdThrottled(aimdStart(r, T0), r, T0, 20);
+      s = aimdThrottled(s, r, T0 + 1_000, 21);
+      assert.equal(s.rate, 20 * 0.98 * 0.85);
+    });
+
+    it('off by default (chats and groups unchanged): the first count of an event stands', () => {
+      let s = aimdThrottled(aimdStart(o, T0), o, T0, 15);
+      s = aimdThrottled(s, o, T0 + 30, 20);
+      assert.equal(s.rate, 15 * 0.98);
+      assert.equal(o.refine, false);
+    });
+
+    it('a cold start against a server at 200/s told 300/s: one event, then at ≥ 0.97 of the server for the rest of a 15 s run', () => {
+      // The whole first window goes out before the first answer; the 429s' counts grow as the answers come in.
+      const g = aimdOptions(300, { cleanMs: 1_000, holdMs: 1_000, refine: true });
+      let s = aimdStart(g, T0);
+      for (const [dt, seen] of [
+        [0, 150],
+        [10, 170],
+        [25, 200],
+        [40, 190],
+      ] as const)
+        s = aimdThrottled(s, g, T0 + 600 + dt, seen);
+      assert.equal(s.rate, 196);
+      let throttles = 0;
+      for (let t = 2; t <= 15; t++) {
+        s = aimdTick(s, g, T0 + t * 1_000);
+        if (s.rate > 200) throttles++;
+        assert.ok(s.rate >= 0.97 * 200 && s.rate <= 200, `at ${t} s: ${s.rate}/s`);
+      }
+      assert.equal(throttles, 0);
+    });
+  });
+
   it('settles under a server at 20/s when told 30/s (simulated: 429 whenever the rate exceeds 20)', () => {
     let s = aimdStart(o, T0);
     let throttles = 0;

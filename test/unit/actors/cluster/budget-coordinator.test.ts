@@ -86,7 +86,7 @@ describe('budget-coordinator actor (fake members, NATS and KV on the local nats-
     );
 
   /** A fake member: reports demand every 100 ms and acknowledges every grant (with `freeAt` when it is a decrease). */
-  const member = async (holder: string, demand: number, freeAt: (g: Grant) => number | null = () => null): Promise<void> => {
+  const member = async (holder: string, demand: number | (() => number), freeAt: (g: Grant) => number | null = () => null): Promise<void> => {
     subs.push(
       nc.subscribe(subjects.budgetGrant(holder), {
         callback: (err, m) => {
@@ -104,7 +104,14 @@ describe('budget-coordinator actor (fake members, NATS and KV on the local nats-
     const report = () =>
       nc.publish(
         subjects.budgetDemand,
-        encodeJson({ holder, instance: holder, demand, share: held.get(holder) ?? 1, at: Date.now(), granted: held.has(holder) }),
+        encodeJson({
+          holder,
+          instance: holder,
+          demand: typeof demand === 'number' ? demand : demand(),
+          share: held.get(holder) ?? 1,
+          at: Date.now(),
+          granted: held.has(holder),
+        }),
       );
     report();
     reports.push(setInterval(report, 100));
@@ -159,6 +166,36 @@ describe('budget-coordinator actor (fake members, NATS and KV on the local nats-
       `b raised at ${raise.g.issued_at}, a's sends under its old share left its window at ${decrease.freeAt}`,
     );
     for (const x of grants) assert.ok(sumHeld(x.held) <= GLOBAL.count, `shares held ${JSON.stringify([...x.held])} above the limit`);
+  });
+
+  it('a member shrinking step by step frees its room step by step: the other grows before the last step is free', async () => {
+    // A draining process shrinks tick after tick; a single wait after the latest shrink held everyone back until it ended.
+    let aDemand = 50;
+    await member(
+      'a:1',
+      () => aDemand,
+      () => Date.now() + 400,
+    );
+    await member('b:1', 50);
+    await tickUntil(() => (latest('a:1')?.share ?? 0) >= 9 && (latest('b:1')?.share ?? 0) >= 9, 'both raised');
+    const aStart = latest('a:1')!.share;
+    const bStart = latest('b:1')!.share;
+    aDemand = 6;
+    await tickUntil(() => latest('a:1')!.share === 6, 'a shrunk to 6');
+    const first = grants.find((x) => x.holder === 'a:1' && x.g.share === 6)!;
+    aDemand = 3;
+    await tickUntil(() => latest('a:1')!.share === 3, 'a shrunk to 3');
+    const second = grants.find((x) => x.holder === 'a:1' && x.g.share === 3)!;
+    assert.ok(second.freeAt! > first.freeAt! + 50, 'the two shrinks free at different times');
+    await tickUntil(() => latest('b:1')!.share >= 19 - 3, 'b takes the rest');
+    const bUp = grants.find((x) => x.holder === 'b:1' && x.g.share > bStart)!;
+    assert.ok(bUp.g.issued_at >= first.freeAt! + 50, 'not before a held at most 6');
+    assert.ok(bUp.g.issued_at < second.freeAt!, `b first raised at ${bUp.g.issued_at}, before a's last shrink is free (${second.freeAt})`);
+    // What a may still hold at each of b's raises (its old share until each free_at) plus b's share fits.
+    for (const x of grants.filter((g) => g.holder === 'b:1' && g.g.share > bStart)) {
+      const aMay = x.g.issued_at < first.freeAt! + 50 ? aStart : x.g.issued_at < second.freeAt! + 50 ? 6 : 3;
+      assert.ok(aMay + x.g.share <= GLOBAL.count - 1, `b at ${x.g.share} while a may hold ${aMay}`);
+    }
   });
 
   it('a bot-wide flood lowers the rate for the whole cluster; later grants carry it and fit in it', async () => {
