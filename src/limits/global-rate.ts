@@ -13,8 +13,17 @@ export class GlobalRate {
   /** `cluster`: the observed rate is a sum of lagging reports (see AimdOptions.trustObserved). */
   constructor(ceiling: number, now: number, cluster = false) {
     // A flood's retry_after is at least a second: 429s within it answer requests already sent.
-    // Every 429 of one event carries a count; the largest is the best (see AimdOptions.refine).
-    this.options = aimdOptions(ceiling, { cleanMs: 1_000, holdMs: 1_000, trustObserved: !cluster, refine: true });
+    // Every 429 of one event carries a count; the largest is the best (see AimdOptions.refine). With a count the
+    // rate goes just under it, at most 5 % under the rate the 429 came at (AimdOptions.decreaseSeen); counts are
+    // taken from answer times, ±5 % on a loaded machine (AimdOptions.countNoise).
+    this.options = aimdOptions(ceiling, {
+      cleanMs: 1_000,
+      holdMs: 1_000,
+      trustObserved: !cluster,
+      refine: true,
+      decreaseSeen: 0.95,
+      countNoise: 0.1,
+    });
     this.s = aimdStart(this.options, now);
   }
 

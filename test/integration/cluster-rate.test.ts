@@ -15,7 +15,7 @@ const TTL = 3000;
  * NATS and MariaDB, the sandbox over HTTP enforcing the same limits the workers are told.
  */
 describe('rate control across real processes: formation and handoff', function () {
-  this.timeout(120_000);
+  this.timeout(150_000);
   let tdb: TestDb;
   let sandbox: TelegramSandbox;
   let nc: NatsConnection;
@@ -184,42 +184,61 @@ describe('rate control across real processes: formation and handoff', function (
     assert.deepEqual(sandbox.stats().rateLimited, { global: 0, chat: 0, group: 0 }, 'no 429 while the budget moved');
   });
 
-  it('stricter server under three processes: the bot rate of the cluster settles below the server rate, few 429s', async () => {
-    // The sandbox takes 100/s; the workers are told 150/s.
-    await setup({ globalRate: 100, chatRate: 10 });
-    const n = 1500;
+  it("stricter server under three processes: the cluster's bot rate settles at 0.95–1 × the server's within 10 s, ≤ 1 % 429s", async () => {
+    // The sandbox takes 100/s; the workers are told 150/s. 30 s at the server's rate: the sends in flight when the
+    // first 429 comes (a cold start's first window goes out before any answer) are a fixed cost, the target a share.
+    const server = 100;
+    await setup({ globalRate: server, chatRate: 10 });
+    const n = 3000;
     await insert(Array.from({ length: n }, (_, i) => ({ chat: 14_000 + (i % 300), text: `s-${i}` })));
-    const ws = ['a', 'b', 'c'].map((x) => start(x, { globalRate: 100, chatRate: 10, told: 150 }));
+    const ws = ['a', 'b', 'c'].map((x) => start(x, { globalRate: server, chatRate: 10, told: 150 }));
     await Promise.all(ws.map((w) => w.waitForLine(/delivery pipeline running/)));
-    await waitFor(async () => (await count('sent')) === n, 90_000, 200, 'all sent');
+    // The coordinator's bot rate over the run: when it last stood outside 0.95–1 × the server's rate.
+    let rate: number | undefined;
+    let lastOutside = Date.now();
+    await waitFor(
+      async () => {
+        rate = (await clusterStatus().catch(() => undefined))?.budget?.rate ?? rate;
+        if (rate === undefined || rate < 0.95 * server || rate > server) lastOutside = Date.now();
+        return (await count('sent')) === n;
+      },
+      100_000,
+      100,
+      'all sent',
+    );
     const d = sandbox.delivered();
     const r429 = sandbox.stats().rateLimited;
     const floods = ws
       .flatMap((w) =>
         w.lines
           .filter((l) => /lowering the bot rate for the whole cluster/.test(l))
-          .map((l) => JSON.parse(l) as { rate: number; counted: boolean; time: string }),
+          .map((l) => JSON.parse(l) as { rate: number; accepted: number; recent: number; counted: boolean; time: string }),
       )
       .sort((x, y) => x.time.localeCompare(y.time));
     const lowered = floods.map((f) => f.rate);
     const half = d.slice(Math.floor(n / 2));
     const settled = ((half.length - 1) / (half[half.length - 1]!.at - half[0]!.at)) * 1000;
+    const settledAfter = (lastOutside - d[0]!.at) / 1000;
     console.log(
-      `      stricter global, 3 processes: 429s ${JSON.stringify(r429)}; coordinator rates ${lowered.join(', ')}; second half ${settled.toFixed(1)}/s of the server's 100/s`,
+      `      stricter global, 3 processes: 429s ${JSON.stringify(r429)} (${((r429.global * 100) / n).toFixed(2)} % of sends); floods ${floods
+        .map((f) => `${f.rate} (counted ${f.accepted}, reports ${f.recent})`)
+        .join(
+          ', ',
+        )}; coordinator at ${rate?.toFixed(1)}/s, in 0.95–1 × ${server}/s from ${settledAfter.toFixed(1)} s after the first delivery; second half delivered ${settled.toFixed(1)}/s`,
     );
     assert.equal(new Set(d.map((x) => x.text)).size, n, 'every row delivered');
     assert.equal(r429.chat + r429.group, 0);
-    assert.ok(lowered.length > 0 && lowered.every((r) => r <= 100), "the coordinator lowered the bot rate below the server's");
-    // Every process counted what it got accepted in the window ending at the 429: the first flood
-    // lands just under the server's real rate (a lagging sum took three or four floods to get there).
-    assert.ok(floods[0]!.counted, 'the first flood summed counts taken at its instant');
-    assert.ok(lowered[0]! >= 90, `first lowered to ${lowered[0]}/s (server 100/s)`);
-    // A 15 s run that includes the cluster forming; one flood in most runs (2 × 429), a second one in
-    // some (measured up to 0.7 %); the long-run figure is bench:cluster's.
-    assert.ok(r429.global <= 0.02 * n, `${r429.global} × 429 for ${n} sends`);
-    // A floor that catches a controller that over-lowers or never recovers (it would sit far below);
-    // how close the cluster gets to the server's rate is measured by bench:cluster, not timed here
-    // (82–98/s seen on this machine, depending on the load).
-    assert.ok(settled >= 0.7 * 100, `settled at ${settled.toFixed(1)}/s`);
+    // A flood's count can be a few % high (answer times bunch on a loaded machine): a lowered rate may still be above
+    // the server's, and the next flood then lowers it by 5 % at most; the rate it settles at is what counts.
+    assert.ok(lowered.length > 0 && lowered.length <= 4, `${lowered.length} floods lowered the bot rate`);
+    // Issue 9's targets: the bot rate settles at ≥ 0.95 of the server's real rate (never above it) within 10 s, and
+    // 429s stay ≤ 1 % of sends. Every 429 of the first flood is counted by every process: the largest count of the
+    // event is what the server took (the first alone was up to a quarter low while answers were in flight).
+    assert.ok(rate !== undefined && rate >= 0.95 * server && rate <= server, `the coordinator's bot rate ${rate}/s`);
+    assert.ok(settledAfter <= 10, `settled ${settledAfter.toFixed(1)} s after the first delivery`);
+    assert.ok(r429.global <= 0.01 * n, `${r429.global} × 429 for ${n} sends (target ≤ 1 %)`);
+    // Delivered also depends on the CPU (three workers, NATS, MariaDB and the sandbox on 2 cores): a floor that
+    // catches a rate stuck low or a share left unused; bench:cluster measures how close it gets.
+    assert.ok(settled >= 0.9 * server, `delivered at ${settled.toFixed(1)}/s in the second half`);
   });
 });

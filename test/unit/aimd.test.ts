@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { aimdOptions, aimdStart, aimdThrottled, aimdTick } from '../../src/limits/aimd';
+import { GlobalRate } from '../../src/limits/global-rate';
 import { nearLimit, observeThrottle, EMPTY_FLOOD, FloodDetector } from '../../src/limits/flood';
 
 const T0 = 1_000_000;
@@ -153,6 +154,36 @@ describe('AIMD controller', () => {
         assert.ok(s.rate >= 0.97 * 200 && s.rate <= 200, `at ${t} s: ${s.rate}/s`);
       }
       assert.equal(throttles, 0);
+    });
+  });
+
+  describe('decreaseSeen: a 429 with a count goes just under it, at most that far under the rate it came at', () => {
+    it('a count above the rate (answers bunched on a loaded machine) costs 5 %, not 15 %', () => {
+      const g = aimdOptions(150, { cleanMs: 1_000, holdMs: 1_000, decreaseSeen: 0.95 });
+      const s = aimdThrottled({ ...aimdStart(g, T0), rate: 101 }, g, T0, 105);
+      assert.equal(s.rate, 101 * 0.95);
+      assert.equal(s.lastBad, 101, 'the memory is the rate the 429 came at');
+      assert.equal(aimdThrottled({ ...aimdStart(g, T0), rate: 101 }, g, T0).rate, 101 * 0.85, 'without a count: the full decrease');
+    });
+
+    it('defaults to `decrease` (chats and groups unchanged)', () => {
+      assert.equal(o.decreaseSeen, o.decrease);
+    });
+
+    it('GlobalRate against a server at 100/s told 150/s whose counts are ±5 % off: ≥ 0.95 of it over two minutes, few floods', () => {
+      const g = new GlobalRate(150, T0);
+      let floods = 0;
+      let sum = 0;
+      for (let t = 1; t <= 120; t++) {
+        const now = T0 + t * 1_000;
+        if (g.rate > 100) g.throttled(now, 100 * (floods++ % 2 === 0 ? 1.05 : 0.95));
+        else g.tick(now, true);
+        sum += Math.min(g.rate, 100);
+        if (t === 10) assert.ok(g.rate >= 95 && g.rate <= 100 && floods <= 3, `at 10 s: ${g.rate}/s after ${floods} floods`);
+      }
+      assert.ok(sum / 120 >= 95, `mean ${(sum / 120).toFixed(1)}/s`);
+      // Then a slow probe above the remembered rate: about one flood a minute (the server may have relaxed).
+      assert.ok(floods <= 6, `${floods} floods`);
     });
   });
 
