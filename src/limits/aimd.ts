@@ -5,7 +5,11 @@
  * additively back towards the ceiling. Growth is fast up to just below the rate that was
  * last rejected and slow above it (a probe) until that memory is a minute old, so the
  * rate settles just under the server's real limit instead of sawing through it: each
- * 429 costs a `retry_after` pause.
+ * 429 costs a `retry_after` pause. For the bot-wide rate (the remembered rate is CUBIC's
+ * W_max): a 429 that comes with a count of what the server took lowers only to just under
+ * that count and at most 5 % under the rate it came at (`decreaseSeen`), the later 429s of
+ * the same event may raise an undercount (`refine`), and a count too close to the rate to
+ * say more than it (`countNoise`) does not pin the memory low.
  * Pure functions over a small state; the caller owns the clock.
  */
 export interface AimdOptions {
