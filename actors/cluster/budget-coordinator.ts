@@ -284,14 +284,13 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
       recent += m.accepted;
     }
     // The later 429s of the same event (within a window) were announced and counted too: their counts
-    // also hold the answers that were still in flight at the first one (a cold start's burst: 77 for 100).
+    // also hold the answers that were still in flight at the first one (a cold start's burst: 77 for 100),
+    // and answer times bunched on a loaded machine push some too high (112 for 100): the median of them all.
     const members = [...s.members.values()];
+    const sums = [atFlood];
     for (const a of at === undefined ? [] : new Set(members.flatMap((m) => [...m.atFlood.keys()])))
-      if (a > at! && a < at! + W && members.every((m) => m.atFlood.has(a)))
-        atFlood = Math.max(
-          atFlood,
-          members.reduce((n, m) => n + m.atFlood.get(a)!, 0),
-        );
+      if (a > at! && a < at! + W && members.every((m) => m.atFlood.has(a))) sums.push(members.reduce((n, m) => n + m.atFlood.get(a)!, 0));
+    atFlood = sums.sort((x, y) => x - y)[Math.floor(sums.length / 2)]!;
     // Two estimates of what the server took: the counts at the flood's instant (low when the announcer
     // read its 429 late, or sends were still in flight) and the last periodic reports (low while the
     // cluster ramps up). The rate goes just under the larger; it caps the remembered rejected rate only

@@ -15,7 +15,7 @@ const TTL = 3000;
  * NATS and MariaDB, the sandbox over HTTP enforcing the same limits the workers are told.
  */
 describe('rate control across real processes: formation and handoff', function () {
-  this.timeout(150_000);
+  this.timeout(180_000);
   let tdb: TestDb;
   let sandbox: TelegramSandbox;
   let nc: NatsConnection;
@@ -185,24 +185,30 @@ describe('rate control across real processes: formation and handoff', function (
   });
 
   it("stricter server under three processes: the cluster's bot rate settles at 0.95–1 × the server's within 10 s, ≤ 1 % 429s", async () => {
-    // The sandbox takes 100/s; the workers are told 150/s. 30 s at the server's rate: the sends in flight when the
-    // first 429 comes (a cold start's first window goes out before any answer) are a fixed cost, the target a share.
+    // The sandbox takes 100/s; the workers are told 150/s. 45 s at the server's rate: the sends in flight when the
+    // first 429 comes (a cold start's first window goes out before any answer; 150/s × the answer time, ~40 at a load
+    // average of 11 on this machine) are a fixed cost, and the target is a share of the run.
     const server = 100;
     await setup({ globalRate: server, chatRate: 10 });
-    const n = 3000;
+    const n = 4500;
     await insert(Array.from({ length: n }, (_, i) => ({ chat: 14_000 + (i % 300), text: `s-${i}` })));
     const ws = ['a', 'b', 'c'].map((x) => start(x, { globalRate: server, chatRate: 10, told: 150 }));
     await Promise.all(ws.map((w) => w.waitForLine(/delivery pipeline running/)));
     // The coordinator's bot rate over the run: when it last stood outside 0.95–1 × the server's rate.
     let rate: number | undefined;
     let lastOutside = Date.now();
+    const t0 = Date.now();
+    const outside: string[] = [];
     await waitFor(
       async () => {
         rate = (await clusterStatus().catch(() => undefined))?.budget?.rate ?? rate;
-        if (rate === undefined || rate < 0.95 * server || rate > server) lastOutside = Date.now();
+        if (rate === undefined || rate < 0.95 * server || rate > server) {
+          lastOutside = Date.now();
+          outside.push(`${((Date.now() - t0) / 1000).toFixed(1)} s: ${rate?.toFixed(1)}`);
+        }
         return (await count('sent')) === n;
       },
-      100_000,
+      120_000,
       100,
       'all sent',
     );
@@ -235,7 +241,7 @@ describe('rate control across real processes: formation and handoff', function (
     // 429s stay ≤ 1 % of sends. Every 429 of the first flood is counted by every process: the largest count of the
     // event is what the server took (the first alone was up to a quarter low while answers were in flight).
     assert.ok(rate !== undefined && rate >= 0.95 * server && rate <= server, `the coordinator's bot rate ${rate}/s`);
-    assert.ok(settledAfter <= 10, `settled ${settledAfter.toFixed(1)} s after the first delivery`);
+    assert.ok(settledAfter <= 10, `settled ${settledAfter.toFixed(1)} s after the first delivery; outside the band at ${outside.slice(-6).join(', ')}`);
     assert.ok(r429.global <= 0.01 * n, `${r429.global} × 429 for ${n} sends (target ≤ 1 %)`);
     // Delivered also depends on the CPU (three workers, NATS, MariaDB and the sandbox on 2 cores): a floor that
     // catches a rate stuck low or a share left unused; bench:cluster measures how close it gets.
