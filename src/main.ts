@@ -85,11 +85,14 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
   let metricsServer: { close: () => Promise<void> } | undefined;
   let releasedRows = (): number => 0;
   let dbForShutdown: { destroy: () => Promise<void> } | undefined;
+  let telegramForShutdown: TelegrafClient | undefined;
   let ncForShutdown: NatsConnection | undefined;
   let sandbox: TelegramSandbox | undefined;
   let embedded: EmbeddedServer[] = [];
   /** Connections close last, also when start-up failed half-way. */
   const addConnectionSteps = (): void => {
+    // After the actors have drained: nothing sends any more.
+    shutdown.add('telegram connections', () => telegramForShutdown?.close());
     shutdown.add('nats drain', async () => {
       if (ncForShutdown && !ncForShutdown.isClosed()) await ncForShutdown.drain();
     });
@@ -186,6 +189,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
     log.info({ server: nc.getServer() }, 'connected to NATS');
 
     const telegram = new TelegrafClient({ token: token ?? DEMO_TOKEN, apiRoot, timeoutMs: config.telegramRequestTimeoutMs });
+    telegramForShutdown = telegram;
     if (worker) {
       try {
         const me = await telegram.getMe();

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { inspect } from 'node:util';
 import { TelegramSandbox } from '../../sandbox/server';
 import { TelegrafClient, type PhotoItem } from '../../src/telegram/client';
@@ -65,6 +65,7 @@ describe('telegram client against the sandbox over HTTP', function () {
   beforeEach(() => sandbox.reset());
 
   after(async () => {
+    await client.close();
     await sandbox.stop();
   });
 
@@ -271,6 +272,158 @@ describe('telegram client against the sandbox over HTTP', function () {
       assert.equal(e.status, 0);
       assert.match(e.message, /ECONNREFUSED/);
       assert.ok(performance.now() - started < 2_000, 'connection refused should fail fast, not wait for the timeout');
+    });
+  });
+
+  describe('HTTP edge cases against a scripted server (undici pool)', () => {
+    let server: NetServer;
+    let apiRoot: string;
+    let connections: number;
+    let requests: number;
+    const open = new Set<Socket>();
+    /** What the server writes for its n-th request (1-based): the raw answer, or null to close the socket unanswered. */
+    let script: (n: number) => string | null;
+    const ok = (body: string, extra = ''): string => `HTTP/1.1 200 OK\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`;
+    const sent = (n: number): string => JSON.stringify({ ok: true, result: { message_id: n, chat: { id: 1 } } });
+
+    beforeEach(async () => {
+      connections = 0;
+      requests = 0;
+      server = createNetServer((socket) => {
+        connections++;
+        open.add(socket);
+        socket.on('close', () => open.delete(socket));
+        let buf = '';
+        socket.on('data', (d: Buffer) => {
+          buf += d.toString('latin1');
+          // One request is a head and a body of Content-Length bytes (the client sends JSON, never chunked).
+          for (;;) {
+            const headEnd = buf.indexOf('\r\n\r\n');
+            if (headEnd < 0) return;
+            const length = Number(/content-length: *(\d+)/i.exec(buf.slice(0, headEnd))?.[1] ?? 0);
+            if (buf.length < headEnd + 4 + length) return;
+            assert.match(buf, new RegExp(`^POST /bot${TOKEN}/sendMessage HTTP/1.1\r\n`));
+            buf = buf.slice(headEnd + 4 + length);
+            const out = script(++requests);
+            if (out === null) socket.destroy();
+            else socket.write(out);
+          }
+        });
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+      apiRoot = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+    });
+
+    afterEach(async () => {
+      for (const s of open) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    });
+
+    const clientFor = (o: { timeoutMs?: number; maxConnections?: number } = {}): TelegrafClient =>
+      new TelegrafClient({ token: TOKEN, apiRoot, timeoutMs: o.timeoutMs ?? 2_000, ...(o.maxConnections ? { maxConnections: o.maxConnections } : {}) });
+
+    it('reads chunked answers: a result, and a 429 with its retry_after', async () => {
+      const chunked = (status: string, body: string): string =>
+        `HTTP/1.1 ${status}\r\nTransfer-Encoding: chunked\r\n\r\n${body
+          .match(/.{1,7}/g)!
+          .map((part) => `${part.length.toString(16)}\r\n${part}\r\n`)
+          .join('')}0\r\n\r\n`;
+      script = (n) =>
+        n === 1
+          ? chunked('200 OK', sent(41))
+          : chunked(
+              '429 Too Many Requests',
+              JSON.stringify({ ok: false, error_code: 429, description: 'Too Many Requests: retry after 7', parameters: { retry_after: 7 } }),
+            );
+      // One connection: undici reuses a socket only an event-loop turn after its answer, so a call
+      // made at once would open a second one; with a cap of 1 it waits for the first.
+      const c = clientFor({ maxConnections: 1 });
+      assert.equal((await c.sendMessage(1, 'a')).message_id, 41);
+      const e = await rejection(c.sendMessage(1, 'b'), TelegramRateLimited);
+      assert.equal(e.retryAfterSec, 7);
+      assert.equal(connections, 1, 'a chunked answer keeps the connection');
+      await c.close();
+    });
+
+    it('reads an answer delimited by the close (no length, not chunked), then opens a new connection', async () => {
+      script = (n) => (n === 1 ? `HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n${sent(1)}` : ok(sent(n)));
+      // The close-delimited answer ends only when the server closes: do so once it is written.
+      server.on('connection', (s) => s.on('data', () => requests === 1 && setImmediate(() => s.end())));
+      const c = clientFor();
+      assert.equal((await c.sendMessage(1, 'a')).message_id, 1);
+      assert.equal((await c.sendMessage(1, 'b')).message_id, 2);
+      assert.equal(connections, 2);
+      await c.close();
+    });
+
+    it('reuses one connection for calls in turn; a Connection: close answer is not reused', async () => {
+      script = (n) => (n === 2 ? ok(sent(2), 'Connection: close\r\n') : ok(sent(n)));
+      const c = clientFor({ maxConnections: 1 });
+      for (let i = 1; i <= 4; i++) assert.equal((await c.sendMessage(1, `m${i}`)).message_id, i);
+      assert.equal(connections, 2);
+      await c.close();
+    });
+
+    it('a connection closed before the answer → TelegramTransient network; the next call gets a fresh one', async () => {
+      script = (n) => (n === 1 ? null : ok(sent(n)));
+      const c = clientFor();
+      const e = await rejection(c.sendMessage(1, 'a'), TelegramTransient);
+      assert.equal(e.reason, 'network');
+      assert.equal((await c.sendMessage(1, 'b')).message_id, 2);
+      assert.equal(connections, 2);
+      await c.close();
+    });
+
+    it('an answer that is not HTTP → TelegramTransient network (undici’s parser rejects it)', async () => {
+      script = () => 'SSH-2.0-OpenSSH_9.6\r\n\r\n';
+      const c = clientFor();
+      const e = await rejection(c.sendMessage(1, 'a'), TelegramTransient);
+      assert.equal(e.reason, 'network');
+      assert.match(e.message, /does not match the HTTP\/1\.1 protocol/);
+      await c.close();
+    });
+
+    it('at most maxConnections are open: a burst queues for them and all of it is answered', async () => {
+      script = (n) => ok(sent(n));
+      const c = clientFor({ maxConnections: 2 });
+      const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => c.sendMessage(1, `m${i}`)));
+      assert.deepEqual(
+        answers.map((a) => a.message_id).sort((a, b) => a - b),
+        Array.from({ length: 20 }, (_, i) => i + 1),
+      );
+      assert.equal(connections, 2);
+      await c.close();
+    });
+
+    it('the timeout covers the wait for a connection; a call that timed out while queued is never sent', async () => {
+      // Request 1 is left hanging (the head is sent, the body never completes).
+      script = (n) => (n === 1 ? 'HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{"slow' : ok(sent(n)));
+      const c = clientFor({ maxConnections: 1, timeoutMs: 300 });
+      const first = rejection(c.sendMessage(1, 'hangs'), TelegramTransient);
+      const started = performance.now();
+      await new Promise<void>((r) => server.once('connection', (s) => s.once('data', () => r())));
+      // The only connection is busy: this call waits in the pool's queue and times out there, at its own deadline.
+      const queued = c.sendMessage(2, 'queued');
+      const e = await rejection(queued, TelegramTransient);
+      assert.equal(e.reason, 'timeout');
+      assert.ok(performance.now() - started < 300 + 250, `the queued call waited ${(performance.now() - started).toFixed(0)} ms`);
+      assert.equal((await first).reason, 'timeout');
+      // The next call is the server's 2nd request: the queued one was dropped unsent.
+      assert.equal((await c.sendMessage(3, 'after')).message_id, 2);
+      await c.close();
+    });
+
+    it('close() closes the pool’s connections; calls after it fail as TelegramTransient network', async () => {
+      script = (n) => ok(sent(n));
+      const c = clientFor();
+      await Promise.all([c.sendMessage(1, 'a'), c.sendMessage(2, 'b'), c.sendMessage(3, 'c')]);
+      assert.ok(open.size >= 1);
+      const closed = Promise.all([...open].map((s) => new Promise((r) => s.once('close', r))));
+      await c.close();
+      await closed;
+      assert.equal(open.size, 0);
+      const e = await rejection(c.sendMessage(4, 'late'), TelegramTransient);
+      assert.equal(e.reason, 'network');
     });
   });
 
