@@ -1,7 +1,12 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
-import { inspect } from 'node:util';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { inspect, promisify } from 'node:util';
 import { TelegramSandbox } from '../../sandbox/server';
 import { TelegrafClient, type PhotoItem } from '../../src/telegram/client';
 import {
@@ -260,6 +265,35 @@ describe('telegram client against the sandbox over HTTP', function () {
       } finally {
         odd.closeAllConnections();
         await new Promise<void>((r) => odd.close(() => r()));
+      }
+    });
+
+    it('an https:// apiRoot goes over TLS: a certificate nobody trusts → TelegramTransient network, nothing handled', async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'tg-tls-'));
+      try {
+        const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+        await promisify(execFile)('openssl', ['req', '-x509', ...ec, '-keyout', 'k.pem', '-out', 'c.pem', '-days', '1', '-subj', '/CN=localhost'], {
+          cwd: dir,
+        });
+        let handled = 0;
+        const tls = createHttpsServer({ key: readFileSync(join(dir, 'k.pem')), cert: readFileSync(join(dir, 'c.pem')) }, (_req, res) => {
+          handled++;
+          res.end('{"ok":true,"result":{}}');
+        });
+        await new Promise<void>((r) => tls.listen(0, '127.0.0.1', () => r()));
+        try {
+          const c = new TelegrafClient({ token: TOKEN, apiRoot: `https://127.0.0.1:${(tls.address() as AddressInfo).port}/`, timeoutMs: 5_000 });
+          const e = await rejection(c.sendMessage(6005, 'hi'), TelegramTransient);
+          assert.equal(e.reason, 'network');
+          assert.match(e.message, /self[- ]signed certificate/i);
+          assert.equal(handled, 0);
+          await c.close();
+        } finally {
+          tls.closeAllConnections();
+          await new Promise<void>((r) => tls.close(() => r()));
+        }
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
       }
     });
 
