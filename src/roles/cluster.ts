@@ -108,7 +108,18 @@ export async function prepareCluster(o: ClusterOptions): Promise<PreparedCluster
   const handoff = await openHandoff(o);
   return {
     ports: { announceFlood: floodAnnouncer({ nc, subjects, instance: config.instanceId, holder, log }), handoff },
-    coordinator: { subjects, nc, kv, log, metrics: o.metrics, holder, instance: config.instanceId, global, leaseTtlMs: config.shardLeaseTtlMs },
+    coordinator: {
+      subjects,
+      nc,
+      intake: new NatsIntake({ nc, log, metrics: o.metrics }),
+      kv,
+      log,
+      metrics: o.metrics,
+      holder,
+      instance: config.instanceId,
+      global,
+      leaseTtlMs: config.shardLeaseTtlMs,
+    },
     shardOwner: (pipeline) => ({
       kv,
       pipeline,

@@ -6,6 +6,7 @@ import { openClusterBucket } from '../../../../src/cluster/kv';
 import { leaseHolder } from '../../../../src/cluster/lease';
 import { Metrics } from '../../../../src/metrics';
 import { encodeJson } from '../../../../src/nats/codec';
+import { NatsIntake } from '../../../../src/nats/intake';
 import { makeSubjects, type SubjectSet } from '../../../../src/nats/subjects';
 import { dispatch, query, startActorSystem, stopActorSystem, type ActorRef, type ActorSystem, type ReplyTo } from '../../../../src/runtime/actor';
 import { NATS_URL, captureLogger, uniq, waitFor } from '../../../helpers/services';
@@ -68,7 +69,18 @@ describe('budget-coordinator actor (fake members, NATS and KV on the local nats-
   });
 
   function spawn(holder: string, sys = system): ActorRef<BudgetCoordinatorMsg> {
-    return spawnBudgetCoordinator(sys, { subjects, nc, kv, log: system.log, metrics, holder, instance: holder, global: GLOBAL, leaseTtlMs: TTL });
+    return spawnBudgetCoordinator(sys, {
+      subjects,
+      nc,
+      intake: new NatsIntake({ nc, log: system.log, metrics }),
+      kv,
+      log: system.log,
+      metrics,
+      holder,
+      instance: holder,
+      global: GLOBAL,
+      leaseTtlMs: TTL,
+    });
   }
   const status = (ref = coordinator) => query<BudgetCoordinatorMsg, BudgetStatus>(ref, (replyTo) => ({ type: 'status', replyTo }), 2000);
   const tick = (ref = coordinator) => dispatch<BudgetCoordinatorMsg>(ref, { type: 'tick' });
