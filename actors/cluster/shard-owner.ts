@@ -3,9 +3,10 @@ import { spawn, dispatch, reply, assertNever, Supervision, type ActorRef, type P
 import { describeError } from '../../src/errors';
 import type { Logger } from '../../src/log';
 import type { Metrics } from '../../src/metrics';
-import { assignShards } from '../../src/cluster/assign';
-import { KvLease, fenceAfterMs as fenceTime, readClusterView, type LeaseValue } from '../../src/cluster/lease';
-import { encodeValue, leaseClock } from '../../src/cluster/kv';
+import { fenceAfterMs as fenceTime, type ClusterView, type KvLease, type LeaseValue } from '../../src/cluster/lease';
+import { acquireShards, deleteMember, heartbeatAndView, releaseAll } from '../../src/cluster/shard-io';
+import { planShards, wantedShards, type ShardPlan } from '../../src/cluster/shard-plan';
+import { HeldShards, type ShardOwnerStatus, type Takeover } from '../../src/cluster/held-shards';
 import type { OwnResult } from '../pipeline/pipeline';
 
 /**
@@ -19,30 +20,24 @@ import type { OwnResult } from '../pipeline/pipeline';
  * shard stays ours: the renewer keeps trying, and the first successful renewal (a
  * compare-and-set, so nobody wrote the key meanwhile) resumes sending. A JetStream
  * leader election that nobody can write through therefore pauses at most, and moves
- * no shard (docs/deploy.md, "Leases and fencing").
+ * no shard (docs/deploy.md, "Leases and fencing"). A tick's and a leave's KV and pipeline
+ * calls run outside the mailbox, one step at a time, each reporting back as a message.
  */
 export type ShardOwnerMsg =
   | { type: 'tick' }
   | { type: 'status'; replyTo: ReplyTo<ShardOwnerStatus> }
-  /** Shutdown: hand every shard back and leave the cluster. */
-  | { type: 'leave'; replyTo: ReplyTo<void> };
+  /** Shutdown: hand every shard back and leave the cluster; the reply comes once the keys are deleted. */
+  | { type: 'leave'; replyTo: ReplyTo<void> }
+  /** Internal, the steps of a tick: heartbeat written and view read; surplus drained and released; leases won. */
+  | { type: 'viewed'; view: ClusterView }
+  | { type: 'handedOff'; surplus: number[]; result: OwnResult }
+  | { type: 'acquired'; got: Array<[number, KvLease]> }
+  /** Internal: the pipeline owns `held` now (after acquiring `got`, or to re-sync). */
+  | { type: 'owned'; result: OwnResult; held: number[]; got: number[] }
+  | { type: 'tickFailed'; error: unknown }
+  | { type: 'left' };
 
-export interface Takeover {
-  shard: number;
-  from: string;
-  at: number;
-}
-
-export interface ShardOwnerStatus {
-  holder: string;
-  owned: number[];
-  /** Owned shards this process does not send for now: the lease could not be renewed in time. */
-  fenced: number[];
-  members: string[];
-  /** shard → holder, as last read from the KV bucket. */
-  map: Record<number, string>;
-  takeovers: Takeover[];
-}
+export type { ShardOwnerStatus, Takeover };
 
 /** How the pipeline is driven; the real one is Pipeline.own/fence. */
 export interface OwnedShards {
@@ -63,9 +58,8 @@ export interface ShardOwnerDeps {
 }
 
 export interface ShardOwnerState {
-  leases: Map<number, KvLease>;
-  /** Held shards not sent for now (renewal late); the renewer resumes them. */
-  fenced: Set<number>;
+  /** The leases held, and the ones not sent for now (renewal late); the renewer resumes them. */
+  held: HeldShards;
   members: string[];
   map: Map<number, string>;
   takeovers: Takeover[];
@@ -73,150 +67,98 @@ export interface ShardOwnerState {
   pipelineOwned: number[];
   timers: NodeJS.Timeout[];
   leaving: boolean;
-  since: number;
+  /** A tick is in flight (one at a time); `plan`: its assignment, once the view is read. */
+  ticking: boolean;
+  plan: ShardPlan | null;
+  /** A tick was asked for while one was in flight: run it right after. */
+  tickAgain: boolean;
+  /** Who asked to leave: it starts once the tick in flight is done (its pipeline calls come first). */
+  leaveAsked: Array<ReplyTo<void>> | null;
 }
-
-const memberKey = (holder: string) => `member.${holder.replace(/[^-/_=.a-zA-Z0-9]/g, '_')}`;
-const shardKey = (s: number) => `shard.${s}`;
 
 export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<ShardOwnerMsg> {
   const { kv, pipeline, log, metrics, holder, instance, shardCount, leaseTtlMs } = deps;
   const fenceAfterMs = fenceTime(leaseTtlMs);
-  const clock = leaseClock(kv);
   const value = (): LeaseValue => ({ holder, instance, since: Date.now() });
   const mOwned = metrics.gauge('cluster_shards_owned', 'Shards whose lease this process holds');
   const mTakeovers = metrics.counter('cluster_takeovers_total', 'Shards taken over from a process that died or lost its lease');
   const mFenced = metrics.counter('cluster_fenced_total', 'Shards this process stopped sending for because it could not renew the lease');
   const mHandoffs = metrics.counter('cluster_handoffs_total', 'Shards handed to another process gracefully');
 
-  /** Runs outside the mailbox: a tick stuck on an unreachable NATS must not delay fencing. */
+  /** Runs outside the mailbox, on its own timer: fencing must never wait for anything. */
   const watchdog = (state: ShardOwnerState): void => {
-    const now = Date.now();
-    const late = [...state.leases].filter(([s, l]) => !state.fenced.has(s) && !l.valid(now)).map(([s]) => s);
+    const late = state.held.fenceLate();
     if (late.length === 0) return;
-    for (const s of late) state.fenced.add(s);
-    state.pipelineOwned = state.pipelineOwned.filter((s) => !state.fenced.has(s));
+    state.pipelineOwned = state.pipelineOwned.filter((s) => !state.held.fenced.has(s));
     mFenced.inc(late.length);
-    mOwned.set(state.leases.size - state.fenced.size);
+    mOwned.set(state.held.sendingCount);
     log.warn({ shards: late, fenceAfterMs }, 'lease not renewed in time: stopped sending for these shards (still ours; resuming after the next renewal)');
-    pipeline.fence(late).catch((e: unknown) => {
-      log.error({ err: describeError(e) }, 'fencing failed');
-    });
+    void fence(late);
   };
+  const fence = (shards: number[]): Promise<void> =>
+    pipeline.fence(shards).then(
+      () => undefined,
+      (e: unknown) => log.error({ err: describeError(e) }, 'fencing failed'),
+    );
 
   /** Runs outside the mailbox, every TTL/12: keeping what we hold matters more than anything else. */
   const renewAll = async (state: ShardOwnerState, self: ActorRef<ShardOwnerMsg>): Promise<void> => {
     if (state.leaving) return;
-    const lost: number[] = [];
-    const resumed: number[] = [];
-    await Promise.all(
-      [...state.leases].map(async ([s, l]) => {
-        try {
-          if (!(await l.renew())) lost.push(s);
-          else if (state.fenced.has(s) && l.valid()) resumed.push(s);
-        } catch {
-          /* no answer: still ours; the watchdog fences it if this lasts */
-        }
-      }),
-    );
+    const { lost, wasSending, resumed } = await state.held.renewAll();
     if (lost.length) {
-      const notFenced = lost.filter((s) => state.leases.has(s) && !state.fenced.has(s));
-      for (const s of lost) {
-        state.leases.delete(s);
-        state.fenced.delete(s);
-      }
       state.pipelineOwned = state.pipelineOwned.filter((s) => !lost.includes(s));
-      mOwned.set(state.leases.size - state.fenced.size);
+      mOwned.set(state.held.sendingCount);
       log.warn({ shards: lost }, 'another process holds these shards now: stopped sending for them');
-      if (notFenced.length) {
-        await pipeline.fence(notFenced).catch((e: unknown) => {
-          log.error({ err: describeError(e) }, 'fencing failed');
-        });
-      }
+      if (wasSending.length) await fence(wasSending);
     }
     if (resumed.length) dispatch(self, { type: 'tick' });
   };
 
-  const tick = async (state: ShardOwnerState): Promise<void> => {
-    try {
-      await kv.put(memberKey(holder), encodeValue(value()));
-    } catch (e) {
-      clock.trouble(e);
-      throw e;
+  /** Runs I/O outside the mailbox; its result comes back as the message it makes, a failure as 'tickFailed'. */
+  const run = (self: ActorRef<ShardOwnerMsg>, work: () => Promise<ShardOwnerMsg>): void => {
+    work().then(
+      (m) => dispatch(self, m),
+      (error: unknown) => dispatch(self, { type: 'tickFailed', error }),
+    );
+  };
+  /** The pipeline owns exactly `held` (fences them in the database); `got`: just leased. */
+  const own = (self: ActorRef<ShardOwnerMsg>, held: number[], got: number[]): void =>
+    run(self, async () => ({ type: 'owned', result: await pipeline.own(held), held, got }));
+
+  /** After the handoff (if any): take the free shards that are ours. */
+  const acquireStep = (state: ShardOwnerState, self: ActorRef<ShardOwnerMsg>, plan: ShardPlan): void => {
+    const wanted = wantedShards(plan, holder, state.held.leases);
+    if (wanted.length === 0 || state.leaveAsked) syncStep(state, self);
+    else run(self, async () => ({ type: 'acquired', got: await acquireShards(kv, wanted, value, fenceAfterMs, log) }));
+  };
+
+  /** A shard leased but not fenced in the database (a failed write) would be sent by nobody: retry. */
+  const syncStep = (state: ShardOwnerState, self: ActorRef<ShardOwnerMsg>): void => {
+    const held = state.held.sending();
+    if (state.leaveAsked || held.join() === [...state.pipelineOwned].sort((a, b) => a - b).join()) finish(state, self);
+    else own(self, held, []);
+  };
+
+  /** The tick is done: a leave waiting for it starts now, a tick asked for meanwhile runs. */
+  const finish = (state: ShardOwnerState, self: ActorRef<ShardOwnerMsg>): void => {
+    state.ticking = false;
+    state.plan = null;
+    if (state.leaveAsked) startLeave(state, self);
+    else {
+      mOwned.set(state.held.sendingCount);
+      if (state.tickAgain) dispatch(self, { type: 'tick' });
+      state.tickAgain = false;
     }
-    // Fenced shards resume here too: the renewer made them valid again.
-    for (const [s, l] of state.leases) if (state.fenced.has(s) && l.valid()) state.fenced.delete(s);
-    const view = await readClusterView(kv, { shardCount, listTimeoutMs: Math.max(200, Math.floor(leaseTtlMs / 12)) });
-    state.members = view.members;
-    state.map = view.shards;
-    if (!state.members.includes(holder)) state.members.push(holder);
-    for (const s of state.leases.keys()) view.shards.set(s, holder);
-    const target = assignShards(shardCount, state.members, view.shards);
-    const mine = [...state.leases.keys()];
-    const surplus = mine.filter((s) => target.get(s) !== holder);
-    if (surplus.length) {
-      // Graceful handoff: stop claiming, finish or give back in-flight rows, then free the lease.
-      const keep = mine.filter((s) => !surplus.includes(s) && !state.fenced.has(s));
-      const r = await pipeline.own(keep);
-      state.pipelineOwned = r.owned;
-      await Promise.all(
-        surplus.map(async (s) => {
-          await state.leases
-            .get(s)
-            ?.release()
-            .catch(() => undefined);
-        }),
-      );
-      for (const s of surplus) {
-        state.leases.delete(s);
-        state.fenced.delete(s);
-      }
-      mHandoffs.inc(surplus.length);
-      log.info({ shards: surplus, releasedRows: r.released }, 'shards handed off');
-    }
-    // Free, still naming us (from before a fence), or held by a holder silent for the TTL (view.stale).
-    const wanted = [...target]
-      .filter(([s, m]) => m === holder && !state.leases.has(s) && (!view.shards.has(s) || view.shards.get(s) === holder))
-      .map(([s]) => s);
-    if (wanted.length) {
-      const got: number[] = [];
-      await Promise.all(
-        wanted.map(async (s) => {
-          const lease = new KvLease(kv, shardKey(s), value(), fenceAfterMs);
-          try {
-            if (await lease.acquire()) {
-              state.leases.set(s, lease);
-              got.push(s);
-            }
-          } catch (e) {
-            log.warn({ shard: s, err: describeError(e) }, 'lease acquisition failed');
-          }
-        }),
-      );
-      if (got.length) {
-        const r = await pipeline.own([...state.leases.keys()].filter((s) => !state.fenced.has(s)));
-        state.pipelineOwned = r.owned;
-        const now = Date.now();
-        // Shards whose fencing row still named another process: it died or lost its lease.
-        for (const p of r.previousOwners) state.takeovers.unshift({ shard: p.shard, from: p.owner, at: now });
-        mTakeovers.inc(r.previousOwners.length);
-        state.takeovers.length = Math.min(state.takeovers.length, 100);
-        const silent = got.filter((s) => state.leases.get(s)?.acquiredBy === 'taken-over');
-        log.info(
-          { shards: got.sort((a, b) => a - b), takenOver: r.previousOwners.map((p) => p.shard), fromSilentHolder: silent, reclaimedRows: r.reclaimed },
-          'shards acquired',
-        );
-      }
-    }
-    // A shard leased but not fenced in the database (a failed write) would be sent by nobody: retry.
-    const held = [...state.leases.keys()].filter((s) => !state.fenced.has(s)).sort((a, b) => a - b);
-    if (held.join() !== [...state.pipelineOwned].sort((a, b) => a - b).join()) {
-      const r = await pipeline.own(held);
-      state.pipelineOwned = r.owned;
-      if (r.owned.length !== held.length)
-        log.warn({ leased: held.length, fenced: r.owned.length }, 'some leased shards are not fenced in the database yet; retrying next tick');
-    }
-    mOwned.set(state.leases.size - state.fenced.size);
+  };
+
+  /** Drain, then delete the leases and the member key; the reply goes out with 'left'. */
+  const startLeave = (state: ShardOwnerState, self: ActorRef<ShardOwnerMsg>): void => {
+    const leases = [...state.held.leases.values()];
+    void (async () => {
+      await pipeline.own([]).catch((e: unknown) => log.warn({ err: describeError(e) }, 'drain on leave failed'));
+      await releaseAll(leases);
+      await deleteMember(kv, holder);
+    })().then(() => dispatch(self, { type: 'left' }));
   };
 
   return spawn<ShardOwnerState, ShardOwnerMsg>(parent, {
@@ -224,66 +166,126 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
     supervision: Supervision.restartWithBackoff({ minBackoffMs: 200, maxBackoffMs: 5_000 }),
     init: (ctx) => {
       const state: ShardOwnerState = {
-        leases: new Map(),
-        fenced: new Set(),
+        held: new HeldShards(),
         members: [],
         map: new Map(),
         takeovers: [],
         pipelineOwned: [],
         timers: [],
         leaving: false,
-        since: Date.now(),
+        ticking: false,
+        plan: null,
+        tickAgain: false,
+        leaveAsked: null,
       };
       // Every TTL/12 (500 ms by default): how soon a silent holder is noticed is part of the takeover time.
       state.timers.push(setInterval(() => dispatch(ctx.self, { type: 'tick' }), Math.max(100, Math.floor(leaseTtlMs / 12))));
       state.timers.push(setInterval(() => void renewAll(state, ctx.self), Math.max(50, Math.floor(leaseTtlMs / 12))));
-      state.timers.push(
-        setInterval(
-          () => {
-            watchdog(state);
-          },
-          Math.max(50, Math.floor(leaseTtlMs / 20)),
-        ),
-      );
+      state.timers.push(setInterval(watchdog, Math.max(50, Math.floor(leaseTtlMs / 20)), state));
       setImmediate(() => dispatch(ctx.self, { type: 'tick' }));
       return state;
     },
     afterStop: (state) => state.timers.forEach((t) => clearInterval(t)),
-    receive: async (state, msg) => {
+    receive: (state, msg, ctx) => {
+      const self = ctx.self;
       switch (msg.type) {
         case 'tick':
           if (state.leaving) return state;
-          try {
-            await tick(state);
-          } catch (e) {
-            log.warn({ err: describeError(e) }, 'cluster tick failed');
+          if (state.ticking) state.tickAgain = true;
+          else {
+            state.ticking = true;
+            run(self, async () => ({ type: 'viewed', view: await heartbeatAndView(kv, value(), { shardCount, leaseTtlMs }) }));
           }
+          return state;
+        case 'viewed': {
+          // Fenced shards resume here too: the renewer made them valid again.
+          state.held.resumeValid();
+          const plan = planShards(shardCount, holder, msg.view, state.held.leases.keys());
+          state.members = plan.members;
+          state.map = plan.map;
+          state.plan = plan;
+          if (plan.surplus.length === 0 || state.leaveAsked) {
+            acquireStep(state, self, plan);
+            return state;
+          }
+          // Graceful handoff: stop claiming, finish or give back in-flight rows, then free the lease.
+          const keep = state.held.sending().filter((s) => !plan.surplus.includes(s));
+          const leases = plan.surplus.map((s) => state.held.leases.get(s));
+          run(self, async () => {
+            const result = await pipeline.own(keep);
+            await releaseAll(leases);
+            return { type: 'handedOff', surplus: plan.surplus, result };
+          });
+          return state;
+        }
+        case 'handedOff':
+          state.pipelineOwned = msg.result.owned;
+          state.held.drop(msg.surplus);
+          mHandoffs.inc(msg.surplus.length);
+          log.info({ shards: msg.surplus, releasedRows: msg.result.released }, 'shards handed off');
+          if (state.plan) acquireStep(state, self, state.plan);
+          else finish(state, self);
+          return state;
+        case 'acquired': {
+          // Held from now on (a leave asked meanwhile releases them with the rest).
+          for (const [s, l] of msg.got) state.held.leases.set(s, l);
+          if (msg.got.length === 0 || state.leaveAsked) {
+            syncStep(state, self);
+            return state;
+          }
+          const got = msg.got.map(([s]) => s);
+          own(self, state.held.sending(), got);
+          return state;
+        }
+        case 'owned': {
+          const r = msg.result;
+          state.pipelineOwned = r.owned;
+          if (msg.got.length === 0) {
+            if (r.owned.length !== msg.held.length)
+              log.warn({ leased: msg.held.length, fenced: r.owned.length }, 'some leased shards are not fenced in the database yet; retrying next tick');
+            finish(state, self);
+            return state;
+          }
+          // Shards whose fencing row still named another process: it died or lost its lease.
+          state.takeovers = [...r.previousOwners.map((p) => ({ shard: p.shard, from: p.owner, at: Date.now() })).reverse(), ...state.takeovers].slice(0, 100);
+          mTakeovers.inc(r.previousOwners.length);
+          const silent = msg.got.filter((s) => state.held.leases.get(s)?.acquiredBy === 'taken-over');
+          log.info(
+            { shards: msg.got.sort((a, b) => a - b), takenOver: r.previousOwners.map((p) => p.shard), fromSilentHolder: silent, reclaimedRows: r.reclaimed },
+            'shards acquired',
+          );
+          syncStep(state, self);
+          return state;
+        }
+        case 'tickFailed':
+          log.warn({ err: describeError(msg.error) }, 'cluster tick failed');
+          finish(state, self);
           return state;
         case 'status':
           reply(msg.replyTo, {
             holder,
-            owned: [...state.leases.keys()].sort((a, b) => a - b),
-            fenced: [...state.fenced].sort((a, b) => a - b),
+            ...state.held.status(),
             members: state.members,
             map: Object.fromEntries(state.map),
             takeovers: state.takeovers.slice(0, 20),
           });
           return state;
-        case 'leave': {
+        case 'leave':
+          // The renewer stops; a tick in flight finishes its pipeline calls first (they must not overtake the drain).
           state.leaving = true;
           state.timers.forEach((t) => clearInterval(t));
-          try {
-            await pipeline.own([]);
-          } catch (e) {
-            log.warn({ err: describeError(e) }, 'drain on leave failed');
+          if (state.leaveAsked) state.leaveAsked.push(msg.replyTo);
+          else {
+            state.leaveAsked = [msg.replyTo];
+            if (!state.ticking) startLeave(state, self);
           }
-          await Promise.all([...state.leases.values()].map((l) => l.release().catch(() => undefined)));
-          state.leases.clear();
-          await kv.delete(memberKey(holder)).catch(() => undefined);
-          mOwned.set(0);
-          reply(msg.replyTo, undefined);
           return state;
-        }
+        case 'left':
+          state.held.leases.clear();
+          mOwned.set(0);
+          state.leaveAsked?.forEach((r) => reply(r, undefined));
+          state.leaveAsked = null;
+          return state;
         default:
           return assertNever(msg);
       }

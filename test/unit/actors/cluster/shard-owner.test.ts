@@ -113,12 +113,33 @@ describe('shard-owner actor (fake pipeline, KV on the local nats-server)', funct
   });
 
   it('leave: the pipeline gives everything back, then the leases and the member key are deleted', async () => {
-    await waitFor(async () => (await status()).owned.length === 4, 3000, 5, 'all four owned');
+    // The status answers while the pipeline call is still in flight: wait for the call itself.
+    await waitFor(async () => owns.length >= 1 && (await status()).owned.length === 4, 3000, 5, 'all four owned');
     const n = owns.length;
     await query(owner, (replyTo: ReplyTo<void>): ShardOwnerMsg => ({ type: 'leave', replyTo }), 3000);
     assert.deepEqual(owns[n]!.shards, []);
     assert.equal(owns[n]!.kvAtCall.length, 4, 'leases still held while the pipeline drained');
     assert.deepEqual(await heldKeys(), []);
     assert.equal(await leaseHolder(kv, 'member.a_1'), undefined);
+  });
+
+  it('its I/O runs outside the mailbox: status answers while the pipeline call hangs; leave waits for it, then drains', async () => {
+    autoOwn = false;
+    await waitFor(() => owns.length === 1, 3000, 5, 'the first pipeline call');
+    // The pipeline has not answered: the mailbox is free all the same.
+    assert.deepEqual((await status()).owned, [0, 1, 2, 3]);
+    let left = false;
+    const leaving = query(owner, (replyTo: ReplyTo<void>): ShardOwnerMsg => ({ type: 'leave', replyTo }), 3000).then(() => {
+      left = true;
+    });
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(owns.length, 1, 'the drain does not overtake the call in flight');
+    assert.equal(left, false);
+    owns[0]!.d.resolve({ owned: [0, 1, 2, 3], released: 0, reclaimed: 0, previousOwners: [] });
+    await waitFor(() => owns.length === 2, 3000, 5, 'the drain');
+    assert.deepEqual(owns[1]!.shards, []);
+    owns[1]!.d.resolve({ owned: [], released: 0, reclaimed: 0, previousOwners: [] });
+    await leaving;
+    assert.deepEqual(await heldKeys(), []);
   });
 });
