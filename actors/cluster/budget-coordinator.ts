@@ -14,13 +14,13 @@ import { decoder } from '../../src/nats/codec';
 import { BudgetDemand } from '../../src/nats/payloads';
 
 /**
- * Budget coordinator: runs in every process, acts only while it holds the
- * `budget.coordinator` lease. Four times a second it splits the bot's global limit
- * between the processes that report demand and sends each its grant (valid for a short
- * time, acknowledged). The arithmetic, and why the sum never exceeds the limit in any
- * sliding window, is in src/cluster/budget-plan.ts; this actor keeps the books, runs the
- * lease and sends the grants. Its KV and NATS I/O runs outside the mailbox and reports
- * back as a message: at most one lease operation and one round of grants at a time.
+ * Budget coordinator: runs in every process, acts only while it holds the `budget.coordinator`
+ * lease. Four times a second it splits the bot's global limit between the processes that report
+ * demand and sends each its grant (valid for a short time, acknowledged). The arithmetic, and why the sum never exceeds the limit in any
+ * sliding window, is in src/cluster/budget-plan.ts; this actor runs the lease and sends the
+ * grants, its I/O outside the mailbox (one lease operation and one round at a time). Like a
+ * shard lease, a lease whose renewals fail (a JetStream election) stops granting at the
+ * fence time but stays ours, and the first successful renewal resumes (docs/deploy.md).
  *
  * The bot-wide rate is adaptive (AIMD, src/limits/global-rate.ts): each bot-wide flood a
  * member reports lowers it, clean seconds raise it back towards TELEGRAM_GLOBAL_RATE; the
@@ -36,11 +36,9 @@ export type BudgetCoordinatorMsg =
   | { type: 'floodSettle'; at: number }
   /** Split now, between ticks: a process joined or found demand, or an increase became possible. */
   | { type: 'lead' }
-  /** Internal: an election attempt finished (`lease` set when we won). */
+  /** Internal, results of I/O: an election attempt (`lease` set when won); a renewal (false: someone else holds the key; undefined: no answer); a round of grants. */
   | { type: 'acquired'; lease: KvLease | null; at: number; error?: unknown }
-  /** Internal: a renewal finished: true renewed, false someone else holds the key, undefined no answer. */
   | { type: 'renewed'; lease: KvLease; ok: boolean | undefined; error?: unknown }
-  /** Internal: a round of grants was answered (or timed out). */
   | { type: 'granted'; split: Split; acks: GrantAnswers }
   | { type: 'status'; replyTo: ReplyTo<BudgetStatus> }
   | { type: 'stepDown'; replyTo: ReplyTo<void> };
@@ -63,6 +61,8 @@ export interface BudgetCoordinatorState {
   leadSoon: boolean;
   /** stepDown was asked: nothing more is acquired or granted. */
   stopped: boolean;
+  /** The lease is ours but its last renewal is older than the fence time: no grants until one succeeds. */
+  fenced: boolean;
 }
 
 export interface BudgetCoordinatorDeps {
@@ -86,10 +86,7 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
   const { grantLifeMs, fenceAfterMs, renewEveryMs } = coordinatorTiming(leaseTtlMs, W);
   const renewEveryTicks = Math.max(1, Math.floor(renewEveryMs / TICK_MS));
   const decodeDemand = decoder(BudgetDemand, { maxBytes: 2048 });
-  const mRate = metrics.gauge(
-    'budget_global_rate',
-    'The bot-wide rate the coordinator splits between processes (per second; adaptive under TELEGRAM_GLOBAL_RATE)',
-  );
+  const mRate = metrics.gauge('budget_global_rate', 'The bot-wide rate the coordinator splits (per second; adaptive under TELEGRAM_GLOBAL_RATE)');
   const mLeader = metrics.gauge('budget_coordinator', '1 while this process is the budget coordinator');
 
   /** `msg` to self in `ms`, unless the actor stops first. */
@@ -122,38 +119,39 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
     void sendGrants(nc, subjects, split, grant).then((acks) => dispatch(self, { type: 'granted', split, acks }));
   };
 
-  /** Stands for coordinator: the result comes back as 'acquired'. */
-  const startAcquire = (s: BudgetCoordinatorState, self: ActorRef<BudgetCoordinatorMsg>): void => {
-    const at = Date.now();
-    const candidate = new KvLease(kv, COORDINATOR_KEY, { holder, instance, since: at }, fenceAfterMs);
+  /** Runs a lease operation outside the mailbox (one at a time); its result comes back as the message `done` makes. */
+  const leaseOp = <T>(
+    s: BudgetCoordinatorState,
+    self: ActorRef<BudgetCoordinatorMsg>,
+    op: Promise<T>,
+    done: (v?: T, error?: unknown) => BudgetCoordinatorMsg,
+  ) => {
     s.leaseIo = true;
-    candidate.acquire().then(
-      (won) => dispatch(self, { type: 'acquired', lease: won ? candidate : null, at }),
-      (error: unknown) => dispatch(self, { type: 'acquired', lease: null, at, error }),
+    op.then(
+      (v) => dispatch(self, done(v)),
+      (error: unknown) => dispatch(self, done(undefined, error)),
     );
   };
 
-  /** Rewrites the lease (compare-and-set): the result comes back as 'renewed'. */
-  const startRenew = (s: BudgetCoordinatorState, self: ActorRef<BudgetCoordinatorMsg>, lease: KvLease): void => {
-    s.leaseIo = true;
-    lease.renew().then(
-      (ok) => dispatch(self, { type: 'renewed', lease, ok }),
-      (error: unknown) => dispatch(self, { type: 'renewed', lease, ok: undefined, error }),
-    );
-  };
-
-  /** Grants while the lease is valid; steps down when its last renewal is older than the fence time. */
+  /**
+   * Grants while the lease is valid. When its last successful renewal is older than the fence
+   * time it grants nothing but keeps the lease: the next successful renewal resumes it.
+   */
   const act = (s: BudgetCoordinatorState, self: ActorRef<BudgetCoordinatorMsg>, lease: KvLease): void => {
-    if (lease.valid()) startRound(s, self, lease);
-    else {
-      lease.forget();
-      stepDown(s, 'budget coordinator lease not renewed in time: stepping down');
+    if (lease.valid()) {
+      if (s.fenced) log.info({ age: lease.age() }, 'budget coordinator lease renewed: granting again');
+      s.fenced = false;
+      startRound(s, self, lease);
+    } else if (!s.fenced) {
+      s.fenced = true;
+      log.warn({ fenceAfterMs }, 'budget coordinator lease not renewed in time: granting nothing until a renewal succeeds (the lease stays ours)');
     }
   };
 
   const stepDown = (s: BudgetCoordinatorState, why: string): void => {
     log.warn(why);
     s.lease = null;
+    s.fenced = false;
     mLeader.set(0);
   };
 
@@ -186,6 +184,7 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
         leadAgain: false,
         leadSoon: false,
         stopped: false,
+        fenced: false,
       };
       state.sub = intake.listen(subjects.budgetDemand, decodeDemand, (report) => void dispatch(ctx.self, { type: 'demand', report }));
       state.timers.push(setInterval(() => dispatch(ctx.self, { type: 'tick' }), TICK_MS));
@@ -200,14 +199,21 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
       switch (msg.type) {
         case 'tick': {
           state.ticks++;
-          if (state.stopped || state.leaseIo) return state;
+          if (state.stopped) return state;
           const lease = state.lease;
           // Every other tick: when a coordinator dies, every grant lapses within its life and
           // nobody sends until the next one is elected.
           if (!lease) {
-            if (state.ticks % 2 === 1) startAcquire(state, self);
-          } else if (state.ticks % renewEveryTicks === 0) startRenew(state, self, lease);
-          else act(state, self, lease);
+            if (state.leaseIo || state.ticks % 2 !== 1) return state;
+            const at = Date.now();
+            const candidate = new KvLease(kv, COORDINATOR_KEY, { holder, instance, since: at }, fenceAfterMs);
+            leaseOp(state, self, candidate.acquire(), (won, error) => ({ type: 'acquired', lease: won ? candidate : null, at, error }));
+            return state;
+          }
+          // A renewal that hangs or fails (an election) stops nothing until the fence time.
+          if (!state.leaseIo && state.ticks % renewEveryTicks === 0)
+            leaseOp(state, self, lease.renew(), (ok, error) => ({ type: 'renewed', lease, ok, error }));
+          act(state, self, lease);
           return state;
         }
         case 'acquired': {
@@ -231,8 +237,8 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
           state.leaseIo = false;
           if (state.lease !== msg.lease) return state;
           if (msg.ok === false) stepDown(state, 'budget coordinator lease taken by another process: stepping down');
-          else if (msg.error !== undefined) log.warn({ err: describeError(msg.error) }, 'budget coordinator tick failed');
-          else act(state, self, msg.lease);
+          else if (msg.error !== undefined) log.debug({ err: describeError(msg.error), age: msg.lease.age() }, 'budget coordinator lease renewal failed');
+          else if (state.fenced) act(state, self, msg.lease);
           return state;
         }
         case 'granted': {
@@ -240,10 +246,8 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
           msg.split.grants.forEach((g, i) => state.book.acknowledged(msg.split, g, msg.acks[i]?.ack, msg.acks[i]?.at ?? Date.now()));
           const next = state.book.nextSplitIn(msg.split, Date.now());
           if (next !== undefined) leadIn(state, self, next);
-          if (state.leadAgain) {
-            state.leadAgain = false;
-            dispatch(self, { type: 'lead' });
-          }
+          if (state.leadAgain) dispatch(self, { type: 'lead' });
+          state.leadAgain = false;
           return state;
         }
         case 'demand': {
@@ -269,11 +273,9 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
           // Only for the flood it was started for (a later flood has its own wait).
           const flood = state.book.flood;
           if (!flood || flood.at !== msg.at) return state;
-          if (!state.lease) {
-            state.book.flood = null;
-            return state;
-          }
-          return throttle(state, self, flood.from, state.book.floodCounted());
+          if (state.lease) return throttle(state, self, flood.from, state.book.floodCounted());
+          state.book.flood = null;
+          return state;
         }
         case 'status':
           reply(msg.replyTo, state.book.status(state.lease !== null, state.since));

@@ -102,13 +102,25 @@ export const TICK_MS = 250;
  */
 export const FLOOD_SETTLE_MS = 600;
 
+/** A grant may be obeyed this long past its expiry: the budget client checks expiry every 100 ms, plus timer slack. */
+export const EXPIRY_SLACK_MS = 250;
+
 /**
- * The coordinator's lease timing. Grants must expire before a successor can be elected (TTL)
- * minus our own fencing time (TTL/2) and one window. Config guarantees TTL/2 − W ≥ 500 ms
- * (SHARD_LEASE_TTL_MS check).
+ * The coordinator's lease timing (the argument is in docs/deploy.md, "Leases and fencing").
+ * It grants only while its last successful lease write started less than `fenceAfterMs` ago;
+ * a grant lives `grantLifeMs`, and the sends made under it stay in their window one window
+ * longer. A successor is elected at the earliest a TTL after that write started, so
+ * fenceAfterMs + grantLifeMs + window + EXPIRY_SLACK_MS = TTL: by then every grant of ours has
+ * expired and its sends have left the window. Renewals fail during a JetStream election; the
+ * coordinator then stops granting at `fenceAfterMs` but keeps the lease, and its first
+ * successful renewal (a compare-and-set, so nobody took the key meanwhile) resumes it. It
+ * renews every TTL/12, like the shard leases, so that an election starts soon after a write.
+ * Config guarantees TTL ≥ 2 × (window + 500 ms), so fenceAfterMs ≥ 700 ms.
  */
 export function coordinatorTiming(leaseTtlMs: number, windowMs: number): { grantLifeMs: number; fenceAfterMs: number; renewEveryMs: number } {
-  return { grantLifeMs: Math.min(2_000, Math.floor(leaseTtlMs / 2 - windowMs)), fenceAfterMs: Math.floor(leaseTtlMs / 2), renewEveryMs: leaseTtlMs / 4 };
+  const available = leaseTtlMs - windowMs - EXPIRY_SLACK_MS;
+  const grantLifeMs = Math.max(250, Math.min(1_000, Math.floor(available / 4)));
+  return { grantLifeMs, fenceAfterMs: available - grantLifeMs, renewEveryMs: Math.max(TICK_MS, Math.floor(leaseTtlMs / 12)) };
 }
 
 /** A member silent this long is dropped (it reports 4 times a second). */

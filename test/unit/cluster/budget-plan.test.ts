@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { BudgetBook, MEMBER_SILENT_MS, coordinatorTiming, type Split } from '../../../src/cluster/budget-plan';
+import { BudgetBook, EXPIRY_SLACK_MS, MEMBER_SILENT_MS, coordinatorTiming, type Split } from '../../../src/cluster/budget-plan';
 import type { BudgetDemand } from '../../../src/nats/payloads';
 
 /**
@@ -139,15 +139,18 @@ describe('BudgetBook: the budget coordinator’s split and grant arithmetic (fak
     assert.equal(book.status(true, t).processes.length, 2);
   });
 
-  it('the timing keeps a grant inside the lease: fence time + grant life + one window ≤ TTL', () => {
+  it('the timing keeps a grant inside the lease: fence time + grant life + one window + slack ≤ TTL; renewals every TTL/12', () => {
     for (const [ttl, w] of [
       [6_000, 1_000],
       [3_000, 1_000],
       [1_600, 200],
+      [1_400, 200],
     ] as const) {
-      const { grantLifeMs, fenceAfterMs } = coordinatorTiming(ttl, w);
-      assert.ok(grantLifeMs >= 500, `grants live at least 500 ms (TTL ${ttl})`);
-      assert.ok(fenceAfterMs + grantLifeMs + w <= ttl, `TTL ${ttl}, window ${w}`);
+      const { grantLifeMs, fenceAfterMs, renewEveryMs } = coordinatorTiming(ttl, w);
+      assert.ok(grantLifeMs >= 250, `grants outlive a round (TTL ${ttl})`);
+      assert.ok(fenceAfterMs + grantLifeMs + w + EXPIRY_SLACK_MS <= ttl, `TTL ${ttl}, window ${w}`);
+      assert.ok(fenceAfterMs >= 2 * renewEveryMs, `a renewal or two may fail before the coordinator stops granting (TTL ${ttl})`);
     }
+    assert.deepEqual(coordinatorTiming(6_000, 1_000), { grantLifeMs: 1_000, fenceAfterMs: 3_750, renewEveryMs: 500 }, 'the defaults');
   });
 });

@@ -2,6 +2,7 @@ import { strict as assert } from 'node:assert';
 import { connect, type KV, type NatsConnection, type Subscription } from 'nats';
 import { spawnBudgetCoordinator, type BudgetCoordinatorMsg, type BudgetStatus } from '../../../../actors/cluster/budget-coordinator';
 import { COORDINATOR_KEY } from '../../../../src/cluster/budget-client';
+import { coordinatorTiming } from '../../../../src/cluster/budget-plan';
 import { openClusterBucket } from '../../../../src/cluster/kv';
 import { leaseHolder } from '../../../../src/cluster/lease';
 import { Metrics } from '../../../../src/metrics';
@@ -144,7 +145,7 @@ describe('budget-coordinator actor (fake members, NATS and KV on the local nats-
     const g = latest('a:1')!;
     assert.equal(g.coordinator, 'coord:1');
     assert.equal(g.window_ms, GLOBAL.windowMs);
-    assert.equal(g.expires_at - g.issued_at, 600, 'a grant lives TTL/2 − window');
+    assert.equal(g.expires_at - g.issued_at, coordinatorTiming(TTL, GLOBAL.windowMs).grantLifeMs);
     const rev = (await kv.get(COORDINATOR_KEY))!.revision;
     assert.ok(g.lease_revision > 0 && g.lease_revision <= rev, 'the grant names a revision of the coordinator lease');
     const s = await status();
@@ -235,5 +236,30 @@ describe('budget-coordinator actor (fake members, NATS and KV on the local nats-
     assert.equal(await leaseHolder(kv, COORDINATOR_KEY), undefined, 'the lease was deleted, not left to expire');
     await tickUntil(async () => (await status(second)).leader, 'second elected', second);
     await tickUntil(() => latest('a:1')?.coordinator === 'coord:2', 'grants from the second', second);
+  });
+
+  it('renewals failing (an election): it grants until the fence time, then nothing, keeps the lease, and resumes on the next renewal', async () => {
+    const { fenceAfterMs } = coordinatorTiming(TTL, GLOBAL.windowMs);
+    await member('a:1', 10);
+    await tickUntil(() => latest('a:1')?.coordinator === 'coord:1', 'granting');
+    const since = (await status()).since;
+    // Every KV write fails the way it does while JetStream elects a leader.
+    const update = kv.update.bind(kv);
+    let failing = true;
+    kv.update = (...args: Parameters<KV['update']>) => (failing ? Promise.reject(Object.assign(new Error('503'), { code: '503' })) : update(...args));
+    const failedAt = Date.now();
+    const n = grants.length;
+    await tickUntil(() => grants.slice(n).some((x) => x.g.issued_at >= failedAt + 300), 'grants go on after a renewal failed');
+    // Then they stop: the last one was issued before the fence time (counted from before the failures).
+    await waitFor(() => grants.length > 0 && Date.now() - grants[grants.length - 1]!.at > 600, 5_000, 20, 'grants stopped');
+    const last = grants[grants.length - 1]!.g;
+    assert.ok(last.issued_at < failedAt + fenceAfterMs, `last grant ${last.issued_at - failedAt} ms after the failures began; fence ${fenceAfterMs} ms`);
+    const fenced = await status();
+    assert.equal(fenced.leader, true, 'the lease stays ours');
+    assert.equal((await leaseHolder(kv, COORDINATOR_KEY))?.holder, 'coord:1');
+    failing = false;
+    await tickUntil(() => latest('a:1')!.issued_at > last.issued_at, 'granting again after a successful renewal');
+    assert.equal((await status()).since, since, 'no new election: the same lease, renewed');
+    assert.ok(latest('a:1')!.lease_revision > last.lease_revision);
   });
 });
