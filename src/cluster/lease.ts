@@ -123,7 +123,7 @@ export class KvLease {
     return this.renewing;
   }
 
-  private async doRenew(): Promise<boolean> {
+  private async doRenew(adopt = true): Promise<boolean> {
     if (this.revision === 0) return false;
     const started = Date.now();
     try {
@@ -133,12 +133,29 @@ export class KvLease {
       return true;
     } catch (e) {
       if (isWrongRevision(e)) {
+        if (adopt && (await this.adoptLostWrite())) return this.doRenew(false);
         this.revision = 0;
         return false;
       }
       leaseClock(this.kv).trouble(e);
       throw e;
     }
+  }
+
+  /**
+   * A renewal whose answer was lost (a timeout; the server that took it died) may still have been
+   * written: the key is then a revision ahead of ours and holds exactly our value (no other
+   * writer writes our holder and our `since`), and our compare-and-set on the old revision fails
+   * although nobody else wrote. Adopt that revision (true), so the next compare-and-set decides.
+   * `renewedAt` stays at our last confirmed write: the lost one extends nothing.
+   */
+  private async adoptLostWrite(): Promise<boolean> {
+    const entry = await this.kv.get(this.key);
+    if (!entry || entry.operation !== 'PUT' || entry.revision <= this.revision) return false;
+    const mine = encodeValue(this.value);
+    if (entry.value.length !== mine.length || !entry.value.every((b, i) => b === mine[i])) return false;
+    this.revision = entry.revision;
+    return true;
   }
 
   /** Gives the lease up (only if it is still ours). */

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { connect, type NatsConnection } from 'nats';
-import { openClusterBucket } from '../../src/cluster/kv';
+import { encodeValue, openClusterBucket } from '../../src/cluster/kv';
 import { KvLease, fenceAfterMs, leaseHolder } from '../../src/cluster/lease';
 import type { AppError } from '../../src/errors';
 import { KvLeaseSingleton } from '../../src/cluster/singleton';
@@ -35,6 +35,21 @@ describe('KV leases on nats-server (JetStream KV)', function () {
     assert.equal(await leaseHolder(kv, 'shard.1'), undefined);
     assert.equal(await b.acquire(), true, 'free after the release (delete marker)');
     assert.equal(await a.renew(), false, 'a lost it: renew by compare-and-set fails');
+  });
+
+  it('a renewal whose answer was lost but which was written (the server died after committing it) does not lose the lease; a write by anyone else does', async () => {
+    const kv = await openClusterBucket(nc, bucket, { leaseTtlMs: 2_000, replicas: 1 });
+    const value = { holder: 'a', instance: 'a', since: 7 };
+    const a = new KvLease(kv, 'shard.9', value, 1_000);
+    assert.equal(await a.acquire(), true);
+    // The lost renewal: our exact value, one revision on, and we never saw its answer.
+    const lost = await kv.update('shard.9', encodeValue(value), a.currentRevision);
+    assert.equal(await a.renew(), true, 'the key holds our own write: still ours');
+    assert.ok(a.currentRevision > lost);
+    // The same holder name with another value is not our write (another lease object, or a forgery).
+    await kv.update('shard.9', encodeValue({ ...value, since: 8 }), a.currentRevision);
+    assert.equal(await a.renew(), false);
+    assert.equal(a.held, false);
   });
 
   it('an unrenewed lease is taken over once the taker saw it unchanged for the TTL, not before; the old holder had fenced itself', async () => {
