@@ -65,6 +65,8 @@ export interface ShardOwnerState {
   takeovers: Takeover[];
   /** What the pipeline last confirmed it owns; re-synced when it differs from the leases held. */
   pipelineOwned: number[];
+  /** Shards released in the pipeline (fenced, lost) since the pipeline call in flight began: its answer predates that. */
+  released: Set<number>;
   timers: NodeJS.Timeout[];
   leaving: boolean;
   /** A tick is in flight (one at a time); `plan`: its assignment, once the view is read. */
@@ -90,16 +92,13 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
     const late = state.held.fenceLate();
     if (late.length === 0) return;
     state.pipelineOwned = state.pipelineOwned.filter((s) => !state.held.fenced.has(s));
+    late.forEach((s) => state.released.add(s));
     mFenced.inc(late.length);
     mOwned.set(state.held.sendingCount);
     log.warn({ shards: late, fenceAfterMs }, 'lease not renewed in time: stopped sending for these shards (still ours; resuming after the next renewal)');
     void fence(late);
   };
-  const fence = (shards: number[]): Promise<void> =>
-    pipeline.fence(shards).then(
-      () => undefined,
-      (e: unknown) => log.error({ err: describeError(e) }, 'fencing failed'),
-    );
+  const fence = (shards: number[]) => pipeline.fence(shards).then(undefined, (e: unknown) => log.error({ err: describeError(e) }, 'fencing failed'));
 
   /** Runs outside the mailbox, every TTL/12: keeping what we hold matters more than anything else. */
   const renewAll = async (state: ShardOwnerState, self: ActorRef<ShardOwnerMsg>): Promise<void> => {
@@ -107,6 +106,7 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
     const { lost, wasSending, resumed } = await state.held.renewAll();
     if (lost.length) {
       state.pipelineOwned = state.pipelineOwned.filter((s) => !lost.includes(s));
+      lost.forEach((s) => state.released.add(s));
       mOwned.set(state.held.sendingCount);
       log.warn({ shards: lost }, 'another process holds these shards now: stopped sending for them');
       if (wasSending.length) await fence(wasSending);
@@ -122,8 +122,10 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
     );
   };
   /** The pipeline owns exactly `held` (fences them in the database); `got`: just leased. */
-  const own = (self: ActorRef<ShardOwnerMsg>, held: number[], got: number[]): void =>
+  const own = (state: ShardOwnerState, self: ActorRef<ShardOwnerMsg>, held: number[], got: number[]): void => {
+    state.released.clear();
     run(self, async () => ({ type: 'owned', result: await pipeline.own(held), held, got }));
+  };
 
   /** After the handoff (if any): take the free shards that are ours. */
   const acquireStep = (state: ShardOwnerState, self: ActorRef<ShardOwnerMsg>, plan: ShardPlan): void => {
@@ -136,7 +138,7 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
   const syncStep = (state: ShardOwnerState, self: ActorRef<ShardOwnerMsg>): void => {
     const held = state.held.sending();
     if (state.leaveAsked || held.join() === [...state.pipelineOwned].sort((a, b) => a - b).join()) finish(state, self);
-    else own(self, held, []);
+    else own(state, self, held, []);
   };
 
   /** The tick is done: a leave waiting for it starts now, a tick asked for meanwhile runs. */
@@ -171,6 +173,7 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
         map: new Map(),
         takeovers: [],
         pipelineOwned: [],
+        released: new Set(),
         timers: [],
         leaving: false,
         ticking: false,
@@ -211,6 +214,7 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
           // Graceful handoff: stop claiming, finish or give back in-flight rows, then free the lease.
           const keep = state.held.sending().filter((s) => !plan.surplus.includes(s));
           const leases = plan.surplus.map((s) => state.held.leases.get(s));
+          state.released.clear();
           run(self, async () => {
             const result = await pipeline.own(keep);
             await releaseAll(leases);
@@ -219,7 +223,7 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
           return state;
         }
         case 'handedOff':
-          state.pipelineOwned = msg.result.owned;
+          state.pipelineOwned = msg.result.owned.filter((s) => !state.released.has(s));
           state.held.drop(msg.surplus);
           mHandoffs.inc(msg.surplus.length);
           log.info({ shards: msg.surplus, releasedRows: msg.result.released }, 'shards handed off');
@@ -234,12 +238,13 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
             return state;
           }
           const got = msg.got.map(([s]) => s);
-          own(self, state.held.sending(), got);
+          own(state, self, state.held.sending(), got);
           return state;
         }
         case 'owned': {
           const r = msg.result;
-          state.pipelineOwned = r.owned;
+          // A shard fenced while the call ran was released after it: the next tick owns it again once resumed.
+          state.pipelineOwned = r.owned.filter((s) => !state.released.has(s));
           if (msg.got.length === 0) {
             if (r.owned.length !== msg.held.length)
               log.warn({ leased: msg.held.length, fenced: r.owned.length }, 'some leased shards are not fenced in the database yet; retrying next tick');

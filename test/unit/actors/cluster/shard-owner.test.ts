@@ -142,4 +142,21 @@ describe('shard-owner actor (fake pipeline, KV on the local nats-server)', funct
     await leaving;
     assert.deepEqual(await heldKeys(), []);
   });
+
+  it('a shard fenced while a pipeline call was in flight is owned again after the renewal: the late answer does not hide the fence', async () => {
+    autoOwn = false;
+    await waitFor(() => owns.length === 1, 3000, 5, 'the first pipeline call, left hanging');
+    // Renewals fail (an election): the watchdog fences all four while the call is in flight.
+    const update = kv.update.bind(kv);
+    let failing = true;
+    kv.update = (...args: Parameters<KV['update']>) => (failing ? Promise.reject(Object.assign(new Error('503'), { code: '503' })) : update(...args));
+    await waitFor(() => fences.length >= 1, 3000, 5, 'fenced');
+    assert.deepEqual([...fences[0]!].sort(), [0, 1, 2, 3]);
+    // The pipeline answers the call it took before the fence; it released them after.
+    owns[0]!.d.resolve({ owned: [0, 1, 2, 3], released: 0, reclaimed: 0, previousOwners: [] });
+    failing = false;
+    autoOwn = true;
+    await waitFor(() => owns.length >= 2, 3000, 5, 'owned again after the renewal');
+    assert.deepEqual([...owns[1]!.shards].sort(), [0, 1, 2, 3]);
+  });
 });
