@@ -17,9 +17,12 @@
  * duplicates, 429s by scope, shards that changed holder; beacons answered (202 / 503),
  * views counted, exactness.
  * Env: BENCH_DATABASE_URL (a server; a scratch database is created and dropped),
- * BENCH_FAILOVER_N (default 9000 rows per delivery run), BENCH_DOWN_S (default 15).
+ * BENCH_FAILOVER_N (default 9000 rows per delivery run), BENCH_DOWN_S (default 15),
+ * BENCH_FAILOVER_ONLY=leader (only the leader kill), BENCH_FAILOVER_LOG=<file> (every
+ * worker's log lines, warnings and up, with the kill instants, written there at the end).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import os from 'node:os';
 import { connect, type NatsConnection } from 'nats';
@@ -39,6 +42,8 @@ const GLOBAL = 300;
 const CHAT = 10;
 const N = Number(process.env.BENCH_FAILOVER_N ?? 9000);
 const DOWN_S = Number(process.env.BENCH_DOWN_S ?? 15);
+const ONLY_LEADER = process.env.BENCH_FAILOVER_ONLY === 'leader';
+const LOG_FILE = process.env.BENCH_FAILOVER_LOG;
 const CONCURRENCY = 24;
 const TOKEN = '123456:BENCH-token-abcdefghijklmnopqrstuv';
 const ROOT_DB = process.env.BENCH_DATABASE_URL ?? 'mysql://root@127.0.0.1:3306/test';
@@ -86,7 +91,7 @@ export async function runClusterFailover(nodes: number): Promise<void> {
   const procs: Proc[] = [];
   const results: DeliveryResult[] = [];
   const out: { crash: Array<string | number>; views: Array<Array<string | number>> } = { crash: [], views: [] };
-  const logs = new Map<string, string[]>();
+  const logs = new Map<string, string[]>([['bench', []]]);
   const launch = (name: string, entry: string, env: Record<string, string>): Proc => {
     const child = spawn(process.execPath, ['--import', 'tsx', resolve(__dirname, '..', entry)], {
       env: { PATH: process.env.PATH ?? '', DATABASE_URL: url, NATS_URL: cluster.urls, NATS_REPLICAS: '3', METRICS_PORT: '0', LOG_LEVEL: 'warn', ...env },
@@ -155,11 +160,16 @@ export async function runClusterFailover(nodes: number): Promise<void> {
     while ((await delivered()) < 5 * GLOBAL * 0.9) await sleep(50);
     const victim = await pick();
     const killedAt = Date.now();
+    logs.get('bench')?.push(JSON.stringify({ time: killedAt, msg: `${name}: SIGKILL of ${victim}` }));
     await cluster.kill(victim);
     await sleep(DOWN_S * 1000);
     await cluster.restart(victim);
     await cluster.waitForMetaLeader(30_000);
-    while ((await sent()) < N) await sleep(200);
+    // A stalled cluster fails the run (and still writes BENCH_FAILOVER_LOG) instead of waiting forever.
+    while ((await sent()) < N) {
+      if (Date.now() - killedAt > 180_000) throw new Error(`delivery stalled: ${await sent()} of ${N} rows sent 180 s after the kill`);
+      await sleep(200);
+    }
     await sleep(1_000);
     const d = await getJson<DeliveredEntry[]>(`${sandbox.apiRoot}sandbox/delivered`);
     const st = await getJson<SandboxStats>(`${sandbox.apiRoot}sandbox/stats`);
@@ -196,14 +206,15 @@ export async function runClusterFailover(nodes: number): Promise<void> {
       const meta = await cluster.waitForMetaLeader();
       return cluster.moveStreamLeader(nc, kvStream, meta);
     });
-    await deliveryRun('bystander', async () => {
-      const meta = await cluster.waitForMetaLeader();
-      const kv = await cluster.waitForStreamLeader(kvStream);
-      return cluster.nodes.find((n) => n.name !== meta && n.name !== kv)!.name;
-    });
+    if (!ONLY_LEADER)
+      await deliveryRun('bystander', async () => {
+        const meta = await cluster.waitForMetaLeader();
+        const kv = await cluster.waitForStreamLeader(kvStream);
+        return cluster.nodes.find((n) => n.name !== meta && n.name !== kv)!.name;
+      });
 
     // ---- crash of a worker process on the cluster -------------------------------
-    {
+    if (!ONLY_LEADER) {
       const st = await balanced(3);
       const cShards = new Set(st.processes.find((p) => p.instance.startsWith('c-'))!.owned);
       const chats = Array.from({ length: 300 }, (_, i) => 500_000 + i);
@@ -233,8 +244,9 @@ export async function runClusterFailover(nodes: number): Promise<void> {
     await Promise.race([Promise.all(procs.map((p) => p.exited)), sleep(20_000)]);
 
     // ---- views --------------------------------------------------------------------
-    out.views = await viewsRun(db, url, cluster, nc, tag, launch);
+    if (!ONLY_LEADER) out.views = await viewsRun(db, url, cluster, nc, tag, launch);
   } finally {
+    if (LOG_FILE) writeFileSync(LOG_FILE, [...logs].flatMap(([name, lines]) => lines.map((l) => `${name} ${l}`)).join('\n') + '\n');
     for (const p of procs) p.child.kill('SIGKILL');
     await Promise.all(procs.map((p) => p.exited));
     await nc.close().catch(() => undefined);

@@ -303,8 +303,10 @@ export class BudgetClient {
       this.members = members;
       if (this.watchingSince === 0) this.watchingSince = this.now();
     } catch {
-      // NATS unreachable: we know nothing, so we claim nothing beyond what we hold.
-      this.coordinator = { holder: 'unknown', revisions: [], at: this.now() };
+      // Reads fail while JetStream elects a leader (seconds): the coordinator we read less than a lease
+      // period ago is still the only one that may grant, and it stops granting at its fence time
+      // (docs/deploy.md, "Leases and fencing"). Past that, we know nothing and claim nothing beyond what we hold.
+      if (this.now() - this.coordinator.at >= this.o.leaseTtlMs) this.coordinator = { holder: 'unknown', revisions: [], at: this.now() };
     }
   }
 

@@ -263,7 +263,7 @@ export function loadConfig(env: Env = process.env): Config {
   const retryMaxMs = r.duration('RETRY_MAX_MS', DEFAULTS.RETRY_MAX_MS, { min: 1, max: 86_400_000 });
   if (retryMaxMs < retryBaseMs) throw new ConfigError('RETRY_MAX_MS', `expected a value ≥ RETRY_BASE_MS (${retryBaseMs}), got ${retryMaxMs}`);
 
-  // Budget grants live TTL/2 − one global window, at least 500 ms (see actors/budget-coordinator.ts):
+  // The budget coordinator's fence time, grant life and one global window fit in the TTL (src/cluster/budget-plan.ts):
   // a very slow global rate has a long window and needs a longer lease (the default follows it).
   const globalRate = r.number('TELEGRAM_GLOBAL_RATE', DEFAULTS.TELEGRAM_GLOBAL_RATE, { min: 0, exclusiveMin: true, max: 100_000 });
   const minTtl = Math.ceil(2 * (rateToWindow(globalRate).windowMs + 500));

@@ -132,9 +132,10 @@ describe('three-node NATS cluster, R3: a node dies (SIGKILL)', function () {
     );
     assert.equal(new Set(texts).size, N, 'every row delivered');
     assert.ok(duplicates <= GLOBAL, `duplicates (${duplicates}) at most one global window of sends in flight`);
-    // 429s are printed, not asserted: issue 13 asks for ≤ 0.1 % and this is not met yet. They come
-    // right after the pause a long election causes (the budget coordinator steps down at TTL/2):
-    // every process resumes with a whole window at once (docs/deploy.md, "Measured").
+    // 429s are printed, not asserted (issue 13 asks for ≤ 0.1 %): they came right after the pause a
+    // long election causes, when every process resumed with a whole window at once (docs/deploy.md,
+    // "Measured"). The budget coordinator now keeps its lease through an election and resumes
+    // granting on its first successful renewal.
     const after = await clusterStatus();
     const moved = Object.entries(before!.map).filter(([shard, holder]) => after.map[Number(shard)] !== holder);
     const leaseLines = workers

@@ -11,9 +11,10 @@ const NOW = 1_700_000_000_000;
 const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
 
 /** A KV that holds the coordinator lease and member keys, as the cluster bucket does. */
-function fakeKv(state: { coordinator: { holder: string; revision: number } | null; members: string[] }): KV {
+function fakeKv(state: { coordinator: { holder: string; revision: number } | null; members: string[]; failing?: boolean }): KV {
   return {
     get: async (key: string) => {
+      if (state.failing) throw Object.assign(new Error('503'), { code: '503' });
       if (key === COORDINATOR_KEY)
         return state.coordinator
           ? { operation: 'PUT', value: enc({ holder: state.coordinator.holder, instance: 'x', since: 0 }), revision: state.coordinator.revision }
@@ -70,6 +71,21 @@ describe('budget control messages (issue 10 item 5)', () => {
   it('a grant from the coordinator holding the lease at that revision is accepted', async () => {
     const { c } = client({ coordinator: { holder: 'boss:1', revision: 7 }, members: [] });
     assert.equal(await c.checkGrant(grant()), undefined);
+  });
+
+  it('while KV reads fail (a JetStream election), grants from the coordinator read less than a lease period ago are still accepted', async () => {
+    let t = NOW;
+    const kv: Parameters<typeof fakeKv>[0] = { coordinator: { holder: 'boss:1', revision: 7 }, members: [] };
+    const { c } = client(kv, () => t);
+    const view = c as unknown as { refreshView(): Promise<void> };
+    await view.refreshView();
+    kv.failing = true;
+    t = NOW + 2_000;
+    await view.refreshView();
+    assert.equal(await c.checkGrant(grant({ issued_at: t, expires_at: t + 500 })), undefined, 'read 2 s ago, lease TTL 3 s');
+    t = NOW + 3_000;
+    await view.refreshView();
+    assert.match((await c.checkGrant(grant({ issued_at: t, expires_at: t + 500 })))!, /unknown/, 'a lease period without a read: nothing is known');
   });
 
   it('a grant naming another process than the lease holder is refused', async () => {
