@@ -222,15 +222,18 @@ describe('rate control across real processes: formation and handoff', function (
       )
       .sort((x, y) => x.time.localeCompare(y.time));
     const lowered = floods.map((f) => f.rate);
-    const half = d.slice(Math.floor(n / 2));
-    const settled = ((half.length - 1) / (half[half.length - 1]!.at - half[0]!.at)) * 1000;
+    // The rate over a stretch of deliveries: the middle half is the settled rate; the drain's tail (a process whose
+    // shards ran dry first, its share moving to the others) shows in the second half only.
+    const rateOf = (from: number, to: number): number => ((to - from - 1) / (d[to - 1]!.at - d[from]!.at)) * 1000;
+    const settled = rateOf(Math.floor(n / 4), Math.floor((3 * n) / 4));
+    const secondHalf = rateOf(Math.floor(n / 2), n);
     const settledAfter = (lastOutside - d[0]!.at) / 1000;
     console.log(
       `      stricter global, 3 processes: 429s ${JSON.stringify(r429)} (${((r429.global * 100) / n).toFixed(2)} % of sends); floods ${floods
         .map((f) => `${f.rate} (counted ${f.accepted}, reports ${f.recent})`)
         .join(
           ', ',
-        )}; coordinator at ${rate?.toFixed(1)}/s, in 0.95–1 × ${server}/s from ${settledAfter.toFixed(1)} s after the first delivery; second half delivered ${settled.toFixed(1)}/s`,
+        )}; coordinator at ${rate?.toFixed(1)}/s, in 0.95–1 × ${server}/s from ${settledAfter.toFixed(1)} s after the first delivery; delivered ${settled.toFixed(1)}/s in the middle half, ${secondHalf.toFixed(1)}/s in the second half`,
     );
     assert.equal(new Set(d.map((x) => x.text)).size, n, 'every row delivered');
     assert.equal(r429.chat + r429.group, 0);
@@ -245,6 +248,6 @@ describe('rate control across real processes: formation and handoff', function (
     assert.ok(r429.global <= 0.01 * n, `${r429.global} × 429 for ${n} sends (target ≤ 1 %)`);
     // Delivered also depends on the CPU (three workers, NATS, MariaDB and the sandbox on 2 cores): a floor that
     // catches a rate stuck low or a share left unused; bench:cluster measures how close it gets.
-    assert.ok(settled >= 0.9 * server, `delivered at ${settled.toFixed(1)}/s in the second half`);
+    assert.ok(settled >= 0.9 * server, `delivered at ${settled.toFixed(1)}/s in the middle half`);
   });
 });
