@@ -99,13 +99,7 @@ export class NatsIntake {
     service.addEndpoint(name, {
       subject,
       ...(opts.metadata ? { metadata: opts.metadata } : {}),
-      handler: (err, msg) => {
-        if (err) {
-          this.o.log.warn({ subject, err: describeError(err) }, 'service endpoint error');
-          return;
-        }
-        onMsg(msg);
-      },
+      handler: this.callback(subject, 'service endpoint error', onMsg),
     });
   }
 
@@ -175,16 +169,21 @@ export class NatsIntake {
     if (this.draining) throw new AppError('UNAVAILABLE', `intake is draining: cannot subscribe to ${subject}`);
     const sub = this.o.nc.subscribe(subject, {
       ...(opts.queue ? { queue: opts.queue } : {}),
-      callback: (err, msg) => {
-        if (err) {
-          this.o.log.warn({ subject, err: describeError(err) }, 'subscription error');
-          return;
-        }
-        onMsg(msg);
-      },
+      callback: this.callback(subject, 'subscription error', onMsg),
     });
     this.subs.push(sub);
     return sub;
+  }
+
+  /** What the NATS client calls: an error from the client itself is logged, a message handled. */
+  private callback(subject: string, what: string, onMsg: (msg: Msg) => void): (err: Error | null, msg: Msg) => void {
+    return (err, msg) => {
+      if (err) {
+        this.o.log.warn({ subject, err: describeError(err) }, what);
+        return;
+      }
+      onMsg(msg);
+    };
   }
 
   private respond(msg: Msg, body: unknown): void {

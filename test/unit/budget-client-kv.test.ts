@@ -3,8 +3,8 @@ import type { KV, KvEntry, NatsConnection } from 'nats';
 import { BudgetClient, COORDINATOR_KEY } from '../../src/cluster/budget-client';
 import { GlobalGate } from '../../src/limits/global-gate';
 import { Metrics } from '../../src/metrics';
-import { makeSubjects } from '../../src/nats/subjects';
 import { captureLogger } from '../helpers/services';
+import { budgetClientOptions } from '../helpers/budget-client';
 
 const enc = (v: unknown) => new TextEncoder().encode(typeof v === 'string' ? v : JSON.stringify(v));
 
@@ -27,26 +27,14 @@ describe('budget client: lease and member values are validated', () => {
     const gate = new GlobalGate({ count: 30, windowMs: 1000 });
     const metrics = new Metrics();
     const logs = captureLogger('info');
-    const c = new BudgetClient({
-      subjects: makeSubjects('t.'),
-      nc: { publish: () => undefined, subscribe: () => ({ unsubscribe() {} }) } as unknown as NatsConnection,
-      kv: kvOf({
-        [COORDINATOR_KEY]: { holder: 42 },
-        'member.good:1': { holder: 'good:1', instance: 'good', since: 1 },
-        'member.garbage': '{not json',
-        'member.wrong': { holder: '', instance: 'x', since: 0 },
-      }),
-      gate,
-      log: logs.log,
-      metrics,
-      holder: 'me:1',
-      instance: 'me',
-      global: { count: 30, windowMs: 1000 },
-      demand: () => 0,
-      leaseTtlMs: 3000,
-      maxPauseMs: 3_600_000,
-      maxSkewMs: 2_000,
+    const kv = kvOf({
+      [COORDINATOR_KEY]: { holder: 42 },
+      'member.good:1': { holder: 'good:1', instance: 'good', since: 1 },
+      'member.garbage': '{not json',
+      'member.wrong': { holder: '', instance: 'x', since: 0 },
     });
+    const nc = { publish: () => undefined, subscribe: () => ({ unsubscribe() {} }) } as unknown as NatsConnection;
+    const c = new BudgetClient(budgetClientOptions({ nc, kv, gate, log: logs.log, metrics }));
     const priv = c as unknown as { refreshView(): Promise<void>; members: Set<string>; coordinator: { holder: string | undefined } };
     await priv.refreshView();
     await priv.refreshView();

@@ -3,9 +3,9 @@ import type { KV, NatsConnection } from 'nats';
 import { BudgetClient, COORDINATOR_KEY, floorShare } from '../../src/cluster/budget-client';
 import { GlobalGate } from '../../src/limits/global-gate';
 import { Metrics } from '../../src/metrics';
-import { makeSubjects } from '../../src/nats/subjects';
 import type { BudgetGrant } from '../../src/nats/payloads';
 import { captureLogger } from '../helpers/services';
+import { budgetClientOptions } from '../helpers/budget-client';
 
 const NOW = 1_700_000_000_000;
 const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
@@ -37,22 +37,7 @@ function client(kvState: Parameters<typeof fakeKv>[0], now = () => NOW) {
     publish: (_s: string, d: Uint8Array) => published.push(JSON.parse(new TextDecoder().decode(d))),
     subscribe: () => ({ unsubscribe() {} }),
   } as unknown as NatsConnection;
-  const c = new BudgetClient({
-    subjects: makeSubjects('t.'),
-    nc,
-    kv: fakeKv(kvState),
-    gate,
-    log: logs.log,
-    metrics: new Metrics(),
-    holder: 'me:1',
-    instance: 'me',
-    global: { count: 30, windowMs: 1000 },
-    demand: () => 0,
-    leaseTtlMs: 3000,
-    maxPauseMs: 3_600_000,
-    maxSkewMs: 2_000,
-    now,
-  });
+  const c = new BudgetClient(budgetClientOptions({ nc, kv: fakeKv(kvState), gate, log: logs.log, metrics: new Metrics(), now }));
   return { c, gate, logs, published };
 }
 
