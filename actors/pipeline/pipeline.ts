@@ -47,6 +47,11 @@ export interface PipelineState {
   shardManager: ActorRef<ShardManagerMsg>;
   claimer: ActorRef<ClaimerMsg>;
   shards: number[];
+  /**
+   * Fenced shards whose rows may still be held by their old sender or be on their way back
+   * to the table: resolves when they are not. `own` waits for it before taking one back.
+   */
+  settling: Map<number, Promise<void>>;
 }
 
 export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<PipelineMsg> {
@@ -60,7 +65,7 @@ export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<Pipe
       const writer = spawnOutcomeWriter(ctx.self, deps, queue);
       const shardManager = spawnShardManager(ctx.self, deps, writer);
       const claimer = spawnClaimer(ctx.self, deps, shardManager);
-      return { writer, shardManager, claimer, shards: [] };
+      return { writer, shardManager, claimer, shards: [], settling: new Map() };
     },
     receive: async (state, msg) => {
       switch (msg.type) {
@@ -91,6 +96,14 @@ export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<Pipe
           }
           const seeds = new Map<number, WindowSeed>();
           if (added.length) {
+            // A shard fenced a moment ago (the watchdog, then the first renewal resumes it) may still
+            // have rows claimed by us in its old sender. Claiming for it now would take later rows of
+            // those chats (the claim lets our own claimed rows be overtaken: they are meant to be
+            // queued in front, in this shard's sender), and a new sender's reload would take rows the
+            // old one still sends. So the old sender finishes first (docs/architecture.md, "Per-chat order").
+            const settling = added.flatMap((s) => state.settling.get(s) ?? []);
+            if (settling.length) await Promise.all(settling);
+            for (const s of added) state.settling.delete(s);
             try {
               const records = await deps.handoff.load(added).catch(() => new Map<number, HandoffRecord>());
               const t = await deps.repo.takeShards(added);
@@ -138,15 +151,28 @@ export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<Pipe
           const keep = state.shards.filter((s) => !msg.shards.includes(s));
           state.shards = keep;
           // Rows of a claim still in flight find no sender and are given back at once.
-          dispatch(state.claimer, { type: 'own', shards: keep });
+          const claimsDone = query(state.claimer, (r: ReplyTo<void>): ClaimerMsg => ({ type: 'own', shards: keep, replyTo: r }), timeout).catch((e: unknown) =>
+            deps.log.warn({ err: describeError(e) }, 'claimer did not confirm the new shard set'),
+          );
           const replyTo = msg.replyTo;
-          query<ShardManagerMsg, { released: number }>(state.shardManager, (r) => ({ type: 'release', shards: msg.shards, replyTo: r }), timeout).then(
+          const drained = query<ShardManagerMsg, { released: number }>(
+            state.shardManager,
+            (r) => ({ type: 'release', shards: msg.shards, replyTo: r }),
+            timeout,
+          ).then(
             (res) => reply(replyTo, res),
             (e: unknown) => {
               deps.log.warn({ err: describeError(e) }, 'shard release timed out');
               reply(replyTo, { released: 0 });
             },
           );
+          // Settled once the old senders are drained and the rows of the last claim (at the shard
+          // manager by the time the claimer answers) are given back.
+          const shards = msg.shards;
+          const settled = Promise.all([claimsDone, drained])
+            .then(() => query(state.shardManager, (r: ReplyTo<void>): ShardManagerMsg => ({ type: 'settled', shards, replyTo: r }), timeout))
+            .catch((e: unknown) => deps.log.warn({ err: describeError(e), shards }, 'fenced shards did not settle in time'));
+          for (const s of shards) state.settling.set(s, settled);
           return state;
         }
         case 'shutdown': {
