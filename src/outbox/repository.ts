@@ -49,6 +49,11 @@ export class OutboxRepository {
    * locked by another claimer, chats whose buffer is full, and any row that would
    * overtake an earlier row of its chat that waits on a retry or is held by another
    * process. One transaction: BEGIN, SELECT … FOR UPDATE SKIP LOCKED, UPDATE, COMMIT.
+   *
+   * Rows held by this process may be overtaken (that is how a chat's buffer is topped up):
+   * the pipeline keeps every row it holds in a shard queued in that shard's one sender,
+   * which sorts the new rows behind them. A shard fenced and taken back is claimed for
+   * again only once its old sender has given its rows back (docs/architecture.md, Ordering).
    */
   async claim(req: ClaimRequest): Promise<OutboxRow[]> {
     const fetchedAt = Date.now();
