@@ -202,7 +202,9 @@ describe('a frozen worker: fenced and resumed, or taken over (real processes)', 
       for (const x of d) n.set(x.text!, (n.get(x.text!) ?? 0) + 1);
       const twice = [...n].filter(([, k]) => k > 1).map(([t]) => t);
       console.log(JSON.stringify(d.filter((x) => twice.includes(x.text!)).map((x) => [x.text, x.at])));
-      for (const w of workers) console.log(w.lines.filter((l) => /reaped|fenc|recovered|renew|crash|released/i.test(l)).join('\n'));
+      const twiceChats = twice.map((t) => t.split('-')[1]!);
+      for (const w of workers)
+        console.log(w.lines.filter((l) => /reaped|fenc|renew|crash|released|retry|error/i.test(l) || twiceChats.some((c) => l.includes(c))).join('\n'));
     }
     assert.equal(d.length, total, 'no duplicates');
     for (const [chat, seq] of byChat(d))
