@@ -182,7 +182,9 @@ describe('a frozen worker: fenced and resumed, or taken over (real processes)', 
       await new Promise((r) => setTimeout(r, FROZEN_MS));
       const resumed = nextDelivery(aChats, 30_000);
       a.kill('SIGCONT');
-      await waitFor(() => fenceLines(a) > fencesBefore, 10_000, 20, `cycle ${cycle}: a fenced its shards on waking`);
+      await waitFor(() => fenceLines(a) > fencesBefore, 10_000, 20, `cycle ${cycle}: a fenced its shards on waking`).catch((e: unknown) => {
+        throw new Error(`${String(e)}; a's last lines:\n${a.lines.slice(-8).join('\n')}`);
+      });
       await resumed.catch((e: unknown) => {
         throw new Error(`cycle ${cycle}: ${String(e)}; a's crashes: ${a.lines.filter((l) => /actor crashed/.test(l)).join('\n')}`);
       });
