@@ -62,6 +62,18 @@ describe('pipeline fenced and resumed while sends are in flight (MariaDB + sandb
     await waitFor(async () => (await rowsByStatus(h)).sent === rows.length, 60_000, 100, 'all rows sent');
     const d = h.sandbox.delivered();
     assert.equal(new Set(d.map((x) => x.text)).size, rows.length, 'every row delivered');
+    if (d.length !== rows.length) {
+      const seen = new Set<string>();
+      console.log(JSON.stringify(d.filter((x) => (seen.has(x.text!) ? true : (seen.add(x.text!), false))).map((x) => [x.text, x.at])));
+      console.log(
+        JSON.stringify(
+          h.logs
+            .lines()
+            .filter((l) => Number(l.level) >= 40 || /retr|recover/.test(String(l.msg)))
+            .slice(0, 15),
+        ),
+      );
+    }
     assert.equal(d.length, rows.length, 'no duplicates');
     for (const c of chats) {
       const seq = h.sandbox.delivered(c).map((x) => Number(x.text!.split('-')[1]));
