@@ -106,6 +106,28 @@ describe('pipeline actor (real children, fake repository, handoff and Telegram)'
     assert.equal(st.gate.limitPerWindow, 1000);
   });
 
+  it("own's I/O runs outside the mailbox: status is answered while fencing hangs, and a fence that came meanwhile is applied after it, in order", async () => {
+    let unblock: () => void = () => undefined;
+    const blocked = new Promise<void>((resolve) => (unblock = resolve));
+    const take = fp.deps.repo.takeShards.bind(fp.deps.repo);
+    fp.deps.repo.takeShards = async (shards) => {
+      await blocked;
+      return take(shards);
+    };
+    const owning = own([0, 1]);
+    await waitFor(() => calls.includes('load 0,1'), 1000, 1, 'the ownership change started');
+    // Before: the mailbox waited for the fencing rows, so this query timed out behind it.
+    const st = await query<PipelineMsg, PipelineStatus>(pipeline, (replyTo) => ({ type: 'status', replyTo }), 500);
+    assert.deepEqual(st.shards, [], 'no sender yet: the shards are not fenced');
+    const fenced = query<PipelineMsg, { released: number }>(pipeline, (replyTo) => ({ type: 'release', shards: [1], replyTo }), 1500);
+    unblock();
+    assert.deepEqual((await owning).owned, [0, 1], 'the change completes as asked');
+    await fenced;
+    await waitFor(() => claims.length >= 1, 1000, 1, 'a claim');
+    dispatch<PipelineMsg>(pipeline, { type: 'wake' });
+    await waitFor(() => claims.at(-1)!.shards.join() === '0', 1000, 1, 'the fence applied after the change: only shard 0 claimed');
+  });
+
   it('own without a shard drains it, saves its chat windows and clears its fencing row only if they were saved', async () => {
     batches.push([onShard(0, 1, 10), onShard(1, 2, 11), onShard(1, 3, 11)]);
     await own([0, 1]);
