@@ -243,7 +243,7 @@ async function formationRun(
 
 async function formation(): Promise<void> {
   const rows: Array<Array<string | number>> = [];
-  const N2 = 3000;
+  const N2 = Number(process.env.BENCH_N ?? 3000);
   const CH = 600;
   const pick = (row: string): boolean => only.has('formation') || only.has(row);
   for (const k of pick('cold') ? [3, 5] : []) {

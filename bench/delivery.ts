@@ -28,7 +28,7 @@ import { windowLimit as clientWindow } from '../src/limits/window';
 
 const GLOBAL = 300;
 const CHAT = 10;
-const N = 3000;
+const N = Number(process.env.BENCH_N ?? 3000);
 const USERS = 500;
 const TOKEN = '123456:BENCH-token-abcdefghijklmnopqrstuv';
 const ROOT_DB = process.env.BENCH_DATABASE_URL ?? 'mysql://root@127.0.0.1:3306/test';
