@@ -36,7 +36,7 @@ import { loadAdsConfig, startGatewayRole } from '../src/roles/ads';
 import type { ClusterStatus } from '../src/roles/cluster';
 import type { DeliveredEntry, SandboxStats } from '../sandbox/types';
 import { NatsCluster } from '../test/helpers/nats-cluster';
-import { getJson, machine, startSandboxProcess, table } from './lib';
+import { firstDeliveryAfter, getJson, machine, startSandboxProcess, table } from './lib';
 
 const GLOBAL = 300;
 const CHAT = 10;
@@ -225,16 +225,7 @@ export async function runClusterFailover(nodes: number): Promise<void> {
       victim.child.kill('SIGKILL');
       const killedAt = Date.now();
       await victim.exited;
-      let firstAfter = 0;
-      while (!firstAfter) {
-        const d = await getJson<DeliveredEntry[]>(`${sandbox.apiRoot}sandbox/delivered`);
-        firstAfter =
-          d
-            .filter((x) => x.at > killedAt + 50 && cChats.has(x.chatId))
-            .map((x) => x.at)
-            .sort((a, b) => a - b)[0] ?? 0;
-        if (!firstAfter) await sleep(100);
-      }
+      const firstAfter = await firstDeliveryAfter(sandbox.apiRoot, killedAt + 50, cChats);
       while ((await sent()) < 3000) await sleep(200);
       const d = await getJson<DeliveredEntry[]>(`${sandbox.apiRoot}sandbox/delivered`);
       const distinct = new Set(d.map((x) => x.text)).size;

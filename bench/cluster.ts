@@ -27,7 +27,7 @@ import { migrateLatest } from '../src/db/migrate';
 import { shardOf } from '../src/outbox/shard';
 import type { ClusterStatus } from '../src/roles/cluster';
 import type { DeliveredEntry, SandboxStats } from '../sandbox/types';
-import { startSandboxProcess, getJson, machine, table } from './lib';
+import { startSandboxProcess, getJson, machine, table, firstDeliveryAfter } from './lib';
 import { natsNodesFlag, runClusterFailover } from './cluster-failover';
 
 const GLOBAL = 300;
@@ -129,20 +129,7 @@ async function formationRun(
   const launch = (pname: string): Proc => {
     const child = spawn(process.execPath, ['--import', 'tsx', WORKER_MAIN], {
       env: {
-        PATH: process.env.PATH ?? '',
-        DATABASE_URL: url,
-        NATS_URL,
-        TELEGRAM_BOT_TOKEN: TOKEN,
-        TELEGRAM_API_ROOT: sandbox.apiRoot,
-        TELEGRAM_GLOBAL_RATE: String(GLOBAL),
-        TELEGRAM_CHAT_RATE: String(CHAT),
-        INSTANCE_ID: `${pname}-${t}`,
-        CLUSTER_BUCKET: t,
-        NATS_SUBJECT_PREFIX: `${t}.`,
-        SHARD_LEASE_TTL_MS: String(TTL),
-        ROLE: 'worker',
-        METRICS_PORT: '0',
-        LOG_LEVEL: LOG_DIR ? 'info' : 'warn',
+        ...workerEnv(url, sandbox.apiRoot, pname, t, LOG_DIR ? 'info' : 'warn'),
       },
       stdio: LOG_DIR ? ['ignore', openSync(`${LOG_DIR}/${t}-${pname}-${procs.length}.log`, 'a'), 'inherit'] : 'ignore',
     });
@@ -347,20 +334,7 @@ async function steady(): Promise<void> {
   const launch = (name: string): Proc => {
     const child = spawn(process.execPath, ['--import', 'tsx', WORKER_MAIN], {
       env: {
-        PATH: process.env.PATH ?? '',
-        DATABASE_URL: url,
-        NATS_URL,
-        TELEGRAM_BOT_TOKEN: TOKEN,
-        TELEGRAM_API_ROOT: sandbox.apiRoot,
-        TELEGRAM_GLOBAL_RATE: String(GLOBAL),
-        TELEGRAM_CHAT_RATE: String(CHAT),
-        INSTANCE_ID: `${name}-${tag}`,
-        CLUSTER_BUCKET: tag,
-        NATS_SUBJECT_PREFIX: `${tag}.`,
-        SHARD_LEASE_TTL_MS: String(TTL),
-        ROLE: 'worker',
-        METRICS_PORT: '0',
-        LOG_LEVEL: 'warn',
+        ...workerEnv(url, sandbox.apiRoot, name, tag, 'warn'),
       },
       stdio: 'ignore',
     });
@@ -438,16 +412,7 @@ async function steady(): Promise<void> {
     victim.child.kill('SIGKILL');
     const killedAt = Date.now();
     await victim.exited;
-    let firstAfter = 0;
-    while (!firstAfter) {
-      const d = await getJson<DeliveredEntry[]>(`${sandbox.apiRoot}sandbox/delivered`);
-      firstAfter =
-        d
-          .filter((x) => x.at > killedAt + 50 && cChats.has(x.chatId))
-          .map((x) => x.at)
-          .sort((a, b) => a - b)[0] ?? 0;
-      if (!firstAfter) await new Promise((r) => setTimeout(r, 100));
-    }
+    const firstAfter = await firstDeliveryAfter(sandbox.apiRoot, killedAt + 50, cChats);
     while ((await sent()) < 3000) await new Promise((r) => setTimeout(r, 200));
     const d = await getJson<DeliveredEntry[]>(`${sandbox.apiRoot}sandbox/delivered`);
     const distinct = new Set(d.map((x) => x.text)).size;
@@ -480,3 +445,23 @@ main().catch((e: unknown) => {
   console.error(e);
   process.exit(1);
 });
+
+/** A bench worker's environment: one cluster (bucket and subject prefix `tag`), the bench's rates and lease TTL. */
+function workerEnv(url: string, apiRoot: string, name: string, tag: string, logLevel: string): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? '',
+    DATABASE_URL: url,
+    NATS_URL,
+    TELEGRAM_BOT_TOKEN: TOKEN,
+    TELEGRAM_API_ROOT: apiRoot,
+    TELEGRAM_GLOBAL_RATE: String(GLOBAL),
+    TELEGRAM_CHAT_RATE: String(CHAT),
+    INSTANCE_ID: `${name}-${tag}`,
+    CLUSTER_BUCKET: tag,
+    NATS_SUBJECT_PREFIX: `${tag}.`,
+    SHARD_LEASE_TTL_MS: String(TTL),
+    ROLE: 'worker',
+    METRICS_PORT: '0',
+    LOG_LEVEL: logLevel,
+  };
+}

@@ -63,3 +63,14 @@ export function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
 }
+
+/** When the sandbox first received a message for one of `chats` after `afterMs` (a takeover's first delivery); polls. */
+export async function firstDeliveryAfter(apiRoot: string, afterMs: number, chats: ReadonlySet<number>): Promise<number> {
+  for (;;) {
+    const d = await getJson<Array<{ at: number; chatId: number }>>(`${apiRoot}sandbox/delivered`);
+    let first = Infinity;
+    for (const x of d) if (x.at > afterMs && chats.has(x.chatId) && x.at < first) first = x.at;
+    if (first !== Infinity) return first;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -212,22 +212,8 @@ export class BudgetClient {
     if (this.started) {
       this.started = false;
       const freeAt = this.o.gate.heldAtMostAt(0);
-      try {
-        this.o.nc.publish(
-          this.o.subjects.budgetDemand,
-          encodeJson({
-            holder: this.o.holder,
-            instance: this.o.instance,
-            demand: 0,
-            share: 0,
-            at: this.now(),
-            leaving: true,
-            ...(Number.isFinite(freeAt) ? { free_at: Math.ceil(freeAt) } : {}),
-          }),
-        );
-      } catch {
-        /* disconnected: the coordinator drops us when our grant expires */
-      }
+      // Not delivered (disconnected): the coordinator drops us when our grant expires.
+      this.publishDemand({ demand: 0, share: 0, at: this.now(), leaving: true, ...(Number.isFinite(freeAt) ? { free_at: Math.ceil(freeAt) } : {}) });
     }
     void this.intake.drain();
   }
@@ -238,23 +224,24 @@ export class BudgetClient {
     const W = this.o.global.windowMs;
     const at = this.now();
     const end = acceptedAt !== undefined ? Math.min(at, acceptedAt) : at;
+    // Not delivered (disconnected): the grant will expire and we stop, as we must.
+    this.publishDemand({
+      demand: this.lastDemand,
+      share: this.share,
+      at,
+      accepted: Math.round((this.o.gate.acceptedPerSecond(W, end) * W) / 1000),
+      ...(acceptedAt !== undefined ? { accepted_at: acceptedAt } : {}),
+      rate: this.rate,
+      granted: this.mode === 'granted' || this.mode === 'fallback',
+    });
+  }
+
+  /** One demand report (BudgetDemand) on the coordinator's subject; never throws. */
+  private publishDemand(body: Record<string, unknown>): void {
     try {
-      this.o.nc.publish(
-        this.o.subjects.budgetDemand,
-        encodeJson({
-          holder: this.o.holder,
-          instance: this.o.instance,
-          demand: this.lastDemand,
-          share: this.share,
-          at,
-          accepted: Math.round((this.o.gate.acceptedPerSecond(W, end) * W) / 1000),
-          ...(acceptedAt !== undefined ? { accepted_at: acceptedAt } : {}),
-          rate: this.rate,
-          granted: this.mode === 'granted' || this.mode === 'fallback',
-        }),
-      );
+      this.o.nc.publish(this.o.subjects.budgetDemand, encodeJson({ holder: this.o.holder, instance: this.o.instance, ...body }));
     } catch {
-      /* disconnected: the grant will expire and we stop, as we must */
+      /* disconnected: the caller's comment says why that is safe */
     }
   }
 
