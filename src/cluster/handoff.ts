@@ -2,6 +2,7 @@ import type { KV, NatsConnection } from 'nats';
 import type { Logger } from '../log';
 import { describeError } from '../errors';
 import { decodeValue, encodeValue } from './kv';
+import { assertStreamMatches, streamDifferences } from '../nats/streams';
 
 /** What a shard's previous owner left of its chats' windows (see limits/chat-limits.ts). */
 export interface HandoffRecord {
@@ -49,8 +50,27 @@ export class KvHandoffStore implements HandoffStore {
     private readonly log: Logger,
   ) {}
 
-  static async open(nc: NatsConnection, clusterBucket: string, ttlMs: number, log: Logger): Promise<KvHandoffStore> {
-    const kv = await nc.jetstream().views.kv(`${clusterBucket}_handoff`, { ttl: ttlMs, history: 1 });
+  /**
+   * `replicas`: NATS_REPLICAS (an existing bucket with another count is a start-up error, as for
+   * every stream; its age may differ: records only need to outlive a chat window). `timeoutMs`:
+   * how long a read or write may take. A shard's new owner (or its holder resuming it after a
+   * JetStream election) waits for the read; a record it cannot read costs a full window per
+   * chat, a slow read delays every chat of the shard (nats.js's default, 5 s, did after a node
+   * died).
+   */
+  static async open(
+    nc: NatsConnection,
+    clusterBucket: string,
+    ttlMs: number,
+    log: Logger,
+    o: { replicas: number; timeoutMs: number } = { replicas: 1, timeoutMs: 1_000 },
+  ): Promise<KvHandoffStore> {
+    const name = `${clusterBucket}_handoff`;
+    const kv = await nc.jetstream({ timeout: o.timeoutMs }).views.kv(name, { ttl: ttlMs, history: 1, replicas: o.replicas });
+    const status = await kv.status();
+    const want = { stream: `KV_${name}`, what: `handoff KV bucket "${name}"`, replicas: o.replicas, maxAgeMs: ttlMs, maxAgeVar: 'the chat windows' };
+    if (streamDifferences(status.streamInfo.config, want).some((d) => d.field === 'replicas'))
+      assertStreamMatches({ ...status.streamInfo.config, max_age: ttlMs * 1e6 }, want);
     return new KvHandoffStore(kv, log);
   }
 

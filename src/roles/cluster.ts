@@ -16,7 +16,7 @@ import { decoder, encodeJson } from '../nats/codec';
 import { NatsIntake, orEmpty } from '../nats/intake';
 import { makeSubjects, type SubjectSet } from '../nats/subjects';
 import { ShutdownSequence } from '../lifecycle';
-import { AppError, describeError } from '../errors';
+import { AppError, describeError, isAppError } from '../errors';
 import { spawned, type RootRefs } from '../../actors/root';
 import type { ShardOwnerDeps, ShardOwnerMsg, ShardOwnerStatus, OwnedShards, Takeover } from '../../actors/cluster/shard-owner';
 import type { BudgetCoordinatorDeps, BudgetCoordinatorMsg, BudgetStatus } from '../../actors/cluster/budget-coordinator';
@@ -143,8 +143,10 @@ async function openHandoff(o: ClusterOptions): Promise<HandoffStore> {
   const { config, log } = o;
   const ttlMs = Math.ceil(Math.max(rateToWindow(config.telegramChatRate).windowMs, perMinuteToWindow(config.telegramGroupRatePerMin).windowMs)) + 60_000;
   try {
-    return await KvHandoffStore.open(o.nc, config.clusterBucket, ttlMs, log);
+    return await KvHandoffStore.open(o.nc, config.clusterBucket, ttlMs, log, { replicas: config.natsReplicas, timeoutMs: 1_000 });
   } catch (e) {
+    // Replicas that differ from NATS_REPLICAS are a start-up error like for every stream (the migration step is in the message).
+    if (isAppError(e) && e.code === 'NATS_STREAM_MISMATCH') throw e;
     // Safe without it: every shard taken over then waits a full window per chat (as after a crash).
     log.error(
       { bucket: `${config.clusterBucket}_handoff`, err: describeError(e) },
