@@ -157,8 +157,17 @@ export class BudgetClient {
     const known = () => this.coordinator.holder === g.coordinator && this.coordinator.revisions.includes(g.lease_revision);
     if (known()) return undefined;
     // The lease may have been renewed since we last looked: look again once.
-    await this.readCoordinator().catch(() => undefined);
+    const read = await this.readCoordinator().then(
+      () => true,
+      () => false,
+    );
     if (known()) return undefined;
+    // The read failed (a JetStream election: reads fail for seconds). A revision newer than every one
+    // we read of the holder we read less than a lease period ago is a renewal we could not read: only
+    // the holder writes its key (compare-and-set), and it can no more once another process took it,
+    // which takes a lease period of its silence. Refusing it stopped delivery ~1 s into an election
+    // whenever the coordinator had renewed just before it, 3 s before its fence time.
+    if (!read && this.coordinator.holder === g.coordinator && g.lease_revision > Math.max(0, ...this.coordinator.revisions)) return undefined;
     return `${g.coordinator} at revision ${g.lease_revision} is not the coordinator's lease (${this.coordinator.holder ?? 'none'})`;
   }
 
@@ -313,6 +322,8 @@ export class BudgetClient {
   }
 
   private setShare(share: number, mode: Mode): void {
+    // Granted ↔ waiting is where a coordinator's pause shows (after an election, for instance).
+    if (mode !== this.mode && (mode === 'waiting' || this.mode === 'waiting')) this.o.log.info({ mode, share, was: this.mode }, 'budget share mode changed');
     this.mode = mode;
     if (share === this.share && this.o.gate.limit.count === share) return;
     this.share = share;

@@ -73,6 +73,24 @@ describe('budget control messages (issue 10 item 5)', () => {
     assert.match((await c.checkGrant(grant({ issued_at: t, expires_at: t + 500 })))!, /unknown/, 'a lease period without a read: nothing is known');
   });
 
+  it('while KV reads fail, a renewal of the coordinator we read (a newer revision) is accepted; an older one, another holder, or a newer one readable and absent is not', async () => {
+    let t = NOW;
+    const kv: Parameters<typeof fakeKv>[0] = { coordinator: { holder: 'boss:1', revision: 7 }, members: [] };
+    const { c } = client(kv, () => t);
+    const view = c as unknown as { refreshView(): Promise<void> };
+    await view.refreshView();
+    t = NOW + 1_000;
+    const at = { issued_at: t, expires_at: t + 500 };
+    assert.match((await c.checkGrant(grant({ ...at, lease_revision: 12 })))!, /revision 12/, 'reads work: the revision is looked up, and it is not there');
+    kv.failing = true;
+    assert.equal(await c.checkGrant(grant({ ...at, lease_revision: 12 })), undefined, 'the coordinator renewed during the election: we cannot read it');
+    assert.match((await c.checkGrant(grant({ ...at, lease_revision: 5 })))!, /revision 5/, 'older than what we read');
+    assert.match((await c.checkGrant(grant({ ...at, lease_revision: 12, coordinator: 'other:1' })))!, /not the coordinator's lease/);
+    t = NOW + 4_000;
+    await view.refreshView();
+    assert.match((await c.checkGrant(grant({ issued_at: t, expires_at: t + 500, lease_revision: 12 })))!, /unknown/, 'a lease period since the last read');
+  });
+
   it('a grant naming another process than the lease holder is refused', async () => {
     const { c } = client({ coordinator: { holder: 'boss:1', revision: 7 }, members: [] });
     assert.match((await c.checkGrant(grant({ coordinator: 'forger:1' })))!, /not the coordinator's lease/);
