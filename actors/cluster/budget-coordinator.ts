@@ -15,16 +15,11 @@ import { BudgetDemand } from '../../src/nats/payloads';
 
 /**
  * Budget coordinator: runs in every process, acts only while it holds the `budget.coordinator`
- * lease. Four times a second it splits the bot's global limit between the processes that report
- * demand and sends each its grant (valid for a short time, acknowledged). The arithmetic, and why the sum never exceeds the limit in any
- * sliding window, is in src/cluster/budget-plan.ts; this actor runs the lease and sends the
- * grants, its I/O outside the mailbox (one lease operation and one round at a time). Like a
- * shard lease, a lease whose renewals fail (a JetStream election) stops granting at the
- * fence time but stays ours, and the first successful renewal resumes (docs/deploy.md).
- *
- * The bot-wide rate is adaptive (AIMD, src/limits/global-rate.ts): each bot-wide flood a
- * member reports lowers it, clean seconds raise it back towards TELEGRAM_GLOBAL_RATE; the
- * capacity split between processes follows it.
+ * lease. Four times a second it splits the bot's adaptive global rate (AIMD, src/limits/global-rate.ts)
+ * between the processes that report demand and sends each its grant (short-lived, acknowledged);
+ * the arithmetic and why the sum never exceeds the limit is in src/cluster/budget-plan.ts. Like a
+ * shard lease, a lease whose renewals fail (a JetStream election) stops granting at the fence time
+ * but stays ours; the first successful renewal resumes (docs/deploy.md). I/O runs outside the mailbox.
  */
 export type BudgetCoordinatorMsg =
   | { type: 'tick' }
@@ -63,6 +58,8 @@ export interface BudgetCoordinatorState {
   stopped: boolean;
   /** The lease is ours but its last renewal is older than the fence time: no grants until one succeeds. */
   fenced: boolean;
+  /** Since when renewals go unanswered (undefined: the last one was answered). */
+  renewFailingSince?: number;
 }
 
 export interface BudgetCoordinatorDeps {
@@ -133,10 +130,7 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
     );
   };
 
-  /**
-   * Grants while the lease is valid. When its last successful renewal is older than the fence
-   * time it grants nothing but keeps the lease: the next successful renewal resumes it.
-   */
+  /** Grants while the lease is valid; past the fence time nothing, but the lease stays ours (the next renewal resumes). */
   const act = (s: BudgetCoordinatorState, self: ActorRef<BudgetCoordinatorMsg>, lease: KvLease): void => {
     if (lease.valid()) {
       if (s.fenced) log.info({ age: lease.age() }, 'budget coordinator lease renewed: granting again');
@@ -147,7 +141,6 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
       log.warn({ fenceAfterMs }, 'budget coordinator lease not renewed in time: granting nothing until a renewal succeeds (the lease stays ours)');
     }
   };
-
   const stepDown = (s: BudgetCoordinatorState, why: string): void => {
     log.warn(why);
     s.lease = null;
@@ -201,8 +194,7 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
           state.ticks++;
           if (state.stopped) return state;
           const lease = state.lease;
-          // Every other tick: when a coordinator dies, every grant lapses within its life and
-          // nobody sends until the next one is elected.
+          // Every other tick: when a coordinator dies, grants lapse and nobody sends until the next one is elected.
           if (!lease) {
             if (state.leaseIo || state.ticks % 2 !== 1) return state;
             const at = Date.now();
@@ -210,8 +202,9 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
             leaseOp(state, self, candidate.acquire(), (won, error) => ({ type: 'acquired', lease: won ? candidate : null, at, error }));
             return state;
           }
-          // A renewal that hangs or fails (an election) stops nothing until the fence time.
-          if (!state.leaseIo && state.ticks % renewEveryTicks === 0)
+          // A renewal that hangs or fails (an election) stops nothing until the fence time; while they fail
+          // (an election answers every write at once with 503), every tick retries, so granting resumes right after.
+          if (!state.leaseIo && (state.ticks % renewEveryTicks === 0 || state.renewFailingSince !== undefined))
             leaseOp(state, self, lease.renew(), (ok, error) => ({ type: 'renewed', lease, ok, error }));
           act(state, self, lease);
           return state;
@@ -237,8 +230,15 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
           state.leaseIo = false;
           if (state.lease !== msg.lease) return state;
           if (msg.ok === false) stepDown(state, 'budget coordinator lease taken by another process: stepping down');
-          else if (msg.error !== undefined) log.debug({ err: describeError(msg.error), age: msg.lease.age() }, 'budget coordinator lease renewal failed');
-          else if (state.fenced) act(state, self, msg.lease);
+          else if (msg.error !== undefined) {
+            state.renewFailingSince ??= Date.now();
+            log.debug({ err: describeError(msg.error), age: msg.lease.age() }, 'budget coordinator lease renewal failed');
+          } else {
+            if (state.renewFailingSince !== undefined)
+              log.info({ failingForMs: Date.now() - state.renewFailingSince }, 'budget coordinator lease renewals succeed again');
+            state.renewFailingSince = undefined;
+            if (state.fenced) act(state, self, msg.lease);
+          }
           return state;
         }
         case 'granted': {

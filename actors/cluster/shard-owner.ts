@@ -7,6 +7,7 @@ import { fenceAfterMs as fenceTime, type ClusterView, type KvLease, type LeaseVa
 import { acquireShards, deleteMember, heartbeatAndView, releaseAll } from '../../src/cluster/shard-io';
 import { planShards, wantedShards, type ShardPlan } from '../../src/cluster/shard-plan';
 import { HeldShards, type ShardOwnerStatus, type Takeover } from '../../src/cluster/held-shards';
+import { ShardKeeper } from '../../src/cluster/shard-keeper';
 import type { OwnResult } from '../pipeline/pipeline';
 
 /**
@@ -14,18 +15,18 @@ import type { OwnResult } from '../pipeline/pipeline';
  * key, reads who is alive and who holds which shard, computes the balanced assignment,
  * hands off surplus shards gracefully (drain, release rows, then delete the lease) and
  * takes free shards that are its own (create the lease, fence the shard in the database,
- * reclaim rows a dead owner held). Outside the mailbox, a renewer rewrites the leases
- * every TTL/12 and a watchdog stops sending for shards whose last renewal is older than
- * the fence time (TTL − max(500 ms, TTL/6)), before anyone else may take them. A fenced
- * shard stays ours: the renewer keeps trying, and the first successful renewal (a
- * compare-and-set, so nobody wrote the key meanwhile) resumes sending. A JetStream
- * leader election that nobody can write through therefore pauses at most, and moves
- * no shard (docs/deploy.md, "Leases and fencing"). A tick's and a leave's KV and pipeline
- * calls run outside the mailbox, one step at a time, each reporting back as a message.
+ * reclaim rows a dead owner held). Outside the mailbox, the keeper (src/cluster/shard-keeper.ts)
+ * renews the leases and stops sending for shards whose last renewal is older than the fence
+ * time; a fenced shard stays ours, and the first successful renewal (a compare-and-set: nobody
+ * wrote the key meanwhile) resumes it at once. A JetStream election therefore pauses at most,
+ * and moves no shard (docs/deploy.md, "Leases and fencing"). A tick's and a leave's KV and
+ * pipeline calls run outside the mailbox, one step at a time, each reporting back as a message.
  */
 export type ShardOwnerMsg =
   | { type: 'tick' }
   | { type: 'status'; replyTo: ReplyTo<ShardOwnerStatus> }
+  /** The renewer made fenced shards valid again: the pipeline owns them at once (no heartbeat and view first). */
+  | { type: 'resume' }
   /** Shutdown: hand every shard back and leave the cluster; the reply comes once the keys are deleted. */
   | { type: 'leave'; replyTo: ReplyTo<void> }
   /** Internal, the steps of a tick: heartbeat written and view read; surplus drained and released; leases won. */
@@ -60,6 +61,8 @@ export interface ShardOwnerDeps {
 export interface ShardOwnerState {
   /** The leases held, and the ones not sent for now (renewal late); the renewer resumes them. */
   held: HeldShards;
+  /** Renews and fences `held` on its own timers, outside the mailbox. */
+  keeper: ShardKeeper;
   members: string[];
   map: Map<number, string>;
   takeovers: Takeover[];
@@ -87,32 +90,17 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
   const mFenced = metrics.counter('cluster_fenced_total', 'Shards this process stopped sending for because it could not renew the lease');
   const mHandoffs = metrics.counter('cluster_handoffs_total', 'Shards handed to another process gracefully');
 
-  /** Runs outside the mailbox, on its own timer: fencing must never wait for anything. */
-  const watchdog = (state: ShardOwnerState): void => {
-    const late = state.held.fenceLate();
-    if (late.length === 0) return;
-    state.pipelineOwned = state.pipelineOwned.filter((s) => !state.held.fenced.has(s));
-    late.forEach((s) => state.released.add(s));
-    mFenced.inc(late.length);
+  /** The keeper (src/cluster/shard-keeper.ts) stopped these shards, outside the mailbox: the pipeline stops sending for them now. */
+  const released = async (state: ShardOwnerState, shards: number[], why: 'fenced' | 'lost', sending: number[]): Promise<void> => {
+    state.pipelineOwned = state.pipelineOwned.filter((s) => !shards.includes(s));
+    shards.forEach((s) => state.released.add(s));
+    if (why === 'fenced') mFenced.inc(shards.length);
     mOwned.set(state.held.sendingCount);
-    log.warn({ shards: late, fenceAfterMs }, 'lease not renewed in time: stopped sending for these shards (still ours; resuming after the next renewal)');
-    void fence(late);
+    if (sending.length) await pipeline.fence(sending).then(undefined, (e: unknown) => log.error({ err: describeError(e) }, 'fencing failed'));
   };
-  const fence = (shards: number[]) => pipeline.fence(shards).then(undefined, (e: unknown) => log.error({ err: describeError(e) }, 'fencing failed'));
 
-  /** Runs outside the mailbox, every TTL/12: keeping what we hold matters more than anything else. */
-  const renewAll = async (state: ShardOwnerState, self: ActorRef<ShardOwnerMsg>): Promise<void> => {
-    if (state.leaving) return;
-    const { lost, wasSending, resumed } = await state.held.renewAll();
-    if (lost.length) {
-      state.pipelineOwned = state.pipelineOwned.filter((s) => !lost.includes(s));
-      lost.forEach((s) => state.released.add(s));
-      mOwned.set(state.held.sendingCount);
-      log.warn({ shards: lost }, 'another process holds these shards now: stopped sending for them');
-      if (wasSending.length) await fence(wasSending);
-    }
-    if (resumed.length) dispatch(self, { type: 'tick' });
-  };
+  /** Un-fences the shards a renewal made valid again (the next pipeline call owns them). */
+  const resumeValid = (held: HeldShards) => held.resumeValid().length && log.info({ shards: held.resuming?.shards.length }, 'fenced shards valid again');
 
   /** Runs I/O outside the mailbox; its result comes back as the message it makes, a failure as 'tickFailed'. */
   const run = (self: ActorRef<ShardOwnerMsg>, work: () => Promise<ShardOwnerMsg>): void => {
@@ -167,8 +155,11 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
     name: 'shard-owner',
     supervision: Supervision.restartWithBackoff({ minBackoffMs: 200, maxBackoffMs: 5_000 }),
     init: (ctx) => {
+      const held = new HeldShards();
+      const resumable = () => void dispatch(ctx.self, { type: 'resume' });
       const state: ShardOwnerState = {
-        held: new HeldShards(),
+        held,
+        keeper: new ShardKeeper({ held, leaseTtlMs, fenceAfterMs, log, released: (...a) => released(state, ...a), resumable }),
         members: [],
         map: new Map(),
         takeovers: [],
@@ -183,26 +174,33 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
       };
       // Every TTL/12 (500 ms by default): how soon a silent holder is noticed is part of the takeover time.
       state.timers.push(setInterval(() => dispatch(ctx.self, { type: 'tick' }), Math.max(100, Math.floor(leaseTtlMs / 12))));
-      state.timers.push(setInterval(() => void renewAll(state, ctx.self), Math.max(50, Math.floor(leaseTtlMs / 12))));
-      state.timers.push(setInterval(watchdog, Math.max(50, Math.floor(leaseTtlMs / 20)), state));
+      state.keeper.start();
       setImmediate(() => dispatch(ctx.self, { type: 'tick' }));
       return state;
     },
-    afterStop: (state) => state.timers.forEach((t) => clearInterval(t)),
+    afterStop: (state) => {
+      state.timers.forEach((t) => clearInterval(t));
+      state.keeper.stop();
+    },
     receive: (state, msg, ctx) => {
       const self = ctx.self;
       switch (msg.type) {
         case 'tick':
+        case 'resume':
           if (state.leaving) return state;
           if (state.ticking) state.tickAgain = true;
           else {
             state.ticking = true;
-            run(self, async () => ({ type: 'viewed', view: await heartbeatAndView(kv, value(), { shardCount, leaseTtlMs }) }));
+            // A resume skips the heartbeat and view: the renewal proved the leases ours, the pipeline only has to take them back.
+            if (msg.type === 'resume') {
+              resumeValid(state.held);
+              syncStep(state, self);
+            } else run(self, async () => ({ type: 'viewed', view: await heartbeatAndView(kv, value(), { shardCount, leaseTtlMs }) }));
           }
           return state;
         case 'viewed': {
           // Fenced shards resume here too: the renewer made them valid again.
-          state.held.resumeValid();
+          resumeValid(state.held);
           const plan = planShards(shardCount, holder, msg.view, state.held.leases.keys());
           state.members = plan.members;
           state.map = plan.map;
@@ -245,6 +243,8 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
           const r = msg.result;
           // A shard fenced while the call ran was released after it: the next tick owns it again once resumed.
           state.pipelineOwned = r.owned.filter((s) => !state.released.has(s));
+          const back = state.held.confirmResumed(state.pipelineOwned);
+          if (back) log.info(back, 'pipeline sends for the resumed shards again');
           if (msg.got.length === 0) {
             if (r.owned.length !== msg.held.length)
               log.warn({ leased: msg.held.length, fenced: r.owned.length }, 'some leased shards are not fenced in the database yet; retrying next tick');
@@ -279,6 +279,7 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
           // The renewer stops; a tick in flight finishes its pipeline calls first (they must not overtake the drain).
           state.leaving = true;
           state.timers.forEach((t) => clearInterval(t));
+          state.keeper.stop();
           if (state.leaveAsked) state.leaveAsked.push(msg.replyTo);
           else {
             state.leaveAsked = [msg.replyTo];

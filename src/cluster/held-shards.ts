@@ -30,6 +30,11 @@ const ascending = (a: number, b: number): number => a - b;
 export class HeldShards {
   readonly leases = new Map<number, KvLease>();
   readonly fenced = new Set<number>();
+  /** Since when renewals have gone unanswered (a JetStream election, a lost connection); undefined: the last round was answered. */
+  failingSince: number | undefined;
+  /** Shards resumeValid un-fenced and the pipeline has not confirmed yet, and since when (for the log). */
+  resuming: { shards: number[]; at: number } | undefined;
+  private probeTimer: NodeJS.Timeout | undefined;
 
   /** Held and not fenced: what the pipeline should own. */
   sending(): number[] {
@@ -56,31 +61,82 @@ export class HeldShards {
   resumeValid(now = Date.now()): number[] {
     const valid = [...this.fenced].filter((s) => this.leases.get(s)?.valid(now));
     for (const s of valid) this.fenced.delete(s);
+    if (valid.length) this.resuming = { shards: [...(this.resuming?.shards ?? []), ...valid], at: this.resuming?.at ?? now };
     return valid;
+  }
+
+  /**
+   * The pipeline confirmed it sends for `owned`: once every shard resumeValid un-fenced is among
+   * them (or fenced or gone again), how many there were and how long the pipeline took.
+   */
+  confirmResumed(owned: readonly number[], now = Date.now()): { shards: number; tookMs: number } | undefined {
+    const r = this.resuming;
+    if (!r || !r.shards.every((s) => owned.includes(s) || !this.leases.has(s) || this.fenced.has(s))) return undefined;
+    this.resuming = undefined;
+    return { shards: r.shards.length, tookMs: now - r.at };
   }
 
   /**
    * Rewrites every lease (compare-and-set). `lost`: someone else wrote the key, dropped here
    * (`wasSending`: those we still sent for, to fence in the pipeline now); `resumed`: fenced
    * ones valid again. A renewal with no answer changes nothing: still ours; the watchdog
-   * fences it if this lasts.
+   * fences it if this lasts. `failingForMs`: set when this round ended a streak of unanswered
+   * rounds (how long it lasted).
    */
-  async renewAll(): Promise<{ lost: number[]; wasSending: number[]; resumed: number[] }> {
+  async renewAll(now = Date.now): Promise<{ lost: number[]; wasSending: number[]; resumed: number[]; failingForMs?: number }> {
     const lost: number[] = [];
     const resumed: number[] = [];
+    let failed = 0;
     await Promise.all(
       [...this.leases].map(async ([s, l]) => {
         try {
           if (!(await l.renew())) lost.push(s);
           else if (this.fenced.has(s) && l.valid()) resumed.push(s);
         } catch {
-          /* no answer */
+          failed++; // no answer
         }
       }),
     );
     const wasSending = lost.filter((s) => this.leases.has(s) && !this.fenced.has(s));
     this.drop(lost);
-    return { lost, wasSending, resumed };
+    const since = this.failingSince;
+    if (failed > 0) this.failingSince ??= now();
+    else this.failingSince = undefined;
+    return { lost, wasSending, resumed, ...(failed === 0 && since !== undefined ? { failingForMs: now() - since } : {}) };
+  }
+
+  /**
+   * While renewals go unanswered, one lease is tried often (its write is as good a test of the
+   * KV as any): true once the KV answered it (renewed, or someone else holds the key), the sign
+   * to renew every lease at once instead of at the next round. An election makes every write fail
+   * at once with 503 until a leader is elected, so the probe finds its end within its period.
+   */
+  async probe(): Promise<boolean> {
+    const lease = this.leases.values().next().value;
+    if (!lease) return true;
+    try {
+      await lease.renew();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** While renewals go unanswered: `probe` every `everyMs` until the KV answers, then `answered()`. One loop at a time. */
+  keepProbing(everyMs: number, answered: () => void): void {
+    if (this.failingSince === undefined || this.probeTimer) return;
+    this.probeTimer = setTimeout(() => {
+      void this.probe().then((ok) => {
+        this.probeTimer = undefined;
+        if (ok) answered();
+        else this.keepProbing(everyMs, answered);
+      });
+    }, everyMs);
+  }
+
+  stopProbing(): void {
+    clearTimeout(this.probeTimer);
+    this.probeTimer = undefined;
   }
 
   /** Forgets these shards (handed off, or lost). */

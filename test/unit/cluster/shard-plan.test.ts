@@ -47,4 +47,58 @@ describe('HeldShards: fencing and resuming held leases', () => {
     assert.deepEqual(held.resumeValid(), [1]);
     assert.equal(held.sendingCount, 2);
   });
+
+  it('a streak of unanswered renewals: its start is kept, the first answered round reports its length; the probe retries one lease until the KV answers', async () => {
+    let t = 1_000;
+    const held = new HeldShards();
+    const l0 = fakeLease({ valid: true, renew: new Error('503') });
+    const l1 = fakeLease({ valid: true, renew: new Error('503') });
+    held.leases.set(0, l0).set(1, l1);
+    let r = await held.renewAll(() => t);
+    assert.equal(held.failingSince, 1_000);
+    assert.equal(r.failingForMs, undefined);
+    t = 3_000;
+    await held.renewAll(() => t);
+    assert.equal(held.failingSince, 1_000, 'the streak goes on');
+    assert.equal(await held.probe(), false, 'no answer');
+    let answered = 0;
+    let probes = 0;
+    const renew = l0.renew.bind(l0);
+    (l0 as unknown as { renew: () => Promise<boolean> }).renew = () => {
+      probes++;
+      if (probes === 3) l0.o.renew = true;
+      return renew();
+    };
+    await new Promise<void>((done) => {
+      held.keepProbing(5, () => {
+        answered++;
+        done();
+      });
+      held.keepProbing(5, () => answered++); // one loop at a time: ignored
+    });
+    assert.equal(probes, 3, 'retried until it was answered');
+    assert.equal(answered, 1);
+    l1.o.renew = true;
+    t = 7_500;
+    r = await held.renewAll(() => t);
+    assert.equal(r.failingForMs, 6_500, 'from the first unanswered round to the first answered one');
+    assert.equal(held.failingSince, undefined);
+    held.keepProbing(5, () => assert.fail('nothing fails: no probe'));
+    held.stopProbing();
+  });
+
+  it('confirmResumed: once the pipeline owns every resumed shard (or it was fenced or dropped again), how many and how long', () => {
+    const held = new HeldShards();
+    const l0 = fakeLease({ valid: false });
+    const l1 = fakeLease({ valid: false });
+    held.leases.set(0, l0).set(1, l1);
+    held.fenceLate();
+    l0.o.valid = true;
+    l1.o.valid = true;
+    assert.deepEqual(held.resumeValid(100), [0, 1]);
+    assert.equal(held.confirmResumed([0], 150), undefined, 'shard 1 is not sent for yet');
+    held.drop([1]);
+    assert.deepEqual(held.confirmResumed([0], 400), { shards: 2, tookMs: 300 });
+    assert.equal(held.confirmResumed([0], 500), undefined, 'reported once');
+  });
 });
