@@ -33,7 +33,7 @@ import { Metrics } from '../src/metrics';
 import { connectNats } from '../src/nats/connection';
 import { shardOf } from '../src/outbox/shard';
 import { loadAdsConfig, startGatewayRole } from '../src/roles/ads';
-import type { ClusterStatus } from '../src/roles/cluster';
+import type { ClusterStatus, ProcessStatus } from '../src/roles/cluster';
 import type { DeliveredEntry, SandboxStats } from '../sandbox/types';
 import { NatsCluster } from '../test/helpers/nats-cluster';
 import { firstDeliveryAfter, getJson, machine, startSandboxProcess, table } from './lib';
@@ -44,6 +44,8 @@ const N = Number(process.env.BENCH_FAILOVER_N ?? 9000);
 const DOWN_S = Number(process.env.BENCH_DOWN_S ?? 15);
 const ONLY_LEADER = process.env.BENCH_FAILOVER_ONLY === 'leader';
 const LOG_FILE = process.env.BENCH_FAILOVER_LOG;
+/** BENCH_FAILOVER_TRACE=1: every worker's status every 250 ms for 14 s after the kill, printed under the timeline. */
+const TRACE = process.env.BENCH_FAILOVER_TRACE === '1';
 const CONCURRENCY = 24;
 const TOKEN = '123456:BENCH-token-abcdefghijklmnopqrstuv';
 const ROOT_DB = process.env.BENCH_DATABASE_URL ?? 'mysql://root@127.0.0.1:3306/test';
@@ -74,6 +76,8 @@ interface DeliveryResult {
   moved: number;
   takeovers: number;
   fenceLines: number;
+  /** What each worker did around the kill (see `timeline`). */
+  timeline: string;
 }
 
 export async function runClusterFailover(nodes: number): Promise<void> {
@@ -94,7 +98,7 @@ export async function runClusterFailover(nodes: number): Promise<void> {
   const logs = new Map<string, string[]>([['bench', []]]);
   const launch = (name: string, entry: string, env: Record<string, string>): Proc => {
     const child = spawn(process.execPath, ['--import', 'tsx', resolve(__dirname, '..', entry)], {
-      env: { PATH: process.env.PATH ?? '', DATABASE_URL: url, NATS_URL: cluster.urls, NATS_REPLICAS: '3', METRICS_PORT: '0', LOG_LEVEL: 'warn', ...env },
+      env: { PATH: process.env.PATH ?? '', DATABASE_URL: url, NATS_URL: cluster.urls, NATS_REPLICAS: '3', METRICS_PORT: '0', LOG_LEVEL: 'info', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const lines: string[] = [];
@@ -159,9 +163,24 @@ export async function runClusterFailover(nodes: number): Promise<void> {
     await fill(name, chats, N);
     while ((await delivered()) < 5 * GLOBAL * 0.9) await sleep(50);
     const victim = await pick();
+    // Moving a stream's leader is an election of its own (writes fail for a moment): the kill comes
+    // once the bucket takes writes again and the workers have renewed since (as before a real failure).
+    const kv = await nc.jetstream().views.kv(tag);
+    const writes = (): Promise<boolean> =>
+      kv.put('bench.settle', new Uint8Array([1])).then(
+        () => true,
+        () => false,
+      );
+    const t0 = Date.now();
+    while (!(await writes())) {
+      if (Date.now() - t0 > 30_000) throw new Error('the lease bucket takes no writes 30 s after its leader moved');
+      await sleep(50);
+    }
+    await sleep(1_000);
     const killedAt = Date.now();
     logs.get('bench')?.push(JSON.stringify({ time: killedAt, msg: `${name}: SIGKILL of ${victim}` }));
     await cluster.kill(victim);
+    const trace = TRACE ? sampleStatus(nc, `${tag}.notify.status.all`, killedAt, 14_000) : Promise.resolve('');
     await sleep(DOWN_S * 1000);
     await cluster.restart(victim);
     await cluster.waitForMetaLeader(30_000);
@@ -193,6 +212,9 @@ export async function runClusterFailover(nodes: number): Promise<void> {
       moved,
       takeovers: after.takeovers.length,
       fenceLines: fenceAfter - fenceBefore,
+      timeline:
+        timeline(logs, killedAt, d, before) +
+        (TRACE ? `\nstatus every 250 ms (share/mode, queued, in flight, buffered, gate occupied/waiting):\n${await trace}` : ''),
     });
   };
 
@@ -255,6 +277,7 @@ export async function runClusterFailover(nodes: number): Promise<void> {
   for (const r of results) {
     console.log(`delivery, ${r.name}: node ${r.killed} SIGKILLed at 0 s, restarted at ${DOWN_S} s (msgs delivered per second; | = ${GLOBAL}/s)`);
     console.log(r.plot);
+    console.log(`\nwhat each worker did (s after the kill; sends per second by the process holding the chat's shard):\n${r.timeline}\n`);
   }
   console.log(
     table(
@@ -306,6 +329,105 @@ function ratePlot(ats: number[], killedAt: number, downS: number): { plot: strin
   }
   const last = ats.length ? Math.max(...ats) : killedAt;
   return { plot: lines.join('\n'), fullRateS: full === undefined ? (last - killedAt < to * 1000 ? 'backlog done first' : 'not within the plot') : `${full}` };
+}
+
+/** Log lines that say where the time after a kill goes (every warning and error too). */
+const TIMELINE_INFO = [
+  'lease renewals succeed again',
+  'fenced shards valid again',
+  'pipeline sends for the resumed shards again',
+  'budget coordinator lease renewals succeed again',
+  'granting again',
+  'budget share mode changed',
+  'elected budget coordinator',
+  'NATS connection',
+  'shards acquired',
+];
+
+/**
+ * Per worker, from 2 s before to 30 s after the kill: its lease, budget and NATS events (repeats of
+ * one message folded into "×n first–last"), and its sends per second (deliveries to chats whose shard
+ * it held before the kill; no shard moves in a good run).
+ */
+function timeline(logs: Map<string, string[]>, killedAt: number, d: DeliveredEntry[], before: ClusterStatus): string {
+  const out: string[] = [];
+  const rel = (t: number): string => ((t - killedAt) / 1000).toFixed(2);
+  for (const [name, lines] of logs) {
+    if (!/^[abc]$/.test(name)) continue;
+    const events: Array<{ at: number; msg: string; extra: string }> = [];
+    for (const l of lines) {
+      let j: Record<string, unknown>;
+      try {
+        j = JSON.parse(l) as Record<string, unknown>;
+      } catch {
+        continue;
+      }
+      const at = Date.parse(String(j.time));
+      const msg = typeof j.msg === 'string' ? j.msg : '';
+      if (!(at >= killedAt - 2_000 && at <= killedAt + 30_000)) continue;
+      if (Number(j.level) < 40 && !TIMELINE_INFO.some((m) => msg.includes(m))) continue;
+      const { level: _l, time: _t, pid: _p, msg: _m, hostname: _h, ...rest } = j;
+      events.push({ at, msg, extra: JSON.stringify(rest).slice(0, 160) });
+    }
+    const folded: string[] = [];
+    for (let i = 0; i < events.length;) {
+      let k = i;
+      while (k + 1 < events.length && events[k + 1]!.msg === events[i]!.msg) k++;
+      const e = events[i]!;
+      folded.push(
+        k > i ? `  ${rel(e.at).padStart(6)} ${e.msg} ×${k - i + 1} (to ${rel(events[k]!.at)}) ${e.extra}` : `  ${rel(e.at).padStart(6)} ${e.msg} ${e.extra}`,
+      );
+      i = k + 1;
+    }
+    const holder = before.processes.find((p) => p.instance.startsWith(`${name}-`))?.holder;
+    const mine = new Set(
+      Object.entries(before.map)
+        .filter(([, h]) => h === holder)
+        .map(([s]) => Number(s)),
+    );
+    const perS = new Map<number, number>();
+    const ats: number[] = [];
+    for (const x of d) {
+      if (!mine.has(shardOf(x.chatId, 64))) continue;
+      ats.push(x.at);
+      const s = Math.floor((x.at - killedAt) / 1000);
+      if (s >= -2 && s < 25) perS.set(s, (perS.get(s) ?? 0) + 1);
+    }
+    const sends = Array.from({ length: 27 }, (_, i) => perS.get(i - 2) ?? 0).join(' ');
+    // The longest silence after the kill: when this process's sends stopped and started again.
+    ats.sort((x, y) => x - y);
+    let gap = { from: killedAt, to: killedAt };
+    for (let i = 1; i < ats.length; i++)
+      if (ats[i]! > killedAt && ats[i - 1]! < killedAt + 25_000 && ats[i]! - ats[i - 1]! > gap.to - gap.from) gap = { from: ats[i - 1]!, to: ats[i]! };
+    out.push(
+      `worker ${name} (${mine.size} shards) sends/s from -2 s: ${sends}; longest silence ${rel(gap.from)}–${rel(gap.to)} s (${((gap.to - gap.from) / 1000).toFixed(2)} s)`,
+      ...folded,
+    );
+  }
+  return out.join('\n');
+}
+
+/** Every worker's `notify.status.all` answer every 250 ms for `forMs` after `from`, one line per sample. */
+async function sampleStatus(nc: NatsConnection, subject: string, from: number, forMs: number): Promise<string> {
+  const lines: string[] = [];
+  while (Date.now() - from < forMs) {
+    const at = Date.now();
+    const parts: string[] = [];
+    try {
+      for await (const m of await nc.requestMany(subject, new Uint8Array(), { maxWait: 200, maxMessages: 3 })) {
+        const p = JSON.parse(new TextDecoder().decode(m.data)) as ProcessStatus;
+        if (!p.instance) continue;
+        parts.push(
+          `${p.instance[0]} ${p.budget.share}/${p.budget.mode[0]} q${p.queued} f${p.inFlight} b${p.buffered} g${p.pipeline.gate.occupied}/${p.pipeline.gate.waiting} s${p.owned.length}`,
+        );
+      }
+    } catch {
+      /* no answer */
+    }
+    lines.push(`  ${((at - from) / 1000).toFixed(2).padStart(6)} ${parts.sort().join(' | ')}`);
+    await sleep(Math.max(0, 250 - (Date.now() - at)));
+  }
+  return lines.join('\n');
 }
 
 async function viewsRun(
