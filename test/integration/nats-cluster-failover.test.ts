@@ -277,7 +277,7 @@ describe('three-node NATS cluster, R3: a node dies (SIGKILL)', function () {
     assert.equal((await jsm.streams.info(`KV_${bucket}`)).config.num_replicas, 1, 'nothing was changed behind the operator');
 
     // The documented step (what `nats stream edit KV_<bucket> --replicas=3` sends), then start again.
-    for (const stream of [`KV_${bucket}`, `${bucket}_views`]) {
+    for (const stream of [`KV_${bucket}`, `KV_${bucket}_handoff`, `${bucket}_views`]) {
       const cfg = (await jsm.streams.info(stream)).config;
       await jsm.streams.update(stream, { ...cfg, num_replicas: 3 });
     }
