@@ -134,10 +134,12 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
   const act = (s: BudgetCoordinatorState, self: ActorRef<BudgetCoordinatorMsg>, lease: KvLease): void => {
     if (lease.valid()) {
       if (s.fenced) log.info({ age: lease.age() }, 'budget coordinator lease renewed: granting again');
+      if (s.fenced) s.book.paused(Date.now(), true);
       s.fenced = false;
       startRound(s, self, lease);
     } else if (!s.fenced) {
       s.fenced = true;
+      s.book.paused(Date.now(), false);
       log.warn({ fenceAfterMs }, 'budget coordinator lease not renewed in time: granting nothing until a renewal succeeds (the lease stays ours)');
     }
   };
@@ -202,8 +204,7 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
             leaseOp(state, self, candidate.acquire(), (won, error) => ({ type: 'acquired', lease: won ? candidate : null, at, error }));
             return state;
           }
-          // A renewal that hangs or fails (an election) stops nothing until the fence time; while they fail
-          // (an election answers every write at once with 503), every tick retries, so granting resumes right after.
+          // Failing renewals (an election) stop nothing until the fence time; each tick retries, so granting resumes right after.
           if (!state.leaseIo && (state.ticks % renewEveryTicks === 0 || state.renewFailingSince !== undefined))
             leaseOp(state, self, lease.renew(), (ok, error) => ({ type: 'renewed', lease, ok, error }));
           act(state, self, lease);
@@ -288,8 +289,7 @@ export function spawnBudgetCoordinator(parent: Parent, deps: BudgetCoordinatorDe
           state.lease = null;
           mLeader.set(0);
           // The reply waits for the key's deletion: a successor may then be elected at once.
-          const replyTo = msg.replyTo;
-          void (lease ? lease.release().catch(() => undefined) : Promise.resolve()).then(() => reply(replyTo, undefined));
+          void (lease ? lease.release().catch(() => undefined) : Promise.resolve()).then(() => reply(msg.replyTo, undefined));
           return state;
         }
         default:

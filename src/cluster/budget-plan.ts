@@ -148,6 +148,8 @@ export class BudgetBook {
   readonly rate: GlobalRate;
   /** A flood waiting for every member's count of accepted sends in the window ending at its `at`. */
   flood: { at: number; from: string } | null = null;
+  /** Each member's demand when the coordinator's lease went unrenewed, used until `heldUntil` after it resumes (see `paused`). */
+  private held_: { demand: Map<string, number>; until: number } | null = null;
   private readonly W: number;
 
   constructor(
@@ -228,6 +230,19 @@ export class BudgetBook {
     if (heard.length) this.rate.adopt(Math.min(...heard), now);
   }
 
+  /**
+   * The coordinator stopped granting (its lease went unrenewed: a JetStream election) or resumed.
+   * The election fences the processes' shards too: their pipelines give their rows back, their
+   * demand reports fall to 0 and come back one by one as they claim again. Split by those reports
+   * at once and the first process back gets the whole budget, the others wait for it to shrink and
+   * its sends to leave its window (up to a second each, seen after elections). So for two windows
+   * after resuming, a member's demand counts at least what it was when granting stopped.
+   */
+  paused(now: number, resumed: boolean): void {
+    if (!resumed) this.held_ = { demand: new Map([...this.members].map(([h, m]) => [h, m.demand])), until: Infinity };
+    else if (this.held_) this.held_.until = now + 2 * this.W;
+  }
+
   /** Every member's share is known: it acknowledged one of our grants, or runs on the floor it reported. */
   known(): boolean {
     return [...this.members].every(([h, m]) => this.acked.has(h) || (!m.granted && m.reportedShare > 0));
@@ -257,7 +272,9 @@ export class BudgetBook {
       [...this.members.values()].some((m) => m.demand > 0),
     );
     const capacity = this.capacity();
-    const demands = new Map([...this.members].map(([h, m]) => [h, m.demand]));
+    if (this.held_ && now >= this.held_.until) this.held_ = null;
+    const held = this.held_?.demand;
+    const demands = new Map([...this.members].map(([h, m]) => [h, Math.max(m.demand, held?.get(h) ?? 0)]));
     const floor = floorShare(this.o.global.count);
     // One floor stays free for a joiner that sends its floor before its first grant.
     const reserve = capacity > floor * (demands.size + 1) ? floor : 0;

@@ -48,6 +48,31 @@ describe('BudgetBook: the budget coordinator’s split and grant arithmetic (fak
     assert.equal(second.expiresAt - second.issuedAt, 600);
   });
 
+  it('after granting stopped and resumed (an election), the split counts each member’s demand from before for two windows, so the first one back does not take the whole budget', () => {
+    report('a:1', 50);
+    report('b:1', 50);
+    book.elected(t);
+    ackAll(book.split(t));
+    const before = book.split(t);
+    assert.deepEqual(shares(before), { 'a:1': 10, 'b:1': 9 });
+    ackAll(before);
+    book.paused(t, false);
+    // The election fenced both processes' shards: their rows went back, their demand fell to 0; a claims first.
+    t += 3_000;
+    report('a:1', 50);
+    report('b:1', 0);
+    book.paused(t, true);
+    const resumed = book.split(t);
+    assert.deepEqual(shares(resumed), { 'a:1': 10, 'b:1': 9 }, 'b keeps its share while it claims again');
+    ackAll(resumed);
+    t += 2 * W;
+    report('a:1', 50);
+    report('b:1', 0);
+    const later = book.split(t);
+    assert.ok(shares(later)['b:1']! <= 1, 'two windows on, the demand reported counts again (b shrinks to the floor)');
+    assert.ok(inUse() <= GLOBAL.count);
+  });
+
   it('an increase comes only from what nobody may use: a shrunk process keeps its old share reserved until its free_at', () => {
     report('a:1', 50);
     book.elected(t);
