@@ -19,7 +19,11 @@
  * Env: BENCH_DATABASE_URL (a server; a scratch database is created and dropped),
  * BENCH_FAILOVER_N (default 9000 rows per delivery run), BENCH_DOWN_S (default 15),
  * BENCH_FAILOVER_ONLY=leader (only the leader kill), BENCH_FAILOVER_LOG=<file> (every
- * worker's log lines, warnings and up, with the kill instants, written there at the end).
+ * worker's log lines, info and up, with the kill instants, written there at the end),
+ * BENCH_FAILOVER_TRACE=1 (every worker's status every 250 ms for 14 s after the kill). Each
+ * delivery run prints what each worker did after the kill: lease renewals succeeding again,
+ * fences and resumes, budget grants lapsing and coming back, sends per second.
+ * `npx tsx bench/cluster-election.ts`: the election alone (kill → first successful KV write).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
