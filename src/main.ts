@@ -127,6 +127,7 @@ export async function main(env: NodeJS.ProcessEnv = process.env, opts: MainOptio
         globalRate: config.telegramGlobalRate,
         chatRate: config.telegramChatRate,
         groupRatePerMin: config.telegramGroupRatePerMin,
+        groupWindowMs: config.telegramGroupWindowMs,
       });
       const started = await sandbox.start().catch((e: unknown) => {
         throw portError({ variable: 'TELEGRAM_SANDBOX_PORT', host: '127.0.0.1', port: config.telegramSandboxPort }, e as NodeJS.ErrnoException);

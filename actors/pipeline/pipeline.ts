@@ -262,11 +262,13 @@ export function spawnPipeline(parent: Parent, deps: PipelineDeps): ActorRef<Pipe
  * What a new owner assumes about a shard's chat windows: the previous owner's handoff
  * record when it left one after it last owned the shard; a full window from now when the
  * database still names another owner (it died or was fenced without handing over);
- * nothing when the shard was released cleanly (or never owned).
+ * nothing when the shard was released cleanly (or never owned). The limits a record's
+ * chats learned are taken over in both of the first two cases.
  */
 export function seedFor(_shard: number, record: HandoffRecord | undefined, previous: string | null, self: string, now: number): WindowSeed {
   // The database still names another owner: it did not hand over (a crash, a fence, a failed record).
-  if (previous && previous !== self) return { kind: 'blind', at: now };
-  if (record) return { kind: 'exact', at: record.at, chats: record.chats, complete: record.complete };
+  const learned = record?.learned ? { learned: record.learned } : {};
+  if (previous && previous !== self) return { kind: 'blind', at: now, ...learned };
+  if (record) return { kind: 'exact', at: record.at, chats: record.chats, complete: record.complete, ...learned };
   return { kind: 'free' };
 }

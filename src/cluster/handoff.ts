@@ -1,10 +1,11 @@
 import type { KV, NatsConnection } from 'nats';
 import type { Logger } from '../log';
+import type { ChatHandoff, LearnedLimit } from '../limits/chat-limits';
 import { describeError } from '../errors';
 import { decodeValue, encodeValue } from './kv';
 import { assertStreamMatches, streamDifferences } from '../nats/streams';
 
-/** What a shard's previous owner left of its chats' windows (see limits/chat-limits.ts). */
+/** What a shard's previous owner left of its chats' windows and learned limits (see limits/chat-limits.ts). */
 export interface HandoffRecord {
   /** The previous owner (`<instance>:<boot id>`). */
   from: string;
@@ -14,15 +15,20 @@ export interface HandoffRecord {
   chats: Record<string, number[]>;
   /** False when chats were left out (size cap): unlisted chats are then assumed full. */
   complete: boolean;
+  /**
+   * chat id → what the chat's controller learned from 429s (chats whose rate was lowered). Absent in records
+   * written before it existed; chats left out (size cap) start at their ceiling and learn again.
+   */
+  learned?: Record<string, LearnedLimit>;
 }
 
 /**
- * Carries chat windows from a shard's old owner to its new one. `save` answers which
- * shards were stored: only those may be marked released in the database, so a shard whose
- * record is missing still names its old owner there and the new owner waits a full window.
+ * Carries chat windows and learned limits from a shard's old owner to its new one. `save`
+ * answers which shards were stored: only those may be marked released in the database, so a
+ * shard whose record is missing still names its old owner there and the new owner waits a full window.
  */
 export interface HandoffStore {
-  save(from: string, windows: ReadonlyMap<number, Record<string, number[]>>): Promise<Set<number>>;
+  save(from: string, handoffs: ReadonlyMap<number, ChatHandoff>): Promise<Set<number>>;
   load(shards: readonly number[]): Promise<Map<number, HandoffRecord>>;
 }
 
@@ -36,13 +42,70 @@ export const noHandoff: HandoffStore = {
   load: () => Promise.resolve(new Map()),
 };
 
-/** Chats per record at most (about 40 bytes each, far below NATS's 1 MiB payload). */
-const MAX_CHATS = 10_000;
+/** Chats' windows per record at most (about 40 bytes each, far below NATS's 1 MiB payload). */
+export const MAX_CHATS = 10_000;
+/** Learned limits per record at most (about 110 bytes each): the most recently lowered are kept. */
+export const MAX_LEARNED = 2_000;
+
+/** The record `save` writes for one shard: the size caps applied. */
+export function handoffRecord(from: string, at: number, h: ChatHandoff): HandoffRecord {
+  const ids = Object.keys(h.chats);
+  const complete = ids.length <= MAX_CHATS;
+  const chats = complete ? h.chats : Object.fromEntries(ids.slice(0, MAX_CHATS).map((id) => [id, h.chats[id]!]));
+  let learned = h.learned;
+  if (Object.keys(learned).length > MAX_LEARNED)
+    learned = Object.fromEntries(
+      Object.entries(learned)
+        .sort(([, a], [, b]) => b.decreasedAt - a.decreasedAt)
+        .slice(0, MAX_LEARNED),
+    );
+  return { from, at, chats, complete, ...(Object.keys(learned).length ? { learned } : {}) };
+}
+
+const isNumber = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x);
+const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+const isChatId = (id: string): boolean => /^-?[1-9][0-9]{0,15}$/.test(id);
+
+/**
+ * A stored record, checked before anyone trusts it: the shape and the types of every field. A chat whose
+ * entry is malformed is left out of `learned` (it learns again); a malformed window makes the record
+ * incomplete (unlisted chats are then assumed full, the safe side). Ranges are the reader's business: the
+ * ChatLimiter clamps learned rates to its own ceilings. Undefined when the record cannot be used at all.
+ */
+export function parseHandoffRecord(value: unknown): HandoffRecord | undefined {
+  if (!isObject(value) || !isNumber(value.at) || !isObject(value.chats)) return undefined;
+  let complete = value.complete === true;
+  const chats: Record<string, number[]> = {};
+  for (const [id, times] of Object.entries(value.chats)) {
+    if (isChatId(id) && Array.isArray(times) && times.every(isNumber)) chats[id] = times;
+    else complete = false;
+  }
+  const learned: Record<string, LearnedLimit> = {};
+  if (isObject(value.learned))
+    for (const [id, l] of Object.entries(value.learned)) {
+      if (!isChatId(id) || !isObject(l) || !isNumber(l.rate) || !isNumber(l.decreasedAt) || !isNumber(l.memoryMs)) continue;
+      learned[id] = {
+        rate: l.rate,
+        decreasedAt: l.decreasedAt,
+        memoryMs: l.memoryMs,
+        ...(isNumber(l.refused) ? { refused: l.refused } : {}),
+        ...(isNumber(l.known) ? { known: l.known } : {}),
+      };
+    }
+  return {
+    from: typeof value.from === 'string' ? value.from : '',
+    at: value.at,
+    chats,
+    complete,
+    ...(Object.keys(learned).length ? { learned } : {}),
+  };
+}
 
 /**
  * Handoff records in their own KV bucket, kept longer than the longest chat-scope window
  * (a group's minute) so a record outlives any window it describes; a stale record only
- * repeats waits that are already over.
+ * repeats waits that are already over. Learned limits live as long as the record: a shard
+ * that moves again within it carries them on, one taken later learns again.
  */
 export class KvHandoffStore implements HandoffStore {
   private constructor(
@@ -74,16 +137,13 @@ export class KvHandoffStore implements HandoffStore {
     return new KvHandoffStore(kv, log);
   }
 
-  async save(from: string, windows: ReadonlyMap<number, Record<string, number[]>>): Promise<Set<number>> {
+  async save(from: string, handoffs: ReadonlyMap<number, ChatHandoff>): Promise<Set<number>> {
     const saved = new Set<number>();
     const at = Date.now();
     await Promise.all(
-      [...windows].map(async ([shard, chats]) => {
-        const ids = Object.keys(chats);
-        const complete = ids.length <= MAX_CHATS;
-        const kept = complete ? chats : Object.fromEntries(ids.slice(0, MAX_CHATS).map((id) => [id, chats[id]!]));
+      [...handoffs].map(async ([shard, h]) => {
         try {
-          await this.kv.put(`shard.${shard}`, encodeValue({ from, at, chats: kept, complete } satisfies HandoffRecord));
+          await this.kv.put(`shard.${shard}`, encodeValue(handoffRecord(from, at, h)));
           saved.add(shard);
         } catch (e) {
           this.log.warn({ shard, err: describeError(e) }, 'could not hand over chat windows; the new owner will wait a full window');
@@ -100,8 +160,13 @@ export class KvHandoffStore implements HandoffStore {
         try {
           const e = await this.kv.get(`shard.${shard}`);
           if (!e || e.operation !== 'PUT') return;
-          const r = decodeValue(e.value) as HandoffRecord | undefined;
-          if (r && typeof r.at === 'number' && r.chats && typeof r.chats === 'object') out.set(shard, r);
+          const r = parseHandoffRecord(decodeValue(e.value));
+          if (r) out.set(shard, r);
+          else {
+            // Unusable: as incomplete as a record can be, so every chat of the shard waits a full window from now.
+            this.log.warn({ shard }, 'malformed handoff record ignored; waiting a full window instead');
+            out.set(shard, { from: '', at: Date.now(), chats: {}, complete: false });
+          }
         } catch (err) {
           this.log.warn({ shard, err: describeError(err) }, 'could not read the handoff record; waiting a full window instead');
         }

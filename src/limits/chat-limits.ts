@@ -11,8 +11,41 @@ export { windowAt };
  * - `blind`: the previous owner died (kill -9): every chat is assumed to have used its
  *   whole window at `at`, so its first send waits one full window of its scope.
  * - `free`: nobody sent for this shard recently.
+ * `learned` (exact and blind): what the chats' controllers had learned when a record was last written for the
+ * shard; after a crash the last record may be older than the dead owner's tenure, but a limit found is still
+ * the best guess (it only lowers a rate, and is probed above once its memory lapses).
  */
-export type WindowSeed = { kind: 'exact'; at: number; chats: Record<string, number[]>; complete: boolean } | { kind: 'blind'; at: number } | { kind: 'free' };
+export type WindowSeed =
+  | { kind: 'exact'; at: number; chats: Record<string, number[]>; complete: boolean; learned?: Record<string, LearnedLimit> }
+  | { kind: 'blind'; at: number; learned?: Record<string, LearnedLimit> }
+  | { kind: 'free' };
+
+/**
+ * What a chat's controller learned from 429s, handed to a shard's next owner so that it does not pay another
+ * 429 per stricter chat to learn it again (a group at 10/min told 20/min: one 429 with a `retry_after` of most
+ * of a minute per handoff before). Rates per second, times ms epoch. A reader clamps every field to its own
+ * configuration (`ChatLimiter`): a record is data from another process, possibly of another version.
+ */
+export interface LearnedLimit {
+  /** The chat's current rate (per second), below its ceiling. */
+  rate: number;
+  /** The lowest rate refused lately (the remembered limit, CUBIC's W_max); absent when none is remembered. */
+  refused?: number;
+  /** When the last decrease happened: the remembered limit is kept until `decreasedAt + memoryMs`. */
+  decreasedAt: number;
+  /** How long a refused rate is remembered after a decrease (ms; doubles while probes find the same limit). */
+  memoryMs: number;
+  /** The limit the last 429 pointed at (per second), kept after the memory lapsed (is a probe's 429 the same limit?). */
+  known?: number;
+}
+
+/** What a sender hands to a shard's next owner: its chats' windows and what their controllers learned. */
+export interface ChatHandoff {
+  /** chat id → answer times of sends still inside the chat's window (ms epoch). */
+  chats: Record<string, number[]>;
+  /** chat id → learned state, for chats whose rate a 429 lowered. */
+  learned: Record<string, LearnedLimit>;
+}
 
 export interface ChatLimitSettings {
   chatLimit: WindowLimit;
@@ -68,7 +101,15 @@ export class ChatLimiter {
     private readonly seed: WindowSeed = { kind: 'free' },
     /** Process-wide view of lowered chats (chat id → rate per second), for metrics. */
     private readonly board: Map<number, number> = new Map(),
-  ) {}
+  ) {
+    // Chats with a learned limit get their entry now, not at their first send: shown as lowered at once,
+    // and handed on again if the shard moves before this owner sends to them.
+    const learned = seed.kind === 'free' ? undefined : seed.learned;
+    for (const id of Object.keys(learned ?? {})) {
+      const chatId = Number(id);
+      if (Number.isSafeInteger(chatId) && chatId !== 0) this.entry(chatId);
+    }
+  }
 
   /**
    * A chat's limit is stable and each of its 429s costs up to a whole window (a minute for a group): settle
@@ -93,15 +134,45 @@ export class ChatLimiter {
       const ceiling = ceilingOf(this.settings, chatId);
       e = { window: new SlidingWindow(ceiling), ceiling, aimd: undefined, recent: [], memoryMs: baseMemoryMs(ceiling), known: undefined };
       const seed = this.seed;
+      this.entries.set(chatId, e);
+      // The learned rate first: a window it lengthens (a chat at 1 per 2 s) holds the handed-over sends longer.
+      if (seed.kind !== 'free') {
+        const l = seed.learned?.[String(chatId)];
+        if (l) this.learn(chatId, e, l, seed.at);
+      }
       if (seed.kind === 'blind') e.window.seed(seed.at, ceiling.count);
       else if (seed.kind === 'exact') {
         const times = seed.chats[String(chatId)];
-        if (times) for (const t of times) e.window.seed(t);
-        else if (!seed.complete) e.window.seed(seed.at, ceiling.count);
+        if (times) {
+          for (const t of times) e.window.seed(t);
+          // The server counted them: a 429 here reads what it accepted in the window from them too (else it
+          // sees nothing, lowers by a step, and a group moved to a new owner paid three 429s instead of one).
+          e.recent = [...times].sort((x, y) => x - y).slice(-(ceiling.count + 1));
+        } else if (!seed.complete) e.window.seed(seed.at, ceiling.count);
       }
-      this.entries.set(chatId, e);
     }
     return e;
+  }
+
+  /**
+   * Takes over what the previous owner learned about a chat, clamped to this process's configuration: the
+   * rate to [floor, ceiling] (at the ceiling there is nothing to take over), the memory to the range this
+   * controller uses, times to no later than the record (`at`). A new clean interval starts at `at`.
+   */
+  private learn(chatId: number, e: Entry, l: LearnedLimit, at: number): void {
+    const o = this.options(e);
+    const valid = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x) && x > 0;
+    if (!valid(l.rate) || l.rate >= o.ceiling || !valid(l.memoryMs) || typeof l.decreasedAt !== 'number' || !Number.isFinite(l.decreasedAt)) return;
+    e.memoryMs = Math.min(Math.max(l.memoryMs, baseMemoryMs(e.ceiling)), baseMemoryMs(e.ceiling) * MAX_MEMORY_FACTOR);
+    e.known = valid(l.known) ? Math.min(l.known, o.ceiling) : undefined;
+    const decreasedAt = Math.min(l.decreasedAt, at);
+    e.aimd = {
+      rate: Math.max(o.floor, l.rate),
+      lastBad: valid(l.refused) ? Math.min(l.refused, o.ceiling) : Infinity,
+      lastDecreaseAt: decreasedAt,
+      cleanSince: at,
+    };
+    this.apply(chatId, e);
   }
 
   window(chatId: number): SlidingWindow {
@@ -177,10 +248,24 @@ export class ChatLimiter {
     }
   }
 
-  /** Answer times of sends still inside their chat's window: what a new owner must respect. */
-  handoff(now: number): Record<string, number[]> {
+  /**
+   * What a new owner must respect and may reuse: answer times of sends still inside their chat's window, and
+   * the learned state of chats whose rate a 429 lowered.
+   */
+  handoff(now: number): ChatHandoff {
     const out: Record<string, number[]> = {};
+    const learned: Record<string, LearnedLimit> = {};
     for (const [id, e] of this.entries) {
+      if (e.aimd && Number.isFinite(e.aimd.lastDecreaseAt)) {
+        const a = e.aimd;
+        learned[String(id)] = {
+          rate: a.rate,
+          ...(Number.isFinite(a.lastBad) ? { refused: a.lastBad } : {}),
+          decreasedAt: a.lastDecreaseAt,
+          memoryMs: e.memoryMs,
+          ...(e.known !== undefined && Number.isFinite(e.known) ? { known: e.known } : {}),
+        };
+      }
       const times = e.recent.filter((t) => t > now - e.window.current.windowMs - 5);
       if (e.window.occupied(now) > times.length) {
         // Seeded slots (from an earlier handoff) without our own answers: keep them as held now.
@@ -189,7 +274,7 @@ export class ChatLimiter {
       }
       if (times.length) out[String(id)] = times;
     }
-    return out;
+    return { chats: out, learned };
   }
 
   /** Forget this limiter's chats on the process-wide board (the shard left this process). */

@@ -30,9 +30,12 @@ export function rateToWindow(perSecond: number): WindowLimit {
   return windowLimit(perSecond, 1000);
 }
 
-/** "n per minute" as a window: 20/min → 20 per 60 000 ms. */
-export function perMinuteToWindow(perMinute: number): WindowLimit {
-  return windowLimit(perMinute, 60_000);
+/**
+ * "n per minute" as a window: 20/min → 20 per 60 000 ms. `windowMs` shortens the window at the same rate
+ * (400/min over 3 000 ms → 20 per 3 000 ms), as the sandbox's `--group-window-ms` does, for tests and benchmarks.
+ */
+export function perMinuteToWindow(perMinute: number, windowMs = 60_000): WindowLimit {
+  return windowMs === 60_000 ? windowLimit(perMinute, 60_000) : windowLimit((perMinute * windowMs) / 60_000, windowMs);
 }
 
 /**

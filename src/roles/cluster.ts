@@ -141,7 +141,10 @@ export async function prepareCluster(o: ClusterOptions): Promise<PreparedCluster
 /** Chat windows travel with a shard; records outlive the longest chat-scope window (a group's minute). */
 async function openHandoff(o: ClusterOptions): Promise<HandoffStore> {
   const { config, log } = o;
-  const ttlMs = Math.ceil(Math.max(rateToWindow(config.telegramChatRate).windowMs, perMinuteToWindow(config.telegramGroupRatePerMin).windowMs)) + 60_000;
+  const ttlMs =
+    Math.ceil(
+      Math.max(rateToWindow(config.telegramChatRate).windowMs, perMinuteToWindow(config.telegramGroupRatePerMin, config.telegramGroupWindowMs).windowMs),
+    ) + 60_000;
   try {
     return await KvHandoffStore.open(o.nc, config.clusterBucket, ttlMs, log, { replicas: config.natsReplicas, timeoutMs: 1_000 });
   } catch (e) {

@@ -149,7 +149,7 @@ export interface PreparedPipeline {
 export function settingsFromConfig(c: Config): PipelineSettings {
   return {
     chatLimit: rateToWindow(c.telegramChatRate),
-    groupLimit: perMinuteToWindow(c.telegramGroupRatePerMin),
+    groupLimit: perMinuteToWindow(c.telegramGroupRatePerMin, c.telegramGroupWindowMs),
     maxAttempts: c.telegramMaxAttempts,
     retryBaseMs: c.retryBaseMs,
     retryMaxMs: c.retryMaxMs,

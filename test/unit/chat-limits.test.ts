@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { ChatLimiter, windowAt } from '../../src/limits/chat-limits';
 import { seedFor } from '../../actors/pipeline/pipeline';
+import { MAX_CHATS, MAX_LEARNED, handoffRecord, parseHandoffRecord } from '../../src/cluster/handoff';
 import { WindowCounter, groupWindowLimit, retryAfterSeconds, windowLimit } from '../../sandbox/window';
 import type { WindowLimit } from '../../src/limits/window';
 
@@ -23,14 +24,24 @@ function send(l: ChatLimiter, chat: number, at: number): boolean {
  * every second). `server(t)` is the server's limit at t.
  */
 function simulate(chat: number, told: WindowLimit, server: (t: number) => WindowLimit, durationMs: number): { accepted: number[]; refused: number[] } {
-  const l = new ChatLimiter({ chatLimit: told, groupLimit: told });
-  const srv = new WindowCounter();
+  return drive(new ChatLimiter({ chatLimit: told, groupLimit: told }), chat, new WindowCounter(), server, 0, durationMs);
+}
+
+/** The loop of `simulate` with a given limiter and server state, from `from` to `to` (a handoff continues the server's windows). */
+function drive(
+  l: ChatLimiter,
+  chat: number,
+  srv: WindowCounter,
+  server: (t: number) => WindowLimit,
+  from: number,
+  to: number,
+): { accepted: number[]; refused: number[] } {
   const accepted: number[] = [];
   const refused: number[] = [];
-  let t = 0;
-  let pausedUntil = 0;
-  let nextTick = 1_000;
-  while (t < durationMs) {
+  let t = from;
+  let pausedUntil = from;
+  let nextTick = from + 1_000;
+  while (t < to) {
     const w = l.window(chat);
     const at = Math.max(t, pausedUntil, w.availableAt(t));
     if (at > nextTick) {
@@ -163,9 +174,9 @@ describe('per-chat limits (ChatLimiter)', () => {
   it("handoff: the new owner seeded with the old owner's sends waits for the window; a blind seed waits a full window", () => {
     const old = new ChatLimiter(settings);
     send(old, 42, T0);
-    const windows = old.handoff(T0 + 10);
-    assert.deepEqual(windows, { '42': [T0 + 1] });
-    const next = new ChatLimiter(settings, { kind: 'exact', at: T0 + 10, chats: windows, complete: true });
+    const h = old.handoff(T0 + 10);
+    assert.deepEqual(h, { chats: { '42': [T0 + 1] }, learned: {} }, 'nothing learned: no learned part');
+    const next = new ChatLimiter(settings, { kind: 'exact', at: T0 + 10, chats: h.chats, complete: true });
     assert.equal(next.window(42).availableAt(T0 + 20), T0 + 1 + 1_000 + 2);
     assert.equal(next.window(43).availableAt(T0 + 20), T0 + 20, 'a chat the old owner did not send to is free');
     const blind = new ChatLimiter(settings, { kind: 'blind', at: T0 });
@@ -179,6 +190,117 @@ describe('per-chat limits (ChatLimiter)', () => {
     assert.equal(seedFor(0, undefined, null, 'b:1', T0).kind, 'free');
     assert.deepEqual(seedFor(0, record, 'a:1', 'b:1', T0 + 5), { kind: 'blind', at: T0 + 5 });
     assert.deepEqual(seedFor(0, undefined, 'a:1', 'b:1', T0 + 5), { kind: 'blind', at: T0 + 5 });
+  });
+
+  describe('handoff of learned limits (encode → JSON → parse → seed, fake clock against the sandbox window)', () => {
+    const told = { count: 20, windowMs: 60_000 };
+    const groups = { chatLimit: { count: 1, windowMs: 1_000 }, groupLimit: told };
+    const server = (): WindowLimit => groupWindowLimit(10);
+    const MIN = 60_000;
+
+    /** Owner a learns group -5 for 5 minutes and hands the shard to b, which sends for 5 more; `strip` drops the learned part. */
+    const handover = (strip: boolean) => {
+      const srv = new WindowCounter();
+      const a = new ChatLimiter(groups);
+      const first = drive(a, -5, srv, server, 0, 5 * MIN);
+      const at = 5 * MIN;
+      const stored = JSON.parse(JSON.stringify(handoffRecord('a:1', at, a.handoff(at)))) as Record<string, unknown>;
+      if (strip) delete stored.learned; // a record written before learned limits were handed over
+      const record = parseHandoffRecord(stored)!;
+      const b = new ChatLimiter(groups, seedFor(0, record, null, 'b:1', at));
+      const lowered = b.lowered();
+      const second = drive(b, -5, srv, server, at, 10 * MIN);
+      return { first, second, lowered, record, b };
+    };
+
+    it('a group that cost its first owner a 429 costs the next owner none: it sends at the learned 10/min from its first send', () => {
+      const { first, second, lowered, record } = handover(false);
+      assert.equal(first.refused.length, 1, 'the first owner paid one 429 to learn the limit');
+      assert.deepEqual(Object.keys(record.learned ?? {}), ['-5']);
+      assert.deepEqual(lowered, [{ chatId: -5, rate: 10 / 60, ceiling: 20 / 60 }], 'lowered before its first send');
+      assert.equal(second.refused.length, 0, 'no 429 for the new owner');
+      assert.ok(second.accepted.length >= 49, `${second.accepted.length} sends in 5 minutes at 10/min`);
+    });
+
+    it('without the learned part (an old record) the next owner pays another 429; the old record still loads', () => {
+      const { second, record } = handover(true);
+      assert.equal(record.learned, undefined);
+      // One, not three: the handed-over sends count as what the server accepted in the window, so the 429 lowers
+      // the rate straight to 10/min (before, it saw none and lowered by a step: 429s at 0, 1 s and 61 s).
+      assert.deepEqual(second.refused, [5 * MIN]);
+    });
+
+    it('the learned limit is handed on even when the new owner never sent to the chat, with its memory and decrease time', () => {
+      const { record } = handover(false);
+      const b = new ChatLimiter(groups, seedFor(0, record, null, 'b:1', record.at));
+      const again = b.handoff(record.at + 1_000);
+      assert.deepEqual(again.learned, record.learned);
+      const l = record.learned!['-5']!;
+      assert.ok(l.decreasedAt < record.at && l.memoryMs === 10 * MIN, JSON.stringify(l));
+    });
+
+    it('a blind takeover (the owner died) still takes over the limits of the last record', () => {
+      const { record } = handover(false);
+      const seed = seedFor(0, record, 'x:1', 'b:1', record.at + 5_000);
+      assert.equal(seed.kind, 'blind');
+      const b = new ChatLimiter(groups, seed);
+      assert.equal(b.lowered()[0]?.rate, 10 / 60);
+      assert.equal(b.window(-5).availableAt(record.at + 5_000), record.at + 5_000 + MIN + 2, 'and waits a full window');
+    });
+
+    it('what is read is clamped to this configuration: never above the ceiling, never below the floor, memory within its range, no decrease in the future', () => {
+      const at = T0;
+      const seed = seedFor(
+        0,
+        parseHandoffRecord({
+          from: 'a:1',
+          at,
+          chats: {},
+          complete: true,
+          learned: {
+            '-1': { rate: 100, decreasedAt: at, memoryMs: 60_000 }, // above the ceiling: nothing to take over
+            '-2': { rate: 1e-9, refused: 50, decreasedAt: at + 3_600_000, memoryMs: 1e12, known: 50 },
+            '-3': { rate: 'fast', decreasedAt: at, memoryMs: 60_000 }, // malformed: learns again
+            '-4': { rate: 0.1, decreasedAt: at - 1_000, memoryMs: 1 },
+          },
+        }),
+        null,
+        'b:1',
+        at,
+      );
+      const b = new ChatLimiter(groups, seed);
+      const l = b.handoff(at).learned;
+      assert.deepEqual(Object.keys(l).sort(), ['-2', '-4']);
+      assert.equal(l['-2']!.rate, (20 / 60) * 0.05, 'the floor: 5 % of the ceiling');
+      assert.equal(l['-2']!.refused, 20 / 60, 'the remembered limit at most the ceiling');
+      assert.equal(l['-2']!.known, 20 / 60);
+      assert.equal(l['-2']!.decreasedAt, at, 'a decrease after the record is read as at the record');
+      assert.equal(l['-2']!.memoryMs, 16 * 10 * MIN, 'memory at most 16 × its base');
+      assert.equal(l['-4']!.memoryMs, 10 * MIN, 'memory at least its base');
+      assert.equal(b.window(-1).current.count, 20, 'a rate above the ceiling leaves the chat at its ceiling');
+      assert.equal(b.window(-4).current.count, 6, '0.1/s → 6 per minute');
+    });
+
+    it('parse: a malformed window makes the record incomplete; a record without `at` or chats is unusable', () => {
+      const r = parseHandoffRecord({ from: 'a:1', at: T0, chats: { '1': [T0], '2': ['x'], abc: [T0] }, complete: true });
+      assert.deepEqual(r, { from: 'a:1', at: T0, chats: { '1': [T0] }, complete: false });
+      assert.equal(parseHandoffRecord({ from: 'a:1', chats: {} }), undefined);
+      assert.equal(parseHandoffRecord([1, 2]), undefined);
+      assert.equal(parseHandoffRecord(undefined), undefined);
+    });
+
+    it(`the record keeps at most ${MAX_CHATS} windows (then incomplete) and the ${MAX_LEARNED} most recently lowered chats`, () => {
+      const learned = Object.fromEntries(
+        Array.from({ length: MAX_LEARNED + 5 }, (_, i) => [String(-(i + 1)), { rate: 0.1, decreasedAt: T0 + i, memoryMs: 600_000 }]),
+      );
+      const chats = Object.fromEntries(Array.from({ length: MAX_CHATS + 1 }, (_, i) => [String(i + 1), [T0]]));
+      const r = handoffRecord('a:1', T0 + 10_000, { chats, learned });
+      assert.equal(Object.keys(r.chats).length, MAX_CHATS);
+      assert.equal(r.complete, false);
+      assert.equal(Object.keys(r.learned!).length, MAX_LEARNED);
+      assert.ok(!(String(-1) in r.learned!) && String(-(MAX_LEARNED + 5)) in r.learned!, 'the oldest decreases are left out');
+      assert.ok(JSON.stringify(r).length < 1024 * 1024 * 0.9, `${JSON.stringify(r).length} bytes: within NATS's payload`);
+    });
   });
 
   it("windowAt keeps the ceiling's window length", () => {

@@ -88,6 +88,12 @@ describe('config: loadConfig', () => {
     assert.equal(loadConfig({ TELEGRAM_GROUP_RATE_PER_MIN: '1.5' }).telegramGroupRatePerMin, 1.5);
   });
 
+  it('TELEGRAM_GROUP_WINDOW_MS: a minute by default, any duration for tests (the rate stays per minute)', () => {
+    assert.equal(loadConfig({}).telegramGroupWindowMs, 60_000);
+    assert.equal(loadConfig({ TELEGRAM_GROUP_WINDOW_MS: '3s' }).telegramGroupWindowMs, 3_000);
+    assertNames({ TELEGRAM_GROUP_WINDOW_MS: '0' }, 'TELEGRAM_GROUP_WINDOW_MS', /100/);
+  });
+
   describe('each invalid variable names itself and the expected form', () => {
     for (const value of ['abc', '0', '-1']) {
       it(`TELEGRAM_GLOBAL_RATE=${value}`, () => {

@@ -1,7 +1,7 @@
 import { spawn, dispatch, reply, query, assertNever, Supervision, type ActorRef, type Parent, type ReplyTo } from '../../../src/runtime/actor';
 import { describeError } from '../../../src/errors';
 import type { Reservation } from '../../../src/limits/window';
-import { ChatLimiter, type WindowSeed } from '../../../src/limits/chat-limits';
+import { ChatLimiter, type ChatHandoff, type WindowSeed } from '../../../src/limits/chat-limits';
 import type { FloodDetector } from '../../../src/limits/flood';
 import type { Part } from '../../../src/outbox/plan';
 import { RowLedger, jobOf, stopChat } from '../../../src/outbox/chat-queues';
@@ -36,8 +36,8 @@ export type SenderMsg =
 
 export interface DrainResult {
   released: number;
-  /** chat id → answer times of sends still inside the chat's window (ms epoch). */
-  windows: Record<string, number[]>;
+  /** The chats' windows (answer times still inside them, ms epoch) and learned limits. */
+  windows: ChatHandoff;
 }
 
 export type SendResult =

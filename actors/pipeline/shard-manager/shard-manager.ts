@@ -4,7 +4,7 @@ import type { OutboxRow } from '../../../src/outbox/types';
 import type { PipelineDeps } from '../deps';
 import type { OutcomeWriterMsg } from '../outcome-writer';
 import { FloodDetector } from '../../../src/limits/flood';
-import type { WindowSeed } from '../../../src/limits/chat-limits';
+import type { ChatHandoff, WindowSeed } from '../../../src/limits/chat-limits';
 import { spawnSender, type DrainResult, type SenderMsg, type SenderStatus } from './sender';
 
 /**
@@ -17,10 +17,10 @@ import { spawnSender, type DrainResult, type SenderMsg, type SenderStatus } from
  * landed after the shard left). `settled` answers once that is over; the pipeline waits
  * for it before it takes such a shard back (docs/architecture.md, "Per-chat order").
  */
-/** Rows given back, and per shard the chats' windows for the next owner. */
+/** Rows given back, and per shard the chats' windows and learned limits for the next owner. */
 export interface Drained {
   released: number;
-  windows: Map<number, Record<string, number[]>>;
+  windows: Map<number, ChatHandoff>;
 }
 
 export type ShardManagerMsg =
@@ -57,7 +57,7 @@ export function spawnShardManager(parent: Parent, deps: PipelineDeps, outcomes: 
       senders.map(([, ref]) => query<SenderMsg, DrainResult>(ref, (replyTo) => ({ type: 'drain' as const, replyTo }), timeoutMs)),
     );
     let released = 0;
-    const windows = new Map<number, Record<string, number[]>>();
+    const windows = new Map<number, ChatHandoff>();
     results.forEach((r, i) => {
       if (r.status === 'fulfilled') {
         released += r.value.released;

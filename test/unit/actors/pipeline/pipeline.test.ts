@@ -5,6 +5,7 @@ import type { OutboxRow, Outcome } from '../../../../src/outbox/types';
 import { dispatch, query, startActorSystem, stopActorSystem, type ActorRef, type ActorSystem } from '../../../../src/runtime/actor';
 import { captureLogger, waitFor } from '../../../helpers/services';
 import { fakePipelineDeps, row, type FakePipeline } from '../../../helpers/pipeline-fakes';
+import type { ChatHandoff } from '../../../../src/limits/chat-limits';
 
 /**
  * The pipeline supervisor over its real children (claimer, shard manager → senders,
@@ -19,7 +20,7 @@ describe('pipeline actor (real children, fake repository, handoff and Telegram)'
   let batches: OutboxRow[][];
   let written: Outcome[];
   let previous: Map<number, string | null>;
-  let saved: Array<ReadonlyMap<number, Record<string, number[]>>>;
+  let saved: Array<ReadonlyMap<number, ChatHandoff>>;
   let handedOver: Set<number>;
   let pipeline: ActorRef<PipelineMsg>;
 
@@ -140,7 +141,7 @@ describe('pipeline actor (real children, fake repository, handoff and Telegram)'
     assert.deepEqual(r.owned, [0]);
     assert.equal(r.released, 1, 'row 3 was given back');
     assert.ok(written.some((o) => o.id === 3 && o.kind === 'release'));
-    assert.deepEqual(Object.keys(saved[0]!.get(1)!), ['11'], 'the window of chat 11 went to the handoff store');
+    assert.deepEqual(Object.keys(saved[0]!.get(1)!.chats), ['11'], 'the window of chat 11 went to the handoff store');
     const i = calls.indexOf('save 1');
     assert.ok(i >= 0 && calls.indexOf('drop 1') > i, `fencing row cleared after the windows were saved: ${calls.join(' | ')}`);
     // The claimer no longer claims shard 1.

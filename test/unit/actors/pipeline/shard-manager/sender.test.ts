@@ -227,7 +227,7 @@ describe('sender actor (fake Telegram, recipients and outcome writer)', () => {
     );
     assert.ok(outcome(1, 'sent'), 'the send in flight finished and was recorded');
     assert.equal(fp.telegram.calls.length, 1, 'nothing more was sent');
-    assert.deepEqual(Object.keys(drained!.windows), ['10'], 'the chat that sent has a window to hand over');
+    assert.deepEqual(Object.keys(drained!.windows.chats), ['10'], 'the chat that sent has a window to hand over');
     assert.equal(fp.book.total, 0);
   });
 

@@ -63,7 +63,7 @@ describe('shard-manager actor (real senders, fake Telegram and repository)', () 
     await p;
     assert.equal(drained!.released, 1, 'row 2 was given back');
     assert.deepEqual([...drained!.windows.keys()], [0]);
-    assert.deepEqual(Object.keys(drained!.windows.get(0)!), ['10']);
+    assert.deepEqual(Object.keys(drained!.windows.get(0)!.chats), ['10']);
     assert.ok(flushes.n > before, 'the writer was flushed after the drain');
     await waitFor(() => outcomes.some((o) => o.id === 2 && o.kind === 'release'), 1500, 1, 'row 2 released');
     // Shard 1 goes on; rows still arriving for shard 0 are orphans now.
