@@ -69,22 +69,32 @@ export class OutboxRepository {
           excl = ` AND t.telegram_id NOT IN (${full.map(() => '?').join(',')})`;
           params.push(...full);
         }
-        params.push(this.owner, this.owner, req.limit);
-        const [selected] = (await trx.raw(
-          `SELECT ${COLUMNS.split(', ')
-            .map((c) => `t.${c}`)
-            .join(', ')} FROM telegram_notifications t
-          WHERE t.status = 'pending' AND t.shard IN (${req.shards.map(() => '?').join(',')})
+        params.push(this.owner, this.owner);
+        const where = `t.status = 'pending' AND t.shard IN (${req.shards.map(() => '?').join(',')})
             AND t.next_attempt_at <= NOW(3)${excl}
             AND EXISTS (SELECT 1 FROM shard_owners o WHERE o.shard = t.shard AND o.owner = ?)
             AND NOT EXISTS (SELECT 1 FROM telegram_notifications e
                   WHERE e.telegram_id = t.telegram_id AND e.status = 'pending' AND e.next_attempt_at > NOW(3) AND e.id < t.id)
             AND NOT EXISTS (SELECT 1 FROM telegram_notifications e
-                  WHERE e.telegram_id = t.telegram_id AND e.status = 'claimed' AND e.claimed_by <> ? AND e.id < t.id)
+                  WHERE e.telegram_id = t.telegram_id AND e.status = 'claimed' AND e.claimed_by <> ? AND e.id < t.id)`;
+        // First the candidates, without locks. A locking read walks ix_tn_claim_all (claim order, every shard's rows)
+        // and keeps each row it reads locked until commit, other processes' rows included: their claims then skipped
+        // the first rows of their own chats, so every chat sat the claim out and they claimed nothing for as long as
+        // another process kept claiming (a process given shards at a cluster's formation: 0 rows for 4-6 s).
+        const [candidates] = (await trx.raw(`SELECT t.id FROM telegram_notifications t WHERE ${where} ORDER BY t.priority DESC, t.id LIMIT ?`, [
+          ...params,
+          req.limit,
+        ])) as [Array<{ id: number }>];
+        if (candidates.length === 0) return [];
+        // Then lock those (by primary key), checked again: a row may have changed since.
+        const [selected] = (await trx.raw(
+          `SELECT ${COLUMNS.split(', ')
+            .map((c) => `t.${c}`)
+            .join(', ')} FROM telegram_notifications t FORCE INDEX (PRIMARY)
+          WHERE t.id IN (${candidates.map(() => '?').join(',')}) AND ${where}
           ORDER BY t.priority DESC, t.id
-          LIMIT ?
           FOR UPDATE SKIP LOCKED`,
-          params,
+          [...candidates.map((r) => r.id), ...params],
         )) as [RawRow[]];
         // Rows written straight into the table (legacy producers) are not checked at any edge:
         // a chat id beyond Telegram's range or an order id beyond 2^53 − 1 would be rounded by

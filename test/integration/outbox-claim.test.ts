@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import type { Knex } from 'knex';
 import { OutboxRepository } from '../../src/outbox/repository';
+import { shardOf } from '../../src/outbox/shard';
 import { createTestDb, type TestDb } from '../helpers/services';
 
 describe('outbox claim (MariaDB, SKIP LOCKED)', function () {
@@ -54,6 +56,63 @@ describe('outbox claim (MariaDB, SKIP LOCKED)', function () {
     await b.takeShards(shards); // b took over (a lost its lease): a's claims must find nothing
     assert.deepEqual(await a.claim(claimReq), []);
     assert.equal((await b.claim(claimReq)).length, 1);
+  });
+
+  it("a claim held open by another process (its rows locked until commit) does not stop this one claiming its own shards' rows", async () => {
+    // b's claim pauses inside its transaction, after its locking read, as a claim on a loaded machine does for
+    // hundreds of ms. Before, that read walked every shard's rows in claim order and kept them locked: c's claim
+    // then skipped the first rows of its own chats, every chat sat the claim out, and c claimed nothing (a process
+    // given shards at a cluster's formation claimed 0 rows for 4-6 s while the first one kept claiming).
+    const bShards = shards.slice(0, 32);
+    const cShards = shards.slice(32);
+    let holding!: () => void;
+    const held = new Promise<void>((r) => (holding = r));
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    let armed = false; // only b's claim pauses, not its takeShards
+    const pausing = (trx: Knex.Transaction): Knex.Transaction =>
+      new Proxy(trx, {
+        get(t, p) {
+          if (p === 'raw')
+            return async (sql: string, bindings: readonly Knex.RawBinding[]): Promise<unknown> => {
+              const r: unknown = await t.raw(sql, bindings);
+              if (armed && /FOR UPDATE/.test(sql)) {
+                holding();
+                await released;
+              }
+              return r;
+            };
+          const v = Reflect.get(t, p) as unknown;
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+        },
+      });
+    const bDb = new Proxy(tdb.db, {
+      get(t, p) {
+        if (p === 'transaction')
+          return (fn: (trx: Knex.Transaction) => Promise<unknown>, opts?: Knex.TransactionConfig) => t.transaction((trx) => fn(pausing(trx)), opts);
+        const v = Reflect.get(t, p) as unknown;
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+      },
+    });
+    const b = new OutboxRepository(bDb, 'b:3', 64);
+    const c = new OutboxRepository(tdb.db, 'c:3', 64);
+    await b.takeShards(bShards);
+    await c.takeShards(cShards);
+    // Chats of both processes, their rows interleaved by id as a broadcast queues them.
+    const chats = Array.from({ length: 20 }, (_, i) => 5_000 + i);
+    const cChats = chats.filter((id) => cShards.includes(shardOf(id, 64)));
+    assert.ok(cChats.length > 0 && cChats.length < chats.length, 'chats in both halves');
+    await tdb.db('telegram_notifications').insert(Array.from({ length: 200 }, (_, i) => ({ telegram_id: chats[i % chats.length]!, message_text: `i${i}` })));
+    armed = true;
+    const bClaim = b.claim({ ...claimReq, shards: bShards, limit: 1000 });
+    await held;
+    try {
+      const got = await c.claim({ ...claimReq, shards: cShards, limit: 1000 });
+      assert.equal(got.length, cChats.length * 10, "c claimed all its chats' rows while b's claim was open");
+    } finally {
+      release();
+    }
+    assert.equal((await bClaim).length, 200 - cChats.length * 10);
   });
 
   it('takeShards makes rows a previous owner still held claimable, and reports who it was', async () => {
