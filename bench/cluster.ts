@@ -13,7 +13,10 @@
  *   rolling restart: three workers, each SIGTERMed and started again in turn
  *   kill -9: one of three SIGKILLed mid-run (its chats' windows unknown to the new owner)
  *   stricter global: three workers told 300/s, the sandbox at 200/s
- * BENCH_ONLY=formation,steady picks the parts; BENCH_ONLY=stricter (or cold, rolling, kill) one row of formation.
+ *   stricter group: three workers on a backlog to 60 groups × 150, the sandbox holding each group to half
+ *     of what the workers are told (10 vs 20 per window); the group window is BENCH_GROUP_WINDOW_MS
+ *     (3 000 ms by default, sandbox and workers alike, so the run takes ~45 s instead of 15 minutes)
+ * BENCH_ONLY=formation,steady picks the parts; BENCH_ONLY=stricter (or stricter-group, cold, rolling, kill) one row of formation.
  *
  * `npm run bench:cluster -- --nats-nodes 3`: a node of a three-node NATS cluster dies instead
  * (bench/cluster-failover.ts).
@@ -27,7 +30,7 @@ import { migrateLatest } from '../src/db/migrate';
 import { shardOf } from '../src/outbox/shard';
 import type { ClusterStatus } from '../src/roles/cluster';
 import type { DeliveredEntry, SandboxStats } from '../sandbox/types';
-import { startSandboxProcess, getJson, machine, table, firstDeliveryAfter } from './lib';
+import { startSandboxProcess, getJson, machine, table, firstDeliveryAfter, knowingSenderDrain } from './lib';
 import { natsNodesFlag, runClusterFailover } from './cluster-failover';
 
 const GLOBAL = 300;
@@ -74,6 +77,8 @@ interface Proc {
 }
 
 const only = new Set((process.env.BENCH_ONLY ?? 'formation,steady').split(','));
+const GROUP_WINDOW_MS = Number(process.env.BENCH_GROUP_WINDOW_MS ?? 3_000);
+if (!(GROUP_WINDOW_MS >= 100)) throw new Error(`BENCH_GROUP_WINDOW_MS must be at least 100 ms, got ${process.env.BENCH_GROUP_WINDOW_MS}`);
 /** BENCH_LOG_DIR: the formation workers log at info into files there, with each run's deliveries per 100 ms (to see where time went). */
 const LOG_DIR = process.env.BENCH_LOG_DIR;
 
@@ -81,7 +86,7 @@ async function main(): Promise<void> {
   // `-- --nats-nodes 3`: the node-failure scenarios on a three-node NATS cluster (bench/cluster-failover.ts).
   const natsNodes = natsNodesFlag(process.argv);
   if (natsNodes > 1) return runClusterFailover(natsNodes).then(() => process.exit(0));
-  if (['formation', 'cold', 'rolling', 'kill', 'stricter'].some((x) => only.has(x))) await formation();
+  if (['formation', 'cold', 'rolling', 'kill', 'stricter', 'stricter-group'].some((x) => only.has(x))) await formation();
   if (only.has('steady')) await steady();
 }
 
@@ -103,6 +108,12 @@ async function formationRun(
     chats: number;
     procs: number;
     server?: number;
+    /**
+     * Groups instead of private chats: the backlog goes to `chats` groups, the sandbox takes `serverPerMin`
+     * per group, the workers are told `toldPerMin`, both over `windowMs` windows. The ideal is then a sender's
+     * that knows the server's limits (bench/lib.ts knowingSenderDrain), the rate the groups' sum.
+     */
+    groups?: { serverPerMin: number; toldPerMin: number; windowMs: number };
     run: (ctx: {
       launch: (p: string) => Proc;
       procs: Proc[];
@@ -123,13 +134,21 @@ async function formationRun(
   const db = createDb({ url, poolMax: 4 });
   await migrateLatest(db);
   const server = opts.server ?? GLOBAL;
-  const sandbox = await startSandboxProcess(['--global-rate', String(server), '--chat-rate', String(CHAT)]);
+  const g = opts.groups;
+  const sandbox = await startSandboxProcess([
+    '--global-rate',
+    String(server),
+    '--chat-rate',
+    String(CHAT),
+    ...(g ? ['--group-rate-per-min', String(g.serverPerMin), '--group-window-ms', String(g.windowMs)] : []),
+  ]);
   const nc = await connect({ servers: NATS_URL });
   const procs: Proc[] = [];
   const launch = (pname: string): Proc => {
     const child = spawn(process.execPath, ['--import', 'tsx', WORKER_MAIN], {
       env: {
         ...workerEnv(url, sandbox.apiRoot, pname, t, LOG_DIR ? 'info' : 'warn'),
+        ...(g ? { TELEGRAM_GROUP_RATE_PER_MIN: String(g.toldPerMin), TELEGRAM_GROUP_WINDOW_MS: String(g.windowMs) } : {}),
       },
       stdio: LOG_DIR ? ['ignore', openSync(`${LOG_DIR}/${t}-${pname}-${procs.length}.log`, 'a'), 'inherit'] : 'ignore',
     });
@@ -157,7 +176,8 @@ async function formationRun(
     }
   };
   try {
-    const data = Array.from({ length: opts.n }, (_, i) => ({ telegram_id: 400_000 + (i % opts.chats), message_text: `${name}-${i}` }));
+    // Groups have negative ids; interleaved, as a broadcast to several groups would be queued.
+    const data = Array.from({ length: opts.n }, (_, i) => ({ telegram_id: (g ? -1 : 1) * (400_000 + (i % opts.chats)), message_text: `${name}-${i}` }));
     for (let i = 0; i < data.length; i += 1000) await db('telegram_notifications').insert(data.slice(i, i + 1000));
     // With BENCH_LOG_DIR: every process's budget (share, mode, demand, rate) four times a second.
     const trace: string[] = [];
@@ -187,16 +207,56 @@ async function formationRun(
       for (const a of ats) per.set(Math.floor(a / 100), (per.get(Math.floor(a / 100)) ?? 0) + 1);
       const lines = [...per].map(([k, v]) => `${new Date(k * 100).toISOString()} ${v}`);
       writeFileSync(`${LOG_DIR}/${t}-delivered.txt`, `${lines.join('\n')}\n`);
+      // Per chat: first and last delivery (s from the run's first) and its longest gap, worst first: who started late or stalled.
+      const byChat = new Map<number, number[]>();
+      for (const x of d) byChat.set(x.chatId, [...(byChat.get(x.chatId) ?? []), x.at]);
+      const chatLines = [...byChat]
+        .map(([id, a]) => {
+          a.sort((x, y) => x - y);
+          const gap = Math.max(0, ...a.slice(1).map((x, i) => x - a[i]!));
+          // Groups: how much longer than a window the server's window took to refill (mean of at[k + per] - at[k] - window).
+          const per = g ? Math.round((g.serverPerMin * g.windowMs) / 60_000) : 0;
+          const drifts = g ? a.slice(per).map((x, k) => x - a[k]! - g.windowMs) : [];
+          const drift = drifts.length ? drifts.reduce((x, y) => x + y, 0) / drifts.length : 0;
+          return { id, first: (a[0]! - ats[0]!) / 1000, last: (a[a.length - 1]! - ats[0]!) / 1000, gap: gap / 1000, n: a.length, drift };
+        })
+        .sort((x, y) => y.last - x.last)
+        .map(
+          (c) =>
+            `${c.id} n ${c.n} first ${c.first.toFixed(2)} last ${c.last.toFixed(2)} longest gap ${c.gap.toFixed(2)}${g ? ` window refilled ${c.drift.toFixed(0)} ms late` : ''}`,
+        );
+      writeFileSync(`${LOG_DIR}/${t}-chats.txt`, `${chatLines.join('\n')}\n`);
     }
     const wall = (ats[ats.length - 1]! - ats[0]!) / 1000;
-    const ideal = Math.max(opts.n / server, Math.ceil(opts.n / opts.chats) / CHAT);
+    const ideal = g ? knowingSenderDrain(data, server, g.serverPerMin, g.windowMs) : Math.max(opts.n / server, Math.ceil(opts.n / opts.chats) / CHAT);
+    // The server's real rate: bot-wide, or the groups' sum when that is lower.
+    const rate = g ? Math.min(server, opts.chats * (g.serverPerMin / 60)) : server;
     // The same with the documented waits: the dead process's unsent rows go at the full rate only
     // after the lease TTL and one chat window (the others' rows may all go before).
     const idealW = waits ? Math.max(ideal, (waits.killAt - ats[0]!) / 1000 + TTL / 1000 + 1 / CHAT + waits.deadRows / server) : ideal;
     const rl = st.rateLimited;
     const r429 = rl.global + rl.chat + rl.group;
+    const pct = (k: number): string => ((k / Math.max(1, st.requests)) * 100).toFixed(2);
     const distinct = new Set(d.map((x) => x.text)).size;
-    const ph = phases(ats, server);
+    const ph = phases(ats, rate);
+    // Groups: each group's rate once settled (from the delivery after its first refusal, over whole windows' worth)
+    // ÷ the server's per-group rate: the controller's steady state, without the cluster's start-up.
+    let settled = '–';
+    if (g) {
+      const per = Math.round((g.serverPerMin * g.windowMs) / 60_000);
+      let sends = 0;
+      let spanMs = 0;
+      const byGroup = new Map<number, number[]>();
+      for (const x of d) byGroup.set(x.chatId, [...(byGroup.get(x.chatId) ?? []), x.at]);
+      for (const a of byGroup.values()) {
+        a.sort((x, y) => x - y);
+        const last = per + Math.floor((a.length - 1 - per) / per) * per;
+        if (last <= per) continue;
+        sends += last - per;
+        spanMs += a[last]! - a[per]!;
+      }
+      settled = (((sends / spanMs) * 1000) / (g.serverPerMin / 60)).toFixed(3);
+    }
     const row = [
       name,
       opts.procs,
@@ -207,8 +267,9 @@ async function formationRun(
       idealW.toFixed(1),
       (idealW / wall).toFixed(3),
       `${ph.ramp.toFixed(2)} / ${ph.mid.toFixed(3)} / ${ph.tail.toFixed(2)}`,
+      settled,
       `${rl.global}/${rl.chat}/${rl.group}`,
-      `${((r429 / Math.max(1, st.requests)) * 100).toFixed(2)} %`,
+      `${pct(r429)} % (${pct(rl.global)}/${pct(rl.chat)}/${pct(rl.group)})`,
       opts.n - distinct,
       d.length - distinct,
     ];
@@ -288,6 +349,20 @@ async function formation(): Promise<void> {
         run: async ({ launch }) => ['a', 'b', 'c'].forEach((p) => launch(p)),
       }),
     );
+  if (pick('stricter-group')) {
+    // 60 groups × 150: the server takes 10 per group per window (100/min at Telegram's minute), the workers are
+    // told 20; 60 × 10 per 3 s is 200/s, under the bot's 300/s, so the groups' windows bind.
+    const windows = GROUP_WINDOW_MS / 1000;
+    rows.push(
+      await formationRun(`stricter group (10 per ${windows} s, told 20; 60 groups × 150)`, {
+        n: 9000,
+        chats: 60,
+        procs: 3,
+        groups: { serverPerMin: (10 * 60_000) / GROUP_WINDOW_MS, toldPerMin: (20 * 60_000) / GROUP_WINDOW_MS, windowMs: GROUP_WINDOW_MS },
+        run: async ({ launch }) => ['a', 'b', 'c'].forEach((p) => launch(p)),
+      }),
+    );
+  }
   console.log(
     `\nbench:cluster — formation and change; workers told ${GLOBAL} msg/s global, ${CHAT} msg/s per chat; sandbox at the same limits unless the scenario says; lease TTL ${TTL} ms; ${machine()}\n`,
   );
@@ -303,8 +378,9 @@ async function formation(): Promise<void> {
         'ideal with waits s',
         '÷ actual',
         'ramp s / mid ÷ rate / tail s',
+        'groups settled ÷ rate',
         '429s global/chat/group',
-        '429 %',
+        '429 % of sends (global/chat/group)',
         'lost',
         'duplicates',
       ],
@@ -317,7 +393,10 @@ async function formation(): Promise<void> {
   console.log(
     '"ramp / mid / tail": from the first delivery to the first 1 s window at ≥ 90 % of the server\'s rate; the rate between the first and the last such window ÷ the server\'s; from the last such window to the last delivery.',
   );
-  console.log('\nTargets: 429s ≤ 0.1 % of sends (stricter server: ≤ 1 %, ≥ 0.95 of its rate), 0 chat-scope 429s, 0 lost.\n');
+  console.log(
+    "\"stricter group\": the ideal is a sender's that knows the server's limits (each message at the first instant the bot's and its group's windows admit it), so ideal÷actual is the achieved share of the server's real rate; \"mid\" is relative to the groups' summed rate; \"groups settled\" is each group's rate from the delivery after its first refusal, over whole windows, ÷ the server's per-group rate.",
+  );
+  console.log('\nTargets: 429s ≤ 0.1 % of sends (stricter server, global or group: ≤ 1 %, ≥ 0.95 of its rate), 0 chat-scope 429s, 0 lost.\n');
 }
 
 async function steady(): Promise<void> {

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
 import os from 'node:os';
+import { WindowCounter, groupWindowLimit, windowLimit } from '../sandbox/window';
 
 /** Deterministic PRNG (mulberry32) so every run draws the same workload. */
 export function rng(seed: number): () => number {
@@ -73,4 +74,39 @@ export async function firstDeliveryAfter(apiRoot: string, afterMs: number, chats
     if (first !== Infinity) return first;
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/**
+ * Drain time (s) of a sender that knows the server's real limits: each message goes at the earliest instant
+ * both the bot's window and its group's window admit it (the sandbox's own windows), groups interleaved.
+ * For groups, `n ÷ rate` says nothing: 20 groups × 150 at 100/min and 300/s bot-wide take 63.3 s, not 60,
+ * because the first 100 of each group take 6.7 s at the bot rate and the last 50 must wait a window after them.
+ */
+export function knowingSenderDrain(rows: Array<{ telegram_id: number }>, globalRate: number, groupPerMin: number, groupWindowMs: number): number {
+  const global = windowLimit(globalRate);
+  const group = groupWindowLimit(groupPerMin, groupWindowMs);
+  const bot = new WindowCounter();
+  const left = new Map<number, number>();
+  for (const r of rows) left.set(r.telegram_id, (left.get(r.telegram_id) ?? 0) + 1);
+  const windows = new Map([...left.keys()].map((id) => [id, new WindowCounter()]));
+  let t = 0;
+  let last = 0;
+  for (let sent = 0; sent < rows.length; sent++) {
+    let best: number | undefined;
+    let at = Infinity;
+    for (const [id, n] of left) {
+      if (n === 0) continue;
+      const ready = t + windows.get(id)!.waitMs(1, t, group);
+      // Ties go to the group with most left: groups interleave, as a round-robin sender's would.
+      if (ready < at || (ready === at && n > left.get(best!)!)) [best, at] = [id, ready];
+    }
+    t = at;
+    t += bot.waitMs(1, t, global);
+    // The group's window may have moved on while waiting for the bot's: still free (entries only expire).
+    windows.get(best!)!.add(1, t);
+    bot.add(1, t);
+    left.set(best!, left.get(best!)! - 1);
+    last = t;
+  }
+  return last / 1000;
 }
