@@ -5,22 +5,20 @@ import type { Logger } from '../../src/log';
 import type { Metrics } from '../../src/metrics';
 import { fenceAfterMs as fenceTime, type ClusterView, type KvLease, type LeaseValue } from '../../src/cluster/lease';
 import { acquireShards, deleteMember, heartbeatAndView, releaseAll } from '../../src/cluster/shard-io';
-import { planShards, wantedShards, type ShardPlan } from '../../src/cluster/shard-plan';
+import { Formation, planShards, wantedShards, type ShardPlan } from '../../src/cluster/shard-plan';
 import { HeldShards, type ShardOwnerStatus, type Takeover } from '../../src/cluster/held-shards';
 import { ShardKeeper } from '../../src/cluster/shard-keeper';
 import type { OwnResult } from '../pipeline/pipeline';
 
 /**
- * Shard owner: this process's seat in the cluster. Every tick it heartbeats its member
- * key, reads who is alive and who holds which shard, computes the balanced assignment,
- * hands off surplus shards gracefully (drain, release rows, then delete the lease) and
- * takes free shards that are its own (create the lease, fence the shard in the database,
- * reclaim rows a dead owner held). Outside the mailbox, the keeper (src/cluster/shard-keeper.ts)
- * renews the leases and stops sending for shards whose last renewal is older than the fence
- * time; a fenced shard stays ours, and the first successful renewal (a compare-and-set: nobody
- * wrote the key meanwhile) resumes it at once. A JetStream election therefore pauses at most,
- * and moves no shard (docs/deploy.md, "Leases and fencing"). A tick's and a leave's KV and
- * pipeline calls run outside the mailbox, one step at a time, each reporting back as a message.
+ * Shard owner: this process's seat in the cluster. Every tick it heartbeats its member key, reads who
+ * is alive and who holds which shard, computes the balanced assignment, hands off surplus shards
+ * gracefully (drain, release rows, delete the lease) and, once the cluster has formed, takes free shards
+ * that are its own (create the lease, fence the shard in the database, reclaim a dead owner's rows).
+ * The keeper (src/cluster/shard-keeper.ts) renews the leases outside the mailbox and fences shards whose
+ * renewal is late; a fenced shard stays ours and its first successful renewal resumes it, so a JetStream
+ * election pauses at most and moves no shard (docs/deploy.md, "Leases and fencing"). KV and pipeline
+ * calls run outside the mailbox, one step at a time, each reporting back as a message.
  */
 export type ShardOwnerMsg =
   | { type: 'tick' }
@@ -51,11 +49,11 @@ export interface ShardOwnerDeps {
   pipeline: OwnedShards;
   log: Logger;
   metrics: Metrics;
-  /** `<instance>:<boot id>`, the same as the outbox's claimed_by. */
-  holder: string;
+  holder: string; // `<instance>:<boot id>`, the same as the outbox's claimed_by
   instance: string;
   shardCount: number;
   leaseTtlMs: number;
+  formationMs: number;
 }
 
 export interface ShardOwnerState {
@@ -79,10 +77,11 @@ export interface ShardOwnerState {
   tickAgain: boolean;
   /** Who asked to leave: it starts once the tick in flight is done (its pipeline calls come first). */
   leaveAsked: Array<ReplyTo<void>> | null;
+  formation: Formation;
 }
 
 export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<ShardOwnerMsg> {
-  const { kv, pipeline, log, metrics, holder, instance, shardCount, leaseTtlMs } = deps;
+  const { kv, pipeline, log, metrics, holder, instance, shardCount, leaseTtlMs, formationMs } = deps;
   const fenceAfterMs = fenceTime(leaseTtlMs);
   const value = (): LeaseValue => ({ holder, instance, since: Date.now() });
   const mOwned = metrics.gauge('cluster_shards_owned', 'Shards whose lease this process holds');
@@ -118,7 +117,7 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
   /** After the handoff (if any): take the free shards that are ours. */
   const acquireStep = (state: ShardOwnerState, self: ActorRef<ShardOwnerMsg>, plan: ShardPlan): void => {
     const wanted = wantedShards(plan, holder, state.held.leases);
-    if (wanted.length === 0 || state.leaveAsked) syncStep(state, self);
+    if (wanted.length === 0 || state.leaveAsked || !state.formation.ready(plan, holder, Date.now())) syncStep(state, self);
     else run(self, async () => ({ type: 'acquired', got: await acquireShards(kv, wanted, value, fenceAfterMs, log) }));
   };
 
@@ -171,6 +170,7 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
         plan: null,
         tickAgain: false,
         leaveAsked: null,
+        formation: new Formation(formationMs, formationMs + leaseTtlMs, (f) => log.info(f, 'cluster formed: taking shards')),
       };
       // Every TTL/12 (500 ms by default): how soon a silent holder is noticed is part of the takeover time.
       state.timers.push(setInterval(() => dispatch(ctx.self, { type: 'tick' }), Math.max(100, Math.floor(leaseTtlMs / 12))));

@@ -35,3 +35,43 @@ export function planShards(shardCount: number, holder: string, view: ClusterView
 export function wantedShards(plan: ShardPlan, holder: string, held: { has(s: number): boolean }): number[] {
   return [...plan.target].filter(([s, m]) => m === holder && !held.has(s) && (!plan.map.has(s) || plan.map.get(s) === holder)).map(([s]) => s);
 }
+
+/**
+ * How a process that has never held a shard joins a cluster that is forming. Processes started
+ * together (a fleet restarted by a deploy) see each other's member keys only over their first
+ * ticks; the first one to read the bucket would otherwise take every shard and then hand most of
+ * them over again (each handover drains senders and makes the new owner wait a window per chat).
+ * So a newcomer takes free shards only once the member list it reads has stayed the same for
+ * `settleMs` (at most `maxMs` after its first view), or at once when another member already holds
+ * shards (the cluster has formed: its free shards are a dead holder's, and waiting only delays them).
+ */
+export class Formation {
+  private members: string | null = null;
+  private since = 0;
+  private first: number | null = null;
+  private done = false;
+
+  constructor(
+    private readonly settleMs: number,
+    private readonly maxMs: number,
+    /** Hears once, when free shards may be taken. */
+    private readonly formed: (f: { members: number; waitedMs: number }) => void = () => {},
+  ) {}
+
+  /** Whether this process may take free shards now, given the tick's plan. */
+  ready(plan: Pick<ShardPlan, 'members' | 'map'>, holder: string, now: number): boolean {
+    if (this.done) return true;
+    const key = [...plan.members].sort().join('\n');
+    this.first ??= now;
+    if (key !== this.members) {
+      this.members = key;
+      this.since = now;
+    }
+    const othersHold = [...plan.map.values()].some((h) => h !== holder);
+    if (othersHold || now - this.since >= this.settleMs || now - this.first >= this.maxMs) {
+      this.done = true;
+      this.formed({ members: plan.members.length, waitedMs: now - this.first });
+    }
+    return this.done;
+  }
+}

@@ -70,6 +70,8 @@ export interface Config extends NatsAuthSettings {
    * max(15 s, 3 × TTL). See docs/deploy.md, "Leases and fencing".
    */
   shardLeaseTtlMs: number;
+  /** A newcomer takes free shards once the member list stayed the same this long (src/cluster/shard-plan.ts, Formation). */
+  shardFormationMs: number;
   /** KV bucket of the cluster: members, shard leases, the budget coordinator. */
   clusterBucket: string;
   /** Prepended to every notify.* / images.* subject, so deployments can share a NATS server. */
@@ -113,6 +115,7 @@ export const DEFAULTS = {
   CHAT_BUFFER_SECONDS: 60,
   SHARD_COUNT: 64,
   SHARD_LEASE_TTL_MS: 6_000,
+  SHARD_FORMATION_MS: 1_000,
   CLUSTER_BUCKET: 'notify_cluster',
   OUTCOME_FLUSH_MS: 500,
   OUTCOME_FLUSH_MAX: 500,
@@ -276,6 +279,7 @@ export function loadConfig(env: Env = process.env): Config {
   const shardLeaseTtlMs = r.duration('SHARD_LEASE_TTL_MS', Math.max(DEFAULTS.SHARD_LEASE_TTL_MS, minTtl), { min: 1_000, max: 600_000 });
   if (shardLeaseTtlMs < minTtl)
     throw new ConfigError('SHARD_LEASE_TTL_MS', `expected at least ${minTtl} (2 × (the global rate's window + 500 ms)), got ${shardLeaseTtlMs}`);
+  const shardFormationMs = r.duration('SHARD_FORMATION_MS', DEFAULTS.SHARD_FORMATION_MS, { min: 0, max: 60_000 });
 
   const embedded = {
     enabled: r.boolean('EMBEDDED_SERVICES', DEFAULTS.EMBEDDED_SERVICES),
@@ -319,6 +323,7 @@ export function loadConfig(env: Env = process.env): Config {
     chatBufferSeconds: r.number('CHAT_BUFFER_SECONDS', DEFAULTS.CHAT_BUFFER_SECONDS, { min: 1, max: 3600 }),
     shardCount: r.integer('SHARD_COUNT', DEFAULTS.SHARD_COUNT, { min: 1, max: 4096 }),
     shardLeaseTtlMs,
+    shardFormationMs,
     clusterBucket: bucketName(r),
     natsSubjectPrefix: subjectPrefixVar(r, 'NATS_SUBJECT_PREFIX'),
     outcomeFlushMs: r.duration('OUTCOME_FLUSH_MS', DEFAULTS.OUTCOME_FLUSH_MS, { min: 1, max: 60_000 }),

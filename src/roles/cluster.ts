@@ -129,6 +129,7 @@ export async function prepareCluster(o: ClusterOptions): Promise<PreparedCluster
       instance: config.instanceId,
       shardCount: config.shardCount,
       leaseTtlMs: config.shardLeaseTtlMs,
+      formationMs: config.shardFormationMs,
     }),
     singleton: (name) =>
       new KvLeaseSingleton(kv, name, holder, config.instanceId, config.shardLeaseTtlMs, (e) =>

@@ -41,7 +41,7 @@ describe('rate control across real processes: formation and handoff', function (
     await tdb?.drop();
   });
 
-  const start = (name: string, limits: { globalRate: number; chatRate: number; told?: number }): Worker => {
+  const start = (name: string, limits: { globalRate: number; chatRate: number; told?: number }, env: Record<string, string> = {}): Worker => {
     const w = startWorker({
       DATABASE_URL: tdb.url,
       NATS_URL,
@@ -56,6 +56,7 @@ describe('rate control across real processes: formation and handoff', function (
       CLUSTER_BUCKET: bucket,
       NATS_SUBJECT_PREFIX: `${bucket}.`,
       ROLE: 'worker',
+      ...env,
     });
     workers.push(w);
     return w;
@@ -95,18 +96,22 @@ describe('rate control across real processes: formation and handoff', function (
     return min;
   };
 
-  it('three workers started at the same instant on a pre-filled outbox: 0 × 429', async () => {
+  it('three workers started at the same instant on a pre-filled outbox: 0 × 429, and the cluster forms before anyone takes a shard', async () => {
     // Server and workers agree on 60/s; 240 rows over 120 chats would take each lone process 4 s.
     const limits = { globalRate: 60, chatRate: 10 };
     await setup(limits);
     await insert(Array.from({ length: 240 }, (_, i) => ({ chat: 11_000 + (i % 120), text: `f-${i}` })));
-    const ws = ['a', 'b', 'c'].map((n) => start(n, limits));
-    await Promise.all(ws.map((w) => w.waitForLine(/delivery pipeline running/)));
+    // The settle time covers how far apart three tsx processes on two loaded cores write their first member key.
+    const ws = ['a', 'b', 'c'].map((n) => start(n, limits, { SHARD_FORMATION_MS: '4000' }));
+    const formed = await Promise.all(ws.map((w) => w.waitForLine(/cluster formed: taking shards/)));
     await waitFor(async () => (await count('sent')) === 240, 60_000, 200, 'all sent');
     const stats = sandbox.stats();
     assert.deepEqual(stats.rateLimited, { global: 0, chat: 0, group: 0 }, 'no 429 while the cluster formed');
     assert.ok(stats.peakGlobalWindow <= 60, `peak ${stats.peakGlobalWindow} in one window`);
     assert.equal(new Set(sandbox.delivered().map((d) => d.text)).size, 240, 'every row delivered');
+    // Each took its shards seeing all three: nobody took every shard first and handed most of them over again.
+    for (const line of formed) assert.equal((JSON.parse(line) as { members: number }).members, 3, line);
+    ws.forEach((w, i) => assert.ok(!w.lines.some((l) => l.includes('shards handed off')), `worker ${i}: no shard was handed over while the cluster formed`));
   });
 
   it('graceful handoff: the new owner sends to a chat only after its window since the old owner last sent there', async () => {

@@ -88,6 +88,13 @@ describe('config: loadConfig', () => {
     assert.equal(loadConfig({ TELEGRAM_GROUP_RATE_PER_MIN: '1.5' }).telegramGroupRatePerMin, 1.5);
   });
 
+  it('SHARD_FORMATION_MS: 1 s by default, 0 (take shards at the first view) to 60 s', () => {
+    assert.equal(loadConfig({}).shardFormationMs, 1_000);
+    assert.equal(loadConfig({ SHARD_FORMATION_MS: '0' }).shardFormationMs, 0);
+    assert.equal(loadConfig({ SHARD_FORMATION_MS: '5s' }).shardFormationMs, 5_000);
+    assertNames({ SHARD_FORMATION_MS: '2m' }, 'SHARD_FORMATION_MS', /between 0 ms and 1 m/);
+  });
+
   it('TELEGRAM_GROUP_WINDOW_MS: a minute by default, any duration for tests (the rate stays per minute)', () => {
     assert.equal(loadConfig({}).telegramGroupWindowMs, 60_000);
     assert.equal(loadConfig({ TELEGRAM_GROUP_WINDOW_MS: '3s' }).telegramGroupWindowMs, 3_000);

@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { HeldShards } from '../../../src/cluster/held-shards';
 import type { KvLease } from '../../../src/cluster/lease';
-import { memberKey, planShards, wantedShards } from '../../../src/cluster/shard-plan';
+import { Formation, memberKey, planShards, wantedShards } from '../../../src/cluster/shard-plan';
 
 /** A lease whose validity and renewal answer the test decides. */
 const fakeLease = (o: { valid: boolean; renew?: boolean | Error }) =>
@@ -24,6 +24,45 @@ describe('shard plan: what a shard owner does at a tick', () => {
     const three = planShards(4, 'a:1', { members: ['b:1', 'c:1'], shards: new Map(), stale: new Map() }, [0, 1, 2, 3]);
     assert.equal(three.surplus.length, 2, 'with three members a keeps two of four');
     assert.equal(memberKey('host:1/x y'), 'member.host_1/x_y');
+  });
+});
+
+describe('Formation: a newcomer waits for the cluster to form before it takes free shards', () => {
+  const view = (members: string[], held: Array<[number, string]> = []) => ({ members, map: new Map(held) });
+
+  it('processes started together: waits until the member list stays the same for the settle time', () => {
+    const heard: Array<{ members: number; waitedMs: number }> = [];
+    const f = new Formation(1000, 6000, (x) => heard.push(x));
+    assert.equal(f.ready(view(['a']), 'a', 0), false, 'alone at its first view: the others may not have written their keys yet');
+    assert.equal(f.ready(view(['a', 'b']), 'a', 500), false, 'b appeared: the count starts again');
+    assert.equal(f.ready(view(['a', 'b', 'c']), 'a', 1000), false);
+    assert.equal(f.ready(view(['c', 'b', 'a']), 'a', 1500), false, 'same members in another order: still counting');
+    assert.equal(f.ready(view(['a', 'b', 'c']), 'a', 2000), true, 'unchanged for 1 s');
+    assert.deepEqual(heard, [{ members: 3, waitedMs: 2000 }]);
+    assert.equal(f.ready(view(['a', 'b', 'c', 'd']), 'a', 2100), true, 'formed once, never waits again');
+    assert.equal(heard.length, 1);
+  });
+
+  it('a lone process waits only the settle time', () => {
+    const f = new Formation(1000, 6000);
+    assert.equal(f.ready(view(['a']), 'a', 10_000), false);
+    assert.equal(f.ready(view(['a']), 'a', 10_999), false);
+    assert.equal(f.ready(view(['a']), 'a', 11_000), true);
+  });
+
+  it('joins a formed cluster at once: another member already holds shards', () => {
+    const f = new Formation(1000, 6000);
+    assert.equal(f.ready(view(['a', 'b'], [[3, 'b']]), 'a', 0), true);
+    const own = new Formation(1000, 6000);
+    assert.equal(own.ready(view(['a'], [[3, 'a']]), 'a', 0), false, 'its own old key (before a fence) does not count as a formed cluster');
+  });
+
+  it('members that keep changing: takes its shards after the longest wait anyway', () => {
+    const f = new Formation(1000, 6000);
+    let ready = false;
+    for (let t = 0; t <= 6000 && !ready; t += 500) ready = f.ready(view(['a', `x${t}`]), 'a', t);
+    assert.equal(ready, true);
+    assert.equal(f.ready(view(['a', 'y']), 'a', 6001), true);
   });
 });
 

@@ -59,7 +59,17 @@ describe('shard-owner actor (fake pipeline, KV on the local nats-server)', funct
     };
     const { log } = captureLogger();
     system = startActorSystem('shard-owner-test', log);
-    owner = spawnShardOwner(system, { kv, pipeline, log, metrics: new Metrics(), holder: 'a:1', instance: 'a', shardCount: 4, leaseTtlMs: TTL });
+    owner = spawnShardOwner(system, {
+      kv,
+      pipeline,
+      log,
+      metrics: new Metrics(),
+      holder: 'a:1',
+      instance: 'a',
+      shardCount: 4,
+      leaseTtlMs: TTL,
+      formationMs: 0,
+    });
   });
   afterEach(async () => {
     if (keepAlive) clearInterval(keepAlive);
