@@ -199,11 +199,17 @@ export class ChatLimiter {
    * rate that was refused (a server window longer than ours: 1 per 2 s for a chat told 1/s). A probe's 429
    * at the limit already known doubles how long it is remembered: probes grow rarer while the server's limit
    * stays put, and each one costs a 429.
+   *
+   * `sentAt`: when the refused request went out. The server counted the sends that reached it within a window
+   * before the refused one did, and each of those was answered after it reached the server, so every one is
+   * answered after `sentAt` − window. Counting back from `now` instead missed the oldest whenever the 429 was
+   * processed late (a loaded process, a slow answer): a group whose 10 sends trickled out over the window while
+   * the process waited for its first budget grant was lowered to 9 per window, 10 % under the server's rate.
    */
-  throttled(chatId: number, now: number): number {
+  throttled(chatId: number, now: number, sentAt = now): number {
     const e = this.entry(chatId);
     const cur = e.aimd ?? aimdStart(this.options(e), now);
-    const inWindow = e.recent.filter((t) => t > now - e.ceiling.windowMs && t <= now).length;
+    const inWindow = e.recent.filter((t) => t > Math.min(sentAt, now) - e.ceiling.windowMs && t <= now).length;
     const seen = inWindow > 0 ? (inWindow / e.ceiling.windowMs) * 1000 : Infinity;
     // What the server accepts: what it took in the window when that is below the refused rate, else a bit
     // under the refused rate (settle = 1 would otherwise lead growth straight back to a rate refused before).

@@ -128,6 +128,20 @@ describe('per-chat limits (ChatLimiter)', () => {
     });
   });
 
+  it("a 429 processed late still counts every send of the server's window: they were answered after the refused one went out, less a window", () => {
+    // 20 per 3 s told, the server takes 10: the ten sends trickle out over 2.7 s (a process waiting for its first
+    // budget grant), the 11th goes out at 2.95 s and its 429 is handled at 3.4 s (a loaded process).
+    const l = new ChatLimiter({ chatLimit: { count: 1, windowMs: 1_000 }, groupLimit: { count: 20, windowMs: 3_000 } });
+    const g = -100777;
+    for (let i = 0; i < 10; i++) assert.ok(send(l, g, T0 + i * 300));
+    const rate = l.throttled(g, T0 + 3_400, T0 + 2_950);
+    assert.equal(Math.round(rate * 3), 10, `lowered to ${(rate * 3).toFixed(2)} per 3 s, the server's 10`);
+    // Counting back from when the 429 was handled sees 8 of them (the first two answered before 0.4 s): 20 % low.
+    const old = new ChatLimiter({ chatLimit: { count: 1, windowMs: 1_000 }, groupLimit: { count: 20, windowMs: 3_000 } });
+    for (let i = 0; i < 10; i++) send(old, g, T0 + i * 300);
+    assert.equal(Math.round(old.throttled(g, T0 + 3_400) * 3), 8);
+  });
+
   it('a group server at 10/min while told 20/min: after one 429 the group never exceeds 10 in any minute', () => {
     const l = new ChatLimiter(settings);
     const g = -100123;

@@ -173,7 +173,7 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
   };
 
   /** Carries out the policy's decision for a failed send. */
-  const apply = (state: SenderState, c: Chat, job: Job, a: Action, now: number, answeredAt = now): void => {
+  const apply = (state: SenderState, c: Chat, job: Job, a: Action, now: number, answeredAt = now, sentAt = now): void => {
     switch (a.kind) {
       case 'throttled': {
         state.counts.throttled[a.scope]++;
@@ -187,7 +187,7 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
           gate.pause(a.until);
           deps.onBotFlood(a.until, answeredAt);
         } else {
-          const rate = state.limiter.throttled(c.id, now);
+          const rate = state.limiter.throttled(c.id, now, sentAt);
           log.info({ chatId: c.id, retryAfterMs: a.retryAfterMs, rate }, `${a.scope} rate-limited by Telegram: waiting, rate lowered`);
         }
         return;
@@ -246,7 +246,7 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
     const view = { now, chatNearLimit: state.limiter.nearLimit(c.id, result.sentAt), flood: opts.flood.state };
     const action = decide(result.error, policyJob(c.id, job), policyLimits, view);
     if (action.kind === 'throttled') opts.flood.state = action.flood;
-    apply(state, c, job, action, now, result.answeredAt);
+    apply(state, c, job, action, now, result.answeredAt, result.sentAt);
   };
 
   const maybeFinishDrain = (state: SenderState): void => {
