@@ -29,6 +29,9 @@ export type ClaimerMsg =
   | { type: 'pause'; replyTo: ReplyTo<void> }
   | { type: 'resume' };
 
+/** Rows of the first claim while nothing is buffered (see startClaim). */
+const FIRST_CLAIM = 100;
+
 export interface ClaimerState {
   shards: number[];
   claiming: boolean;
@@ -58,7 +61,9 @@ export function spawnClaimer(parent: Parent, deps: PipelineDeps, shardManager: A
       state.again = true;
       return;
     }
-    const limit = Math.min(settings.claimBatch, settings.maxBuffered - book.total);
+    // Nothing buffered (a start, new shards, a drained backlog): a small claim first, so sending starts after one
+    // short statement; a full batch returned asks for the next claim at once, at the full size.
+    const limit = Math.min(book.total === 0 ? Math.min(settings.claimBatch, FIRST_CLAIM) : settings.claimBatch, settings.maxBuffered - book.total);
     if (limit <= 0) return;
     state.claiming = true;
     state.again = false;

@@ -74,6 +74,7 @@ describe('claimer actor (fake repository)', () => {
   let repo: FakeRepo;
   let received: ShardManagerMsg[];
   let claimer: ReturnType<typeof spawnClaimer>;
+  let book: BufferBook;
 
   beforeEach(() => {
     const { log } = captureLogger();
@@ -88,7 +89,8 @@ describe('claimer actor (fake repository)', () => {
         return s;
       },
     });
-    const deps = { settings, log, metrics: new Metrics(), repo, book: new BufferBook() } as unknown as PipelineDeps;
+    book = new BufferBook();
+    const deps = { settings: { ...settings, claimBatch: 1000 }, log, metrics: new Metrics(), repo, book } as unknown as PipelineDeps;
     claimer = spawnClaimer(system, deps, manager);
   });
   afterEach(() => stopActorSystem(system));
@@ -97,7 +99,7 @@ describe('claimer actor (fake repository)', () => {
     dispatch<ClaimerMsg>(claimer, { type: 'own', shards: [3, 1] });
     await waitFor(() => repo.claims.length === 1, 2000, 5, 'a claim');
     assert.deepEqual(repo.claims[0]!.req.shards, [1, 3]);
-    assert.equal(repo.claims[0]!.req.limit, settings.claimBatch);
+    assert.equal(repo.claims[0]!.req.limit, 100, 'nothing buffered: a short first claim, so sending starts sooner');
     repo.claims[0]!.d.resolve([row(1, 1), row(2, 3)]);
     await waitFor(() => received.length === 1, 2000, 5, 'rows handed over');
     assert.deepEqual(received[0], { type: 'rows', rows: [row(1, 1), row(2, 3)] });
@@ -114,6 +116,16 @@ describe('claimer actor (fake repository)', () => {
     // Two wakes during one claim make one more claim, not two; an empty batch ends the run.
     await query(claimer, (replyTo: ReplyTo<void>): ClaimerMsg => ({ type: 'pause', replyTo }), 1000);
     assert.equal(repo.claims.length, 2);
+  });
+
+  it('with rows buffered, a full first batch is followed at once by a claim of the full size', async () => {
+    dispatch<ClaimerMsg>(claimer, { type: 'own', shards: [0] });
+    await waitFor(() => repo.claims.length === 1, 2000, 5, 'first claim');
+    const rows = Array.from({ length: 100 }, (_, i) => row(i + 1, 0));
+    book.add(0, 5, rows.length); // what the shard manager does with them
+    repo.claims[0]!.d.resolve(rows);
+    await waitFor(() => repo.claims.length === 2, 2000, 5, 'the next claim');
+    assert.equal(repo.claims[1]!.req.limit, 1000);
   });
 
   it('pause answers only once the claim in flight has landed (a handoff must not overtake it)', async () => {
