@@ -6,7 +6,7 @@ import type { Metrics } from '../../src/metrics';
 import { fenceAfterMs as fenceTime, type ClusterView, type KvLease, type LeaseValue } from '../../src/cluster/lease';
 import { acquireShards, deleteMember, heartbeatAndView, releaseAll } from '../../src/cluster/shard-io';
 import { Formation, planShards, wantedShards, type ShardPlan } from '../../src/cluster/shard-plan';
-import { HeldShards, type ShardOwnerStatus, type Takeover } from '../../src/cluster/held-shards';
+import { HeldShards, type ShardLeaseBoard, type ShardOwnerStatus, type Takeover } from '../../src/cluster/held-shards';
 import { ShardKeeper } from '../../src/cluster/shard-keeper';
 import type { OwnResult } from '../pipeline/pipeline';
 
@@ -54,6 +54,8 @@ export interface ShardOwnerDeps {
   shardCount: number;
   leaseTtlMs: number;
   formationMs: number;
+  /** Where the senders read the leases held before each send (absent: tests of the owner alone). */
+  board?: ShardLeaseBoard;
 }
 
 export interface ShardOwnerState {
@@ -174,14 +176,12 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
       };
       // Every TTL/12 (500 ms by default): how soon a silent holder is noticed is part of the takeover time.
       state.timers.push(setInterval(() => dispatch(ctx.self, { type: 'tick' }), Math.max(100, Math.floor(leaseTtlMs / 12))));
+      deps.board?.attach(state.held);
       state.keeper.start();
       setImmediate(() => dispatch(ctx.self, { type: 'tick' }));
       return state;
     },
-    afterStop: (state) => {
-      state.timers.forEach((t) => clearInterval(t));
-      state.keeper.stop();
-    },
+    afterStop: (state) => (state.timers.forEach((t) => clearInterval(t)), state.keeper.stop(), deps.board?.detach(state.held)),
     receive: (state, msg, ctx) => {
       const self = ctx.self;
       switch (msg.type) {

@@ -22,7 +22,8 @@ export type ClaimerMsg =
   | { type: 'claimed'; rows: OutboxRow[]; limit: number; error?: string }
   | { type: 'polled'; due: boolean; error?: string }
   | { type: 'renew' }
-  | { type: 'renewed'; error?: string }
+  /** The renewal that started at `startedAt` (ms) was answered at `answeredAt`; its extension vouches for the rows' leases. */
+  | { type: 'renewed'; startedAt: number; answeredAt: number; error?: string }
   | { type: 'reap' }
   | { type: 'reaped'; rows: number; error?: string }
   /** Stop claiming (shutdown, handoff); answers once no claim is running. */
@@ -47,7 +48,7 @@ export interface ClaimerState {
 }
 
 export function spawnClaimer(parent: Parent, deps: PipelineDeps, shardManager: ActorRef<ShardManagerMsg>): ActorRef<ClaimerMsg> {
-  const { settings, repo, book, log, metrics } = deps;
+  const { settings, repo, book, log, metrics, clock, claimLeases } = deps;
   const mClaimed = metrics.counter('outbox_claimed_total', 'Rows claimed from the outbox');
   const mClaims = metrics.counter('outbox_claims_total', 'Claim transactions', ['result']);
   const mBuffered = metrics.gauge('outbox_buffered_rows', 'Claimed rows held in memory');
@@ -148,14 +149,18 @@ export function spawnClaimer(parent: Parent, deps: PipelineDeps, shardManager: A
         case 'renew':
           if (state.renewing) return state;
           state.renewing = true;
-          repo.renewLeases(settings.claimLeaseMs).then(
-            () => dispatch(ctx.self, { type: 'renewed' }),
-            (e: unknown) => dispatch(ctx.self, { type: 'renewed', error: describeError(e) }),
-          );
+          {
+            const startedAt = clock.now();
+            repo.renewLeases(settings.claimLeaseMs).then(
+              () => dispatch(ctx.self, { type: 'renewed', startedAt, answeredAt: clock.now() }),
+              (e: unknown) => dispatch(ctx.self, { type: 'renewed', startedAt, answeredAt: clock.now(), error: describeError(e) }),
+            );
+          }
           return state;
         case 'renewed':
           state.renewing = false;
           if (msg.error) log.warn({ err: msg.error }, 'lease renewal failed');
+          else claimLeases.extended(msg.startedAt, msg.answeredAt);
           return state;
         case 'reap':
           if (state.reaping) return state;

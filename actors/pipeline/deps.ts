@@ -12,6 +12,7 @@ import type { OutcomeEvent } from '../../src/nats/payloads';
 import type { HandoffStore } from '../../src/cluster/handoff';
 import type { Outcome } from '../../src/outbox/types';
 import type { PolicyLimits } from '../../src/telegram/policy';
+import type { ClaimLeases, ShardLeaseGuard } from '../../src/outbox/send-guard';
 import { DEFAULTS } from '../../src/config/core';
 
 /** Settings of the delivery pipeline, taken from Config. */
@@ -82,4 +83,8 @@ export interface PipelineDeps {
   lowered: Map<number, number>;
   /** Carries chat windows to a shard's next owner (the cluster replaces the no-op one). */
   handoff: HandoffStore;
+  /** Asked before each send: may this process still send for the shard (its lease, as last renewed)? Alone: always. */
+  shardLease: ShardLeaseGuard;
+  /** The claim leases this process can vouch for: the claimer records its extensions, senders ask before each send. */
+  claimLeases: ClaimLeases;
 }

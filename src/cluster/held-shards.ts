@@ -1,4 +1,5 @@
 import type { KvLease } from './lease';
+import type { ShardLeaseGuard } from '../outbox/send-guard';
 
 /** A shard taken from another holder (it died or lost its lease), as the status shows it. */
 export interface Takeover {
@@ -35,6 +36,16 @@ export class HeldShards {
   /** Shards resumeValid un-fenced and the pipeline has not confirmed yet, and since when (for the log). */
   resuming: { shards: number[]; at: number } | undefined;
   private probeTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * Whether this process may send for `shard` at `now`: the lease is held and its last
+   * successful renewal started less than the fence time ago. Unlike `fenced`, which the
+   * watchdog sets on its own timer, this is exact at any instant (a process waking from a
+   * freeze may run its senders' timers before the watchdog's).
+   */
+  maySendFor(shard: number, now: number): boolean {
+    return this.leases.get(shard)?.valid(now) ?? false;
+  }
 
   /** Held and not fenced: what the pipeline should own. */
   sending(): number[] {
@@ -145,5 +156,27 @@ export class HeldShards {
       this.leases.delete(s);
       this.fenced.delete(s);
     }
+  }
+}
+
+/**
+ * The senders' view of the shard owner's leases (ShardLeaseGuard): made by the cluster role
+ * before either actor exists, given to the pipeline, and pointed by the shard owner at the
+ * leases it holds (again after a restart). Before that, and after the owner stopped, no.
+ */
+export class ShardLeaseBoard implements ShardLeaseGuard {
+  private held: HeldShards | undefined;
+
+  attach(held: HeldShards): void {
+    this.held = held;
+  }
+
+  /** Only the leases it was attached to: a stopped owner's successor may have attached its own already. */
+  detach(held: HeldShards): void {
+    if (this.held === held) this.held = undefined;
+  }
+
+  maySendFor(shard: number, now: number): boolean {
+    return this.held?.maySendFor(shard, now) ?? false;
   }
 }

@@ -1,6 +1,7 @@
 import type { Part } from './plan';
 import { asPlainText, splitPart } from './replan';
 import type { OutboxRow } from './types';
+import { ClaimLeases, type LeaseEvidence } from './send-guard';
 
 /** A row being delivered: its plan, how far it got, what happened on the way. */
 export interface Job {
@@ -14,9 +15,12 @@ export interface Job {
   notes: string[];
   claimedAt: number;
   firstSentAt: number | null;
+  /** What this process knows of the row's claim lease (the sender checks it before each send). */
+  lease: LeaseEvidence;
 }
 
-export function newJob(row: OutboxRow, now: number): Job {
+/** `leaseMs`: the claim lease a fresh claim gave the row (a reload says what was left: `row.leaseLeftMs`). */
+export function newJob(row: OutboxRow, now: number, leaseMs = Infinity): Job {
   return {
     row,
     parts: null,
@@ -27,7 +31,13 @@ export function newJob(row: OutboxRow, now: number): Job {
     notes: [],
     claimedAt: now,
     firstSentAt: null,
+    lease: leaseEvidence(row, now, leaseMs),
   };
+}
+
+/** The claim lease a copy of a row shows: from the start of the claim or reload that fetched it. */
+export function leaseEvidence(row: OutboxRow, now: number, leaseMs: number): LeaseEvidence {
+  return { from: row.fetchedAt, ownMs: row.leaseLeftMs ?? leaseMs, seenAt: now };
 }
 
 /** Where a chat stands in its sender: what it waits for, if anything. */
@@ -53,25 +63,50 @@ export function newChatQueue(id: number): ChatQueue {
 
 /**
  * Queues the rows the ledger admits, each in its chat's FIFO (created on first use).
- * Returns how many rows each chat received, so the caller counts them and moves those chats.
+ * Returns how many rows each chat received, so the caller counts them and moves those chats,
+ * and the copies of rows this sender sent already (their `sent` outcome did not land: the
+ * caller writes it again instead of sending). A copy of a row already queued is not queued
+ * twice; it only refreshes what is known of the row's claim lease (claimed again after
+ * the reaper freed it, or re-read).
  */
-export function queueRows(chats: Map<number, ChatQueue>, ledger: RowLedger, rows: readonly OutboxRow[], now: number): Map<ChatQueue, number> {
+export function queueRows(
+  chats: Map<number, ChatQueue>,
+  ledger: RowLedger,
+  rows: readonly OutboxRow[],
+  now: number,
+  leaseMs = Infinity,
+): { touched: Map<ChatQueue, number>; sentAlready: OutboxRow[] } {
   const touched = new Map<ChatQueue, number>();
+  const sentAlready: OutboxRow[] = [];
   for (const row of rows) {
-    if (!ledger.admit(row.id, row.fetchedAt)) continue;
+    const verdict = ledger.admit(row.id, row.fetchedAt);
+    if (verdict === 'queued') {
+      const job = chats.get(row.chatId)?.queue.find((j) => j.row.id === row.id);
+      if (job) job.lease = ClaimLeases.newer(job.lease, leaseEvidence(row, now, leaseMs));
+      continue;
+    }
+    if (verdict === 'sent') sentAlready.push(row);
+    if (verdict !== 'new') continue;
     let c = chats.get(row.chatId);
     if (!c) chats.set(row.chatId, (c = newChatQueue(row.chatId)));
-    insertInOrder(c.queue, newJob(row, now));
+    insertInOrder(c.queue, newJob(row, now, leaseMs));
     touched.set(c, (touched.get(c) ?? 0) + 1);
   }
-  return touched;
+  return { touched, sentAlready };
 }
 
-/** Takes a finished job out of its chat's queue and records it in the ledger's finished set. */
-export function finishJob(c: ChatQueue, ledger: RowLedger, job: Job, now: number): void {
+/** Takes a job out of its chat's queue without an outcome: the row is no longer ours (the database said so). */
+export function forgetJob(c: ChatQueue, ledger: RowLedger, job: Job): void {
   const i = c.queue.indexOf(job);
   if (i >= 0) c.queue.splice(i, 1);
-  ledger.finish(job.row.id, now);
+  ledger.forget(job.row.id);
+}
+
+/** Takes a finished job out of its chat's queue and records it in the ledger's finished set (`sent`: Telegram took it). */
+export function finishJob(c: ChatQueue, ledger: RowLedger, job: Job, now: number, sent = false): void {
+  const i = c.queue.indexOf(job);
+  if (i >= 0) c.queue.splice(i, 1);
+  ledger.finish(job.row.id, now, sent);
 }
 
 /** A job of the chat's queue by row id: usually the head, but an earlier row may have been queued in front. */
@@ -132,33 +167,45 @@ export function insertInOrder(queue: Job[], job: Job): void {
   queue.splice(i, 0, job);
 }
 
+/** What a sender does with a copy of a row: queue it, ignore it (queued already, or stale), or write its `sent` again. */
+export type Admission = 'new' | 'queued' | 'stale' | 'sent';
+
 /**
  * Which rows a sender holds and which it finished recently. After a (re)start the
  * recovery reload and the claimer's hand-over can carry the same row; once it was sent
  * and left its queue, only the finished set tells the second copy apart: a copy fetched
  * before the row finished is stale, one fetched after it is a new claim (an operator's
- * retry-failed).
+ * retry-failed) — unless Telegram took the row from this sender: a sent row never comes
+ * back by right, only because its `sent` outcome did not land before the reaper freed it
+ * (a stall past the claim lease), and it is not sent twice from here.
  */
 export class RowLedger {
   /** Ids of rows queued in this sender. */
   readonly live = new Set<number>();
-  /** Rows finished here recently (id → when, in finishing order). */
+  /** Rows finished here recently (id → when, in finishing order; negative: sent). */
   private readonly finished = new Map<number, number>();
 
-  /** Takes the row in unless it is queued already or this copy was fetched before the row finished here. */
-  admit(id: number, fetchedAt: number): boolean {
-    const at = this.finished.get(id);
-    if (this.live.has(id) || (at !== undefined && fetchedAt <= at)) return false;
+  /** Takes the row in unless it is queued already, or this copy was fetched before the row finished here, or it was sent here. */
+  admit(id: number, fetchedAt: number): Admission {
+    if (this.live.has(id)) return 'queued';
+    const mark = this.finished.get(id);
+    if (mark !== undefined && mark < 0) return fetchedAt <= -mark ? 'stale' : 'sent';
+    if (mark !== undefined && fetchedAt <= mark) return 'stale';
     this.live.add(id);
-    return true;
+    return 'new';
   }
 
-  finish(id: number, now: number): void {
+  /** The row left the queue without an outcome (no longer ours): a later copy is a new claim. */
+  forget(id: number): void {
+    this.live.delete(id);
+  }
+
+  finish(id: number, now: number, sent = false): void {
     this.live.delete(id);
     this.finished.delete(id);
-    this.finished.set(id, now);
-    for (const [old, at] of this.finished) {
-      if (now - at < SEEN_FINISHED_MS) break;
+    this.finished.set(id, sent ? -now : now);
+    for (const [old, mark] of this.finished) {
+      if (now - Math.abs(mark) < SEEN_FINISHED_MS) break;
       this.finished.delete(old);
     }
   }

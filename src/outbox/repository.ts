@@ -209,11 +209,28 @@ export class OutboxRepository {
   async loadClaimed(shards: readonly number[]): Promise<OutboxRow[]> {
     const fetchedAt = Date.now();
     if (shards.length === 0) return [];
+    // The lease left is a duration read on the database's clock: the sender counts it from `fetchedAt`.
     const [rows] = (await this.db.raw(
-      `SELECT ${COLUMNS} FROM telegram_notifications WHERE claimed_by = ? AND status = 'claimed' AND shard IN (${shards.map(() => '?').join(',')}) ORDER BY id`,
+      `SELECT ${COLUMNS}, TIMESTAMPDIFF(MICROSECOND, NOW(3), claim_expires_at) AS lease_left_us
+      FROM telegram_notifications WHERE claimed_by = ? AND status = 'claimed' AND shard IN (${shards.map(() => '?').join(',')}) ORDER BY id`,
       [this.owner, ...shards],
-    )) as [RawRow[]];
-    return rows.map((r) => toRow(r, fetchedAt));
+    )) as [Array<RawRow & { lease_left_us: number | string | null }>];
+    return rows.map((r) => ({ ...toRow(r, fetchedAt), leaseLeftMs: Math.max(0, Number(r.lease_left_us ?? 0) / 1000) }));
+  }
+
+  /**
+   * Of `ids`, the rows this process still holds, with the claim lease left on each (ms, read
+   * on the database's clock). A sender asks before it sends a row whose lease it can no longer
+   * vouch for (a stall past CLAIM_LEASE_MS): a row not listed was freed meanwhile.
+   */
+  async claimLeft(ids: readonly number[]): Promise<Map<number, number>> {
+    if (ids.length === 0) return new Map();
+    const [rows] = (await this.db.raw(
+      `SELECT id, TIMESTAMPDIFF(MICROSECOND, NOW(3), claim_expires_at) AS left_us FROM telegram_notifications
+      WHERE id IN (${ids.map(() => '?').join(',')}) AND claimed_by = ? AND status = 'claimed'`,
+      [...ids, this.owner],
+    )) as [Array<{ id: number; left_us: number | string | null }>];
+    return new Map(rows.map((r) => [r.id, Math.max(0, Number(r.left_us ?? 0) / 1000)]));
   }
 
   /** Extends the lease of every row this process holds. One statement. */
@@ -225,10 +242,15 @@ export class OutboxRepository {
     return res.affectedRows;
   }
 
-  /** Makes rows whose lease expired (their process died) claimable again. */
+  /**
+   * Makes rows whose lease expired (their process died) claimable again. Not this process's
+   * own: it is alive, its next renewal extends them, and freeing them under its own senders
+   * (after a stall past the lease) would only let a row go twice.
+   */
   async reapExpired(): Promise<number> {
     const [res] = (await this.db.raw(
-      "UPDATE telegram_notifications SET status = 'pending', claimed_by = NULL, claim_expires_at = NULL WHERE status = 'claimed' AND claim_expires_at < NOW(3)",
+      "UPDATE telegram_notifications SET status = 'pending', claimed_by = NULL, claim_expires_at = NULL WHERE status = 'claimed' AND claim_expires_at < NOW(3) AND claimed_by <> ?",
+      [this.owner],
     )) as [{ affectedRows: number }];
     return res.affectedRows;
   }

@@ -7,6 +7,11 @@ export function sendMetrics(metrics: Metrics) {
     failed: metrics.counter('telegram_failed_total', 'Notifications that failed for good', ['shard', 'code']),
     retried: metrics.counter('telegram_retries_total', 'Transient failures retried', ['shard']),
     throttled: metrics.counter('telegram_rate_limited_total', '429 answers received, by the scope they were attributed to', ['shard', 'scope']),
+    heldBack: metrics.counter(
+      'sender_held_back_total',
+      "Sends held back right before dispatch: a lease (the shard's, or the row's claim) this process could not vouch for",
+      ['shard', 'lease'],
+    ),
     calls: metrics.counter('telegram_calls_total', 'Telegram API calls', ['method', 'result']),
     latency: metrics.histogram(
       'notification_delivery_seconds',

@@ -21,6 +21,8 @@ export interface OutboxRow {
    * the row finished here is a new one (an operator's retry) and is sent.
    */
   fetchedAt: number;
+  /** A reload's reading of the claim lease left at `fetchedAt` (ms); absent: a fresh claim (CLAIM_LEASE_MS). */
+  leaseLeftMs?: number;
 }
 
 /** Stored in telegram_notifications.progress as JSON. */

@@ -26,6 +26,7 @@ import { leaseHolder, readClusterView } from '../cluster/lease';
 import { BudgetClient, COORDINATOR_KEY, floodAnnouncer } from '../cluster/budget-client';
 import { KvHandoffStore, noHandoff, type HandoffStore } from '../cluster/handoff';
 import { KvLeaseSingleton } from '../cluster/singleton';
+import { ShardLeaseBoard } from '../cluster/held-shards';
 import type { Singleton } from '../cluster/singleton';
 
 export interface ClusterOptions {
@@ -106,8 +107,10 @@ export async function prepareCluster(o: ClusterOptions): Promise<PreparedCluster
   const global = rateToWindow(config.telegramGlobalRate);
   const holder = shared.owner;
   const handoff = await openHandoff(o);
+  // The shard owner points it at its leases; the senders ask it before each send.
+  const board = new ShardLeaseBoard();
   return {
-    ports: { announceFlood: floodAnnouncer({ nc, subjects, instance: config.instanceId, holder, log }), handoff },
+    ports: { announceFlood: floodAnnouncer({ nc, subjects, instance: config.instanceId, holder, log }), handoff, shardLease: board },
     coordinator: {
       subjects,
       nc,
@@ -130,6 +133,7 @@ export async function prepareCluster(o: ClusterOptions): Promise<PreparedCluster
       shardCount: config.shardCount,
       leaseTtlMs: config.shardLeaseTtlMs,
       formationMs: config.shardFormationMs,
+      board,
     }),
     singleton: (name) =>
       new KvLeaseSingleton(kv, name, holder, config.instanceId, config.shardLeaseTtlMs, (e) =>

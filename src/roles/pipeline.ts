@@ -17,6 +17,7 @@ import { ShutdownSequence } from '../lifecycle';
 import { GlobalGate, systemClock } from '../limits/global-gate';
 import { GlobalRate } from '../limits/global-rate';
 import { noHandoff, type HandoffStore } from '../cluster/handoff';
+import { ClaimLeases, singleProcess, type ShardLeaseGuard } from '../outbox/send-guard';
 import { rateToWindow, perMinuteToWindow, windowAt } from '../limits/window';
 import { OutboxRepository } from '../outbox/repository';
 import { RecipientDirectory } from '../outbox/recipients';
@@ -47,6 +48,8 @@ export interface ClusterPorts {
   announceFlood: (untilMs: number, atMs: number) => void;
   /** Where chat windows go at a handoff (the cluster's KV store). */
   handoff: HandoffStore;
+  /** The shard owner's lease state, asked by the senders before each send. */
+  shardLease: ShardLeaseGuard;
 }
 
 export interface PipelineOptions {
@@ -199,6 +202,8 @@ export async function preparePipeline(o: PipelineOptions): Promise<PreparedPipel
   // Failures, unreachable recipients, fallbacks: logged once per kind per 10 s, with counts.
   const outcomes = outcomeLog(log);
   const announceFlood = o.cluster?.announceFlood;
+  // One per process, outliving actor restarts: the claimer's extensions vouch for every sender's rows.
+  const claimLeases = new ClaimLeases(settings.claimLeaseMs);
   const deps = (planner?: Planner): PipelineDeps => ({
     settings,
     log,
@@ -228,6 +233,8 @@ export async function preparePipeline(o: PipelineOptions): Promise<PreparedPipel
       announceFlood?.(until, at ?? Date.now());
     },
     handoff: o.cluster?.handoff ?? noHandoff,
+    shardLease: o.cluster?.shardLease ?? singleProcess,
+    claimLeases,
     lowered,
   });
 

@@ -1,3 +1,4 @@
+import { ClaimLeases, singleProcess } from '../../src/outbox/send-guard';
 import type { PipelineDeps, PipelineSettings } from '../../actors/pipeline/deps';
 import type { OutcomeWriterMsg } from '../../actors/pipeline/outcome-writer';
 import { GlobalGate } from '../../src/limits/global-gate';
@@ -148,7 +149,7 @@ export function row(id: number, chatId: number, extra: Partial<OutboxRow> = {}):
     createdAt: 0,
     progress: null,
     plainText: false,
-    fetchedAt: 0,
+    fetchedAt: Date.now(),
     ...extra,
   };
 }
@@ -199,6 +200,8 @@ export function fakePipelineDeps(log: Logger, settings: Partial<PipelineSettings
     onBotFlood: (until) => void f.floods.push(until),
     lowered: new Map(),
     handoff: { save: () => Promise.resolve(new Set()), load: () => Promise.resolve(new Map()) },
+    shardLease: singleProcess,
+    claimLeases: new ClaimLeases(settings.claimLeaseMs ?? baseSettings.claimLeaseMs),
   };
   return f;
 }

@@ -1,3 +1,4 @@
+import { singleProcess } from '../../src/outbox/send-guard';
 import { strict as assert } from 'node:assert';
 import { connect, type NatsConnection } from 'nats';
 import { loadConfig } from '../../src/config/core';
@@ -38,7 +39,11 @@ describe('pipeline role: the cluster ports are passed at construction', () => {
     const floods: Array<[number, number]> = [];
     const handoff: HandoffStore = { save: () => Promise.resolve(new Set()), load: () => Promise.resolve(new Map()) };
     const shared = pipelineShared(base.config);
-    const prepared = await preparePipeline({ ...base, shared, cluster: { announceFlood: (until, at) => void floods.push([until, at]), handoff } });
+    const prepared = await preparePipeline({
+      ...base,
+      shared,
+      cluster: { announceFlood: (until, at) => void floods.push([until, at]), handoff, shardLease: singleProcess },
+    });
     const deps = prepared.deps();
     assert.equal(deps.handoff, handoff);
     assert.equal(deps.gate, shared.gate, 'the gate the cluster budget steers');

@@ -5,7 +5,9 @@ import type { ChatLimiter } from '../../../src/limits/chat-limits';
 import {
   anyAwaitingAnswer,
   fallBackToPlain,
+  jobOf,
   finishJob as dequeue,
+  forgetJob,
   queueRows,
   queueTotals,
   splitCurrent,
@@ -42,7 +44,13 @@ export interface SenderState {
   /** Rows that arrived while recovering; merged after. */
   early: OutboxRow[];
   lastTick: number;
+  /** Rows whose claim lease this process cannot vouch for: asked of the database (one query in flight). */
+  unsure: Map<number, number>;
+  verifying: boolean;
 }
+
+/** How often a chat held back by a lease it cannot vouch for looks again (a renewal resumes it; a fence drains it). */
+export const GUARD_RECHECK_MS = 100;
 
 export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
   const { settings, gate, recipients, telegram, planner, book, clock, log, metrics } = deps;
@@ -55,13 +63,90 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
       log.error({ id: outcome.id }, 'outcome writer is stopped: outcome kept in the database lease only');
   };
   const addRows = (state: SenderState, rows: OutboxRow[], self: ActorRef<SenderMsg>): void => {
-    const touched = queueRows(state.chats, state.rows, rows, clock.now());
+    const now = clock.now();
+    const { touched, sentAlready } = queueRows(state.chats, state.rows, rows, now, deps.claimLeases.leaseMs);
     for (const [c, n] of touched) book.add(opts.shard, c.id, n);
     for (const c of touched.keys()) schedule(state, c, self);
+    // Sent from here before, its `sent` lost to the reaper (a stall past the lease): write it again, do not send it again.
+    for (const row of sentAlready) {
+      log.warn(
+        { id: row.id, chatId: row.chatId, shard: opts.shard },
+        'row claimed again after this process sent it: its outcome is written again, not sent twice',
+      );
+      emit({ id: row.id, kind: 'sent', at: now, attempts: row.attempts + 1, retryCount: row.retryCount });
+    }
   };
 
-  const finishJob = (state: SenderState, c: Chat, job: Job): void => {
-    dequeue(c, state.rows, job, clock.now());
+  /**
+   * Whether the chat's head job may go out now, asked right before bidding and again right
+   * before the dispatch: the shard's lease (the cluster's, as last renewed) and the row's
+   * claim lease must both still hold by this process's own knowledge. A frozen process's
+   * timers fire before its lease watchdog: this is what keeps it from sending on waking.
+   * When not, the chat waits and looks again (a row's lease is asked of the database).
+   */
+  const vouched = (state: SenderState, c: Chat, job: Job, now: number, self: ActorRef<SenderMsg>): boolean => {
+    const shardOk = deps.shardLease.maySendFor(opts.shard, now);
+    const claimOk = shardOk && deps.claimLeases.vouches(job.lease, now);
+    if (shardOk && claimOk) return true;
+    if (shardOk) {
+      state.unsure.set(job.row.id, c.id);
+      verify(state, self);
+    }
+    m.heldBack.inc({ ...shardLabel, lease: shardOk ? 'claim' : 'shard' });
+    c.phase = 'waiting';
+    const gen = state.gen;
+    c.timer = setTimeout(() => dispatch(self, { type: 'chatReady', chatId: c.id, gen }), GUARD_RECHECK_MS);
+    return false;
+  };
+
+  /** Asks the database which unsure rows are still ours, and for how long (the answer comes back as 'verified'). */
+  const verify = (state: SenderState, self: ActorRef<SenderMsg>): void => {
+    if (state.verifying || state.unsure.size === 0) return;
+    state.verifying = true;
+    const ids = [...state.unsure.keys()];
+    const gen = state.gen;
+    const startedAt = clock.now();
+    deps.repo.claimLeft(ids).then(
+      (left) => dispatch(self, { type: 'verified', ids, left, startedAt, answeredAt: clock.now(), gen }),
+      (e: unknown) => {
+        log.warn({ shard: opts.shard, err: describeError(e) }, 'could not check the claim leases of held rows; asking again');
+        setTimeout(() => dispatch(self, { type: 'verified', ids: [], left: new Map(), startedAt, answeredAt: clock.now(), gen }), 1_000);
+      },
+    );
+  };
+
+  /**
+   * The database's answer for unsure rows: a row still ours gets the lease left; a row no
+   * longer ours (freed by the reaper, maybe claimed again by someone) leaves the queue
+   * without an outcome, unless a newer copy arrived since the question was asked.
+   */
+  const onVerified = (state: SenderState, ids: number[], left: Map<number, number>, startedAt: number, answeredAt: number, self: ActorRef<SenderMsg>): void => {
+    state.verifying = false;
+    for (const id of ids) {
+      const chatId = state.unsure.get(id);
+      state.unsure.delete(id);
+      const c = chatId === undefined ? undefined : state.chats.get(chatId);
+      const job = c ? jobOf(c, id) : undefined;
+      if (!c || !job) continue;
+      const ms = left.get(id);
+      if (ms !== undefined) job.lease = { from: startedAt, ownMs: ms, seenAt: answeredAt };
+      else if (job.lease.seenAt < startedAt && !(c.phase === 'sending' && c.queue[0] === job)) {
+        log.warn({ id, chatId: c.id, shard: opts.shard }, 'a held row is no longer claimed by this process (its lease ran out): not sent from here');
+        forgetJob(c, state.rows, job);
+        book.add(opts.shard, c.id, -1);
+        if (c.phase === 'waiting' || c.phase === 'idle') {
+          stopChat(c);
+          c.phase = 'idle';
+          schedule(state, c, self);
+        }
+      }
+    }
+    verify(state, self);
+    maybeFinishDrain(state);
+  };
+
+  const finishJob = (state: SenderState, c: Chat, job: Job, sent = false): void => {
+    dequeue(c, state.rows, job, clock.now(), sent);
     book.add(opts.shard, c.id, -1);
   };
 
@@ -81,7 +166,7 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
     m.age.observe(Math.max(0, now - job.row.createdAt) / 1000);
     const { outcome, event } = sentOutcome(job, now);
     emit(outcome, event);
-    finishJob(state, c, job);
+    finishJob(state, c, job, true);
   };
 
   /** Moves a chat forward: fail what cannot be sent, plan, wait for its window, bid. */
@@ -125,6 +210,7 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
         c.timer = setTimeout(() => dispatch(self, { type: 'chatReady', chatId: c.id, gen }), timerDelay(step.at, now));
         return;
       }
+      if (!vouched(state, c, job, now, self)) return;
       c.pauseKind = 'none';
       c.phase = 'bidding';
       c.bidRowId = job.row.id;
@@ -143,6 +229,11 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
 
   const startSend = (state: SenderState, c: Chat, globalRes: Reservation, self: ActorRef<SenderMsg>): void => {
     const job = c.queue[0]!;
+    // Asked again right before the dispatch: the grant may have come long after the bid (or after a freeze).
+    if (!vouched(state, c, job, clock.now(), self)) {
+      gate.cancel(globalRes);
+      return;
+    }
     const part = job.parts![job.done]!;
     const window = state.limiter.window(c.id);
     const chatRes = window.reserve(chatCost(part, window.current.count));
@@ -291,5 +382,5 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
     };
   };
 
-  return { addRows, schedule, startSend, onSendDone, maybeFinishDrain, failJob, status, emit };
+  return { addRows, schedule, startSend, onSendDone, onVerified, maybeFinishDrain, failJob, status, emit };
 }

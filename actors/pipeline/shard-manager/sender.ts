@@ -30,6 +30,8 @@ export type SenderMsg =
   | { type: 'planned'; chatId: number; rowId: number; parts: Part[] | null; error?: string; gen: number }
   | { type: 'granted'; chatId: number; reservation: Reservation; gen: number }
   | { type: 'sendDone'; chatId: number; rowId: number; result: SendResult; gen: number }
+  /** The database's answer for rows whose claim lease this process could not vouch for: id → lease left (ms), only the rows still ours. */
+  | { type: 'verified'; ids: number[]; left: Map<number, number>; startedAt: number; answeredAt: number; gen: number }
   /** Stop sending, let in-flight sends finish, give back every row not sent; hand over the chats' windows. */
   | { type: 'drain'; replyTo: ReplyTo<DrainResult> }
   | { type: 'status'; replyTo: ReplyTo<SenderStatus> };
@@ -75,7 +77,7 @@ let generations = 0;
 export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOptions): ActorRef<SenderMsg> {
   const { settings, gate, book, clock, log } = deps;
   let starts = 0;
-  const { addRows, schedule, startSend, onSendDone, maybeFinishDrain, failJob, status, emit } = senderWork(deps, opts);
+  const { addRows, schedule, startSend, onSendDone, onVerified, maybeFinishDrain, failJob, status, emit } = senderWork(deps, opts);
   return spawn<SenderState, SenderMsg>(parent, {
     name: `sender-${opts.shard}`,
     supervision: Supervision.restartWithBackoff({ minBackoffMs: 100, maxBackoffMs: 10_000 }),
@@ -98,6 +100,8 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
         recovering: true,
         early: [],
         lastTick: clock.now(),
+        unsure: new Map(),
+        verifying: false,
       };
     },
     afterStop: (state) => {
@@ -200,6 +204,10 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
           maybeFinishDrain(state);
           return state;
         }
+        case 'verified':
+          if (msg.gen !== state.gen) return state;
+          onVerified(state, msg.ids, msg.left, msg.startedAt, msg.answeredAt, ctx.self);
+          return state;
         case 'drain':
           if (state.draining?.done) {
             reply(msg.replyTo, { released: 0, windows: state.limiter.handoff(now) });

@@ -27,7 +27,7 @@ describe('outbox/chat-queues', () => {
   it('queues admitted rows per chat in row-id order and counts what each chat received', () => {
     const chats = new Map<number, ChatQueue>();
     const ledger = new RowLedger();
-    const touched = queueRows(chats, ledger, [row(3, 10), row(1, 10), row(4, 20), row(2, 10)], now);
+    const { touched } = queueRows(chats, ledger, [row(3, 10), row(1, 10), row(4, 20), row(2, 10)], now);
     assert.deepEqual(ids(chats.get(10)), [1, 2, 3]);
     assert.deepEqual(ids(chats.get(20)), [4]);
     assert.deepEqual(
@@ -44,24 +44,24 @@ describe('outbox/chat-queues', () => {
     const chats = new Map<number, ChatQueue>();
     const ledger = new RowLedger();
     queueRows(chats, ledger, [row(1, 10, { fetchedAt: now })], now);
-    assert.equal(queueRows(chats, ledger, [row(1, 10, { fetchedAt: now })], now).size, 0, 'queued already');
+    assert.equal(queueRows(chats, ledger, [row(1, 10, { fetchedAt: now })], now).touched.size, 0, 'queued already');
     const c = chats.get(10)!;
     now += 5;
     finishJob(c, ledger, c.queue[0]!, now);
     assert.deepEqual(ids(c), []);
-    assert.equal(queueRows(chats, ledger, [row(1, 10, { fetchedAt: now - 1 })], now).size, 0, 'fetched before it finished');
-    assert.equal(queueRows(chats, ledger, [row(1, 10, { fetchedAt: now + 1 })], now + 1).size, 1, 'fetched after it finished');
+    assert.equal(queueRows(chats, ledger, [row(1, 10, { fetchedAt: now - 1 })], now).touched.size, 0, 'fetched before it finished');
+    assert.equal(queueRows(chats, ledger, [row(1, 10, { fetchedAt: now + 1 })], now + 1).touched.size, 1, 'fetched after it finished');
   });
 
   it('forgets finished rows SEEN_FINISHED_MS after they finished', () => {
     const ledger = new RowLedger();
-    assert.ok(ledger.admit(1, now));
+    assert.equal(ledger.admit(1, now), 'new');
     ledger.finish(1, now);
-    assert.equal(ledger.admit(1, now - 1), false);
+    assert.equal(ledger.admit(1, now - 1), 'stale');
     now += SEEN_FINISHED_MS;
-    assert.ok(ledger.admit(2, now));
+    assert.equal(ledger.admit(2, now), 'new');
     ledger.finish(2, now); // finishing prunes what is older than SEEN_FINISHED_MS
-    assert.ok(ledger.admit(1, 0), 'a copy of row 1 however old is new again once forgotten');
+    assert.equal(ledger.admit(1, 0), 'new', 'a copy of row 1 however old is new again once forgotten');
   });
 
   it('jobOf finds a job behind the head; newJob resumes from recorded progress', () => {

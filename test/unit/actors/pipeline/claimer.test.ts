@@ -1,3 +1,5 @@
+import { ClaimLeases } from '../../../../src/outbox/send-guard';
+import { TestClock } from '../../../helpers/pipeline-fakes';
 import { strict as assert } from 'node:assert';
 import { spawnClaimer, type ClaimerMsg } from '../../../../actors/pipeline/claimer';
 import type { PipelineDeps, PipelineSettings } from '../../../../actors/pipeline/deps';
@@ -75,6 +77,8 @@ describe('claimer actor (fake repository)', () => {
   let received: ShardManagerMsg[];
   let claimer: ReturnType<typeof spawnClaimer>;
   let book: BufferBook;
+  let clock: TestClock;
+  let leases: ClaimLeases;
 
   beforeEach(() => {
     const { log } = captureLogger();
@@ -90,7 +94,17 @@ describe('claimer actor (fake repository)', () => {
       },
     });
     book = new BufferBook();
-    const deps = { settings: { ...settings, claimBatch: 1000 }, log, metrics: new Metrics(), repo, book } as unknown as PipelineDeps;
+    clock = new TestClock();
+    leases = new ClaimLeases(settings.claimLeaseMs);
+    const deps = {
+      settings: { ...settings, claimBatch: 1000 },
+      log,
+      metrics: new Metrics(),
+      repo,
+      book,
+      clock,
+      claimLeases: leases,
+    } as unknown as PipelineDeps;
     claimer = spawnClaimer(system, deps, manager);
   });
   afterEach(() => stopActorSystem(system));
@@ -146,6 +160,26 @@ describe('claimer actor (fake repository)', () => {
       received.map((m) => (m.type === 'rows' ? m.rows.map((r) => r.id) : [])),
       [[7]],
     );
+  });
+
+  it('a successful lease renewal vouches for the rows from the instant it started; a failed one does not', async () => {
+    const t0 = clock.now();
+    // A row claimed at t0, seen at once; its own lease has run out by the time it is checked.
+    const e = leases.evidence(t0, t0);
+    const late = t0 + settings.claimLeaseMs - leases.marginMs + 5; // past its own lease, inside a renewal made 10 ms later
+    dispatch<ClaimerMsg>(claimer, { type: 'renew' });
+    await waitFor(() => repo.renewals.length === 1, 2000, 5, 'first renewal');
+    repo.renewals[0]!.reject(new Error('db down'));
+    await new Promise((r) => setTimeout(r, 20));
+    // The mailbox has handled the failure by the time it answers a later message.
+    await query(claimer, (replyTo: ReplyTo<void>): ClaimerMsg => ({ type: 'pause', replyTo }), 1000);
+    assert.equal(leases.vouches(e, late), false, 'a failed renewal vouches for nothing');
+    clock.advance(10);
+    dispatch<ClaimerMsg>(claimer, { type: 'renew' });
+    await waitFor(() => repo.renewals.length === 2, 2000, 5, 'second renewal');
+    repo.renewals[1]!.resolve(3);
+    await waitFor(() => leases.vouches(e, late), 2000, 5, 'the renewal vouches past the claim lease');
+    assert.equal(leases.vouches(e, clock.now() + settings.claimLeaseMs - leases.marginMs), false, 'until its start + the lease − the margin');
   });
 
   it('a slow lease renewal or poll never holds the mailbox (I/O runs outside it)', async () => {

@@ -4,7 +4,7 @@ import type { PipelineSettings } from '../../../../../actors/pipeline/deps';
 import { FloodDetector } from '../../../../../src/limits/flood';
 import type { OutboxRow, Outcome } from '../../../../../src/outbox/types';
 import { dispatch, query, startActorSystem, stopActorSystem, type ActorRef, type ActorSystem } from '../../../../../src/runtime/actor';
-import { TelegramPermanent, TelegramRateLimited, TelegramTransient } from '../../../../../src/telegram/errors';
+import { TelegramBadRequest, TelegramPermanent, TelegramRateLimited, TelegramTransient } from '../../../../../src/telegram/errors';
 import { captureLogger, waitFor } from '../../../../helpers/services';
 import { fakePipelineDeps, recordingOutcomes, row, type FakePipeline } from '../../../../helpers/pipeline-fakes';
 
@@ -231,25 +231,114 @@ describe('sender actor (fake Telegram, recipients and outcome writer)', () => {
     assert.equal(fp.book.total, 0);
   });
 
-  it('a stale copy of a finished row is ignored; a copy fetched after it finished is sent again', async () => {
+  it('a stale copy of a finished row is ignored; a copy fetched after it failed is sent again; one of a row sent here is not', async () => {
     start();
-    send(row(1, 10, { fetchedAt: fp.clock.now() }));
-    await calls(1);
+    send(row(1, 10, { fetchedAt: fp.clock.now() }), row(2, 20, { fetchedAt: fp.clock.now() }));
+    await calls(2);
     const fetched = fp.telegram.calls[0]!.at;
-    fp.telegram.ok(0);
+    fp.telegram.ok(fp.telegram.calls.indexOf(fp.telegram.of(10)[0]!));
+    fp.telegram.fail(fp.telegram.calls.indexOf(fp.telegram.of(20)[0]!), new TelegramBadRequest('sendMessage', 400, 'Bad Request: something'));
     await waitOutcome(1, 'sent');
+    await waitOutcome(2, 'failed');
     // A copy from a claim or reload that started before the row finished (a recovery overlap).
     send(row(1, 10, { fetchedAt: fetched }));
     const s = await status();
     assert.equal(s.queued, 0, 'the stale copy was not queued');
-    assert.equal(fp.telegram.calls.length, 1);
-    // An operator's retry: a claim that started after the row finished here.
+    assert.equal(fp.telegram.calls.length, 2);
+    // An operator's retry of the failed row: a claim that started after the row finished here.
     fp.clock.advance(5);
+    send(row(2, 20, { fetchedAt: fp.clock.now() }));
+    await calls(3, 'the newer copy of the failed row sent');
+    assert.equal(fp.telegram.calls[2]!.text, 'r2');
+    // The sent row claimed again (the reaper freed it before its outcome landed): written as sent again, not sent.
     send(row(1, 10, { fetchedAt: fp.clock.now() }));
-    await calls(2, 'the newer copy sent');
-    assert.equal(fp.telegram.calls[1]!.text, 'r1');
-    fp.telegram.ok(1);
-    await waitFor(() => outcomes.filter((o) => o.id === 1 && o.kind === 'sent').length === 2, 1500, 1, 'second sent outcome');
+    await waitFor(() => outcomes.filter((o) => o.id === 1 && o.kind === 'sent').length === 2, 1500, 1, 'second sent outcome of row 1');
+    assert.equal(fp.telegram.of(10).length, 1, 'row 1 went out once');
+    assert.equal((await status()).queued, 1, 'only row 2 is queued');
+  });
+
+  it('sends nothing while the shard lease is not vouched for (a process waking from a freeze); resumes when it is', async () => {
+    let may = false;
+    start({}, [], (f) => {
+      f.deps.shardLease = { maySendFor: (shard) => shard === 0 && may };
+    });
+    send(row(1, 10));
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(fp.telegram.calls.length, 0, 'held back');
+    assert.equal((await status()).queued, 1, 'and kept');
+    may = true; // a renewal came
+    await calls(1, 'the send after the renewal');
+    fp.telegram.ok(0);
+    await waitOutcome(1, 'sent');
+  });
+
+  it('asks again right before the dispatch: a lease lost between the bid and the grant holds the send back', async () => {
+    let may = true;
+    start({}, [], (f) => {
+      f.deps.shardLease = { maySendFor: () => may };
+      // The grant comes only after the lease was lost.
+      const request = f.gate.request.bind(f.gate);
+      f.gate.request = (bid) =>
+        request({
+          ...bid,
+          grant: (r) => {
+            may = false;
+            bid.grant(r);
+          },
+        });
+    });
+    send(row(1, 10));
+    await waitFor(() => fp.telegram.calls.length > 0 || !may, 1500, 1, 'the grant');
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(fp.telegram.calls.length, 0, 'not dispatched');
+    assert.equal(fp.gate.occupied(), 0, 'the global slot was given back');
+  });
+
+  it('a row whose claim lease it cannot vouch for is checked in the database: gone → dropped unsent; still ours → sent', async () => {
+    const asked: number[][] = [];
+    const t = Date.now();
+    start({ claimLeaseMs: 1_000 }, [], (f) => {
+      (f.deps.repo as unknown as { claimLeft: (ids: number[]) => Promise<Map<number, number>> }).claimLeft = (ids) => {
+        asked.push(ids);
+        // Row 1 was freed by the reaper (a stall past the lease); row 2 is still ours, 30 s left.
+        return Promise.resolve(new Map(ids.filter((id) => id === 2).map((id) => [id, 30_000])));
+      };
+    });
+    // Claimed 2 s ago with a 1 s lease, and no renewal since: neither can be vouched for.
+    send(row(1, 10, { fetchedAt: t - 2_000 }), row(2, 20, { fetchedAt: t - 2_000 }));
+    await calls(1, 'row 2 sent after the database vouched for it');
+    assert.deepEqual(texts(), ['r2']);
+    assert.deepEqual([...new Set(asked.flat())].sort(), [1, 2], 'both asked of the database');
+    await waitFor(async () => (await status()).queued === 1, 1500, 5, 'row 1 dropped');
+    fp.telegram.ok(0);
+    await waitOutcome(2, 'sent');
+    assert.equal(outcome(1, 'sent') ?? outcome(1, 'release') ?? outcome(1, 'failed'), undefined, 'no outcome for a row no longer ours');
+    assert.equal(fp.book.total, 0);
+    // Claimed again by this process (the reaper freed it): a new copy is queued once and sent once.
+    send(row(1, 10, { fetchedAt: Date.now() }), row(1, 10, { fetchedAt: Date.now() }));
+    await calls(2, 'row 1 sent from its new claim');
+    assert.deepEqual(texts(10), ['r1']);
+  });
+
+  it('a copy of a queued row claimed again refreshes its lease instead of queueing it twice', async () => {
+    const t = Date.now();
+    let asked = 0;
+    start({ claimLeaseMs: 1_000 }, [], (f) => {
+      (f.deps.repo as unknown as { claimLeft: () => Promise<Map<number, number>> }).claimLeft = () => {
+        asked++;
+        return new Promise(() => undefined); // the database does not answer
+      };
+    });
+    send(row(1, 10, { fetchedAt: t - 2_000 }));
+    await waitFor(() => asked === 1, 1500, 1, 'the database asked');
+    assert.equal(fp.telegram.calls.length, 0);
+    send(row(1, 10, { fetchedAt: Date.now() }));
+    await calls(1, 'sent on the new claim');
+    assert.equal((await status()).queued, 1, 'one job for row 1');
+    fp.telegram.ok(0);
+    await waitOutcome(1, 'sent');
+    assert.equal((await status()).queued, 0);
+    assert.equal(fp.telegram.calls.length, 1);
   });
 
   it('recovers the rows it held: flushes outcomes first, sends the reload, and a duplicate copy from a claim is sent once', async () => {
