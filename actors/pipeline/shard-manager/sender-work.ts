@@ -5,11 +5,8 @@ import type { ChatLimiter } from '../../../src/limits/chat-limits';
 import {
   anyAwaitingAnswer,
   fallBackToPlain,
-  jobOf,
   finishJob as dequeue,
-  forgetJob,
   queueRows,
-  queueTotals,
   splitCurrent,
   stopChat,
   type ChatQueue as Chat,
@@ -24,6 +21,8 @@ import type { OutcomeEvent } from '../../../src/nats/payloads';
 import { chatRatePerMs, policyLimitsOf, type PipelineDeps } from '../deps';
 import { decide, type Action, type ThrottleScope } from '../../../src/telegram/policy';
 import type { DrainResult, SenderMsg, SenderOptions, SendResult, SenderStatus } from './sender';
+import { senderLeases } from './sender-leases';
+import { senderStatus } from './sender-status';
 
 /**
  * The sender's work on its chats, outside its mailbox code: moving a chat forward (plan,
@@ -49,14 +48,13 @@ export interface SenderState {
   verifying: boolean;
 }
 
-/** How often a chat held back by a lease it cannot vouch for looks again (a renewal resumes it; a fence drains it). */
-export const GUARD_RECHECK_MS = 100;
-
 export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
   const { settings, gate, recipients, telegram, planner, book, clock, log, metrics } = deps;
   const shardLabel = { shard: String(opts.shard) };
   const m = sendMetrics(metrics);
   const policyLimits = policyLimitsOf(settings);
+  // The lease checks before each send; they move chats through `schedule` and finish drains (hoisted below).
+  const { vouched, onVerified } = senderLeases(deps, opts, m, { schedule: (...a) => schedule(...a), maybeFinishDrain: (s) => maybeFinishDrain(s) });
 
   const emit = (outcome: Outcome, event?: OutcomeEvent): void => {
     if (!dispatch(opts.outcomes, { type: 'outcome', outcome, event }))
@@ -75,74 +73,6 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
       );
       emit({ id: row.id, kind: 'sent', at: now, attempts: row.attempts + 1, retryCount: row.retryCount });
     }
-  };
-
-  /**
-   * Whether the chat's head job may go out now, asked right before bidding and again right
-   * before the dispatch: the shard's lease (the cluster's, as last renewed) and the row's
-   * claim lease must both still hold by this process's own knowledge. A frozen process's
-   * timers fire before its lease watchdog: this is what keeps it from sending on waking.
-   * When not, the chat waits and looks again (a row's lease is asked of the database).
-   */
-  const vouched = (state: SenderState, c: Chat, job: Job, now: number, self: ActorRef<SenderMsg>): boolean => {
-    const shardOk = deps.shardLease.maySendFor(opts.shard, now);
-    const claimOk = shardOk && deps.claimLeases.vouches(job.lease, now);
-    if (shardOk && claimOk) return true;
-    if (shardOk) {
-      state.unsure.set(job.row.id, c.id);
-      verify(state, self);
-    }
-    m.heldBack.inc({ ...shardLabel, lease: shardOk ? 'claim' : 'shard' });
-    c.phase = 'waiting';
-    const gen = state.gen;
-    c.timer = setTimeout(() => dispatch(self, { type: 'chatReady', chatId: c.id, gen }), GUARD_RECHECK_MS);
-    return false;
-  };
-
-  /** Asks the database which unsure rows are still ours, and for how long (the answer comes back as 'verified'). */
-  const verify = (state: SenderState, self: ActorRef<SenderMsg>): void => {
-    if (state.verifying || state.unsure.size === 0) return;
-    state.verifying = true;
-    const ids = [...state.unsure.keys()];
-    const gen = state.gen;
-    const startedAt = clock.now();
-    deps.repo.claimLeft(ids).then(
-      (left) => dispatch(self, { type: 'verified', ids, left, startedAt, answeredAt: clock.now(), gen }),
-      (e: unknown) => {
-        log.warn({ shard: opts.shard, err: describeError(e) }, 'could not check the claim leases of held rows; asking again');
-        setTimeout(() => dispatch(self, { type: 'verified', ids: [], left: new Map(), startedAt, answeredAt: clock.now(), gen }), 1_000);
-      },
-    );
-  };
-
-  /**
-   * The database's answer for unsure rows: a row still ours gets the lease left; a row no
-   * longer ours (freed by the reaper, maybe claimed again by someone) leaves the queue
-   * without an outcome, unless a newer copy arrived since the question was asked.
-   */
-  const onVerified = (state: SenderState, ids: number[], left: Map<number, number>, startedAt: number, answeredAt: number, self: ActorRef<SenderMsg>): void => {
-    state.verifying = false;
-    for (const id of ids) {
-      const chatId = state.unsure.get(id);
-      state.unsure.delete(id);
-      const c = chatId === undefined ? undefined : state.chats.get(chatId);
-      const job = c ? jobOf(c, id) : undefined;
-      if (!c || !job) continue;
-      const ms = left.get(id);
-      if (ms !== undefined) job.lease = { from: startedAt, ownMs: ms, seenAt: answeredAt };
-      else if (job.lease.seenAt < startedAt && !(c.phase === 'sending' && c.queue[0] === job)) {
-        log.warn({ id, chatId: c.id, shard: opts.shard }, 'a held row is no longer claimed by this process (its lease ran out): not sent from here');
-        forgetJob(c, state.rows, job);
-        book.add(opts.shard, c.id, -1);
-        if (c.phase === 'waiting' || c.phase === 'idle') {
-          stopChat(c);
-          c.phase = 'idle';
-          schedule(state, c, self);
-        }
-      }
-    }
-    verify(state, self);
-    maybeFinishDrain(state);
   };
 
   const finishJob = (state: SenderState, c: Chat, job: Job, sent = false): void => {
@@ -357,30 +287,7 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
     reply(state.draining.replyTo, { released, windows: state.limiter.handoff(clock.now()) });
   };
 
-  const status = (state: SenderState): SenderStatus => {
-    const now = clock.now();
-    const { queued, waitingRetry, rateLimited } = queueTotals(state.chats.values(), now);
-    const t = state.counts.throttled;
-    const lowered = state.limiter
-      .lowered()
-      .sort((a, b) => a.rate / a.ceiling - b.rate / b.ceiling)
-      .slice(0, 20);
-    return {
-      shard: opts.shard,
-      chats: state.chats.size,
-      queued,
-      inFlight: state.inFlight,
-      rateLimited,
-      lowered,
-      waitingRetry,
-      sent: state.counts.sent,
-      failed: state.counts.failed,
-      retried: state.counts.retried,
-      throttled: t.chat + t.group + t.global,
-      throttledByScope: { ...t },
-      draining: state.draining !== null,
-    };
-  };
+  const status = (state: SenderState): SenderStatus => senderStatus(state, clock.now());
 
   return { addRows, schedule, startSend, onSendDone, onVerified, maybeFinishDrain, failJob, status, emit };
 }
