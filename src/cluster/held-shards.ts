@@ -47,6 +47,11 @@ export class HeldShards {
     return this.leases.get(shard)?.valid(now) ?? false;
   }
 
+  /** shard → when its last successful renewal was answered (ms epoch), for the log of a resumption. */
+  confirmedAt(shards: readonly number[]): Record<number, number | undefined> {
+    return Object.fromEntries(shards.map((s) => [s, this.leases.get(s)?.confirmedAt]));
+  }
+
   /** Held and not fenced: what the pipeline should own. */
   sending(): number[] {
     return [...this.leases.keys()].filter((s) => !this.fenced.has(s)).sort(ascending);

@@ -37,6 +37,8 @@ export type Acquired = 'created' | 'retaken' | 'taken-over';
 export class KvLease {
   private revision = 0;
   private renewedAt = 0;
+  /** When the answer to the last successful write arrived (ms epoch): from then on `valid()` counts from `renewedAt`. */
+  confirmedAt = 0;
   private renewing: Promise<boolean> | undefined;
   /** How the lease was last acquired. */
   acquiredBy: Acquired | undefined;
@@ -77,6 +79,7 @@ export class KvLease {
     try {
       this.revision = await this.kv.create(this.key, encodeValue(this.value));
       this.renewedAt = started;
+      this.confirmedAt = Date.now();
       clock.wrote(this.key, started);
       this.acquiredBy = 'created';
       this.takenFrom = undefined;
@@ -104,6 +107,7 @@ export class KvLease {
       throw e;
     }
     this.renewedAt = again;
+    this.confirmedAt = Date.now();
     clock.wrote(this.key, again);
     this.acquiredBy = ours ? 'retaken' : 'taken-over';
     this.takenFrom = ours ? undefined : current?.holder;
@@ -129,6 +133,7 @@ export class KvLease {
     try {
       this.revision = await this.kv.update(this.key, encodeValue(this.value), this.revision);
       this.renewedAt = started;
+      this.confirmedAt = Date.now();
       leaseClock(this.kv).wrote(this.key, started);
       return true;
     } catch (e) {

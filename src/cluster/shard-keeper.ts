@@ -65,6 +65,8 @@ export class ShardKeeper {
       log.warn({ shards: lost }, 'another process holds these shards now: stopped sending for them');
       await this.o.released(lost, 'lost', wasSending);
     }
+    // The senders may send for a resumed shard from when its renewal was answered (`confirmedAt`; tests check it).
+    if (resumed.length) log.info({ shards: resumed, confirmedAt: held.confirmedAt(resumed) }, 'lease renewed after a fence: sending again');
     if (resumed.length) this.o.resumable();
   }
 }
