@@ -48,6 +48,30 @@ describe('outbox claim (MariaDB, SKIP LOCKED)', function () {
     );
   });
 
+  it("the reaper frees only other processes' expired rows; a reload and claimLeft read the lease left on the database clock", async () => {
+    const a = new OutboxRepository(tdb.db, 'a:9', 64);
+    const b = new OutboxRepository(tdb.db, 'b:9', 64);
+    await a.takeShards(shards);
+    await tdb.db('telegram_notifications').insert([
+      { telegram_id: 444, message_text: 'r1' },
+      { telegram_id: 445, message_text: 'r2' },
+    ]);
+    const got = await a.claim(claimReq);
+    assert.equal(got.length, 2);
+    const [r1, r2] = got.map((r) => r.id) as [number, number];
+    const left = await a.claimLeft([r1, r2]);
+    assert.ok(left.get(r1)! > 25_000 && left.get(r1)! <= 30_000, `lease left ${left.get(r1)} ms of 30 s`);
+    assert.equal((await b.claimLeft([r1])).size, 0, "not b's row");
+    const reloaded = await a.loadClaimed(shards);
+    assert.ok(reloaded.every((r) => r.leaseLeftMs! > 25_000 && r.leaseLeftMs! <= 30_000));
+    // a stalled past its lease: its rows expired.
+    await tdb.db.raw('UPDATE telegram_notifications SET claim_expires_at = NOW(3) - INTERVAL 1 SECOND WHERE id = ?', [r1]);
+    assert.equal((await a.claimLeft([r1])).get(r1), 0, 'expired: nothing left');
+    assert.equal(await a.reapExpired(), 0, 'a is alive: its next renewal keeps its own rows');
+    assert.equal(await b.reapExpired(), 1, 'another process frees them');
+    assert.deepEqual([...(await a.claimLeft([r1, r2])).keys()], [r2], "r1 is no longer a's");
+  });
+
   it('claims only the shards this process is the fenced owner of', async () => {
     const a = new OutboxRepository(tdb.db, 'a:1', 64);
     const b = new OutboxRepository(tdb.db, 'b:1', 64);
