@@ -13,6 +13,7 @@ import type { HandoffStore } from '../../src/cluster/handoff';
 import type { Outcome } from '../../src/outbox/types';
 import type { PolicyLimits } from '../../src/telegram/policy';
 import type { ClaimLeases, ShardLeaseGuard } from '../../src/outbox/send-guard';
+import type { SentHere } from '../../src/outbox/chat-queues';
 import { DEFAULTS } from '../../src/config/core';
 
 /** Settings of the delivery pipeline, taken from Config. */
@@ -87,4 +88,6 @@ export interface PipelineDeps {
   shardLease: ShardLeaseGuard;
   /** The claim leases this process can vouch for: the claimer records its extensions, senders ask before each send. */
   claimLeases: ClaimLeases;
+  /** Rows Telegram took from this process recently, across its senders: never sent twice from here. */
+  sentHere: SentHere;
 }

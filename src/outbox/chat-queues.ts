@@ -170,27 +170,55 @@ export function insertInOrder(queue: Job[], job: Job): void {
 /** What a sender does with a copy of a row: queue it, ignore it (queued already, or stale), or write its `sent` again. */
 export type Admission = 'new' | 'queued' | 'stale' | 'sent';
 
+/** How long a process remembers the rows Telegram took from it: longer than a handoff or takeover takes to bring a row back. */
+export const SENT_HERE_MS = 120_000;
+
+/**
+ * The rows Telegram took from this process recently (id → when), shared by all its senders. A
+ * sent row never comes back by right (an operator retries failed rows only): only because its
+ * `sent` outcome did not land before the row was freed (a stall past the claim lease, a shard
+ * taken over while its process was frozen), and a later sender of this process (the shard
+ * owned again) may get it. It is not sent twice from here: its outcome is written again.
+ */
+export class SentHere {
+  private readonly at = new Map<number, number>();
+
+  sentAt(id: number): number | undefined {
+    return this.at.get(id);
+  }
+
+  add(id: number, now: number): void {
+    this.at.delete(id);
+    this.at.set(id, now);
+    for (const [old, t] of this.at) {
+      if (now - t < SENT_HERE_MS) break;
+      this.at.delete(old);
+    }
+  }
+}
+
 /**
  * Which rows a sender holds and which it finished recently. After a (re)start the
  * recovery reload and the claimer's hand-over can carry the same row; once it was sent
  * and left its queue, only the finished set tells the second copy apart: a copy fetched
  * before the row finished is stale, one fetched after it is a new claim (an operator's
- * retry-failed) — unless Telegram took the row from this sender: a sent row never comes
- * back by right, only because its `sent` outcome did not land before the reaper freed it
- * (a stall past the claim lease), and it is not sent twice from here.
+ * retry-failed) — unless Telegram took the row from this process (SentHere).
  */
 export class RowLedger {
   /** Ids of rows queued in this sender. */
   readonly live = new Set<number>();
-  /** Rows finished here recently (id → when, in finishing order; negative: sent). */
+  /** Rows finished here recently (id → when, in finishing order). */
   private readonly finished = new Map<number, number>();
 
-  /** Takes the row in unless it is queued already, or this copy was fetched before the row finished here, or it was sent here. */
+  constructor(private readonly sent: SentHere = new SentHere()) {}
+
+  /** Takes the row in unless it is queued already, or this copy was fetched before the row finished here, or it was sent from this process. */
   admit(id: number, fetchedAt: number): Admission {
     if (this.live.has(id)) return 'queued';
-    const mark = this.finished.get(id);
-    if (mark !== undefined && mark < 0) return fetchedAt <= -mark ? 'stale' : 'sent';
-    if (mark !== undefined && fetchedAt <= mark) return 'stale';
+    const sentAt = this.sent.sentAt(id);
+    if (sentAt !== undefined) return fetchedAt <= sentAt ? 'stale' : 'sent';
+    const at = this.finished.get(id);
+    if (at !== undefined && fetchedAt <= at) return 'stale';
     this.live.add(id);
     return 'new';
   }
@@ -202,10 +230,11 @@ export class RowLedger {
 
   finish(id: number, now: number, sent = false): void {
     this.live.delete(id);
+    if (sent) this.sent.add(id, now);
     this.finished.delete(id);
-    this.finished.set(id, sent ? -now : now);
-    for (const [old, mark] of this.finished) {
-      if (now - Math.abs(mark) < SEEN_FINISHED_MS) break;
+    this.finished.set(id, now);
+    for (const [old, at] of this.finished) {
+      if (now - at < SEEN_FINISHED_MS) break;
       this.finished.delete(old);
     }
   }

@@ -22,6 +22,7 @@ import { rateToWindow, perMinuteToWindow, windowAt } from '../limits/window';
 import { OutboxRepository } from '../outbox/repository';
 import { RecipientDirectory } from '../outbox/recipients';
 import { BufferBook } from '../outbox/buffer-book';
+import { SentHere } from '../outbox/chat-queues';
 import { TextPlanner, type Planner } from '../outbox/plan';
 import type { TelegramClient } from '../telegram/client';
 import { makeSubjects, type SubjectSet } from '../nats/subjects';
@@ -204,6 +205,7 @@ export async function preparePipeline(o: PipelineOptions): Promise<PreparedPipel
   const announceFlood = o.cluster?.announceFlood;
   // One per process, outliving actor restarts: the claimer's extensions vouch for every sender's rows.
   const claimLeases = new ClaimLeases(settings.claimLeaseMs);
+  const sentHere = new SentHere();
   const deps = (planner?: Planner): PipelineDeps => ({
     settings,
     log,
@@ -235,6 +237,7 @@ export async function preparePipeline(o: PipelineOptions): Promise<PreparedPipel
     handoff: o.cluster?.handoff ?? noHandoff,
     shardLease: o.cluster?.shardLease ?? singleProcess,
     claimLeases,
+    sentHere,
     lowered,
   });
 

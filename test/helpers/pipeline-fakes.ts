@@ -1,4 +1,5 @@
 import { ClaimLeases, singleProcess } from '../../src/outbox/send-guard';
+import { SentHere } from '../../src/outbox/chat-queues';
 import type { PipelineDeps, PipelineSettings } from '../../actors/pipeline/deps';
 import type { OutcomeWriterMsg } from '../../actors/pipeline/outcome-writer';
 import { GlobalGate } from '../../src/limits/global-gate';
@@ -201,6 +202,7 @@ export function fakePipelineDeps(log: Logger, settings: Partial<PipelineSettings
     lowered: new Map(),
     handoff: { save: () => Promise.resolve(new Set()), load: () => Promise.resolve(new Map()) },
     shardLease: singleProcess,
+    sentHere: new SentHere(),
     claimLeases: new ClaimLeases(settings.claimLeaseMs ?? baseSettings.claimLeaseMs),
   };
   return f;

@@ -19,7 +19,9 @@ import { TEST_TOKEN } from '../helpers/pipeline';
  *
  * Each chat's buffer holds two rows (CHAT_RATE 2, CHAT_BUFFER_SECONDS 1), so claims top
  * chats up all the time, as in production: a claim that overtakes rows this process still
- * holds shows at once.
+ * holds shows at once. The frozen worker logs each dispatch (debug): the tests check that,
+ * woken past its fence time, it dispatches nothing for a shard before a renewal vouched for
+ * it again, and that every repeat is a row it dispatched before a freeze.
  */
 describe('a frozen worker: fenced and resumed, or taken over (real processes)', function () {
   this.timeout(180_000);
@@ -350,7 +352,7 @@ describe('a frozen worker: fenced and resumed, or taken over (real processes)', 
     const aChatCount = freezes.reduce((n, z) => n + z.chats.size, 0);
     const repeated = perFreeze.reduce((n, z) => n + [...z.values()].reduce((k, r) => k + r.length, 0), 0);
     console.log(
-      `      ${d.length - total} repeat(s) over ${freezes.length} freezes (${aChatCount} chat-freezes), each the last row of its chat before a freeze`,
+      `      ${d.length - total} repeat(s) over ${freezes.length} freezes (${aChatCount} chat-freezes), each among its chat's last sends before a freeze`,
     );
     if (repeats.length)
       for (const w of workers) console.log(w.lines.filter((l) => /fenc|lease|acquired|handed|no longer|claimed again|released/i.test(l)).join('\n'));

@@ -174,6 +174,7 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
     const gen = state.gen;
     const sentAt = clock.now();
     job.firstSentAt ??= sentAt;
+    log.debug({ id: job.row.id, chatId: c.id, shard: opts.shard, at: sentAt }, 'dispatching'); // who sent what, when (tests of freezes)
     const done = (result: SendResult) => dispatch(self, { type: 'sendDone', chatId: c.id, rowId: job.row.id, result, gen });
     const p = sendPart(telegram, target, part);
     p.then(

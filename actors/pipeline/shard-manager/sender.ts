@@ -93,7 +93,7 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
         gen,
         chats: new Map(),
         limiter,
-        rows: new RowLedger(),
+        rows: new RowLedger(deps.sentHere),
         inFlight: 0,
         counts: { sent: 0, failed: 0, retried: 0, throttled: { chat: 0, group: 0, global: 0 } },
         draining: null,

@@ -2,6 +2,8 @@ import { strict as assert } from 'node:assert';
 import {
   RowLedger,
   SEEN_FINISHED_MS,
+  SENT_HERE_MS,
+  SentHere,
   anyAwaitingAnswer,
   fallBackToPlain,
   finishJob,
@@ -62,6 +64,23 @@ describe('outbox/chat-queues', () => {
     assert.equal(ledger.admit(2, now), 'new');
     ledger.finish(2, now); // finishing prunes what is older than SEEN_FINISHED_MS
     assert.equal(ledger.admit(1, 0), 'new', 'a copy of row 1 however old is new again once forgotten');
+  });
+
+  it('a row sent from this process is never admitted again by any of its senders while remembered (SENT_HERE_MS)', () => {
+    const sent = new SentHere();
+    const old = new RowLedger(sent);
+    assert.equal(old.admit(7, now), 'new');
+    old.finish(7, now + 10, true);
+    // The shard was taken over while this process was frozen, then owned again: a new sender, the same process.
+    const fresh = new RowLedger(sent);
+    assert.equal(fresh.admit(7, now + 5), 'stale', 'fetched before it was sent');
+    assert.equal(fresh.admit(7, now + 20), 'sent', 'claimed again after its outcome was lost: written, not sent');
+    const failed = new RowLedger(sent);
+    assert.equal(failed.admit(8, now), 'new');
+    failed.finish(8, now + 10);
+    assert.equal(new RowLedger(sent).admit(8, now + 20), 'new', 'a failed row retried by an operator is sent');
+    sent.add(9, now + SENT_HERE_MS + 10); // adding prunes what is older than SENT_HERE_MS
+    assert.equal(fresh.admit(7, now + SENT_HERE_MS + 20), 'new', 'forgotten');
   });
 
   it('jobOf finds a job behind the head; newJob resumes from recorded progress', () => {
