@@ -164,7 +164,7 @@ describe('a frozen worker: fenced and resumed, or taken over (real processes)', 
     return linesOf(w, re)[seen]!;
   };
   /** The next delivery to one of `chats` (the frozen worker sends again). */
-  const nextDelivery = (chats: Set<number>, timeoutMs: number): Promise<void> =>
+  const nextDelivery = (chats: Set<number>, timeoutMs: number): Promise<DeliveredEntry> =>
     new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         sandbox.off('delivered', on);
@@ -174,7 +174,7 @@ describe('a frozen worker: fenced and resumed, or taken over (real processes)', 
         if (chats.has(e.chatId)) {
           clearTimeout(timer);
           sandbox.off('delivered', on);
-          resolve();
+          resolve(e);
         }
       };
       sandbox.on('delivered', on);
@@ -218,7 +218,7 @@ describe('a frozen worker: fenced and resumed, or taken over (real processes)', 
       // a's next send is answered only after it wakes: the fence on waking finds it in flight, so the
       // drain waits for it while the first renewal already resumes the shards.
       sandbox.setLatency({ minMs: FROZEN_MS + 1_500 });
-      await nextDelivery(aChats, 20_000);
+      const inFlight = await nextDelivery(aChats, 20_000);
       a.kill('SIGSTOP');
       sandbox.setLatency({ minMs: 0 });
       await new Promise((r) => setTimeout(r, FROZEN_MS));
@@ -232,6 +232,15 @@ describe('a frozen worker: fenced and resumed, or taken over (real processes)', 
         throw new Error(`cycle ${cycle}: ${String(e)}; a's crashes: ${a.lines.filter((l) => /actor crashed/.test(l)).join('\n')}`);
       });
       assert.ok((await count('pending')) + (await count('claimed')) > 0, `cycle ${cycle}: rows were still waiting when a resumed`);
+      // The next freeze only once the send that was in flight at this one is answered and written: a second
+      // freeze over it would make a's request timeout fire on waking before it reads the answer, and the
+      // retry sends the row twice (a limit of the HTTP client's timers, not of the lease guard).
+      await waitFor(
+        async () => (await tdb.db('telegram_notifications').where({ message_text: inFlight.text, status: 'sent' }).first()) !== undefined,
+        30_000,
+        50,
+        `cycle ${cycle}: the send in flight at the freeze written`,
+      );
     }
     await allSent(total);
     const status = await clusterStatus();
