@@ -298,16 +298,18 @@ describe('a frozen worker: fenced and resumed, or taken over (real processes)', 
     const chats = chatsFor(shardsOfA(st), 30_000, 24, 8);
     const total = await insert('t', chats, 24);
     await sandbox.waitForDelivered(40, 20_000);
-    const freezes: Array<{ from: number; to: number; chats: Set<number> }> = [];
+    const freezes: Array<{ from: number; stopped: number; to: number; chats: Set<number> }> = [];
     for (let cycle = 0; cycle < 2; cycle++) {
       const aShards = shardsOfA(st);
       const aChats = new Set(chats.filter((c) => aShards.has(shardOf(c, 64))));
       const from = Date.now();
       a.kill('SIGSTOP');
+      // a may still dispatch (and log) until the signal is delivered: after kill() returns it cannot.
+      const stopped = Date.now();
       await new Promise((r) => setTimeout(r, FROZEN_MS));
       const to = Date.now();
       a.kill('SIGCONT');
-      freezes.push({ from, to, chats: aChats });
+      freezes.push({ from, stopped, to, chats: aChats });
       // The others took a's shards; a comes back with none and gets its share again by handoff.
       st = await balanced(3);
       await nextDelivery(new Set(chats), 30_000);
@@ -343,7 +345,7 @@ describe('a frozen worker: fenced and resumed, or taken over (real processes)', 
       const byA = sentByA.filter((s) => s.id === id).map((s) => s.at);
       // The freeze it was dispatched before (within 2 s), and never again by a from then on.
       const i = freezes.findIndex(
-        (z) => z.chats.has(x.chatId) && x.at >= z.from && byA.some((at) => at < z.from && at >= z.from - 2_000) && !byA.some((at) => at >= z.from),
+        (z) => z.chats.has(x.chatId) && x.at >= z.from && byA.some((at) => at <= z.stopped && at >= z.from - 2_000) && !byA.some((at) => at > z.stopped),
       );
       if (i < 0) repeats.push(`${x.text} (first at ${first.at}, again at ${x.at}; a dispatched it at ${JSON.stringify(byA)})`);
       else perFreeze[i]!.set(x.chatId, [...(perFreeze[i]!.get(x.chatId) ?? []), id]);
@@ -351,7 +353,7 @@ describe('a frozen worker: fenced and resumed, or taken over (real processes)', 
     // Per chat and freeze: a's last dispatches before the freeze, at most two.
     for (const [i, z] of freezes.entries())
       for (const [chat, rows] of perFreeze[i]!) {
-        const last = [...new Set(sentByA.filter((s) => s.at < z.from && shardOf(chat, 64) === s.shard).map((s) => s.id))].filter((id) =>
+        const last = [...new Set(sentByA.filter((s) => s.at <= z.stopped && shardOf(chat, 64) === s.shard).map((s) => s.id))].filter((id) =>
           [...ids].some(([t, v]) => v === id && Number(t.split('-')[1]) === chat),
         );
         const tail = last.slice(-rows.length).sort((p, q) => p - q);
