@@ -48,7 +48,8 @@ export class OutboxRepository {
    * Claims due rows of the given shards, highest priority then oldest, skipping rows
    * locked by another claimer, chats whose buffer is full, and any row that would
    * overtake an earlier row of its chat that waits on a retry or is held by another
-   * process. One transaction: BEGIN, SELECT … FOR UPDATE SKIP LOCKED, UPDATE, COMMIT.
+   * process. One transaction: candidates without locks, then SELECT … FOR UPDATE SKIP LOCKED of
+   * those by primary key, each chat's oldest pending row, UPDATE, COMMIT (docs/architecture.md, Claiming).
    *
    * Rows held by this process may be overtaken (that is how a chat's buffer is topped up):
    * the pipeline keeps every row it holds in a shard queued in that shard's one sender,

@@ -6,8 +6,8 @@ import type { DeliveredEntry } from '../../sandbox/types';
 import { shardOf } from '../../src/outbox/shard';
 import type { ClusterStatus } from '../../src/roles/cluster';
 import { createTestDb, waitFor, uniq, NATS_URL, type TestDb } from '../helpers/services';
+import { cleanUpCluster, clusterStatusOf, clusterWorkerEnv, waitBalanced } from '../helpers/cluster-workers';
 import { startWorker, type Worker } from '../helpers/processes';
-import { TEST_TOKEN } from '../helpers/pipeline';
 
 /**
  * A worker frozen (SIGSTOP) while it sends, then thawed (SIGCONT): the state a heavily
@@ -31,21 +31,7 @@ describe('a frozen worker: fenced and resumed, or taken over (real processes)', 
   let bucket: string;
   const workers: Worker[] = [];
 
-  afterEach(async () => {
-    for (const w of workers.splice(0)) {
-      w.kill('SIGCONT');
-      w.kill('SIGKILL');
-      await w.exited;
-    }
-    for (const s of [`KV_${bucket}`, `KV_${bucket}_handoff`])
-      await nc
-        ?.jetstreamManager()
-        .then((jsm) => jsm.streams.delete(s))
-        .catch(() => undefined);
-    await nc?.close().catch(() => undefined);
-    await sandbox?.stop();
-    await tdb?.drop();
-  });
+  afterEach(() => cleanUpCluster({ workers, nc, bucket, sandbox, tdb }));
 
   const setup = async (): Promise<void> => {
     bucket = uniq('cf');
@@ -55,52 +41,29 @@ describe('a frozen worker: fenced and resumed, or taken over (real processes)', 
     nc = await connect({ servers: NATS_URL, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
   };
   const launch = async (name: string, ttlMs: number): Promise<Worker> => {
-    const w = startWorker({
-      DATABASE_URL: tdb.url,
-      NATS_URL,
-      TELEGRAM_BOT_TOKEN: TEST_TOKEN,
-      TELEGRAM_API_ROOT: sandbox.apiRoot,
-      TELEGRAM_GLOBAL_RATE: '300',
-      TELEGRAM_CHAT_RATE: '2',
-      CHAT_BUFFER_SECONDS: '1',
-      INSTANCE_ID: `${name}-${bucket}`,
-      OUTBOX_POLL_MS: '200',
-      // Above the longest freeze: rows whose claim expired while their process was frozen are another
-      // story (reaped and claimed again by the same process, see the report of issue 13).
-      CLAIM_LEASE_MS: '60000',
-      SHARD_LEASE_TTL_MS: String(ttlMs),
-      CLUSTER_BUCKET: bucket,
-      NATS_SUBJECT_PREFIX: `${bucket}.`,
-      // Outcomes land within ~50 ms of their answer: only a chat's last send (one each 500 ms) can be unwritten at a freeze.
-      OUTCOME_FLUSH_MS: '50',
-      ROLE: 'worker',
-      // The frozen worker says what it dispatched and when ('dispatching', debug): the tests tell its sends from the others'.
-      LOG_LEVEL: name === 'a' ? 'debug' : 'info',
-    });
+    const w = startWorker(
+      clusterWorkerEnv(
+        { tdb, sandbox, bucket, name },
+        {
+          TELEGRAM_CHAT_RATE: '2',
+          CHAT_BUFFER_SECONDS: '1',
+          // Above the longest freeze: rows whose claim expired while their process was frozen are another
+          // story (reaped and claimed again by the same process, see the report of issue 13).
+          CLAIM_LEASE_MS: '60000',
+          SHARD_LEASE_TTL_MS: String(ttlMs),
+          // Outcomes land within ~50 ms of their answer: only a chat's last send (one each 500 ms) can be unwritten at a freeze.
+          OUTCOME_FLUSH_MS: '50',
+          // The frozen worker says what it dispatched and when ('dispatching', debug): the tests tell its sends from the others'.
+          LOG_LEVEL: name === 'a' ? 'debug' : 'info',
+        },
+      ),
+    );
     workers.push(w);
     await w.waitForLine(/delivery pipeline running/, 90_000);
     return w;
   };
-  const clusterStatus = async (): Promise<ClusterStatus> =>
-    JSON.parse(new TextDecoder().decode((await nc.request(`${bucket}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
-  const balanced = async (n: number): Promise<ClusterStatus> => {
-    let last: ClusterStatus | undefined;
-    await waitFor(
-      async () => {
-        try {
-          last = await clusterStatus();
-        } catch {
-          return false;
-        }
-        const counts = last.processes.filter((p) => p.instance.endsWith(bucket)).map((p) => p.owned.length);
-        return counts.length === n && counts.reduce((a, b) => a + b, 0) === 64 && counts.every((c) => c === Math.floor(64 / n) || c === Math.ceil(64 / n));
-      },
-      30_000,
-      200,
-      `${n} processes with balanced shards`,
-    );
-    return last!;
-  };
+  const clusterStatus = (): Promise<ClusterStatus> => clusterStatusOf(nc, bucket);
+  const balanced = (n: number): Promise<ClusterStatus> => waitBalanced(nc, bucket, n);
   /** `perChat` rows for each chat, in round-robin order; the text is `<tag>-<chat>-<n>` (n: the row's place in its chat). */
   const insert = async (tag: string, chats: number[], perChat: number): Promise<number> => {
     const rows: Array<{ telegram_id: number; message_text: string }> = [];

@@ -5,8 +5,8 @@ import type { DeliveredEntry } from '../../sandbox/types';
 import { shardOf } from '../../src/outbox/shard';
 import type { ClusterStatus } from '../../src/roles/cluster';
 import { createTestDb, waitFor, uniq, NATS_URL, type TestDb } from '../helpers/services';
+import { cleanUpCluster, clusterStatusOf, clusterWorkerEnv, waitBalanced } from '../helpers/cluster-workers';
 import { startWorker, type Worker } from '../helpers/processes';
-import { TEST_TOKEN } from '../helpers/pipeline';
 
 const TTL = 3000;
 
@@ -29,35 +29,20 @@ describe('rate control across real processes: formation and handoff', function (
     await sandbox.start();
     nc = await connect({ servers: NATS_URL });
   };
-  afterEach(async () => {
-    for (const w of workers.splice(0)) {
-      w.kill('SIGKILL');
-      await w.exited;
-    }
-    const jsm = await nc?.jetstreamManager().catch(() => undefined);
-    for (const s of [`KV_${bucket}`, `KV_${bucket}_handoff`]) await jsm?.streams.delete(s).catch(() => undefined);
-    await nc?.close().catch(() => undefined);
-    await sandbox?.stop();
-    await tdb?.drop();
-  });
+  afterEach(() => cleanUpCluster({ workers, nc, bucket, sandbox, tdb }));
 
   const start = (name: string, limits: { globalRate: number; chatRate: number; told?: number }, env: Record<string, string> = {}): Worker => {
-    const w = startWorker({
-      DATABASE_URL: tdb.url,
-      NATS_URL,
-      TELEGRAM_BOT_TOKEN: TEST_TOKEN,
-      TELEGRAM_API_ROOT: sandbox.apiRoot,
-      TELEGRAM_GLOBAL_RATE: String(limits.told ?? limits.globalRate),
-      TELEGRAM_CHAT_RATE: String(limits.chatRate),
-      INSTANCE_ID: `${name}-${bucket}`,
-      OUTBOX_POLL_MS: '200',
-      CLAIM_LEASE_MS: '5000',
-      SHARD_LEASE_TTL_MS: String(TTL),
-      CLUSTER_BUCKET: bucket,
-      NATS_SUBJECT_PREFIX: `${bucket}.`,
-      ROLE: 'worker',
-      ...env,
-    });
+    const w = startWorker(
+      clusterWorkerEnv(
+        { tdb, sandbox, bucket, name },
+        {
+          TELEGRAM_GLOBAL_RATE: String(limits.told ?? limits.globalRate),
+          TELEGRAM_CHAT_RATE: String(limits.chatRate),
+          SHARD_LEASE_TTL_MS: String(TTL),
+          ...env,
+        },
+      ),
+    );
     workers.push(w);
     return w;
   };
@@ -67,22 +52,8 @@ describe('rate control across real processes: formation and handoff', function (
   };
   const count = async (status: string): Promise<number> =>
     Number(((await tdb.db('telegram_notifications').where({ status }).count({ n: '*' }))[0] as { n: number | string }).n);
-  const clusterStatus = async (): Promise<ClusterStatus> =>
-    JSON.parse(new TextDecoder().decode((await nc.request(`${bucket}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
-  const balanced = async (n: number): Promise<ClusterStatus> => {
-    let last: ClusterStatus | undefined;
-    await waitFor(
-      async () => {
-        last = await clusterStatus().catch(() => undefined);
-        const counts = last?.processes.filter((p) => p.instance.endsWith(bucket)).map((p) => p.owned.length) ?? [];
-        return counts.length === n && counts.reduce((a, b) => a + b, 0) === 64 && counts.every((c) => c === Math.floor(64 / n) || c === Math.ceil(64 / n));
-      },
-      30_000,
-      200,
-      `${n} processes with balanced shards`,
-    );
-    return last!;
-  };
+  const clusterStatus = (): Promise<ClusterStatus> => clusterStatusOf(nc, bucket);
+  const balanced = (n: number): Promise<ClusterStatus> => waitBalanced(nc, bucket, n);
   /** Smallest gap between two deliveries to one chat, in ms (by the sandbox's clock). */
   const minGap = (d: DeliveredEntry[], chats?: Set<number>): number => {
     const last = new Map<number, number>();

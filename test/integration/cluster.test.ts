@@ -9,6 +9,7 @@ import { TelegramSandbox } from '../../sandbox/server';
 import { shardOf } from '../../src/outbox/shard';
 import type { ClusterStatus } from '../../src/roles/cluster';
 import { createTestDb, waitFor, uniq, NATS_URL, type TestDb } from '../helpers/services';
+import { cleanUpCluster, clusterStatusOf, waitBalanced } from '../helpers/cluster-workers';
 import { startWorker, type Worker } from '../helpers/processes';
 import { TEST_TOKEN, waitForSandboxIdle } from '../helpers/pipeline';
 import { freePort } from '../helpers/ports';
@@ -32,23 +33,7 @@ describe('scale-out across real processes (NATS KV leases, shared budget)', func
     await sandbox.start();
     nc = await connect({ servers: url, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
   };
-  afterEach(async () => {
-    for (const w of workers.splice(0)) {
-      w.kill('SIGKILL');
-      await w.exited;
-    }
-    await nc
-      ?.jetstreamManager()
-      .then((jsm) => jsm.streams.delete(`KV_${bucket}`))
-      .catch(() => undefined);
-    await nc
-      ?.jetstreamManager()
-      .then((jsm) => jsm.streams.delete(`KV_${bucket}_handoff`))
-      .catch(() => undefined);
-    await nc?.close().catch(() => undefined);
-    await sandbox?.stop();
-    await tdb?.drop();
-  });
+  afterEach(() => cleanUpCluster({ workers, nc, bucket, sandbox, tdb }));
 
   const launch = async (name: string): Promise<Worker> => {
     const w = startWorker({
@@ -70,27 +55,8 @@ describe('scale-out across real processes (NATS KV leases, shared budget)', func
     await w.waitForLine(/delivery pipeline running/);
     return w;
   };
-  const clusterStatus = async (): Promise<ClusterStatus> =>
-    JSON.parse(new TextDecoder().decode((await nc.request(`${bucket}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
-  const balanced = async (n: number): Promise<ClusterStatus> => {
-    let last: ClusterStatus | undefined;
-    await waitFor(
-      async () => {
-        try {
-          last = await clusterStatus();
-        } catch {
-          return false;
-        }
-        const mine = last.processes.filter((p) => p.instance.endsWith(bucket));
-        const counts = mine.map((p) => p.owned.length);
-        return mine.length === n && counts.reduce((a, b) => a + b, 0) === 64 && counts.every((c) => c === Math.floor(64 / n) || c === Math.ceil(64 / n));
-      },
-      30_000,
-      200,
-      `${n} processes with balanced shards`,
-    );
-    return last!;
-  };
+  const clusterStatus = (): Promise<ClusterStatus> => clusterStatusOf(nc, bucket);
+  const balanced = (n: number): Promise<ClusterStatus> => waitBalanced(nc, bucket, n);
   const insert = async (rows: Array<{ chat: number; text: string }>): Promise<void> => {
     for (let i = 0; i < rows.length; i += 500)
       await tdb.db('telegram_notifications').insert(rows.slice(i, i + 500).map((r) => ({ telegram_id: r.chat, message_text: r.text })));

@@ -4,8 +4,8 @@ import { TelegramSandbox } from '../../sandbox/server';
 import { shardOf } from '../../src/outbox/shard';
 import type { ClusterStatus } from '../../src/roles/cluster';
 import { createTestDb, waitFor, uniq, NATS_URL, type TestDb } from '../helpers/services';
+import { cleanUpCluster, clusterStatusOf, clusterWorkerEnv } from '../helpers/cluster-workers';
 import { startWorker, type Worker } from '../helpers/processes';
-import { TEST_TOKEN } from '../helpers/pipeline';
 
 /**
  * A group's learned limit survives a graceful handoff (issue 9): two real worker processes, the sandbox over
@@ -30,41 +30,23 @@ describe('a group limit learned by one process survives a graceful handoff to an
   let bucket: string;
   const workers: Worker[] = [];
 
-  afterEach(async () => {
-    for (const w of workers.splice(0)) {
-      w.kill('SIGKILL');
-      await w.exited;
-    }
-    const jsm = await nc?.jetstreamManager().catch(() => undefined);
-    for (const s of [`KV_${bucket}`, `KV_${bucket}_handoff`]) await jsm?.streams.delete(s).catch(() => undefined);
-    await nc?.close().catch(() => undefined);
-    await sandbox?.stop();
-    await tdb?.drop();
-  });
+  afterEach(() => cleanUpCluster({ workers, nc, bucket, sandbox, tdb }));
 
   const start = (name: string): Worker => {
-    const w = startWorker({
-      DATABASE_URL: tdb.url,
-      NATS_URL,
-      TELEGRAM_BOT_TOKEN: TEST_TOKEN,
-      TELEGRAM_API_ROOT: sandbox.apiRoot,
-      TELEGRAM_GLOBAL_RATE: '300',
-      TELEGRAM_CHAT_RATE: '10',
-      TELEGRAM_GROUP_RATE_PER_MIN: String((TOLD * 60_000) / WINDOW_MS),
-      TELEGRAM_GROUP_WINDOW_MS: String(WINDOW_MS),
-      INSTANCE_ID: `${name}-${bucket}`,
-      OUTBOX_POLL_MS: '200',
-      CLAIM_LEASE_MS: '5000',
-      SHARD_LEASE_TTL_MS: '3000',
-      CLUSTER_BUCKET: bucket,
-      NATS_SUBJECT_PREFIX: `${bucket}.`,
-      ROLE: 'worker',
-    });
+    const w = startWorker(
+      clusterWorkerEnv(
+        { tdb, sandbox, bucket, name },
+        {
+          TELEGRAM_GROUP_RATE_PER_MIN: String((TOLD * 60_000) / WINDOW_MS),
+          TELEGRAM_GROUP_WINDOW_MS: String(WINDOW_MS),
+          SHARD_LEASE_TTL_MS: '3000',
+        },
+      ),
+    );
     workers.push(w);
     return w;
   };
-  const clusterStatus = async (): Promise<ClusterStatus> =>
-    JSON.parse(new TextDecoder().decode((await nc.request(`${bucket}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
+  const clusterStatus = (): Promise<ClusterStatus> => clusterStatusOf(nc, bucket);
   const processOf = (st: ClusterStatus | undefined, name: string) => st?.processes.find((p) => p.instance === `${name}-${bucket}`);
   const sent = async (): Promise<number> =>
     Number(((await tdb.db('telegram_notifications').where({ status: 'sent' }).count({ n: '*' }))[0] as { n: number | string }).n);
