@@ -30,13 +30,15 @@ export type ClaimerMsg =
   | { type: 'pause'; replyTo: ReplyTo<void> }
   | { type: 'resume' };
 
-/** Rows of the first claim while nothing is buffered (see startClaim). */
+/** Rows of the first claim for shards just taken while nothing is buffered (see startClaim). */
 const FIRST_CLAIM = 100;
 
 export interface ClaimerState {
   shards: number[];
   claiming: boolean;
   again: boolean;
+  /** Shards were just added: the next claim is a short one if nothing is buffered. */
+  fresh: boolean;
   paused: boolean;
   waiters: Array<ReplyTo<void>>;
   timers: NodeJS.Timeout[];
@@ -62,12 +64,15 @@ export function spawnClaimer(parent: Parent, deps: PipelineDeps, shardManager: A
       state.again = true;
       return;
     }
-    // Nothing buffered (a start, new shards, a drained backlog): a small claim first, so sending starts after one
-    // short statement; a full batch returned asks for the next claim at once, at the full size.
-    const limit = Math.min(book.total === 0 ? Math.min(settings.claimBatch, FIRST_CLAIM) : settings.claimBatch, settings.maxBuffered - book.total);
+    // Shards just taken and nothing buffered (a start, a takeover): a short claim first, so sending starts after one
+    // short statement; a full batch returned asks for the next claim at once, at the full size. Only then: a buffer
+    // that drained in the middle of a backlog (a pipeline outrunning its claims) is refilled with full batches.
+    const first = state.fresh && book.total === 0;
+    const limit = Math.min(first ? Math.min(settings.claimBatch, FIRST_CLAIM) : settings.claimBatch, settings.maxBuffered - book.total);
     if (limit <= 0) return;
     state.claiming = true;
     state.again = false;
+    state.fresh = false;
     repo.claim({ shards: state.shards, limit, leaseMs: settings.claimLeaseMs, buffered: book.perChat(), perChatCap: capOf }).then(
       (rows) => dispatch(self, { type: 'claimed', rows, limit }),
       (e: unknown) => dispatch(self, { type: 'claimed', rows: [], limit, error: describeError(e) }),
@@ -83,6 +88,7 @@ export function spawnClaimer(parent: Parent, deps: PipelineDeps, shardManager: A
         shards: [],
         claiming: false,
         again: false,
+        fresh: false,
         paused: false,
         waiters: [],
         failures: 0,
@@ -101,6 +107,7 @@ export function spawnClaimer(parent: Parent, deps: PipelineDeps, shardManager: A
     receive: (state, msg, ctx) => {
       switch (msg.type) {
         case 'own':
+          if (msg.shards.some((x) => !state.shards.includes(x))) state.fresh = true;
           state.shards = [...msg.shards].sort((a, b) => a - b);
           if (msg.replyTo) {
             if (state.claiming) state.waiters.push(msg.replyTo);

@@ -142,6 +142,19 @@ describe('claimer actor (fake repository)', () => {
     assert.equal(repo.claims[1]!.req.limit, 1000);
   });
 
+  it('a buffer drained in the middle of a backlog is refilled with full batches: only shards just taken get the short claim', async () => {
+    dispatch<ClaimerMsg>(claimer, { type: 'own', shards: [0] });
+    await waitFor(() => repo.claims.length === 1, 2000, 5, 'first claim');
+    assert.equal(repo.claims[0]!.req.limit, 100);
+    repo.claims[0]!.d.resolve(Array.from({ length: 100 }, (_, i) => row(i + 1, 0))); // sent at once: nothing stays buffered
+    await waitFor(() => repo.claims.length === 2, 2000, 5, 'the next claim');
+    assert.equal(repo.claims[1]!.req.limit, 1000, 'nothing buffered, but the shards are not new');
+    repo.claims[1]!.d.resolve([]);
+    dispatch<ClaimerMsg>(claimer, { type: 'own', shards: [0, 1] });
+    await waitFor(() => repo.claims.length === 3, 2000, 5, 'a claim for the added shard');
+    assert.equal(repo.claims[2]!.req.limit, 100, 'a shard just taken: short again');
+  });
+
   it('pause answers only once the claim in flight has landed (a handoff must not overtake it)', async () => {
     dispatch<ClaimerMsg>(claimer, { type: 'own', shards: [0] });
     await waitFor(() => repo.claims.length === 1, 2000, 5, 'a claim');
