@@ -16,14 +16,18 @@ export async function clusterStatusOf(nc: NatsConnection, bucket: string): Promi
   return JSON.parse(new TextDecoder().decode(m.data)) as ClusterStatus;
 }
 
-/** Waits until exactly `n` of this test's processes hold all 64 shards, ⌊64/n⌋ or ⌈64/n⌉ each; the status then. */
+/** Waits until exactly `n` of this test's processes hold all 64 shards, ⌊64/n⌋ or ⌈64/n⌉ each, and the answering process sees all 64; the status then. */
 export async function waitBalanced(nc: NatsConnection, bucket: string, n: number, timeoutMs = 30_000): Promise<ClusterStatus> {
   let last: ClusterStatus | undefined;
   await waitFor(
     async () => {
       last = await clusterStatusOf(nc, bucket).catch(() => undefined);
       const counts = last?.processes.filter((p) => p.instance.endsWith(bucket)).map((p) => p.owned.length) ?? [];
-      return counts.length === n && counts.reduce((a, b) => a + b, 0) === 64 && counts.every((c) => c === Math.floor(64 / n) || c === Math.ceil(64 / n));
+      // The map is the answering process's last view: right after the others took their shards it may lag a tick.
+      const viewed = Object.keys(last?.map ?? {}).length === 64;
+      return (
+        viewed && counts.length === n && counts.reduce((a, b) => a + b, 0) === 64 && counts.every((c) => c === Math.floor(64 / n) || c === Math.ceil(64 / n))
+      );
     },
     timeoutMs,
     200,
