@@ -72,6 +72,26 @@ describe('outbox claim (MariaDB, SKIP LOCKED)', function () {
     assert.deepEqual([...(await a.claimLeft([r1, r2])).keys()], [r2], "r1 is no longer a's");
   });
 
+  it("a chat's barrier: no row is claimed past an earlier one that waits on a retry or that another process holds", async () => {
+    const a = new OutboxRepository(tdb.db, 'a:4', 64);
+    await a.takeShards(shards);
+    const ins = async (chat: number, extra: Record<string, unknown> = {}): Promise<number> =>
+      Number((await tdb.db('telegram_notifications').insert({ telegram_id: chat, message_text: `c${chat}`, ...extra }))[0]);
+    // 701: its first row is held by a process that lost the shard a moment ago (its claim not given back yet).
+    await ins(701, { status: 'claimed', claimed_by: 'gone:1', claim_expires_at: tdb.db.raw('NOW(3) + INTERVAL 30 SECOND') });
+    await ins(701);
+    // 702: its first row waits on a retry; 703: nothing in the way. Later rows of each are due.
+    await ins(702, { next_attempt_at: tdb.db.raw('NOW(3) + INTERVAL 1 HOUR') });
+    await ins(702);
+    const free = [await ins(703), await ins(703)];
+    const got = await a.claim(claimReq);
+    assert.deepEqual(
+      got.map((r) => r.id),
+      free,
+      'only the chat with nothing in its way',
+    );
+  });
+
   it('claims only the shards this process is the fenced owner of', async () => {
     const a = new OutboxRepository(tdb.db, 'a:1', 64);
     const b = new OutboxRepository(tdb.db, 'b:1', 64);
