@@ -16,14 +16,14 @@ import type { OwnResult } from '../pipeline/pipeline';
  * gracefully (drain, release rows, delete the lease) and, once the cluster has formed, takes free shards
  * that are its own (create the lease, fence the shard in the database, reclaim a dead owner's rows).
  * The keeper (src/cluster/shard-keeper.ts) renews the leases outside the mailbox and fences shards whose
- * renewal is late; a fenced shard stays ours and its first successful renewal resumes it, so a JetStream
- * election pauses at most and moves no shard (docs/deploy.md, "Leases and fencing"). KV and pipeline
- * calls run outside the mailbox, one step at a time, each reporting back as a message.
+ * renewal is late: a fenced shard stays ours and in the pipeline with its rows, its senders hold back, and
+ * its first successful renewal lets them go on, so a JetStream election only pauses and moves no shard
+ * (docs/deploy.md, "Leases and fencing"). I/O runs outside the mailbox, each step reporting as a message.
  */
 export type ShardOwnerMsg =
   | { type: 'tick' }
   | { type: 'status'; replyTo: ReplyTo<ShardOwnerStatus> }
-  /** The renewer made fenced shards valid again: the pipeline owns them at once (no heartbeat and view first). */
+  /** The renewer made fenced shards valid again: un-fence them at once (no heartbeat and view first). */
   | { type: 'resume' }
   /** Shutdown: hand every shard back and leave the cluster; the reply comes once the keys are deleted. */
   | { type: 'leave'; replyTo: ReplyTo<void> }
@@ -68,7 +68,7 @@ export interface ShardOwnerState {
   takeovers: Takeover[];
   /** What the pipeline last confirmed it owns; re-synced when it differs from the leases held. */
   pipelineOwned: number[];
-  /** Shards released in the pipeline (fenced, lost) since the pipeline call in flight began: its answer predates that. */
+  /** Shards lost and released in the pipeline since the pipeline call in flight began: its answer predates that. */
   released: Set<number>;
   timers: NodeJS.Timeout[];
   leaving: boolean;
@@ -90,18 +90,17 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
   const mTakeovers = metrics.counter('cluster_takeovers_total', 'Shards taken over from a process that died or lost its lease');
   const mFenced = metrics.counter('cluster_fenced_total', 'Shards this process stopped sending for because it could not renew the lease');
   const mHandoffs = metrics.counter('cluster_handoffs_total', 'Shards handed to another process gracefully');
-
-  /** The keeper (src/cluster/shard-keeper.ts) stopped these shards, outside the mailbox: the pipeline stops sending for them now. */
-  const released = async (state: ShardOwnerState, shards: number[], why: 'fenced' | 'lost', sending: number[]): Promise<void> => {
+  /** Another process wrote these shards' keys (the keeper found out, outside the mailbox): the pipeline gives their rows back now. */
+  const lost = async (state: ShardOwnerState, shards: number[]): Promise<void> => {
     state.pipelineOwned = state.pipelineOwned.filter((s) => !shards.includes(s));
     shards.forEach((s) => state.released.add(s));
-    if (why === 'fenced') mFenced.inc(shards.length);
-    mOwned.set(state.held.sendingCount);
-    if (sending.length) await pipeline.fence(sending).then(undefined, (e: unknown) => log.error({ err: describeError(e) }, 'fencing failed'));
+    await pipeline.fence(shards).then(undefined, (e: unknown) => log.error({ err: describeError(e) }, 'fencing failed'));
   };
-
-  /** Un-fences the shards a renewal made valid again (the next pipeline call owns them). */
-  const resumeValid = (held: HeldShards) => held.resumeValid().length && log.info({ shards: held.resuming?.shards.length }, 'fenced shards valid again');
+  /** Un-fences the shards a renewal made valid again: the pipeline still owns them, its senders go on by themselves. */
+  const resumeValid = (state: ShardOwnerState): void => {
+    const back = state.held.resumeValid().length > 0 && state.held.confirmResumed(state.pipelineOwned);
+    if (back) log.info(back, 'fenced shards valid again: sending for them');
+  };
 
   /** Runs I/O outside the mailbox; its result comes back as the message it makes, a failure as 'tickFailed'. */
   const run = (self: ActorRef<ShardOwnerMsg>, work: () => Promise<ShardOwnerMsg>): void => {
@@ -125,7 +124,7 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
 
   /** A shard leased but not fenced in the database (a failed write) would be sent by nobody: retry. */
   const syncStep = (state: ShardOwnerState, self: ActorRef<ShardOwnerMsg>): void => {
-    const held = state.held.sending();
+    const held = state.held.owned();
     if (state.leaveAsked || held.join() === [...state.pipelineOwned].sort((a, b) => a - b).join()) finish(state, self);
     else own(state, self, held, []);
   };
@@ -160,7 +159,8 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
       const resumable = () => void dispatch(ctx.self, { type: 'resume' });
       const state: ShardOwnerState = {
         held,
-        keeper: new ShardKeeper({ held, leaseTtlMs, fenceAfterMs, log, released: (...a) => released(state, ...a), resumable }),
+        // A fenced shard's gauge follows at the next tick's end (ticks fail at once during an election).
+        keeper: new ShardKeeper({ held, leaseTtlMs, fenceAfterMs, log, fenced: (s) => mFenced.inc(s.length), lost: (s) => lost(state, s), resumable }),
         members: [],
         map: new Map(),
         takeovers: [],
@@ -193,14 +193,14 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
             state.ticking = true;
             // A resume skips the heartbeat and view: the renewal proved the leases ours, the pipeline only has to take them back.
             if (msg.type === 'resume') {
-              resumeValid(state.held);
+              resumeValid(state);
               syncStep(state, self);
             } else run(self, async () => ({ type: 'viewed', view: await heartbeatAndView(kv, value(), { shardCount, leaseTtlMs }) }));
           }
           return state;
         case 'viewed': {
           // Fenced shards resume here too: the renewer made them valid again.
-          resumeValid(state.held);
+          resumeValid(state);
           const plan = planShards(shardCount, holder, msg.view, state.held.leases.keys());
           state.members = plan.members;
           state.map = plan.map;
@@ -210,7 +210,7 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
             return state;
           }
           // Graceful handoff: stop claiming, finish or give back in-flight rows, then free the lease.
-          const keep = state.held.sending().filter((s) => !plan.surplus.includes(s));
+          const keep = state.held.owned().filter((s) => !plan.surplus.includes(s));
           const leases = plan.surplus.map((s) => state.held.leases.get(s));
           state.released.clear();
           run(self, async () => {
@@ -236,7 +236,7 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
             return state;
           }
           const got = msg.got.map(([s]) => s);
-          own(state, self, state.held.sending(), got);
+          own(state, self, state.held.owned(), got);
           return state;
         }
         case 'owned': {

@@ -25,8 +25,10 @@ const ascending = (a: number, b: number): number => a - b;
 /**
  * The shard leases one process holds, and the ones among them it does not send for now
  * (fenced: the last successful renewal is older than the fence time, see KvLease.valid).
- * A fenced shard stays held: the next successful renewal, a compare-and-set on our own
- * revision that proves nobody wrote the key meanwhile, makes it valid again.
+ * A fenced shard stays held, and stays in the pipeline with its claimed rows: the senders
+ * hold its chats back (maySendFor), and the next successful renewal, a compare-and-set on
+ * our own revision that proves nobody wrote the key meanwhile, lets them go on where they
+ * stopped. Only a lease someone else wrote (`lost`) makes the pipeline give rows back.
  */
 export class HeldShards {
   readonly leases = new Map<number, KvLease>();
@@ -52,7 +54,12 @@ export class HeldShards {
     return Object.fromEntries(shards.map((s) => [s, this.leases.get(s)?.confirmedAt]));
   }
 
-  /** Held and not fenced: what the pipeline should own. */
+  /** Every shard held, fenced or not: what the pipeline owns (its senders hold a fenced shard's chats back). */
+  owned(): number[] {
+    return [...this.leases.keys()].sort(ascending);
+  }
+
+  /** Held and not fenced: what the pipeline sends for now. */
   sending(): number[] {
     return [...this.leases.keys()].filter((s) => !this.fenced.has(s)).sort(ascending);
   }
@@ -94,12 +101,12 @@ export class HeldShards {
 
   /**
    * Rewrites every lease (compare-and-set). `lost`: someone else wrote the key, dropped here
-   * (`wasSending`: those we still sent for, to fence in the pipeline now); `resumed`: fenced
-   * ones valid again. A renewal with no answer changes nothing: still ours; the watchdog
-   * fences it if this lasts. `failingForMs`: set when this round ended a streak of unanswered
-   * rounds (how long it lasted).
+   * (the pipeline gives their rows back now, fenced or not); `resumed`: fenced ones valid
+   * again. A renewal with no answer changes nothing: still ours; the watchdog fences it if
+   * this lasts. `failingForMs`: set when this round ended a streak of unanswered rounds
+   * (how long it lasted).
    */
-  async renewAll(now = Date.now): Promise<{ lost: number[]; wasSending: number[]; resumed: number[]; failingForMs?: number }> {
+  async renewAll(now = Date.now): Promise<{ lost: number[]; resumed: number[]; failingForMs?: number }> {
     const lost: number[] = [];
     const resumed: number[] = [];
     let failed = 0;
@@ -113,12 +120,13 @@ export class HeldShards {
         }
       }),
     );
-    const wasSending = lost.filter((s) => this.leases.has(s) && !this.fenced.has(s));
-    this.drop(lost);
+    // Not those dropped meanwhile (handed off: their keys were deleted, so the write failed).
+    const gone = lost.filter((s) => this.leases.has(s));
+    this.drop(gone);
     const since = this.failingSince;
     if (failed > 0) this.failingSince ??= now();
     else this.failingSince = undefined;
-    return { lost, wasSending, resumed, ...(failed === 0 && since !== undefined ? { failingForMs: now() - since } : {}) };
+    return { lost: gone, resumed, ...(failed === 0 && since !== undefined ? { failingForMs: now() - since } : {}) };
   }
 
   /**

@@ -10,11 +10,14 @@ export interface ShardKeeperOptions {
   fenceAfterMs: number;
   log: Logger;
   /**
-   * Stop sending for `shards` now: `fenced` (the last renewal is too old; still ours) or `lost`
-   * (another process wrote the key). `sending`: those among them the pipeline still sends for.
+   * The last renewal of `shards` is older than the fence time: still ours, their rows stay
+   * claimed and queued, and the senders already hold their chats back (HeldShards.maySendFor
+   * is false from the fence time on, whatever the timers). Told for the log and the metrics.
    */
-  released(shards: number[], why: 'fenced' | 'lost', sending: number[]): Promise<void>;
-  /** A renewal made fenced shards valid again: the pipeline may send for them. */
+  fenced(shards: number[]): void;
+  /** Another process wrote the keys of `shards`: the pipeline stops and gives their rows back now. */
+  lost(shards: number[]): Promise<void>;
+  /** A renewal made fenced shards valid again: the senders go on where they stopped. */
   resumable(): void;
 }
 
@@ -24,7 +27,8 @@ export interface ShardKeeperOptions {
  * while renewals go unanswered (a JetStream election answers every write at once with 503)
  * retries one every PROBE_MS, so the first write after the election renews them all and fenced
  * shards resume within PROBE_MS of its end, not up to a round later. A watchdog every TTL/20
- * fences the shards whose last successful renewal started longer than the fence time ago.
+ * marks the shards whose last successful renewal started longer than the fence time ago as
+ * fenced (for the status and the log: the senders stop on their own, from the lease itself).
  */
 export class ShardKeeper {
   private timers: NodeJS.Timeout[] = [];
@@ -50,20 +54,20 @@ export class ShardKeeper {
     if (late.length === 0) return;
     this.o.log.warn(
       { shards: late, fenceAfterMs: this.o.fenceAfterMs },
-      'lease not renewed in time: stopped sending for these shards (still ours; resuming after the next renewal)',
+      'lease not renewed in time: stopped sending for these shards (still ours, their rows kept; resuming after the next renewal)',
     );
-    void this.o.released(late, 'fenced', late);
+    this.o.fenced(late);
   }
 
   async renewAll(): Promise<void> {
     if (this.stopped) return;
     const { held, log } = this.o;
-    const { lost, wasSending, resumed, failingForMs } = await held.renewAll();
+    const { lost, resumed, failingForMs } = await held.renewAll();
     if (failingForMs !== undefined) log.info({ failingForMs, fenced: held.fenced.size }, 'lease renewals succeed again');
     if (!this.stopped) held.keepProbing(PROBE_MS, () => void this.renewAll());
     if (lost.length) {
       log.warn({ shards: lost }, 'another process holds these shards now: stopped sending for them');
-      await this.o.released(lost, 'lost', wasSending);
+      await this.o.lost(lost);
     }
     // The senders may send for a resumed shard from when its renewal was answered (`confirmedAt`; tests check it).
     if (resumed.length) log.info({ shards: resumed, confirmedAt: held.confirmedAt(resumed) }, 'lease renewed after a fence: sending again');

@@ -6,7 +6,7 @@ import type { PipelineDeps } from '../deps';
 import type { SenderMsg, SenderOptions } from './sender';
 import type { SenderState } from './sender-work';
 
-/** How often a chat held back by a lease it cannot vouch for looks again (a renewal resumes it; a fence drains it). */
+/** How often a chat (a row's claim lease) or a shard (its lease) held back looks again (a renewal resumes it; a lost lease drains it). */
 export const GUARD_RECHECK_MS = 100;
 
 /**
@@ -35,15 +35,39 @@ export function senderLeases(
     const shardOk = deps.shardLease.maySendFor(opts.shard, now);
     const claimOk = shardOk && deps.claimLeases.vouches(job.lease, now);
     if (shardOk && claimOk) return true;
-    if (shardOk) {
-      state.unsure.set(job.row.id, c.id);
-      verify(state, self);
-    }
     m.heldBack.inc({ ...shardLabel, lease: shardOk ? 'claim' : 'shard' });
     c.phase = 'waiting';
     const gen = state.gen;
-    c.timer = setTimeout(() => dispatch(self, { type: 'chatReady', chatId: c.id, gen }), GUARD_RECHECK_MS);
+    if (shardOk) {
+      state.unsure.set(job.row.id, c.id);
+      verify(state, self);
+      c.timer = setTimeout(() => dispatch(self, { type: 'chatReady', chatId: c.id, gen }), GUARD_RECHECK_MS);
+      return false;
+    }
+    // The shard's lease: one look for the whole shard (a JetStream election holds every chat of it back for seconds).
+    state.shardHeld.add(c.id);
+    state.shardTimer ??= setTimeout(() => dispatch(self, { type: 'shardCheck', gen }), GUARD_RECHECK_MS);
     return false;
+  };
+
+  /** The shard's lease looked at again: valid, its held chats go on (in the order they were held); not yet, a look later. */
+  const onShardCheck = (state: SenderState, self: ActorRef<SenderMsg>): void => {
+    state.shardTimer = undefined;
+    if (state.shardHeld.size === 0) return;
+    if (!deps.shardLease.maySendFor(opts.shard, clock.now())) {
+      const gen = state.gen;
+      state.shardTimer = setTimeout(() => dispatch(self, { type: 'shardCheck', gen }), GUARD_RECHECK_MS);
+      return;
+    }
+    const held = [...state.shardHeld];
+    state.shardHeld.clear();
+    for (const id of held) {
+      const c = state.chats.get(id);
+      // A drain or a reschedule may have moved it meanwhile; only a chat still waiting (on no timer of its own) goes on.
+      if (!c || c.phase !== 'waiting' || c.timer) continue;
+      c.phase = 'idle';
+      schedule(state, c, self);
+    }
   };
 
   /** Asks the database which unsure rows are still ours, and for how long (the answer comes back as 'verified'). */
@@ -92,5 +116,5 @@ export function senderLeases(
     maybeFinishDrain(state);
   };
 
-  return { vouched, onVerified };
+  return { vouched, onShardCheck, onVerified };
 }

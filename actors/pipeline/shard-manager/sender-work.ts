@@ -46,6 +46,9 @@ export interface SenderState {
   /** Rows whose claim lease this process cannot vouch for: asked of the database (one query in flight). */
   unsure: Map<number, number>;
   verifying: boolean;
+  /** Chats held back because the shard's lease could not be vouched for (fenced), and the one timer that looks again. */
+  shardHeld: Set<number>;
+  shardTimer: NodeJS.Timeout | undefined;
 }
 
 export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
@@ -54,7 +57,10 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
   const m = sendMetrics(metrics);
   const policyLimits = policyLimitsOf(settings);
   // The lease checks before each send; they move chats through `schedule` and finish drains (hoisted below).
-  const { vouched, onVerified } = senderLeases(deps, opts, m, { schedule: (...a) => schedule(...a), maybeFinishDrain: (s) => maybeFinishDrain(s) });
+  const { vouched, onShardCheck, onVerified } = senderLeases(deps, opts, m, {
+    schedule: (...a) => schedule(...a),
+    maybeFinishDrain: (s) => maybeFinishDrain(s),
+  });
 
   const emit = (outcome: Outcome, event?: OutcomeEvent): void => {
     if (!dispatch(opts.outcomes, { type: 'outcome', outcome, event }))
@@ -290,5 +296,5 @@ export function senderWork(deps: PipelineDeps, opts: SenderOptions) {
 
   const status = (state: SenderState): SenderStatus => senderStatus(state, clock.now());
 
-  return { addRows, schedule, startSend, onSendDone, onVerified, maybeFinishDrain, failJob, status, emit };
+  return { addRows, schedule, startSend, onSendDone, onVerified, onShardCheck, maybeFinishDrain, failJob, status, emit };
 }

@@ -32,6 +32,8 @@ export type SenderMsg =
   | { type: 'sendDone'; chatId: number; rowId: number; result: SendResult; gen: number }
   /** The database's answer for rows whose claim lease this process could not vouch for: id → lease left (ms), only the rows still ours. */
   | { type: 'verified'; ids: number[]; left: Map<number, number>; startedAt: number; answeredAt: number; gen: number }
+  /** Look at the shard's lease again for the chats it held back. */
+  | { type: 'shardCheck'; gen: number }
   /** Stop sending, let in-flight sends finish, give back every row not sent; hand over the chats' windows. */
   | { type: 'drain'; replyTo: ReplyTo<DrainResult> }
   | { type: 'status'; replyTo: ReplyTo<SenderStatus> };
@@ -77,7 +79,7 @@ let generations = 0;
 export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOptions): ActorRef<SenderMsg> {
   const { settings, gate, book, clock, log } = deps;
   let starts = 0;
-  const { addRows, schedule, startSend, onSendDone, onVerified, maybeFinishDrain, failJob, status, emit } = senderWork(deps, opts);
+  const { addRows, schedule, startSend, onSendDone, onVerified, onShardCheck, maybeFinishDrain, failJob, status, emit } = senderWork(deps, opts);
   return spawn<SenderState, SenderMsg>(parent, {
     name: `sender-${opts.shard}`,
     supervision: Supervision.restartWithBackoff({ minBackoffMs: 100, maxBackoffMs: 10_000 }),
@@ -102,9 +104,12 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
         lastTick: clock.now(),
         unsure: new Map(),
         verifying: false,
+        shardHeld: new Set(),
+        shardTimer: undefined,
       };
     },
     afterStop: (state) => {
+      clearTimeout(state.shardTimer);
       for (const c of state.chats.values()) stopChat(c);
       state.limiter.close();
     },
@@ -204,6 +209,9 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
           maybeFinishDrain(state);
           return state;
         }
+        case 'shardCheck':
+          if (msg.gen === state.gen) onShardCheck(state, ctx.self);
+          return state;
         case 'verified':
           if (msg.gen !== state.gen) return state;
           onVerified(state, msg.ids, msg.left, msg.startedAt, msg.answeredAt, ctx.self);
@@ -214,6 +222,9 @@ export function spawnSender(parent: Parent, deps: PipelineDeps, opts: SenderOpti
             return state;
           }
           state.draining = { replyTo: msg.replyTo, done: false };
+          state.shardHeld.clear();
+          clearTimeout(state.shardTimer);
+          state.shardTimer = undefined;
           for (const c of state.chats.values()) {
             if (c.phase === 'waiting' || c.phase === 'bidding') {
               stopChat(c);

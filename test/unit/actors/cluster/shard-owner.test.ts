@@ -5,6 +5,7 @@ import type { OwnResult } from '../../../../actors/pipeline/pipeline';
 import { encodeValue } from '../../../../src/cluster/kv';
 import { openClusterBucket } from '../../../../src/cluster/kv';
 import { leaseHolder } from '../../../../src/cluster/lease';
+import { ShardLeaseBoard } from '../../../../src/cluster/held-shards';
 import { Metrics } from '../../../../src/metrics';
 import { query, startActorSystem, stopActorSystem, type ActorRef, type ActorSystem, type ReplyTo } from '../../../../src/runtime/actor';
 import { NATS_URL, captureLogger, uniq, waitFor } from '../../../helpers/services';
@@ -28,6 +29,7 @@ describe('shard-owner actor (fake pipeline, KV on the local nats-server)', funct
   let autoOwn: boolean;
   let previousOwners: OwnResult['previousOwners'];
   let keepAlive: NodeJS.Timeout | undefined;
+  let board: ShardLeaseBoard;
 
   /** The shard keys 'a:1' holds now (read one by one: the test knows the four keys). */
   const heldKeys = async (): Promise<string[]> => {
@@ -58,6 +60,7 @@ describe('shard-owner actor (fake pipeline, KV on the local nats-server)', funct
       },
     };
     const { log } = captureLogger();
+    board = new ShardLeaseBoard();
     system = startActorSystem('shard-owner-test', log);
     owner = spawnShardOwner(system, {
       kv,
@@ -69,6 +72,7 @@ describe('shard-owner actor (fake pipeline, KV on the local nats-server)', funct
       shardCount: 4,
       leaseTtlMs: TTL,
       formationMs: 0,
+      board,
     });
   });
   afterEach(async () => {
@@ -153,20 +157,40 @@ describe('shard-owner actor (fake pipeline, KV on the local nats-server)', funct
     assert.deepEqual(await heldKeys(), []);
   });
 
-  it('a shard fenced while a pipeline call was in flight is owned again after the renewal: the late answer does not hide the fence', async () => {
-    autoOwn = false;
-    await waitFor(() => owns.length === 1, 3000, 5, 'the first pipeline call, left hanging');
-    // Renewals fail (an election): the watchdog fences all four while the call is in flight.
+  it('renewals failing past the fence time (an election): the senders are held back, the pipeline keeps the shards and their rows; the first renewal lets them go on', async () => {
+    await waitFor(async () => (await status()).owned.length === 4, 3000, 5, 'all four owned');
+    const callsBefore = owns.length;
     const update = kv.update.bind(kv);
     let failing = true;
     kv.update = (...args: Parameters<KV['update']>) => (failing ? Promise.reject(Object.assign(new Error('503'), { code: '503' })) : update(...args));
-    await waitFor(() => fences.length >= 1, 3000, 5, 'fenced');
-    assert.deepEqual([...fences[0]!].sort(), [0, 1, 2, 3]);
-    // The pipeline answers the call it took before the fence; it released them after.
-    owns[0]!.d.resolve({ owned: [0, 1, 2, 3], released: 0, reclaimed: 0, previousOwners: [] });
+    await waitFor(async () => (await status()).fenced.length === 4, 3000, 5, 'fenced');
+    assert.equal(board.maySendFor(0, Date.now()), false, 'the senders may not send for a fenced shard');
+    assert.deepEqual(fences, [], 'the pipeline is not told to give rows back: the shards are still ours');
     failing = false;
+    await waitFor(async () => (await status()).fenced.length === 0, 3000, 5, 'resumed');
+    assert.equal(board.maySendFor(0, Date.now()), true, 'the senders may send again');
+    assert.deepEqual(fences, []);
+    // No pipeline call took a shard away (a call owning fewer than four would drain their senders).
+    assert.deepEqual(
+      owns.slice(callsBefore).filter((o) => o.shards.length < 4),
+      [],
+    );
+    assert.deepEqual((await status()).owned, [0, 1, 2, 3]);
+  });
+
+  it('a lease lost while a pipeline call was in flight: the pipeline gives it back, and no later call owns it again', async () => {
+    autoOwn = false;
+    await waitFor(() => owns.length === 1, 3000, 5, 'the first pipeline call, left hanging');
+    await kv.put('shard.3', encodeValue({ holder: 'x:9', instance: 'x', since: Date.now() }));
+    await waitFor(() => fences.length >= 1, 3000, 5, 'fenced');
+    assert.deepEqual(fences[0], [3]);
+    // The pipeline answers the call it took before the loss; it released shard 3 after.
+    owns[0]!.d.resolve({ owned: [0, 1, 2, 3], released: 0, reclaimed: 0, previousOwners: [] });
     autoOwn = true;
-    await waitFor(() => owns.length >= 2, 3000, 5, 'owned again after the renewal');
-    assert.deepEqual([...owns[1]!.shards].sort(), [0, 1, 2, 3]);
+    await waitFor(async () => (await status()).owned.join() === '0,1,2', 3000, 5, 'three held');
+    assert.ok(
+      owns.slice(1).every((o) => !o.shards.includes(3)),
+      'no later call gives the pipeline shard 3',
+    );
   });
 });

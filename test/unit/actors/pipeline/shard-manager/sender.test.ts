@@ -272,6 +272,43 @@ describe('sender actor (fake Telegram, recipients and outcome writer)', () => {
     await waitOutcome(1, 'sent');
   });
 
+  it('a fenced shard (an election): its chats wait on one look at the lease per period, keep their rows, and all go on when it is valid again', async () => {
+    let may = false;
+    let looks = 0;
+    start({}, [], (f) => {
+      f.deps.shardLease = { maySendFor: () => (looks++, may) };
+    });
+    const chats = Array.from({ length: 40 }, (_, i) => 100 + i);
+    send(...chats.map((c, i) => row(i + 1, c)));
+    await waitFor(() => looks >= chats.length, 1500, 1, 'every chat looked once');
+    const held = looks;
+    await new Promise((r) => setTimeout(r, 550));
+    assert.equal(fp.telegram.calls.length, 0, 'held back');
+    // One look per 100 ms for the whole shard (each chat looking on its own would be 40 per 100 ms).
+    assert.ok(looks - held <= 7, `${looks - held} looks in 550 ms for 40 held chats`);
+    const s = await status();
+    assert.equal(s.queued, chats.length, 'their rows are kept, not given back');
+    assert.equal(outcomes.filter((o) => o.kind === 'release').length, 0);
+    may = true; // the first renewal after the election
+    await calls(chats.length, 'every held chat sends once the lease is valid again');
+    assert.deepEqual([...new Set(fp.telegram.calls.map((c) => c.chatId))].sort(), chats);
+  });
+
+  it('a drain while the shard is fenced gives the held rows back and stops looking at the lease', async () => {
+    let looks = 0;
+    start({}, [], (f) => {
+      f.deps.shardLease = { maySendFor: () => (looks++, false) };
+    });
+    send(row(1, 10), row(2, 20));
+    await waitFor(() => looks >= 2, 1500, 1, 'both held');
+    const d = await query<SenderMsg, DrainResult>(sender, (replyTo) => ({ type: 'drain', replyTo }), 1000);
+    assert.equal(d.released, 2);
+    const after = looks;
+    await new Promise((r) => setTimeout(r, 250));
+    assert.equal(looks, after, 'no look at the lease after the drain');
+    assert.equal(fp.telegram.calls.length, 0);
+  });
+
   it('asks again right before the dispatch: a lease lost between the bid and the grant holds the send back', async () => {
     let may = true;
     start({}, [], (f) => {

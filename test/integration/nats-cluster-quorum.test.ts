@@ -1,0 +1,117 @@
+import assert from 'node:assert/strict';
+import { connect, type NatsConnection } from 'nats';
+import { TelegramSandbox } from '../../sandbox/server';
+import { createTestDb, uniq, waitFor, type TestDb } from '../helpers/services';
+import { startWorker, type Worker } from '../helpers/processes';
+import { NatsCluster } from '../helpers/nats-cluster';
+import { clusterStatusOf, clusterWorkerEnv, waitBalanced } from '../helpers/cluster-workers';
+
+/**
+ * The longest election there is: two of three NATS nodes die, so JetStream has no quorum and
+ * no lease can be renewed for as long as they stay down, while core NATS on the third node
+ * still works. Past the fence time every worker stops sending, but the shards stay its own
+ * and so do their claimed rows: nothing is given back to the outbox and claimed again, so
+ * the first renewal after the nodes return lets the senders go on where they stopped.
+ */
+describe('three-node NATS cluster, R3: quorum lost for longer than the fence time', function () {
+  this.timeout(120_000);
+  let cluster: NatsCluster | undefined;
+  let tdb: TestDb | undefined;
+  let sandbox: TelegramSandbox | undefined;
+  let nc: NatsConnection | undefined;
+  const workers: Worker[] = [];
+
+  afterEach(async () => {
+    for (const w of workers.splice(0)) {
+      w.kill('SIGKILL');
+      await w.exited;
+    }
+    await nc?.close().catch(() => undefined);
+    await cluster?.stop();
+    await sandbox?.stop();
+    await tdb?.drop();
+    nc = cluster = sandbox = tdb = undefined;
+  });
+
+  const FENCED = /lease not renewed in time: stopped sending/;
+  const RESUMED = /fenced shards valid again: sending for them/;
+
+  it('the fenced workers keep their shards and claimed rows; after the election they go on: every row once, in order, no shard moved', async () => {
+    cluster = await NatsCluster.start();
+    tdb = await createTestDb('qu');
+    sandbox = new TelegramSandbox({ globalRate: 300, chatRate: 10 });
+    await sandbox.start();
+    const bucket = uniq('qu');
+    nc = await connect({ servers: cluster.urls.split(','), maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+    const launch = (name: string): Worker => {
+      const w = startWorker(clusterWorkerEnv({ tdb: tdb!, sandbox: sandbox!, bucket, name }, { NATS_URL: cluster!.urls, NATS_REPLICAS: '3' }));
+      workers.push(w);
+      return w;
+    };
+    const ws = [launch('a'), launch('b')];
+    await Promise.all(ws.map((w) => w.waitForLine(/delivery pipeline running/, 60_000)));
+    const before = await waitBalanced(nc, bucket, 2);
+
+    // 40 chats × 60 rows at 10/s per chat: a backlog of ~6 s at full rate.
+    const N = 2_400;
+    const rows = Array.from({ length: N }, (_, i) => ({ telegram_id: 30_000 + (i % 40), message_text: `q-${30_000 + (i % 40)}-${Math.floor(i / 40)}` }));
+    for (let i = 0; i < N; i += 500) await tdb.db('telegram_notifications').insert(rows.slice(i, i + 500));
+    await sandbox.waitForDelivered(200, 20_000);
+
+    // Kill two nodes: every worker ends up on the third, where core NATS works and JetStream does not.
+    const survivor = cluster.nodes[2]!.name;
+    const fencesBefore = ws.map((w) => w.lines.filter((l) => FENCED.test(l)).length);
+    await Promise.all(cluster.nodes.slice(0, 2).map((n) => cluster!.kill(n.name)));
+    const killedAt = Date.now();
+    await Promise.all(ws.map((w, i) => waitFor(() => w.lines.filter((l) => FENCED.test(l)).length > fencesBefore[i]!, 20_000, 20, 'fenced')));
+    const claimed = async (): Promise<number> =>
+      Number(((await tdb!.db('telegram_notifications').where({ status: 'claimed' }).count({ n: '*' }))[0] as { n: number | string }).n);
+    const atFence = await claimed();
+    const deliveredAtFence = sandbox.delivered().length;
+    assert.ok(atFence > 0, 'rows were claimed when the workers fenced');
+    // Two more seconds without a quorum: the claimed rows stay claimed (a fence that gave them back would leave 0).
+    const samples: number[] = [];
+    const until = Date.now() + 2_000;
+    while (Date.now() < until) {
+      samples.push(await claimed());
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(
+      Math.min(...samples) >= atFence,
+      `claimed rows while fenced: ${atFence} at the fence, then ${JSON.stringify(samples)} (nothing given back to the outbox)`,
+    );
+    assert.equal(sandbox.delivered().length, deliveredAtFence, 'nothing sent while fenced');
+
+    const resumedBefore = ws.map((w) => w.lines.filter((l) => RESUMED.test(l)).length);
+    await Promise.all(cluster.nodes.slice(0, 2).map((n) => cluster!.restart(n.name)));
+    await Promise.all(ws.map((w, i) => waitFor(() => w.lines.filter((l) => RESUMED.test(l)).length > resumedBefore[i]!, 30_000, 20, 'resumed')));
+    await waitFor(
+      async () => Number(((await tdb!.db('telegram_notifications').where({ status: 'sent' }).count({ n: '*' }))[0] as { n: number | string }).n) === N,
+      60_000,
+      200,
+      'every row sent',
+    );
+    const d = sandbox.delivered();
+    console.log(
+      `      quorum lost for ${((Date.now() - killedAt) / 1000).toFixed(1)} s (survivor ${survivor}); ${atFence} rows stayed claimed through the fence`,
+    );
+    assert.equal(new Set(d.map((x) => x.text)).size, N, 'every row delivered');
+    assert.equal(d.length, N, 'none twice');
+    const byChat = new Map<number, number[]>();
+    for (const x of d) byChat.set(x.chatId, [...(byChat.get(x.chatId) ?? []), Number(x.text!.split('-')[2])]);
+    for (const [chat, seq] of byChat)
+      assert.deepEqual(
+        seq,
+        [...seq].sort((a, b) => a - b),
+        `chat ${chat} in order`,
+      );
+    const after = await clusterStatusOf(nc, bucket);
+    assert.deepEqual(
+      Object.entries(before.map).filter(([s, h]) => after.map[Number(s)] !== h),
+      [],
+      'every shard is held by the process that held it before',
+    );
+    assert.deepEqual(after.takeovers, []);
+    assert.equal(sandbox.stats().rejected['429'] ?? 0, 0, 'no 429');
+  });
+});
