@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import type { KV, NatsConnection } from 'nats';
-import { BudgetClient, COORDINATOR_KEY, floorShare } from '../../src/cluster/budget-client';
+import { BudgetClient, COORDINATOR_KEY, READ_WAIT_MS, floorShare } from '../../src/cluster/budget-client';
 import { GlobalGate } from '../../src/limits/global-gate';
 import { Metrics } from '../../src/metrics';
 import type { BudgetGrant } from '../../src/nats/payloads';
@@ -11,9 +11,17 @@ const NOW = 1_700_000_000_000;
 const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
 
 /** A KV that holds the coordinator lease and member keys, as the cluster bucket does. */
-function fakeKv(state: { coordinator: { holder: string; revision: number } | null; members: string[]; failing?: boolean }): KV {
+function fakeKv(state: {
+  coordinator: { holder: string; revision: number } | null;
+  members: string[];
+  failing?: boolean;
+  hanging?: boolean;
+  reads?: number;
+}): KV {
   return {
     get: async (key: string) => {
+      state.reads = (state.reads ?? 0) + 1;
+      if (state.hanging) return new Promise(() => undefined);
       if (state.failing) throw Object.assign(new Error('503'), { code: '503' });
       if (key === COORDINATOR_KEY)
         return state.coordinator
@@ -89,6 +97,37 @@ describe('budget control messages (issue 10 item 5)', () => {
     t = NOW + 4_000;
     await view.refreshView();
     assert.match((await c.checkGrant(grant({ issued_at: t, expires_at: t + 500, lease_revision: 12 })))!, /unknown/, 'a lease period since the last read');
+  });
+
+  it('while KV reads fail, a renewal accepted once is known: the next grants at its revision wait for no read', async () => {
+    let t = NOW;
+    const kv: Parameters<typeof fakeKv>[0] = { coordinator: { holder: 'boss:1', revision: 7 }, members: [] };
+    const { c } = client(kv, () => t);
+    await (c as unknown as { refreshView(): Promise<void> }).refreshView();
+    kv.failing = true;
+    t = NOW + 1_000;
+    const at = { issued_at: t, expires_at: t + 500 };
+    assert.equal(await c.checkGrant(grant({ ...at, lease_revision: 12 })), undefined);
+    const reads = kv.reads;
+    assert.equal(await c.checkGrant(grant({ ...at, lease_revision: 12 })), undefined);
+    assert.equal(await c.checkGrant(grant({ ...at, lease_revision: 12 })), undefined);
+    assert.equal(kv.reads, reads, 'no KV read for a revision already accepted');
+  });
+
+  it('a read that does not answer counts as failed after READ_WAIT_MS: a renewal of the coordinator we read is accepted then, not after the read gives up', async () => {
+    const kv: Parameters<typeof fakeKv>[0] = { coordinator: { holder: 'boss:1', revision: 7 }, members: [] };
+    const { c } = client(kv, () => NOW);
+    await (c as unknown as { refreshView(): Promise<void> }).refreshView();
+    kv.hanging = true;
+    const t0 = Date.now();
+    assert.equal(await c.checkGrant(grant({ lease_revision: 12 })), undefined);
+    const took = Date.now() - t0;
+    assert.ok(took >= READ_WAIT_MS - 5 && took < READ_WAIT_MS + 500, `decided after ${took} ms`);
+    assert.match(
+      (await c.checkGrant(grant({ lease_revision: 99, coordinator: 'other:1' })))!,
+      /not the coordinator's lease/,
+      'another holder is still refused',
+    );
   });
 
   it('a grant naming another process than the lease holder is refused', async () => {
