@@ -56,19 +56,24 @@ export interface ProcessStatus {
   throttled: number;
   rateLimitedChats: number;
   takeovers: Takeover[];
+  /** Only the budget coordinator's answer has it: its split, so any process can show the cluster's budget. */
+  coordinating?: BudgetStatus;
   pipeline: PipelineStatus;
 }
 
 /** `notify.cluster.status` answer. */
 export interface ClusterStatus {
   at: number;
+  /** The instance whose process answered (any one of them answers `notify.cluster.status`). */
+  answeredBy: string;
   shardCount: number;
   /** shard → holder (`<instance>:<boot id>`), from the KV bucket. */
   map: Record<number, string>;
   members: string[];
   coordinator: string | null;
+  /** The coordinator's split, whichever process answered (null while nobody coordinates, or its answer did not come). */
   budget: BudgetStatus | null;
-  processes: Array<Omit<ProcessStatus, 'pipeline'>>;
+  processes: Array<Omit<ProcessStatus, 'pipeline' | 'coordinating'>>;
   takeovers: Array<Takeover & { by: string }>;
 }
 
@@ -200,8 +205,13 @@ function startCluster(o: ClusterOptions, kv: KV, subjects: SubjectSet, refs: Roo
 
   const status = () => query<ShardOwnerMsg, ShardOwnerStatus>(shardOwner, (replyTo) => ({ type: 'status', replyTo }), 5_000);
   const pipelineStatus = () => query<PipelineMsg, PipelineStatus>(pipeline, (replyTo) => ({ type: 'status', replyTo }), 5_000);
+  const coordinating = () =>
+    query<BudgetCoordinatorMsg, BudgetStatus>(coordinator, (replyTo) => ({ type: 'status', replyTo }), 2_000).then(
+      (b) => (b.leader ? b : null),
+      () => null,
+    );
   const processStatus = async (): Promise<ProcessStatus> => {
-    const [own, p] = await Promise.all([status(), pipelineStatus()]);
+    const [own, p, budgetSplit] = await Promise.all([status(), pipelineStatus(), coordinating()]);
     const sum = (f: (s: PipelineStatus['shards'][number]) => number) => p.shards.reduce((a, s) => a + f(s), 0);
     return {
       instance: config.instanceId,
@@ -226,6 +236,7 @@ function startCluster(o: ClusterOptions, kv: KV, subjects: SubjectSet, refs: Roo
         .slice(0, 20),
       rateLimitedChats: sum((s) => s.rateLimited.length),
       takeovers: own.takeovers,
+      ...(budgetSplit ? { coordinating: budgetSplit } : {}),
       pipeline: p,
     };
   };
@@ -234,17 +245,20 @@ function startCluster(o: ClusterOptions, kv: KV, subjects: SubjectSet, refs: Roo
       status(),
       readClusterView(kv),
       leaseHolder(kv, COORDINATOR_KEY).catch(() => undefined),
-      query<BudgetCoordinatorMsg, BudgetStatus>(coordinator, (replyTo) => ({ type: 'status', replyTo }), 2_000).catch(() => null),
+      coordinating(),
     ]);
     const processes: ClusterStatus['processes'] = [];
+    let relayed: BudgetStatus | null = null;
     for await (const m of await nc.requestMany(subjects.statusAll, encodeJson({}), {
       maxWait: 1_000,
       maxMessages: Math.max(1, fresh.members.length),
     })) {
       try {
         // A peer's reply is input: one that is not a process status (an error, garbage) is left out.
-        const { pipeline: _omit, ...rest } = decodeProcessStatus(m.data);
+        const { pipeline: _omit, coordinating: split, ...rest } = decodeProcessStatus(m.data);
         processes.push(rest);
+        // Not ours: the coordinator's own answer carries its split (the lease's holder first, should two answer during a handover).
+        if (split?.leader === true && (relayed === null || rest.holder === coord?.holder)) relayed = split;
       } catch {
         /* left out */
       }
@@ -252,11 +266,12 @@ function startCluster(o: ClusterOptions, kv: KV, subjects: SubjectSet, refs: Roo
     processes.sort((a, b) => a.instance.localeCompare(b.instance));
     return {
       at: Date.now(),
+      answeredBy: config.instanceId,
       shardCount: config.shardCount,
       map: Object.fromEntries(fresh.shards),
       members: fresh.members,
       coordinator: coord?.holder ?? null,
-      budget: budgetStatus?.leader ? budgetStatus : null,
+      budget: budgetStatus ?? relayed,
       processes,
       takeovers: processes
         .flatMap((p) => p.takeovers.map((t) => ({ ...t, by: p.instance })))

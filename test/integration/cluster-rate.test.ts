@@ -177,8 +177,8 @@ describe('rate control across real processes: formation and handoff', function (
     const outside: string[] = [];
     await waitFor(
       async () => {
-        // The coordinator's own status when it answered; else the rate its grants carry (the first answer to the
-        // status request comes from any process, and the busy coordinator's is often not the first).
+        // The coordinator's split (whichever process answers relays it); else the rate its grants carry (a busy
+        // coordinator's answer may miss the answering process's 1 s gathering).
         const st = await clusterStatus().catch(() => undefined);
         const granted = st?.processes.filter((p) => p.budget.mode === 'granted').map((p) => p.budget.rate) ?? [];
         rate = st?.budget?.rate ?? (granted.length ? Math.max(...granted) : undefined) ?? rate;

@@ -83,6 +83,21 @@ describe('scale-out across real processes (NATS KV leases, shared budget)', func
     const st = await balanced(3);
     assert.equal(Object.keys(st.map).length, 64);
     assert.ok(st.coordinator, 'a budget coordinator was elected');
+    // Any process answers the cluster status; one that does not coordinate relays the coordinator's split.
+    let other: ClusterStatus | undefined;
+    await waitFor(
+      async () => {
+        const s = await clusterStatus();
+        const coordinator = s.processes.find((p) => p.holder === s.coordinator)?.instance;
+        if (coordinator !== undefined && s.answeredBy !== coordinator) other = s;
+        return other !== undefined;
+      },
+      20_000,
+      20,
+      'a status answered by a process that does not coordinate',
+    );
+    assert.equal(other!.budget?.leader, true, `the budget in ${other!.answeredBy}'s answer: ${JSON.stringify(other!.budget)}`);
+    assert.ok(other!.budget.rate > 0);
     await insert(Array.from({ length: 600 }, (_, i) => ({ chat: 5000 + (i % 120), text: `r-${i}` })));
     await waitFor(async () => (await count('sent')) === 600, 60_000, 200, 'all sent');
     assertExactlyOnceInOrder(600);
