@@ -2,14 +2,13 @@
  * The delivery pipeline role, in the three steps of actors/root.ts: `pipelineShared` and
  * `preparePipeline` build the ports (repository, GlobalGate, buffer book, the NATS service),
  * `spawnRoot` spawns the pipeline actor from `deps()`, and `start` wires the `notify.*`
- * endpoints and subscriptions to it. `startPipeline` runs the three for one process alone
+ * endpoints and subscriptions to it (./pipeline-subjects.ts). `startPipeline` runs the three for one process alone
  * (tests, benchmarks).
  */
 import { randomBytes } from 'node:crypto';
-import { Type } from '@sinclair/typebox';
 import type { Knex } from 'knex';
 import type { NatsConnection, Service } from 'nats';
-import { startActorSystem, stopActorSystem, dispatch, query, stop, type ActorRef, type ActorSystem } from '../runtime/actor';
+import { stopActorSystem, dispatch, query, stop, type ActorRef, type ActorSystem } from '../runtime/actor';
 import type { Config } from '../config/core';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
@@ -26,18 +25,19 @@ import { SentHere } from '../outbox/chat-queues';
 import { TextPlanner, type Planner } from '../outbox/plan';
 import type { TelegramClient } from '../telegram/client';
 import { makeSubjects, type SubjectSet } from '../nats/subjects';
-import { decoder, encodeJson, type Decoder } from '../nats/codec';
-import { NatsIntake, orEmpty } from '../nats/intake';
-import { RecipientChanged, WakeEvent, type EnqueueReply, type OutcomeEvent } from '../nats/payloads';
-import { decodeEnqueue, enqueue } from '../outbox/enqueue';
-import { AppError, describeError, isAppError } from '../errors';
+import { encodeJson } from '../nats/codec';
+import { NatsIntake } from '../nats/intake';
+import type { OutcomeEvent } from '../nats/payloads';
+import { describeError } from '../errors';
 import { outcomeLog } from '../outbox/outcome-log';
 import { ranges } from '../outbox/shard';
 import { spawnRoot, spawned, type RootRefs } from '../../actors/root';
 import type { OwnResult, PipelineMsg, PipelineStatus } from '../../actors/pipeline/pipeline';
 import { chatRatePerMs, type PipelineDeps, type PipelineSettings } from '../../actors/pipeline/deps';
 import type { OwnedShards } from '../../actors/cluster/shard-owner';
-import { dbErrorFields } from '../db/error-fields';
+import { servePipelineSubjects } from './pipeline-subjects';
+import { registerPipelineGauges } from './pipeline-gauges';
+import { startObservedSystem } from '../runtime/observed-system';
 
 /**
  * What the pipeline takes from the cluster, made before it: the budget's flood
@@ -188,9 +188,7 @@ export async function preparePipeline(o: PipelineOptions): Promise<PreparedPipel
     const w = windowAt(rate, rateToWindow(config.telegramGlobalRate));
     if (w.count !== gate.limit.count || Math.abs(w.windowMs - gate.limit.windowMs) > 0.5) gate.setLimit(w);
   };
-  registerGauges(metrics, shared, lowered);
-  const mEnqueued = metrics.counter('notifications_enqueued_total', 'Notifications enqueued over NATS', ['result']);
-  const mBadInput = metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']);
+  registerPipelineGauges(metrics, shared, lowered);
 
   const safePublish = (subject: string, payload: unknown): void => {
     try {
@@ -289,67 +287,7 @@ export async function preparePipeline(o: PipelineOptions): Promise<PreparedPipel
         ...(await pipelineStatus()),
       }));
 
-    // ---- NATS: wake-ups and recipient changes ---------------------------------------
-    intake.listen(subjects.wakeAll, decodeWake, (w) => void dispatch(root, { type: 'wake', shard: w.shard }), { label: 'notify.wake' });
-    // Each refused event is logged on its own line (the intake's warning is one per code per 10 s).
-    const loggedDecodeRecipient = onReject(decodeRecipient, (e) =>
-      log.warn({ code: isAppError(e) ? e.code : 'INTERNAL', err: describeError(e) }, 'bad recipient event ignored'),
-    );
-    intake.listen(subjects.recipientChanged, loggedDecodeRecipient, (r) => {
-      // The database decides; the event only says which chat to look at again.
-      recipients.refresh(r.chat_id).then(
-        (stored) => {
-          if (stored !== r.status) {
-            mBadInput.inc({ subject: subjects.recipientChanged, code: 'RECIPIENT_MISMATCH' });
-            log.warn(
-              { chatId: r.chat_id, announced: r.status, stored, code: 'RECIPIENT_MISMATCH' },
-              'recipient event does not match the database; the database state applies',
-            );
-          }
-        },
-        (e: unknown) =>
-          log.warn(
-            { chatId: r.chat_id, code: 'UNAVAILABLE', ...dbErrorFields(e) },
-            'recipient event not applied: the database could not be read; the cached state stays',
-          ),
-      );
-    });
-
-    // ---- NATS service: enqueue + status ---------------------------------------------
-    // A refusal is counted under its code, as a bad payload is by the intake.
-    const countedDecode = onReject(decodeEnqueue, () => mEnqueued.inc({ result: 'rejected' }));
-    intake.serveEndpoint(
-      service,
-      'enqueue',
-      subjects.enqueue,
-      countedDecode,
-      async (req): Promise<EnqueueReply> => {
-        try {
-          const res = await enqueue(repo, req, log);
-          mEnqueued.inc({ result: res.duplicate ? 'duplicate' : 'inserted' });
-          if (!res.duplicate) safePublish(subjects.wake(res.shard), { shard: res.shard, id: res.id });
-          return { ok: true, ...res };
-        } catch (e) {
-          // `enqueue` throws only AppErrors with codes a producer may see (and logs the rest itself).
-          const err = isAppError(e) ? e : new AppError('INTERNAL', 'internal error: the notification was not stored; retry');
-          mEnqueued.inc({ result: 'rejected' });
-          mBadInput.inc({ subject: subjects.enqueue, code: err.code });
-          return { ok: false, error: { code: err.code, message: err.message } };
-        }
-      },
-      { metadata: { payload: 'EnqueueRequest JSON', reply: 'EnqueueReply JSON' } },
-    );
-    intake.serveEndpoint(
-      service,
-      'status',
-      subjects.status(config.instanceId),
-      decodeStatus,
-      () =>
-        status().catch((e: unknown) => {
-          throw isAppError(e) ? e : new AppError('INTERNAL', describeError(e));
-        }),
-      { label: subjects.status('<instance>') },
-    );
+    servePipelineSubjects({ intake, service, subjects, instanceId: config.instanceId, root, repo, recipients, log, metrics, publish: safePublish, status });
 
     const system = ports.system;
     // Fixed order, each step isolated: stop intake → drain senders → give back → flush.
@@ -408,71 +346,4 @@ export async function startPipeline(o: PipelineOptions): Promise<Pipeline> {
   const pipeline = prepared.start(refs, ownSystem ? { system } : {});
   if (o.ownAllShards === true) dispatch(pipeline.root, { type: 'own', shards: Array.from({ length: o.config.shardCount }, (_, i) => i) });
   return pipeline;
-}
-
-const decodeWake = decoder(WakeEvent, { maxBytes: 1024 });
-const decodeRecipient = decoder(RecipientChanged, { maxBytes: 1024 });
-/** `notify.status.*` takes nothing (any JSON object is accepted and ignored). */
-const decodeStatus = orEmpty(decoder(Type.Object({}), { maxBytes: 1024 }), {});
-
-/** A decoder that also reports each payload it refuses (the intake then counts and answers it). */
-function onReject<T>(decode: Decoder<T>, seen: (e: unknown) => void): Decoder<T> {
-  const fn = (data: Uint8Array): T => {
-    try {
-      return decode(data);
-    } catch (e) {
-      seen(e);
-      throw e;
-    }
-  };
-  return Object.assign(fn, { schema: decode.schema });
-}
-
-/** Read at scrape time from live state: queue depth and sends on the wire per shard, the gate. */
-function registerGauges(metrics: Metrics, shared: PipelineShared, lowered: Map<number, number>): void {
-  const { book, gate, settings } = shared;
-  metrics.gauge('sender_queue_depth', 'Claimed rows waiting in memory, per shard', ['shard'], (g) => {
-    g.reset();
-    for (const [shard, n] of book.byShard()) g.set({ shard: String(shard) }, n);
-  });
-  metrics.gauge('sender_in_flight', 'Telegram calls on the wire, per shard', ['shard'], (g) => {
-    g.reset();
-    for (const [shard, n] of book.inFlightByShard()) g.set({ shard: String(shard) }, n);
-  });
-  metrics.gauge('gate_waiting_chats', 'Chats ready to send, waiting for a global slot', [], (g) => g.set(gate.waiting));
-  metrics.gauge('gate_limit_per_window', 'Sends per window this process may make now (its cluster share)', [], (g) => g.set(gate.limit.count));
-  metrics.gauge(
-    'telegram_effective_rate',
-    'Sends per second this process may make now, by scope (global: its gate; chat/group: the lowest lowered chat, else the configured rate)',
-    ['scope'],
-    (g) => {
-      g.set({ scope: 'global' }, (gate.limit.count / gate.limit.windowMs) * 1000);
-      let chat = (settings.chatLimit.count / settings.chatLimit.windowMs) * 1000;
-      let group = (settings.groupLimit.count / settings.groupLimit.windowMs) * 1000;
-      for (const [id, r] of lowered)
-        if (id < 0) group = Math.min(group, r);
-        else chat = Math.min(chat, r);
-      g.set({ scope: 'chat' }, chat);
-      g.set({ scope: 'group' }, group);
-    },
-  );
-  metrics.gauge('telegram_lowered_chats', 'Chats whose rate a 429 lowered below the configured one', ['scope'], (g) => {
-    let chat = 0;
-    for (const id of lowered.keys()) if (id > 0) chat++;
-    g.set({ scope: 'chat' }, chat);
-    g.set({ scope: 'group' }, lowered.size - chat);
-  });
-  metrics.gauge('gate_paused_until_seconds', 'Bot-wide pause after a flood 429 (epoch seconds; 0 = none)', [], (g) => g.set(gate.pausedUntilMs / 1000));
-}
-
-/** An actor system whose crashes, restarts and dead letters show in metrics and logs. */
-export function startObservedSystem(name: string, log: Logger, metrics: Metrics): ActorSystem {
-  return startActorSystem(name, log, {
-    crashed: (path) => metrics.counter('actor_crashes_total', 'Actor handler failures', ['actor']).inc({ actor: path.replace(/-\d+$/, '') }),
-    restarting: (path, attempt, delayMs) => log.warn({ actor: path, attempt, delayMs }, 'restarting actor'),
-    deadLetter: (path, type) => {
-      metrics.counter('actor_dead_letters_total', 'Messages sent to stopped actors').inc();
-      log.debug({ actor: path, message: type }, 'dead letter');
-    },
-  });
 }
