@@ -79,7 +79,7 @@ export function queueRows(
   const touched = new Map<ChatQueue, number>();
   const sentAlready: OutboxRow[] = [];
   for (const row of rows) {
-    const verdict = ledger.admit(row.id, row.fetchedAt);
+    const verdict = ledger.admit(row);
     if (verdict === 'queued') {
       const job = chats.get(row.chatId)?.queue.find((j) => j.row.id === row.id);
       if (job) job.lease = ClaimLeases.newer(job.lease, leaseEvidence(row, now, leaseMs));
@@ -106,7 +106,7 @@ export function forgetJob(c: ChatQueue, ledger: RowLedger, job: Job): void {
 export function finishJob(c: ChatQueue, ledger: RowLedger, job: Job, now: number, sent = false): void {
   const i = c.queue.indexOf(job);
   if (i >= 0) c.queue.splice(i, 1);
-  ledger.finish(job.row.id, now, sent);
+  ledger.finish(job.row, now, sent);
 }
 
 /** A job of the chat's queue by row id: usually the head, but an earlier row may have been queued in front. */
@@ -179,19 +179,23 @@ export const SENT_HERE_MS = 120_000;
  * `sent` outcome did not land before the row was freed (a stall past the claim lease, a shard
  * taken over while its process was frozen), and a later sender of this process (the shard
  * owned again) may get it. It is not sent twice from here: its outcome is written again.
+ * A row is known by its id and its `created_at`: an id alone can name another row after the
+ * table was emptied (TRUNCATE restarts AUTO_INCREMENT), and that row must be sent.
  */
 export class SentHere {
-  private readonly at = new Map<number, number>();
+  private readonly at = new Map<number, { at: number; createdAt: number }>();
 
-  sentAt(id: number): number | undefined {
-    return this.at.get(id);
+  /** When Telegram took this row (this id, created then) from this process, if it did lately. */
+  sentAt(id: number, createdAt: number): number | undefined {
+    const e = this.at.get(id);
+    return e?.createdAt === createdAt ? e.at : undefined;
   }
 
-  add(id: number, now: number): void {
+  add(id: number, createdAt: number, now: number): void {
     this.at.delete(id);
-    this.at.set(id, now);
-    for (const [old, t] of this.at) {
-      if (now - t < SENT_HERE_MS) break;
+    this.at.set(id, { at: now, createdAt });
+    for (const [old, e] of this.at) {
+      if (now - e.at < SENT_HERE_MS) break;
       this.at.delete(old);
     }
   }
@@ -213,9 +217,9 @@ export class RowLedger {
   constructor(private readonly sent: SentHere = new SentHere()) {}
 
   /** Takes the row in unless it is queued already, or this copy was fetched before the row finished here, or it was sent from this process. */
-  admit(id: number, fetchedAt: number): Admission {
+  admit({ id, fetchedAt, createdAt }: Pick<OutboxRow, 'id' | 'fetchedAt' | 'createdAt'>): Admission {
     if (this.live.has(id)) return 'queued';
-    const sentAt = this.sent.sentAt(id);
+    const sentAt = this.sent.sentAt(id, createdAt);
     if (sentAt !== undefined) return fetchedAt <= sentAt ? 'stale' : 'sent';
     const at = this.finished.get(id);
     if (at !== undefined && fetchedAt <= at) return 'stale';
@@ -228,9 +232,9 @@ export class RowLedger {
     this.live.delete(id);
   }
 
-  finish(id: number, now: number, sent = false): void {
+  finish({ id, createdAt }: Pick<OutboxRow, 'id' | 'createdAt'>, now: number, sent = false): void {
     this.live.delete(id);
-    if (sent) this.sent.add(id, now);
+    if (sent) this.sent.add(id, createdAt, now);
     this.finished.delete(id);
     this.finished.set(id, now);
     for (const [old, at] of this.finished) {

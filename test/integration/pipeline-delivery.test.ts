@@ -52,6 +52,24 @@ describe('delivery pipeline (MariaDB + NATS + sandbox over HTTP)', function () {
     assert.equal(first.retry_count, 2);
     assert.equal(first.attempts, 3);
   });
+  it('an emptied outbox (TRUNCATE restarts the ids): new rows under the ids of rows sent a moment ago are sent, not taken for those', async () => {
+    h = await harness({ sandbox: { globalRate: 300, chatRate: 10 } });
+    const first = await insertLegacy(
+      h,
+      Array.from({ length: 20 }, (_, i) => ({ chat: 4000 + (i % 5), text: `old${i}` })),
+    );
+    await h.start();
+    await waitFor(async () => (await rowsByStatus(h)).sent === 20, 20_000, 50, 'the first rows sent');
+    await h.tdb.db.raw('TRUNCATE telegram_notifications');
+    const again = await insertLegacy(
+      h,
+      Array.from({ length: 20 }, (_, i) => ({ chat: 4000 + (i % 5), text: `new${i}` })),
+    );
+    assert.deepEqual(again, first, 'the same ids again');
+    await waitFor(async () => h.sandbox.delivered().filter((d) => d.text!.startsWith('new')).length === 20, 20_000, 50, 'the new rows delivered');
+    await waitFor(async () => (await rowsByStatus(h)).sent === 20, 20_000, 50, 'the new rows written as sent');
+    assert.equal(h.sandbox.delivered().length, 40, 'each row once');
+  });
 });
 
 describe('pipeline metrics', function () {

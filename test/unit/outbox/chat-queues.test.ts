@@ -19,6 +19,10 @@ import {
 import { row } from '../../helpers/pipeline-fakes';
 
 /** The per-chat FIFOs of a sender, its finished set and job edits, on a clock the test moves by hand. */
+const CREATED = 1_700_000_000_000;
+/** A row's identity as the ledger reads it: its id, when this copy was fetched, when it was created. */
+const r = (id: number, fetchedAt = 0, createdAt = CREATED) => ({ id, fetchedAt, createdAt });
+
 describe('outbox/chat-queues', () => {
   let now: number;
   beforeEach(() => {
@@ -57,30 +61,39 @@ describe('outbox/chat-queues', () => {
 
   it('forgets finished rows SEEN_FINISHED_MS after they finished', () => {
     const ledger = new RowLedger();
-    assert.equal(ledger.admit(1, now), 'new');
-    ledger.finish(1, now);
-    assert.equal(ledger.admit(1, now - 1), 'stale');
+    assert.equal(ledger.admit(r(1, now)), 'new');
+    ledger.finish(r(1), now);
+    assert.equal(ledger.admit(r(1, now - 1)), 'stale');
     now += SEEN_FINISHED_MS;
-    assert.equal(ledger.admit(2, now), 'new');
-    ledger.finish(2, now); // finishing prunes what is older than SEEN_FINISHED_MS
-    assert.equal(ledger.admit(1, 0), 'new', 'a copy of row 1 however old is new again once forgotten');
+    assert.equal(ledger.admit(r(2, now)), 'new');
+    ledger.finish(r(2), now); // finishing prunes what is older than SEEN_FINISHED_MS
+    assert.equal(ledger.admit(r(1, 0)), 'new', 'a copy of row 1 however old is new again once forgotten');
   });
 
   it('a row sent from this process is never admitted again by any of its senders while remembered (SENT_HERE_MS)', () => {
     const sent = new SentHere();
     const old = new RowLedger(sent);
-    assert.equal(old.admit(7, now), 'new');
-    old.finish(7, now + 10, true);
+    assert.equal(old.admit(r(7, now)), 'new');
+    old.finish(r(7), now + 10, true);
     // The shard was taken over while this process was frozen, then owned again: a new sender, the same process.
     const fresh = new RowLedger(sent);
-    assert.equal(fresh.admit(7, now + 5), 'stale', 'fetched before it was sent');
-    assert.equal(fresh.admit(7, now + 20), 'sent', 'claimed again after its outcome was lost: written, not sent');
+    assert.equal(fresh.admit(r(7, now + 5)), 'stale', 'fetched before it was sent');
+    assert.equal(fresh.admit(r(7, now + 20)), 'sent', 'claimed again after its outcome was lost: written, not sent');
     const failed = new RowLedger(sent);
-    assert.equal(failed.admit(8, now), 'new');
-    failed.finish(8, now + 10);
-    assert.equal(new RowLedger(sent).admit(8, now + 20), 'new', 'a failed row retried by an operator is sent');
-    sent.add(9, now + SENT_HERE_MS + 10); // adding prunes what is older than SENT_HERE_MS
-    assert.equal(fresh.admit(7, now + SENT_HERE_MS + 20), 'new', 'forgotten');
+    assert.equal(failed.admit(r(8, now)), 'new');
+    failed.finish(r(8), now + 10);
+    assert.equal(new RowLedger(sent).admit(r(8, now + 20)), 'new', 'a failed row retried by an operator is sent');
+    sent.add(9, CREATED, now + SENT_HERE_MS + 10); // adding prunes what is older than SENT_HERE_MS
+    assert.equal(fresh.admit(r(7, now + SENT_HERE_MS + 20)), 'new', 'forgotten');
+  });
+
+  it('a row is known by its id and created_at: another row with the id of a sent one (the table emptied, ids restarted) is sent', () => {
+    const sent = new SentHere();
+    const ledger = new RowLedger(sent);
+    assert.equal(ledger.admit(r(7, now)), 'new');
+    ledger.finish(r(7), now + 10, true);
+    assert.equal(new RowLedger(sent).admit(r(7, now + 20)), 'sent', 'the same row claimed again');
+    assert.equal(new RowLedger(sent).admit({ id: 7, fetchedAt: now + 20, createdAt: CREATED + 60_000 }), 'new', 'a new row with the same id');
   });
 
   it('jobOf finds a job behind the head; newJob resumes from recorded progress', () => {
