@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import type { NatsConnection } from 'nats';
 import type { TelegramSandbox } from '../../sandbox/server';
 import type { ClusterStatus } from '../../src/roles/cluster';
@@ -72,4 +73,22 @@ export function clusterWorkerEnv(
     ROLE: 'worker',
     ...env,
   };
+}
+
+/**
+ * Every one of `n` rows delivered exactly once, and each chat's deliveries in row order; `seq`
+ * reads a delivery's place in its chat's order from its text (the tests number their rows).
+ */
+export function assertExactlyOnceInOrder(sandbox: TelegramSandbox, n: number, seq: (text: string) => number): void {
+  const d = sandbox.delivered();
+  assert.equal(new Set(d.map((x) => x.text)).size, n, 'every row delivered');
+  assert.equal(d.length, n, 'none twice');
+  const byChat = new Map<number, number[]>();
+  for (const x of d) byChat.set(x.chatId, [...(byChat.get(x.chatId) ?? []), seq(x.text!)]);
+  for (const [chat, got] of byChat)
+    assert.deepEqual(
+      got,
+      [...got].sort((a, b) => a - b),
+      `chat ${chat} in order`,
+    );
 }

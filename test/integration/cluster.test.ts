@@ -9,7 +9,7 @@ import { TelegramSandbox } from '../../sandbox/server';
 import { shardOf } from '../../src/outbox/shard';
 import type { ClusterStatus } from '../../src/roles/cluster';
 import { createTestDb, waitFor, uniq, NATS_URL, type TestDb } from '../helpers/services';
-import { cleanUpCluster, clusterStatusOf, waitBalanced } from '../helpers/cluster-workers';
+import { assertExactlyOnceInOrder as assertInOrder, cleanUpCluster, clusterStatusOf, waitBalanced } from '../helpers/cluster-workers';
 import { startWorker, type Worker } from '../helpers/processes';
 import { TEST_TOKEN, waitForSandboxIdle } from '../helpers/pipeline';
 import { freePort } from '../helpers/ports';
@@ -63,19 +63,7 @@ describe('scale-out across real processes (NATS KV leases, shared budget)', func
   };
   const count = async (status: string): Promise<number> =>
     Number(((await tdb.db('telegram_notifications').where({ status }).count({ n: '*' }))[0] as { n: number | string }).n);
-  const assertExactlyOnceInOrder = (n: number): void => {
-    const d = sandbox.delivered();
-    assert.equal(new Set(d.map((x) => x.text)).size, n, 'every row delivered');
-    assert.equal(d.length, n, 'no duplicates');
-    const byChat = new Map<number, number[]>();
-    for (const x of d) byChat.set(x.chatId, [...(byChat.get(x.chatId) ?? []), Number(x.text!.split('-')[1])]);
-    for (const [chat, seq] of byChat)
-      assert.deepEqual(
-        seq,
-        [...seq].sort((a, b) => a - b),
-        `chat ${chat} in order`,
-      );
-  };
+  const assertExactlyOnceInOrder = (n: number): void => assertInOrder(sandbox, n, (t) => Number(t.split('-')[1]));
 
   it('3 processes: shards balanced, every row delivered exactly once, per-chat order kept', async () => {
     await setup();
