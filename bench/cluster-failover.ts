@@ -137,7 +137,9 @@ export async function runClusterFailover(nodes: number): Promise<void> {
   const status = async (): Promise<ClusterStatus> =>
     JSON.parse(new TextDecoder().decode((await nc.request(`${tag}.notify.cluster.status`, new Uint8Array(), { timeout: 5_000 })).data)) as ClusterStatus;
   const balanced = async (n: number): Promise<ClusterStatus> => {
+    const t0 = Date.now();
     for (;;) {
+      if (Date.now() - t0 > 60_000) throw new Error(`the shards are not balanced over ${n} processes 60 s on`);
       try {
         const s = await status();
         const counts = s.processes.map((p) => p.owned.length);
@@ -165,7 +167,9 @@ export async function runClusterFailover(nodes: number): Promise<void> {
     const fenceBefore = [...logs.values()].reduce((a, l) => a + l.filter((x) => x.includes('lease not renewed in time')).length, 0);
     const chats = Array.from({ length: 600 }, (_, i) => 400_000 + i);
     await fill(name, chats, N);
-    while ((await delivered()) < 5 * GLOBAL * 0.9) await sleep(50);
+    // A run that never gets going fails (with its logs) instead of waiting forever.
+    for (const t0 = Date.now(); (await delivered()) < 5 * GLOBAL * 0.9; await sleep(50))
+      if (Date.now() - t0 > 60_000) throw new Error(`${name}: ${await delivered()} delivered 60 s after the fill`);
     const victim = await pick();
     // Moving a stream's leader is an election of its own (writes fail for a moment): the kill comes
     // once the bucket takes writes again and the workers have renewed since (as before a real failure).
@@ -246,7 +250,8 @@ export async function runClusterFailover(nodes: number): Promise<void> {
       const chats = Array.from({ length: 300 }, (_, i) => 500_000 + i);
       const cChats = new Set(chats.filter((c) => cShards.has(shardOf(c, 64))));
       await fill('crash', chats, 3000);
-      while ((await delivered()) < 600) await sleep(50);
+      for (const t0 = Date.now(); (await delivered()) < 600; await sleep(50))
+        if (Date.now() - t0 > 60_000) throw new Error(`crash: ${await delivered()} delivered 60 s after the fill`);
       const victim = procs.find((p) => p.name === 'c')!;
       victim.child.kill('SIGKILL');
       const killedAt = Date.now();
