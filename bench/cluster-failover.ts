@@ -168,8 +168,11 @@ export async function runClusterFailover(nodes: number): Promise<void> {
     const chats = Array.from({ length: 600 }, (_, i) => 400_000 + i);
     await fill(name, chats, N);
     // A run that never gets going fails (with its logs) instead of waiting forever.
-    for (const t0 = Date.now(); (await delivered()) < 5 * GLOBAL * 0.9; await sleep(50))
-      if (Date.now() - t0 > 60_000) throw new Error(`${name}: ${await delivered()} delivered 60 s after the fill`);
+    const filledAt = Date.now();
+    while ((await delivered()) < 5 * GLOBAL * 0.9) {
+      if (Date.now() - filledAt > 60_000) throw new Error(`${name}: ${await delivered()} delivered 60 s after the fill`);
+      await sleep(50);
+    }
     const victim = await pick();
     // Moving a stream's leader is an election of its own (writes fail for a moment): the kill comes
     // once the bucket takes writes again and the workers have renewed since (as before a real failure).
@@ -250,8 +253,11 @@ export async function runClusterFailover(nodes: number): Promise<void> {
       const chats = Array.from({ length: 300 }, (_, i) => 500_000 + i);
       const cChats = new Set(chats.filter((c) => cShards.has(shardOf(c, 64))));
       await fill('crash', chats, 3000);
-      for (const t0 = Date.now(); (await delivered()) < 600; await sleep(50))
-        if (Date.now() - t0 > 60_000) throw new Error(`crash: ${await delivered()} delivered 60 s after the fill`);
+      const filledAt = Date.now();
+      while ((await delivered()) < 600) {
+        if (Date.now() - filledAt > 60_000) throw new Error(`crash: ${await delivered()} delivered 60 s after the fill`);
+        await sleep(50);
+      }
       const victim = procs.find((p) => p.name === 'c')!;
       victim.child.kill('SIGKILL');
       const killedAt = Date.now();
