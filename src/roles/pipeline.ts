@@ -2,7 +2,7 @@
  * The delivery pipeline role, in the three steps of actors/root.ts: `pipelineShared` and
  * `preparePipeline` build the ports (repository, GlobalGate, buffer book, the NATS service),
  * `spawnRoot` spawns the pipeline actor from `deps()`, and `start` wires the `notify.*`
- * endpoints and subscriptions to it (./pipeline-subjects.ts). `startPipeline` runs the three for one process alone
+ * endpoints and subscriptions to it (src/outbox/pipeline-subjects.ts). `startPipeline` runs the three for one process alone
  * (tests, benchmarks).
  */
 import { randomBytes } from 'node:crypto';
@@ -35,8 +35,8 @@ import { spawnRoot, spawned, type RootRefs } from '../../actors/root';
 import type { OwnResult, PipelineMsg, PipelineStatus } from '../../actors/pipeline/pipeline';
 import { chatRatePerMs, type PipelineDeps, type PipelineSettings } from '../../actors/pipeline/deps';
 import type { OwnedShards } from '../../actors/cluster/shard-owner';
-import { servePipelineSubjects } from './pipeline-subjects';
-import { registerPipelineGauges } from './pipeline-gauges';
+import { servePipelineSubjects } from '../outbox/pipeline-subjects';
+import { registerPipelineGauges } from '../outbox/pipeline-gauges';
 import { startObservedSystem } from '../runtime/observed-system';
 
 /**
@@ -287,7 +287,19 @@ export async function preparePipeline(o: PipelineOptions): Promise<PreparedPipel
         ...(await pipelineStatus()),
       }));
 
-    servePipelineSubjects({ intake, service, subjects, instanceId: config.instanceId, root, repo, recipients, log, metrics, publish: safePublish, status });
+    servePipelineSubjects({
+      intake,
+      service,
+      subjects,
+      instanceId: config.instanceId,
+      wake: (shard) => void dispatch(root, shard === undefined ? { type: 'wake' } : { type: 'wake', shard }),
+      repo,
+      recipients,
+      log,
+      metrics,
+      publish: safePublish,
+      status,
+    });
 
     const system = ports.system;
     // Fixed order, each step isolated: stop intake → drain senders → give back → flush.

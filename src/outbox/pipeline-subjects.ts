@@ -5,27 +5,25 @@
  */
 import { Type } from '@sinclair/typebox';
 import type { Service } from 'nats';
-import { dispatch, type ActorRef } from '../runtime/actor';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import type { SubjectSet } from '../nats/subjects';
 import { decoder, type Decoder } from '../nats/codec';
 import { orEmpty, type NatsIntake } from '../nats/intake';
 import { RecipientChanged, WakeEvent, type EnqueueReply } from '../nats/payloads';
-import { decodeEnqueue, enqueue } from '../outbox/enqueue';
-import type { OutboxRepository } from '../outbox/repository';
-import type { RecipientDirectory } from '../outbox/recipients';
+import { decodeEnqueue, enqueue } from './enqueue';
+import type { OutboxRepository } from './repository';
+import type { RecipientDirectory } from './recipients';
 import { AppError, describeError, isAppError } from '../errors';
 import { dbErrorFields } from '../db/error-fields';
-import type { PipelineMsg } from '../../actors/pipeline/pipeline';
 
 export interface PipelineSubjectsOptions {
   intake: NatsIntake;
   service: Service;
   subjects: SubjectSet;
   instanceId: string;
-  /** The pipeline actor: wake-ups go to it. */
-  root: ActorRef<PipelineMsg>;
+  /** A wake-up for one shard (or all): the pipeline's claimer looks at the outbox now. */
+  wake: (shard?: number) => void;
   repo: OutboxRepository;
   recipients: RecipientDirectory;
   log: Logger;
@@ -38,12 +36,12 @@ export interface PipelineSubjectsOptions {
 
 /** Subscribes and serves; the intake drains them all on stop. */
 export function servePipelineSubjects(o: PipelineSubjectsOptions): void {
-  const { intake, service, subjects, instanceId, root, repo, recipients, log, metrics, publish, status } = o;
+  const { intake, service, subjects, instanceId, wake, repo, recipients, log, metrics, publish, status } = o;
   const mEnqueued = metrics.counter('notifications_enqueued_total', 'Notifications enqueued over NATS', ['result']);
   const mBadInput = metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']);
 
   // ---- NATS: wake-ups and recipient changes ---------------------------------------
-  intake.listen(subjects.wakeAll, decodeWake, (w) => void dispatch(root, { type: 'wake', shard: w.shard }), { label: 'notify.wake' });
+  intake.listen(subjects.wakeAll, decodeWake, (w) => wake(w.shard), { label: 'notify.wake' });
   // Each refused event is logged on its own line (the intake's warning is one per code per 10 s).
   const loggedDecodeRecipient = onReject(decodeRecipient, (e) =>
     log.warn({ code: isAppError(e) ? e.code : 'INTERNAL', err: describeError(e) }, 'bad recipient event ignored'),

@@ -1,12 +1,12 @@
 import type { Metrics } from '../metrics';
-import type { BufferBook } from '../outbox/buffer-book';
+import type { BufferBook } from './buffer-book';
 import type { GlobalGate } from '../limits/global-gate';
-import type { PipelineSettings } from '../../actors/pipeline/deps';
+import type { WindowLimit } from '../limits/window';
 
 /** Read at scrape time from live state: queue depth and sends on the wire per shard, the gate. */
 export function registerPipelineGauges(
   metrics: Metrics,
-  { book, gate, settings }: { book: BufferBook; gate: GlobalGate; settings: PipelineSettings },
+  { book, gate, settings }: { book: BufferBook; gate: GlobalGate; settings: { chatLimit: WindowLimit; groupLimit: WindowLimit } },
   lowered: Map<number, number>,
 ): void {
   metrics.gauge('sender_queue_depth', 'Claimed rows waiting in memory, per shard', ['shard'], (g) => {
