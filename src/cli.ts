@@ -348,7 +348,7 @@ function printStatus(s: ClusterStatus): void {
   for (const [shard, owner] of Object.entries(s.map)) byOwner.set(owner, [...(byOwner.get(owner) ?? []), Number(shard)]);
   const unowned = Array.from({ length: s.shardCount }, (_, i) => i).filter((i) => !(i in s.map));
   console.log(
-    `cluster at ${new Date(s.at).toISOString()}: ${s.members.length} member(s), ${s.shardCount} shards, budget coordinator ${s.coordinator ?? '(none: processes use the fallback share)'}`,
+    `cluster at ${new Date(s.at).toISOString()} (as ${s.answeredBy} sees it): ${s.members.length} member(s), ${s.shardCount} shards, budget coordinator ${s.coordinator ?? '(none: processes use the fallback share)'}`,
   );
   if (s.budget)
     console.log(

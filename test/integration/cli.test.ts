@@ -65,6 +65,8 @@ describe('operator CLI (npm run cli) against a running worker', function () {
     assert.equal(code, 0, stdout);
     assert.match(stdout, /1 member\(s\), 64 shards/);
     assert.match(stdout, /cli-.*\s64\s+0-63/);
+    assert.match(stdout, /\(as cli-\S+ sees it\)/, 'says which process answered');
+    assert.match(stdout, /^bot rate: [\d.]+\/s of [\d.]+\/s configured/m, 'the budget');
   });
 
   it('the worker is a NATS service: $SRV.INFO lists it with its shards (what `nats micro info` shows)', async () => {
