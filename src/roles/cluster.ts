@@ -240,6 +240,7 @@ function startCluster(o: ClusterOptions, kv: KV, subjects: SubjectSet, refs: Roo
       pipeline: p,
     };
   };
+  const mBad = o.metrics.counter('nats_bad_payloads_total', 'NATS payloads rejected at the edge', ['subject', 'code']);
   const clusterStatus = async (): Promise<ClusterStatus> => {
     const [, fresh, coord, budgetStatus] = await Promise.all([
       status(),
@@ -259,8 +260,10 @@ function startCluster(o: ClusterOptions, kv: KV, subjects: SubjectSet, refs: Roo
         processes.push(rest);
         // Not ours: the coordinator's own answer carries its split (the lease's holder first, should two answer during a handover).
         if (split?.leader === true && (relayed === null || rest.holder === coord?.holder)) relayed = split;
-      } catch {
-        /* left out */
+      } catch (e) {
+        const code = isAppError(e) ? e.code : 'BAD_PAYLOAD';
+        mBad.inc({ subject: subjects.statusAll, code });
+        log.warn({ code, err: describeError(e) }, 'a notify.status.all answer that is not a process status: left out of the cluster status');
       }
     }
     processes.sort((a, b) => a.instance.localeCompare(b.instance));
@@ -312,6 +315,37 @@ function startCluster(o: ClusterOptions, kv: KV, subjects: SubjectSet, refs: Roo
   return { budget, status, processStatus, clusterStatus, stop: () => shutdown.run() };
 }
 
-/** A peer's `notify.status.all` answer, checked for the fields the cluster status reads (the rest is passed on). */
-const checkProcessStatus = decoder(Type.Object({ instance: Type.String(), takeovers: Type.Array(Type.Unknown()) }), { maxBytes: 1024 * 1024 });
+const Num = Type.Number();
+/** A coordinator's split as a peer relays it (what `npm run cli -- status` prints of it). */
+const BudgetSplit = Type.Object({
+  leader: Type.Boolean(),
+  since: Type.Union([Num, Type.Null()]),
+  capacity: Num,
+  ceiling: Num,
+  rate: Num,
+  windowMs: Num,
+  processes: Type.Array(Type.Unknown()),
+});
+/**
+ * A peer's `notify.status.all` answer, checked for every field the cluster status and the CLI read (the rest
+ * is passed on): anyone on the bus can answer, and one nonsense answer must not break the status for all.
+ */
+const checkProcessStatus = decoder(
+  Type.Object({
+    instance: Type.String(),
+    holder: Type.String(),
+    owned: Type.Array(Type.Integer()),
+    budget: Type.Object({ share: Num, mode: Type.String(), demand: Num }),
+    queued: Num,
+    inFlight: Num,
+    sent: Num,
+    failed: Num,
+    throttled: Num,
+    throttledByScope: Type.Optional(Type.Object({ chat: Num, group: Num, global: Num })),
+    lowered: Type.Optional(Type.Array(Type.Object({ chatId: Num, rate: Num, ceiling: Num }))),
+    takeovers: Type.Array(Type.Object({ shard: Type.Integer(), from: Type.String(), at: Num })),
+    coordinating: Type.Optional(BudgetSplit),
+  }),
+  { maxBytes: 1024 * 1024 },
+);
 const decodeProcessStatus = (data: Uint8Array): ProcessStatus => checkProcessStatus(data) as unknown as ProcessStatus;

@@ -69,6 +69,50 @@ describe('operator CLI (npm run cli) against a running worker', function () {
     assert.match(stdout, /^bot rate: [\d.]+\/s of [\d.]+\/s configured/m, 'the budget');
   });
 
+  it('a peer on the bus answering the status round with nonsense is left out: the status still shows the worker and the budget', async () => {
+    const { connect } = await import('nats');
+    const nc = await connect({ servers: NATS_URL });
+    const liar = `liar-${env.CLUSTER_BUCKET}`;
+    const answers = [
+      'not json',
+      JSON.stringify({ instance: liar, takeovers: [] }),
+      JSON.stringify({ instance: liar, holder: liar, owned: 'all', takeovers: [] }),
+      // Well formed but for the relayed split, which the CLI would print (rate.toFixed of a string threw).
+      JSON.stringify({
+        instance: liar,
+        holder: liar,
+        owned: [],
+        budget: { share: 1, mode: 'granted', demand: 0 },
+        queued: 0,
+        inFlight: 0,
+        sent: 0,
+        failed: 0,
+        throttled: 0,
+        takeovers: [],
+        coordinating: { leader: true, rate: 'fast' },
+      }),
+    ];
+    const sub = nc.subscribe(`${env.NATS_SUBJECT_PREFIX}notify.status.all`, {
+      callback: (_e, m) => {
+        for (const a of answers) nc.publish(m.reply!, new TextEncoder().encode(a));
+      },
+    });
+    try {
+      const { stdout, code } = await cli('status');
+      assert.equal(code, 0, stdout);
+      assert.match(stdout, /cli-.*\s64\s+0-63/, 'the real worker is listed');
+      assert.doesNotMatch(stdout, /liar-/, 'the nonsense answers are not');
+      assert.match(stdout, /^bot rate: [\d.]+\/s/m);
+      assert.ok(
+        worker.lines.some((l) => l.includes('a notify.status.all answer that is not a process status')),
+        'the worker says it left answers out',
+      );
+    } finally {
+      sub.unsubscribe();
+      await nc.close();
+    }
+  });
+
   it('the worker is a NATS service: $SRV.INFO lists it with its shards (what `nats micro info` shows)', async () => {
     const { connect } = await import('nats');
     const nc = await connect({ servers: NATS_URL });
