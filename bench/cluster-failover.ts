@@ -350,7 +350,6 @@ function ratePlot(ats: number[], killedAt: number, downS: number): { plot: strin
 const TIMELINE_INFO = [
   'lease renewals succeed again',
   'fenced shards valid again',
-  'pipeline sends for the resumed shards again',
   'budget coordinator lease renewals succeed again',
   'granting again',
   'budget share mode changed',

@@ -98,8 +98,8 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
   };
   /** Un-fences the shards a renewal made valid again: the pipeline still owns them, its senders go on by themselves. */
   const resumeValid = (state: ShardOwnerState): void => {
-    const back = state.held.resumeValid().length > 0 && state.held.confirmResumed(state.pipelineOwned);
-    if (back) log.info(back, 'fenced shards valid again: sending for them');
+    const shards = state.held.resumeValid();
+    if (shards.length) log.info({ shards: shards.length }, 'fenced shards valid again: sending for them');
   };
 
   /** Runs I/O outside the mailbox; its result comes back as the message it makes, a failure as 'tickFailed'. */
@@ -241,10 +241,8 @@ export function spawnShardOwner(parent: Parent, deps: ShardOwnerDeps): ActorRef<
         }
         case 'owned': {
           const r = msg.result;
-          // A shard fenced while the call ran was released after it: the next tick owns it again once resumed.
+          // A shard lost while the call ran was released after it: its answer predates that.
           state.pipelineOwned = r.owned.filter((s) => !state.released.has(s));
-          const back = state.held.confirmResumed(state.pipelineOwned);
-          if (back) log.info(back, 'pipeline sends for the resumed shards again');
           if (msg.got.length === 0) {
             if (r.owned.length !== msg.held.length)
               log.warn({ leased: msg.held.length, fenced: r.owned.length }, 'some leased shards are not fenced in the database yet; retrying next tick');

@@ -35,8 +35,6 @@ export class HeldShards {
   readonly fenced = new Set<number>();
   /** Since when renewals have gone unanswered (a JetStream election, a lost connection); undefined: the last round was answered. */
   failingSince: number | undefined;
-  /** Shards resumeValid un-fenced and the pipeline has not confirmed yet, and since when (for the log). */
-  resuming: { shards: number[]; at: number } | undefined;
   private probeTimer: NodeJS.Timeout | undefined;
 
   /**
@@ -59,14 +57,9 @@ export class HeldShards {
     return [...this.leases.keys()].sort(ascending);
   }
 
-  /** Held and not fenced: what the pipeline sends for now. */
-  sending(): number[] {
-    return [...this.leases.keys()].filter((s) => !this.fenced.has(s)).sort(ascending);
-  }
-
   /** Every shard held, and the fenced ones among them, in order. */
   status(): { owned: number[]; fenced: number[] } {
-    return { owned: [...this.leases.keys()].sort(ascending), fenced: [...this.fenced].sort(ascending) };
+    return { owned: this.owned(), fenced: [...this.fenced].sort(ascending) };
   }
 
   get sendingCount(): number {
@@ -84,19 +77,7 @@ export class HeldShards {
   resumeValid(now = Date.now()): number[] {
     const valid = [...this.fenced].filter((s) => this.leases.get(s)?.valid(now));
     for (const s of valid) this.fenced.delete(s);
-    if (valid.length) this.resuming = { shards: [...(this.resuming?.shards ?? []), ...valid], at: this.resuming?.at ?? now };
     return valid;
-  }
-
-  /**
-   * The pipeline confirmed it sends for `owned`: once every shard resumeValid un-fenced is among
-   * them (or fenced or gone again), how many there were and how long the pipeline took.
-   */
-  confirmResumed(owned: readonly number[], now = Date.now()): { shards: number; tookMs: number } | undefined {
-    const r = this.resuming;
-    if (!r || !r.shards.every((s) => owned.includes(s) || !this.leases.has(s) || this.fenced.has(s))) return undefined;
-    this.resuming = undefined;
-    return { shards: r.shards.length, tookMs: now - r.at };
   }
 
   /**
